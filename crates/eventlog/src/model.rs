@@ -1,0 +1,84 @@
+//! The types of the event log's public interface. They know nothing of the dossier domain:
+//! an event is a type name, a business time and a JSON payload, routed by level, agency, sector.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Where a dossier's events are routed and sliced: copied onto every event of the dossier from
+/// its first event, so subjects and filters never need to look the dossier up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// `province` | `district` | `commune`.
+    pub level: String,
+    /// The agency whose counter received the dossier (stable for the dossier's life).
+    pub agency: String,
+    pub sector: String,
+}
+
+/// What the caller believes the dossier's current version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The dossier must have no events yet.
+    NoStream,
+    /// The dossier's last event must have exactly this version (1-based).
+    Exact(u32),
+}
+
+/// One event to append. Everything the server sets (position, version, recorded time, hashes)
+/// is absent here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Chosen by the client; the idempotency key.
+    pub event_id: Uuid,
+    /// e.g. `received`, `supplement_requested`.
+    pub event_type: String,
+    /// Business time at the counter, truncated to microseconds by the caller or by the log.
+    pub occurred_at: DateTime<Utc>,
+    /// Integers, strings, booleans, arrays and objects only (no floats), so that the canonical
+    /// form survives a round trip through `jsonb`.
+    pub payload: serde_json::Value,
+    /// SHA-256 of the client's request that produced this event. The same event id with another
+    /// fingerprint is a different request reusing an id, and is refused.
+    pub fingerprint: [u8; 32],
+}
+
+/// All the new events of one dossier in one append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DossierAppend {
+    pub dossier_id: String,
+    pub expected_version: ExpectedVersion,
+    pub routing: Routing,
+    pub events: Vec<NewEvent>,
+}
+
+/// An event as stored: immutable once committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Global position: 1, 2, 3… with no gaps, assigned in commit order.
+    pub position: i64,
+    pub event_id: Uuid,
+    pub dossier_id: String,
+    /// 1-based version within the dossier.
+    pub version: i32,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    /// Set by the log when the position is assigned; never decreases along positions.
+    pub recorded_at: DateTime<Utc>,
+    pub routing: Routing,
+    pub payload: serde_json::Value,
+    pub fingerprint: [u8; 32],
+    /// `SHA-256(0x00 || canonical_bytes)`, the RFC 6962 leaf hash of this event.
+    pub event_hash: [u8; 32],
+    /// `SHA-256(previous chain_hash || event_hash)`; the genesis predecessor is 32 zero bytes.
+    pub chain_hash: [u8; 32],
+}
+
+/// The result of an append: the stored events in the order given, and whether this call wrote
+/// them or found them already written by an earlier call with the same event ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub events: Vec<StoredEvent>,
+    /// For each `DossierAppend` of the call, in order: true when every one of its events was
+    /// already stored (a retry), false when they were written now.
+    pub duplicate: Vec<bool>,
+}
