@@ -5,7 +5,7 @@
 //! of the machine. Nothing here mocks anything. `cargo xtask test` makes sure both servers run.
 //!
 //! Environment: `TEST_DATABASE_URL` (an admin connection to any database, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`) and `TEST_NATS_URL` (default
+//! `postgres://postgres:postgres@127.0.0.1:5432/postgres`) and `TEST_NATS_URL` (default
 //! `nats://127.0.0.1:4222`).
 
 use std::time::Duration;
@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
 /// The admin connection URL used to create and drop per-test databases.
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// The NATS server tests publish to.
