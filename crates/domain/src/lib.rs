@@ -1,1 +1,19 @@
-//! (being written)
+//! The dossier: its vocabulary, its lifecycle rules, and the fold over its events.
+//!
+//! `decide(&Dossier, &Command, Rules) -> Result<Vec<DossierEvent>, Refusal>` holds every rule of
+//! `shared/DOMAIN.md`; `Dossier::evolve(&Event)` applies an event and holds none. The working-time
+//! arithmetic lives in the `calendar` crate and is passed in through [`Rules`].
+//!
+//! This crate does no I/O: no tokio, sqlx, tonic or NATS. Everything here is a pure function of
+//! its arguments, so its tests are instant and exhaustive.
+
+pub mod command;
+pub mod event;
+pub mod ids;
+
+pub use command::{Action, Command, Rules, SupplementPolicy};
+pub use event::{
+    ApplicantType, Channel, DecodeError, DossierEvent, Event, FeeKind, Level, OnlineServiceLevel, Outcome,
+    PaymentChannel, Profile, Rating, ReturnMethod, TransferMode,
+};
+pub use ids::{AgencyCode, ComponentCode, DossierId, EventId, FieldError, ProcedureCode, SectorCode, Text, TransactionId};

@@ -1,0 +1,72 @@
+//! What a client asks for. A command holds only what the client knows; everything the server
+//! computes (due times, timeliness, whether an apology is on time) is decided in [`crate::decide`].
+
+use calendar::{Calendar, StatutoryTime};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::event::{FeeKind, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, TransferMode};
+use crate::ids::{AgencyCode, ComponentCode, Text, TransactionId};
+
+/// How the due time is recomputed when a requested supplement arrives; a province's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupplementPolicy {
+    /// The full statutory time counts again from the supplement's receipt.
+    #[default]
+    Restart,
+    /// The due time moves later by the working time the dossier waited.
+    Extend,
+}
+
+/// The province's rules a decision depends on: passed in, never read from the environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub calendar: &'a Calendar,
+    pub supplement_policy: SupplementPolicy,
+}
+
+/// A command with the business time at which the client says it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub occurred_at: DateTime<Utc>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Accept a dossier at the counter.
+    Receive {
+        profile: Profile,
+        statutory_time: StatutoryTime,
+        fee_required: bool,
+        components: Vec<ComponentCode>,
+        /// Only for imported history: the old system's appointment. Live intake leaves it
+        /// `None` and the due time is computed from the statutory time.
+        due_at: Option<DateTime<Utc>>,
+    },
+    RecordDigitized {
+        digitized: Vec<ComponentCode>,
+        reused: Vec<ComponentCode>,
+    },
+    RefuseAtIntake { profile: Profile, reason: Text },
+    Transfer { to_agency: AgencyCode, mode: TransferMode },
+    RequestSupplement { reason: Text },
+    ReceiveSupplement,
+    /// The deadline watcher noticed the due time passed. `occurred_at` of the command is when
+    /// it noticed; the event's business time is the due time itself.
+    MarkLate,
+    IssueApology { reason: Text, new_appointment: DateTime<Utc> },
+    AssessFee { amount_vnd: i64, kind: FeeKind },
+    RecordPayment {
+        amount_vnd: i64,
+        channel: PaymentChannel,
+        transaction_id: TransactionId,
+    },
+    Resolve { outcome: Outcome, deciding_agency: AgencyCode },
+    Withdraw { reason: Text },
+    Stop { reason: Text },
+    AttachResult { document_ref: Text, sha256: String },
+    ReturnResult { method: ReturnMethod },
+    Rate { rating: Rating },
+}
