@@ -1,1 +1,168 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>` (the alias is in .cargo/config.toml).
+//! Only std and anyhow, so it compiles in seconds. See `usage()` for the commands.
+
+mod cmd;
+mod services;
+mod supervise;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use crate::cmd::{cargo, repo_root, run, step, target_dir};
+use crate::supervise::Service;
+
+/// The services `cargo xtask run` builds and starts: (cargo package, binary). Add new services
+/// (processing, payment, results, projection) here.
+const SERVICES: &[(&str, &str)] = &[("intake", "intake"), ("relay-service", "relay-service")];
+
+/// Configuration the services get under `cargo xtask run`, relative to the repository root.
+const LOCAL_CONFIG: &str = "deploy/config/local.toml";
+/// The database named in LOCAL_CONFIG's `database.url`.
+const LOCAL_DATABASE: &str = "motcua";
+
+fn usage() -> String {
+    format!(
+        "\
+Usage: cargo xtask <command> [options]
+
+Commands:
+  test [-- ARGS...]   Make sure PostgreSQL and NATS with JetStream run on this machine
+                      (starting or installing them if needed), then run
+                      `cargo fmt --all -- --check`, `cargo clippy --workspace --all-targets
+                      --locked -- -D warnings` and `cargo test --workspace --locked ARGS...`.
+                      Examples: `cargo xtask test -- -p eventlog`,
+                                `cargo xtask test -- some_test -- --nocapture`.
+                      Set TEST_DATABASE_URL / TEST_NATS_URL to use other servers (then they
+                      are only checked).
+  run                 Make sure PostgreSQL and NATS run, create the `{LOCAL_DATABASE}` database,
+                      build the services in release ({}) and run them all with
+                      --config {LOCAL_CONFIG}, until Ctrl-C or one of them exits.
+  token --agency CODE --level province|district|commune --role counter|importer|auditor
+        [--name TEXT]
+                      Print a new random API token (once) and the tokens-file entry with its
+                      SHA-256.
+  help                Show this text.
+",
+        SERVICES
+            .iter()
+            .map(|(_, binary)| *binary)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => match args[1..].split_first() {
+            None => test(&[]),
+            Some((dashes, rest)) if dashes == "--" => test(rest),
+            Some(_) => return bad_usage("`test` takes its cargo test arguments after `--`"),
+        },
+        Some("run") if args.len() == 1 => run_services(),
+        Some("run") => return bad_usage("`run` takes no arguments"),
+        Some("token") => match token::parse(&args[1..]) {
+            Ok(parsed) => token::token(&parsed),
+            Err(err) => return bad_usage(&format!("{err:#}")),
+        },
+        Some(supervise::SUPERVISE_COMMAND) => supervise::supervise_command(&args[1..]),
+        Some("help" | "-h" | "--help") => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => return bad_usage(&format!("unknown command {other:?}")),
+        None => return bad_usage("no command given"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("\nxtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bad_usage(message: &str) -> ExitCode {
+    eprintln!("xtask: {message}\n\n{}", usage());
+    ExitCode::from(2)
+}
+
+/// `cargo xtask test`: services, then fmt, clippy and the tests.
+fn test(test_args: &[String]) -> Result<()> {
+    if !repo_root().join("Cargo.lock").is_file() {
+        bail!(
+            "Cargo.lock is missing, and clippy and the tests run with --locked: run \
+             `cargo generate-lockfile` and commit Cargo.lock"
+        );
+    }
+
+    step("[1/5] PostgreSQL");
+    let database_url = services::ensure_postgres(std::env::var("TEST_DATABASE_URL").ok())?;
+    step("[2/5] NATS with JetStream");
+    let nats_url = services::ensure_nats(std::env::var("TEST_NATS_URL").ok())?;
+
+    step("[3/5] formatting");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("[4/5] clippy");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("[5/5] tests");
+    println!("TEST_DATABASE_URL={}", cmd::redact_url(&database_url));
+    println!("TEST_NATS_URL={nats_url}");
+    run(cargo()
+        .args(["test", "--workspace", "--locked"])
+        .args(test_args)
+        .env("TEST_DATABASE_URL", &database_url)
+        .env("TEST_NATS_URL", &nats_url))?;
+    println!("\nxtask: all checks passed");
+    Ok(())
+}
+
+/// `cargo xtask run`: services, database, release build, then the services themselves.
+fn run_services() -> Result<()> {
+    // The services connect to the local servers named in LOCAL_CONFIG, whatever TEST_* say.
+    step("PostgreSQL");
+    let admin_url = services::ensure_postgres(None)?;
+    services::ensure_database(&admin_url, LOCAL_DATABASE)?;
+    step("NATS with JetStream");
+    services::ensure_nats(None)?;
+
+    step("building the services (release)");
+    let mut build = cargo();
+    build.args(["build", "--release"]);
+    for (package, _) in SERVICES {
+        build.args(["-p", package]);
+    }
+    run(&mut build)?;
+
+    let release = target_dir().join("release");
+    let services: Vec<Service> = SERVICES
+        .iter()
+        .map(|(_, binary)| Service {
+            name: (*binary).to_owned(),
+            binary: release.join(binary),
+        })
+        .collect();
+    if let Some(missing) = services.iter().find(|s| !s.binary.is_file()) {
+        bail!("the build did not produce {}", missing.binary.display());
+    }
+    let config = PathBuf::from(LOCAL_CONFIG);
+    if !repo_root().join(&config).is_file() {
+        bail!("{LOCAL_CONFIG} is missing");
+    }
+
+    step("running the services");
+    // Normally does not return: becomes the supervisor (see supervise.rs).
+    supervise::exec_supervisor(&config, &services)?;
+    supervise::supervise(&config, &services, false)
+}
