@@ -51,14 +51,21 @@ pub fn parse(args: &[String]) -> Result<TokenArgs> {
     let agency = agency.context("--agency is required")?;
     let level = level.context("--level is required")?;
     let role = role.context("--role is required")?;
-    if agency.is_empty() || agency.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        bail!("--agency must be an agency code (or * for all agencies), got {agency:?}");
+    let code_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
+    if agency != "*" && (agency.is_empty() || agency.len() > 40 || !agency.chars().all(code_char)) {
+        bail!(
+            "--agency must be an agency code (letters, digits, '.', '-'; e.g. 000.00.01.H40) \
+             or * for all agencies, got {agency:?}"
+        );
     }
     if !LEVELS.contains(&level.as_str()) {
         bail!("--level must be one of {}, got {level:?}", LEVELS.join("|"));
     }
     if !ROLES.contains(&role.as_str()) {
         bail!("--role must be one of {}, got {role:?}", ROLES.join("|"));
+    }
+    if agency == "*" && role == "counter" {
+        bail!("a counter token must name one agency, not *");
     }
     if name
         .as_deref()
@@ -203,6 +210,24 @@ mod tests {
         assert!(parse(&strings(&["--level", "district", "--role", "counter"])).is_err());
         assert!(parse(&strings(&["--agency", "X", "--agency", "Y"])).is_err());
         assert!(parse(&strings(&["--bogus"])).is_err());
+        assert!(
+            parse(&strings(&[
+                "--agency", "*", "--level", "province", "--role", "counter"
+            ]))
+            .is_err()
+        );
+        assert!(
+            parse(&strings(&[
+                "--agency", "a b", "--level", "province", "--role", "auditor"
+            ]))
+            .is_err()
+        );
+        assert!(
+            parse(&strings(&[
+                "--agency", "*", "--level", "province", "--role", "auditor"
+            ]))
+            .is_ok()
+        );
     }
 
     #[test]
