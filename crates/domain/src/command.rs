@@ -49,24 +49,52 @@ pub enum Action {
         digitized: Vec<ComponentCode>,
         reused: Vec<ComponentCode>,
     },
-    RefuseAtIntake { profile: Profile, reason: Text },
-    Transfer { to_agency: AgencyCode, mode: TransferMode },
-    RequestSupplement { reason: Text },
+    RefuseAtIntake {
+        profile: Profile,
+        reason: Text,
+    },
+    Transfer {
+        to_agency: AgencyCode,
+        mode: TransferMode,
+    },
+    RequestSupplement {
+        reason: Text,
+    },
     ReceiveSupplement,
     /// The deadline watcher noticed the due time passed. `occurred_at` of the command is when
     /// it noticed; the event's business time is the due time itself.
     MarkLate,
-    IssueApology { reason: Text, new_appointment: DateTime<Utc> },
-    AssessFee { amount_vnd: i64, kind: FeeKind },
+    IssueApology {
+        reason: Text,
+        new_appointment: DateTime<Utc>,
+    },
+    AssessFee {
+        amount_vnd: i64,
+        kind: FeeKind,
+    },
     RecordPayment {
         amount_vnd: i64,
         channel: PaymentChannel,
         transaction_id: TransactionId,
     },
-    Resolve { outcome: Outcome, deciding_agency: AgencyCode },
-    Withdraw { reason: Text },
-    Stop { reason: Text },
-    AttachResult { document_ref: Text, sha256: String },
-    ReturnResult { method: ReturnMethod },
-    Rate { rating: Rating },
+    Resolve {
+        outcome: Outcome,
+        deciding_agency: AgencyCode,
+    },
+    Withdraw {
+        reason: Text,
+    },
+    Stop {
+        reason: Text,
+    },
+    AttachResult {
+        document_ref: Text,
+        sha256: String,
+    },
+    ReturnResult {
+        method: ReturnMethod,
+    },
+    Rate {
+        rating: Rating,
+    },
 }

@@ -72,7 +72,10 @@ wire_enum!(
 impl PaymentChannel {
     /// "Paid online" (S11) means either online channel.
     pub fn is_online(self) -> bool {
-        matches!(self, PaymentChannel::NationalPlatform | PaymentChannel::ProvincialGateway)
+        matches!(
+            self,
+            PaymentChannel::NationalPlatform | PaymentChannel::ProvincialGateway
+        )
     }
 }
 
@@ -123,14 +126,19 @@ pub enum DossierEvent {
         reused: Vec<ComponentCode>,
     },
     /// Not accepted at the counter (status 3): the first and only event of such a dossier.
-    RefusedAtIntake { profile: Profile, reason: Text },
+    RefusedAtIntake {
+        profile: Profile,
+        reason: Text,
+    },
     Transferred {
         from_agency: AgencyCode,
         to_agency: AgencyCode,
         mode: TransferMode,
     },
     /// The clock stops.
-    SupplementRequested { reason: Text },
+    SupplementRequested {
+        reason: Text,
+    },
     /// The clock restarts; `due_at` is the due time now in force, `paused` the working time the
     /// dossier waited.
     SupplementReceived {
@@ -138,14 +146,19 @@ pub enum DossierEvent {
         paused: WorkingDuration,
     },
     /// The due time passed with no resolution. The event's `occurred_at` is the due time itself.
-    Late { due_at: DateTime<Utc> },
+    Late {
+        due_at: DateTime<Utc>,
+    },
     ApologyIssued {
         reason: Text,
         new_appointment: DateTime<Utc>,
         /// Issued at least one working day before the due time in force.
         on_time: bool,
     },
-    FeeAssessed { amount_vnd: i64, kind: FeeKind },
+    FeeAssessed {
+        amount_vnd: i64,
+        kind: FeeKind,
+    },
     Paid {
         amount_vnd: i64,
         channel: PaymentChannel,
@@ -159,9 +172,13 @@ pub enum DossierEvent {
         timeliness: Timeliness,
     },
     /// Withdrawn at the applicant's request: ends the dossier without a result.
-    Withdrawn { reason: Text },
+    Withdrawn {
+        reason: Text,
+    },
     /// Processing stopped by the agency: ends the dossier without a result.
-    Stopped { reason: Text },
+    Stopped {
+        reason: Text,
+    },
     /// The signed electronic result attached to the dossier.
     ResultDigitized {
         document_ref: Text,
@@ -169,8 +186,12 @@ pub enum DossierEvent {
         sha256: String,
     },
     /// Status 10.
-    ResultReturned { method: ReturnMethod },
-    SatisfactionRated { rating: Rating },
+    ResultReturned {
+        method: ReturnMethod,
+    },
+    SatisfactionRated {
+        rating: Rating,
+    },
 }
 
 /// Why a stored event could not be read back as a [`DossierEvent`].
@@ -218,7 +239,10 @@ impl DossierEvent {
     pub fn from_parts(event_type: &str, payload: &serde_json::Value) -> Result<Self, DecodeError> {
         let mut value = payload.clone();
         if let Some(map) = value.as_object_mut() {
-            map.insert("type".to_owned(), serde_json::Value::String(event_type.to_owned()));
+            map.insert(
+                "type".to_owned(),
+                serde_json::Value::String(event_type.to_owned()),
+            );
         }
         serde_json::from_value(value).map_err(|source| DecodeError {
             event_type: event_type.to_owned(),

@@ -21,15 +21,24 @@ impl FieldError {
     }
 }
 
-fn check_code(value: &str, max: usize, allowed: impl Fn(char) -> bool, what: &str) -> Result<(), FieldError> {
+fn check_code(
+    value: &str,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+    what: &str,
+) -> Result<(), FieldError> {
     if value.is_empty() {
         return Err(FieldError::new(format!("{what} must not be empty")));
     }
     if value.len() > max {
-        return Err(FieldError::new(format!("{what} must be at most {max} characters")));
+        return Err(FieldError::new(format!(
+            "{what} must be at most {max} characters"
+        )));
     }
     if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
-        return Err(FieldError::new(format!("{what} contains the character {bad:?}, which is not allowed")));
+        return Err(FieldError::new(format!(
+            "{what} contains the character {bad:?}, which is not allowed"
+        )));
     }
     Ok(())
 }
@@ -114,7 +123,10 @@ impl Text {
             return Err(FieldError::new("must not be blank"));
         }
         if value.chars().count() > Self::MAX_CHARS {
-            return Err(FieldError::new(format!("must be at most {} characters", Self::MAX_CHARS)));
+            return Err(FieldError::new(format!(
+                "must be at most {} characters",
+                Self::MAX_CHARS
+            )));
         }
         if value.chars().any(|c| c.is_control() && c != '\n') {
             return Err(FieldError::new("must not contain control characters"));
