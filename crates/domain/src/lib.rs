@@ -8,12 +8,21 @@
 //! its arguments, so its tests are instant and exhaustive.
 
 pub mod command;
+pub mod decide;
+pub mod dossier;
 pub mod event;
 pub mod ids;
+pub mod refusal;
 
 pub use command::{Action, Command, Rules, SupplementPolicy};
+pub use decide::{MAX_AMOUNT_VND, decide, event_time};
+pub use dossier::{Apology, Dossier, PaymentRecord, Phase, Resolution};
 pub use event::{
-    ApplicantType, Channel, DecodeError, DossierEvent, Event, FeeKind, Level, OnlineServiceLevel, Outcome,
-    PaymentChannel, Profile, Rating, ReturnMethod, TransferMode,
+    ApplicantType, Channel, DecodeError, DossierEvent, Event, FeeKind, Level, OnlineServiceLevel,
+    Outcome, PaymentChannel, Profile, Rating, ReturnMethod, TransferMode,
 };
-pub use ids::{AgencyCode, ComponentCode, DossierId, EventId, FieldError, ProcedureCode, SectorCode, Text, TransactionId};
+pub use ids::{
+    AgencyCode, ComponentCode, DossierId, EventId, FieldError, ProcedureCode, SectorCode, Text,
+    TransactionId,
+};
+pub use refusal::{Refusal, RefusalKind};
