@@ -1,0 +1,148 @@
+//! The apology with a new appointment: at most once, only when late or foreseen late, "on time"
+//! when issued at least one working day before the due time in force.
+
+use calendar::{StatutoryTime, Timeliness};
+use chrono::{DateTime, Utc};
+use domain::{Action, DossierEvent, Refusal};
+
+use crate::support::*;
+
+fn apologise(new_appointment: DateTime<Utc>) -> Action {
+    Action::IssueApology {
+        reason: text("site survey delayed"),
+        new_appointment,
+    }
+}
+fn apologised(new_appointment: DateTime<Utc>, on_time: bool) -> DossierEvent {
+    DossierEvent::ApologyIssued {
+        reason: text("site survey delayed"),
+        new_appointment,
+        on_time,
+    }
+}
+fn new_appointment() -> DateTime<Utc> {
+    vn(2024, 3, 12, 9, 0)
+}
+
+#[test]
+fn foreseen_late_while_open_and_on_time() {
+    let at = vn(2024, 3, 4, 10, 0);
+    let state = given([received()])
+        .when(cmd(at, apologise(new_appointment())))
+        .then(apologised(new_appointment(), true));
+    let apology = state.apology.expect("issued");
+    assert_eq!(apology.issued_at, at);
+    assert_eq!(apology.new_appointment, new_appointment());
+    assert!(apology.on_time);
+    // The appointment the statistics judge by does not move.
+    assert_eq!(state.due_at, Some(due()));
+}
+
+#[test]
+fn on_time_at_exactly_one_working_day_before_the_due_time() {
+    // Due Thursday 09:00: Wednesday 09:00 leaves exactly 8 working hours.
+    assert_eq!(
+        CALENDAR.working_time_between(vn(2024, 3, 6, 9, 0), due()),
+        CALENDAR.to_duration(StatutoryTime::Days(1))
+    );
+    given([received()])
+        .when(cmd(vn(2024, 3, 6, 9, 0), apologise(new_appointment())))
+        .then(apologised(new_appointment(), true));
+    given([received()])
+        .when(cmd(vn(2024, 3, 6, 9, 1), apologise(new_appointment())))
+        .then(apologised(new_appointment(), false));
+}
+
+#[test]
+fn the_working_day_before_spans_the_weekend() {
+    // Due Monday 11 March 09:00: Friday 09:00 is one working day before, Saturday is not worked.
+    let due_monday = vn(2024, 3, 11, 9, 0);
+    let history = [ev(
+        received_at(),
+        DossierEvent::Received {
+            profile: profile(),
+            statutory_time: StatutoryTime::Days(5),
+            fee_required: true,
+            components: components(),
+            due_at: due_monday,
+        },
+    )];
+    given(history.clone())
+        .when(cmd(vn(2024, 3, 8, 9, 0), apologise(new_appointment())))
+        .then(apologised(new_appointment(), true));
+    given(history.clone())
+        .when(cmd(vn(2024, 3, 8, 9, 30), apologise(new_appointment())))
+        .then(apologised(new_appointment(), false));
+    given(history)
+        .when(cmd(vn(2024, 3, 9, 9, 0), apologise(new_appointment())))
+        .then(apologised(new_appointment(), false));
+}
+
+#[test]
+fn after_the_due_time_is_not_on_time() {
+    given([received(), ev(due(), DossierEvent::Late { due_at: due() })])
+        .when(cmd(vn(2024, 3, 8, 9, 0), apologise(new_appointment())))
+        .then(apologised(new_appointment(), false));
+}
+
+#[test]
+fn while_waiting_for_a_supplement() {
+    given([
+        received(),
+        ev(
+            vn(2024, 3, 5, 9, 0),
+            DossierEvent::SupplementRequested {
+                reason: text("map"),
+            },
+        ),
+    ])
+    .when(cmd(vn(2024, 3, 5, 10, 0), apologise(new_appointment())))
+    .then(apologised(new_appointment(), true));
+}
+
+#[test]
+fn after_a_late_resolution() {
+    let state = given([received(), resolved(vn(2024, 3, 8, 9, 0), Timeliness::Late)])
+        .when(cmd(vn(2024, 3, 8, 10, 0), apologise(new_appointment())))
+        .then(apologised(new_appointment(), false));
+    assert!(state.apology.is_some());
+}
+
+#[test]
+fn not_needed_when_resolved_early_or_on_time() {
+    for (at, timeliness) in [
+        (vn(2024, 3, 6, 9, 0), Timeliness::Early),
+        (vn(2024, 3, 7, 8, 0), Timeliness::OnTime),
+    ] {
+        given([received(), resolved(at, timeliness)])
+            .when(cmd(vn(2024, 3, 7, 8, 30), apologise(new_appointment())))
+            .then(Refusal::ApologyNotNeeded { timeliness });
+    }
+}
+
+#[test]
+fn at_most_once() {
+    given([
+        received(),
+        ev(vn(2024, 3, 5, 9, 0), apologised(new_appointment(), true)),
+    ])
+    .when(cmd(vn(2024, 3, 5, 10, 0), apologise(vn(2024, 3, 14, 9, 0))))
+    .then(Refusal::ApologyAlreadyIssued);
+}
+
+#[test]
+fn the_new_appointment_is_after_the_due_time_and_after_the_apology() {
+    // Not at or before the due time in force…
+    for appointment in [due(), vn(2024, 3, 6, 9, 0)] {
+        given([received()])
+            .when(cmd(vn(2024, 3, 5, 9, 0), apologise(appointment)))
+            .then(Refusal::NewAppointmentTooEarly { due_at: due() });
+    }
+    // …nor before the apology itself once the due time has passed.
+    given([received()])
+        .when(cmd(vn(2024, 3, 8, 9, 0), apologise(vn(2024, 3, 7, 16, 0))))
+        .then(Refusal::NewAppointmentTooEarly { due_at: due() });
+    given([received()])
+        .when(cmd(vn(2024, 3, 8, 9, 0), apologise(vn(2024, 3, 8, 14, 0))))
+        .then(apologised(vn(2024, 3, 8, 14, 0), false));
+}

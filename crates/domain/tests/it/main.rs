@@ -1,0 +1,12 @@
+//! The dossier's rules, given / when / then: one integration-test binary, one module per area.
+
+mod apology;
+mod intake;
+mod lifecycle;
+mod payment;
+mod processing;
+mod props;
+mod refusals;
+mod results;
+mod support;
+mod wire;

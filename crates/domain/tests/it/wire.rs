@@ -1,0 +1,141 @@
+//! Every event survives the log's (type, payload) split, and the type column is the serde tag.
+
+use calendar::{StatutoryTime, Timeliness, WorkingDuration};
+use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, ReturnMethod, TransferMode};
+
+use crate::support::*;
+
+/// One of every variant. The match makes a new variant a compile error here until it is listed.
+fn every_event() -> Vec<DossierEvent> {
+    let events = vec![
+        received_event(true),
+        DossierEvent::ComponentsDigitized {
+            digitized: vec![comp("GT01")],
+            reused: vec![comp("GT02")],
+        },
+        DossierEvent::RefusedAtIntake {
+            profile: profile(),
+            reason: text("thiếu giấy tờ"),
+        },
+        DossierEvent::Transferred {
+            from_agency: agency(HOME),
+            to_agency: agency(OTHER),
+            mode: TransferMode::Paper,
+        },
+        DossierEvent::SupplementRequested {
+            reason: text("map"),
+        },
+        DossierEvent::SupplementReceived {
+            due_at: vn(2024, 3, 11, 9, 0),
+            paused: WorkingDuration::from_minutes(490),
+        },
+        DossierEvent::Late { due_at: due() },
+        DossierEvent::ApologyIssued {
+            reason: text("site survey delayed"),
+            new_appointment: vn(2024, 3, 12, 9, 0),
+            on_time: true,
+        },
+        DossierEvent::FeeAssessed {
+            amount_vnd: 150_000,
+            kind: FeeKind::Tax,
+        },
+        DossierEvent::Paid {
+            amount_vnd: 150_000,
+            channel: PaymentChannel::ProvincialGateway,
+            transaction_id: txn("PG-2024-000017"),
+        },
+        DossierEvent::Resolved {
+            outcome: Outcome::Refused,
+            deciding_agency: agency(OTHER),
+            due_at: due(),
+            timeliness: Timeliness::OnTime,
+        },
+        DossierEvent::Withdrawn {
+            reason: text("applicant request"),
+        },
+        DossierEvent::Stopped {
+            reason: text("court dispute"),
+        },
+        DossierEvent::ResultDigitized {
+            document_ref: text("QD-123/2024"),
+            sha256: SHA.to_owned(),
+        },
+        DossierEvent::ResultReturned {
+            method: ReturnMethod::Online,
+        },
+        DossierEvent::SatisfactionRated {
+            rating: Rating::VerySatisfied,
+        },
+    ];
+    for event in &events {
+        match event {
+            DossierEvent::Received { .. }
+            | DossierEvent::ComponentsDigitized { .. }
+            | DossierEvent::RefusedAtIntake { .. }
+            | DossierEvent::Transferred { .. }
+            | DossierEvent::SupplementRequested { .. }
+            | DossierEvent::SupplementReceived { .. }
+            | DossierEvent::Late { .. }
+            | DossierEvent::ApologyIssued { .. }
+            | DossierEvent::FeeAssessed { .. }
+            | DossierEvent::Paid { .. }
+            | DossierEvent::Resolved { .. }
+            | DossierEvent::Withdrawn { .. }
+            | DossierEvent::Stopped { .. }
+            | DossierEvent::ResultDigitized { .. }
+            | DossierEvent::ResultReturned { .. }
+            | DossierEvent::SatisfactionRated { .. } => {}
+        }
+    }
+    events
+}
+
+#[test]
+fn every_event_round_trips_through_the_log_parts() {
+    let events = every_event();
+    let types: std::collections::BTreeSet<_> =
+        events.iter().map(DossierEvent::event_type).collect();
+    assert_eq!(types.len(), events.len(), "one sample per variant");
+    for event in events {
+        let (event_type, payload) = event.into_parts();
+        assert!(
+            payload.get("type").is_none(),
+            "{event_type}: the payload carries no type"
+        );
+        let back = DossierEvent::from_parts(event_type, &payload).expect("decodes");
+        assert_eq!(back, event);
+    }
+}
+
+#[test]
+fn event_type_is_the_serde_tag() {
+    for event in every_event() {
+        let json = serde_json::to_value(&event).expect("serialises");
+        assert_eq!(json["type"], event.event_type());
+    }
+}
+
+#[test]
+fn a_payload_of_the_wrong_type_does_not_decode() {
+    let (_, payload) = DossierEvent::Late { due_at: due() }.into_parts();
+    let error =
+        DossierEvent::from_parts("paid", &payload).expect_err("a late payload is not a payment");
+    assert_eq!(error.event_type, "paid");
+    assert!(DossierEvent::from_parts("no_such_event", &payload).is_err());
+}
+
+#[test]
+fn received_payload_keeps_the_statutory_time() {
+    let event = DossierEvent::Received {
+        profile: profile(),
+        statutory_time: StatutoryTime::Hours(4),
+        fee_required: false,
+        components: components(),
+        due_at: due(),
+    };
+    let (_, payload) = event.into_parts();
+    assert_eq!(
+        DossierEvent::from_parts("received", &payload).expect("decodes"),
+        event
+    );
+}
