@@ -95,8 +95,9 @@ pub struct PaymentRecord {
 /// its past. `Dossier::default()` is a dossier that was never received.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Dossier {
-    /// Number of events applied; the expected version for the next append.
-    pub version: u64,
+    /// Number of events applied, i.e. the version of the last one (versions are 1-based): the
+    /// expected version for the next append, 0 meaning "no event yet".
+    pub version: u32,
     pub phase: Phase,
     /// Set by `received` or `refused_at_intake`.
     pub profile: Option<Profile>,
@@ -151,7 +152,7 @@ impl Dossier {
     /// Applies one event. Checks nothing: the log is the truth.
     pub fn evolve(&mut self, event: &Event) {
         let at = event.occurred_at;
-        self.version += 1;
+        self.version = self.version.saturating_add(1);
         match &event.body {
             DossierEvent::Received {
                 profile,

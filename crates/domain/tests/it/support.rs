@@ -238,7 +238,7 @@ impl Given {
 
     pub fn when(self, command: Command) -> When {
         let state = Dossier::from_events(&self.events);
-        assert_eq!(state.version, self.events.len() as u64);
+        assert_eq!(state.version, self.events.len() as u32);
         let result = decide(&state, &command, rules(self.policy));
         When {
             state,
@@ -274,7 +274,7 @@ impl When {
                         body,
                     });
                 }
-                assert_eq!(state.version, before + expected.len() as u64);
+                assert_eq!(state.version, before + expected.len() as u32);
                 state
             }
             (Expect::Refused(expected), Err(actual)) => {
