@@ -6,36 +6,200 @@
 //! event), a hash chain, and immutability enforced by the database itself.
 //!
 //! It knows nothing of dossiers' rules (that is `domain`) nor of NATS (that is `relay`).
+//!
+//! - Schema and immutability: `migrations/` (versions from 10001; [`EventLog::migrate`]).
+//!   `UPDATE`, `DELETE` and `TRUNCATE` on `events` are refused by triggers, whatever the client.
+//!   (A superuser can still disable triggers; the hash chain makes such tampering evident.)
+//! - Appending, positions and concurrency: see the `append` module's documentation, repeated in
+//!   [`EventLog::append`].
+//! - The canonical form and the hashes: see [`canonical_bytes`].
+//! - Following the log: [`EventLog::read_after`], [`EventLog::changes`], [`EventLog::follow`].
 
+mod append;
+mod error;
+mod hash;
 mod model;
+mod read;
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::Stream;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgTransaction};
+use uuid::Uuid;
+
+pub use append::{
+    INSERT as SQL_INSERT, MAX_DOSSIER_ID_CHARS, MAX_PAYLOAD_DEPTH, SEQUENCE as SQL_SEQUENCE,
+};
+pub use error::{AppendError, ConnectError, MigrateError, ReadError};
+pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};
 pub use model::{Appended, DossierAppend, ExpectedVersion, NewEvent, Routing, StoredEvent};
+pub use read::{CHANNEL, Changes};
 
-// INTERFACE CONTRACT (implemented by the event-log work; relay and services code against it):
-//
-// pub struct EventLog { .. }                       // Clone, cheap (wraps PgPool)
-// impl EventLog {
-//     pub async fn connect(url: &str, max_connections: u32) -> Result<EventLog, ConnectError>;
-//     pub fn from_pool(pool: PgPool) -> EventLog;
-//     pub fn pool(&self) -> &PgPool;
-//     pub async fn migrate(&self) -> Result<(), MigrateError>;            // embedded migrations
-//     pub async fn append(&self, batch: Vec<DossierAppend>) -> Result<Appended, AppendError>;
-//     pub async fn append_in(&self, tx: &mut PgTransaction<'_>, batch: Vec<DossierAppend>)
-//         -> Result<Appended, AppendError>;                              // caller commits
-//     pub async fn load_dossier(&self, dossier_id: &str) -> Result<Vec<StoredEvent>, ReadError>;
-//     pub async fn load_dossiers(&self, ids: &[String])
-//         -> Result<HashMap<String, Vec<StoredEvent>>, ReadError>;       // each in version order
-//     pub async fn find_events(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>, ReadError>;
-//     pub async fn read_after(&self, position: i64, limit: i64) -> Result<Vec<StoredEvent>, ReadError>;
-//     pub async fn head(&self) -> Result<i64, ReadError>;                 // highest committed position
-//     pub async fn changes(&self) -> Result<Changes, ReadError>;          // LISTEN-based wake-ups
-//     pub fn follow(&self, after: i64) -> impl Stream<Item = Result<StoredEvent, ReadError>>;
-// }
-// impl Changes { pub async fn wait(&mut self, at_most: Duration); }       // returns on NOTIFY or timeout
-// pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8>;
-// pub fn event_hash(canonical: &[u8]) -> [u8; 32];
-// pub fn chain_hash(previous: &[u8; 32], event_hash: &[u8; 32]) -> [u8; 32];
-//
-// enum AppendError { Conflict { dossier_id, expected: ExpectedVersion, actual: u32 },
-//                    EventIdReused { event_id }, InvalidEvent { event_id, reason },
-//                    Unavailable(sqlx::Error) }
+use read::{decode_events, select_events};
+
+/// The event log: a handle on the PostgreSQL pool. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    pool: PgPool,
+}
+
+impl EventLog {
+    /// Connects a pool of up to `max_connections` to `url`. It does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<EventLog, ConnectError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Configuration(_) => ConnectError::Invalid(e),
+                e => ConnectError::Unavailable(e),
+            })?;
+        Ok(EventLog { pool })
+    }
+
+    /// Wraps an existing pool (e.g. one shared with other crates of the same service).
+    pub fn from_pool(pool: PgPool) -> EventLog {
+        EventLog { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies this crate's embedded migrations (versions 10001 and up). Migrations of other
+    /// crates recorded in the same `_sqlx_migrations` table are ignored, not refused. Safe to
+    /// call from several services at once (sqlx takes an advisory lock).
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
+        let mut migrator = sqlx::migrate!("./migrations");
+        migrator.set_ignore_missing(true);
+        migrator.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) if error::is_connection_error(&inner) => {
+                MigrateError::Unavailable(inner)
+            }
+            e => MigrateError::Refused(e),
+        })
+    }
+
+    /// Appends the events of one or more dossiers, atomically, in one transaction with one
+    /// sequencing step; returns the stored events in the order given.
+    ///
+    /// - Each [`DossierAppend`] is checked against its `expected_version`
+    ///   ([`AppendError::Conflict`] otherwise; nothing of the call is written).
+    /// - Idempotent: a dossier append whose events are all stored already, with the same
+    ///   fingerprints, is answered with the stored events and `duplicate = true`; part of them
+    ///   stored, or one stored with another fingerprint or dossier, is
+    ///   [`AppendError::EventIdReused`].
+    /// - Positions are gapless and in commit order; `recorded_at` is the database's clock at
+    ///   sequencing, never decreasing along positions; the hash chain is extended.
+    ///
+    /// How positions stay gapless and in commit order: the `append` module's documentation
+    /// (in the source), in short: every check first, then `UPDATE log_head … RETURNING` (the
+    /// sequencer's row lock), one `INSERT … SELECT FROM UNNEST` of the whole batch with the head
+    /// update and `pg_notify`, and `COMMIT`; see [`SQL_SEQUENCE`] and [`SQL_INSERT`].
+    ///
+    /// Built for bulk import as well: a call of thousands of events costs a fixed handful of
+    /// round trips.
+    pub async fn append(&self, batch: Vec<DossierAppend>) -> Result<Appended, AppendError> {
+        append::append(&self.pool, batch).await
+    }
+
+    /// Like [`append`](Self::append), inside the caller's transaction, which must be READ
+    /// COMMITTED (the default). The caller commits; until then its transaction holds the log's
+    /// sequencer and every other append waits, so commit promptly. If it rolls back, nothing
+    /// was appended and no position is lost.
+    pub async fn append_in(
+        &self,
+        tx: &mut PgTransaction<'_>,
+        batch: Vec<DossierAppend>,
+    ) -> Result<Appended, AppendError> {
+        append::append_in(tx, batch).await
+    }
+
+    /// Every event of a dossier, in version order (empty when it has none).
+    pub async fn load_dossier(&self, dossier_id: &str) -> Result<Vec<StoredEvent>, ReadError> {
+        let rows = sqlx::query(select_events!("WHERE dossier_id = $1 ORDER BY version"))
+            .bind(dossier_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ReadError::Unavailable)?;
+        decode_events(&rows)
+    }
+
+    /// The events of several dossiers, each in version order. Dossiers without events are
+    /// absent from the map.
+    pub async fn load_dossiers(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, Vec<StoredEvent>>, ReadError> {
+        let rows = sqlx::query(select_events!(
+            "WHERE dossier_id = ANY($1) ORDER BY dossier_id, version"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ReadError::Unavailable)?;
+        let mut out: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+        for event in decode_events(&rows)? {
+            out.entry(event.dossier_id.clone()).or_default().push(event);
+        }
+        Ok(out)
+    }
+
+    /// The stored events with these ids, in position order; unknown ids are left out.
+    pub async fn find_events(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>, ReadError> {
+        let rows = sqlx::query(select_events!("WHERE event_id = ANY($1) ORDER BY position"))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(ReadError::Unavailable)?;
+        decode_events(&rows)
+    }
+
+    /// Up to `limit` events with a position above `position`, in position order. Because
+    /// positions become visible in order, the result is always `position + 1, position + 2, …`
+    /// with no gap: a reader may move its cursor to the last position returned.
+    pub async fn read_after(
+        &self,
+        position: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, ReadError> {
+        let rows = sqlx::query(select_events!(
+            "WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .bind(position)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(ReadError::Unavailable)?;
+        decode_events(&rows)
+    }
+
+    /// The highest committed position (0 when the log is empty).
+    pub async fn head(&self) -> Result<i64, ReadError> {
+        sqlx::query_scalar("SELECT position FROM log_head")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(ReadError::Unavailable)
+    }
+
+    /// Starts listening for appends (`LISTEN eventlog` on a connection of its own, outside the
+    /// pool). Create it before reading, then read, then wait, so that no wake-up is missed.
+    pub async fn changes(&self) -> Result<Changes, ReadError> {
+        Changes::connect((*self.pool.connect_options()).clone()).await
+    }
+
+    /// Every event with a position above `after`, in position order, exactly once, forever.
+    ///
+    /// Reads batches of up to 1000 with [`read_after`](Self::read_after); when there is nothing
+    /// new it waits for a notification on [`changes`](Self::changes), polling every second
+    /// anyway. A read error is yielded as an item and the stream carries on (after a second)
+    /// from where it was; it never ends. The stream owns what it needs (`'static`).
+    pub fn follow(
+        &self,
+        after: i64,
+    ) -> impl Stream<Item = Result<StoredEvent, ReadError>> + Send + Unpin + use<> {
+        read::follow(self.clone(), after)
+    }
+}

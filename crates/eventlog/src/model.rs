@@ -47,7 +47,10 @@ pub struct NewEvent {
 pub struct DossierAppend {
     pub dossier_id: String,
     pub expected_version: ExpectedVersion,
+    /// Used for a new dossier. For a dossier that already has events, the routing stored with
+    /// its events wins (a dossier's routing never changes) and this one is ignored.
     pub routing: Routing,
+    /// At least one. A dossier may appear only once in a call.
     pub events: Vec<NewEvent>,
 }
 

@@ -1,0 +1,695 @@
+//! Appending: validation, idempotency, optimistic concurrency and the sequencer.
+//!
+//! # Gapless positions in commit order
+//!
+//! A follower reads `WHERE position > cursor ORDER BY position` and moves its cursor to the last
+//! position it saw. That is only safe if an event can never become visible after an event with a
+//! higher position: otherwise the follower would move past it and never see it. A sequence
+//! (`nextval`) does not give that (positions are taken at insert time but become visible at
+//! commit time, in any order, and a rollback burns numbers, leaving gaps). So positions come
+//! from one row, `log_head`, and every append runs in one transaction shaped like this:
+//!
+//! 1. **Everything that may take time or fail comes first, holding no lock**: input validation
+//!    (no database), then the idempotency lookup of the call's event ids (`event_id = ANY($1)`)
+//!    and the current version of every dossier of the call (one query for the whole batch).
+//!    Duplicates, stale expected versions and reused ids are answered here.
+//! 2. **The sequencing section, the last steps before COMMIT**, three round trips:
+//!    - `UPDATE log_head SET position = position + n, recorded_at = greatest(clock_timestamp(),
+//!      recorded_at) RETURNING position, chain_hash, recorded_at`. The row lock this takes is
+//!      the sequencer: a second writer blocks here until the first has committed or rolled
+//!      back, and then (READ COMMITTED re-reads the updated row) continues from the new head.
+//!      `recorded_at` is the database's clock, and never decreases along positions even if the
+//!      clock steps back.
+//!    - The client computes every event's canonical bytes, event hash and chain hash from the
+//!      returned head, then sends one statement: a multi-row `INSERT … SELECT FROM UNNEST(…)`
+//!      of the whole batch, the `UPDATE` of `log_head.chain_hash` and
+//!      `pg_notify('eventlog', '<new head position>')` (delivered at commit).
+//!    - `COMMIT`.
+//!
+//! Because the next writer gets the head row only after the previous one has committed, and
+//! PostgreSQL makes a commit visible before it releases the transaction's locks, the order in
+//! which appends become visible is the order of their positions: a reader that sees position
+//! `p` also sees every position below `p`. A rollback (or a crash) releases the row with its
+//! position unchanged, so it leaves no gap. Writers on different dossiers do their step 1 in
+//! parallel; only the short step 2 is serial.
+//!
+//! `append_in` stops before the COMMIT: the caller's transaction then holds the sequencer until
+//! it commits, and must be READ COMMITTED (PostgreSQL's default).
+//!
+//! # Races
+//!
+//! Step 1 reads without locking, so two writers may both pass it. The unique constraints settle
+//! the race at insert time, after the loser has waited for the winner's commit on the head row:
+//! a unique violation on `event_id` (two identical retries at once) or on
+//! `(dossier_id, version)` (two writers on one dossier) rolls the attempt back and the whole
+//! append runs once more from the top, where step 1 now sees the winner's events and answers
+//! with the duplicates or a `Conflict` carrying the actual version. Writers never interleave.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{Datelike, SubsecRound};
+use serde_json::Value;
+use sqlx::postgres::{PgPool, PgTransaction};
+use sqlx::{Connection, PgConnection, Row};
+use uuid::Uuid;
+
+use crate::hash::{canonical_bytes, chain_hash, event_hash};
+use crate::read::{decode_events, select_events};
+use crate::{AppendError, Appended, DossierAppend, ExpectedVersion, Routing, StoredEvent};
+
+/// Attempts per call: the first, and one more after losing a race on a unique constraint.
+const MAX_ATTEMPTS: u32 = 2;
+/// Longest dossier id, in characters.
+pub const MAX_DOSSIER_ID_CHARS: usize = 128;
+/// Deepest nesting of arrays and objects accepted in a payload.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
+
+const LOOKUP_EVENTS: &str = select_events!("WHERE event_id = ANY($1)");
+
+/// The last event of each dossier (one backward index scan per dossier).
+const LOOKUP_VERSIONS: &str = "\
+SELECT d.dossier_id, e.version, e.level, e.agency, e.sector
+FROM UNNEST($1::text[]) AS d(dossier_id)
+CROSS JOIN LATERAL (
+    SELECT version, level, agency, sector FROM events
+    WHERE events.dossier_id = d.dossier_id
+    ORDER BY version DESC LIMIT 1
+) AS e";
+
+/// Sequencing, statement 1: take the head row (the sequencer lock) and reserve `$1` positions.
+pub const SEQUENCE: &str = "\
+UPDATE log_head
+SET position = position + $1, recorded_at = greatest(clock_timestamp(), recorded_at)
+RETURNING position, chain_hash, recorded_at";
+
+/// Sequencing, statement 2: the whole batch, the new chain head and the wake-up, at once.
+pub const INSERT: &str = "\
+WITH inserted AS (
+    INSERT INTO events (position, event_id, dossier_id, version, event_type, occurred_at,
+                        recorded_at, level, agency, sector, payload, fingerprint, event_hash,
+                        chain_hash)
+    SELECT e.position, e.event_id, e.dossier_id, e.version, e.event_type, e.occurred_at,
+           $14, e.level, e.agency, e.sector, e.payload, e.fingerprint, e.event_hash, e.chain_hash
+    FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
+                $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::bytea[], $12::bytea[],
+                $13::bytea[])
+         AS e(position, event_id, dossier_id, version, event_type, occurred_at, level, agency,
+              sector, payload, fingerprint, event_hash, chain_hash)
+    RETURNING 1
+), head AS (
+    UPDATE log_head SET chain_hash = $15 RETURNING 1
+)
+SELECT pg_notify('eventlog', $16)";
+
+/// A validated call: occurred_at truncated to microseconds, ids unique.
+struct Prepared {
+    appends: Vec<DossierAppend>,
+    event_ids: Vec<Uuid>,
+}
+
+enum AttemptError {
+    /// A final answer.
+    Failed(AppendError),
+    /// Lost a race on a unique constraint: roll back and start again from the top.
+    Raced(Race, sqlx::Error),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Race {
+    EventId,
+    DossierVersion,
+}
+
+impl From<AppendError> for AttemptError {
+    fn from(error: AppendError) -> Self {
+        AttemptError::Failed(error)
+    }
+}
+
+struct Outcome {
+    appended: Appended,
+    /// Whether anything was written (otherwise every dossier was a duplicate).
+    wrote: bool,
+}
+
+/// `EventLog::append`: one transaction of our own, committed here.
+pub(crate) async fn append(
+    pool: &PgPool,
+    batch: Vec<DossierAppend>,
+) -> Result<Appended, AppendError> {
+    let prepared = prepare(batch)?;
+    if prepared.appends.is_empty() {
+        return Ok(empty());
+    }
+    let mut attempt_no = 1;
+    loop {
+        let mut tx = pool.begin().await.map_err(AppendError::Unavailable)?;
+        match attempt(&mut tx, &prepared).await {
+            Ok(outcome) => {
+                if outcome.wrote {
+                    tx.commit().await.map_err(AppendError::Unavailable)?;
+                } else {
+                    // Read-only: nothing to keep. A failed rollback does not change the answer.
+                    let _ = tx.rollback().await;
+                }
+                return Ok(outcome.appended);
+            }
+            Err(AttemptError::Failed(error)) => {
+                let _ = tx.rollback().await;
+                return Err(error);
+            }
+            Err(AttemptError::Raced(race, error)) => {
+                let _ = tx.rollback().await;
+                if attempt_no >= MAX_ATTEMPTS {
+                    let mut conn = pool.acquire().await.map_err(AppendError::Unavailable)?;
+                    return Err(after_lost_race(&mut conn, &prepared, race, error).await);
+                }
+                tracing::debug!(?race, "eventlog: append lost a race, retrying from the top");
+                attempt_no += 1;
+            }
+        }
+    }
+}
+
+/// `EventLog::append_in`: inside the caller's transaction, under a savepoint so that a lost race
+/// can be retried without aborting the caller's transaction. The caller commits.
+pub(crate) async fn append_in(
+    tx: &mut PgTransaction<'_>,
+    batch: Vec<DossierAppend>,
+) -> Result<Appended, AppendError> {
+    let prepared = prepare(batch)?;
+    if prepared.appends.is_empty() {
+        return Ok(empty());
+    }
+    let mut attempt_no = 1;
+    loop {
+        let conn: &mut PgConnection = tx;
+        let mut savepoint = conn.begin().await.map_err(AppendError::Unavailable)?;
+        match attempt(&mut savepoint, &prepared).await {
+            Ok(outcome) => {
+                savepoint.commit().await.map_err(AppendError::Unavailable)?;
+                return Ok(outcome.appended);
+            }
+            Err(AttemptError::Failed(error)) => {
+                savepoint
+                    .rollback()
+                    .await
+                    .map_err(AppendError::Unavailable)?;
+                return Err(error);
+            }
+            Err(AttemptError::Raced(race, error)) => {
+                savepoint
+                    .rollback()
+                    .await
+                    .map_err(AppendError::Unavailable)?;
+                if attempt_no >= MAX_ATTEMPTS {
+                    return Err(after_lost_race(tx, &prepared, race, error).await);
+                }
+                tracing::debug!(?race, "eventlog: append lost a race, retrying from the top");
+                attempt_no += 1;
+            }
+        }
+    }
+}
+
+fn empty() -> Appended {
+    Appended {
+        events: Vec::new(),
+        duplicate: Vec::new(),
+    }
+}
+
+/// One attempt: lookups, checks, then the sequencing section (without the COMMIT).
+async fn attempt(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome, AttemptError> {
+    // 1. Idempotency: which of the call's events are already stored?
+    let rows = sqlx::query(LOOKUP_EVENTS)
+        .bind(&prepared.event_ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(AppendError::Unavailable)?;
+    let mut stored: HashMap<Uuid, StoredEvent> = decode_events(&rows)
+        .map_err(AppendError::from)?
+        .into_iter()
+        .map(|e| (e.event_id, e))
+        .collect();
+
+    // Per dossier append: Some(stored events) when it is a duplicate, None when new.
+    let mut duplicates: Vec<Option<Vec<StoredEvent>>> = Vec::with_capacity(prepared.appends.len());
+    for append in &prepared.appends {
+        duplicates.push(classify(append, &mut stored)?);
+    }
+
+    // 2. Optimistic concurrency for the dossiers that are new in this call.
+    let fresh: Vec<&DossierAppend> = prepared
+        .appends
+        .iter()
+        .zip(&duplicates)
+        .filter(|(_, dup)| dup.is_none())
+        .map(|(append, _)| append)
+        .collect();
+    if fresh.is_empty() {
+        let duplicate = vec![true; duplicates.len()];
+        let events = duplicates.into_iter().flatten().flatten().collect();
+        return Ok(Outcome {
+            appended: Appended { events, duplicate },
+            wrote: false,
+        });
+    }
+    let current = current_versions(conn, fresh.iter().map(|a| a.dossier_id.as_str())).await?;
+    let mut starts: HashMap<&str, (i32, &Routing)> = HashMap::with_capacity(fresh.len());
+    for append in &fresh {
+        let (version, routing) = match current.get(&append.dossier_id) {
+            Some((version, routing)) => (*version, routing),
+            None => (0, &append.routing),
+        };
+        if !matches_expected(append.expected_version, version) {
+            return Err(conflict(append, version).into());
+        }
+        if i64::from(version) + append.events.len() as i64 > i64::from(i32::MAX) {
+            return Err(invalid(
+                append.events[0].event_id,
+                "the dossier's version would overflow",
+            )
+            .into());
+        }
+        starts.insert(append.dossier_id.as_str(), (version, routing));
+    }
+    let count: usize = fresh.iter().map(|a| a.events.len()).sum();
+
+    // 3. Sequencing: from here to COMMIT, the head row is locked.
+    let head = sqlx::query(SEQUENCE)
+        .bind(count as i64)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(AppendError::Unavailable)?;
+    let head_position: i64 = head.try_get("position").map_err(AppendError::Unavailable)?;
+    let previous: Vec<u8> = head
+        .try_get("chain_hash")
+        .map_err(AppendError::Unavailable)?;
+    let recorded_at: chrono::DateTime<chrono::Utc> = head
+        .try_get("recorded_at")
+        .map_err(AppendError::Unavailable)?;
+    let mut chain = <[u8; 32]>::try_from(previous.as_slice()).map_err(|_| {
+        AppendError::Unavailable(sqlx::Error::Decode(
+            "log_head.chain_hash is not 32 bytes".into(),
+        ))
+    })?;
+
+    let mut position = head_position - count as i64;
+    let mut written: Vec<StoredEvent> = Vec::with_capacity(count);
+    for append in &fresh {
+        let (mut version, routing) = starts[append.dossier_id.as_str()];
+        for event in &append.events {
+            position += 1;
+            version += 1;
+            let mut stored = StoredEvent {
+                position,
+                event_id: event.event_id,
+                dossier_id: append.dossier_id.clone(),
+                version,
+                event_type: event.event_type.clone(),
+                occurred_at: event.occurred_at,
+                recorded_at,
+                routing: routing.clone(),
+                payload: event.payload.clone(),
+                fingerprint: event.fingerprint,
+                event_hash: [0; 32],
+                chain_hash: [0; 32],
+            };
+            stored.event_hash = event_hash(&canonical_bytes(&stored));
+            chain = chain_hash(&chain, &stored.event_hash);
+            stored.chain_hash = chain;
+            written.push(stored);
+        }
+    }
+
+    let result = sqlx::query(INSERT)
+        .bind(written.iter().map(|e| e.position).collect::<Vec<i64>>())
+        .bind(written.iter().map(|e| e.event_id).collect::<Vec<Uuid>>())
+        .bind(
+            written
+                .iter()
+                .map(|e| e.dossier_id.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(written.iter().map(|e| e.version).collect::<Vec<i32>>())
+        .bind(
+            written
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(written.iter().map(|e| e.occurred_at).collect::<Vec<_>>())
+        .bind(
+            written
+                .iter()
+                .map(|e| e.routing.level.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            written
+                .iter()
+                .map(|e| e.routing.agency.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(
+            written
+                .iter()
+                .map(|e| e.routing.sector.as_str())
+                .collect::<Vec<&str>>(),
+        )
+        .bind(written.iter().map(|e| &e.payload).collect::<Vec<&Value>>())
+        .bind(
+            written
+                .iter()
+                .map(|e| &e.fingerprint[..])
+                .collect::<Vec<&[u8]>>(),
+        )
+        .bind(
+            written
+                .iter()
+                .map(|e| &e.event_hash[..])
+                .collect::<Vec<&[u8]>>(),
+        )
+        .bind(
+            written
+                .iter()
+                .map(|e| &e.chain_hash[..])
+                .collect::<Vec<&[u8]>>(),
+        )
+        .bind(recorded_at)
+        .bind(&chain[..])
+        .bind(head_position.to_string())
+        .execute(&mut *conn)
+        .await;
+    if let Err(error) = result {
+        return Err(match race_of(&error) {
+            Some(race) => AttemptError::Raced(race, error),
+            None => AttemptError::Failed(AppendError::Unavailable(error)),
+        });
+    }
+
+    // The answer, in the order of the call.
+    let mut written = written.into_iter();
+    let mut events = Vec::with_capacity(prepared.event_ids.len());
+    let mut duplicate = Vec::with_capacity(duplicates.len());
+    for (append, dup) in prepared.appends.iter().zip(duplicates) {
+        duplicate.push(dup.is_some());
+        match dup {
+            Some(stored) => events.extend(stored),
+            None => events.extend(written.by_ref().take(append.events.len())),
+        }
+    }
+    Ok(Outcome {
+        appended: Appended { events, duplicate },
+        wrote: true,
+    })
+}
+
+/// A dossier append whose events are all stored with the same fingerprint and dossier is a
+/// duplicate (returns them); one with none stored is new (returns None); anything else is a
+/// reused id.
+fn classify(
+    append: &DossierAppend,
+    stored: &mut HashMap<Uuid, StoredEvent>,
+) -> Result<Option<Vec<StoredEvent>>, AppendError> {
+    let mut first_found = None;
+    let mut found = 0;
+    for event in &append.events {
+        if let Some(existing) = stored.get(&event.event_id) {
+            if existing.fingerprint != event.fingerprint || existing.dossier_id != append.dossier_id
+            {
+                return Err(AppendError::EventIdReused {
+                    event_id: event.event_id,
+                });
+            }
+            found += 1;
+            first_found.get_or_insert(event.event_id);
+        }
+    }
+    match first_found {
+        None => Ok(None),
+        Some(event_id) if found < append.events.len() => {
+            Err(AppendError::EventIdReused { event_id })
+        }
+        Some(_) => Ok(Some(
+            append
+                .events
+                .iter()
+                .filter_map(|e| stored.remove(&e.event_id))
+                .collect(),
+        )),
+    }
+}
+
+/// The current version and routing of each dossier that has events.
+async fn current_versions<'a>(
+    conn: &mut PgConnection,
+    dossier_ids: impl Iterator<Item = &'a str>,
+) -> Result<HashMap<String, (i32, Routing)>, AppendError> {
+    let rows = sqlx::query(LOOKUP_VERSIONS)
+        .bind(dossier_ids.collect::<Vec<&str>>())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(AppendError::Unavailable)?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get("dossier_id")?,
+                (
+                    row.try_get("version")?,
+                    Routing {
+                        level: row.try_get("level")?,
+                        agency: row.try_get("agency")?,
+                        sector: row.try_get("sector")?,
+                    },
+                ),
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(AppendError::Unavailable)
+}
+
+fn matches_expected(expected: ExpectedVersion, current: i32) -> bool {
+    match expected {
+        ExpectedVersion::NoStream => current == 0,
+        ExpectedVersion::Exact(v) => i64::from(v) == i64::from(current),
+    }
+}
+
+fn conflict(append: &DossierAppend, current: i32) -> AppendError {
+    AppendError::Conflict {
+        dossier_id: append.dossier_id.clone(),
+        expected: append.expected_version,
+        actual: u32::try_from(current).unwrap_or(0),
+    }
+}
+
+/// Which unique constraint a failed insert ran into, if that is why it failed.
+fn race_of(error: &sqlx::Error) -> Option<Race> {
+    let db = error.as_database_error()?;
+    if !db.is_unique_violation() {
+        return None;
+    }
+    match db.constraint() {
+        Some("events_event_id_key") => Some(Race::EventId),
+        Some("events_dossier_version_key") => Some(Race::DossierVersion),
+        _ => None,
+    }
+}
+
+/// The answer when the last attempt also lost a race (another writer committed between its
+/// checks and its sequencing): a `Conflict` with the actual version when it was a dossier's
+/// version, else `Unavailable` (retrying the call is then safe and will be answered from the
+/// log).
+async fn after_lost_race(
+    conn: &mut PgConnection,
+    prepared: &Prepared,
+    race: Race,
+    error: sqlx::Error,
+) -> AppendError {
+    if let Race::DossierVersion = race {
+        let ids = prepared.appends.iter().map(|a| a.dossier_id.as_str());
+        match current_versions(conn, ids).await {
+            Ok(current) => {
+                for append in &prepared.appends {
+                    let version = current.get(&append.dossier_id).map_or(0, |(v, _)| *v);
+                    if !matches_expected(append.expected_version, version) {
+                        return conflict(append, version);
+                    }
+                }
+            }
+            Err(lookup) => return lookup,
+        }
+    }
+    AppendError::Unavailable(error)
+}
+
+fn invalid(event_id: Uuid, reason: impl Into<String>) -> AppendError {
+    AppendError::InvalidEvent {
+        event_id,
+        reason: reason.into(),
+    }
+}
+
+/// Validates a call without touching the database, and normalises it (occurred_at truncated to
+/// microseconds, the precision of `timestamptz`).
+fn prepare(mut batch: Vec<DossierAppend>) -> Result<Prepared, AppendError> {
+    let mut dossiers: HashSet<&str> = HashSet::with_capacity(batch.len());
+    let mut event_ids: Vec<Uuid> = Vec::new();
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    for append in &batch {
+        let Some(first) = append.events.first() else {
+            return Err(invalid(
+                Uuid::nil(),
+                format!("dossier {:?}: no events to append", append.dossier_id),
+            ));
+        };
+        check_dossier_id(&append.dossier_id).map_err(|reason| invalid(first.event_id, reason))?;
+        if !dossiers.insert(append.dossier_id.as_str()) {
+            return Err(invalid(
+                first.event_id,
+                format!(
+                    "dossier {:?} appears more than once in one append",
+                    append.dossier_id
+                ),
+            ));
+        }
+        for (name, value) in [
+            ("level", &append.routing.level),
+            ("agency", &append.routing.agency),
+            ("sector", &append.routing.sector),
+        ] {
+            if value.contains('\0') {
+                return Err(invalid(
+                    first.event_id,
+                    format!("routing {name} contains a NUL character"),
+                ));
+            }
+        }
+        for event in &append.events {
+            let id = event.event_id;
+            if id.is_nil() {
+                return Err(invalid(id, "the event id must not be the nil UUID"));
+            }
+            if !seen.insert(id) {
+                return Err(invalid(
+                    id,
+                    "the event id appears more than once in this append",
+                ));
+            }
+            if event.event_type.is_empty()
+                || !event
+                    .event_type
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                return Err(invalid(
+                    id,
+                    format!(
+                        "event type {:?} is not a non-empty [a-z_]+ name",
+                        event.event_type
+                    ),
+                ));
+            }
+            let year = event.occurred_at.year();
+            if !(1..=9999).contains(&year) {
+                return Err(invalid(
+                    id,
+                    format!("occurred_at year {year} is outside 1..=9999"),
+                ));
+            }
+            check_payload(&event.payload).map_err(|reason| invalid(id, reason))?;
+            event_ids.push(id);
+        }
+    }
+    for append in &mut batch {
+        for event in &mut append.events {
+            event.occurred_at = event.occurred_at.trunc_subsecs(6);
+        }
+    }
+    Ok(Prepared {
+        appends: batch,
+        event_ids,
+    })
+}
+
+fn check_dossier_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the dossier id is empty".into());
+    }
+    if id.chars().count() > MAX_DOSSIER_ID_CHARS {
+        return Err(format!(
+            "the dossier id is longer than {MAX_DOSSIER_ID_CHARS} characters"
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(format!(
+            "the dossier id {id:?} contains a control character"
+        ));
+    }
+    Ok(())
+}
+
+/// No floats (they would not survive `jsonb` byte for byte), no NUL (`jsonb` cannot store it),
+/// bounded nesting. Iterative, so a hostile payload cannot overflow the stack here.
+fn check_payload(payload: &Value) -> Result<(), String> {
+    let mut stack = vec![(payload, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        match value {
+            Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+                return Err(format!(
+                    "the payload contains the float {n}: use an integer (e.g. in minor units) or a string"
+                ));
+            }
+            Value::String(s) if s.contains('\0') => {
+                return Err("the payload contains a NUL character".into());
+            }
+            Value::Array(items) => {
+                if depth >= MAX_PAYLOAD_DEPTH {
+                    return Err(format!(
+                        "the payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+                    ));
+                }
+                stack.extend(items.iter().map(|item| (item, depth + 1)));
+            }
+            Value::Object(map) => {
+                if depth >= MAX_PAYLOAD_DEPTH {
+                    return Err(format!(
+                        "the payload is nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+                    ));
+                }
+                for (key, item) in map {
+                    if key.contains('\0') {
+                        return Err("a payload key contains a NUL character".into());
+                    }
+                    stack.push((item, depth + 1));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_rules() {
+        assert!(
+            check_payload(
+                &serde_json::json!({"a": [1, -2, "x", true, null, {"b": 18446744073709551615u64}]})
+            )
+            .is_ok()
+        );
+        assert!(check_payload(&serde_json::json!({"a": [1.5]})).is_err());
+        assert!(check_payload(&serde_json::json!({"a": "x\u{0}"})).is_err());
+        let mut deep = serde_json::json!(1);
+        for _ in 0..MAX_PAYLOAD_DEPTH {
+            deep = serde_json::json!([deep]);
+        }
+        assert!(check_payload(&deep).is_err());
+    }
+}

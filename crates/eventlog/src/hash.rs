@@ -1,0 +1,230 @@
+//! The canonical form of a stored event and the hashes of the tamper-evident chain.
+//!
+//! # Canonical bytes
+//!
+//! [`canonical_bytes`] is a compact JSON object (no whitespace anywhere) with exactly these keys,
+//! written in this order, which is the lexicographic order of their UTF-8 bytes:
+//!
+//! | key | value |
+//! |---|---|
+//! | `agency` | string |
+//! | `dossier_id` | string |
+//! | `event_id` | string, the UUID lower-case and hyphenated (`67e55044-10b1-426f-9247-bb680e5fe0c8`) |
+//! | `event_type` | string |
+//! | `level` | string |
+//! | `occurred_at` | string, RFC 3339 in UTC with exactly 6 fractional digits and `Z` (`2024-01-02T03:04:05.123456Z`) |
+//! | `payload` | the payload, canonicalised as below |
+//! | `position` | integer |
+//! | `recorded_at` | string, same format as `occurred_at` |
+//! | `sector` | string |
+//! | `version` | integer |
+//!
+//! Inside the payload, objects are written with their keys sorted by the lexicographic order of
+//! their UTF-8 bytes (equivalently, of their Unicode code points; this differs from RFC 8785,
+//! which sorts by UTF-16 code units) at every depth, arrays keep their order, and there is no
+//! whitespace. Strings (keys and values) are escaped exactly as `serde_json` escapes them: `"`
+//! and `\` with a backslash, `\b \f \n \r \t` by name, the other control characters below
+//! U+0020 as `\u00XX` with lower-case hex digits, everything else (including non-ASCII) as raw
+//! UTF-8. Integers are written in decimal without a leading `+` or zeros; `true`, `false`,
+//! `null` as such. Payloads are refused at append when they contain a float, so stored payloads
+//! survive the round trip through `jsonb` unchanged; should one contain a float anyway, it is
+//! written as `serde_json` writes an `f64`.
+//!
+//! # Hashes
+//!
+//! - `event_hash = SHA-256(0x00 || canonical_bytes)`: the RFC 6962 (Certificate Transparency)
+//!   leaf hash, so the events can later be the leaves of a Merkle tree whose interior nodes use
+//!   the `0x01` prefix.
+//! - `chain_hash = SHA-256(previous_chain_hash || event_hash)`, where the previous chain hash is
+//!   that of the event at `position - 1`, and 32 zero bytes for position 1.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::StoredEvent;
+
+/// The chain hash before the first event: 32 zero bytes.
+pub const GENESIS_CHAIN_HASH: [u8; 32] = [0; 32];
+
+/// The canonical form of an event, hashed into `event_hash`. See the [module docs](self).
+pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8> {
+    enum Field<'a> {
+        Str(&'a str),
+        Owned(String),
+        Int(i64),
+        Json(&'a Value),
+    }
+    let mut fields = [
+        ("agency", Field::Str(&event.routing.agency)),
+        ("dossier_id", Field::Str(&event.dossier_id)),
+        (
+            "event_id",
+            Field::Owned(event.event_id.hyphenated().to_string()),
+        ),
+        ("event_type", Field::Str(&event.event_type)),
+        ("level", Field::Str(&event.routing.level)),
+        (
+            "occurred_at",
+            Field::Owned(format_timestamp(&event.occurred_at)),
+        ),
+        ("payload", Field::Json(&event.payload)),
+        ("position", Field::Int(event.position)),
+        (
+            "recorded_at",
+            Field::Owned(format_timestamp(&event.recorded_at)),
+        ),
+        ("sector", Field::Str(&event.routing.sector)),
+        ("version", Field::Int(i64::from(event.version))),
+    ];
+    // Already in order; sorting keeps the rule explicit should a field ever be added.
+    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+
+    let mut out = Vec::with_capacity(320);
+    out.push(b'{');
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(&mut out, key);
+        out.push(b':');
+        match value {
+            Field::Str(s) => write_string(&mut out, s),
+            Field::Owned(s) => write_string(&mut out, s),
+            Field::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Field::Json(v) => write_value(&mut out, v),
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+/// `SHA-256(0x00 || canonical)`, the RFC 6962 leaf hash of an event's canonical bytes.
+pub fn event_hash(canonical: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update([0x00]);
+    hasher.update(canonical);
+    hasher.finalize().into()
+}
+
+/// `SHA-256(previous || event_hash)`: the chain hash of an event given its predecessor's.
+pub fn chain_hash(previous: &[u8; 32], event_hash: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(previous);
+    hasher.update(event_hash);
+    hasher.finalize().into()
+}
+
+/// RFC 3339, UTC, exactly six fractional digits, `Z`: `2024-01-02T03:04:05.123456Z`.
+pub(crate) fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a `str` into a `Vec` cannot fail: serde_json only fails on I/O or on map keys
+    // that are not strings.
+    if let Err(e) = serde_json::to_writer(&mut *out, s) {
+        unreachable!("serialising a string into memory failed: {e}");
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.extend_from_slice(i.to_string().as_bytes());
+            } else if let Some(u) = n.as_u64() {
+                out.extend_from_slice(u.to_string().as_bytes());
+            } else if let Err(e) = serde_json::to_writer(&mut *out, n) {
+                unreachable!("serialising a number into memory failed: {e}");
+            }
+        }
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(out, key);
+                out.push(b':');
+                write_value(out, item);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Routing;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    fn sample() -> StoredEvent {
+        StoredEvent {
+            position: 7,
+            event_id: Uuid::parse_str("67E55044-10B1-426F-9247-BB680E5FE0C8").unwrap(),
+            dossier_id: "QN-2024-000001".into(),
+            version: 2,
+            event_type: "received".into(),
+            occurred_at: Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap()
+                + chrono::Duration::microseconds(123_456),
+            recorded_at: Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 6).unwrap(),
+            routing: Routing {
+                level: "province".into(),
+                agency: "Sở Tư pháp".into(),
+                sector: "justice".into(),
+            },
+            payload: serde_json::json!({"z": [1, -2, {"b": true, "a": null}], "a\"\n": "x\u{1}y", "é": 18446744073709551615u64}),
+            fingerprint: [1; 32],
+            event_hash: [2; 32],
+            chain_hash: [3; 32],
+        }
+    }
+
+    #[test]
+    fn canonical_form_is_sorted_and_compact() {
+        let text = String::from_utf8(canonical_bytes(&sample())).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"agency":"Sở Tư pháp","dossier_id":"QN-2024-000001","#,
+                r#""event_id":"67e55044-10b1-426f-9247-bb680e5fe0c8","event_type":"received","#,
+                r#""level":"province","occurred_at":"2024-01-02T03:04:05.123456Z","#,
+                r#""payload":{"a\"\n":"x\u0001y","z":[1,-2,{"a":null,"b":true}],"é":18446744073709551615},"#,
+                r#""position":7,"recorded_at":"2024-01-02T03:04:06.000000Z","sector":"justice","version":2}"#
+            )
+        );
+    }
+
+    #[test]
+    fn hashes_follow_rfc6962_and_the_chain_rule() {
+        // SHA-256 of the single byte 0x00 (the RFC 6962 hash of an empty leaf).
+        assert_eq!(
+            hex::encode(event_hash(b"")),
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+        let leaf = event_hash(b"x");
+        let mut joined = [0u8; 64];
+        joined[32..].copy_from_slice(&leaf);
+        let expected: [u8; 32] = Sha256::digest(joined).into();
+        assert_eq!(chain_hash(&GENESIS_CHAIN_HASH, &leaf), expected);
+    }
+}
