@@ -1,1 +1,33 @@
-//! (being written)
+//! What every gRPC service of the system shares: configuration, bearer-token authentication,
+//! the mapping of errors to gRPC statuses with field details, the write path
+//! (idempotency → load → authorize → decide → append), and serving with health, reflection and
+//! graceful shutdown.
+//!
+//! The rules themselves live in `domain`; storage in `eventlog`. Services are thin: they parse
+//! requests into domain commands, call [`write::WritePath::execute`], and answer.
+
+pub mod auth;
+pub mod config;
+pub mod convert;
+pub mod server;
+pub mod status;
+pub mod write;
+
+pub use auth::{Principal, Role, Tokens};
+pub use config::Config;
+pub use write::{Clock, SystemClock, WriteError, WriteOutcome, WritePath, WriteRequest};
+
+/// The server's answer for one stored event.
+pub fn recorded_event(stored: &eventlog::StoredEvent, duplicate: bool) -> api::v1::RecordedEvent {
+    api::v1::RecordedEvent {
+        event_id: stored.event_id.to_string(),
+        dossier_id: stored.dossier_id.clone(),
+        position: u64::try_from(stored.position).unwrap_or_default(),
+        version: u32::try_from(stored.version).unwrap_or_default(),
+        event_type: stored.event_type.clone(),
+        occurred_at: Some(status::to_timestamp(stored.occurred_at)),
+        recorded_at: Some(status::to_timestamp(stored.recorded_at)),
+        duplicate,
+        event_hash: stored.event_hash.to_vec(),
+    }
+}

@@ -1,0 +1,227 @@
+//! The services' configuration: one TOML file shared by all services (each reads its sections),
+//! with environment variables overriding the values an operator most often changes.
+//!
+//! | variable | overrides |
+//! |---|---|
+//! | `MOTCUA_DATABASE_URL` | `database.url` |
+//! | `MOTCUA_NATS_URL` | `nats.url` |
+//! | `MOTCUA_TOKENS_FILE` | `auth.tokens_file` |
+//! | `MOTCUA_INTAKE_LISTEN` | `intake.listen` |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub nats: NatsConfig,
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub calendar: calendar::CalendarConfig,
+    #[serde(default)]
+    pub intake: IntakeConfig,
+    #[serde(default)]
+    pub processing: ProcessingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub replicas: usize,
+    pub duplicate_window_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            stream: "DOSSIER_EVENTS".to_owned(),
+            subject_prefix: "dossier".to_owned(),
+            replicas: 1,
+            duplicate_window_secs: 7200,
+        }
+    }
+}
+
+impl NatsConfig {
+    pub fn duplicate_window(&self) -> Duration {
+        Duration::from_secs(self.duplicate_window_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The tokens file (`[[token]]` entries with SHA-256 hashes, see `auth`). Relative paths are
+    /// taken from the working directory.
+    pub tokens_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingConfig {
+    pub supplement_policy: domain::SupplementPolicy,
+}
+
+/// Why the configuration could not be loaded; the message names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value in environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads the file, then applies the environment overrides.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies overrides from `lookup` (the environment in production, a map in tests).
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(url) = lookup("MOTCUA_DATABASE_URL") {
+            self.database.url = url;
+        }
+        if let Some(url) = lookup("MOTCUA_NATS_URL") {
+            self.nats.url = url;
+        }
+        if let Some(file) = lookup("MOTCUA_TOKENS_FILE") {
+            self.auth.tokens_file = PathBuf::from(file);
+        }
+        if let Some(listen) = lookup("MOTCUA_INTAKE_LISTEN") {
+            self.intake.listen =
+                listen
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                        name: "MOTCUA_INTAKE_LISTEN",
+                        message: e.to_string(),
+                    })?;
+        }
+        Ok(())
+    }
+}
+
+/// The `--config PATH` argument, else `MOTCUA_CONFIG`, else `deploy/config/local.toml`.
+pub fn config_path_from_args() -> PathBuf {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--config" {
+            if let Some(path) = args.next() {
+                return PathBuf::from(path);
+            }
+        } else if let Some(path) = arg.strip_prefix("--config=") {
+            return PathBuf::from(path);
+        }
+    }
+    std::env::var_os("MOTCUA_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("deploy/config/local.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+        [database]
+        url = "postgres://u@h/db"
+        [auth]
+        tokens_file = "tokens.toml"
+        [intake]
+        listen = "0.0.0.0:7000"
+        [processing]
+        supplement_policy = "extend"
+    "#;
+
+    #[test]
+    fn parses_and_defaults() {
+        let c = Config::parse(SAMPLE).unwrap();
+        assert_eq!(c.database.max_connections, 16);
+        assert_eq!(c.nats.stream, "DOSSIER_EVENTS");
+        assert_eq!(c.intake.listen.port(), 7000);
+        assert_eq!(
+            c.processing.supplement_policy,
+            domain::SupplementPolicy::Extend
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::parse(&format!("{SAMPLE}\n[database2]\nurl=\"x\"")).unwrap_err();
+        assert!(err.contains("database2"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let mut c = Config::parse(SAMPLE).unwrap();
+        c.apply_env(|k| match k {
+            "MOTCUA_DATABASE_URL" => Some("postgres://other/db".into()),
+            "MOTCUA_INTAKE_LISTEN" => Some("127.0.0.1:9".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.database.url, "postgres://other/db");
+        assert_eq!(c.intake.listen.port(), 9);
+        let err = c
+            .apply_env(|k| (k == "MOTCUA_INTAKE_LISTEN").then(|| "nope".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("MOTCUA_INTAKE_LISTEN"));
+    }
+}

@@ -1,0 +1,231 @@
+//! Protobuf ↔ domain, by hand, in one place. Parsing validates once and names the field path
+//! in every error; after this, only domain types travel.
+
+use api::v1 as pb;
+use calendar::{StatutoryTime, Timeliness};
+use domain::{
+    AgencyCode, ApplicantType, Channel, ComponentCode, DossierId, EventId, FeeKind, Level,
+    OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode, Profile, Rating, ReturnMethod,
+    SectorCode, Text, TransactionId, TransferMode,
+};
+use tonic::Status;
+
+use crate::status::{field, invalid_field};
+
+/// Joins a field path: `at("profile", "agency_code")` = `profile.agency_code`.
+pub fn at(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+pub fn event_id(path: &str, value: &str) -> Result<EventId, Status> {
+    field(path, EventId::parse(value))
+}
+
+pub fn dossier_id(path: &str, value: &str) -> Result<DossierId, Status> {
+    field(path, DossierId::parse(value))
+}
+
+pub fn agency(path: &str, value: &str) -> Result<AgencyCode, Status> {
+    field(path, AgencyCode::parse(value))
+}
+
+pub fn text(path: &str, value: &str) -> Result<Text, Status> {
+    field(path, Text::parse(value))
+}
+
+pub fn transaction_id(path: &str, value: &str) -> Result<TransactionId, Status> {
+    field(path, TransactionId::parse(value))
+}
+
+pub fn components(path: &str, values: &[String]) -> Result<Vec<ComponentCode>, Status> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| field(&format!("{path}[{i}]"), ComponentCode::parse(v.as_str())))
+        .collect()
+}
+
+/// A required protobuf enum: unknown numbers and `*_UNSPECIFIED` are refused, naming the field.
+macro_rules! enum_parser {
+    ($fn_name:ident, $pb:ty, $domain:ty, { $($pbv:ident => $dv:expr),+ $(,)? }) => {
+        pub fn $fn_name(path: &str, value: i32) -> Result<$domain, Status> {
+            match <$pb>::try_from(value) {
+                $(Ok(<$pb>::$pbv) => Ok($dv),)+
+                _ => Err(invalid_field(path, "is required: choose one of the listed values")),
+            }
+        }
+    };
+}
+
+enum_parser!(level, pb::Level, Level, {
+    Province => Level::Province, District => Level::District, Commune => Level::Commune,
+});
+enum_parser!(channel, pb::Channel, Channel, {
+    Direct => Channel::Direct, Online => Channel::Online, Postal => Channel::Postal,
+});
+enum_parser!(applicant_type, pb::ApplicantType, ApplicantType, {
+    Citizen => ApplicantType::Citizen, Business => ApplicantType::Business, Organisation => ApplicantType::Organisation,
+});
+enum_parser!(online_level, pb::OnlineServiceLevel, OnlineServiceLevel, {
+    FullOnline => OnlineServiceLevel::FullOnline,
+    PartialOnline => OnlineServiceLevel::PartialOnline,
+    NotOnline => OnlineServiceLevel::NotOnline,
+});
+enum_parser!(transfer_mode, pb::TransferMode, TransferMode, {
+    Electronic => TransferMode::Electronic, Paper => TransferMode::Paper,
+});
+enum_parser!(fee_kind, pb::FeeKind, FeeKind, {
+    Fee => FeeKind::Fee, Charge => FeeKind::Charge, Tax => FeeKind::Tax,
+});
+enum_parser!(payment_channel, pb::PaymentChannel, PaymentChannel, {
+    NationalPlatform => PaymentChannel::NationalPlatform,
+    ProvincialGateway => PaymentChannel::ProvincialGateway,
+    Counter => PaymentChannel::Counter,
+});
+enum_parser!(outcome, pb::Outcome, Outcome, {
+    Approved => Outcome::Approved, Refused => Outcome::Refused,
+});
+enum_parser!(return_method, pb::ReturnMethod, ReturnMethod, {
+    Counter => ReturnMethod::Counter, Post => ReturnMethod::Post, Online => ReturnMethod::Online,
+});
+enum_parser!(rating, pb::Rating, Rating, {
+    VerySatisfied => Rating::VerySatisfied, Satisfied => Rating::Satisfied, Unsatisfied => Rating::Unsatisfied,
+});
+
+pub fn profile(path: &str, value: Option<&pb::Profile>) -> Result<Profile, Status> {
+    let p = value.ok_or_else(|| invalid_field(path, "is required"))?;
+    Ok(Profile {
+        procedure: field(
+            &at(path, "procedure_code"),
+            ProcedureCode::parse(p.procedure_code.as_str()),
+        )?,
+        online_level: online_level(&at(path, "online_level"), p.online_level)?,
+        sector: field(
+            &at(path, "sector_code"),
+            SectorCode::parse(p.sector_code.as_str()),
+        )?,
+        agency: agency(&at(path, "agency_code"), &p.agency_code)?,
+        level: level(&at(path, "level"), p.level)?,
+        channel: channel(&at(path, "channel"), p.channel)?,
+        applicant_type: applicant_type(&at(path, "applicant_type"), p.applicant_type)?,
+    })
+}
+
+/// Statutory time: 1 to 365 working days, or 1 to 2,920 working hours.
+pub fn statutory_time(
+    path: &str,
+    value: Option<&pb::StatutoryTime>,
+) -> Result<StatutoryTime, Status> {
+    use pb::statutory_time::Unit;
+    match value.and_then(|v| v.unit) {
+        Some(Unit::WorkingDays(d)) if (1..=365).contains(&d) => Ok(StatutoryTime::Days(d)),
+        Some(Unit::WorkingDays(_)) => {
+            Err(invalid_field(&at(path, "working_days"), "must be 1 to 365"))
+        }
+        Some(Unit::WorkingHours(h)) if (1..=2920).contains(&h) => Ok(StatutoryTime::Hours(h)),
+        Some(Unit::WorkingHours(_)) => Err(invalid_field(
+            &at(path, "working_hours"),
+            "must be 1 to 2920",
+        )),
+        None => Err(invalid_field(
+            path,
+            "is required: working_days or working_hours",
+        )),
+    }
+}
+
+/// Amounts in VND: positive whole numbers, at most 10^15.
+pub fn amount_vnd(path: &str, value: i64) -> Result<i64, Status> {
+    if (1..=1_000_000_000_000_000).contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid_field(
+            path,
+            "must be a positive whole number of VND",
+        ))
+    }
+}
+
+// Domain → protobuf, for answers and replay.
+
+pub fn pb_level(v: Level) -> pb::Level {
+    match v {
+        Level::Province => pb::Level::Province,
+        Level::District => pb::Level::District,
+        Level::Commune => pb::Level::Commune,
+    }
+}
+
+pub fn pb_timeliness(v: Timeliness) -> pb::Timeliness {
+    match v {
+        Timeliness::Early => pb::Timeliness::Early,
+        Timeliness::OnTime => pb::Timeliness::OnTime,
+        Timeliness::Late => pb::Timeliness::Late,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::StatusExt;
+
+    fn violation(s: Status) -> String {
+        s.get_details_bad_request().unwrap().field_violations[0]
+            .field
+            .clone()
+    }
+
+    #[test]
+    fn profile_errors_name_the_nested_field() {
+        let mut p = pb::Profile {
+            procedure_code: "1.001".into(),
+            online_level: pb::OnlineServiceLevel::FullOnline as i32,
+            sector_code: "land".into(),
+            agency_code: "000.00.12.H40".into(),
+            level: pb::Level::District as i32,
+            channel: pb::Channel::Online as i32,
+            applicant_type: pb::ApplicantType::Citizen as i32,
+        };
+        assert!(profile("profile", Some(&p)).is_ok());
+        p.level = 0;
+        assert_eq!(
+            violation(profile("profile", Some(&p)).unwrap_err()),
+            "profile.level"
+        );
+        p.level = 99;
+        assert_eq!(
+            violation(profile("profile", Some(&p)).unwrap_err()),
+            "profile.level"
+        );
+        p.level = 1;
+        p.agency_code = "bad_code".into();
+        assert_eq!(
+            violation(profile("profile", Some(&p)).unwrap_err()),
+            "profile.agency_code"
+        );
+        assert_eq!(violation(profile("profile", None).unwrap_err()), "profile");
+    }
+
+    #[test]
+    fn statutory_time_bounds() {
+        use pb::statutory_time::Unit;
+        let st = |u| pb::StatutoryTime { unit: Some(u) };
+        assert_eq!(
+            statutory_time("s", Some(&st(Unit::WorkingDays(15)))).unwrap(),
+            StatutoryTime::Days(15)
+        );
+        assert_eq!(
+            violation(statutory_time("s", Some(&st(Unit::WorkingDays(0)))).unwrap_err()),
+            "s.working_days"
+        );
+        assert_eq!(violation(statutory_time("s", None).unwrap_err()), "s");
+        assert_eq!(
+            violation(components("c", &["ok".into(), "".into()]).unwrap_err()),
+            "c[1]"
+        );
+    }
+}

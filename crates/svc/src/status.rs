@@ -1,0 +1,141 @@
+//! Turning what went wrong into the right gRPC status, with machine-readable details:
+//! `google.rpc.BadRequest` naming the offending field for INVALID_ARGUMENT, and
+//! `google.rpc.ErrorInfo` with a stable reason code for refusals. Messages say what was wrong
+//! with the request; they never carry SQL or internal errors.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+
+use chrono::{DateTime, Utc};
+use domain::FieldError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `domain` of every `google.rpc.ErrorInfo` this system returns.
+pub const ERROR_DOMAIN: &str = "dossier.v1";
+
+/// INVALID_ARGUMENT naming one field (`profile.agency_code`, `events[3].occurred_at`…).
+pub fn invalid_field(field: &str, reason: impl Display) -> Status {
+    let reason = reason.to_string();
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field}: {reason}"),
+        ErrorDetails::with_bad_request_violation(field, reason),
+    )
+}
+
+/// A status whose details carry a stable `reason` code clients can branch on.
+pub fn with_reason(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+/// Parses one field, naming it in the error.
+pub fn field<T>(path: &str, parsed: Result<T, FieldError>) -> Result<T, Status> {
+    parsed.map_err(|e| invalid_field(path, e.reason))
+}
+
+/// How far in the future a client's business time may be (clock skew between counter PCs).
+pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// A required business timestamp: present, valid, not in the future beyond [`MAX_CLOCK_SKEW`],
+/// truncated to microseconds (what PostgreSQL keeps, so a stored event reads back identical).
+pub fn business_time(
+    path: &str,
+    value: Option<&prost_types::Timestamp>,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, Status> {
+    let t = timestamp(path, value)?;
+    if t > now + MAX_CLOCK_SKEW {
+        return Err(invalid_field(path, "lies in the future"));
+    }
+    Ok(t)
+}
+
+/// A required timestamp, truncated to microseconds; no check against the clock.
+pub fn timestamp(
+    path: &str,
+    value: Option<&prost_types::Timestamp>,
+) -> Result<DateTime<Utc>, Status> {
+    let value = value.ok_or_else(|| invalid_field(path, "is required"))?;
+    if !(0..1_000_000_000).contains(&value.nanos) {
+        return Err(invalid_field(path, "nanos must be within 0..1e9"));
+    }
+    let t = DateTime::<Utc>::from_timestamp(value.seconds, value.nanos as u32)
+        .ok_or_else(|| invalid_field(path, "is out of range"))?;
+    let year = t.format("%Y").to_string().parse::<i32>().unwrap_or(0);
+    if !(1990..=2100).contains(&year) {
+        return Err(invalid_field(path, "must be between 1990 and 2100"));
+    }
+    Ok(truncate_micros(t))
+}
+
+pub fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let nanos = t.timestamp_subsec_nanos();
+    t - chrono::Duration::nanoseconds(i64::from(nanos % 1000))
+}
+
+pub fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A refusal by the dossier's rules.
+pub fn refusal(refusal: &domain::Refusal) -> Status {
+    let code = match refusal.kind() {
+        domain::RefusalKind::NotFound => Code::NotFound,
+        domain::RefusalKind::AlreadyExists => Code::AlreadyExists,
+        domain::RefusalKind::InvalidArgument => Code::InvalidArgument,
+        domain::RefusalKind::FailedPrecondition => Code::FailedPrecondition,
+    };
+    with_reason(code, refusal.code(), refusal.to_string())
+}
+
+/// The event log could not be reached: nothing was written, the client should retry.
+pub fn unavailable(what: impl Display) -> Status {
+    tracing::warn!(error = %what, "event log unavailable");
+    Status::unavailable(
+        "the event log is unavailable; nothing was written, retry with the same event_id",
+    )
+}
+
+/// A fault of ours, logged with its cause and reported without it.
+pub fn internal(what: impl Display) -> Status {
+    tracing::error!(error = %what, "internal error");
+    Status::internal("internal error; nothing was written")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_field_names_the_field() {
+        let s = invalid_field("profile.agency_code", "must not be empty");
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let details = s.get_details_bad_request().unwrap();
+        assert_eq!(details.field_violations[0].field, "profile.agency_code");
+        assert!(s.message().contains("profile.agency_code"));
+    }
+
+    #[test]
+    fn timestamps_are_checked_and_truncated() {
+        let now = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let ts = |s, n| prost_types::Timestamp {
+            seconds: s,
+            nanos: n,
+        };
+        assert!(business_time("t", None, now).is_err());
+        assert!(business_time("t", Some(&ts(1_700_000_000, -1)), now).is_err());
+        assert!(business_time("t", Some(&ts(1_700_000_000 + 301, 0)), now).is_err());
+        assert!(business_time("t", Some(&ts(1_700_000_000 + 299, 0)), now).is_ok());
+        assert!(business_time("t", Some(&ts(0, 0)), now).is_err());
+        let t = business_time("t", Some(&ts(1_600_000_000, 123_456_789)), now).unwrap();
+        assert_eq!(t.timestamp_subsec_nanos(), 123_456_000);
+    }
+}

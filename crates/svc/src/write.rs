@@ -1,0 +1,345 @@
+//! The one write path every service uses: idempotency check, load, authorize, decide, append,
+//! and on a concurrent change, decide again.
+//!
+//! ```text
+//! event id known? ──yes──▶ same request? ──yes──▶ the original answer (duplicate = true)
+//!        │                        └──no──▶ ALREADY_EXISTS event_id_reused
+//!        no
+//!        ▼
+//! load the dossier's events ─▶ fold ─▶ authorize ─▶ expected_version? ─▶ decide ─▶ append(expected = loaded version)
+//!                                                                                    │
+//!             another writer got there first (conflict) and the client gave no expected_version
+//!             ◀──────────────────────────── decide again on the new state ◀─────────┘
+//! ```
+//! Everything a command writes goes into one append, i.e. one transaction: nothing is ever
+//! half-written.
+
+use std::sync::Arc;
+
+use calendar::Calendar;
+use chrono::{DateTime, Utc};
+use domain::{Command, Dossier, DossierEvent, DossierId, Event, EventId, Rules, SupplementPolicy};
+use eventlog::{
+    AppendError, DossierAppend, EventLog, ExpectedVersion, NewEvent, ReadError, Routing,
+    StoredEvent,
+};
+use sha2::{Digest, Sha256};
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::status;
+
+/// How many times a command is decided again after losing a race to another writer.
+const MAX_ATTEMPTS: usize = 8;
+
+/// What a service asks the write path to do.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub event_id: EventId,
+    pub dossier_id: DossierId,
+    pub command: Command,
+    /// The version the client last saw, if it said.
+    pub expected_version: Option<u32>,
+    /// [`fingerprint`] of the client's request.
+    pub fingerprint: [u8; 32],
+}
+
+/// What happened.
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    /// The command's events, written now.
+    Written(Vec<StoredEvent>),
+    /// The same request was already applied: its events as stored then.
+    Duplicate(Vec<StoredEvent>),
+    /// The rules say the change is already there (e.g. a payment callback repeating a known
+    /// transaction id); nothing was written. Carries the dossier's events.
+    AlreadyApplied(Vec<StoredEvent>),
+}
+
+impl WriteOutcome {
+    pub fn is_duplicate(&self) -> bool {
+        !matches!(self, WriteOutcome::Written(_))
+    }
+}
+
+/// Why a write did not happen. Every variant means nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The dossier's rules refuse the command: show the reason to the user.
+    #[error(transparent)]
+    Refused(#[from] domain::Refusal),
+    /// The caller may not do this: PERMISSION_DENIED.
+    #[error("{}", .0.message())]
+    Forbidden(Status),
+    /// The event id was used for a different request: the client must pick a new id.
+    #[error("event id {0} was already used for a different request")]
+    EventIdReused(Uuid),
+    /// The client's expected version is stale (or we lost too many races): reload and retry.
+    #[error("dossier {dossier_id} is at version {actual}, not {expected}")]
+    Conflict {
+        dossier_id: String,
+        expected: u32,
+        actual: u32,
+    },
+    /// The event log cannot be reached: retry later with the same event id.
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data does not decode, or the log rejected what the domain produced: a bug.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<WriteError> for Status {
+    fn from(e: WriteError) -> Status {
+        match e {
+            WriteError::Refused(r) => status::refusal(&r),
+            WriteError::Forbidden(s) => s,
+            WriteError::EventIdReused(id) => status::with_reason(
+                tonic::Code::AlreadyExists,
+                "event_id_reused",
+                format!(
+                    "event_id {id} was already used for a different request; choose a new event_id"
+                ),
+            ),
+            e @ WriteError::Conflict { .. } => {
+                status::with_reason(tonic::Code::Aborted, "version_conflict", e.to_string())
+            }
+            WriteError::Unavailable(e) => status::unavailable(e),
+            WriteError::Internal(e) => status::internal(e),
+        }
+    }
+}
+
+impl From<ReadError> for WriteError {
+    fn from(e: ReadError) -> Self {
+        WriteError::Unavailable(e.to_string())
+    }
+}
+
+/// SHA-256 over a request's method name and protobuf encoding: equal for a retried request.
+pub fn fingerprint(method: &str, request: &impl prost::Message) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update([0u8]);
+    h.update(request.encode_to_vec());
+    h.finalize().into()
+}
+
+/// The id of the `index`-th event a command writes: the client's id for the first, and ids
+/// derived from it (UUID v5) for any others, so retries produce the same ids.
+pub fn derived_event_id(first: EventId, index: usize) -> Uuid {
+    if index == 0 {
+        first.as_uuid()
+    } else {
+        Uuid::new_v5(&first.as_uuid(), index.to_string().as_bytes())
+    }
+}
+
+/// Rebuilds the dossier from its stored events.
+pub fn fold(events: &[StoredEvent]) -> Result<Dossier, WriteError> {
+    let mut dossier = Dossier::default();
+    for stored in events {
+        dossier.evolve(&decode(stored)?);
+    }
+    Ok(dossier)
+}
+
+pub fn decode(stored: &StoredEvent) -> Result<Event, WriteError> {
+    let body = DossierEvent::from_parts(&stored.event_type, &stored.payload)
+        .map_err(|e| WriteError::Internal(format!("event at position {}: {e}", stored.position)))?;
+    Ok(Event {
+        occurred_at: stored.occurred_at,
+        body,
+    })
+}
+
+/// The routing of a dossier's events: from its profile, or from the first event being written.
+pub fn routing_of(dossier: &Dossier, new_events: &[DossierEvent]) -> Option<Routing> {
+    let profile = dossier.profile.as_ref().or_else(|| {
+        new_events.iter().find_map(|e| match e {
+            DossierEvent::Received { profile, .. }
+            | DossierEvent::RefusedAtIntake { profile, .. } => Some(profile),
+            _ => None,
+        })
+    })?;
+    Some(Routing {
+        level: profile.level.as_str().to_owned(),
+        agency: profile.agency.as_str().to_owned(),
+        sector: profile.sector.as_str().to_owned(),
+    })
+}
+
+/// Builds the log's events for what `decide` produced.
+pub fn new_events(
+    first_id: EventId,
+    command: &Command,
+    events: &[DossierEvent],
+    fingerprint: [u8; 32],
+) -> Vec<NewEvent> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| {
+            let (event_type, payload) = event.into_parts();
+            NewEvent {
+                event_id: derived_event_id(first_id, i),
+                event_type: event_type.to_owned(),
+                occurred_at: domain::event_time(command, event),
+                payload,
+                fingerprint,
+            }
+        })
+        .collect()
+}
+
+/// The shared write path of the services.
+#[derive(Debug, Clone)]
+pub struct WritePath {
+    log: EventLog,
+    calendar: Arc<Calendar>,
+    supplement_policy: SupplementPolicy,
+}
+
+impl WritePath {
+    pub fn new(
+        log: EventLog,
+        calendar: Arc<Calendar>,
+        supplement_policy: SupplementPolicy,
+    ) -> Self {
+        WritePath {
+            log,
+            calendar,
+            supplement_policy,
+        }
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    pub fn calendar(&self) -> &Calendar {
+        &self.calendar
+    }
+
+    pub fn rules(&self) -> Rules<'_> {
+        Rules {
+            calendar: &self.calendar,
+            supplement_policy: self.supplement_policy,
+        }
+    }
+
+    /// Applies one command. `authorize` sees the dossier as loaded (not received yet: version 0)
+    /// and may refuse with PERMISSION_DENIED.
+    pub async fn execute(
+        &self,
+        request: &WriteRequest,
+        authorize: impl Fn(&Dossier) -> Result<(), Status>,
+    ) -> Result<WriteOutcome, WriteError> {
+        if let Some(original) = self.find_original(request).await? {
+            return Ok(WriteOutcome::Duplicate(original));
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = self.log.load_dossier(request.dossier_id.as_str()).await?;
+            let dossier = fold(&stored)?;
+            authorize(&dossier).map_err(WriteError::Forbidden)?;
+            if let Some(expected) = request.expected_version
+                && expected != dossier.version
+            {
+                return Err(WriteError::Conflict {
+                    dossier_id: request.dossier_id.to_string(),
+                    expected,
+                    actual: dossier.version,
+                });
+            }
+            let events = domain::decide(&dossier, &request.command, self.rules())?;
+            if events.is_empty() {
+                return Ok(WriteOutcome::AlreadyApplied(stored));
+            }
+            let routing = routing_of(&dossier, &events).ok_or_else(|| {
+                WriteError::Internal("events for a dossier with no profile".into())
+            })?;
+            let append = DossierAppend {
+                dossier_id: request.dossier_id.to_string(),
+                expected_version: match dossier.version {
+                    0 => ExpectedVersion::NoStream,
+                    v => ExpectedVersion::Exact(v),
+                },
+                routing,
+                events: new_events(
+                    request.event_id,
+                    &request.command,
+                    &events,
+                    request.fingerprint,
+                ),
+            };
+            match self.log.append(vec![append]).await {
+                Ok(appended) if appended.duplicate.first() == Some(&true) => {
+                    return Ok(WriteOutcome::Duplicate(appended.events));
+                }
+                Ok(appended) => return Ok(WriteOutcome::Written(appended.events)),
+                Err(AppendError::Conflict { actual, .. }) => {
+                    if let Some(expected) = request.expected_version {
+                        return Err(WriteError::Conflict {
+                            dossier_id: request.dossier_id.to_string(),
+                            expected,
+                            actual,
+                        });
+                    }
+                    tracing::debug!(dossier = %request.dossier_id, "lost a race; deciding again");
+                }
+                Err(AppendError::EventIdReused { event_id }) => {
+                    return Err(WriteError::EventIdReused(event_id));
+                }
+                Err(AppendError::Unavailable(e)) => {
+                    return Err(WriteError::Unavailable(e.to_string()));
+                }
+                Err(e) => return Err(WriteError::Internal(e.to_string())),
+            }
+        }
+        let stored = self.log.load_dossier(request.dossier_id.as_str()).await?;
+        Err(WriteError::Conflict {
+            dossier_id: request.dossier_id.to_string(),
+            expected: request.expected_version.unwrap_or_default(),
+            actual: u32::try_from(stored.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// The events an earlier identical request wrote, or `EventIdReused` if the id was used
+    /// for another request.
+    async fn find_original(
+        &self,
+        request: &WriteRequest,
+    ) -> Result<Option<Vec<StoredEvent>>, WriteError> {
+        let found = self.log.find_events(&[request.event_id.as_uuid()]).await?;
+        let Some(first) = found.into_iter().next() else {
+            return Ok(None);
+        };
+        if first.fingerprint != request.fingerprint
+            || first.dossier_id != request.dossier_id.as_str()
+        {
+            return Err(WriteError::EventIdReused(first.event_id));
+        }
+        // Any further events of the same command carry ids derived from the first.
+        let derived: Vec<Uuid> = (1..4)
+            .map(|i| derived_event_id(request.event_id, i))
+            .collect();
+        let mut events = vec![first];
+        events.extend(self.log.find_events(&derived).await?);
+        events.sort_by_key(|e| e.position);
+        Ok(Some(events))
+    }
+}
+
+/// The current instant; a trait so that tests and the deadline watcher can control time.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
