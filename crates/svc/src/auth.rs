@@ -55,6 +55,17 @@ impl Principal {
         }
     }
 
+    /// Counters write (each its own agency's dossiers, checked per dossier); others do not.
+    pub fn require_counter(&self) -> Result<(), Status> {
+        match self.role {
+            Role::Counter => Ok(()),
+            Role::Importer => Err(Status::permission_denied(
+                "importer tokens may only import history",
+            )),
+            Role::Auditor => Err(Status::permission_denied("auditor tokens are read-only")),
+        }
+    }
+
     pub fn require_importer(&self) -> Result<(), Status> {
         match self.role {
             Role::Importer => Ok(()),

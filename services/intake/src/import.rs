@@ -1,0 +1,336 @@
+//! Bulk import of history (migration from an old system): batches of already-timestamped
+//! events, validated with the live rules, written with one append per batch.
+//!
+//! Per batch: drop events already stored by an earlier attempt (same id and content), load
+//! the dossiers the rest touch with one query, decide every event in order against the folded
+//! state, then append everything in one transaction with one sequencing step. A batch is all or
+//! nothing; re-sending it after a failure is safe.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use api::v1 as pb;
+use api::v1::event::Body;
+use domain::{Action, Command, Dossier, DossierId, Event, EventId};
+use eventlog::{AppendError, DossierAppend, ExpectedVersion};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use svc::convert::{self, at};
+use svc::status::{business_time, internal, invalid_field, timestamp, unavailable, with_reason};
+use svc::write::{fold, new_events, routing_of};
+use svc::{Clock, WritePath};
+use tonic::{Code, Status};
+
+/// At most this many events per batch: bounds memory and transaction size.
+pub const MAX_BATCH: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Importer {
+    write: WritePath,
+    clock: Arc<dyn Clock>,
+}
+
+struct Item {
+    path: String,
+    event_id: EventId,
+    dossier_id: DossierId,
+    command: Command,
+    fingerprint: [u8; 32],
+}
+
+impl Importer {
+    pub(crate) fn new(write: WritePath, clock: Arc<dyn Clock>) -> Self {
+        Importer { write, clock }
+    }
+
+    pub(crate) async fn import(
+        &self,
+        batch: pb::ImportBatch,
+    ) -> Result<pb::ImportBatchResult, Status> {
+        if batch.events.len() > MAX_BATCH {
+            return Err(invalid_field(
+                "events",
+                format!("at most {MAX_BATCH} events per batch"),
+            ));
+        }
+        let now = self.clock.now();
+        let mut items = Vec::with_capacity(batch.events.len());
+        let mut seen = HashMap::with_capacity(batch.events.len());
+        for (i, event) in batch.events.iter().enumerate() {
+            let path = format!("events[{i}]");
+            let item = parse(&path, event, now)?;
+            if let Some(first) = seen.insert(item.event_id, i) {
+                return Err(invalid_field(
+                    &at(&path, "event_id"),
+                    format!("repeats the event_id of events[{first}]"),
+                ));
+            }
+            items.push(item);
+        }
+
+        let log = self.write.log();
+        let ids: Vec<_> = items.iter().map(|i| i.event_id.as_uuid()).collect();
+        let stored: HashMap<_, _> = log
+            .find_events(&ids)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|e| (e.event_id, e))
+            .collect();
+        let mut duplicates = 0u32;
+        let mut fresh = Vec::with_capacity(items.len());
+        for item in items {
+            match stored.get(&item.event_id.as_uuid()) {
+                Some(existing)
+                    if existing.fingerprint == item.fingerprint
+                        && existing.dossier_id == item.dossier_id.as_str() =>
+                {
+                    duplicates += 1;
+                }
+                Some(_) => {
+                    return Err(with_reason(
+                        Code::AlreadyExists,
+                        "event_id_reused",
+                        format!(
+                            "{}: event_id {} was already used for a different event",
+                            item.path, item.event_id
+                        ),
+                    ));
+                }
+                None => fresh.push(item),
+            }
+        }
+
+        let mut dossier_ids: Vec<String> = fresh.iter().map(|i| i.dossier_id.to_string()).collect();
+        dossier_ids.sort();
+        dossier_ids.dedup();
+        let loaded = log.load_dossiers(&dossier_ids).await.map_err(unavailable)?;
+        let mut states: HashMap<String, (Dossier, u32)> = HashMap::with_capacity(dossier_ids.len());
+        for id in &dossier_ids {
+            let events = loaded.get(id).map(Vec::as_slice).unwrap_or_default();
+            let dossier = fold(events).map_err(Status::from)?;
+            let version = dossier.version;
+            states.insert(id.clone(), (dossier, version));
+        }
+
+        let rules = self.write.rules();
+        let mut appends: Vec<DossierAppend> = Vec::new();
+        let mut append_of: HashMap<String, usize> = HashMap::new();
+        for item in &fresh {
+            let key = item.dossier_id.to_string();
+            let (dossier, loaded_version) = states
+                .get_mut(&key)
+                .expect("every dossier of the batch was loaded");
+            let decided = domain::decide(dossier, &item.command, rules).map_err(|refusal| {
+                let status = svc::status::refusal(&refusal);
+                Status::with_details(
+                    status.code(),
+                    format!("{}: {}", item.path, status.message()),
+                    status.details().to_vec().into(),
+                )
+            })?;
+            if decided.is_empty() {
+                duplicates += 1;
+                continue;
+            }
+            let new = new_events(item.event_id, &item.command, &decided, item.fingerprint);
+            for (event, body) in new.iter().zip(decided.iter()) {
+                dossier.evolve(&Event {
+                    occurred_at: event.occurred_at,
+                    body: body.clone(),
+                });
+            }
+            let index = match append_of.get(&key) {
+                Some(&index) => index,
+                None => {
+                    let routing = routing_of(dossier, &decided)
+                        .ok_or_else(|| internal("imported dossier has no profile"))?;
+                    appends.push(DossierAppend {
+                        dossier_id: key.clone(),
+                        expected_version: match *loaded_version {
+                            0 => ExpectedVersion::NoStream,
+                            v => ExpectedVersion::Exact(v),
+                        },
+                        routing,
+                        events: Vec::new(),
+                    });
+                    append_of.insert(key, appends.len() - 1);
+                    appends.len() - 1
+                }
+            };
+            appends[index].events.extend(new);
+        }
+
+        if appends.is_empty() {
+            return Ok(pb::ImportBatchResult {
+                batch_seq: batch.batch_seq,
+                appended: 0,
+                duplicates,
+                last_position: 0,
+            });
+        }
+        let counts: Vec<u32> = appends.iter().map(|a| a.events.len() as u32).collect();
+        let appended = match log.append(appends).await {
+            Ok(appended) => appended,
+            Err(AppendError::Conflict { dossier_id, .. }) => {
+                return Err(with_reason(
+                    Code::Aborted,
+                    "version_conflict",
+                    format!(
+                        "dossier {dossier_id} changed while the batch was checked; re-send the batch"
+                    ),
+                ));
+            }
+            Err(AppendError::EventIdReused { event_id }) => {
+                return Err(with_reason(
+                    Code::AlreadyExists,
+                    "event_id_reused",
+                    format!("event_id {event_id} was already used for a different event"),
+                ));
+            }
+            Err(AppendError::Unavailable(e)) => return Err(unavailable(e)),
+            Err(e) => return Err(internal(e)),
+        };
+        // A dossier's events found already stored by a racing identical batch count as duplicates.
+        let mut appended_count = 0u32;
+        for (count, duplicate) in counts.iter().zip(&appended.duplicate) {
+            if *duplicate {
+                duplicates += *count;
+            } else {
+                appended_count += *count;
+            }
+        }
+        Ok(pb::ImportBatchResult {
+            batch_seq: batch.batch_seq,
+            appended: appended_count,
+            duplicates,
+            last_position: appended
+                .events
+                .iter()
+                .map(|e| e.position)
+                .max()
+                .unwrap_or(0) as u64,
+        })
+    }
+}
+
+/// The content fingerprint of an imported event: its encoding without the fields the server sets.
+fn import_fingerprint(event: &pb::Event) -> [u8; 32] {
+    let mut content = event.clone();
+    content.recorded_at = None;
+    content.position = 0;
+    content.version = 0;
+    let mut h = Sha256::new();
+    h.update(b"dossier.v1.IntakeService/ImportHistory\0");
+    h.update(content.encode_to_vec());
+    h.finalize().into()
+}
+
+fn parse(
+    path: &str,
+    event: &pb::Event,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Item, Status> {
+    let event_id = convert::event_id(&at(path, "event_id"), &event.event_id)?;
+    let dossier_id = convert::dossier_id(&at(path, "dossier_id"), &event.dossier_id)?;
+    let occurred_at = business_time(&at(path, "occurred_at"), event.occurred_at.as_ref(), now)?;
+    let body = event
+        .body
+        .as_ref()
+        .ok_or_else(|| invalid_field(&at(path, "body"), "is required"))?;
+    let action = action(path, body)?;
+    let occurred_at = match action {
+        // The watcher's notice comes after the due time; the event itself is dated at it.
+        Action::MarkLate => occurred_at + chrono::Duration::seconds(1),
+        _ => occurred_at,
+    };
+    Ok(Item {
+        path: path.to_owned(),
+        event_id,
+        dossier_id,
+        command: Command {
+            occurred_at,
+            action,
+        },
+        fingerprint: import_fingerprint(event),
+    })
+}
+
+fn action(path: &str, body: &Body) -> Result<Action, Status> {
+    let p = |name: &str, field: &str| at(&at(path, name), field);
+    Ok(match body {
+        Body::Received(b) => Action::Receive {
+            profile: convert::profile(&p("received", "profile"), b.profile.as_ref())?,
+            statutory_time: convert::statutory_time(
+                &p("received", "statutory_time"),
+                b.statutory_time.as_ref(),
+            )?,
+            fee_required: b.fee_required,
+            components: convert::components(&p("received", "components"), &b.components)?,
+            due_at: b
+                .due_at
+                .as_ref()
+                .map(|t| timestamp(&p("received", "due_at"), Some(t)))
+                .transpose()?,
+        },
+        Body::ComponentsDigitized(b) => Action::RecordDigitized {
+            digitized: convert::components(&p("components_digitized", "digitized"), &b.digitized)?,
+            reused: convert::components(&p("components_digitized", "reused"), &b.reused)?,
+        },
+        Body::RefusedAtIntake(b) => Action::RefuseAtIntake {
+            profile: convert::profile(&p("refused_at_intake", "profile"), b.profile.as_ref())?,
+            reason: convert::text(&p("refused_at_intake", "reason"), &b.reason)?,
+        },
+        Body::Transferred(b) => Action::Transfer {
+            to_agency: convert::agency(&p("transferred", "to_agency"), &b.to_agency)?,
+            mode: convert::transfer_mode(&p("transferred", "mode"), b.mode)?,
+        },
+        Body::SupplementRequested(b) => Action::RequestSupplement {
+            reason: convert::text(&p("supplement_requested", "reason"), &b.reason)?,
+        },
+        Body::SupplementReceived(_) => Action::ReceiveSupplement,
+        Body::Late(_) => Action::MarkLate,
+        Body::ApologyIssued(b) => Action::IssueApology {
+            reason: convert::text(&p("apology_issued", "reason"), &b.reason)?,
+            new_appointment: timestamp(
+                &p("apology_issued", "new_appointment"),
+                b.new_appointment.as_ref(),
+            )?,
+        },
+        Body::FeeAssessed(b) => Action::AssessFee {
+            amount_vnd: convert::amount_vnd(&p("fee_assessed", "amount_vnd"), b.amount_vnd)?,
+            kind: convert::fee_kind(&p("fee_assessed", "kind"), b.kind)?,
+        },
+        Body::Paid(b) => Action::RecordPayment {
+            amount_vnd: convert::amount_vnd(&p("paid", "amount_vnd"), b.amount_vnd)?,
+            channel: convert::payment_channel(&p("paid", "channel"), b.channel)?,
+            transaction_id: convert::transaction_id(
+                &p("paid", "transaction_id"),
+                &b.transaction_id,
+            )?,
+        },
+        Body::Resolved(b) => Action::Resolve {
+            outcome: convert::outcome(&p("resolved", "outcome"), b.outcome)?,
+            deciding_agency: convert::agency(
+                &p("resolved", "deciding_agency"),
+                &b.deciding_agency,
+            )?,
+        },
+        Body::Withdrawn(b) => Action::Withdraw {
+            reason: convert::text(&p("withdrawn", "reason"), &b.reason)?,
+        },
+        Body::Stopped(b) => Action::Stop {
+            reason: convert::text(&p("stopped", "reason"), &b.reason)?,
+        },
+        Body::ResultDigitized(b) => Action::AttachResult {
+            document_ref: convert::text(&p("result_digitized", "document_ref"), &b.document_ref)?,
+            sha256: b.sha256.clone(),
+        },
+        Body::ResultReturned(b) => Action::ReturnResult {
+            method: convert::return_method(&p("result_returned", "method"), b.method)?,
+        },
+        Body::SatisfactionRated(b) => Action::Rate {
+            rating: convert::rating(&p("satisfaction_rated", "rating"), b.rating)?,
+        },
+    })
+}
