@@ -10,6 +10,9 @@
 
 use std::time::Duration;
 
+pub mod nats_server;
+pub use nats_server::NatsServer;
+
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
 
@@ -69,7 +72,9 @@ impl TestDb {
 
     /// A new single connection to the test database, outside the pool (for holding transactions open).
     pub async fn connect(&self) -> PgConnection {
-        PgConnection::connect(&self.url).await.expect("connect to test database")
+        PgConnection::connect(&self.url)
+            .await
+            .expect("connect to test database")
     }
 }
 
@@ -79,7 +84,10 @@ impl Drop for TestDb {
         let pool = self.pool.clone();
         // Async drop does not exist; drop the database from a helper thread with its own runtime.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
@@ -137,7 +145,10 @@ impl Drop for TestNats {
         let url = self.url.clone();
         let stream = self.stream.clone();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
