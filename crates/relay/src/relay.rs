@@ -1,0 +1,406 @@
+//! The relay loop: resync from the stream, publish in order, back off on failure.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+use eventlog::{Changes, EventLog, StoredEvent};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::subject::{HEADER_MSG_ID, HEADER_POSITION, headers_for, subject_for};
+use crate::{RelayConfig, RelayError, ensure_stream};
+
+/// Where the stream stands: the log position of its last message and its last sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamPosition {
+    /// Position (in the event log) of the last event in the stream; 0 when the stream is empty.
+    pub position: i64,
+    /// The stream's last sequence: the `Nats-Expected-Last-Sequence` of the next publication.
+    pub last_sequence: u64,
+}
+
+/// Publishes the event log to JetStream, in position order, each event once in the stream.
+/// See the crate documentation for the protocol.
+pub struct Relay {
+    log: EventLog,
+    js: jetstream::Context,
+    cfg: RelayConfig,
+    progress: watch::Sender<i64>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("cfg", &self.cfg)
+            .field("published", &*self.progress.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    pub fn new(log: EventLog, js: jetstream::Context, cfg: RelayConfig) -> Self {
+        let (progress, _) = watch::channel(0);
+        Relay {
+            log,
+            js,
+            cfg,
+            progress,
+        }
+    }
+
+    pub fn config(&self) -> &RelayConfig {
+        &self.cfg
+    }
+
+    /// The position of the last event known to be in the stream: set at each resync (read from
+    /// the stream, so it may go down if NATS lost data) and after each acknowledged batch.
+    /// Starts at 0. Take it before [`Relay::run`], which consumes the relay.
+    pub fn progress(&self) -> watch::Receiver<i64> {
+        self.progress.subscribe()
+    }
+
+    /// Runs until `shutdown` is cancelled (then returns `Ok(())`) or a permanent error occurs
+    /// (see [`RelayError::is_transient`]). Transient failures — NATS down, timeouts, "wrong last
+    /// sequence", PostgreSQL unavailable — are logged and retried after an exponential backoff
+    /// with jitter, each time resyncing from the stream.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RelayError> {
+        self.cfg.validate()?;
+        let mut backoff = Backoff::new(self.cfg.max_backoff);
+        let mut changes: Option<Changes> = None;
+        loop {
+            let outcome = shutdown
+                .run_until_cancelled(self.resync_and_follow(&mut changes, &mut backoff))
+                .await;
+            let error = match outcome {
+                None => {
+                    tracing::info!(stream = %self.cfg.stream, "relay stopped");
+                    return Ok(());
+                }
+                Some(error) => error,
+            };
+            if !error.is_transient() {
+                tracing::error!(stream = %self.cfg.stream, %error, "relay stopped on a permanent error");
+                return Err(error);
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(
+                stream = %self.cfg.stream,
+                %error,
+                retry_in = ?delay,
+                failures = backoff.failures,
+                "relay failed; will resync from the stream"
+            );
+            if shutdown
+                .run_until_cancelled(tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One resync followed by publication until something fails. Returns only on failure.
+    async fn resync_and_follow(
+        &self,
+        changes: &mut Option<Changes>,
+        backoff: &mut Backoff,
+    ) -> RelayError {
+        // Listen before the first read, so no notification falls between a read and the wait.
+        if changes.is_none() {
+            match self.log.changes().await {
+                Ok(listener) => *changes = Some(listener),
+                Err(error) => tracing::warn!(%error, "no change notifications; polling the log"),
+            }
+        }
+        let mut at = match self.resync().await {
+            Ok(at) => at,
+            Err(error) => return error,
+        };
+        tracing::info!(
+            stream = %self.cfg.stream,
+            position = at.position,
+            last_sequence = at.last_sequence,
+            "resynced from the stream; publishing the events after this position"
+        );
+        self.progress.send_replace(at.position);
+        loop {
+            let batch = match self.log.read_after(at.position, self.max_batch()).await {
+                Ok(batch) => batch,
+                Err(error) => return error.into(),
+            };
+            if batch.is_empty() {
+                backoff.reset();
+                self.wait_for_changes(changes).await;
+                continue;
+            }
+            at = match self.publish_batch(at, &batch).await {
+                Ok(at) => at,
+                Err(error) => return error,
+            };
+            backoff.reset();
+            tracing::debug!(
+                position = at.position,
+                last_sequence = at.last_sequence,
+                count = batch.len(),
+                "published a batch"
+            );
+            self.progress.send_replace(at.position);
+        }
+    }
+
+    fn max_batch(&self) -> i64 {
+        i64::try_from(self.cfg.max_batch).unwrap_or(i64::MAX)
+    }
+
+    async fn wait_for_changes(&self, changes: &mut Option<Changes>) {
+        if changes.is_none() {
+            // Retry listening; the read that follows the wait catches anything committed before.
+            if let Ok(listener) = self.log.changes().await {
+                *changes = Some(listener);
+            }
+        }
+        match changes {
+            Some(listener) => listener.wait(self.cfg.poll_interval).await,
+            None => tokio::time::sleep(self.cfg.poll_interval).await,
+        }
+    }
+
+    /// Reads where the stream stands (creating the stream if it is missing, e.g. after NATS lost
+    /// its data), and checks that the log agrees with the stream's last event.
+    async fn resync(&self) -> Result<StreamPosition, RelayError> {
+        let stream = ensure_stream(&self.js, &self.cfg).await?;
+        let (at, last_event_id) = inspect(&stream, &self.cfg).await?;
+        if let Some(stream_event_id) = last_event_id {
+            self.check_log_agrees(at.position, stream_event_id).await?;
+        }
+        Ok(at)
+    }
+
+    /// The event at the stream's last position must be the log's event at that position.
+    async fn check_log_agrees(
+        &self,
+        position: i64,
+        stream_event_id: String,
+    ) -> Result<(), RelayError> {
+        let found = self.log.read_after(position - 1, 1).await?;
+        let log_event_id = found
+            .first()
+            .filter(|e| e.position == position)
+            .map(|e| e.event_id.to_string());
+        if log_event_id.as_deref() == Some(stream_event_id.as_str()) {
+            Ok(())
+        } else {
+            Err(RelayError::Diverged {
+                position,
+                stream_event_id,
+                log_event_id,
+            })
+        }
+    }
+
+    /// Publishes the batch pipelined — every message sent, then every ack awaited in order —
+    /// the i-th message expecting the stream to end at `at.last_sequence + i`.
+    async fn publish_batch(
+        &self,
+        at: StreamPosition,
+        batch: &[StoredEvent],
+    ) -> Result<StreamPosition, RelayError> {
+        // While disconnected the client would queue messages and send them on reconnection,
+        // long after their acks timed out; refuse early instead. (Queued messages are harmless
+        // anyway: each expects the stream's last sequence, so a stale one is refused.)
+        if self.js.client().connection_state() != State::Connected {
+            return Err(RelayError::nats("publish", "not connected to NATS"));
+        }
+        let timeout = self.cfg.publish_timeout;
+        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
+        for (i, event) in batch.iter().enumerate() {
+            let expected = at.last_sequence + i as u64;
+            let message = PublishMessage::build()
+                .payload(Bytes::from(eventlog::canonical_bytes(event)))
+                .headers(headers_for(&self.cfg.stream, event, expected));
+            let subject = subject_for(&self.cfg.subject_prefix, event);
+            let context = || format!("publish position {}", event.position);
+            let ack = tokio::time::timeout(timeout, self.js.send_publish(subject, message))
+                .await
+                .map_err(|_| RelayError::nats(context(), "timed out sending"))?
+                .map_err(|e| RelayError::nats(context(), e))?;
+            acks.push(ack);
+        }
+        for (i, (event, ack)) in batch.iter().zip(acks).enumerate() {
+            let want_sequence = at.last_sequence + i as u64 + 1;
+            let context = || format!("ack of position {}", event.position);
+            let ack = tokio::time::timeout(timeout, ack.into_future())
+                .await
+                .map_err(|_| RelayError::nats(context(), "timed out"))?
+                .map_err(|e| RelayError::nats(context(), e))?;
+            if ack.duplicate {
+                return Err(RelayError::Duplicate {
+                    position: event.position,
+                    event_id: event.event_id.to_string(),
+                    sequence: ack.sequence,
+                });
+            }
+            if ack.stream != self.cfg.stream || ack.sequence != want_sequence {
+                return Err(RelayError::nats(
+                    context(),
+                    format!(
+                        "stored in {} at sequence {}, expected {} at {want_sequence}",
+                        ack.stream, ack.sequence, self.cfg.stream
+                    ),
+                ));
+            }
+        }
+        let last = batch.last().map_or(at.position, |e| e.position);
+        Ok(StreamPosition {
+            position: last,
+            last_sequence: at.last_sequence + batch.len() as u64,
+        })
+    }
+}
+
+/// Reads where the relay's stream stands, without creating or changing it: the position of its
+/// last event (from the `Dossier-Position` header) and its last sequence. A missing stream is
+/// position 0. For health checks and metrics (`log.head() - position` is the relay's lag).
+pub async fn stream_position(
+    js: &jetstream::Context,
+    cfg: &RelayConfig,
+) -> Result<StreamPosition, RelayError> {
+    match js.get_stream(&cfg.stream).await {
+        Ok(stream) => Ok(inspect(&stream, cfg).await?.0),
+        Err(e) if crate::stream::stream_missing(&e.kind()) => Ok(StreamPosition::default()),
+        Err(e) => Err(RelayError::nats("stream info", e)),
+    }
+}
+
+/// Where the stream stands, and the event id (`Nats-Msg-Id`) of its last message if any.
+async fn inspect(
+    stream: &Stream,
+    cfg: &RelayConfig,
+) -> Result<(StreamPosition, Option<String>), RelayError> {
+    let state = &stream.cached_info().state;
+    if state.messages == 0 {
+        // Nothing durable: everything the log has is to be published. (Deletes and purges are
+        // denied on the relay's stream, so an empty stream is a new or recreated one.)
+        let at = StreamPosition {
+            position: 0,
+            last_sequence: state.last_sequence,
+        };
+        return Ok((at, None));
+    }
+    let message = last_message(stream, cfg, state.last_sequence).await?;
+    let reason = |why: &str| RelayError::ForeignMessage {
+        sequence: message.sequence,
+        reason: why.to_owned(),
+    };
+    let position: i64 = header(&message, HEADER_POSITION)
+        .ok_or_else(|| reason("no Dossier-Position header"))?
+        .parse()
+        .map_err(|_| reason("Dossier-Position is not an integer"))?;
+    if position < 1 {
+        return Err(reason("Dossier-Position is not positive"));
+    }
+    let event_id = header(&message, HEADER_MSG_ID)
+        .ok_or_else(|| reason("no Nats-Msg-Id header"))?
+        .to_owned();
+    let at = StreamPosition {
+        position,
+        // If another relay appended between the info and the read, the message is newer than
+        // the info: its sequence is then the stream's last.
+        last_sequence: state.last_sequence.max(message.sequence),
+    };
+    Ok((at, Some(event_id)))
+}
+
+/// The message at `last_sequence`, or, if that one is gone, the last one on the relay's subjects.
+async fn last_message(
+    stream: &Stream,
+    cfg: &RelayConfig,
+    last_sequence: u64,
+) -> Result<jetstream::message::StreamMessage, RelayError> {
+    match stream.get_raw_message(last_sequence).await {
+        Ok(message) => Ok(message),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => stream
+            .get_last_raw_message_by_subject(&format!("{}.>", cfg.subject_prefix))
+            .await
+            .map_err(|e| RelayError::nats("read the stream's last message", e)),
+        Err(e) => Err(RelayError::nats("read the stream's last message", e)),
+    }
+}
+
+fn header<'a>(message: &'a jetstream::message::StreamMessage, name: &str) -> Option<&'a str> {
+    message.headers.get_last(name).map(|v| v.as_str())
+}
+
+/// Exponential backoff with equal jitter: the n-th consecutive failure waits between half and
+/// all of `min(100 ms · 2ⁿ, max)`.
+#[derive(Debug)]
+struct Backoff {
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    fn new(max: Duration) -> Self {
+        Backoff { max, failures: 0 }
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = Self::FIRST
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        let half = ceiling / 2;
+        half + half.mul_f64(random_fraction())
+    }
+}
+
+/// A number in [0, 1) from the process's randomly keyed hasher: enough for jitter.
+fn random_fraction() -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_up_to_the_max() {
+        let mut backoff = Backoff::new(Duration::from_secs(2));
+        let mut ceiling = Duration::from_millis(100);
+        for _ in 0..10 {
+            let delay = backoff.next_delay();
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{delay:?} vs {ceiling:?}"
+            );
+            ceiling = (ceiling * 2).min(Duration::from_secs(2));
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn jitter_is_in_range_and_varies() {
+        let samples: Vec<f64> = (0..32).map(|_| random_fraction()).collect();
+        assert!(samples.iter().all(|x| (0.0..1.0).contains(x)));
+        assert!(samples.windows(2).any(|w| w[0] != w[1]));
+    }
+}
