@@ -260,7 +260,13 @@ impl Calendar {
 
     /// Saturdays and Sundays of `year` that are working days (make-up days of swaps), sorted.
     pub fn working_weekend_days(&self, year: i32) -> Vec<NaiveDate> {
-        self.overrides.year(year).working_weekend
+        let mut days = Days::new(self);
+        NaiveDate::from_ymd_opt(year, 1, 1)
+            .into_iter()
+            .flat_map(|first| first.iter_days())
+            .take_while(|d| d.year() == year)
+            .filter(|d| is_weekend(*d) && days.is_working(*d))
+            .collect()
     }
 
     /// Whether `t` is inside office hours (period ends included) on a working day.
