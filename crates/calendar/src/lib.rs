@@ -16,8 +16,8 @@
 //! local dates.
 //!
 //! The crate is pure computation: it does no I/O (configuration text is passed in by the
-//! caller, the shipped announcements are embedded at build time) and keeps no global mutable
-//! state besides the lazily built default calendar.
+//! caller, the shipped announcements are embedded at build time). Its only globals are two
+//! immutable values built on first use: the parsed announcements and the default calendar.
 //!
 //! ```
 //! use calendar::{Calendar, StatutoryTime};

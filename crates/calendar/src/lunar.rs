@@ -93,6 +93,9 @@ pub fn solar_to_lunar(date: NaiveDate) -> LunarDate {
 /// The Gregorian date of a lunar date, or `None` when it does not exist (no such leap month
 /// that year, day 30 of a 29-day month, month or day out of range).
 pub fn lunar_to_solar(year: i32, month: u32, day: u32, leap: bool) -> Option<NaiveDate> {
+    if !supported(year) {
+        return None;
+    }
     let k = lunation_of(year, month, leap)?;
     let first = new_moon_day(k);
     let length = new_moon_day(k + 1) - first;
@@ -110,8 +113,9 @@ pub fn lunar_to_solar(year: i32, month: u32, day: u32, leap: bool) -> Option<Nai
 /// ```
 ///
 /// # Panics
-/// Only if the date cannot be represented by `chrono` (years at the very edge of its range).
+/// If `year` is outside the range of [`chrono::NaiveDate`] (about ±262,000).
 pub fn lunar_new_year(year: i32) -> NaiveDate {
+    assert!(supported(year), "year {year} is outside chrono's range");
     let cycle = Cycle::new(year);
     date_of_jdn(new_moon_day(cycle.start + cycle.first_month_offset()))
         .expect("Tết of a representable year is representable")
@@ -119,6 +123,9 @@ pub fn lunar_new_year(year: i32) -> NaiveDate {
 
 /// The leap month of lunar `year`, if it has one (e.g. `Some(2)` for 2023, `Some(4)` for 2020).
 pub fn leap_month(year: i32) -> Option<u32> {
+    if !supported(year) {
+        return None;
+    }
     // A leap month 1..=10 lies in the cycle that ends at month 11 of `year`; a leap month 11 or
     // 12 lies at the start of the next cycle, before the next Tết.
     let this = Cycle::new(year);
@@ -137,6 +144,9 @@ pub fn leap_month(year: i32) -> Option<u32> {
 /// Tết (lunar 1/1) and the Hùng Kings' day (lunar 10/3, in the regular month 3) of the lunar
 /// year that starts in Gregorian `year`, from one computation of the year's months.
 pub(crate) fn tet_and_hung_kings(year: i32) -> (Option<NaiveDate>, Option<NaiveDate>) {
+    if !supported(year) {
+        return (None, None);
+    }
     let cycle = Cycle::new(year);
     let tet = date_of_jdn(new_moon_day(cycle.start + cycle.first_month_offset()));
     let hung_kings = (0..cycle.len)
@@ -147,6 +157,9 @@ pub(crate) fn tet_and_hung_kings(year: i32) -> (Option<NaiveDate>, Option<NaiveD
 
 /// Number of days (29 or 30) of a lunar month, or `None` if the month does not exist.
 pub fn month_length(year: i32, month: u32, leap: bool) -> Option<u32> {
+    if !supported(year) {
+        return None;
+    }
     let k = lunation_of(year, month, leap)?;
     u32::try_from(new_moon_day(k + 1) - new_moon_day(k)).ok()
 }
@@ -250,14 +263,35 @@ fn has_major_term(k: i64) -> bool {
 
 /// Lunation number of the month that contains local day `day` (a Julian Day Number).
 fn lunation_containing(day: i64) -> i64 {
-    let mut k = ((day as f64 - LUNATION_ZERO_JDE) / SYNODIC_MONTH).floor() as i64;
-    while new_moon_day(k + 1) <= day {
-        k += 1;
+    // `new_moon_day` increases with k over chrono's whole date range; the mean lunation is
+    // a good guess, corrected by bracketing and bisection (the polynomial terms in T move
+    // the true new moon far from the mean one only for years in the hundreds of thousands).
+    let guess = ((day as f64 - LUNATION_ZERO_JDE) / SYNODIC_MONTH).floor() as i64;
+    let (mut lo, mut hi) = (guess - 1, guess + 2);
+    let mut step = 2;
+    while new_moon_day(lo) > day && step < 1 << 40 {
+        lo -= step;
+        step *= 2;
     }
-    while new_moon_day(k) > day {
-        k -= 1;
+    step = 2;
+    while new_moon_day(hi) <= day && step < 1 << 40 {
+        hi += step;
+        step *= 2;
     }
-    k
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if new_moon_day(mid) <= day {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Whether lunar computations are meaningful for `year`: years chrono can represent.
+fn supported(year: i32) -> bool {
+    (NaiveDate::MIN.year()..=NaiveDate::MAX.year()).contains(&year)
 }
 
 /// Hours east of Greenwich of the meridian the calendar is computed for on local day `day`

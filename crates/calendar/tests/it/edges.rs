@@ -135,3 +135,27 @@ fn working_time_between_edges() {
     // Partial minutes round down.
     assert_eq!(between(vn(2025, 3, 3, 9, 0), vn_s(2025, 3, 3, 9, 1, 59)), 1);
 }
+
+#[test]
+fn extreme_instants_and_years_do_not_panic() {
+    let cal = Calendar::vietnam_default();
+    assert_eq!(
+        add(chrono::DateTime::<Utc>::MAX_UTC, HOUR),
+        chrono::DateTime::<Utc>::MAX_UTC
+    );
+    assert_eq!(
+        cal.working_time_between(
+            chrono::DateTime::<Utc>::MIN_UTC,
+            chrono::DateTime::<Utc>::MAX_UTC
+        ),
+        WorkingDuration::ZERO
+    );
+    for d in [chrono::NaiveDate::MIN, chrono::NaiveDate::MAX] {
+        let _ = cal.is_working_day(d);
+        let _ = calendar::lunar::solar_to_lunar(d);
+    }
+    assert!(cal.holidays(i32::MAX).is_empty());
+    assert!(cal.holidays(i32::MIN).is_empty());
+    assert_eq!(calendar::lunar::leap_month(i32::MAX), None);
+    assert_eq!(calendar::lunar::lunar_to_solar(i32::MIN, 1, 1, false), None);
+}
