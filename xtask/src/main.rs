@@ -32,7 +32,8 @@ Commands:
   test [-- ARGS...]   Make sure PostgreSQL and NATS with JetStream run on this machine
                       (starting or installing them if needed), then run
                       `cargo fmt --all -- --check`, `cargo clippy --workspace --all-targets
-                      --locked -- -D warnings` and `cargo test --workspace --locked ARGS...`.
+                      --locked -- -D warnings` and `cargo test --workspace --locked ARGS...` (without
+                      --workspace when ARGS pick packages with -p).
                       Examples: `cargo xtask test -- -p eventlog`,
                                 `cargo xtask test -- some_test -- --nocapture`.
                       Set TEST_DATABASE_URL / TEST_NATS_URL to use other servers (then they
@@ -119,13 +120,26 @@ fn test(test_args: &[String]) -> Result<()> {
     step("[5/5] tests");
     println!("TEST_DATABASE_URL={}", cmd::redact_url(&database_url));
     println!("TEST_NATS_URL={nats_url}");
-    run(cargo()
-        .args(["test", "--workspace", "--locked"])
+    let mut test = cargo();
+    test.arg("test");
+    // cargo ignores -p when --workspace is given: let a package selection narrow the run.
+    if !selects_packages(test_args) {
+        test.arg("--workspace");
+    }
+    run(test
+        .arg("--locked")
         .args(test_args)
         .env("TEST_DATABASE_URL", &database_url)
         .env("TEST_NATS_URL", &nats_url))?;
     println!("\nxtask: all checks passed");
     Ok(())
+}
+
+/// Whether cargo test arguments (before a `--`) pick packages with `-p`/`--package`.
+fn selects_packages(args: &[String]) -> bool {
+    args.iter()
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg.starts_with("-p") || arg == "--package" || arg.starts_with("--package="))
 }
 
 /// `cargo xtask run`: services, database, release build, then the services themselves.
@@ -165,4 +179,26 @@ fn run_services() -> Result<()> {
     // Normally does not return: becomes the supervisor (see supervise.rs).
     supervise::exec_supervisor(&config, &services)?;
     supervise::supervise(&config, &services, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn notices_package_selection() {
+        assert!(selects_packages(&strings(&["-p", "eventlog"])));
+        assert!(selects_packages(&strings(&["-peventlog"])));
+        assert!(selects_packages(&strings(&[
+            "--package=eventlog",
+            "appends"
+        ])));
+        assert!(!selects_packages(&strings(&[])));
+        assert!(!selects_packages(&strings(&["appends"])));
+        assert!(!selects_packages(&strings(&["appends", "--", "-p"])));
+    }
 }
