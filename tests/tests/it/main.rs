@@ -1,1 +1,2 @@
 //! End-to-end tests: one binary, modules per topic.
+mod publication;
