@@ -203,6 +203,22 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_local_config_parses() {
+        let c = Config::parse(include_str!("../../../deploy/config/local.toml")).unwrap();
+        assert_eq!(c.intake.listen.port(), 50051);
+        calendar::Calendar::new(&c.calendar).unwrap();
+        let tokens =
+            crate::Tokens::parse(include_str!("../../../deploy/config/tokens.dev.toml")).unwrap();
+        let mut meta = tonic::metadata::MetadataMap::new();
+        meta.insert(
+            "authorization",
+            "Bearer dev-counter-district".parse().unwrap(),
+        );
+        let p = tokens.authenticate(&meta).unwrap();
+        assert_eq!(p.agency.unwrap().as_str(), "000.00.12.H40");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = Config::parse(&format!("{SAMPLE}\n[database2]\nurl=\"x\"")).unwrap_err();
         assert!(err.contains("database2"), "{err}");
