@@ -3,14 +3,13 @@
 //! gRPC with real tokens.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use api::v1 as pb;
 use api::v1::intake_service_client::IntakeServiceClient;
 use chrono::{DateTime, TimeZone, Utc};
 use eventlog::EventLog;
 use relay::{Relay, RelayConfig};
-use svc::{Principal, Role, SystemClock, Tokens};
+use svc::{Principal, Role, Tokens};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::Request;
@@ -68,14 +67,7 @@ impl RunningIntake {
     /// Starts intake on 127.0.0.1:0 over `log` (migrations applied), with [`test_tokens`],
     /// the official Vietnamese calendar and the `restart` supplement policy.
     pub async fn start(log: EventLog) -> RunningIntake {
-        let deps = intake::IntakeDeps {
-            log: log.clone(),
-            tokens: test_tokens(),
-            calendar: calendar::Calendar::vietnam_default(),
-            supplement_policy: domain::SupplementPolicy::Restart,
-            clock: Arc::new(SystemClock),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
+        let deps = svc::ServiceDeps::for_tests(log.clone(), test_tokens());
         let app = intake::IntakeApp::build_with(deps)
             .await
             .expect("intake starts");

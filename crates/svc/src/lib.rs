@@ -6,6 +6,7 @@
 //! The rules themselves live in `domain`; storage in `eventlog`. Services are thin: they parse
 //! requests into domain commands, call [`write::WritePath::execute`], and answer.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod convert;
@@ -13,6 +14,7 @@ pub mod server;
 pub mod status;
 pub mod write;
 
+pub use app::{Prepared, ServiceDeps, StartError};
 pub use auth::{Principal, Role, Tokens};
 pub use config::Config;
 pub use write::{Clock, SystemClock, WriteError, WriteOutcome, WritePath, WriteRequest};
