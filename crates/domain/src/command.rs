@@ -1,5 +1,5 @@
 //! What a client asks for. A command holds only what the client knows; everything the server
-//! computes (due times, timeliness, whether an apology is on time) is decided in [`crate::decide`].
+//! computes (due times, timeliness, whether an apology is on time) is decided in [`crate::decide()`].
 
 use calendar::{Calendar, StatutoryTime};
 use chrono::{DateTime, Utc};

@@ -1,5 +1,5 @@
 //! The dossier's state, folded from its events. [`Dossier::evolve`] holds no rule: it trusts the
-//! log, because every event in it was accepted by [`crate::decide`] when it was written (or was
+//! log, because every event in it was accepted by [`crate::decide()`] when it was written (or was
 //! imported from a system that had its own rules). Projections fold the same way.
 
 use std::borrow::Borrow;
@@ -91,7 +91,7 @@ pub struct PaymentRecord {
     pub channel: PaymentChannel,
 }
 
-/// The state of one dossier: everything [`crate::decide`] and the projections need to know about
+/// The state of one dossier: everything [`crate::decide()`] and the projections need to know about
 /// its past. `Dossier::default()` is a dossier that was never received.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Dossier {

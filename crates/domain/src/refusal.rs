@@ -1,4 +1,4 @@
-//! Why [`crate::decide`] refused a command: one variant per rule, each with the data a counter
+//! Why [`crate::decide()`] refused a command: one variant per rule, each with the data a counter
 //! clerk needs to understand it, a stable machine code and the class of error for the services.
 
 use std::fmt;
@@ -49,7 +49,7 @@ fn timeliness_text(t: &Timeliness) -> &'static str {
     }
 }
 
-/// A command refused by [`crate::decide`]. Nothing was written.
+/// A command refused by [`crate::decide()`]. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     // --- existence -------------------------------------------------------------------------
