@@ -55,6 +55,29 @@ impl Principal {
         }
     }
 
+    /// Whether this principal may act on an existing dossier: a counter of the agency that
+    /// received it or of the agency holding it now (after a transfer). A dossier not received
+    /// yet passes (the rules then answer NOT_FOUND).
+    pub fn may_act_on(&self, dossier: &domain::Dossier) -> Result<(), Status> {
+        self.require_counter()?;
+        let Some(profile) = &dossier.profile else {
+            return Ok(());
+        };
+        match &self.agency {
+            Some(mine)
+                if *mine == profile.agency || dossier.current_agency.as_ref() == Some(mine) =>
+            {
+                Ok(())
+            }
+            _ => Err(Status::permission_denied(format!(
+                "token of {} may act only on dossiers its agency received or holds; this one was received by {} and is held by {}",
+                self.agency.as_ref().map_or("(no agency)", |a| a.as_str()),
+                profile.agency,
+                dossier.current_agency.as_ref().unwrap_or(&profile.agency)
+            ))),
+        }
+    }
+
     /// Counters write (each its own agency's dossiers, checked per dossier); others do not.
     pub fn require_counter(&self) -> Result<(), Status> {
         match self.role {

@@ -7,6 +7,9 @@
 //! | `MOTCUA_NATS_URL` | `nats.url` |
 //! | `MOTCUA_TOKENS_FILE` | `auth.tokens_file` |
 //! | `MOTCUA_INTAKE_LISTEN` | `intake.listen` |
+//! | `MOTCUA_PROCESSING_LISTEN` | `processing.listen` |
+//! | `MOTCUA_PAYMENT_LISTEN` | `payment.listen` |
+//! | `MOTCUA_RESULTS_LISTEN` | `results.listen` |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,10 @@ pub struct Config {
     pub intake: IntakeConfig,
     #[serde(default)]
     pub processing: ProcessingConfig,
+    #[serde(default)]
+    pub payment: PaymentConfig,
+    #[serde(default)]
+    pub results: ResultsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,23 +86,45 @@ pub struct AuthConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct IntakeConfig {
+pub struct ProcessingConfig {
     pub listen: SocketAddr,
+    pub supplement_policy: domain::SupplementPolicy,
+    /// How often the deadline watcher looks for dossiers that fell due.
+    pub watcher_interval_secs: u64,
 }
 
-impl Default for IntakeConfig {
+impl Default for ProcessingConfig {
     fn default() -> Self {
-        IntakeConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+        ProcessingConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            supplement_policy: domain::SupplementPolicy::default(),
+            watcher_interval_secs: 30,
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProcessingConfig {
-    pub supplement_policy: domain::SupplementPolicy,
+/// A section that holds only a service's listen address, with its default port.
+macro_rules! listen_section {
+    ($name:ident, $port:expr) => {
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            pub listen: SocketAddr,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    listen: SocketAddr::from(([127, 0, 0, 1], $port)),
+                }
+            }
+        }
+    };
 }
+
+listen_section!(IntakeConfig, 50051);
+listen_section!(PaymentConfig, 50053);
+listen_section!(ResultsConfig, 50054);
 
 /// Why the configuration could not be loaded; the message names the file and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -145,14 +174,28 @@ impl Config {
         if let Some(file) = lookup("MOTCUA_TOKENS_FILE") {
             self.auth.tokens_file = PathBuf::from(file);
         }
-        if let Some(listen) = lookup("MOTCUA_INTAKE_LISTEN") {
-            self.intake.listen =
-                listen
-                    .parse()
-                    .map_err(|e: std::net::AddrParseError| ConfigError::Env {
-                        name: "MOTCUA_INTAKE_LISTEN",
-                        message: e.to_string(),
-                    })?;
+        let listen = |name: &'static str| -> Result<Option<SocketAddr>, ConfigError> {
+            lookup(name)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                            name,
+                            message: e.to_string(),
+                        })
+                })
+                .transpose()
+        };
+        if let Some(addr) = listen("MOTCUA_INTAKE_LISTEN")? {
+            self.intake.listen = addr;
+        }
+        if let Some(addr) = listen("MOTCUA_PROCESSING_LISTEN")? {
+            self.processing.listen = addr;
+        }
+        if let Some(addr) = listen("MOTCUA_PAYMENT_LISTEN")? {
+            self.payment.listen = addr;
+        }
+        if let Some(addr) = listen("MOTCUA_RESULTS_LISTEN")? {
+            self.results.listen = addr;
         }
         Ok(())
     }
