@@ -1,0 +1,9 @@
+//! Integration tests of the event log against the real PostgreSQL (a fresh database per test).
+
+mod append;
+mod concurrency;
+mod follow;
+mod idempotency;
+mod immutability;
+mod support;
+mod validation;
