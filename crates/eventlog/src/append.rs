@@ -14,16 +14,18 @@
 //!    and the current version of every dossier of the call (one query for the whole batch).
 //!    Duplicates, stale expected versions and reused ids are answered here.
 //! 2. **The sequencing section, the last steps before COMMIT**, three round trips:
-//!    - `UPDATE log_head SET position = position + n, recorded_at = greatest(clock_timestamp(),
+//!    - [`SEQUENCE`]: `UPDATE log_head SET position = position + n, recorded_at = greatest(clock_timestamp(),
 //!      recorded_at) RETURNING position, chain_hash, recorded_at`. The row lock this takes is
 //!      the sequencer: a second writer blocks here until the first has committed or rolled
 //!      back, and then (READ COMMITTED re-reads the updated row) continues from the new head.
 //!      `recorded_at` is the database's clock, and never decreases along positions even if the
 //!      clock steps back.
-//!    - The client computes every event's canonical bytes, event hash and chain hash from the
-//!      returned head, then sends one statement: a multi-row `INSERT … SELECT FROM UNNEST(…)`
-//!      of the whole batch, the `UPDATE` of `log_head.chain_hash` and
-//!      `pg_notify('eventlog', '<new head position>')` (delivered at commit).
+//!    - The client fills the positions and `recorded_at` into the events' canonical bytes
+//!      (serialised, like most of the statement's parameters, before the lock was taken),
+//!      computes the event and chain hashes from the returned head, then sends one statement
+//!      ([`INSERT`]): a multi-row `INSERT … SELECT FROM UNNEST(…)` of the whole batch, the
+//!      `UPDATE` of `log_head.chain_hash` and `pg_notify('eventlog', '<new head position>')`
+//!      (delivered at commit).
 //!    - `COMMIT`.
 //!
 //! Because the next writer gets the head row only after the previous one has committed, and
@@ -47,13 +49,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{Datelike, SubsecRound};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgPool, PgTransaction};
 use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
-use crate::hash::{canonical_bytes, chain_hash, event_hash};
+use crate::hash::{Canonical, chain_hash, event_hash, format_timestamp};
 use crate::read::{decode_events, select_events};
 use crate::{AppendError, Appended, DossierAppend, ExpectedVersion, Routing, StoredEvent};
 
@@ -83,6 +85,7 @@ SET position = position + $1, recorded_at = greatest(clock_timestamp(), recorded
 RETURNING position, chain_hash, recorded_at";
 
 /// Sequencing, statement 2: the whole batch, the new chain head and the wake-up, at once.
+/// `$1`–`$10` do not depend on the positions and are encoded before the sequencer is taken.
 pub const INSERT: &str = "\
 WITH inserted AS (
     INSERT INTO events (position, event_id, dossier_id, version, event_type, occurred_at,
@@ -90,11 +93,11 @@ WITH inserted AS (
                         chain_hash)
     SELECT e.position, e.event_id, e.dossier_id, e.version, e.event_type, e.occurred_at,
            $14, e.level, e.agency, e.sector, e.payload, e.fingerprint, e.event_hash, e.chain_hash
-    FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
-                $7::text[], $8::text[], $9::text[], $10::jsonb[], $11::bytea[], $12::bytea[],
+    FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::text[],
+                $7::text[], $8::text[], $9::jsonb[], $10::bytea[], $11::bigint[], $12::bytea[],
                 $13::bytea[])
-         AS e(position, event_id, dossier_id, version, event_type, occurred_at, level, agency,
-              sector, payload, fingerprint, event_hash, chain_hash)
+         AS e(event_id, dossier_id, version, event_type, occurred_at, level, agency, sector,
+              payload, fingerprint, position, event_hash, chain_hash)
     RETURNING 1
 ), head AS (
     UPDATE log_head SET chain_hash = $15 RETURNING 1
@@ -276,55 +279,31 @@ async fn attempt(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome
     }
     let count: usize = fresh.iter().map(|a| a.events.len()).sum();
 
-    // 3. Sequencing: from here to COMMIT, the head row is locked.
-    let head = sqlx::query(SEQUENCE)
-        .bind(count as i64)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(AppendError::Unavailable)?;
-    let head_position: i64 = head.try_get("position").map_err(AppendError::Unavailable)?;
-    let previous: Vec<u8> = head
-        .try_get("chain_hash")
-        .map_err(AppendError::Unavailable)?;
-    let recorded_at: chrono::DateTime<chrono::Utc> = head
-        .try_get("recorded_at")
-        .map_err(AppendError::Unavailable)?;
-    let mut chain = <[u8; 32]>::try_from(previous.as_slice()).map_err(|_| {
-        AppendError::Unavailable(sqlx::Error::Decode(
-            "log_head.chain_hash is not 32 bytes".into(),
-        ))
-    })?;
-
-    let mut position = head_position - count as i64;
+    // Everything that does not depend on the positions, prepared before taking the sequencer:
+    // the events themselves, their canonical bytes but for two values, and most of the binds.
     let mut written: Vec<StoredEvent> = Vec::with_capacity(count);
     for append in &fresh {
         let (mut version, routing) = starts[append.dossier_id.as_str()];
         for event in &append.events {
-            position += 1;
             version += 1;
-            let mut stored = StoredEvent {
-                position,
+            written.push(StoredEvent {
+                position: 0,
                 event_id: event.event_id,
                 dossier_id: append.dossier_id.clone(),
                 version,
                 event_type: event.event_type.clone(),
                 occurred_at: event.occurred_at,
-                recorded_at,
+                recorded_at: DateTime::<Utc>::UNIX_EPOCH,
                 routing: routing.clone(),
                 payload: event.payload.clone(),
                 fingerprint: event.fingerprint,
                 event_hash: [0; 32],
                 chain_hash: [0; 32],
-            };
-            stored.event_hash = event_hash(&canonical_bytes(&stored));
-            chain = chain_hash(&chain, &stored.event_hash);
-            stored.chain_hash = chain;
-            written.push(stored);
+            });
         }
     }
-
-    let result = sqlx::query(INSERT)
-        .bind(written.iter().map(|e| e.position).collect::<Vec<i64>>())
+    let canonical: Vec<Canonical> = written.iter().map(Canonical::of).collect();
+    let insert = sqlx::query(INSERT)
         .bind(written.iter().map(|e| e.event_id).collect::<Vec<Uuid>>())
         .bind(
             written
@@ -364,7 +343,40 @@ async fn attempt(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome
                 .iter()
                 .map(|e| &e.fingerprint[..])
                 .collect::<Vec<&[u8]>>(),
-        )
+        );
+
+    // 3. Sequencing: from here to COMMIT, the head row is locked.
+    let head = sqlx::query(SEQUENCE)
+        .bind(count as i64)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(AppendError::Unavailable)?;
+    let head_position: i64 = head.try_get("position").map_err(AppendError::Unavailable)?;
+    let previous: Vec<u8> = head
+        .try_get("chain_hash")
+        .map_err(AppendError::Unavailable)?;
+    let recorded_at: DateTime<Utc> = head
+        .try_get("recorded_at")
+        .map_err(AppendError::Unavailable)?;
+    let mut chain = <[u8; 32]>::try_from(previous.as_slice()).map_err(|_| {
+        AppendError::Unavailable(sqlx::Error::Decode(
+            "log_head.chain_hash is not 32 bytes".into(),
+        ))
+    })?;
+
+    let recorded_text = format_timestamp(&recorded_at);
+    let mut position = head_position - count as i64;
+    for (stored, canonical) in written.iter_mut().zip(&canonical) {
+        position += 1;
+        stored.position = position;
+        stored.recorded_at = recorded_at;
+        stored.event_hash = event_hash(&canonical.bytes(position, &recorded_text));
+        chain = chain_hash(&chain, &stored.event_hash);
+        stored.chain_hash = chain;
+    }
+
+    let result = insert
+        .bind(written.iter().map(|e| e.position).collect::<Vec<i64>>())
         .bind(
             written
                 .iter()

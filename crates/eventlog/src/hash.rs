@@ -1,42 +1,5 @@
-//! The canonical form of a stored event and the hashes of the tamper-evident chain.
-//!
-//! # Canonical bytes
-//!
-//! [`canonical_bytes`] is a compact JSON object (no whitespace anywhere) with exactly these keys,
-//! written in this order, which is the lexicographic order of their UTF-8 bytes:
-//!
-//! | key | value |
-//! |---|---|
-//! | `agency` | string |
-//! | `dossier_id` | string |
-//! | `event_id` | string, the UUID lower-case and hyphenated (`67e55044-10b1-426f-9247-bb680e5fe0c8`) |
-//! | `event_type` | string |
-//! | `level` | string |
-//! | `occurred_at` | string, RFC 3339 in UTC with exactly 6 fractional digits and `Z` (`2024-01-02T03:04:05.123456Z`) |
-//! | `payload` | the payload, canonicalised as below |
-//! | `position` | integer |
-//! | `recorded_at` | string, same format as `occurred_at` |
-//! | `sector` | string |
-//! | `version` | integer |
-//!
-//! Inside the payload, objects are written with their keys sorted by the lexicographic order of
-//! their UTF-8 bytes (equivalently, of their Unicode code points; this differs from RFC 8785,
-//! which sorts by UTF-16 code units) at every depth, arrays keep their order, and there is no
-//! whitespace. Strings (keys and values) are escaped exactly as `serde_json` escapes them: `"`
-//! and `\` with a backslash, `\b \f \n \r \t` by name, the other control characters below
-//! U+0020 as `\u00XX` with lower-case hex digits, everything else (including non-ASCII) as raw
-//! UTF-8. Integers are written in decimal without a leading `+` or zeros; `true`, `false`,
-//! `null` as such. Payloads are refused at append when they contain a float, so stored payloads
-//! survive the round trip through `jsonb` unchanged; should one contain a float anyway, it is
-//! written as `serde_json` writes an `f64`.
-//!
-//! # Hashes
-//!
-//! - `event_hash = SHA-256(0x00 || canonical_bytes)`: the RFC 6962 (Certificate Transparency)
-//!   leaf hash, so the events can later be the leaves of a Merkle tree whose interior nodes use
-//!   the `0x01` prefix.
-//! - `chain_hash = SHA-256(previous_chain_hash || event_hash)`, where the previous chain hash is
-//!   that of the event at `position - 1`, and 32 zero bytes for position 1.
+//! The canonical form of a stored event and the hashes of the tamper-evident chain; the format
+//! is documented on [`canonical_bytes`].
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -47,56 +10,137 @@ use crate::StoredEvent;
 /// The chain hash before the first event: 32 zero bytes.
 pub const GENESIS_CHAIN_HASH: [u8; 32] = [0; 32];
 
-/// The canonical form of an event, hashed into `event_hash`. See the [module docs](self).
+/// The canonical form of an event, hashed into `event_hash`.
+///
+/// # Format
+///
+/// It is a compact JSON object (no whitespace anywhere) with exactly these keys,
+/// written in this order, which is the lexicographic order of their UTF-8 bytes:
+///
+/// | key | value |
+/// |---|---|
+/// | `agency` | string |
+/// | `dossier_id` | string |
+/// | `event_id` | string, the UUID lower-case and hyphenated (`67e55044-10b1-426f-9247-bb680e5fe0c8`) |
+/// | `event_type` | string |
+/// | `level` | string |
+/// | `occurred_at` | string, RFC 3339 in UTC with exactly 6 fractional digits and `Z` (`2024-01-02T03:04:05.123456Z`) |
+/// | `payload` | the payload, canonicalised as below |
+/// | `position` | integer |
+/// | `recorded_at` | string, same format as `occurred_at` |
+/// | `sector` | string |
+/// | `version` | integer |
+///
+/// Inside the payload, objects are written with their keys sorted by the lexicographic order of
+/// their UTF-8 bytes (equivalently, of their Unicode code points; this differs from RFC 8785,
+/// which sorts by UTF-16 code units) at every depth, arrays keep their order, and there is no
+/// whitespace. Strings (keys and values) are escaped exactly as `serde_json` escapes them: `"`
+/// and `\` with a backslash, `\b \f \n \r \t` by name, the other control characters below
+/// U+0020 as `\u00XX` with lower-case hex digits, everything else (including non-ASCII) as raw
+/// UTF-8. Integers are written in decimal without a leading `+` or zeros; `true`, `false`,
+/// `null` as such. Payloads are refused at append when they contain a float, so stored payloads
+/// survive the round trip through `jsonb` unchanged; should one contain a float anyway, it is
+/// written as `serde_json` writes an `f64`.
+///
+/// # Hashes ([`event_hash`], [`chain_hash`])
+///
+/// - `event_hash = SHA-256(0x00 || canonical_bytes)`: the RFC 6962 (Certificate Transparency)
+///   leaf hash, so the events can later be the leaves of a Merkle tree whose interior nodes use
+///   the `0x01` prefix.
+/// - `chain_hash = SHA-256(previous_chain_hash || event_hash)`, where the previous chain hash is
+///   that of the event at `position - 1`, and 32 zero bytes for position 1.
 pub fn canonical_bytes(event: &StoredEvent) -> Vec<u8> {
-    enum Field<'a> {
-        Str(&'a str),
-        Owned(String),
-        Int(i64),
-        Json(&'a Value),
-    }
-    let mut fields = [
-        ("agency", Field::Str(&event.routing.agency)),
-        ("dossier_id", Field::Str(&event.dossier_id)),
-        (
-            "event_id",
-            Field::Owned(event.event_id.hyphenated().to_string()),
-        ),
-        ("event_type", Field::Str(&event.event_type)),
-        ("level", Field::Str(&event.routing.level)),
-        (
-            "occurred_at",
-            Field::Owned(format_timestamp(&event.occurred_at)),
-        ),
-        ("payload", Field::Json(&event.payload)),
-        ("position", Field::Int(event.position)),
-        (
-            "recorded_at",
-            Field::Owned(format_timestamp(&event.recorded_at)),
-        ),
-        ("sector", Field::Str(&event.routing.sector)),
-        ("version", Field::Int(i64::from(event.version))),
-    ];
-    // Already in order; sorting keeps the rule explicit should a field ever be added.
-    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Canonical::of(event).bytes(event.position, &format_timestamp(&event.recorded_at))
+}
 
-    let mut out = Vec::with_capacity(320);
-    out.push(b'{');
-    for (i, (key, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+/// The canonical form of an event, prepared without its `position` and `recorded_at`, which
+/// the log only knows once it holds the sequencer: everything else (the payload above all) is
+/// serialised beforehand, so the sequencing section only splices two values in and hashes.
+#[derive(Debug, Clone)]
+pub(crate) struct Canonical {
+    /// The bytes around the holes: `parts.len() == holes.len() + 1`.
+    parts: Vec<Vec<u8>>,
+    holes: Vec<Hole>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Hole {
+    Position,
+    RecordedAt,
+}
+
+impl Canonical {
+    /// Everything of `event` but its `position` and `recorded_at`.
+    pub(crate) fn of(event: &StoredEvent) -> Canonical {
+        enum Field<'a> {
+            Str(&'a str),
+            Owned(String),
+            Int(i64),
+            Json(&'a Value),
+            Hole(Hole),
         }
-        write_string(&mut out, key);
-        out.push(b':');
-        match value {
-            Field::Str(s) => write_string(&mut out, s),
-            Field::Owned(s) => write_string(&mut out, s),
-            Field::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            Field::Json(v) => write_value(&mut out, v),
+        let mut fields = [
+            ("agency", Field::Str(&event.routing.agency)),
+            ("dossier_id", Field::Str(&event.dossier_id)),
+            (
+                "event_id",
+                Field::Owned(event.event_id.hyphenated().to_string()),
+            ),
+            ("event_type", Field::Str(&event.event_type)),
+            ("level", Field::Str(&event.routing.level)),
+            (
+                "occurred_at",
+                Field::Owned(format_timestamp(&event.occurred_at)),
+            ),
+            ("payload", Field::Json(&event.payload)),
+            ("position", Field::Hole(Hole::Position)),
+            ("recorded_at", Field::Hole(Hole::RecordedAt)),
+            ("sector", Field::Str(&event.routing.sector)),
+            ("version", Field::Int(i64::from(event.version))),
+        ];
+        // Already in order; sorting keeps the rule explicit should a field ever be added.
+        fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+
+        let mut parts = Vec::with_capacity(3);
+        let mut holes = Vec::with_capacity(2);
+        let mut out = Vec::with_capacity(320);
+        out.push(b'{');
+        for (i, (key, value)) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_string(&mut out, key);
+            out.push(b':');
+            match value {
+                Field::Str(s) => write_string(&mut out, s),
+                Field::Owned(s) => write_string(&mut out, s),
+                Field::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+                Field::Json(v) => write_value(&mut out, v),
+                Field::Hole(hole) => {
+                    parts.push(std::mem::take(&mut out));
+                    holes.push(*hole);
+                }
+            }
         }
+        out.push(b'}');
+        parts.push(out);
+        Canonical { parts, holes }
     }
-    out.push(b'}');
-    out
+
+    /// The canonical bytes, with the two values filled in (`recorded_at` already formatted by
+    /// [`format_timestamp`], as it is the same for a whole batch).
+    pub(crate) fn bytes(&self, position: i64, recorded_at: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.parts.iter().map(Vec::len).sum::<usize>() + 64);
+        for (i, part) in self.parts.iter().enumerate() {
+            out.extend_from_slice(part);
+            match self.holes.get(i) {
+                Some(Hole::Position) => out.extend_from_slice(position.to_string().as_bytes()),
+                Some(Hole::RecordedAt) => write_string(&mut out, recorded_at),
+                None => {}
+            }
+        }
+        out
+    }
 }
 
 /// `SHA-256(0x00 || canonical)`, the RFC 6962 leaf hash of an event's canonical bytes.

@@ -10,12 +10,11 @@
 //! - Schema and immutability: `migrations/` (versions from 10001; [`EventLog::migrate`]).
 //!   `UPDATE`, `DELETE` and `TRUNCATE` on `events` are refused by triggers, whatever the client.
 //!   (A superuser can still disable triggers; the hash chain makes such tampering evident.)
-//! - Appending, positions and concurrency: see the `append` module's documentation, repeated in
-//!   [`EventLog::append`].
+//! - Appending, positions and concurrency: the [`append`] module's documentation.
 //! - The canonical form and the hashes: see [`canonical_bytes`].
 //! - Following the log: [`EventLog::read_after`], [`EventLog::changes`], [`EventLog::follow`].
 
-mod append;
+pub mod append;
 mod error;
 mod hash;
 mod model;
@@ -94,10 +93,10 @@ impl EventLog {
     /// - Positions are gapless and in commit order; `recorded_at` is the database's clock at
     ///   sequencing, never decreasing along positions; the hash chain is extended.
     ///
-    /// How positions stay gapless and in commit order: the `append` module's documentation
-    /// (in the source), in short: every check first, then `UPDATE log_head … RETURNING` (the
-    /// sequencer's row lock), one `INSERT … SELECT FROM UNNEST` of the whole batch with the head
-    /// update and `pg_notify`, and `COMMIT`; see [`SQL_SEQUENCE`] and [`SQL_INSERT`].
+    /// How positions stay gapless and in commit order is explained in the [`append`] module:
+    /// every check first, then `UPDATE log_head … RETURNING` (the sequencer's row lock), one
+    /// `INSERT … SELECT FROM UNNEST` of the whole batch with the head update and `pg_notify`,
+    /// and `COMMIT`.
     ///
     /// Built for bulk import as well: a call of thousands of events costs a fixed handful of
     /// round trips.

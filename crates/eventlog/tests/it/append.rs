@@ -287,7 +287,9 @@ async fn bulk_batch() {
             )
         })
         .collect();
+    let started = std::time::Instant::now();
     let done = log.append(batch).await.unwrap();
+    eprintln!("bulk append of 10 000 events: {:?}", started.elapsed());
     assert_eq!(done.events.len(), 10_000);
     assert_eq!(done.duplicate, vec![false; 2_000]);
     let all = read_all(&log).await;

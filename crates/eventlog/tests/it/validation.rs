@@ -100,17 +100,14 @@ async fn invalid_input_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_database_is_unavailable() {
-    // Nothing listens on port 1.
-    let err = eventlog::EventLog::connect("postgres://postgres@127.0.0.1:1/none", 1)
+    let err = eventlog::EventLog::connect("postgres://127.0.0.1:99999999/x", 1)
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, eventlog::ConnectError::Unavailable(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, eventlog::ConnectError::Invalid(_)), "{err:?}");
 
+    // Nothing listens on port 1.
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .acquire_timeout(std::time::Duration::from_secs(2))
+        .acquire_timeout(std::time::Duration::from_secs(1))
         .connect_lazy("postgres://postgres@127.0.0.1:1/none")
         .unwrap();
     let log = eventlog::EventLog::from_pool(pool);
@@ -122,5 +119,9 @@ async fn unreachable_database_is_unavailable() {
     assert!(matches!(
         log.head().await,
         Err(eventlog::ReadError::Unavailable(_))
+    ));
+    assert!(matches!(
+        log.migrate().await,
+        Err(eventlog::MigrateError::Unavailable(_))
     ));
 }
