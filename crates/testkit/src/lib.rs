@@ -81,17 +81,15 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let pool = self.pool.clone();
-        // Async drop does not exist; drop the database from a helper thread with its own runtime.
+        // Async drop does not exist. Drop the database from a helper thread with its own
+        // runtime and its own connection; `FORCE` ends the pool's sessions server-side. The
+        // pool itself is not touched there: its sockets belong to the test's runtime, which is
+        // blocked in `join` (closing it from here would wait forever on a current-thread runtime).
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
-                pool.close().await;
                 let Ok(admin) = admin_database_url().parse::<PgConnectOptions>() else {
                     return;
                 };
