@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod handler;
 pub mod server;
 pub mod status;
 pub mod write;
