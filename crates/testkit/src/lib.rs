@@ -12,6 +12,8 @@ use std::time::Duration;
 
 pub mod nats_server;
 pub use nats_server::NatsServer;
+pub mod proxy;
+pub use proxy::TcpProxy;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
