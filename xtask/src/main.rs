@@ -16,7 +16,12 @@ use crate::supervise::Service;
 
 /// The services `cargo xtask run` builds and starts: (cargo package, binary). Add new services
 /// (processing, payment, results, projection) here.
-const SERVICES: &[(&str, &str)] = &[("intake", "intake"), ("relay-service", "relay-service")];
+const SERVICES: &[(&str, &str)] = &[
+    ("intake", "intake"),
+    ("payment", "payment"),
+    ("results", "results"),
+    ("relay-service", "relay-service"),
+];
 
 /// Configuration the services get under `cargo xtask run`, relative to the repository root.
 const LOCAL_CONFIG: &str = "deploy/config/local.toml";

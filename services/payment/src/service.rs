@@ -1,0 +1,91 @@
+//! The `PaymentService` RPCs: parse, authorize, hand the command to the write path, answer.
+
+use api::v1 as pb;
+use api::v1::payment_service_server::PaymentService;
+use domain::{Action, DossierEvent, TransactionId};
+use eventlog::StoredEvent;
+use svc::WriteOutcome;
+use svc::common_fields;
+use svc::convert;
+use svc::handler::{Desk, body, first_event, write_response};
+use svc::status::internal;
+use svc::write::fingerprint;
+use tonic::{Request, Response, Status};
+
+/// The payment service's state: cheap to clone, shared by every call.
+#[derive(Debug, Clone)]
+pub struct Payment {
+    desk: Desk,
+}
+
+impl Payment {
+    pub fn new(desk: Desk) -> Self {
+        Payment { desk }
+    }
+}
+
+/// Among a dossier's events, the `paid` event that recorded `transaction_id`: the answer to a
+/// payment callback repeating it.
+fn recorded_payment(
+    events: Vec<StoredEvent>,
+    transaction_id: &TransactionId,
+) -> Result<StoredEvent, Status> {
+    for event in events {
+        if event.event_type != "paid" {
+            continue;
+        }
+        if let DossierEvent::Paid {
+            transaction_id: recorded,
+            ..
+        } = body(&event)?
+            && recorded == *transaction_id
+        {
+            return Ok(event);
+        }
+    }
+    Err(internal(format!(
+        "the rules found transaction {transaction_id} recorded, but no paid event has it"
+    )))
+}
+
+#[tonic::async_trait]
+impl PaymentService for Payment {
+    async fn assess_fee(
+        &self,
+        request: Request<pb::AssessFeeRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = Action::AssessFee {
+            amount_vnd: convert::amount_vnd("amount_vnd", r.amount_vnd)?,
+            kind: convert::fee_kind("kind", r.kind)?,
+        };
+        let fp = fingerprint("dossier.v1.PaymentService/AssessFee", r);
+        let outcome = self.desk.execute(envelope, action, fp).await?;
+        Ok(write_response(first_event(outcome)?))
+    }
+
+    async fn record_payment(
+        &self,
+        request: Request<pb::RecordPaymentRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let transaction_id = convert::transaction_id("transaction_id", &r.transaction_id)?;
+        let action = Action::RecordPayment {
+            amount_vnd: convert::amount_vnd("amount_vnd", r.amount_vnd)?,
+            channel: convert::payment_channel("channel", r.channel)?,
+            transaction_id: transaction_id.clone(),
+        };
+        let fp = fingerprint("dossier.v1.PaymentService/RecordPayment", r);
+        let answer = match self.desk.execute(envelope, action, fp).await? {
+            // A platform's callback repeating a recorded transaction (same amount and channel),
+            // under any event id: the original payment.
+            WriteOutcome::AlreadyApplied(events) => {
+                (recorded_payment(events, &transaction_id)?, true)
+            }
+            outcome => first_event(outcome)?,
+        };
+        Ok(write_response(answer))
+    }
+}

@@ -1,0 +1,92 @@
+//! The `ResultsService` RPCs: parse, authorize, hand the command to the write path, answer.
+
+use api::v1 as pb;
+use api::v1::results_service_server::ResultsService;
+use domain::{Action, DossierEvent};
+use svc::common_fields;
+use svc::convert;
+use svc::handler::{Desk, body, first_event, unexpected, write_response};
+use svc::status::timestamp;
+use svc::write::fingerprint;
+use tonic::{Request, Response, Status};
+
+/// The results service's state: cheap to clone, shared by every call.
+#[derive(Debug, Clone)]
+pub struct Results {
+    desk: Desk,
+}
+
+impl Results {
+    pub fn new(desk: Desk) -> Self {
+        Results { desk }
+    }
+}
+
+#[tonic::async_trait]
+impl ResultsService for Results {
+    async fn attach_result(
+        &self,
+        request: Request<pb::AttachResultRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        // The digest's form is a rule of the domain (`invalid_digest`).
+        let action = Action::AttachResult {
+            document_ref: convert::text("document_ref", &r.document_ref)?,
+            sha256: r.sha256.clone(),
+        };
+        let fp = fingerprint("dossier.v1.ResultsService/AttachResult", r);
+        let outcome = self.desk.execute(envelope, action, fp).await?;
+        Ok(write_response(first_event(outcome)?))
+    }
+
+    async fn return_result(
+        &self,
+        request: Request<pb::ReturnResultRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = Action::ReturnResult {
+            method: convert::return_method("method", r.method)?,
+        };
+        let fp = fingerprint("dossier.v1.ResultsService/ReturnResult", r);
+        let outcome = self.desk.execute(envelope, action, fp).await?;
+        Ok(write_response(first_event(outcome)?))
+    }
+
+    async fn issue_apology(
+        &self,
+        request: Request<pb::IssueApologyRequest>,
+    ) -> Result<Response<pb::IssueApologyResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = Action::IssueApology {
+            reason: convert::text("reason", &r.reason)?,
+            // An appointment, not a business time: it lies in the future.
+            new_appointment: timestamp("new_appointment", r.new_appointment.as_ref())?,
+        };
+        let fp = fingerprint("dossier.v1.ResultsService/IssueApology", r);
+        let (event, duplicate) = first_event(self.desk.execute(envelope, action, fp).await?)?;
+        let DossierEvent::ApologyIssued { on_time, .. } = body(&event)? else {
+            return Err(unexpected(&event));
+        };
+        Ok(Response::new(pb::IssueApologyResponse {
+            event: Some(svc::recorded_event(&event, duplicate)),
+            on_time,
+        }))
+    }
+
+    async fn record_rating(
+        &self,
+        request: Request<pb::RecordRatingRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = Action::Rate {
+            rating: convert::rating("rating", r.rating)?,
+        };
+        let fp = fingerprint("dossier.v1.ResultsService/RecordRating", r);
+        let outcome = self.desk.execute(envelope, action, fp).await?;
+        Ok(write_response(first_event(outcome)?))
+    }
+}
