@@ -7,10 +7,15 @@
 //!        no
 //!        ▼
 //! load the dossier's events ─▶ fold ─▶ authorize ─▶ expected_version? ─▶ decide ─▶ append(expected = loaded version)
-//!                                                                                    │
-//!             another writer got there first (conflict) and the client gave no expected_version
-//!             ◀──────────────────────────── decide again on the new state ◀─────────┘
+//!   ▲      │                                                                         │
+//!   │      └─ our event id among them (a concurrent retry committed first) ─▶ the original answer
+//!   │                                                                                │
+//!   └──────────── another writer got there first (conflict): load again ◀───────────┘
 //! ```
+//! After a lost race the next round answers a concurrent retry of the same request as a
+//! duplicate, a stale `expected_version` with ABORTED, and otherwise decides again on the new
+//! state.
+//!
 //! Everything a command writes goes into one append, i.e. one transaction: nothing is ever
 //! half-written.
 
@@ -240,6 +245,16 @@ impl WritePath {
         }
         for _ in 0..MAX_ATTEMPTS {
             let stored = self.log.load_dossier(request.dossier_id.as_str()).await?;
+            // A concurrent retry of this very request may have committed after the idempotency
+            // check above (or while we lost a race below). Deciding on top of its effect would
+            // refuse the retry (ALREADY_EXISTS, a version conflict…); answer it as a retry.
+            if stored
+                .iter()
+                .any(|e| e.event_id == request.event_id.as_uuid())
+                && let Some(original) = self.find_original(request).await?
+            {
+                return Ok(WriteOutcome::Duplicate(original));
+            }
             let dossier = fold(&stored)?;
             authorize(&dossier).map_err(WriteError::Forbidden)?;
             if let Some(expected) = request.expected_version
@@ -277,14 +292,10 @@ impl WritePath {
                     return Ok(WriteOutcome::Duplicate(appended.events));
                 }
                 Ok(appended) => return Ok(WriteOutcome::Written(appended.events)),
-                Err(AppendError::Conflict { actual, .. }) => {
-                    if let Some(expected) = request.expected_version {
-                        return Err(WriteError::Conflict {
-                            dossier_id: request.dossier_id.to_string(),
-                            expected,
-                            actual,
-                        });
-                    }
+                Err(AppendError::Conflict { .. }) => {
+                    // Another writer got there first, possibly a retry of this very request.
+                    // The next round answers such a retry as a duplicate, a stale
+                    // expected_version with the conflict, and otherwise decides again.
                     tracing::debug!(dossier = %request.dossier_id, "lost a race; deciding again");
                 }
                 Err(AppendError::EventIdReused { event_id }) => {
