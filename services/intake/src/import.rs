@@ -4,7 +4,9 @@
 //! Per batch: drop events already stored by an earlier attempt (same id and content), load
 //! the dossiers the rest touch with one query, decide every event in order against the folded
 //! state, then append everything in one transaction with one sequencing step. A batch is all or
-//! nothing; re-sending it after a failure is safe.
+//! nothing; re-sending it after a failure is safe, even while the first send is still being
+//! written (the loser of that race checks the batch again and counts the winner's events as
+//! duplicates).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +40,16 @@ struct Item {
     fingerprint: [u8; 32],
 }
 
+/// Attempts per batch: a batch that loses a race with another writer of one of its dossiers
+/// (typically the same batch re-sent while the first send is still being written) is checked
+/// again from the top, where the winner's events are found and counted as duplicates.
+const MAX_ATTEMPTS: usize = 4;
+
+/// One attempt lost a race on a dossier: check the batch again.
+struct Raced {
+    dossier_id: String,
+}
+
 impl Importer {
     pub(crate) fn new(write: WritePath, clock: Arc<dyn Clock>) -> Self {
         Importer { write, clock }
@@ -68,6 +80,31 @@ impl Importer {
             items.push(item);
         }
 
+        let mut raced = None;
+        for _ in 0..MAX_ATTEMPTS {
+            match self.attempt(batch.batch_seq, &items).await? {
+                Ok(result) => return Ok(result),
+                Err(race) => {
+                    tracing::debug!(dossier = %race.dossier_id, "import lost a race; checking the batch again");
+                    raced = Some(race);
+                }
+            }
+        }
+        let dossier_id = raced.map(|r| r.dossier_id).unwrap_or_default();
+        Err(with_reason(
+            Code::Aborted,
+            "version_conflict",
+            format!("dossier {dossier_id} changed while the batch was checked; re-send the batch"),
+        ))
+    }
+
+    /// Checks the batch against the log as it is now and appends what is new, or reports that
+    /// a dossier changed between the check and the append.
+    async fn attempt(
+        &self,
+        batch_seq: u64,
+        items: &[Item],
+    ) -> Result<Result<pb::ImportBatchResult, Raced>, Status> {
         let log = self.write.log();
         let ids: Vec<_> = items.iter().map(|i| i.event_id.as_uuid()).collect();
         let stored: HashMap<_, _> = log
@@ -81,21 +118,9 @@ impl Importer {
         let mut fresh = Vec::with_capacity(items.len());
         for item in items {
             match stored.get(&item.event_id.as_uuid()) {
-                Some(existing)
-                    if existing.fingerprint == item.fingerprint
-                        && existing.dossier_id == item.dossier_id.as_str() =>
-                {
+                Some(existing) => {
+                    already_stored(item, existing)?;
                     duplicates += 1;
-                }
-                Some(_) => {
-                    return Err(with_reason(
-                        Code::AlreadyExists,
-                        "event_id_reused",
-                        format!(
-                            "{}: event_id {} was already used for a different event",
-                            item.path, item.event_id
-                        ),
-                    ));
                 }
                 None => fresh.push(item),
             }
@@ -105,6 +130,22 @@ impl Importer {
         dossier_ids.sort();
         dossier_ids.dedup();
         let loaded = log.load_dossiers(&dossier_ids).await.map_err(unavailable)?;
+        // Events committed since the lookup above (a racing send of the same batch) are in the
+        // dossiers just loaded: they are duplicates too, never decided again on top of
+        // themselves.
+        let committed_since: HashMap<_, _> =
+            loaded.values().flatten().map(|e| (e.event_id, e)).collect();
+        let mut still_fresh = Vec::with_capacity(fresh.len());
+        for item in fresh {
+            match committed_since.get(&item.event_id.as_uuid()) {
+                Some(existing) => {
+                    already_stored(item, existing)?;
+                    duplicates += 1;
+                }
+                None => still_fresh.push(item),
+            }
+        }
+        let fresh = still_fresh;
         let mut states: HashMap<String, (Dossier, u32)> = HashMap::with_capacity(dossier_ids.len());
         for id in &dossier_ids {
             let events = loaded.get(id).map(Vec::as_slice).unwrap_or_default();
@@ -162,24 +203,18 @@ impl Importer {
         }
 
         if appends.is_empty() {
-            return Ok(pb::ImportBatchResult {
-                batch_seq: batch.batch_seq,
+            return Ok(Ok(pb::ImportBatchResult {
+                batch_seq,
                 appended: 0,
                 duplicates,
                 last_position: 0,
-            });
+            }));
         }
         let counts: Vec<u32> = appends.iter().map(|a| a.events.len() as u32).collect();
         let appended = match log.append(appends).await {
             Ok(appended) => appended,
             Err(AppendError::Conflict { dossier_id, .. }) => {
-                return Err(with_reason(
-                    Code::Aborted,
-                    "version_conflict",
-                    format!(
-                        "dossier {dossier_id} changed while the batch was checked; re-send the batch"
-                    ),
-                ));
+                return Ok(Err(Raced { dossier_id }));
             }
             Err(AppendError::EventIdReused { event_id }) => {
                 return Err(with_reason(
@@ -200,8 +235,8 @@ impl Importer {
                 appended_count += *count;
             }
         }
-        Ok(pb::ImportBatchResult {
-            batch_seq: batch.batch_seq,
+        Ok(Ok(pb::ImportBatchResult {
+            batch_seq,
             appended: appended_count,
             duplicates,
             last_position: appended
@@ -210,8 +245,24 @@ impl Importer {
                 .map(|e| e.position)
                 .max()
                 .unwrap_or(0) as u64,
-        })
+        }))
     }
+}
+
+/// An event with the item's id is stored: the same event (a duplicate, `Ok`), or another one
+/// that reused the id.
+fn already_stored(item: &Item, existing: &eventlog::StoredEvent) -> Result<(), Status> {
+    if existing.fingerprint == item.fingerprint && existing.dossier_id == item.dossier_id.as_str() {
+        return Ok(());
+    }
+    Err(with_reason(
+        Code::AlreadyExists,
+        "event_id_reused",
+        format!(
+            "{}: event_id {} was already used for a different event",
+            item.path, item.event_id
+        ),
+    ))
 }
 
 /// The content fingerprint of an imported event: its encoding without the fields the server sets.
