@@ -1,2 +1,4 @@
 //! End-to-end tests: one binary, modules per topic.
+mod intake_api;
+mod intake_import;
 mod publication;
