@@ -27,7 +27,8 @@ pub struct RelayConfig {
     /// Most events read from the log and published in one pipelined batch. Keep it below the
     /// JetStream context's `max_ack_inflight` (5,000 by default). Default 256.
     pub max_batch: usize,
-    /// Bound on sending one message and on waiting for one acknowledgement. Default 5 s.
+    /// Bound on sending one message, on waiting for one acknowledgement, and on each step of a
+    /// resync (stream info or update, reading the last message). Default 5 s.
     #[serde(deserialize_with = "duration::deserialize")]
     pub publish_timeout: Duration,
     /// Upper bound of the exponential backoff between two attempts after a failure. Default 30 s.

@@ -37,7 +37,14 @@
 //! published again, in order.
 //!
 //! **Idle.** When the log has nothing after `c`, the relay waits for the log's change
-//! notification (`LISTEN`), or `poll_interval` at most, and reads again.
+//! notification (`LISTEN`), or `poll_interval` at most, and reads again. If meanwhile the NATS
+//! client reconnected, the relay resyncs first: the server may have come back without its data,
+//! and the stream is then refilled at once rather than at the next event.
+//!
+//! **NATS down.** Every request and every publication is bounded by `publish_timeout`, and
+//! nothing is sent while the client is disconnected (the client would queue it and send it
+//! late). So the relay fails fast, backs off, and resyncs when NATS is back; it never holds a
+//! position of its own that could be lost or be wrong.
 //!
 //! # Why exactly once, in order
 //!
@@ -72,6 +79,14 @@
 //! stored. No leader election is needed; running two gives fail-over without coordination, at
 //! the cost of some wasted publications.
 //!
+//! # Observing
+//!
+//! [`Relay::progress`] is a watch of the last position known to be in the stream,
+//! [`Relay::failures`] a watch of the count of transient failures; [`stream_position`] reads
+//! the stream's position without a relay (lag = `log.head() - position`). Logs: `info` at each
+//! resync with the position and sequence, `warn` at each failure with the error and the delay
+//! before the next attempt, `debug` per batch; never one line per event above `debug`.
+//!
 //! # Messages
 //!
 //! - subject: [`subject_for`]: `{prefix}.{level}.{agency}.{sector}.{event_type}`, e.g.
@@ -83,9 +98,13 @@
 //!
 //! # NATS server version
 //!
-//! Works with nats-server 2.9 or later (Debian ships 2.9.10). `allow_direct` (direct get) needs
-//! 2.9. Nothing of 2.10+ is used: no stream metadata, subject transforms, compression or
-//! per-message TTL.
+//! Works with nats-server 2.9 or later (Debian ships 2.9.10); tested against 2.9.10.
+//! `Nats-Msg-Id` deduplication, `Nats-Expected-Last-Sequence` and `Nats-Expected-Stream` are
+//! older than 2.9 (2.2); `allow_direct` (direct get) needs 2.9. On 2.9.10 an expected last
+//! sequence of 0 is enforced (publishing into a non-empty stream with it is refused), which the
+//! first publication into an empty stream relies on, and deduplication is checked before the
+//! expected sequence (a relay that lost a race is told "duplicate"). Nothing of 2.10+ is used:
+//! no stream metadata, subject transforms, compression, first sequence or per-message TTL.
 
 mod config;
 mod error;

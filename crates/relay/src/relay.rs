@@ -1,6 +1,7 @@
 //! The relay loop: resync from the stream, publish in order, back off on failure.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -31,6 +32,7 @@ pub struct Relay {
     js: jetstream::Context,
     cfg: RelayConfig,
     progress: watch::Sender<i64>,
+    failures: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -45,11 +47,13 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     pub fn new(log: EventLog, js: jetstream::Context, cfg: RelayConfig) -> Self {
         let (progress, _) = watch::channel(0);
+        let (failures, _) = watch::channel(0);
         Relay {
             log,
             js,
             cfg,
             progress,
+            failures,
         }
     }
 
@@ -62,6 +66,13 @@ impl Relay {
     /// Starts at 0. Take it before [`Relay::run`], which consumes the relay.
     pub fn progress(&self) -> watch::Receiver<i64> {
         self.progress.subscribe()
+    }
+
+    /// How many transient failures (each followed by a backoff and a resync) the relay has met
+    /// since it started. For metrics and tests; a steadily growing count while the log has
+    /// news means publication is stuck (NATS down, or several relays contending).
+    pub fn failures(&self) -> watch::Receiver<u64> {
+        self.failures.subscribe()
     }
 
     /// Runs until `shutdown` is cancelled (then returns `Ok(())`) or a permanent error occurs
@@ -81,12 +92,20 @@ impl Relay {
                     tracing::info!(stream = %self.cfg.stream, "relay stopped");
                     return Ok(());
                 }
-                Some(error) => error,
+                Some(Interruption::Reconnected) => {
+                    tracing::info!(
+                        stream = %self.cfg.stream,
+                        "reconnected to NATS; resyncing in case the server lost data"
+                    );
+                    continue;
+                }
+                Some(Interruption::Failed(error)) => error,
             };
             if !error.is_transient() {
                 tracing::error!(stream = %self.cfg.stream, %error, "relay stopped on a permanent error");
                 return Err(error);
             }
+            self.failures.send_modify(|n| *n += 1);
             let delay = backoff.next_delay();
             tracing::warn!(
                 stream = %self.cfg.stream,
@@ -105,12 +124,14 @@ impl Relay {
         }
     }
 
-    /// One resync followed by publication until something fails. Returns only on failure.
+    /// One resync followed by publication until something fails, or until the client
+    /// reconnected to NATS while the relay was idle (the server may have come back without its
+    /// data: resync then, rather than wait for the next event to find out).
     async fn resync_and_follow(
         &self,
         changes: &mut Option<Changes>,
         backoff: &mut Backoff,
-    ) -> RelayError {
+    ) -> Interruption {
         // Listen before the first read, so no notification falls between a read and the wait.
         if changes.is_none() {
             match self.log.changes().await {
@@ -118,9 +139,10 @@ impl Relay {
                 Err(error) => tracing::warn!(%error, "no change notifications; polling the log"),
             }
         }
+        let connects = self.connects();
         let mut at = match self.resync().await {
             Ok(at) => at,
-            Err(error) => return error,
+            Err(error) => return Interruption::Failed(error),
         };
         tracing::info!(
             stream = %self.cfg.stream,
@@ -132,16 +154,20 @@ impl Relay {
         loop {
             let batch = match self.log.read_after(at.position, self.max_batch()).await {
                 Ok(batch) => batch,
-                Err(error) => return error.into(),
+                Err(error) => return Interruption::Failed(error.into()),
             };
             if batch.is_empty() {
                 backoff.reset();
+                // (From 0, the client's first connection: nothing was lost.)
+                if connects != 0 && self.connects() != connects {
+                    return Interruption::Reconnected;
+                }
                 self.wait_for_changes(changes).await;
                 continue;
             }
             at = match self.publish_batch(at, &batch).await {
                 Ok(at) => at,
-                Err(error) => return error,
+                Err(error) => return Interruption::Failed(error),
             };
             backoff.reset();
             tracing::debug!(
@@ -152,6 +178,29 @@ impl Relay {
             );
             self.progress.send_replace(at.position);
         }
+    }
+
+    /// While disconnected the client would queue requests and messages and send them on
+    /// reconnection, long after the relay stopped waiting for their answers: fail early instead.
+    /// (A queued message that does get sent is harmless: it expects the stream's last sequence
+    /// as it was, and is refused if the stream has moved.)
+    fn require_connection(&self, what: &str) -> Result<(), RelayError> {
+        match self.js.client().connection_state() {
+            State::Connected => Ok(()),
+            state => Err(RelayError::nats(
+                what,
+                format!("NATS connection is {state:?}"),
+            )),
+        }
+    }
+
+    /// How many times the NATS client has (re)connected.
+    fn connects(&self) -> u64 {
+        self.js
+            .client()
+            .statistics()
+            .connects
+            .load(Ordering::Relaxed)
     }
 
     fn max_batch(&self) -> i64 {
@@ -174,8 +223,14 @@ impl Relay {
     /// Reads where the stream stands (creating the stream if it is missing, e.g. after NATS lost
     /// its data), and checks that the log agrees with the stream's last event.
     async fn resync(&self) -> Result<StreamPosition, RelayError> {
-        let stream = ensure_stream(&self.js, &self.cfg).await?;
-        let (at, last_event_id) = inspect(&stream, &self.cfg).await?;
+        self.require_connection("resync")?;
+        let timeout = self.cfg.publish_timeout;
+        let stream = tokio::time::timeout(timeout, ensure_stream(&self.js, &self.cfg))
+            .await
+            .map_err(|_| RelayError::nats("stream info", "timed out"))??;
+        let (at, last_event_id) = tokio::time::timeout(timeout, inspect(&stream, &self.cfg))
+            .await
+            .map_err(|_| RelayError::nats("read the stream's last message", "timed out"))??;
         if let Some(stream_event_id) = last_event_id {
             self.check_log_agrees(at.position, stream_event_id).await?;
         }
@@ -211,12 +266,7 @@ impl Relay {
         at: StreamPosition,
         batch: &[StoredEvent],
     ) -> Result<StreamPosition, RelayError> {
-        // While disconnected the client would queue messages and send them on reconnection,
-        // long after their acks timed out; refuse early instead. (Queued messages are harmless
-        // anyway: each expects the stream's last sequence, so a stale one is refused.)
-        if self.js.client().connection_state() != State::Connected {
-            return Err(RelayError::nats("publish", "not connected to NATS"));
-        }
+        self.require_connection("publish")?;
         let timeout = self.cfg.publish_timeout;
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
         for (i, event) in batch.iter().enumerate() {
@@ -335,6 +385,13 @@ async fn last_message(
 
 fn header<'a>(message: &'a jetstream::message::StreamMessage, name: &str) -> Option<&'a str> {
     message.headers.get_last(name).map(|v| v.as_str())
+}
+
+/// Why publication stopped following the log.
+#[derive(Debug)]
+enum Interruption {
+    Failed(RelayError),
+    Reconnected,
 }
 
 /// Exponential backoff with equal jitter: the n-th consecutive failure waits between half and

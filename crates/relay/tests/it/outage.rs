@@ -1,0 +1,95 @@
+//! NATS goes away (a private server: never the machine's shared one) and comes back.
+
+use async_nats::connection::State;
+use async_nats::jetstream;
+use testkit::NatsServer;
+
+use crate::support::{self, Running, assert_stream_is_log, eventually, stream_reaches};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_appended_while_nats_is_down_are_published_once_when_it_returns() {
+    let (_db, log) = support::log().await;
+    let mut server = NatsServer::start().await;
+    let client = support::connect_quickly(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let cfg = support::config("OUTAGE", "outage.dossier");
+
+    let head = support::append_dossiers(&log, "before", 10, 2).await;
+    let mut relay = Running::start(&log, js.clone(), cfg.clone());
+    relay.published(head).await;
+
+    server.stop().await;
+    eventually("the client to notice", || async {
+        client.connection_state() != State::Connected
+    })
+    .await;
+    // The relay is woken by these appends, fails to publish them, backs off and retries.
+    let failed_before = *relay.failures.borrow();
+    let head = support::append_dossiers(&log, "during", 15, 2).await;
+    relay.failed(failed_before + 2).await;
+    assert_eq!(
+        *relay.progress.borrow(),
+        20,
+        "nothing published while NATS is down"
+    );
+
+    server.restart().await;
+    relay.published(head).await;
+    assert_stream_is_log(&js, &cfg, &log).await;
+
+    // And it goes on normally afterwards.
+    let head = support::append_dossiers(&log, "after", 5, 1).await;
+    relay.published(head).await;
+    assert_stream_is_log(&js, &cfg, &log).await;
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_started_while_nats_is_down_waits_for_it() {
+    let (_db, log) = support::log().await;
+    let mut server = NatsServer::start().await;
+    let client = support::connect_quickly(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let cfg = support::config("OUTAGE", "outage.dossier");
+    server.stop().await;
+    eventually("the client to notice", || async {
+        client.connection_state() != State::Connected
+    })
+    .await;
+
+    let head = support::append_dossiers(&log, "x", 8, 3).await;
+    let mut relay = Running::start(&log, js.clone(), cfg.clone());
+    relay.failed(2).await;
+    assert_eq!(*relay.progress.borrow(), 0);
+    server.restart().await;
+    relay.published(head).await;
+    assert_stream_is_log(&js, &cfg, &log).await;
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_that_lost_its_data_gets_everything_again_once() {
+    let (_db, log) = support::log().await;
+    let mut server = NatsServer::start().await;
+    let client = support::connect_quickly(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let cfg = support::config("WIPED", "wiped.dossier");
+
+    let head = support::append_dossiers(&log, "before", 20, 2).await;
+    let mut relay = Running::start(&log, js.clone(), cfg.clone());
+    relay.published(head).await;
+
+    // NATS comes back empty. The relay is idle; it notices the reconnection, recreates the
+    // stream and republishes the whole log, without waiting for a new event.
+    server.wipe_and_restart().await;
+    stream_reaches(&js, &cfg, head).await;
+    assert_stream_is_log(&js, &cfg, &log).await;
+
+    // Wiped again while events keep coming.
+    server.wipe_and_restart().await;
+    let head = support::append_dossiers(&log, "after", 10, 3).await;
+    stream_reaches(&js, &cfg, head).await;
+    relay.published(head).await;
+    assert_stream_is_log(&js, &cfg, &log).await;
+    relay.stop().await.unwrap();
+}
