@@ -88,7 +88,10 @@ impl Drop for TestDb {
         // pool itself is not touched there: its sockets belong to the test's runtime, which is
         // blocked in `join` (closing it from here would wait forever on a current-thread runtime).
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
