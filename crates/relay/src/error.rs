@@ -33,6 +33,12 @@ pub enum RelayError {
     #[error("NATS: {context}: {message}")]
     Nats { context: String, message: String },
 
+    /// An event's message (canonical bytes plus headers) is larger than the server's
+    /// `max_payload` (1 MiB by default). Permanent: the relay cannot skip an event without
+    /// breaking the order, so it stops. Raise `max_payload` on the NATS servers, then restart.
+    #[error("event at position {position} does not fit in a NATS message: {message}")]
+    TooLarge { position: i64, message: String },
+
     /// The stream answered that an event was already stored (`Nats-Msg-Id` deduplication) while
     /// the relay expected to append it: the relay's view was stale. Transient: resync. If it
     /// persists, the stream lost messages whose ids are still in its deduplication window (a
@@ -79,6 +85,7 @@ impl RelayError {
     pub fn is_transient(&self) -> bool {
         match self {
             RelayError::Config(_)
+            | RelayError::TooLarge { .. }
             | RelayError::ForeignMessage { .. }
             | RelayError::Diverged { .. } => false,
             RelayError::StreamSetup { source, .. } => match source.kind() {

@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::connection::State;
+use async_nats::jetstream;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
-use async_nats::jetstream::{self, context::PublishAckFuture};
 use bytes::Bytes;
 use eventlog::{Changes, EventLog, StoredEvent};
 use tokio::sync::watch;
@@ -279,7 +280,13 @@ impl Relay {
             let ack = tokio::time::timeout(timeout, self.js.send_publish(subject, message))
                 .await
                 .map_err(|_| RelayError::nats(context(), "timed out sending"))?
-                .map_err(|e| RelayError::nats(context(), e))?;
+                .map_err(|e| match e.kind() {
+                    PublishErrorKind::MaxPayloadExceeded => RelayError::TooLarge {
+                        position: event.position,
+                        message: e.to_string(),
+                    },
+                    _ => RelayError::nats(context(), e),
+                })?;
             acks.push(ack);
         }
         for (i, (event, ack)) in batch.iter().zip(acks).enumerate() {

@@ -93,3 +93,42 @@ async fn a_nats_that_lost_its_data_gets_everything_again_once() {
     assert_stream_is_log(&js, &cfg, &log).await;
     relay.stop().await.unwrap();
 }
+
+/// NATS lost acknowledged messages (the stream's tail) while the relay was not looking: its next
+/// publication expects a sequence the stream no longer has, is refused ("wrong last
+/// sequence"), and the relay resyncs and republishes from what the stream really holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_lost_its_tail_is_completed_in_order() {
+    let (_db, log) = support::log().await;
+    let nats = testkit::TestNats::new().await;
+    let js = nats.jetstream();
+    let cfg = support::config(&nats.stream, &nats.prefix);
+    let head = support::append_dossiers(&log, "before", 20, 2).await;
+    let mut relay = Running::start(&log, js.clone(), cfg.clone());
+    relay.published(head).await;
+    let failed_before = *relay.failures.borrow();
+
+    // Replace the stream by one holding only positions 1..=10, as the relay would have written.
+    js.delete_stream(&nats.stream).await.unwrap();
+    relay::ensure_stream(&js, &cfg).await.unwrap();
+    let kept = log.read_after(0, 10).await.unwrap();
+    for (i, event) in kept.iter().enumerate() {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(eventlog::canonical_bytes(event).into())
+            .headers(relay::headers_for(&cfg.stream, event, i as u64));
+        let ack = js
+            .send_publish(relay::subject_for(&cfg.subject_prefix, event), message)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(ack.sequence, i as u64 + 1);
+    }
+
+    let head = support::append_dossiers(&log, "after", 3, 2).await;
+    relay.failed(failed_before + 1).await;
+    stream_reaches(&js, &cfg, head).await;
+    relay.published(head).await;
+    assert_stream_is_log(&js, &cfg, &log).await;
+    relay.stop().await.unwrap();
+}

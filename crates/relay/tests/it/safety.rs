@@ -69,3 +69,35 @@ async fn a_message_from_another_publisher_is_refused() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_nats_stops_the_relay_instead_of_skipping_it() {
+    let (_db, log) = support::log().await;
+    let nats = TestNats::new().await;
+    let js = nats.jetstream();
+    let cfg = support::config(&nats.stream, &nats.prefix);
+    let head = support::append_dossiers(&log, "ok", 2, 1).await;
+    let mut event = support::new_event("received");
+    event.payload = serde_json::json!({ "scan": "x".repeat(2 * 1024 * 1024) });
+    log.append(vec![eventlog::DossierAppend {
+        dossier_id: "huge".into(),
+        expected_version: eventlog::ExpectedVersion::NoStream,
+        routing: support::routing("district", "000.00.12.H40", "land"),
+        events: vec![event],
+    }])
+    .await
+    .unwrap();
+
+    let relay = Running::start(&log, js.clone(), cfg.clone());
+    match relay.ended().await {
+        Err(RelayError::TooLarge { position, .. }) => assert_eq!(position, head + 1),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The events before it were published (in the same batch); nothing after it.
+    support::stream_reaches(&js, &cfg, head).await;
+    let at = relay::stream_position(&js, &cfg).await.unwrap();
+    assert_eq!(
+        at.position, head,
+        "nothing from the event that does not fit on"
+    );
+}
