@@ -11,6 +11,11 @@ use crate::{RelayConfig, RelayError};
 /// complete published history), discard old, direct get allowed (NATS ≥ 2.9), and message
 /// deletes and purges denied: the relay reads its position from the stream's last message, so
 /// messages must not vanish from under it.
+///
+/// Operators may add limits the relay does not manage (they are kept on update), but none that
+/// can empty the stream, such as `max_age`: the relay reads an empty stream as "nothing
+/// published yet" and republishes the whole log into it. `max_msgs` or `max_bytes` with discard
+/// old are fine (they drop the oldest messages; the last one stays).
 pub fn stream_config(cfg: &RelayConfig) -> Config {
     Config {
         name: cfg.stream.clone(),
