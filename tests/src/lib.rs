@@ -2,6 +2,8 @@
 //! on port 0 against an isolated database and JetStream namespace, and talk to them over real
 //! gRPC with real tokens.
 
+pub mod lifecycle;
+
 use std::net::SocketAddr;
 
 use api::v1 as pb;

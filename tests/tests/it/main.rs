@@ -1,4 +1,6 @@
 //! End-to-end tests: one binary, modules per topic.
 mod intake_api;
 mod intake_import;
+mod payment;
 mod publication;
+mod results;
