@@ -1,0 +1,17 @@
+//! `processing --config deploy/config/local.toml`: the processing gRPC service and, next to it,
+//! the deadline watcher.
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    svc::server::init_tracing();
+    let path = svc::config::config_path_from_args();
+    let config = svc::Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let app = processing::ProcessingApp::build(&config)
+        .await
+        .context("starting the processing service")?;
+    app.run_until_stopped(svc::server::shutdown_on_signal())
+        .await?;
+    Ok(())
+}

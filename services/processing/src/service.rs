@@ -1,0 +1,150 @@
+//! The `ProcessingService` RPCs: parse, authorize, hand the command to the write path, answer.
+
+use api::v1 as pb;
+use api::v1::processing_service_server::ProcessingService;
+use domain::{Action, AgencyCode, DossierEvent};
+use svc::Principal;
+use svc::common_fields;
+use svc::convert;
+use svc::handler::{Desk, body, first_event, unexpected, write_response};
+use svc::status::to_timestamp;
+use svc::write::fingerprint;
+use tonic::{Request, Response, Status};
+
+/// The processing service's state: cheap to clone, shared by every call.
+#[derive(Debug, Clone)]
+pub struct Processing {
+    desk: Desk,
+}
+
+impl Processing {
+    pub fn new(desk: Desk) -> Self {
+        Processing { desk }
+    }
+}
+
+/// Resolve: the deciding agency must be the caller's own.
+fn deciding_agency(principal: &Principal, value: &str) -> Result<AgencyCode, Status> {
+    let agency = convert::agency("deciding_agency", value)?;
+    if principal.agency.as_ref() != Some(&agency) {
+        return Err(Status::permission_denied(format!(
+            "deciding_agency {agency} is not the agency of this token ({})",
+            principal
+                .agency
+                .as_ref()
+                .map_or("(no agency)", |a| a.as_str())
+        )));
+    }
+    Ok(agency)
+}
+
+#[tonic::async_trait]
+impl ProcessingService for Processing {
+    async fn transfer(
+        &self,
+        request: Request<pb::TransferRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = Action::Transfer {
+            to_agency: convert::agency("to_agency", &r.to_agency)?,
+            mode: convert::transfer_mode("mode", r.mode)?,
+        };
+        let fp = fingerprint("dossier.v1.ProcessingService/Transfer", r);
+        Ok(write_response(first_event(
+            self.desk.execute(envelope, action, fp).await?,
+        )?))
+    }
+
+    async fn request_supplement(
+        &self,
+        request: Request<pb::RequestSupplementRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = Action::RequestSupplement {
+            reason: convert::text("reason", &r.reason)?,
+        };
+        let fp = fingerprint("dossier.v1.ProcessingService/RequestSupplement", r);
+        Ok(write_response(first_event(
+            self.desk.execute(envelope, action, fp).await?,
+        )?))
+    }
+
+    async fn receive_supplement(
+        &self,
+        request: Request<pb::ReceiveSupplementRequest>,
+    ) -> Result<Response<pb::ReceiveSupplementResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let fp = fingerprint("dossier.v1.ProcessingService/ReceiveSupplement", r);
+        let (event, duplicate) = first_event(
+            self.desk
+                .execute(envelope, Action::ReceiveSupplement, fp)
+                .await?,
+        )?;
+        let DossierEvent::SupplementReceived { due_at, paused } = body(&event)? else {
+            return Err(unexpected(&event));
+        };
+        Ok(Response::new(pb::ReceiveSupplementResponse {
+            event: Some(svc::recorded_event(&event, duplicate)),
+            due_at: Some(to_timestamp(due_at)),
+            paused_minutes: paused.minutes(),
+        }))
+    }
+
+    async fn resolve(
+        &self,
+        request: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = Action::Resolve {
+            outcome: convert::outcome("outcome", r.outcome)?,
+            deciding_agency: deciding_agency(&envelope.principal, &r.deciding_agency)?,
+        };
+        let fp = fingerprint("dossier.v1.ProcessingService/Resolve", r);
+        let (event, duplicate) = first_event(self.desk.execute(envelope, action, fp).await?)?;
+        let DossierEvent::Resolved {
+            due_at, timeliness, ..
+        } = body(&event)?
+        else {
+            return Err(unexpected(&event));
+        };
+        Ok(Response::new(pb::ResolveResponse {
+            event: Some(svc::recorded_event(&event, duplicate)),
+            due_at: Some(to_timestamp(due_at)),
+            timeliness: convert::pb_timeliness(timeliness) as i32,
+        }))
+    }
+
+    async fn stop_processing(
+        &self,
+        request: Request<pb::StopProcessingRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = Action::Stop {
+            reason: convert::text("reason", &r.reason)?,
+        };
+        let fp = fingerprint("dossier.v1.ProcessingService/StopProcessing", r);
+        Ok(write_response(first_event(
+            self.desk.execute(envelope, action, fp).await?,
+        )?))
+    }
+
+    async fn withdraw(
+        &self,
+        request: Request<pb::WithdrawRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = Action::Withdraw {
+            reason: convert::text("reason", &r.reason)?,
+        };
+        let fp = fingerprint("dossier.v1.ProcessingService/Withdraw", r);
+        Ok(write_response(first_event(
+            self.desk.execute(envelope, action, fp).await?,
+        )?))
+    }
+}

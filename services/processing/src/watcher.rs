@@ -1,0 +1,534 @@
+//! The deadline watcher: records `late` for a dossier, exactly once, when its due time passes
+//! with no resolution — and never while it waits for a supplement.
+//!
+//! # Finding dossiers that fell due without scanning the log
+//!
+//! The watcher keeps a small read model in PostgreSQL (migration `20001_deadline_watch.sql`):
+//! `deadline_watch(dossier_id, due_at, paused, closed, late_marked)` and the one-row
+//! `deadline_watch_cursor(position)`. A tick
+//!
+//! 1. **catches up**: reads the log after the cursor in batches ([`EventLog::read_after`]) and,
+//!    for each batch, updates the table and moves the cursor **in one transaction**, holding the
+//!    cursor row's lock (`FOR UPDATE`) from the read of the cursor to the commit. A crash loses
+//!    nothing and applies nothing twice; a second watcher waits on the lock and then continues
+//!    from the new cursor. Positions are gapless and become visible in order, so reading
+//!    `position > cursor` misses nothing;
+//! 2. **marks**: `SELECT … WHERE due_at < now AND NOT paused AND NOT closed AND NOT late_marked`
+//!    (a partial index holds exactly those rows) and runs the `MarkLate` command for each
+//!    through the shared write path, like any client command.
+//!
+//! # Why `late` is never written twice
+//!
+//! - The rules (`domain::decide`) refuse `MarkLate` on a dossier already marked late, resolved,
+//!   ended, paused, or not yet due: those refusals are the expected answer to a race with a
+//!   command or another watcher, logged at debug level.
+//! - Every watcher builds the *identical* request for a dossier and due time: event id = UUID
+//!   v5 of ([`MARK_LATE_NAMESPACE`], `dossier_id@due_at` in RFC 3339) and a fingerprint derived
+//!   from the same. A second watcher (or the same one after a crash) therefore gets the first
+//!   one's event back as a duplicate from the log's idempotency, or `already_marked_late`.
+//! - Two appends on one dossier at the same version cannot both commit (optimistic
+//!   concurrency on `(dossier_id, version)`); the loser decides again and is refused.
+//!
+//! The event's business time is the due time itself (`domain::event_time`), so the statistics
+//! never depend on when a watcher noticed; `recorded_at` says when.
+//!
+//! The clock is injected ([`svc::Clock`]): tests set the time and call [`Watcher::tick`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use domain::{Action, Command, DossierEvent, DossierId, EventId};
+use eventlog::{EventLog, StoredEvent};
+use sha2::{Digest, Sha256};
+use sqlx::{Postgres, Transaction};
+use svc::{Clock, WriteError, WriteOutcome, WritePath, WriteRequest};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The namespace of the `late` event ids the watcher derives (UUID v5). Never change it: ids
+/// derived with another namespace would not be recognised as the same request.
+pub const MARK_LATE_NAMESPACE: Uuid = Uuid::from_u128(0x6d0c_5a4e_3f1b_4c8e_9a27_5be1_d4f0_a6c3);
+
+/// How long a tick in progress may go on after a stop signal before it is abandoned (safe at
+/// any point: everything it writes is transactional).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The event id every watcher uses for the `late` of `dossier_id` due at `due_at`.
+pub fn mark_late_event_id(dossier_id: &str, due_at: DateTime<Utc>) -> Uuid {
+    Uuid::new_v5(
+        &MARK_LATE_NAMESPACE,
+        mark_late_key(dossier_id, due_at).as_bytes(),
+    )
+}
+
+/// `dossier_id@due_at`: `@` never occurs in a dossier id, so the key is unambiguous.
+fn mark_late_key(dossier_id: &str, due_at: DateTime<Utc>) -> String {
+    format!(
+        "{dossier_id}@{}",
+        due_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+    )
+}
+
+/// The request fingerprint of a watcher's `MarkLate`: equal for every watcher and every retry.
+fn mark_late_fingerprint(dossier_id: &str, due_at: DateTime<Utc>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"dossier.v1.DeadlineWatcher/MarkLate");
+    h.update([0u8]);
+    h.update(mark_late_key(dossier_id, due_at).as_bytes());
+    h.finalize().into()
+}
+
+/// Applies the watcher's migrations (versions 20001 and up). Migrations of other crates in the
+/// same `_sqlx_migrations` table (the log's 10001…) are ignored, not refused.
+pub async fn migrate(log: &EventLog) -> Result<(), WatcherError> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+        .run(log.pool())
+        .await
+        .map_err(WatcherError::Migrate)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatcherConfig {
+    /// Time between ticks (the first runs at start).
+    pub interval: Duration,
+    /// Log events applied per catch-up transaction.
+    pub catch_up_batch: i64,
+    /// Due dossiers read per query while marking.
+    pub mark_page: i64,
+}
+
+impl Default for WatcherConfig {
+    fn default() -> Self {
+        WatcherConfig {
+            interval: Duration::from_secs(30),
+            catch_up_batch: 1000,
+            mark_page: 500,
+        }
+    }
+}
+
+impl WatcherConfig {
+    /// `processing.watcher_interval_secs` (at least one second).
+    pub fn from_config(config: &svc::config::ProcessingConfig) -> Self {
+        WatcherConfig {
+            interval: Duration::from_secs(config.watcher_interval_secs.max(1)),
+            ..WatcherConfig::default()
+        }
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Log events applied to the read model while catching up.
+    pub applied: u64,
+    /// The log position the read model is up to date with.
+    pub position: i64,
+    /// Dossiers this tick recorded `late` for.
+    pub marked: Vec<String>,
+    /// Dossiers whose identical `late` was already recorded (by another watcher, or before a
+    /// crash): nothing written.
+    pub duplicates: Vec<String>,
+    /// Dossiers the rules refused to mark, with the refusal code (a race with a command or
+    /// another watcher: `already_marked_late`, `not_yet_due`, `already_resolved`…).
+    pub refused: Vec<(String, &'static str)>,
+    /// Dossiers that could not be marked for another reason (logged as errors); retried at the
+    /// next tick.
+    pub failed: Vec<String>,
+}
+
+/// Why a tick stopped early. The next tick starts over safely.
+#[derive(Debug, thiserror::Error)]
+pub enum WatcherError {
+    /// PostgreSQL could not be reached or failed a statement: retry at the next tick.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored event the watcher needs does not decode: the read model stops before it and an
+    /// operator must look (the same error repeats every tick).
+    #[error("stored event at position {position} cannot be applied: {reason}")]
+    Corrupt { position: i64, reason: String },
+    /// The watcher's schema could not be applied.
+    #[error("deadline watcher migrations refused: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for WatcherError {
+    fn from(e: sqlx::Error) -> Self {
+        WatcherError::Unavailable(e.to_string())
+    }
+}
+
+impl From<eventlog::ReadError> for WatcherError {
+    fn from(e: eventlog::ReadError) -> Self {
+        match e {
+            eventlog::ReadError::Unavailable(e) => WatcherError::Unavailable(e.to_string()),
+            eventlog::ReadError::Corrupt { position, reason } => {
+                WatcherError::Corrupt { position, reason }
+            }
+        }
+    }
+}
+
+/// The deadline watcher. Stateless apart from its read model in PostgreSQL: any number may run
+/// at once, and a new one continues where the last stopped.
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    write: WritePath,
+    clock: Arc<dyn Clock>,
+    config: WatcherConfig,
+}
+
+impl Watcher {
+    /// A watcher writing through `write`, telling time by `clock`. Its schema must be applied
+    /// ([`migrate`]).
+    pub fn new(write: WritePath, clock: Arc<dyn Clock>, config: WatcherConfig) -> Watcher {
+        Watcher {
+            write,
+            clock,
+            config,
+        }
+    }
+
+    /// Ticks at start and then every `interval` until `shutdown` is cancelled. A failed tick is
+    /// logged and retried at the next interval.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(interval = ?self.config.interval, "deadline watcher started");
+        let mut interval = tokio::time::interval(self.config.interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            let outcome = tokio::select! {
+                outcome = self.tick_until(&shutdown) => outcome,
+                () = async { shutdown.cancelled().await; tokio::time::sleep(STOP_GRACE).await } => {
+                    tracing::warn!("deadline watcher abandoned a tick at shutdown");
+                    break;
+                }
+            };
+            match outcome {
+                Ok(report) if report.marked.is_empty() && report.failed.is_empty() => {
+                    tracing::debug!(?report, "deadline watcher tick");
+                }
+                Ok(report) => tracing::info!(
+                    marked = report.marked.len(),
+                    duplicates = report.duplicates.len(),
+                    refused = report.refused.len(),
+                    failed = report.failed.len(),
+                    position = report.position,
+                    "deadline watcher tick"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "deadline watcher tick failed; retrying at the next interval")
+                }
+            }
+        }
+        tracing::info!("deadline watcher stopped");
+    }
+
+    /// One tick: catch the read model up with the log, then record `late` for every dossier
+    /// whose due time is before the clock's now, that is not paused, closed or already marked.
+    pub async fn tick(&self) -> Result<TickReport, WatcherError> {
+        self.tick_until(&CancellationToken::new()).await
+    }
+
+    async fn tick_until(&self, stop: &CancellationToken) -> Result<TickReport, WatcherError> {
+        let (applied, position) = self.catch_up(stop).await?;
+        let mut report = TickReport {
+            applied,
+            position,
+            ..TickReport::default()
+        };
+        let now = self.clock.now();
+        let mut after = (DateTime::<Utc>::UNIX_EPOCH, String::new());
+        while !stop.is_cancelled() {
+            let due: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT dossier_id, due_at FROM deadline_watch \
+                 WHERE due_at < $1 AND NOT paused AND NOT closed AND NOT late_marked \
+                   AND (due_at, dossier_id) > ($2, $3) \
+                 ORDER BY due_at, dossier_id LIMIT $4",
+            )
+            .bind(now)
+            .bind(after.0)
+            .bind(&after.1)
+            .bind(self.config.mark_page)
+            .fetch_all(self.write.log().pool())
+            .await?;
+            let full_page = i64::try_from(due.len()).unwrap_or(i64::MAX) >= self.config.mark_page;
+            for (dossier_id, due_at) in due {
+                if stop.is_cancelled() {
+                    break;
+                }
+                self.mark(&dossier_id, due_at, &mut report).await?;
+                after = (due_at, dossier_id);
+            }
+            if !full_page {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs `MarkLate` for one dossier through the write path with the deterministic id.
+    async fn mark(
+        &self,
+        dossier_id: &str,
+        due_at: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), WatcherError> {
+        let ids = DossierId::parse(dossier_id).and_then(|id| {
+            EventId::from_uuid(mark_late_event_id(dossier_id, due_at)).map(|e| (id, e))
+        });
+        let (id, event_id) = match ids {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(dossier = dossier_id, reason = %e.reason, "dossier id in the log is not valid; not marking it late");
+                report.failed.push(dossier_id.to_owned());
+                return Ok(());
+            }
+        };
+        let request = WriteRequest {
+            event_id,
+            dossier_id: id,
+            command: Command {
+                occurred_at: self.clock.now(),
+                action: Action::MarkLate,
+            },
+            expected_version: None,
+            fingerprint: mark_late_fingerprint(dossier_id, due_at),
+        };
+        match self.write.execute(&request, |_| Ok(())).await {
+            Ok(WriteOutcome::Written(_)) => {
+                tracing::info!(dossier = dossier_id, %due_at, "dossier is late");
+                report.marked.push(dossier_id.to_owned());
+            }
+            Ok(WriteOutcome::Duplicate(_) | WriteOutcome::AlreadyApplied(_)) => {
+                tracing::debug!(
+                    dossier = dossier_id,
+                    "late already recorded by another watcher"
+                );
+                report.duplicates.push(dossier_id.to_owned());
+            }
+            Err(WriteError::Refused(refusal)) => {
+                tracing::debug!(dossier = dossier_id, code = refusal.code(), %refusal, "not marking late");
+                report.refused.push((dossier_id.to_owned(), refusal.code()));
+            }
+            Err(WriteError::Unavailable(e)) => return Err(WatcherError::Unavailable(e)),
+            Err(e) => {
+                tracing::error!(dossier = dossier_id, error = %e, "could not record late; retrying at the next tick");
+                report.failed.push(dossier_id.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the log after the cursor to the read model, one transaction per batch; returns
+    /// the number of events applied and the cursor reached.
+    async fn catch_up(&self, stop: &CancellationToken) -> Result<(u64, i64), WatcherError> {
+        let log = self.write.log();
+        let mut applied = 0u64;
+        loop {
+            let mut tx = log.pool().begin().await?;
+            // The lock serializes watchers catching up: a second one waits here, then reads
+            // the cursor the first one committed.
+            let position: i64 = sqlx::query_scalar(
+                "SELECT position FROM deadline_watch_cursor WHERE singleton FOR UPDATE",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let events = log.read_after(position, self.config.catch_up_batch).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                tx.rollback().await?;
+                return Ok((applied, position));
+            };
+            apply(&mut tx, &events).await?;
+            sqlx::query("UPDATE deadline_watch_cursor SET position = $1 WHERE singleton")
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            applied += events.len() as u64;
+            let full_batch =
+                i64::try_from(events.len()).unwrap_or(i64::MAX) >= self.config.catch_up_batch;
+            if !full_batch || stop.is_cancelled() {
+                return Ok((applied, last));
+            }
+        }
+    }
+}
+
+/// What a batch of events changes for one dossier; `None` leaves a column as it is.
+#[derive(Debug, Default)]
+struct Patch {
+    /// The batch holds the dossier's reception: insert its row.
+    received: bool,
+    due_at: Option<DateTime<Utc>>,
+    paused: Option<bool>,
+    closed: Option<bool>,
+    late_marked: Option<bool>,
+}
+
+/// The event types that change the read model.
+fn watched(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "received"
+            | "supplement_requested"
+            | "supplement_received"
+            | "late"
+            | "resolved"
+            | "withdrawn"
+            | "stopped"
+    )
+}
+
+/// Folds a batch into one patch per dossier and writes them with two statements.
+async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[StoredEvent],
+) -> Result<(), WatcherError> {
+    let mut patches: HashMap<&str, Patch> = HashMap::new();
+    for stored in events.iter().filter(|e| watched(&e.event_type)) {
+        let event = DossierEvent::from_parts(&stored.event_type, &stored.payload).map_err(|e| {
+            WatcherError::Corrupt {
+                position: stored.position,
+                reason: e.to_string(),
+            }
+        })?;
+        let patch = patches.entry(stored.dossier_id.as_str()).or_default();
+        match event {
+            DossierEvent::Received { due_at, .. } => {
+                *patch = Patch {
+                    received: true,
+                    due_at: Some(due_at),
+                    paused: Some(false),
+                    closed: Some(false),
+                    late_marked: Some(false),
+                };
+            }
+            DossierEvent::SupplementRequested { .. } => patch.paused = Some(true),
+            DossierEvent::SupplementReceived { due_at, .. } => {
+                patch.paused = Some(false);
+                patch.due_at = Some(due_at);
+            }
+            DossierEvent::Late { .. } => patch.late_marked = Some(true),
+            DossierEvent::Resolved { .. }
+            | DossierEvent::Withdrawn { .. }
+            | DossierEvent::Stopped { .. } => patch.closed = Some(true),
+            _ => {}
+        }
+    }
+
+    let (new, changed): (Vec<_>, Vec<_>) = patches.into_iter().partition(|(_, p)| p.received);
+    if !new.is_empty() {
+        let mut ids = Vec::with_capacity(new.len());
+        let mut due = Vec::with_capacity(new.len());
+        let mut paused = Vec::with_capacity(new.len());
+        let mut closed = Vec::with_capacity(new.len());
+        let mut late = Vec::with_capacity(new.len());
+        for (id, p) in new {
+            ids.push(id.to_owned());
+            due.push(p.due_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
+            paused.push(p.paused.unwrap_or(false));
+            closed.push(p.closed.unwrap_or(false));
+            late.push(p.late_marked.unwrap_or(false));
+        }
+        sqlx::query(
+            "INSERT INTO deadline_watch (dossier_id, due_at, paused, closed, late_marked) \
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::bool[], $5::bool[]) \
+             ON CONFLICT (dossier_id) DO UPDATE SET due_at = EXCLUDED.due_at, \
+               paused = EXCLUDED.paused, closed = EXCLUDED.closed, late_marked = EXCLUDED.late_marked",
+        )
+        .bind(ids)
+        .bind(due)
+        .bind(paused)
+        .bind(closed)
+        .bind(late)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !changed.is_empty() {
+        let mut ids = Vec::with_capacity(changed.len());
+        let mut due = Vec::with_capacity(changed.len());
+        let mut paused = Vec::with_capacity(changed.len());
+        let mut closed = Vec::with_capacity(changed.len());
+        let mut late = Vec::with_capacity(changed.len());
+        for (id, p) in changed {
+            ids.push(id.to_owned());
+            due.push(p.due_at);
+            paused.push(p.paused);
+            closed.push(p.closed);
+            late.push(p.late_marked);
+        }
+        sqlx::query(
+            "UPDATE deadline_watch AS w SET \
+               due_at = COALESCE(u.due_at, w.due_at), \
+               paused = COALESCE(u.paused, w.paused), \
+               closed = COALESCE(u.closed, w.closed), \
+               late_marked = COALESCE(u.late_marked, w.late_marked) \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::bool[], $5::bool[]) \
+               AS u(dossier_id, due_at, paused, closed, late_marked) \
+             WHERE w.dossier_id = u.dossier_id",
+        )
+        .bind(ids)
+        .bind(due)
+        .bind(paused)
+        .bind(closed)
+        .bind(late)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_ids_are_deterministic_and_distinct() {
+        let due = DateTime::parse_from_rfc3339("2024-05-02T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let a = mark_late_event_id("HS-1", due);
+        assert_eq!(a, mark_late_event_id("HS-1", due));
+        assert_eq!(a.get_version_num(), 5);
+        assert_ne!(a, mark_late_event_id("HS-2", due));
+        assert_ne!(
+            a,
+            mark_late_event_id("HS-1", due + chrono::Duration::minutes(1))
+        );
+        assert_eq!(
+            mark_late_fingerprint("HS-1", due),
+            mark_late_fingerprint("HS-1", due)
+        );
+        assert_ne!(
+            mark_late_fingerprint("HS-1", due),
+            mark_late_fingerprint("HS-2", due)
+        );
+        assert_eq!(
+            mark_late_key("HS-1", due),
+            "HS-1@2024-05-02T02:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn interval_comes_from_the_config() {
+        let mut config = svc::config::ProcessingConfig::default();
+        assert_eq!(
+            WatcherConfig::from_config(&config).interval,
+            Duration::from_secs(30)
+        );
+        config.watcher_interval_secs = 0;
+        assert_eq!(
+            WatcherConfig::from_config(&config).interval,
+            Duration::from_secs(1)
+        );
+    }
+}
