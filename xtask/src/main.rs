@@ -18,6 +18,7 @@ use crate::supervise::Service;
 /// (processing, payment, results, projection) here.
 const SERVICES: &[(&str, &str)] = &[
     ("intake", "intake"),
+    ("processing", "processing"),
     ("payment", "payment"),
     ("results", "results"),
     ("relay-service", "relay-service"),
