@@ -3,6 +3,7 @@
 //! gRPC with real tokens.
 
 pub mod lifecycle;
+pub mod processing;
 
 use std::net::SocketAddr;
 

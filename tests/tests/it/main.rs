@@ -2,5 +2,6 @@
 mod intake_api;
 mod intake_import;
 mod payment;
+mod processing;
 mod publication;
 mod results;
