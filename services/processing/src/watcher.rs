@@ -8,11 +8,11 @@
 //! `deadline_watch_cursor(position)`. A tick
 //!
 //! 1. **catches up**: reads the log after the cursor in batches ([`EventLog::read_after`]) and,
-//!    for each batch, updates the table and moves the cursor **in one transaction**, holding the
-//!    cursor row's lock (`FOR UPDATE`) from the read of the cursor to the commit. A crash loses
-//!    nothing and applies nothing twice; a second watcher waits on the lock and then continues
-//!    from the new cursor. Positions are gapless and become visible in order, so reading
-//!    `position > cursor` misses nothing;
+//!    for each batch, updates the table and moves the cursor **in one transaction**, which first
+//!    locks the cursor row (`FOR UPDATE`) and applies the batch only if the cursor is still where
+//!    the batch starts. A crash loses nothing and applies nothing twice; a second watcher waits
+//!    on the lock, sees the cursor moved, and reads on from there. Positions are gapless and
+//!    become visible in order, so reading `position > cursor` misses nothing;
 //! 2. **marks**: `SELECT … WHERE due_at < now AND NOT paused AND NOT closed AND NOT late_marked`
 //!    (a partial index holds exactly those rows) and runs the `MarkLate` command for each
 //!    through the shared write path, like any client command.
@@ -334,19 +334,27 @@ impl Watcher {
         let log = self.write.log();
         let mut applied = 0u64;
         loop {
+            // Read the batch holding no lock (and no connection), then apply it only if the
+            // cursor is still where the batch starts: when another watcher applied it
+            // meanwhile, we waited on its lock, see the cursor moved, and read again.
+            let position: i64 =
+                sqlx::query_scalar("SELECT position FROM deadline_watch_cursor WHERE singleton")
+                    .fetch_one(log.pool())
+                    .await?;
+            let events = log.read_after(position, self.config.catch_up_batch).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                return Ok((applied, position));
+            };
             let mut tx = log.pool().begin().await?;
-            // The lock serializes watchers catching up: a second one waits here, then reads
-            // the cursor the first one committed.
-            let position: i64 = sqlx::query_scalar(
+            let locked: i64 = sqlx::query_scalar(
                 "SELECT position FROM deadline_watch_cursor WHERE singleton FOR UPDATE",
             )
             .fetch_one(&mut *tx)
             .await?;
-            let events = log.read_after(position, self.config.catch_up_batch).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
+            if locked != position {
                 tx.rollback().await?;
-                return Ok((applied, position));
-            };
+                continue;
+            }
             apply(&mut tx, &events).await?;
             sqlx::query("UPDATE deadline_watch_cursor SET position = $1 WHERE singleton")
                 .bind(last)
