@@ -1,0 +1,285 @@
+//! The report forms as plain data rows (rendering and CSV come later).
+
+use std::collections::BTreeMap;
+
+use domain::{Level, OnlineServiceLevel};
+use serde::Serialize;
+
+use crate::indicators::{Rate, indicators};
+use crate::metric::Metric;
+use crate::totals::Totals;
+
+/// One row of form II.06a (Circular 01/2020/TT-VPCP) for a group (a sector, a level, an
+/// agency…).
+///
+/// The form's "received, total" is the number of dossiers to handle in the period: received in
+/// the period plus carried over, as the provinces print it (Quảng Bình H1 2021: 599,827 =
+/// 5,862 online + 566,460 direct/postal + 27,505 carried over). The form has no column for
+/// dossiers withdrawn or stopped; [`Ii06aRow::ended_without_result`] is added so that the row
+/// adds up: `received_total = resolved_total + pending_total + ended_without_result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ii06aRow<K> {
+    pub group: K,
+    /// Received in the period + carried over.
+    pub received_total: i64,
+    /// Received online in the period.
+    pub received_online: i64,
+    /// Received at the counter or by post in the period.
+    pub received_direct_and_postal: i64,
+    /// Pending at the period start.
+    pub carried_over: i64,
+    pub resolved_total: i64,
+    pub resolved_early: i64,
+    pub resolved_on_time: i64,
+    pub resolved_late: i64,
+    /// Pending at the period end.
+    pub pending_total: i64,
+    pub pending_within_time: i64,
+    pub pending_overdue: i64,
+    /// Withdrawn or stopped in the period (not a column of the printed form).
+    pub ended_without_result: i64,
+}
+
+impl<K> Ii06aRow<K> {
+    /// The row of one group from its totals.
+    pub fn new(group: K, t: &Totals) -> Self {
+        let i = indicators(t);
+        Ii06aRow {
+            group,
+            received_total: i.received.with_carried_over(),
+            received_online: i.received.online,
+            received_direct_and_postal: i.received.direct_and_postal(),
+            carried_over: i.received.carried_over,
+            resolved_total: i.resolved.total,
+            resolved_early: i.resolved.early,
+            resolved_on_time: i.resolved.on_time,
+            resolved_late: i.resolved.late,
+            pending_total: i.pending.total,
+            pending_within_time: i.pending.within_time,
+            pending_overdue: i.pending.overdue,
+            ended_without_result: i.ended.total,
+        }
+    }
+}
+
+/// Form II.06a: one row per group, in the groups' order.
+pub fn ii06a<K: Clone>(groups: &BTreeMap<K, Totals>) -> Vec<Ii06aRow<K>> {
+    groups
+        .iter()
+        .map(|(k, t)| Ii06aRow::new(k.clone(), t))
+        .collect()
+}
+
+/// One line of Biểu mẫu 3, section 3: the on-time rate of a level with its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OnTimeRow {
+    /// "3.1" provincial agencies, "3.2" districts, "3.3" communes.
+    pub code: &'static str,
+    pub level: Level,
+    pub resolved: i64,
+    pub early: i64,
+    pub on_time: i64,
+    pub late: i64,
+    /// (early + on time) / resolved; absent for a level with nothing resolved (or unused).
+    pub rate: Rate,
+}
+
+/// Biểu mẫu 3, section 3: the three levels always, in order; a level with no totals (unused
+/// since the two-tier reform, or filtered out) has zero counts and an absent rate.
+pub fn bieu_mau_3_section_3(by_level: &BTreeMap<Level, Totals>) -> [OnTimeRow; 3] {
+    let row = |code: &'static str, level: Level| {
+        let (early, on_time, late, resolved) = by_level.get(&level).map_or((0, 0, 0, 0), |t| {
+            (
+                t.flow(Metric::ResolvedEarly),
+                t.flow(Metric::ResolvedOnTime),
+                t.flow(Metric::ResolvedLate),
+                t.flow(Metric::Resolved),
+            )
+        });
+        OnTimeRow {
+            code,
+            level,
+            resolved,
+            early,
+            on_time,
+            late,
+            rate: Rate::new(early + on_time, resolved),
+        }
+    };
+    [
+        row("3.1", Level::Province),
+        row("3.2", Level::District),
+        row("3.3", Level::Commune),
+    ]
+}
+
+/// One line of Biểu mẫu 7, section 6: the share of dossiers submitted online among those of
+/// the procedures with one online service level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OnlineShareRow {
+    /// "6.3" full-online procedures, "6.4" partial-online procedures.
+    pub code: &'static str,
+    pub online_level: OnlineServiceLevel,
+    /// Received in the period for such procedures.
+    pub received: i64,
+    /// Of those, received online.
+    pub received_online: i64,
+    /// received_online / received.
+    pub rate: Rate,
+}
+
+/// Biểu mẫu 7, section 6, lines 6.3 and 6.4.
+pub fn bieu_mau_7_section_6(t: &Totals) -> [OnlineShareRow; 2] {
+    let row = |code, online_level, all: Metric, online: Metric| OnlineShareRow {
+        code,
+        online_level,
+        received: t.flow(all),
+        received_online: t.flow(online),
+        rate: Rate::new(t.flow(online), t.flow(all)),
+    };
+    [
+        row(
+            "6.3",
+            OnlineServiceLevel::FullOnline,
+            Metric::ReceivedFullOnline,
+            Metric::ReceivedFullOnlineOnline,
+        ),
+        row(
+            "6.4",
+            OnlineServiceLevel::PartialOnline,
+            Metric::ReceivedPartialOnline,
+            Metric::ReceivedPartialOnlineOnline,
+        ),
+    ]
+}
+
+/// Decision 766: online rate at or above which the item scores full.
+pub const ONLINE_FULL_SCORE_PERCENT: f64 = 50.0;
+/// Decision 766: the digitization threshold (components at intake, results).
+pub const DIGITIZATION_THRESHOLD_PERCENT: f64 = 80.0;
+/// Decision 766: the data-reuse threshold.
+pub const REUSE_THRESHOLD_PERCENT: f64 = 80.0;
+/// Decision 766: satisfaction at or above which the item scores full.
+pub const SATISFACTION_FULL_SCORE_PERCENT: f64 = 90.0;
+
+/// How an item of the 766 scorecard is judged. `DOMAIN.md` gives no points, so none are
+/// invented: an item reports its rate and whether its threshold is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Scoring {
+    /// Scores full at or above this percentage (below: the document gives no scale).
+    FullAtOrAbove(f64),
+    /// A threshold, in percent, that the rate must reach.
+    Threshold(f64),
+    /// Reported as a rate only: no threshold is documented.
+    RateOnly,
+}
+
+/// One item of the 766 scorecard.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ScoreItem {
+    pub id: &'static str,
+    pub rate: Rate,
+    pub scoring: Scoring,
+    /// Whether the rate reaches the item's threshold (full score for
+    /// [`Scoring::FullAtOrAbove`]); `None` for [`Scoring::RateOnly`] or an absent rate.
+    pub met: Option<bool>,
+}
+
+impl ScoreItem {
+    /// An item judged by `scoring` ([`Rate::at_least`], exact).
+    pub fn judge(id: &'static str, rate: Rate, scoring: Scoring) -> Self {
+        let met = match scoring {
+            Scoring::FullAtOrAbove(p) | Scoring::Threshold(p) => rate.at_least(p),
+            Scoring::RateOnly => None,
+        };
+        ScoreItem {
+            id,
+            rate,
+            scoring,
+            met,
+        }
+    }
+}
+
+/// The Decision 766/QĐ-TTg scorecard of a period and a set of slices.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scorecard766 {
+    /// 2.1 on-time progress ([`on_time_progress`]); no threshold documented.
+    pub on_time_progress: ScoreItem,
+    /// Received online / received (S10); full at ≥ 50%.
+    pub online_rate: ScoreItem,
+    /// Dossiers with a fee paid online / dossiers with a fee (S11); no threshold documented.
+    pub online_payment: ScoreItem,
+    /// Every submitted component digitized / received (S7); threshold 80%.
+    pub components_digitized: ScoreItem,
+    /// Resolved with a digitized result / resolved (S8); threshold 80%.
+    pub results_digitized: ScoreItem,
+    /// At least one reused component / received (S9); threshold 80%.
+    pub data_reuse: ScoreItem,
+    /// (very satisfied + satisfied) / ratings (S12); full at ≥ 90%.
+    pub satisfaction: ScoreItem,
+}
+
+impl Scorecard766 {
+    /// The items in the order of the fields.
+    pub fn items(&self) -> [ScoreItem; 7] {
+        [
+            self.on_time_progress,
+            self.online_rate,
+            self.online_payment,
+            self.components_digitized,
+            self.results_digitized,
+            self.data_reuse,
+            self.satisfaction,
+        ]
+    }
+}
+
+/// Decision 766 item 2.1: (resolved in the period early or on time + pending at the period end
+/// within time, both excluding dossiers whose supplement was requested more than once) /
+/// (resolved in the period + pending at the period end). A dossier with two or more
+/// supplement requests counts as overdue: in the denominator, not in the numerator.
+pub fn on_time_progress(t: &Totals) -> Rate {
+    Rate::new(
+        t.flow(Metric::Resolved766InTime) + t.end(Metric::Pending766WithinTime),
+        t.flow(Metric::Resolved) + t.end(Metric::Pending),
+    )
+}
+
+/// The 766 scorecard from a period's totals.
+pub fn scorecard_766(t: &Totals) -> Scorecard766 {
+    let i = indicators(t);
+    Scorecard766 {
+        on_time_progress: ScoreItem::judge(
+            "on_time_progress",
+            on_time_progress(t),
+            Scoring::RateOnly,
+        ),
+        online_rate: ScoreItem::judge(
+            "online_rate",
+            i.online.all,
+            Scoring::FullAtOrAbove(ONLINE_FULL_SCORE_PERCENT),
+        ),
+        online_payment: ScoreItem::judge("online_payment", i.payment.rate, Scoring::RateOnly),
+        components_digitized: ScoreItem::judge(
+            "components_digitized",
+            i.components_digitized,
+            Scoring::Threshold(DIGITIZATION_THRESHOLD_PERCENT),
+        ),
+        results_digitized: ScoreItem::judge(
+            "results_digitized",
+            i.results_digitized,
+            Scoring::Threshold(DIGITIZATION_THRESHOLD_PERCENT),
+        ),
+        data_reuse: ScoreItem::judge(
+            "data_reuse",
+            i.data_reuse,
+            Scoring::Threshold(REUSE_THRESHOLD_PERCENT),
+        ),
+        satisfaction: ScoreItem::judge(
+            "satisfaction",
+            i.satisfaction.rate,
+            Scoring::FullAtOrAbove(SATISFACTION_FULL_SCORE_PERCENT),
+        ),
+    }
+}
