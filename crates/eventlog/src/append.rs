@@ -10,8 +10,10 @@
 //! from one row, `log_head`, and every append runs in one transaction shaped like this:
 //!
 //! 1. **Everything that may take time or fail comes first, holding no lock**: input validation
-//!    (no database), then the idempotency lookup of the call's event ids (`event_id = ANY($1)`)
-//!    and the current version of every dossier of the call (one query for the whole batch).
+//!    (no database), then the current version of every dossier of the call (one query for the
+//!    whole batch) and, after it, the idempotency lookup of the call's event ids
+//!    (`event_id = ANY($1)`); in that order, a concurrent identical append that commits between
+//!    the two reads is seen as a duplicate, not as a version conflict.
 //!    Duplicates, stale expected versions and reused ids are answered here.
 //! 2. **The sequencing section, the last steps before COMMIT**, three round trips:
 //!    - [`SEQUENCE`]: `UPDATE log_head SET position = position + n, recorded_at = greatest(clock_timestamp(),
@@ -224,6 +226,12 @@ fn empty() -> Appended {
 
 /// One attempt: lookups, checks, then the sequencing section (without the COMMIT).
 async fn attempt(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome, AttemptError> {
+    // The dossiers' current versions are read BEFORE the event ids. Each statement sees every
+    // commit the previous one saw (READ COMMITTED), so an identical append that committed in
+    // between shows up as duplicates below, never as a version conflict.
+    let current =
+        current_versions(conn, prepared.appends.iter().map(|a| a.dossier_id.as_str())).await?;
+
     // 1. Idempotency: which of the call's events are already stored?
     let rows = sqlx::query(LOOKUP_EVENTS)
         .bind(&prepared.event_ids)
@@ -258,7 +266,6 @@ async fn attempt(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome
             wrote: false,
         });
     }
-    let current = current_versions(conn, fresh.iter().map(|a| a.dossier_id.as_str())).await?;
     let mut starts: HashMap<&str, (i32, &Routing)> = HashMap::with_capacity(fresh.len());
     for append in &fresh {
         let (version, routing) = match current.get(&append.dossier_id) {

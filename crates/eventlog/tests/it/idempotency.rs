@@ -141,6 +141,48 @@ async fn identical_retries_racing_store_once() {
     assert_valid_log(&read_all(&log).await);
 }
 
+/// Many identical appends at once, free-running (no held sequencer), round after round: every
+/// caller gets the one stored answer, never a Conflict. An identical append that commits between
+/// a caller's lookups must look like a duplicate to it, which depends on the order of those
+/// lookups (versions first, then event ids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn free_running_identical_appends_never_conflict() {
+    let (_db, log) = log().await;
+    for round in 0..40 {
+        let call = vec![dossier(
+            &format!("R{round}"),
+            ExpectedVersion::NoStream,
+            events(1),
+        )];
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let (log, call) = (log.clone(), call.clone());
+                tokio::spawn(async move { log.append(call).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for caller in callers {
+            answers.push(
+                caller
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e:?}")),
+            );
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0].events == w[1].events),
+            "round {round}: one answer"
+        );
+        assert_eq!(
+            answers.iter().filter(|a| !a.duplicate[0]).count(),
+            1,
+            "round {round}: one writer"
+        );
+    }
+    assert_eq!(count_rows(&log).await, 40);
+    assert_valid_log(&read_all(&log).await);
+}
+
 /// Two writers on one dossier at once, both with the same (then current) expected version: the
 /// loser gets a Conflict with the actual version, never an interleaving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
