@@ -807,3 +807,31 @@ proptest! {
         prop_assert_eq!(&aggregates, &expected);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The stocks stored as deltas on change days equal, at every day start of the window, the
+    /// value computed at that instant from the raw events: emitting only the changes loses
+    /// nothing.
+    #[test]
+    fn stock_deltas_match_a_day_by_day_evaluation(
+        plans in prop::collection::vec(plan(), 1..10),
+        extend in any::<bool>(),
+    ) {
+        for life in population(&plans, extend) {
+            let c = contribution(&life.events).expect("every generated life has a profile");
+            let mut day = base() - Duration::days(2);
+            while day < base() + Duration::days(120) {
+                prop_assert_eq!(
+                    crate::support::stocks_at(&c, day),
+                    naive_stocks(&life.events, start_of(day)),
+                    "{} {:?}",
+                    day,
+                    life.events
+                );
+                day = day.succ_opt().expect("in range");
+            }
+        }
+    }
+}
