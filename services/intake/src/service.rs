@@ -5,11 +5,11 @@ use std::sync::Arc;
 use api::v1 as pb;
 use api::v1::intake_service_server::IntakeService;
 use domain::{Action, Command, DossierEvent};
-use eventlog::StoredEvent;
 use svc::convert;
-use svc::status::{business_time, internal, invalid_field, to_timestamp};
+use svc::handler::{first_event, write_response};
+use svc::status::{business_time, invalid_field, to_timestamp};
 use svc::write::fingerprint;
-use svc::{Clock, Principal, Tokens, WriteOutcome, WritePath, WriteRequest};
+use svc::{Clock, Principal, Tokens, WritePath, WriteRequest};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -35,29 +35,6 @@ impl Intake {
     fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         self.tokens.authenticate(request.metadata())
     }
-}
-
-/// The first stored event of an outcome and whether it repeats an earlier call.
-fn first_event(outcome: WriteOutcome) -> Result<(StoredEvent, bool), Status> {
-    let duplicate = outcome.is_duplicate();
-    let events = match outcome {
-        WriteOutcome::Written(e) | WriteOutcome::Duplicate(e) => e,
-        WriteOutcome::AlreadyApplied(_) => {
-            return Err(internal("intake command decided to write nothing"));
-        }
-    };
-    let first = events
-        .into_iter()
-        .next()
-        .ok_or_else(|| internal("write path returned no event"))?;
-    Ok((first, duplicate))
-}
-
-fn write_response(outcome: WriteOutcome) -> Result<Response<pb::WriteResponse>, Status> {
-    let (event, duplicate) = first_event(outcome)?;
-    Ok(Response::new(pb::WriteResponse {
-        event: Some(svc::recorded_event(&event, duplicate)),
-    }))
 }
 
 #[tonic::async_trait]
@@ -153,7 +130,7 @@ impl IntakeService for Intake {
                 None => Ok(()),
             })
             .await?;
-        write_response(outcome)
+        Ok(write_response(first_event(outcome)?))
     }
 
     async fn refuse_at_counter(
@@ -182,7 +159,9 @@ impl IntakeService for Intake {
             expected_version: None,
             fingerprint: fingerprint("dossier.v1.IntakeService/RefuseAtCounter", &req),
         };
-        write_response(self.write.execute(&write, |_| Ok(())).await?)
+        Ok(write_response(first_event(
+            self.write.execute(&write, |_| Ok(())).await?,
+        )?))
     }
 
     type ImportHistoryStream = ReceiverStream<Result<pb::ImportBatchResult, Status>>;
