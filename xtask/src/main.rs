@@ -15,7 +15,7 @@ use crate::cmd::{cargo, repo_root, run, step, target_dir};
 use crate::supervise::Service;
 
 /// The services `cargo xtask run` builds and starts: (cargo package, binary). Add new services
-/// (processing, payment, results, projection) here.
+/// (projection) here.
 const SERVICES: &[(&str, &str)] = &[
     ("intake", "intake"),
     ("processing", "processing"),
