@@ -1,20 +1,18 @@
-//! The one write path every service uses: idempotency check, load, authorize, decide, append,
+//! The one write path every service uses: load, authorize, idempotency check, decide, append,
 //! and on a concurrent change, decide again.
 //!
 //! ```text
-//! event id known? ──yes──▶ same request? ──yes──▶ the original answer (duplicate = true)
-//!        │                        └──no──▶ ALREADY_EXISTS event_id_reused
-//!        no
-//!        ▼
-//! load the dossier's events ─▶ fold ─▶ authorize ─▶ expected_version? ─▶ decide ─▶ append(expected = loaded version)
-//!   ▲      │                                                                         │
-//!   │      └─ our event id among them (a concurrent retry committed first) ─▶ the original answer
-//!   │                                                                                │
-//!   └──────────── another writer got there first (conflict): load again ◀───────────┘
+//! load the dossier's events ─▶ fold ─▶ authorize ─▶ our event id among them? ──yes──▶ same request?
+//!   ▲                                                     │ no                  yes: the original answer (duplicate)
+//!   │                                                     ▼                     no:  ALREADY_EXISTS event_id_reused
+//!   │                    expected_version? ─▶ decide ─▶ append(expected = loaded version)
+//!   │                                                     │
+//!   └──── another writer got there first (conflict) ◀─────┘
 //! ```
 //! After a lost race the next round answers a concurrent retry of the same request as a
 //! duplicate, a stale `expected_version` with ABORTED, and otherwise decides again on the new
-//! state.
+//! state. Authorization comes before the duplicate answer, so a copied request with another
+//! agency's token learns nothing.
 //!
 //! Everything a command writes goes into one append, i.e. one transaction: nothing is ever
 //! half-written.
@@ -240,14 +238,14 @@ impl WritePath {
         request: &WriteRequest,
         authorize: impl Fn(&Dossier) -> Result<(), Status>,
     ) -> Result<WriteOutcome, WriteError> {
-        if let Some(original) = self.find_original(request).await? {
-            return Ok(WriteOutcome::Duplicate(original));
-        }
         for _ in 0..MAX_ATTEMPTS {
             let stored = self.log.load_dossier(request.dossier_id.as_str()).await?;
-            // A concurrent retry of this very request may have committed after the idempotency
-            // check above (or while we lost a race below). Deciding on top of its effect would
-            // refuse the retry (ALREADY_EXISTS, a version conflict…); answer it as a retry.
+            let dossier = fold(&stored)?;
+            // Authorize first, retries included: a copy of another agency's request must not
+            // get that agency's answer back.
+            authorize(&dossier).map_err(WriteError::Forbidden)?;
+            // A retry of this very request (sent again, or racing its original) is answered with
+            // the original; deciding on top of its own effect would refuse it.
             if stored
                 .iter()
                 .any(|e| e.event_id == request.event_id.as_uuid())
@@ -255,8 +253,6 @@ impl WritePath {
             {
                 return Ok(WriteOutcome::Duplicate(original));
             }
-            let dossier = fold(&stored)?;
-            authorize(&dossier).map_err(WriteError::Forbidden)?;
             if let Some(expected) = request.expected_version
                 && expected != dossier.version
             {
