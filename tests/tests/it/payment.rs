@@ -8,13 +8,14 @@
 use std::time::Duration;
 
 use api::v1 as pb;
+use api::v1::payment_service_client::PaymentServiceClient;
 use domain::{Action, AgencyCode, Outcome, Text, TransferMode};
 use eventlog::EventLog;
 use pb::{FeeKind, PaymentChannel};
 use testkit::{TestDb, TestNats};
 use tests::lifecycle::{
-    Stack, as_original, assess_fee, attach_result, published, record_payment, record_rating,
-    return_result,
+    RunningService, Stack, as_original, assess_fee, attach_result, published, record_payment,
+    record_rating, return_result,
 };
 use tests::{
     AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, DISTRICT_AGENCY, IMPORTER, PROVINCE_AGENCY,
@@ -703,4 +704,51 @@ async fn payment_events_reach_their_jetstream_subjects() {
     assert_eq!(messages[1], (subject("fee_assessed"), assess.event_id));
     assert_eq!(messages[2], (subject("paid"), pay.event_id));
     relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_racing_the_same_callback_record_it_once() {
+    let db = TestDb::new().await;
+    let stack = stack(&db).await;
+    // A second, independent instance over the same event log.
+    let second = RunningService::payment(stack.log.clone()).await;
+    let mut first_client = stack.payment_client().await;
+    let mut second_client = PaymentServiceClient::new(second.channel().await);
+
+    for round in 0..5 {
+        let dossier = format!("HS-PAY-RACE-{round}");
+        stack
+            .receive(&dossier, local(2024, 4, 22, 9, 0), true)
+            .await;
+        first_client
+            .assess_fee(authed(
+                COUNTER_DISTRICT,
+                assess_fee(&dossier, local(2024, 4, 22, 9, 10), 90_000, FeeKind::Fee),
+            ))
+            .await
+            .expect("assessed");
+        // The platform's callback and its repeat, with different event ids, on both instances.
+        let callback = record_payment(
+            &dossier,
+            local(2024, 4, 22, 9, 30),
+            90_000,
+            PaymentChannel::ProvincialGateway,
+            &format!("GW-{round}"),
+        );
+        let repeat = pb::RecordPaymentRequest {
+            event_id: new_event_id(),
+            ..callback.clone()
+        };
+        let (a, b) = tokio::join!(
+            first_client.record_payment(authed(COUNTER_DISTRICT, callback)),
+            second_client.record_payment(authed(COUNTER_DISTRICT, repeat)),
+        );
+        let a = a.expect("first instance").into_inner().event.unwrap();
+        let b = b.expect("second instance").into_inner().event.unwrap();
+        assert_eq!(as_original(&a), as_original(&b), "the same payment event");
+        assert!(a.duplicate != b.duplicate, "written once, repeated once");
+        let state = stack.dossier(&dossier).await;
+        assert_eq!((state.paid_vnd, state.transactions.len()), (90_000, 1));
+    }
+    second.stop().await;
 }
