@@ -66,10 +66,6 @@ impl Desk {
         }
     }
 
-    pub fn write(&self) -> &WritePath {
-        &self.write
-    }
-
     /// Authenticates the caller (only counters write) and parses the common fields.
     pub fn envelope<T>(
         &self,
