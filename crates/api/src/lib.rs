@@ -14,4 +14,5 @@ pub mod dossier {
 pub use dossier::v1;
 
 /// The encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/dossier_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/dossier_descriptor.bin"));
