@@ -15,13 +15,14 @@ use crate::cmd::{cargo, repo_root, run, step, target_dir};
 use crate::supervise::Service;
 
 /// The services `cargo xtask run` builds and starts: (cargo package, binary). Add new services
-/// (projection) here.
+/// here.
 const SERVICES: &[(&str, &str)] = &[
     ("intake", "intake"),
     ("processing", "processing"),
     ("payment", "payment"),
     ("results", "results"),
     ("relay-service", "relay-service"),
+    ("projection", "projection"),
 ];
 
 /// Configuration the services get under `cargo xtask run`, relative to the repository root.

@@ -10,6 +10,7 @@
 //! | `MOTCUA_PROCESSING_LISTEN` | `processing.listen` |
 //! | `MOTCUA_PAYMENT_LISTEN` | `payment.listen` |
 //! | `MOTCUA_RESULTS_LISTEN` | `results.listen` |
+//! | `MOTCUA_PROJECTION_LISTEN` | `projection.listen` |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub struct Config {
     pub payment: PaymentConfig,
     #[serde(default)]
     pub results: ResultsConfig,
+    #[serde(default)]
+    pub projection: ProjectionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +129,24 @@ listen_section!(IntakeConfig, 50051);
 listen_section!(PaymentConfig, 50053);
 listen_section!(ResultsConfig, 50054);
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectionConfig {
+    /// Where the statistics queries (`StatsService`) are served.
+    pub listen: SocketAddr,
+    /// The durable JetStream consumer the projection instances share.
+    pub consumer: String,
+}
+
+impl Default for ProjectionConfig {
+    fn default() -> Self {
+        ProjectionConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50055)),
+            consumer: "projection".to_owned(),
+        }
+    }
+}
+
 /// Why the configuration could not be loaded; the message names the file and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -196,6 +217,9 @@ impl Config {
         }
         if let Some(addr) = listen("MOTCUA_RESULTS_LISTEN")? {
             self.results.listen = addr;
+        }
+        if let Some(addr) = listen("MOTCUA_PROJECTION_LISTEN")? {
+            self.projection.listen = addr;
         }
         Ok(())
     }

@@ -1,0 +1,16 @@
+//! `projection --config deploy/config/local.toml`: the statistics projection and its queries.
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    svc::server::init_tracing();
+    let path = svc::config::config_path_from_args();
+    let config = svc::Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let app = projection::ProjectionApp::build(&config)
+        .await
+        .context("starting the projection service")?;
+    app.run_until_stopped(svc::server::shutdown_on_signal())
+        .await?;
+    Ok(())
+}
