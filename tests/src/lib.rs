@@ -4,6 +4,7 @@
 
 pub mod lifecycle;
 pub mod processing;
+pub mod projection;
 
 use std::net::SocketAddr;
 

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use consumer::ConsumerConfig;
 pub use service::Stats;
-pub use store::{Applied, ApplyError, Filter, apply_dossier, applied_version};
+pub use store::{Applied, ApplyError, Filter, applied_version, apply_dossier};
 
 /// How long in-flight queries may finish after a stop signal.
 pub const DRAIN: Duration = Duration::from_secs(20);
@@ -89,12 +89,13 @@ impl ProjectionApp {
     ) -> Result<ProjectionApp, ProjectionStartError> {
         log.migrate().await.map_err(StartError::from)?;
         store::migrate(log.pool()).await?;
-        let (listener, local_addr) = svc::server::bind(listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: listen,
-                source,
-            })?;
+        let (listener, local_addr) =
+            svc::server::bind(listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: listen,
+                    source,
+                })?;
         Ok(ProjectionApp {
             listener,
             local_addr,

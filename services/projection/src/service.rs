@@ -45,7 +45,11 @@ impl StatsService for Stats {
                 store::ApplyError::Database(e) => svc::status::unavailable(e),
                 e => svc::status::internal(e),
             })?;
-        Ok(Response::new(response(from, to, &stats::indicators(&totals))))
+        Ok(Response::new(response(
+            from,
+            to,
+            &stats::indicators(&totals),
+        )))
     }
 }
 
@@ -109,7 +113,11 @@ fn pending(p: &stats::PendingFigures) -> Option<pb::PendingFigures> {
 }
 
 /// The wire form of the indicators of `[from, to)`.
-pub fn response(from: NaiveDate, to: NaiveDate, i: &stats::Indicators) -> pb::GetIndicatorsResponse {
+pub fn response(
+    from: NaiveDate,
+    to: NaiveDate,
+    i: &stats::Indicators,
+) -> pb::GetIndicatorsResponse {
     pb::GetIndicatorsResponse {
         from: from.format("%Y-%m-%d").to_string(),
         to: to.format("%Y-%m-%d").to_string(),

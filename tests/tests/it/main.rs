@@ -3,5 +3,6 @@ mod intake_api;
 mod intake_import;
 mod payment;
 mod processing;
+mod projection;
 mod publication;
 mod results;

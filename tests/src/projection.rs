@@ -1,0 +1,185 @@
+//! The projection in-process: its consumer on a private JetStream namespace and its
+//! `StatsService`, plus what the tests compare it with (the statistics computed by `stats`
+//! straight from the raw events of the log).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api::v1 as pb;
+use api::v1::stats_service_client::StatsServiceClient;
+use chrono::NaiveDate;
+use eventlog::EventLog;
+use projection::{ConsumerConfig, ProjectionApp};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::{AUDITOR, authed, test_tokens};
+
+/// A running projection (consumer and queries); stopped when dropped.
+#[derive(Debug)]
+pub struct RunningProjection {
+    pub addr: SocketAddr,
+    pub log: EventLog,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl RunningProjection {
+    /// Starts the projection on 127.0.0.1:0 over `log`, consuming `stream` (subjects
+    /// `{prefix}.>`) through the durable consumer `durable`.
+    pub async fn start(
+        log: EventLog,
+        nats_url: &str,
+        stream: &str,
+        prefix: &str,
+        durable: &str,
+    ) -> RunningProjection {
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(nats_url)
+            .await
+            .expect("nats client");
+        let mut consumer = ConsumerConfig::new(stream, prefix, durable);
+        consumer.max_backoff = Duration::from_millis(500);
+        let app = ProjectionApp::build_with(
+            log.clone(),
+            test_tokens(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            async_nats::jetstream::new(client),
+            consumer,
+        )
+        .await
+        .expect("projection starts");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            app.run_until_stopped(token)
+                .await
+                .expect("projection serves");
+        });
+        RunningProjection {
+            addr,
+            log,
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn client(&self) -> StatsServiceClient<Channel> {
+        StatsServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to projection")
+    }
+
+    /// `GetIndicators` for `[from, to)` with an auditor token and no filter.
+    pub async fn indicators(&self, from: NaiveDate, to: NaiveDate) -> pb::GetIndicatorsResponse {
+        self.client()
+            .await
+            .get_indicators(authed(AUDITOR, indicators_request(from, to)))
+            .await
+            .expect("GetIndicators")
+            .into_inner()
+    }
+
+    /// Waits (bounded by `timeout`) until the aggregates reflect every dossier in the log up to
+    /// its latest version.
+    pub async fn wait_caught_up(&self, timeout: Duration) {
+        wait_caught_up(&self.log, timeout).await;
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("projection task");
+        }
+    }
+}
+
+impl Drop for RunningProjection {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The dossiers whose applied version is behind the log (empty when caught up).
+pub async fn behind(log: &EventLog) -> Vec<String> {
+    let mut rows: Vec<(String, i32)> = sqlx_rows(
+        log,
+        "SELECT dossier_id, MAX(version) FROM events GROUP BY dossier_id",
+    )
+    .await;
+    let mut behind = Vec::new();
+    for (dossier_id, version) in rows.drain(..) {
+        let applied = projection::applied_version(log.pool(), &dossier_id)
+            .await
+            .expect("read applied version");
+        if applied < version {
+            behind.push(dossier_id);
+        }
+    }
+    behind
+}
+
+async fn sqlx_rows(log: &EventLog, sql: &'static str) -> Vec<(String, i32)> {
+    sqlx::query_as(sql)
+        .fetch_all(log.pool())
+        .await
+        .expect("query the test database")
+}
+
+/// Polls the applied versions until none is behind the log; panics after `timeout`.
+pub async fn wait_caught_up(log: &EventLog, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let behind = behind(log).await;
+        if behind.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "projection did not catch up within {timeout:?}; behind: {behind:?}"
+        );
+    }
+}
+
+pub fn indicators_request(from: NaiveDate, to: NaiveDate) -> pb::GetIndicatorsRequest {
+    pb::GetIndicatorsRequest {
+        from: from.format("%Y-%m-%d").to_string(),
+        to: to.format("%Y-%m-%d").to_string(),
+        ..Default::default()
+    }
+}
+
+/// What `GetIndicators` must answer for `[from, to)` without filter, computed by `stats` from
+/// every dossier's raw events in the log.
+pub async fn expected_indicators(
+    log: &EventLog,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> pb::GetIndicatorsResponse {
+    let ids: Vec<String> = sqlx_rows(
+        log,
+        "SELECT dossier_id, MAX(version) FROM events GROUP BY dossier_id",
+    )
+    .await
+    .into_iter()
+    .map(|(id, _)| id)
+    .collect();
+    let dossiers = log.load_dossiers(&ids).await.expect("load dossiers");
+    let mut aggregates = stats::Aggregates::new();
+    for events in dossiers.values() {
+        let decoded: Vec<domain::Event> = events
+            .iter()
+            .map(|e| svc::write::decode(e).expect("stored events decode"))
+            .collect();
+        if let Some(c) = stats::contribution(&decoded) {
+            aggregates.add_contribution(&c);
+        }
+    }
+    let totals = aggregates.totals(from, to, |_| true);
+    projection::service::response(from, to, &stats::indicators(&totals))
+}

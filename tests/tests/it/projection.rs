@@ -1,0 +1,228 @@
+//! The projection end to end: dossiers received through intake, relayed to a private stream,
+//! consumed by the projection; `GetIndicators` must equal what `stats` computes from the raw
+//! events, whatever the redeliveries and restarts.
+
+use std::time::Duration;
+
+use api::v1 as pb;
+use chrono::NaiveDate;
+use eventlog::EventLog;
+use testkit::{TestDb, TestNats};
+use tests::projection::{RunningProjection, expected_indicators};
+use tests::{
+    AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, PROVINCE_AGENCY, RunningIntake, RunningRelay,
+    authed, local, new_event_id, profile, receive_request, ts,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
+}
+
+/// Receives `HS-P-{n}` dossiers on several days and channels, and refuses one at the counter.
+async fn receive_some(intake: &RunningIntake, first: usize, count: usize) {
+    let mut client = intake.client().await;
+    for n in first..first + count {
+        let dossier_id = format!("HS-P-{n:04}");
+        let at = local(2024, 4, 22 + (n % 3) as u32, 9, (n % 50) as u32);
+        let mut request = receive_request(&dossier_id, at);
+        let mut token = COUNTER_DISTRICT;
+        if n % 2 == 0 {
+            request.profile = Some(pb::Profile {
+                channel: pb::Channel::Direct as i32,
+                ..profile(PROVINCE_AGENCY)
+            });
+            token = COUNTER_PROVINCE;
+        }
+        client
+            .receive_dossier(authed(token, request))
+            .await
+            .expect("receive");
+    }
+    let refused = pb::RefuseAtCounterRequest {
+        event_id: new_event_id(),
+        dossier_id: format!("HS-P-R{first:04}"),
+        occurred_at: Some(ts(local(2024, 4, 23, 10, 0))),
+        profile: Some(profile(tests::DISTRICT_AGENCY)),
+        reason: "thiếu giấy tờ".to_owned(),
+    };
+    client
+        .refuse_at_counter(authed(COUNTER_DISTRICT, refused))
+        .await
+        .expect("refuse at counter");
+}
+
+async fn head(log: &EventLog) -> i64 {
+    log.head().await.expect("log head")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn indicators_equal_the_statistics_of_the_raw_events_across_redelivery_and_restart() {
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let intake = RunningIntake::start(log.clone()).await;
+    let nats = TestNats::new().await;
+    let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
+    let projection =
+        RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "proj").await;
+
+    receive_some(&intake, 1, 6).await;
+    relay.wait_published(head(&log).await, WAIT).await;
+    projection.wait_caught_up(WAIT).await;
+
+    let (from, to) = (day(2024, 4, 1), day(2024, 5, 1));
+    let answer = projection.indicators(from, to).await;
+    assert_eq!(answer, expected_indicators(&log, from, to).await);
+    assert_eq!(answer.received, 6);
+    assert_eq!(answer.received_online, 3);
+    assert_eq!(answer.received_direct, 3);
+    assert_eq!(answer.refused_at_intake, 1);
+    assert_eq!(answer.pending.expect("pending").total, 6);
+    let online = answer.online.expect("online rate");
+    assert_eq!((online.numerator, online.denominator), (3, 6));
+    assert_eq!(online.percent, Some(50.0));
+    // Nothing resolved: the on-time rate is absent, not 0% or 100%.
+    let on_time = answer.on_time_rate.expect("on-time rate");
+    assert_eq!((on_time.denominator, on_time.percent), (0, None));
+
+    // A single day inside the period; the days before count as carried over.
+    let (d_from, d_to) = (day(2024, 4, 23), day(2024, 4, 24));
+    let one_day = projection.indicators(d_from, d_to).await;
+    assert_eq!(one_day, expected_indicators(&log, d_from, d_to).await);
+    assert_eq!(one_day.carried_over, 2);
+
+    // A redelivered message: applying a dossier again changes nothing, whether the stored
+    // version says it is up to date or not (forgotten, it is recomputed from the log).
+    let applied = projection::store::apply_and_commit(&log, "HS-P-0001")
+        .await
+        .expect("apply again");
+    assert_eq!(applied, projection::Applied::UpToDate { version: 1 });
+    sqlx::query("UPDATE projection_contributions SET version = 0 WHERE dossier_id = 'HS-P-0002'")
+        .execute(log.pool())
+        .await
+        .expect("forget the applied version");
+    let applied = projection::store::apply_and_commit(&log, "HS-P-0002")
+        .await
+        .expect("apply again");
+    assert_eq!(
+        applied,
+        projection::Applied::Updated {
+            version: 1,
+            cells: 0
+        }
+    );
+    assert_eq!(projection.indicators(from, to).await, answer);
+
+    // Stopped, more dossiers arrive; a new instance on the same durable consumer resumes
+    // where the first stopped, without counting anything twice.
+    projection.stop().await;
+    receive_some(&intake, 7, 4).await;
+    relay.wait_published(head(&log).await, WAIT).await;
+    let behind = tests::projection::behind(&log).await;
+    assert_eq!(
+        behind.len(),
+        5,
+        "the stopped projection applied nothing: {behind:?}"
+    );
+    let projection =
+        RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "proj").await;
+    projection.wait_caught_up(WAIT).await;
+    let answer = projection.indicators(from, to).await;
+    assert_eq!(answer, expected_indicators(&log, from, to).await);
+    assert_eq!(answer.received, 10);
+    assert_eq!(answer.refused_at_intake, 2);
+
+    // Every message was acknowledged: nothing is left pending on the durable consumer.
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = nats
+        .jetstream()
+        .get_stream(&nats.stream)
+        .await
+        .expect("stream")
+        .get_consumer("proj")
+        .await
+        .expect("durable consumer");
+    let info = consumer.info().await.expect("consumer info");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut info = info.clone();
+    while info.num_ack_pending > 0 || info.num_pending > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "unacked: {info:?}");
+        tick.tick().await;
+        info = consumer.info().await.expect("consumer info").clone();
+    }
+    projection.stop().await;
+    relay.stop().await;
+    intake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_durable_consumer_count_each_dossier_once() {
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let intake = RunningIntake::start(log.clone()).await;
+    let nats = TestNats::new().await;
+    let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
+    let a = RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "shared")
+        .await;
+    let b = RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "shared")
+        .await;
+
+    receive_some(&intake, 1, 12).await;
+    relay.wait_published(head(&log).await, WAIT).await;
+    a.wait_caught_up(WAIT).await;
+
+    let (from, to) = (day(2024, 4, 1), day(2024, 5, 1));
+    let expected = expected_indicators(&log, from, to).await;
+    assert_eq!(expected.received, 12);
+    assert_eq!(a.indicators(from, to).await, expected);
+    assert_eq!(b.indicators(from, to).await, expected);
+    a.stop().await;
+    b.stop().await;
+    relay.stop().await;
+    intake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_need_a_token_and_valid_dates() {
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let nats = TestNats::new().await;
+    let projection =
+        RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "proj").await;
+    let mut client = projection.client().await;
+    let request = tests::projection::indicators_request(day(2024, 1, 1), day(2024, 2, 1));
+
+    let err = client
+        .get_indicators(request.clone())
+        .await
+        .expect_err("no token");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    for token in [AUDITOR, COUNTER_DISTRICT, tests::IMPORTER] {
+        let empty = client
+            .get_indicators(authed(token, request.clone()))
+            .await
+            .expect("any valid token may read")
+            .into_inner();
+        assert_eq!(empty.received, 0);
+        assert_eq!(empty.online.expect("rate").percent, None);
+    }
+
+    let bad = pb::GetIndicatorsRequest {
+        from: "2024-13-01".to_owned(),
+        ..request.clone()
+    };
+    let err = client
+        .get_indicators(authed(AUDITOR, bad))
+        .await
+        .expect_err("bad date");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let backwards = tests::projection::indicators_request(day(2024, 2, 1), day(2024, 1, 1));
+    let err = client
+        .get_indicators(authed(AUDITOR, backwards))
+        .await
+        .expect_err("to before from");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    projection.stop().await;
+}
