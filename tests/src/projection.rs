@@ -161,6 +161,16 @@ pub async fn expected_indicators(
     from: NaiveDate,
     to: NaiveDate,
 ) -> pb::GetIndicatorsResponse {
+    expected_indicators_where(log, from, to, |_| true).await
+}
+
+/// Like [`expected_indicators`], over the slices `filter` keeps.
+pub async fn expected_indicators_where(
+    log: &EventLog,
+    from: NaiveDate,
+    to: NaiveDate,
+    filter: impl Fn(&stats::Slice) -> bool,
+) -> pb::GetIndicatorsResponse {
     let ids: Vec<String> = sqlx_rows(
         log,
         "SELECT dossier_id, MAX(version) FROM events GROUP BY dossier_id",
@@ -180,6 +190,6 @@ pub async fn expected_indicators(
             aggregates.add_contribution(&c);
         }
     }
-    let totals = aggregates.totals(from, to, |_| true);
+    let totals = aggregates.totals(from, to, filter);
     projection::service::response(from, to, &stats::indicators(&totals))
 }

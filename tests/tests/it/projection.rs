@@ -226,3 +226,168 @@ async fn queries_need_a_token_and_valid_dates() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     projection.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whole_lifecycles_count_in_every_indicator_and_filters_select_slices() {
+    use domain::{
+        Action, AgencyCode, FeeKind, Outcome, PaymentChannel, Rating, ReturnMethod, Text,
+        TransactionId,
+    };
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let stack = tests::lifecycle::Stack::start(log.clone()).await;
+    let nats = TestNats::new().await;
+    let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
+    let projection =
+        RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "proj").await;
+    let resolve = || Action::Resolve {
+        outcome: Outcome::Approved,
+        deciding_agency: AgencyCode::parse(tests::DISTRICT_AGENCY).expect("agency"),
+    };
+
+    // Resolved early, with a fee paid online, a digitized result and a rating.
+    stack
+        .receive("HS-L-1", local(2024, 4, 22, 9, 0), true)
+        .await;
+    stack
+        .append(
+            "HS-L-1",
+            local(2024, 4, 22, 10, 0),
+            Action::AssessFee {
+                amount_vnd: 50_000,
+                kind: FeeKind::Fee,
+            },
+        )
+        .await;
+    stack
+        .append(
+            "HS-L-1",
+            local(2024, 4, 22, 11, 0),
+            Action::RecordPayment {
+                amount_vnd: 50_000,
+                channel: PaymentChannel::NationalPlatform,
+                transaction_id: TransactionId::parse("TX-1").expect("transaction id"),
+            },
+        )
+        .await;
+    stack
+        .append("HS-L-1", local(2024, 4, 23, 9, 0), resolve())
+        .await;
+    stack
+        .append(
+            "HS-L-1",
+            local(2024, 4, 23, 10, 0),
+            Action::AttachResult {
+                document_ref: Text::parse("kq/HS-L-1.pdf").expect("text"),
+                sha256: tests::lifecycle::RESULT_SHA256.to_owned(),
+            },
+        )
+        .await;
+    stack
+        .append(
+            "HS-L-1",
+            local(2024, 4, 23, 11, 0),
+            Action::ReturnResult {
+                method: ReturnMethod::Counter,
+            },
+        )
+        .await;
+    stack
+        .append(
+            "HS-L-1",
+            local(2024, 4, 23, 14, 0),
+            Action::Rate {
+                rating: Rating::VerySatisfied,
+            },
+        )
+        .await;
+    // Resolved late (due after 3 working days).
+    stack
+        .receive("HS-L-2", local(2024, 4, 22, 9, 0), false)
+        .await;
+    stack
+        .append("HS-L-2", local(2024, 5, 6, 9, 0), resolve())
+        .await;
+    // Withdrawn.
+    stack
+        .receive("HS-L-3", local(2024, 4, 22, 9, 0), false)
+        .await;
+    stack
+        .append(
+            "HS-L-3",
+            local(2024, 4, 24, 9, 0),
+            Action::Withdraw {
+                reason: Text::parse("rút hồ sơ").expect("text"),
+            },
+        )
+        .await;
+    // Still pending, and overdue by May.
+    stack
+        .receive("HS-L-4", local(2024, 4, 22, 9, 0), false)
+        .await;
+
+    relay.wait_published(head(&log).await, WAIT).await;
+    projection.wait_caught_up(WAIT).await;
+
+    for (from, to) in [
+        (day(2024, 4, 1), day(2024, 5, 1)),
+        (day(2024, 4, 1), day(2024, 6, 1)),
+        (day(2024, 4, 23), day(2024, 4, 24)),
+        (day(2024, 5, 1), day(2024, 6, 1)),
+    ] {
+        assert_eq!(
+            projection.indicators(from, to).await,
+            expected_indicators(&log, from, to).await,
+            "[{from}, {to})"
+        );
+    }
+    let may = projection
+        .indicators(day(2024, 4, 1), day(2024, 6, 1))
+        .await;
+    assert_eq!((may.received, may.resolved, may.withdrawn), (4, 2, 1));
+    assert_eq!((may.resolved_early, may.resolved_late), (1, 1));
+    assert_eq!(may.pending.expect("pending").total, 1);
+    assert_eq!(may.payment_amount_vnd, 50_000);
+    assert_eq!(may.rated_very_satisfied, 1);
+    let on_time = may.on_time_rate.expect("on-time rate");
+    assert_eq!((on_time.numerator, on_time.denominator), (1, 2));
+    let paid = may.online_payment.expect("online payment");
+    assert_eq!((paid.numerator, paid.denominator), (1, 1));
+
+    // Filters: every dossier here is the district agency's; none is the province's.
+    let (from, to) = (day(2024, 4, 1), day(2024, 6, 1));
+    let mut client = projection.client().await;
+    for (agency, level, domain_level, expected_received) in [
+        (
+            tests::DISTRICT_AGENCY,
+            pb::Level::District,
+            Some(domain::Level::District),
+            4,
+        ),
+        (PROVINCE_AGENCY, pb::Level::Unspecified, None, 0),
+        ("", pb::Level::Province, Some(domain::Level::Province), 0),
+    ] {
+        let request = pb::GetIndicatorsRequest {
+            agency_code: agency.to_owned(),
+            level: level as i32,
+            sector_code: "land".to_owned(),
+            ..tests::projection::indicators_request(from, to)
+        };
+        let answer = client
+            .get_indicators(authed(AUDITOR, request))
+            .await
+            .expect("filtered query")
+            .into_inner();
+        let expected =
+            tests::projection::expected_indicators_where(&log, from, to, |s: &stats::Slice| {
+                (agency.is_empty() || s.agency.as_str() == agency)
+                    && domain_level.is_none_or(|l| s.level == l)
+                    && s.sector.as_str() == "land"
+            })
+            .await;
+        assert_eq!(answer, expected, "agency {agency:?}, level {level:?}");
+        assert_eq!(answer.received, expected_received);
+    }
+    projection.stop().await;
+    relay.stop().await;
+}
