@@ -61,11 +61,17 @@ pub async fn run(
     config: ConsumerConfig,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     while !shutdown.is_cancelled() {
-        match consume(&log, &js, &config, &shutdown).await {
+        let mut consumed = false;
+        match consume(&log, &js, &config, &shutdown, &mut consumed).await {
             Ok(()) => return,
             Err(e) => {
+                if consumed {
+                    // The session worked for a while: start the backoff over.
+                    backoff = FIRST_BACKOFF;
+                }
                 tracing::warn!(error = %e, ?backoff, "projection consumer interrupted; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -78,12 +84,13 @@ pub async fn run(
 }
 
 /// One session: binds the durable consumer and handles messages until shutdown (`Ok`) or an
-/// error of NATS (`Err`, the caller retries).
+/// error of NATS (`Err`, the caller retries). Sets `consumed` once a message was handled.
 async fn consume(
     log: &EventLog,
     js: &jetstream::Context,
     config: &ConsumerConfig,
     shutdown: &CancellationToken,
+    consumed: &mut bool,
 ) -> Result<(), async_nats::Error> {
     let stream = js.get_stream(&config.stream).await?;
     let consumer = stream
@@ -100,6 +107,7 @@ async fn consume(
             },
         };
         handle(log, &message, config).await?;
+        *consumed = true;
     }
 }
 

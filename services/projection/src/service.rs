@@ -157,3 +157,47 @@ pub fn response(
         electronic_transfer: rate(i.electronic_transfer),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_without_denominator_has_no_percent() {
+        let absent = rate(stats::Rate::new(0, 0)).unwrap();
+        assert_eq!(
+            (absent.numerator, absent.denominator, absent.percent),
+            (0, 0, None)
+        );
+        let half = rate(stats::Rate::new(1, 2)).unwrap();
+        assert_eq!(half.percent, Some(50.0));
+    }
+
+    #[test]
+    fn filters_map_to_stored_values_and_unknown_enums_are_refused() {
+        let request = pb::GetIndicatorsRequest {
+            level: pb::Level::District as i32,
+            channel: pb::Channel::Postal as i32,
+            agency_code: " 000.00.12.H40 ".to_owned(),
+            ..Default::default()
+        };
+        let f = filter(&request).unwrap();
+        assert_eq!(f.level.as_deref(), Some("district"));
+        assert_eq!(f.channel.as_deref(), Some("postal"));
+        assert_eq!(f.agency.as_deref(), Some("000.00.12.H40"));
+        assert_eq!((f.sector, f.applicant_type), (None, None));
+        let bad = pb::GetIndicatorsRequest {
+            level: 42,
+            ..Default::default()
+        };
+        assert_eq!(
+            filter(&bad).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert!(date("from", "2024-02-30").is_err());
+        assert_eq!(
+            date("from", "2024-02-29").unwrap(),
+            NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()
+        );
+    }
+}
