@@ -13,8 +13,6 @@ use stats::{Contribution, Metric, MetricKind, Totals};
 pub enum ApplyError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("reading the event log: {0}")]
-    Read(#[from] eventlog::ReadError),
     /// A stored event or contribution does not decode: a bug or a corrupt row.
     #[error("undecodable data: {0}")]
     Corrupt(String),
@@ -49,7 +47,6 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// The caller commits; only then is the dossier's message to be acknowledged.
 pub async fn apply_dossier(
     tx: &mut PgTransaction<'_>,
-    log: &EventLog,
     dossier_id: &str,
 ) -> Result<Applied, ApplyError> {
     sqlx::query(
@@ -70,19 +67,18 @@ pub async fn apply_dossier(
     let stored_version: i32 = row.try_get("version")?;
 
     // Read after taking the lock: whatever another instance applied is committed by now, and
-    // this read sees at least the events it saw.
-    let events = log.load_dossier(dossier_id).await?;
-    let log_version = events.last().map_or(0, |e| e.version);
+    // this read sees at least the events it saw. Read in the same transaction (on the same
+    // connection), so that an apply never holds a connection while waiting for another: many
+    // concurrent applies cannot exhaust the pool.
+    let events = load_events(tx, dossier_id).await?;
+    let log_version = events.last().map_or(0, |(version, _)| *version);
     if stored_version >= log_version {
         return Ok(Applied::UpToDate {
             version: stored_version,
         });
     }
 
-    let decoded = events
-        .iter()
-        .map(|e| svc::write::decode(e).map_err(|e| ApplyError::Corrupt(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
+    let decoded: Vec<domain::Event> = events.into_iter().map(|(_, e)| e).collect();
     let new = stats::contribution(&decoded);
     let old: Option<Contribution> = stored_json
         .map(serde_json::from_value)
@@ -111,6 +107,38 @@ pub async fn apply_dossier(
         version: log_version,
         cells: diff.len(),
     })
+}
+
+/// The dossier's events in version order, as the log stores them (the `events` table of
+/// `eventlog`), decoded; read on the transaction's connection.
+async fn load_events(
+    tx: &mut PgTransaction<'_>,
+    dossier_id: &str,
+) -> Result<Vec<(i32, domain::Event)>, ApplyError> {
+    let rows = sqlx::query(
+        "SELECT version, event_type, occurred_at, payload FROM events \
+         WHERE dossier_id = $1 ORDER BY version",
+    )
+    .bind(dossier_id)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let version: i32 = row.try_get("version")?;
+            let event_type: String = row.try_get("event_type")?;
+            let payload: serde_json::Value = row.try_get("payload")?;
+            let body = domain::DossierEvent::from_parts(&event_type, &payload).map_err(|e| {
+                ApplyError::Corrupt(format!("event {version} of dossier {dossier_id}: {e}"))
+            })?;
+            Ok((
+                version,
+                domain::Event {
+                    occurred_at: row.try_get("occurred_at")?,
+                    body,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Adds the deltas to `stats_daily` in one statement. The diff is sorted and its keys are
@@ -167,7 +195,7 @@ async fn upsert_deltas(
 /// [`apply_dossier`] in a transaction of its own, committed.
 pub async fn apply_and_commit(log: &EventLog, dossier_id: &str) -> Result<Applied, ApplyError> {
     let mut tx = log.pool().begin().await?;
-    let applied = apply_dossier(&mut tx, log, dossier_id).await?;
+    let applied = apply_dossier(&mut tx, dossier_id).await?;
     tx.commit().await?;
     Ok(applied)
 }

@@ -391,3 +391,44 @@ async fn whole_lifecycles_count_in_every_indicator_and_filters_select_slices() {
     projection.stop().await;
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_applies_of_one_dossier_count_it_once() {
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let intake = RunningIntake::start(log.clone()).await;
+    let nats = TestNats::new().await;
+    // No relay: nothing reaches the consumer; the applies below are the only ones.
+    let projection =
+        RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "proj").await;
+    receive_some(&intake, 1, 4).await;
+    assert_eq!(tests::projection::behind(&log).await.len(), 5);
+
+    let ids: Vec<String> = (1..=4)
+        .map(|n| format!("HS-P-{n:04}"))
+        .chain(["HS-P-R0001".to_owned()])
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        for id in &ids {
+            let (log, id) = (log.clone(), id.clone());
+            tasks.spawn(async move { projection::store::apply_and_commit(&log, &id).await });
+        }
+    }
+    let mut updated = 0;
+    while let Some(result) = tasks.join_next().await {
+        match result.expect("task").expect("apply") {
+            projection::Applied::Updated { .. } => updated += 1,
+            projection::Applied::UpToDate { .. } => {}
+        }
+    }
+    assert_eq!(updated, ids.len(), "each dossier is applied exactly once");
+    assert!(tests::projection::behind(&log).await.is_empty());
+
+    let (from, to) = (day(2024, 4, 1), day(2024, 5, 1));
+    let answer = projection.indicators(from, to).await;
+    assert_eq!(answer, expected_indicators(&log, from, to).await);
+    assert_eq!((answer.received, answer.refused_at_intake), (4, 1));
+    projection.stop().await;
+    intake.stop().await;
+}
