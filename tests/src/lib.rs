@@ -72,9 +72,7 @@ impl RunningIntake {
     /// the official Vietnamese calendar and the `restart` supplement policy.
     pub async fn start(log: EventLog) -> RunningIntake {
         let deps = svc::ServiceDeps::for_tests(log.clone(), test_tokens());
-        let app = intake::IntakeApp::build_with(deps)
-            .await
-            .expect("intake starts");
+        let app = intake::build_with(deps).await.expect("intake starts");
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();

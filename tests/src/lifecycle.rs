@@ -35,12 +35,9 @@ pub struct RunningService {
 impl RunningService {
     /// The payment service over `log` (migrations applied).
     pub async fn payment(log: EventLog) -> RunningService {
-        let app = payment::PaymentApp::build_with(svc::ServiceDeps::for_tests(
-            log.clone(),
-            test_tokens(),
-        ))
-        .await
-        .expect("payment starts");
+        let app = payment::build_with(svc::ServiceDeps::for_tests(log.clone(), test_tokens()))
+            .await
+            .expect("payment starts");
         let addr = app.local_addr();
         Self::spawn(log, addr, |stop| async move {
             app.run_until_stopped(stop).await.expect("payment serves");
@@ -49,12 +46,9 @@ impl RunningService {
 
     /// The results service over `log` (migrations applied).
     pub async fn results(log: EventLog) -> RunningService {
-        let app = results::ResultsApp::build_with(svc::ServiceDeps::for_tests(
-            log.clone(),
-            test_tokens(),
-        ))
-        .await
-        .expect("results starts");
+        let app = results::build_with(svc::ServiceDeps::for_tests(log.clone(), test_tokens()))
+            .await
+            .expect("results starts");
         let addr = app.local_addr();
         Self::spawn(log, addr, |stop| async move {
             app.run_until_stopped(stop).await.expect("results serves");

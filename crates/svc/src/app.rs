@@ -98,3 +98,59 @@ pub struct Prepared {
     pub listener: TcpListener,
     pub local_addr: SocketAddr,
 }
+
+/// How long in-flight calls may finish after a stop signal.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A gRPC service bound to its listener, ready to serve: what intake, payment and results are.
+/// (Processing and projection run a background task next to theirs and have their own app.)
+#[derive(Debug)]
+pub struct App<S> {
+    name: &'static str,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    service: S,
+}
+
+impl Prepared {
+    /// Wraps the service built from this preparation into a runnable [`App`].
+    pub fn into_app<S>(
+        self,
+        name: &'static str,
+        service: impl FnOnce(WritePath, Arc<Tokens>, Arc<dyn Clock>) -> S,
+    ) -> App<S> {
+        App {
+            name,
+            listener: self.listener,
+            local_addr: self.local_addr,
+            service: service(self.write, self.tokens, self.clock),
+        }
+    }
+}
+
+impl<S> App<S>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight calls for up to [`DRAIN`].
+    pub async fn run_until_stopped(
+        self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<(), tonic::transport::Error> {
+        tracing::info!(service = self.name, addr = %self.local_addr, "listening");
+        crate::server::serve(self.service, self.listener, shutdown, DRAIN).await
+    }
+}

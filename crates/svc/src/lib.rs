@@ -15,7 +15,7 @@ pub mod server;
 pub mod status;
 pub mod write;
 
-pub use app::{Prepared, ServiceDeps, StartError};
+pub use app::{App, Prepared, ServiceDeps, StartError};
 pub use auth::{Principal, Role, Tokens};
 pub use config::Config;
 pub use write::{Clock, SystemClock, WriteError, WriteOutcome, WritePath, WriteRequest};

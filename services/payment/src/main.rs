@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
     svc::server::init_tracing();
     let path = svc::config::config_path_from_args();
     let config = svc::Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
-    let app = payment::PaymentApp::build(&config)
+    let app = payment::build(&config)
         .await
         .context("starting the payment service")?;
     app.run_until_stopped(svc::server::shutdown_on_signal())
