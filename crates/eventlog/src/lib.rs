@@ -43,6 +43,23 @@ pub struct EventLog {
     pool: PgPool,
 }
 
+const LOAD_DOSSIER: &str = select_events!("WHERE dossier_id = $1 ORDER BY version");
+
+/// One dossier's events in version order, read on the caller's connection — inside the
+/// caller's transaction, so a reader that also writes (the projection) needs no second
+/// connection and sees the log as of its own snapshot.
+pub async fn load_dossier_on(
+    conn: &mut sqlx::PgConnection,
+    dossier_id: &str,
+) -> Result<Vec<StoredEvent>, ReadError> {
+    let rows = sqlx::query(LOAD_DOSSIER)
+        .bind(dossier_id)
+        .fetch_all(conn)
+        .await
+        .map_err(ReadError::Unavailable)?;
+    decode_events(&rows)
+}
+
 impl EventLog {
     /// Connects a pool of up to `max_connections` to `url`. It does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<EventLog, ConnectError> {
@@ -118,7 +135,7 @@ impl EventLog {
 
     /// Every event of a dossier, in version order (empty when it has none).
     pub async fn load_dossier(&self, dossier_id: &str) -> Result<Vec<StoredEvent>, ReadError> {
-        let rows = sqlx::query(select_events!("WHERE dossier_id = $1 ORDER BY version"))
+        let rows = sqlx::query(LOAD_DOSSIER)
             .bind(dossier_id)
             .fetch_all(&self.pool)
             .await

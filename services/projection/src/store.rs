@@ -109,31 +109,31 @@ pub async fn apply_dossier(
     })
 }
 
-/// The dossier's events in version order, as the log stores them (the `events` table of
-/// `eventlog`), decoded; read on the transaction's connection.
+/// The dossier's events in version order, decoded; read on the transaction's connection.
 async fn load_events(
     tx: &mut PgTransaction<'_>,
     dossier_id: &str,
 ) -> Result<Vec<(i32, domain::Event)>, ApplyError> {
-    let rows = sqlx::query(
-        "SELECT version, event_type, occurred_at, payload FROM events \
-         WHERE dossier_id = $1 ORDER BY version",
-    )
-    .bind(dossier_id)
-    .fetch_all(&mut **tx)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let version: i32 = row.try_get("version")?;
-            let event_type: String = row.try_get("event_type")?;
-            let payload: serde_json::Value = row.try_get("payload")?;
-            let body = domain::DossierEvent::from_parts(&event_type, &payload).map_err(|e| {
-                ApplyError::Corrupt(format!("event {version} of dossier {dossier_id}: {e}"))
-            })?;
+    let stored = eventlog::load_dossier_on(tx, dossier_id)
+        .await
+        .map_err(|e| match e {
+            eventlog::ReadError::Unavailable(e) => ApplyError::Database(e),
+            other => ApplyError::Corrupt(format!("dossier {dossier_id}: {other}")),
+        })?;
+    stored
+        .into_iter()
+        .map(|e| {
+            let body =
+                domain::DossierEvent::from_parts(&e.event_type, &e.payload).map_err(|err| {
+                    ApplyError::Corrupt(format!(
+                        "event {} of dossier {dossier_id}: {err}",
+                        e.version
+                    ))
+                })?;
             Ok((
-                version,
+                e.version,
                 domain::Event {
-                    occurred_at: row.try_get("occurred_at")?,
+                    occurred_at: e.occurred_at,
                     body,
                 },
             ))
