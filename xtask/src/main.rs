@@ -52,6 +52,9 @@ Commands:
         [--name TEXT]
                       Print a new random API token (once) and the tokens-file entry with its
                       SHA-256.
+  bench [-- ARGS...]  Make sure PostgreSQL runs, then build and run the benchmark in release:
+                      `cargo run --release -p bench -- ARGS...` (e.g. `-- --quick`). It prints
+                      a Markdown table of rates and ratios to same-run baselines.
   help                Show this text.
 ",
         SERVICES
@@ -69,6 +72,11 @@ fn main() -> ExitCode {
             None => test(&[]),
             Some((dashes, rest)) if dashes == "--" => test(rest),
             Some(_) => return bad_usage("`test` takes its cargo test arguments after `--`"),
+        },
+        Some("bench") => match args[1..].split_first() {
+            None => bench(&[]),
+            Some((dashes, rest)) if dashes == "--" => bench(rest),
+            Some(_) => return bad_usage("`bench` takes its arguments after `--`"),
         },
         Some("run") if args.len() == 1 => run_services(),
         Some("run") => return bad_usage("`run` takes no arguments"),
@@ -96,6 +104,17 @@ fn main() -> ExitCode {
 fn bad_usage(message: &str) -> ExitCode {
     eprintln!("xtask: {message}\n\n{}", usage());
     ExitCode::from(2)
+}
+
+/// `cargo xtask bench`: PostgreSQL, then the benchmark binary in release.
+fn bench(bench_args: &[String]) -> Result<()> {
+    step("[1/2] PostgreSQL");
+    let database_url = services::ensure_postgres(std::env::var("TEST_DATABASE_URL").ok())?;
+    step("[2/2] benchmark (release build)");
+    run(cargo()
+        .args(["run", "--release", "--locked", "-p", "bench", "--"])
+        .args(bench_args)
+        .env("TEST_DATABASE_URL", &database_url))
 }
 
 /// `cargo xtask test`: services, then fmt, clippy and the tests.
