@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::tests::{DISTRICT_AGENCY, IMPORTER, RunningIntake, authed, local, profile, ts};
 use anyhow::{Context, Result, bail};
 use api::v1 as pb;
 use api::v1::event::Body;
 use chrono::{DateTime, Utc};
+use tests::{DISTRICT_AGENCY, IMPORTER, RunningIntake, authed, local, profile, ts};
 use tokio::sync::{Semaphore, mpsc};
 use uuid::Uuid;
 
@@ -197,7 +197,7 @@ fn base_time() -> DateTime<Utc> {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit {
     use super::*;
 
     #[test]

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use ::tests::{COUNTER_DISTRICT, RunningIntake, authed, receive_request};
 use anyhow::{Context, Result};
 use chrono::{SubsecRound, Utc};
+use tests::{COUNTER_DISTRICT, RunningIntake, authed, receive_request};
 
 use crate::Timing;
 

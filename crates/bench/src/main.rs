@@ -29,11 +29,11 @@ mod report;
 
 use std::time::Duration;
 
-use ::tests::RunningIntake;
 use anyhow::{Context, Result, bail};
 use eventlog::EventLog;
 use sqlx::PgPool;
 use testkit::TestDb;
+use tests::RunningIntake;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -49,6 +49,8 @@ pub struct Args {
     /// Connections of the pool intake (and the baselines) use; intake's configured default.
     pub pool: u32,
     pub quick: bool,
+    /// `ANALYZE` the database before each timed phase, as autovacuum would have by then.
+    pub analyze: bool,
 }
 
 impl Default for Args {
@@ -61,6 +63,7 @@ impl Default for Args {
             pipeline: 2,
             pool: 16,
             quick: false,
+            analyze: true,
         }
     }
 }
@@ -76,6 +79,8 @@ Usage: bench [--quick] [--events N] [--receives N] [--clients N] [--batch N] [--
   --pipeline N   import batches in flight on the stream (default 2)
   --pool N       PostgreSQL connections of intake's pool and the baselines' (default 16)
   --quick        a smoke run: 100000 events, 2000 receives (explicit flags still win)
+  --no-analyze   do not ANALYZE before each phase (see BENCHMARKS.md: on a server with
+                 autovacuum off, the import can then fall into a quadratic plan)
 
 Needs PostgreSQL at TEST_DATABASE_URL (default postgres://postgres:postgres@127.0.0.1:5432/postgres);
 `cargo xtask bench` makes sure it runs. Prints a Markdown report on stdout.
@@ -103,6 +108,7 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
             "--pipeline" => args.pipeline = value("--pipeline")? as usize,
             "--pool" => args.pool = u32::try_from(value("--pool")?)?,
             "--quick" => args.quick = true,
+            "--no-analyze" => args.analyze = false,
             "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument {other:?}"),
         }
@@ -176,7 +182,7 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
     let intake = RunningIntake::start(log.clone()).await;
     raw::create_tables(pool).await?;
 
-    checkpoint(pool).await?;
+    settle(pool, args.analyze).await?;
     eprintln!(
         "bench: A  live receive: {} ReceiveDossier calls from {} clients",
         args.receives, args.clients
@@ -192,13 +198,13 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
             rows.len()
         );
     }
-    checkpoint(pool).await?;
+    settle(pool, args.analyze).await?;
     eprintln!("bench: A0 raw single-row inserts of the same rows");
     let live_raw = raw::single_rows(pool, raw::LIVE_TABLE, rows, args.clients).await?;
     eprintln!("bench: A0 {}", live_raw.summary());
 
     let before = log.head().await?;
-    checkpoint(pool).await?;
+    settle(pool, args.analyze).await?;
     eprintln!(
         "bench: B  bulk import: {} events, batches of {}, {} in flight",
         args.events, args.batch, args.pipeline
@@ -217,7 +223,7 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
 
     let mut baselines = Vec::new();
     for table in [raw::BULK_TABLE, raw::BULK_INDEXED_TABLE] {
-        checkpoint(pool).await?;
+        settle(pool, args.analyze).await?;
         eprintln!("bench: raw batched inserts into {table}");
         let timing = raw::batched(pool, table, before, head, args.batch).await?;
         eprintln!("bench: {table}: {}", timing.summary());
@@ -234,12 +240,26 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
         bulk_raw: baselines.remove(0),
         bulk_raw_indexed: baselines.remove(0),
         sizes,
+        load_end: report::load_average(),
     }))
 }
 
-/// Starts every timed phase from a clean WAL state, so that no phase pays for the checkpoint
-/// of the one before.
-async fn checkpoint(pool: &PgPool) -> Result<()> {
+/// Before every timed phase: `ANALYZE` (unless `--no-analyze`), then `CHECKPOINT`, so that no
+/// phase pays for the checkpoint of the one before.
+///
+/// `ANALYZE` does what autovacuum does on a production server within a minute of the writes of
+/// the phase before. Without it (autovacuum is off on some test servers), the statistics of
+/// `events` stay those of an empty table, and the cached generic plan of the event-id lookup,
+/// built while the table was tiny, is a sequential scan with an unhashed `= ANY($1)`; once the
+/// import's 8,000-id lookups make custom plans look expensive, PostgreSQL switches to it, and
+/// every batch then scans the whole log comparing each row with every id of the batch.
+async fn settle(pool: &PgPool, analyze: bool) -> Result<()> {
+    if analyze {
+        sqlx::query("ANALYZE")
+            .execute(pool)
+            .await
+            .context("ANALYZE")?;
+    }
     sqlx::query("CHECKPOINT")
         .execute(pool)
         .await
@@ -299,7 +319,7 @@ impl Timing {
 }
 
 #[cfg(test)]
-mod tests_args {
+mod unit {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Option<Args>> {

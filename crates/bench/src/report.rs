@@ -16,6 +16,8 @@ pub struct Machine {
     pub cpu: String,
     pub memory: String,
     pub postgres: String,
+    /// `/proc/loadavg`'s 1, 5 and 15 minute averages when the run started.
+    pub load_start: String,
     /// Settings that decide write throughput.
     pub settings: Vec<(String, String)>,
 }
@@ -47,6 +49,7 @@ impl Machine {
             "fsync",
             "wal_sync_method",
             "max_wal_size",
+            "autovacuum",
         ] {
             let value: String = sqlx::query_scalar("SELECT current_setting($1)")
                 .bind(name)
@@ -59,9 +62,18 @@ impl Machine {
             cpu,
             memory,
             postgres,
+            load_start: load_average(),
             settings,
         })
     }
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every figure.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Everything one run measured.
@@ -75,6 +87,7 @@ pub struct Figures {
     pub bulk_raw: Timing,
     pub bulk_raw_indexed: Timing,
     pub sizes: PayloadSizes,
+    pub load_end: String,
 }
 
 /// `1234567` → `1,234,567`.
@@ -200,6 +213,20 @@ pub fn render(f: &Figures) -> String {
     let _ = writeln!(out, "- PostgreSQL settings: {}", settings.join(", "));
     let _ = writeln!(
         out,
+        "- load average (1/5/15 min): {} at the start, {} at the end",
+        m.load_start, f.load_end
+    );
+    let _ = writeln!(
+        out,
+        "- `ANALYZE` before each phase: {}",
+        if a.analyze {
+            "yes (as autovacuum would have done by then)"
+        } else {
+            "no (`--no-analyze`)"
+        }
+    );
+    let _ = writeln!(
+        out,
         "- everything on this one machine: PostgreSQL, intake (in-process, pool of {} \
          connections) and the clients",
         a.pool
@@ -208,7 +235,7 @@ pub fn render(f: &Figures) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit {
     use super::thousands;
 
     #[test]
