@@ -68,6 +68,10 @@ pub const MAX_DOSSIER_ID_CHARS: usize = 128;
 /// Deepest nesting of arrays and objects accepted in a payload.
 pub const MAX_PAYLOAD_DEPTH: usize = 64;
 
+/// The batch lookups (`= ANY($1)` over up to thousands of ids) run unprepared
+/// (`persistent(false)`), so PostgreSQL plans each call for its array and its table. A cached
+/// generic plan made while the table was small can stay a full scan after it has grown (stale
+/// statistics), which made a bulk import quadratic (seen in `crates/bench`, BENCHMARKS.md).
 const LOOKUP_EVENTS: &str = select_events!("WHERE event_id = ANY($1)");
 
 /// The last event of each dossier (one backward index scan per dossier).
@@ -234,6 +238,7 @@ async fn attempt(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome
 
     // 1. Idempotency: which of the call's events are already stored?
     let rows = sqlx::query(LOOKUP_EVENTS)
+        .persistent(false)
         .bind(&prepared.event_ids)
         .fetch_all(&mut *conn)
         .await
@@ -467,6 +472,7 @@ async fn current_versions<'a>(
     dossier_ids: impl Iterator<Item = &'a str>,
 ) -> Result<HashMap<String, (i32, Routing)>, AppendError> {
     let rows = sqlx::query(LOOKUP_VERSIONS)
+        .persistent(false)
         .bind(dossier_ids.collect::<Vec<&str>>())
         .fetch_all(&mut *conn)
         .await

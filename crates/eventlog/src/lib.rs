@@ -152,6 +152,8 @@ impl EventLog {
         let rows = sqlx::query(select_events!(
             "WHERE dossier_id = ANY($1) ORDER BY dossier_id, version"
         ))
+        // Batch lookups are planned for each call (see `append::LOOKUP_EVENTS`).
+        .persistent(false)
         .bind(ids)
         .fetch_all(&self.pool)
         .await
@@ -166,6 +168,8 @@ impl EventLog {
     /// The stored events with these ids, in position order; unknown ids are left out.
     pub async fn find_events(&self, ids: &[Uuid]) -> Result<Vec<StoredEvent>, ReadError> {
         let rows = sqlx::query(select_events!("WHERE event_id = ANY($1) ORDER BY position"))
+            // Batch lookups are planned for each call (see `append::LOOKUP_EVENTS`).
+            .persistent(false)
             .bind(ids)
             .fetch_all(&self.pool)
             .await
