@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use api::v1 as pb;
 use api::v1::intake_service_server::IntakeService;
-use domain::{Action, Command, DossierEvent};
+use domain::{Action, DossierEvent};
 use svc::convert;
-use svc::handler::{first_event, write_response};
-use svc::status::{business_time, invalid_field, to_timestamp};
+use svc::handler::{CommonFields, Desk, body, first_event, unexpected, write_response};
+use svc::status::{invalid_field, to_timestamp};
 use svc::write::fingerprint;
-use svc::{Clock, Principal, Tokens, WritePath, WriteRequest};
+use svc::{Clock, Tokens, WritePath};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -18,22 +18,20 @@ use crate::import::Importer;
 /// The intake service's state: cheap to clone, shared by every call.
 #[derive(Debug, Clone)]
 pub struct Intake {
-    pub(crate) write: WritePath,
-    pub(crate) tokens: Arc<Tokens>,
-    pub(crate) clock: Arc<dyn Clock>,
+    desk: Desk,
+    tokens: Arc<Tokens>,
+    write: WritePath,
+    clock: Arc<dyn Clock>,
 }
 
 impl Intake {
     pub fn new(write: WritePath, tokens: Arc<Tokens>, clock: Arc<dyn Clock>) -> Self {
         Intake {
-            write,
+            desk: Desk::new(write.clone(), tokens.clone(), clock.clone()),
             tokens,
+            write,
             clock,
         }
-    }
-
-    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.tokens.authenticate(request.metadata())
     }
 }
 
@@ -43,11 +41,13 @@ impl IntakeService for Intake {
         &self,
         request: Request<pb::ReceiveDossierRequest>,
     ) -> Result<Response<pb::ReceiveDossierResponse>, Status> {
-        let principal = self.principal(&request)?;
-        principal.require_counter()?;
-        let req = request.into_inner();
+        let req = request.get_ref();
+        let envelope = self.desk.envelope(
+            &request,
+            new_dossier_fields(&req.event_id, &req.dossier_id, &req.occurred_at),
+        )?;
         let profile = convert::profile("profile", req.profile.as_ref())?;
-        principal.may_write_for(&profile.agency)?;
+        envelope.principal.may_write_for(&profile.agency)?;
         let components = convert::components("components", &req.components)?;
         if components.is_empty() {
             return Err(invalid_field(
@@ -55,38 +55,17 @@ impl IntakeService for Intake {
                 "at least one submitted component is required",
             ));
         }
-        let write = WriteRequest {
-            event_id: convert::event_id("event_id", &req.event_id)?,
-            dossier_id: convert::dossier_id("dossier_id", &req.dossier_id)?,
-            command: Command {
-                occurred_at: business_time(
-                    "occurred_at",
-                    req.occurred_at.as_ref(),
-                    self.clock.now(),
-                )?,
-                action: Action::Receive {
-                    profile,
-                    statutory_time: convert::statutory_time(
-                        "statutory_time",
-                        req.statutory_time.as_ref(),
-                    )?,
-                    fee_required: req.fee_required,
-                    components,
-                    due_at: None,
-                },
-            },
-            expected_version: None,
-            fingerprint: fingerprint("dossier.v1.IntakeService/ReceiveDossier", &req),
+        let action = Action::Receive {
+            profile,
+            statutory_time: convert::statutory_time("statutory_time", req.statutory_time.as_ref())?,
+            fee_required: req.fee_required,
+            components,
+            due_at: None,
         };
-        let (event, duplicate) = first_event(self.write.execute(&write, |_| Ok(())).await?)?;
-        let due_at = match svc::write::decode(&event)?.body {
-            DossierEvent::Received { due_at, .. } => due_at,
-            _ => {
-                return Err(Status::already_exists(format!(
-                    "event_id {} belongs to a {} event",
-                    event.event_id, event.event_type
-                )));
-            }
+        let print = fingerprint("dossier.v1.IntakeService/ReceiveDossier", req);
+        let (event, duplicate) = first_event(self.desk.execute(envelope, action, print).await?)?;
+        let DossierEvent::Received { due_at, .. } = body(&event)? else {
+            return Err(unexpected(&event));
         };
         Ok(Response::new(pb::ReceiveDossierResponse {
             event: Some(svc::recorded_event(&event, duplicate)),
@@ -98,9 +77,8 @@ impl IntakeService for Intake {
         &self,
         request: Request<pb::RecordDigitizedComponentsRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let principal = self.principal(&request)?;
-        principal.require_counter()?;
-        let req = request.into_inner();
+        let req = request.get_ref();
+        let envelope = self.desk.envelope(&request, svc::common_fields!(req))?;
         let digitized = convert::components("digitized", &req.digitized)?;
         let reused = convert::components("reused", &req.reused)?;
         if digitized.is_empty() && reused.is_empty() {
@@ -109,26 +87,14 @@ impl IntakeService for Intake {
                 "name at least one digitized or reused component",
             ));
         }
-        let write = WriteRequest {
-            event_id: convert::event_id("event_id", &req.event_id)?,
-            dossier_id: convert::dossier_id("dossier_id", &req.dossier_id)?,
-            command: Command {
-                occurred_at: business_time(
-                    "occurred_at",
-                    req.occurred_at.as_ref(),
-                    self.clock.now(),
-                )?,
-                action: Action::RecordDigitized { digitized, reused },
-            },
-            expected_version: req.expected_version,
-            fingerprint: fingerprint("dossier.v1.IntakeService/RecordDigitizedComponents", &req),
-        };
+        let print = fingerprint("dossier.v1.IntakeService/RecordDigitizedComponents", req);
         let outcome = self
-            .write
-            .execute(&write, |dossier| match &dossier.profile {
-                Some(profile) => principal.may_write_for(&profile.agency),
-                None => Ok(()),
-            })
+            .desk
+            .execute(
+                envelope,
+                Action::RecordDigitized { digitized, reused },
+                print,
+            )
             .await?;
         Ok(write_response(first_event(outcome)?))
     }
@@ -137,30 +103,20 @@ impl IntakeService for Intake {
         &self,
         request: Request<pb::RefuseAtCounterRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let principal = self.principal(&request)?;
-        principal.require_counter()?;
-        let req = request.into_inner();
+        let req = request.get_ref();
+        let envelope = self.desk.envelope(
+            &request,
+            new_dossier_fields(&req.event_id, &req.dossier_id, &req.occurred_at),
+        )?;
         let profile = convert::profile("profile", req.profile.as_ref())?;
-        principal.may_write_for(&profile.agency)?;
-        let write = WriteRequest {
-            event_id: convert::event_id("event_id", &req.event_id)?,
-            dossier_id: convert::dossier_id("dossier_id", &req.dossier_id)?,
-            command: Command {
-                occurred_at: business_time(
-                    "occurred_at",
-                    req.occurred_at.as_ref(),
-                    self.clock.now(),
-                )?,
-                action: Action::RefuseAtIntake {
-                    profile,
-                    reason: convert::text("reason", &req.reason)?,
-                },
-            },
-            expected_version: None,
-            fingerprint: fingerprint("dossier.v1.IntakeService/RefuseAtCounter", &req),
+        envelope.principal.may_write_for(&profile.agency)?;
+        let action = Action::RefuseAtIntake {
+            profile,
+            reason: convert::text("reason", &req.reason)?,
         };
+        let print = fingerprint("dossier.v1.IntakeService/RefuseAtCounter", req);
         Ok(write_response(first_event(
-            self.write.execute(&write, |_| Ok(())).await?,
+            self.desk.execute(envelope, action, print).await?,
         )?))
     }
 
@@ -170,7 +126,9 @@ impl IntakeService for Intake {
         &self,
         request: Request<Streaming<pb::ImportBatch>>,
     ) -> Result<Response<Self::ImportHistoryStream>, Status> {
-        self.principal(&request)?.require_importer()?;
+        self.tokens
+            .authenticate(request.metadata())?
+            .require_importer()?;
         let mut inbound = request.into_inner();
         let importer = Importer::new(self.write.clone(), self.clock.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -192,5 +150,19 @@ impl IntakeService for Intake {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// The common fields of a request that creates a dossier (no expected version: it has none yet).
+fn new_dossier_fields<'a>(
+    event_id: &'a str,
+    dossier_id: &'a str,
+    occurred_at: &'a Option<prost_types::Timestamp>,
+) -> CommonFields<'a> {
+    CommonFields {
+        event_id,
+        dossier_id,
+        occurred_at: occurred_at.as_ref(),
+        expected_version: None,
     }
 }
