@@ -18,6 +18,7 @@
 mod contribution;
 mod indicators;
 mod metric;
+mod query;
 pub mod reports;
 mod totals;
 
@@ -30,6 +31,7 @@ pub use crate::indicators::{
     targets,
 };
 pub use crate::metric::{Metric, MetricKind, Slice};
+pub use crate::query::{Dimension, GroupKey, Query, SliceFilter};
 pub use crate::totals::{Aggregates, Totals};
 
 /// The instant a local date starts: `date` 00:00 in Asia/Ho_Chi_Minh (UTC+7), i.e. the

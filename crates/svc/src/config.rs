@@ -11,6 +11,10 @@
 //! | `MOTCUA_PAYMENT_LISTEN` | `payment.listen` |
 //! | `MOTCUA_RESULTS_LISTEN` | `results.listen` |
 //! | `MOTCUA_PROJECTION_LISTEN` | `projection.listen` |
+//! | `MOTCUA_PROJECTION_HTTP_LISTEN` | `projection.http_listen` |
+//! | `MOTCUA_REPLAY_LISTEN` | `replay.listen` |
+//! | `MOTCUA_AUDIT_LISTEN` | `audit.listen` |
+//! | `MOTCUA_AUDIT_SIGNING_KEY_FILE` | `audit.signing_key_file` |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,6 +41,10 @@ pub struct Config {
     pub results: ResultsConfig,
     #[serde(default)]
     pub projection: ProjectionConfig,
+    #[serde(default)]
+    pub replay: ReplayConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,21 +136,49 @@ macro_rules! listen_section {
 listen_section!(IntakeConfig, 50051);
 listen_section!(PaymentConfig, 50053);
 listen_section!(ResultsConfig, 50054);
+listen_section!(ReplayConfig, 50056);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProjectionConfig {
     /// Where the statistics queries (`StatsService`) are served.
     pub listen: SocketAddr,
+    /// Where the same queries are served over HTTP/JSON and CSV (dashboards, BI tools).
+    pub http_listen: SocketAddr,
     /// The durable JetStream consumer the projection instances share.
     pub consumer: String,
+    /// S14: the target of each rate, in percent (defaults: Resolution 76/NQ-CP).
+    pub targets: stats::Targets,
 }
 
 impl Default for ProjectionConfig {
     fn default() -> Self {
         ProjectionConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50055)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8055)),
             consumer: "projection".to_owned(),
+            targets: stats::Targets::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Where the checkpoint and proof queries are served.
+    pub listen: SocketAddr,
+    /// How often a signed checkpoint of the log is made (when the log grew).
+    pub checkpoint_interval_secs: u64,
+    /// The Ed25519 signing key of the checkpoints (created on first start when missing).
+    pub signing_key_file: PathBuf,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50057)),
+            checkpoint_interval_secs: 60,
+            signing_key_file: PathBuf::from("deploy/config/checkpoint.dev.key"),
         }
     }
 }
@@ -220,6 +256,18 @@ impl Config {
         }
         if let Some(addr) = listen("MOTCUA_PROJECTION_LISTEN")? {
             self.projection.listen = addr;
+        }
+        if let Some(addr) = listen("MOTCUA_PROJECTION_HTTP_LISTEN")? {
+            self.projection.http_listen = addr;
+        }
+        if let Some(addr) = listen("MOTCUA_REPLAY_LISTEN")? {
+            self.replay.listen = addr;
+        }
+        if let Some(addr) = listen("MOTCUA_AUDIT_LISTEN")? {
+            self.audit.listen = addr;
+        }
+        if let Some(file) = lookup("MOTCUA_AUDIT_SIGNING_KEY_FILE") {
+            self.audit.signing_key_file = PathBuf::from(file);
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use consumer::ConsumerConfig;
 pub use service::Stats;
-pub use store::{Applied, ApplyError, Filter, applied_version, apply_dossier};
+pub use store::{Applied, ApplyError, QueryError, applied_version, apply_dossier};
 
 /// How long in-flight queries may finish after a stop signal.
 pub const DRAIN: Duration = Duration::from_secs(20);

@@ -10,7 +10,7 @@ use svc::Tokens;
 use svc::status::invalid_field;
 use tonic::{Request, Response, Status};
 
-use crate::store::{self, Filter};
+use crate::store;
 
 /// The gRPC statistics queries. Any valid token may read.
 #[derive(Debug, Clone)]
@@ -38,13 +38,19 @@ impl StatsService for Stats {
         if to <= from {
             return Err(invalid_field("to", "must be after from"));
         }
-        let filter = filter(&r)?;
-        let totals = store::totals(&self.pool, from, to, &filter)
+        let query = stats::Query {
+            from,
+            to,
+            filter: filter(&r)?,
+            group_by: Vec::new(),
+        };
+        let mut groups = store::query(&self.pool, &query)
             .await
             .map_err(|e| match e {
-                store::ApplyError::Database(e) => svc::status::unavailable(e),
+                store::QueryError::Database(e) => svc::status::unavailable(e),
                 e => svc::status::internal(e),
             })?;
+        let totals = groups.remove(&Vec::new()).unwrap_or_else(|| stats::Totals::empty(from, to));
         Ok(Response::new(response(
             from,
             to,
@@ -58,12 +64,22 @@ fn date(field: &str, text: &str) -> Result<NaiveDate, Status> {
         .map_err(|_| invalid_field(field, "must be a date YYYY-MM-DD"))
 }
 
-fn text(value: &str) -> Option<String> {
+/// An optional code filter: empty does not filter; otherwise it must be a valid code.
+fn code<T>(
+    field: &str,
+    value: &str,
+    parse: impl Fn(String) -> Result<T, domain::FieldError>,
+) -> Result<Option<T>, Status> {
     let value = value.trim();
-    (!value.is_empty()).then(|| value.to_owned())
+    if value.is_empty() {
+        return Ok(None);
+    }
+    parse(value.to_owned())
+        .map(Some)
+        .map_err(|e| invalid_field(field, e.to_string()))
 }
 
-fn filter(r: &pb::GetIndicatorsRequest) -> Result<Filter, Status> {
+fn filter(r: &pb::GetIndicatorsRequest) -> Result<stats::SliceFilter, Status> {
     let level = match pb::Level::try_from(r.level) {
         Ok(pb::Level::Unspecified) => None,
         Ok(pb::Level::Province) => Some(domain::Level::Province),
@@ -85,13 +101,13 @@ fn filter(r: &pb::GetIndicatorsRequest) -> Result<Filter, Status> {
         Ok(pb::ApplicantType::Organisation) => Some(domain::ApplicantType::Organisation),
         Err(_) => return Err(invalid_field("applicant_type", "unknown applicant type")),
     };
-    Ok(Filter {
-        level: level.map(|l| l.as_str().to_owned()),
-        agency: text(&r.agency_code),
-        sector: text(&r.sector_code),
-        procedure: text(&r.procedure_code),
-        channel: channel.map(|c| c.as_str().to_owned()),
-        applicant_type: applicant_type.map(|a| a.as_str().to_owned()),
+    Ok(stats::SliceFilter {
+        level,
+        agency: code("agency_code", &r.agency_code, domain::AgencyCode::parse)?,
+        sector: code("sector_code", &r.sector_code, domain::SectorCode::parse)?,
+        procedure: code("procedure_code", &r.procedure_code, domain::ProcedureCode::parse)?,
+        channel,
+        applicant_type,
     })
 }
 
@@ -182,9 +198,9 @@ mod tests {
             ..Default::default()
         };
         let f = filter(&request).unwrap();
-        assert_eq!(f.level.as_deref(), Some("district"));
-        assert_eq!(f.channel.as_deref(), Some("postal"));
-        assert_eq!(f.agency.as_deref(), Some("000.00.12.H40"));
+        assert_eq!(f.level, Some(domain::Level::District));
+        assert_eq!(f.channel, Some(domain::Channel::Postal));
+        assert_eq!(f.agency.as_ref().map(|a| a.as_str()), Some("000.00.12.H40"));
         assert_eq!((f.sector, f.applicant_type), (None, None));
         let bad = pb::GetIndicatorsRequest {
             level: 42,

@@ -1,11 +1,13 @@
 //! The projection's storage in PostgreSQL: per-dossier contributions and the day-grain
 //! aggregates `stats_daily`, the apply step that keeps them exact, and the sums queries read.
 
+use std::collections::BTreeMap;
+
 use chrono::NaiveDate;
 use eventlog::EventLog;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgTransaction};
-use stats::{Contribution, Metric, MetricKind, Totals};
+use stats::{Contribution, Dimension, GroupKey, Metric, MetricKind, Query, Totals};
 
 /// Why applying a dossier failed. Nothing was written (the caller's transaction is to be
 /// rolled back); applying again later is safe.
@@ -210,75 +212,87 @@ pub async fn applied_version(pool: &PgPool, dossier_id: &str) -> Result<i32, sql
     Ok(version.unwrap_or(0))
 }
 
-/// Which slices a query sums; `None` does not filter. Values as stored (`district`, `online`,
-/// agency codes as written).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
-    pub level: Option<String>,
-    pub agency: Option<String>,
-    pub sector: Option<String>,
-    pub procedure: Option<String>,
-    pub channel: Option<String>,
-    pub applicant_type: Option<String>,
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The aggregates hold something this version does not know: a bug or a corrupt row.
+    #[error("undecodable aggregates: {0}")]
+    Corrupt(String),
 }
 
-/// The figures of `[from, to)` over the slices `filter` keeps, summed from `stats_daily`:
-/// flows over `from <= day < to`, stocks over `day <= from` (at the start) and `day <= to`
-/// (at the end).
-pub async fn totals(
-    pool: &PgPool,
-    from: NaiveDate,
-    to: NaiveDate,
-    filter: &Filter,
-) -> Result<Totals, ApplyError> {
-    let rows = sqlx::query(
-        "SELECT metric, \
+/// The answer to `query` from the aggregates: one [`Totals`] per group with at least one
+/// non-zero figure (without grouping, the one group `[]` is always present). Flows are summed
+/// over `from <= day < to`, stocks over `day <= from` (at the start) and `day <= to` (at the end).
+pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
+    // Only fixed column names enter the SQL text; every value is bound.
+    let group_cols: Vec<&str> = query.group_by.iter().map(|d| d.as_str()).collect();
+    let mut select = String::from("SELECT metric");
+    for c in &group_cols {
+        select.push_str(", ");
+        select.push_str(c);
+    }
+    let mut sql = format!(
+        "{select}, \
            COALESCE(SUM(value) FILTER (WHERE day >= $1 AND day < $2), 0)::bigint AS flow, \
            COALESCE(SUM(value) FILTER (WHERE day <= $1), 0)::bigint AS at_start, \
            COALESCE(SUM(value), 0)::bigint AS at_end \
-         FROM stats_daily \
-         WHERE day <= $2 \
-           AND ($3::text IS NULL OR level = $3) \
-           AND ($4::text IS NULL OR agency = $4) \
-           AND ($5::text IS NULL OR sector = $5) \
-           AND ($6::text IS NULL OR procedure = $6) \
-           AND ($7::text IS NULL OR channel = $7) \
-           AND ($8::text IS NULL OR applicant_type = $8) \
-         GROUP BY metric",
-    )
-    .bind(from)
-    .bind(to)
-    .bind(filter.level.as_deref())
-    .bind(filter.agency.as_deref())
-    .bind(filter.sector.as_deref())
-    .bind(filter.procedure.as_deref())
-    .bind(filter.channel.as_deref())
-    .bind(filter.applicant_type.as_deref())
-    .fetch_all(pool)
-    .await?;
-    let mut totals = Totals::empty(from, to);
+         FROM stats_daily WHERE day <= $2"
+    );
+    let mut binds: Vec<&str> = Vec::new();
+    for d in Dimension::ALL {
+        if let Some(v) = query.filter.value(d) {
+            binds.push(v);
+            sql.push_str(&format!(" AND {} = ${}", d.as_str(), binds.len() + 2));
+        }
+    }
+    sql.push_str(" GROUP BY metric");
+    for c in &group_cols {
+        sql.push_str(", ");
+        sql.push_str(c);
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(query.from)
+        .bind(query.to);
+    for v in binds {
+        q = q.bind(v);
+    }
+    let rows = q.fetch_all(pool).await?;
+    let mut groups: BTreeMap<GroupKey, Totals> = BTreeMap::new();
+    if query.group_by.is_empty() {
+        groups.insert(Vec::new(), Totals::empty(query.from, query.to));
+    }
     for row in rows {
         let name: String = row.try_get("metric")?;
         let metric = Metric::parse(&name)
-            .ok_or_else(|| ApplyError::Corrupt(format!("unknown metric {name} in stats_daily")))?;
-        match metric.kind() {
-            MetricKind::Flow => {
-                let v: i64 = row.try_get("flow")?;
-                if v != 0 {
-                    totals.flows.insert(metric, v);
-                }
-            }
-            MetricKind::Stock => {
-                let start: i64 = row.try_get("at_start")?;
-                let end: i64 = row.try_get("at_end")?;
-                if start != 0 {
-                    totals.at_start.insert(metric, start);
-                }
-                if end != 0 {
-                    totals.at_end.insert(metric, end);
-                }
-            }
+            .ok_or_else(|| QueryError::Corrupt(format!("unknown metric {name}")))?;
+        let key = group_cols
+            .iter()
+            .map(|c| row.try_get::<String, _>(*c))
+            .collect::<Result<GroupKey, _>>()?;
+        let flow: i64 = row.try_get("flow")?;
+        let start: i64 = row.try_get("at_start")?;
+        let end: i64 = row.try_get("at_end")?;
+        let (flow, start, end) = match metric.kind() {
+            MetricKind::Flow => (flow, 0, 0),
+            MetricKind::Stock => (0, start, end),
+        };
+        if flow == 0 && start == 0 && end == 0 {
+            continue;
+        }
+        let totals = groups
+            .entry(key)
+            .or_insert_with(|| Totals::empty(query.from, query.to));
+        if flow != 0 {
+            totals.flows.insert(metric, flow);
+        }
+        if start != 0 {
+            totals.at_start.insert(metric, start);
+        }
+        if end != 0 {
+            totals.at_end.insert(metric, end);
         }
     }
-    Ok(totals)
+    Ok(groups)
 }
