@@ -1,13 +1,14 @@
-//! The projection's storage in PostgreSQL: per-dossier contributions and the day-grain
-//! aggregates `stats_daily`, the apply step that keeps them exact, and the sums queries read.
+//! The projection's storage in PostgreSQL: per-dossier contributions and the pre-aggregated
+//! `stats_rollup` (day, month and year grain, for a few rollups over the slice dimensions), the
+//! apply step that keeps them exact, and the sums queries read.
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use eventlog::EventLog;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgTransaction};
-use stats::{Contribution, Dimension, GroupKey, Metric, MetricKind, Query, Totals};
+use stats::{Contribution, Dimension, GroupKey, Metric, MetricKind, Query, Slice, Totals};
 
 /// Why applying a dossier failed. Nothing was written (the caller's transaction is to be
 /// rolled back); applying again later is safe.
@@ -42,7 +43,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// Locks the dossier's contribution row (`SELECT … FOR UPDATE`, inserting it first when
 /// missing), so that two instances never interleave on one dossier; then reads every event of
 /// the dossier, folds its [`stats::contribution`] again, and adds `new − old`
-/// ([`stats::diff`]) to `stats_daily`, storing the new contribution and version. Because it
+/// ([`stats::diff`]) to every cell of `stats_rollup` it touches ([`rollup_cells`]), storing the new contribution and version. Because it
 /// recomputes from the log, applying twice, late or out of order changes nothing once applied:
 /// when the stored version is at least the log's, it returns [`Applied::UpToDate`].
 ///
@@ -89,7 +90,7 @@ pub async fn apply_dossier(
             ApplyError::Corrupt(format!("stored contribution of dossier {dossier_id}: {e}"))
         })?;
     let diff = stats::diff(old.as_ref(), new.as_ref());
-    upsert_deltas(tx, &diff).await?;
+    add_diff(tx, &diff).await?;
 
     let new_json = new
         .as_ref()
@@ -143,55 +144,15 @@ async fn load_events(
         .collect()
 }
 
-/// Adds the deltas to `stats_daily` in one statement. The diff is sorted and its keys are
-/// unique, so concurrent transactions lock cells in the same order.
-async fn upsert_deltas(
+/// Adds a dossier's diff to every rollup and grain of `stats_rollup` (see [`rollup_cells`]),
+/// inside the caller's transaction. [`apply_dossier`] is its only caller in the service; it is
+/// public so that tests and benchmarks can load aggregates exactly as apply writes them.
+pub async fn add_diff(
     tx: &mut PgTransaction<'_>,
     diff: &[(stats::Slice, NaiveDate, Metric, i64)],
 ) -> Result<(), sqlx::Error> {
-    if diff.is_empty() {
-        return Ok(());
-    }
-    let mut days = Vec::with_capacity(diff.len());
-    let mut levels = Vec::with_capacity(diff.len());
-    let mut agencies = Vec::with_capacity(diff.len());
-    let mut sectors = Vec::with_capacity(diff.len());
-    let mut procedures = Vec::with_capacity(diff.len());
-    let mut channels = Vec::with_capacity(diff.len());
-    let mut applicant_types = Vec::with_capacity(diff.len());
-    let mut metrics = Vec::with_capacity(diff.len());
-    let mut values = Vec::with_capacity(diff.len());
-    for (slice, day, metric, delta) in diff {
-        days.push(*day);
-        levels.push(slice.level.as_str().to_owned());
-        agencies.push(slice.agency.as_str().to_owned());
-        sectors.push(slice.sector.as_str().to_owned());
-        procedures.push(slice.procedure.as_str().to_owned());
-        channels.push(slice.channel.as_str().to_owned());
-        applicant_types.push(slice.applicant_type.as_str().to_owned());
-        metrics.push(metric.as_str().to_owned());
-        values.push(*delta);
-    }
-    sqlx::query(
-        "INSERT INTO stats_daily \
-           (day, level, agency, sector, procedure, channel, applicant_type, metric, value) \
-         SELECT * FROM UNNEST($1::date[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                              $6::text[], $7::text[], $8::text[], $9::bigint[]) \
-         ON CONFLICT (level, agency, sector, procedure, channel, applicant_type, day, metric) \
-         DO UPDATE SET value = stats_daily.value + EXCLUDED.value",
-    )
-    .bind(days)
-    .bind(levels)
-    .bind(agencies)
-    .bind(sectors)
-    .bind(procedures)
-    .bind(channels)
-    .bind(applicant_types)
-    .bind(metrics)
-    .bind(values)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let cells = rollup_cells(diff.iter().map(|(s, d, m, v)| (s, *d, *m, *v)));
+    upsert_cells(tx, "stats_rollup", &cells).await
 }
 
 /// [`apply_dossier`] in a transaction of its own, committed.
@@ -225,8 +186,74 @@ pub enum QueryError {
 /// The answer to `query` from the aggregates: one [`Totals`] per group with at least one
 /// non-zero figure (without grouping, the one group `[]` is always present). Flows are summed
 /// over `from <= day < to`, stocks over `day <= from` (at the start) and `day <= to` (at the end).
+///
+/// Reads the coarsest rollup holding every dimension the query filters or groups by
+/// ([`rollup_for`]) and only the periods [`spans`] decomposes the three sums into: whole years,
+/// whole months and edge days. The number of rows read per cell is therefore at most about
+/// 2 × 30 days + 2 × 11 months + the years of history, whatever the number of dossiers or days
+/// behind it. Same answer as [`query_reference`] (tested).
 pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
-    // Only fixed column names enter the SQL text; every value is bound.
+    let rollup = rollup_for(query);
+    let flow_spans = spans(Some(query.from), query.to);
+    let start_spans = prefix_spans(query.from);
+    let end_spans = prefix_spans(query.to);
+
+    // Only fixed column names and grain codes enter the SQL text; every value is bound.
+    let mut dates: Vec<NaiveDate> = Vec::new();
+    let flow = span_condition(&flow_spans, &mut dates);
+    let start = span_condition(&start_spans, &mut dates);
+    let end = span_condition(&end_spans, &mut dates);
+    let group_cols: Vec<&str> = query.group_by.iter().map(|d| d.as_str()).collect();
+    let mut sql = String::from("SELECT metric");
+    for c in &group_cols {
+        sql.push_str(", ");
+        sql.push_str(c);
+    }
+    sql.push_str(&format!(
+        ", COALESCE(SUM(value) FILTER (WHERE {flow}), 0)::bigint AS flow, \
+           COALESCE(SUM(value) FILTER (WHERE {start}), 0)::bigint AS at_start, \
+           COALESCE(SUM(value) FILTER (WHERE {end}), 0)::bigint AS at_end \
+         FROM stats_rollup \
+         WHERE rollup = $1 AND ({flow} OR (({start} OR {end}) AND metric = ANY($2)))"
+    ));
+    let first_filter = dates.len() + 3;
+    let mut binds: Vec<&str> = Vec::new();
+    for d in Dimension::ALL {
+        if let Some(v) = query.filter.value(d) {
+            sql.push_str(&format!(
+                " AND {} = ${}",
+                d.as_str(),
+                first_filter + binds.len()
+            ));
+            binds.push(v);
+        }
+    }
+    sql.push_str(" GROUP BY metric");
+    for c in &group_cols {
+        sql.push_str(", ");
+        sql.push_str(c);
+    }
+    let stocks: Vec<&str> = Metric::stocks().map(Metric::as_str).collect();
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(i16::from(rollup))
+        .bind(stocks);
+    for d in dates {
+        q = q.bind(d);
+    }
+    for v in binds {
+        q = q.bind(v);
+    }
+    let rows = q.fetch_all(pool).await?;
+    collect_groups(query, &group_cols, rows)
+}
+
+/// The reference answer to `query`: the plain sums over the day grain of every dimension
+/// (what the projection answered before the rollups). Its cost grows with the history before
+/// `to`; tests and benchmarks compare [`query`] with it.
+pub async fn query_reference(
+    pool: &PgPool,
+    query: &Query,
+) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
     let group_cols: Vec<&str> = query.group_by.iter().map(|d| d.as_str()).collect();
     let mut select = String::from("SELECT metric");
     for c in &group_cols {
@@ -235,10 +262,10 @@ pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, To
     }
     let mut sql = format!(
         "{select}, \
-           COALESCE(SUM(value) FILTER (WHERE day >= $1 AND day < $2), 0)::bigint AS flow, \
-           COALESCE(SUM(value) FILTER (WHERE day <= $1), 0)::bigint AS at_start, \
+           COALESCE(SUM(value) FILTER (WHERE period >= $1 AND period < $2), 0)::bigint AS flow, \
+           COALESCE(SUM(value) FILTER (WHERE period <= $1), 0)::bigint AS at_start, \
            COALESCE(SUM(value), 0)::bigint AS at_end \
-         FROM stats_daily WHERE day <= $2"
+         FROM stats_rollup WHERE rollup = {ALL_DIMENSIONS} AND grain = 'd' AND period <= $2"
     );
     let mut binds: Vec<&str> = Vec::new();
     for d in Dimension::ALL {
@@ -259,6 +286,16 @@ pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, To
         q = q.bind(v);
     }
     let rows = q.fetch_all(pool).await?;
+    collect_groups(query, &group_cols, rows)
+}
+
+/// Turns rows `(metric, group columns…, flow, at_start, at_end)` into the answer: per group,
+/// the flow sums of flow metrics and the start and end values of stock metrics, zeros left out.
+fn collect_groups(
+    query: &Query,
+    group_cols: &[&str],
+    rows: Vec<sqlx::postgres::PgRow>,
+) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
     let mut groups: BTreeMap<GroupKey, Totals> = BTreeMap::new();
     if query.group_by.is_empty() {
         groups.insert(Vec::new(), Totals::empty(query.from, query.to));
@@ -295,4 +332,506 @@ pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, To
         }
     }
     Ok(groups)
+}
+
+/// `(span OR span …)` over `grain` and `period`, binding the bounds as `$n` after the two fixed
+/// parameters (`$1` rollup, `$2` stock metrics) and the dates bound so far.
+fn span_condition(spans: &[Span], dates: &mut Vec<NaiveDate>) -> String {
+    let mut parts = Vec::with_capacity(spans.len());
+    for span in spans {
+        let mut part = format!("(grain = '{}'", span.grain.code());
+        if let Some(from) = span.from {
+            dates.push(from);
+            part.push_str(&format!(" AND period >= ${}", dates.len() + 2));
+        }
+        if let Some(to) = span.to {
+            dates.push(to);
+            part.push_str(&format!(" AND period < ${}", dates.len() + 2));
+        }
+        part.push(')');
+        parts.push(part);
+    }
+    if parts.is_empty() {
+        return "FALSE".to_owned();
+    }
+    format!("({})", parts.join(" OR "))
+}
+
+/// The rollups kept, as bit masks over [`Dimension::ALL`] (bit `i` is `Dimension::ALL[i]`),
+/// coarsest first: {}, {level}, {level, agency}, {level, sector}, {level, agency, sector},
+/// every dimension. The report forms group by level, agency and sector; filters on procedure,
+/// channel or applicant type fall back to the full rollup.
+pub const ROLLUPS: [u8; 6] = [0, 1, 3, 5, 7, ALL_DIMENSIONS];
+
+/// The rollup of every dimension: its day grain is the plain per-slice, per-day aggregate.
+pub const ALL_DIMENSIONS: u8 = 63;
+
+/// A dimension's bit in a rollup mask.
+pub fn dimension_bit(dimension: Dimension) -> u8 {
+    match dimension {
+        Dimension::Level => 1,
+        Dimension::Agency => 2,
+        Dimension::Sector => 4,
+        Dimension::Procedure => 8,
+        Dimension::Channel => 16,
+        Dimension::ApplicantType => 32,
+    }
+}
+
+/// The coarsest rollup holding every dimension `query` filters or groups by. The rollups are
+/// ordered by how many rows a period holds (fewest first), so the first fit reads least.
+pub fn rollup_for(query: &Query) -> u8 {
+    let needed = query
+        .filter
+        .dimensions()
+        .chain(query.group_by.iter().copied())
+        .fold(0u8, |mask, d| mask | dimension_bit(d));
+    ROLLUPS
+        .into_iter()
+        .find(|r| r & needed == needed)
+        .unwrap_or(ALL_DIMENSIONS)
+}
+
+/// The period lengths the aggregates are kept at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Grain {
+    Day,
+    Month,
+    Year,
+}
+
+impl Grain {
+    pub const ALL: [Grain; 3] = [Grain::Day, Grain::Month, Grain::Year];
+
+    /// The code stored in `stats_rollup.grain`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Grain::Day => "d",
+            Grain::Month => "m",
+            Grain::Year => "y",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Grain> {
+        Grain::ALL.into_iter().find(|g| g.code() == code)
+    }
+
+    /// The first day of the period of this grain holding `day`.
+    pub fn period(self, day: NaiveDate) -> NaiveDate {
+        match self {
+            Grain::Day => day,
+            // Day 1 and day-of-year 1 exist in every month and year chrono represents.
+            Grain::Month => day.with_day(1).unwrap_or(day),
+            Grain::Year => day.with_ordinal(1).unwrap_or(day),
+        }
+    }
+}
+
+/// A run of periods of one grain: those whose first day `p` has `from <= p < to` (`None`: no
+/// bound).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub grain: Grain,
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+impl Span {
+    fn new(grain: Grain, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Span {
+        Span { grain, from, to }
+    }
+}
+
+/// The days `from <= d < to` (`from = None`: every day before `to`) as disjoint spans of whole
+/// years, whole months and edge days: at most day, month, year, month, day spans, the days and
+/// months at most one month and one year's worth on each side.
+pub fn spans(from: Option<NaiveDate>, to: NaiveDate) -> Vec<Span> {
+    let days_only = |from: Option<NaiveDate>| vec![Span::new(Grain::Day, from, Some(to))];
+    if from.is_some_and(|f| f >= to) {
+        return Vec::new();
+    }
+    // The first month start at or after `from`; the month start at or before `to`.
+    let first_month = match from {
+        None => None,
+        Some(f) if f.day() == 1 => Some(f),
+        Some(f) => match next_month_start(f) {
+            Some(m) => Some(m),
+            None => return days_only(from),
+        },
+    };
+    let last_month = Grain::Month.period(to);
+    if first_month.is_some_and(|m| m > last_month) {
+        return days_only(from);
+    }
+    let mut out = Vec::new();
+    if let (Some(f), Some(m)) = (from, first_month)
+        && f < m
+    {
+        out.push(Span::new(Grain::Day, Some(f), Some(m)));
+    }
+    // Whole months [first_month, last_month): whole years inside, months at the edges.
+    let first_year = match first_month {
+        None => None,
+        Some(m) if m.month() == 1 => Some(m),
+        Some(m) => match m.with_ordinal(1).and_then(|y| y.with_year(y.year() + 1)) {
+            Some(y) => Some(y),
+            None => return days_only(from),
+        },
+    };
+    let last_year = Grain::Year.period(last_month);
+    match first_year {
+        Some(y) if y >= last_year => {
+            if first_month.is_some_and(|m| m < last_month) {
+                out.push(Span::new(Grain::Month, first_month, Some(last_month)));
+            }
+        }
+        _ => {
+            if let (Some(m), Some(y)) = (first_month, first_year)
+                && m < y
+            {
+                out.push(Span::new(Grain::Month, Some(m), Some(y)));
+            }
+            out.push(Span::new(Grain::Year, first_year, Some(last_year)));
+            if last_year < last_month {
+                out.push(Span::new(Grain::Month, Some(last_year), Some(last_month)));
+            }
+        }
+    }
+    if last_month < to {
+        out.push(Span::new(Grain::Day, Some(last_month), Some(to)));
+    }
+    out
+}
+
+/// The days `d <= day`: what a stock at the start of `day` sums.
+pub fn prefix_spans(day: NaiveDate) -> Vec<Span> {
+    match day.succ_opt() {
+        Some(next) => spans(None, next),
+        None => vec![Span::new(Grain::Year, None, None)],
+    }
+}
+
+/// The first day of the month after `day`'s.
+fn next_month_start(day: NaiveDate) -> Option<NaiveDate> {
+    let (y, m) = if day.month() == 12 {
+        (day.year() + 1, 1)
+    } else {
+        (day.year(), day.month() + 1)
+    };
+    NaiveDate::from_ymd_opt(y, m, 1)
+}
+
+/// One cell of `stats_rollup`: a rollup, a period, the slice's values in the rollup's
+/// dimensions (`""` outside it) and a metric. Ordered, so that a sorted batch of cells is
+/// locked in the same order by every transaction.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cell<'a> {
+    pub rollup: u8,
+    pub grain: Grain,
+    pub period: NaiveDate,
+    /// In [`Dimension::ALL`] order.
+    pub dims: [&'a str; 6],
+    pub metric: Metric,
+}
+
+/// Every rollup and grain cell the day deltas `(slice, day, metric, delta)` add to, with the
+/// summed delta; zero sums are left out. This is the one definition of what `stats_rollup`
+/// holds: apply, rebuild and verify all go through it.
+pub fn rollup_cells<'a>(
+    deltas: impl IntoIterator<Item = (&'a Slice, NaiveDate, Metric, i64)>,
+) -> BTreeMap<Cell<'a>, i64> {
+    let mut cells: BTreeMap<Cell<'a>, i64> = BTreeMap::new();
+    for (slice, day, metric, delta) in deltas {
+        if delta == 0 {
+            continue;
+        }
+        let values = Dimension::ALL.map(|d| d.value(slice));
+        for rollup in ROLLUPS {
+            let mut dims = [""; 6];
+            for (i, d) in Dimension::ALL.into_iter().enumerate() {
+                if rollup & dimension_bit(d) != 0 {
+                    dims[i] = values[i];
+                }
+            }
+            for grain in Grain::ALL {
+                let cell = Cell {
+                    rollup,
+                    grain,
+                    period: grain.period(day),
+                    dims,
+                    metric,
+                };
+                let v = cells.entry(cell).or_insert(0);
+                *v = v.saturating_add(delta);
+            }
+        }
+    }
+    cells.retain(|_, v| *v != 0);
+    cells
+}
+
+/// Adds `cells` to the table `table` (`stats_rollup` or a table of the same shape), in the
+/// cells' order, one statement per 10 000 cells. `table` is one of the crate's fixed names,
+/// never user input.
+pub(crate) async fn upsert_cells(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+    cells: &BTreeMap<Cell<'_>, i64>,
+) -> Result<(), sqlx::Error> {
+    const CHUNK: usize = 10_000;
+    let cells: Vec<(&Cell<'_>, &i64)> = cells.iter().collect();
+    for chunk in cells.chunks(CHUNK) {
+        let n = chunk.len();
+        let mut rollups = Vec::with_capacity(n);
+        let mut grains = Vec::with_capacity(n);
+        let mut periods = Vec::with_capacity(n);
+        let mut dims: [Vec<&str>; 6] = std::array::from_fn(|_| Vec::with_capacity(n));
+        let mut metrics = Vec::with_capacity(n);
+        let mut values = Vec::with_capacity(n);
+        for (cell, value) in chunk {
+            rollups.push(i16::from(cell.rollup));
+            grains.push(cell.grain.code());
+            periods.push(cell.period);
+            for (i, v) in cell.dims.iter().enumerate() {
+                dims[i].push(*v);
+            }
+            metrics.push(cell.metric.as_str());
+            values.push(**value);
+        }
+        let sql = format!(
+            "INSERT INTO {table} \
+               (rollup, grain, period, level, agency, sector, procedure, channel, \
+                applicant_type, metric, value) \
+             SELECT * FROM UNNEST($1::smallint[], $2::text[], $3::date[], $4::text[], \
+                                  $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+                                  $10::text[], $11::bigint[]) \
+             ON CONFLICT (rollup, grain, period, level, agency, sector, procedure, channel, \
+                          applicant_type, metric) \
+             DO UPDATE SET value = {table}.value + EXCLUDED.value"
+        );
+        let [d0, d1, d2, d3, d4, d5] = dims;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(rollups)
+            .bind(grains)
+            .bind(periods)
+            .bind(d0)
+            .bind(d1)
+            .bind(d2)
+            .bind(d3)
+            .bind(d4)
+            .bind(d5)
+            .bind(metrics)
+            .bind(values)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    /// Whether `day` lies in one of `spans` (a period of the span's grain holding `day` has
+    /// its first day within the span's bounds), and in exactly one.
+    fn covered(spans: &[Span], day: NaiveDate) -> usize {
+        spans
+            .iter()
+            .filter(|s| {
+                let p = s.grain.period(day);
+                s.from.is_none_or(|f| f <= p) && s.to.is_none_or(|t| p < t)
+            })
+            .count()
+    }
+
+    /// Every span of a grain coarser than a day covers whole periods only: its bounds are
+    /// period starts of that grain.
+    fn aligned(spans: &[Span]) -> bool {
+        spans.iter().all(|s| {
+            [s.from, s.to]
+                .into_iter()
+                .flatten()
+                .all(|b| s.grain.period(b) == b)
+        })
+    }
+
+    #[test]
+    fn spans_cover_each_day_of_the_period_exactly_once() {
+        let days: Vec<NaiveDate> = date(2021, 11, 25)
+            .iter_days()
+            .take_while(|d| *d <= date(2024, 2, 5))
+            .collect();
+        // Every pair is too many for a unit test; every 7th `from` against every 2nd `to`
+        // crosses all month and year edges in both positions.
+        for from in days.iter().step_by(7) {
+            for to in days.iter().step_by(2) {
+                let spans = spans(Some(*from), *to);
+                assert!(aligned(&spans), "{from}..{to}: {spans:?}");
+                assert!(spans.len() <= 5, "{from}..{to}: {spans:?}");
+                for day in &days {
+                    let expected = usize::from(from <= day && day < to);
+                    assert_eq!(
+                        covered(&spans, *day),
+                        expected,
+                        "{from}..{to} at {day}: {spans:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefix_spans_cover_every_day_up_to_and_including_the_day() {
+        let days: Vec<NaiveDate> = date(2019, 12, 1)
+            .iter_days()
+            .take_while(|d| *d <= date(2022, 2, 1))
+            .collect();
+        for at in &days {
+            let spans = prefix_spans(*at);
+            assert!(aligned(&spans), "{at}: {spans:?}");
+            for day in &days {
+                assert_eq!(
+                    covered(&spans, *day),
+                    usize::from(day <= at),
+                    "{at} at {day}"
+                );
+            }
+            // Long before the period: still counted (the years before).
+            assert_eq!(covered(&spans, date(1990, 6, 15)), 1);
+        }
+        assert_eq!(covered(&prefix_spans(NaiveDate::MAX), NaiveDate::MAX), 1);
+    }
+
+    #[test]
+    fn a_period_within_a_month_reads_days_only_and_a_year_reads_one_row() {
+        assert_eq!(
+            spans(Some(date(2024, 3, 5)), date(2024, 3, 9)),
+            vec![Span::new(
+                Grain::Day,
+                Some(date(2024, 3, 5)),
+                Some(date(2024, 3, 9))
+            )]
+        );
+        assert_eq!(
+            spans(Some(date(2024, 1, 1)), date(2025, 1, 1)),
+            vec![Span::new(
+                Grain::Year,
+                Some(date(2024, 1, 1)),
+                Some(date(2025, 1, 1))
+            )]
+        );
+        assert!(spans(Some(date(2024, 1, 1)), date(2024, 1, 1)).is_empty());
+    }
+
+    #[test]
+    fn the_coarsest_rollup_with_the_needed_dimensions_is_chosen() {
+        let q = |filter: SliceFilterSpec, group_by: Vec<Dimension>| Query {
+            from: date(2024, 1, 1),
+            to: date(2025, 1, 1),
+            filter: filter.0,
+            group_by,
+        };
+        struct SliceFilterSpec(stats::SliceFilter);
+        let none = || SliceFilterSpec(stats::SliceFilter::default());
+        assert_eq!(rollup_for(&q(none(), vec![])), 0);
+        assert_eq!(rollup_for(&q(none(), vec![Dimension::Level])), 1);
+        assert_eq!(rollup_for(&q(none(), vec![Dimension::Agency])), 3);
+        assert_eq!(rollup_for(&q(none(), vec![Dimension::Sector])), 5);
+        assert_eq!(
+            rollup_for(&q(none(), vec![Dimension::Sector, Dimension::Agency])),
+            7
+        );
+        let by_channel = stats::SliceFilter {
+            channel: Some(domain::Channel::Online),
+            ..Default::default()
+        };
+        assert_eq!(rollup_for(&q(SliceFilterSpec(by_channel), vec![])), 63);
+    }
+
+    #[test]
+    fn rollup_cells_sum_each_delta_into_every_rollup_and_grain() {
+        let slice = |agency: &str| Slice {
+            level: domain::Level::District,
+            agency: domain::AgencyCode::parse(agency).unwrap(),
+            sector: domain::SectorCode::parse("land").unwrap(),
+            procedure: domain::ProcedureCode::parse("1.001").unwrap(),
+            channel: domain::Channel::Online,
+            applicant_type: domain::ApplicantType::Citizen,
+        };
+        let (a, b) = (slice("A"), slice("B"));
+        let cells = rollup_cells([
+            (&a, date(2024, 3, 5), Metric::Received, 1),
+            (&b, date(2024, 3, 6), Metric::Received, 2),
+            (&b, date(2024, 4, 6), Metric::Pending, 1),
+            (&b, date(2024, 4, 7), Metric::Pending, -1),
+        ]);
+        let get = |rollup, grain, period, agency, metric| {
+            let dims = if rollup & 2 != 0 {
+                [
+                    if rollup & 1 != 0 { "district" } else { "" },
+                    agency,
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            } else {
+                [
+                    if rollup & 1 != 0 { "district" } else { "" },
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            };
+            cells
+                .iter()
+                .find(|(c, _)| {
+                    c.rollup == rollup
+                        && c.grain == grain
+                        && c.period == period
+                        && c.dims[..2] == dims[..2]
+                        && c.metric == metric
+                })
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(
+            get(0, Grain::Year, date(2024, 1, 1), "", Metric::Received),
+            Some(3)
+        );
+        assert_eq!(
+            get(1, Grain::Month, date(2024, 3, 1), "", Metric::Received),
+            Some(3)
+        );
+        assert_eq!(
+            get(3, Grain::Month, date(2024, 3, 1), "B", Metric::Received),
+            Some(2)
+        );
+        assert_eq!(
+            get(3, Grain::Day, date(2024, 3, 5), "A", Metric::Received),
+            Some(1)
+        );
+        // The two stock deltas cancel within the month and year: no cell; the days keep them.
+        assert_eq!(
+            get(0, Grain::Month, date(2024, 4, 1), "", Metric::Pending),
+            None
+        );
+        assert_eq!(
+            get(0, Grain::Day, date(2024, 4, 7), "", Metric::Pending),
+            Some(-1)
+        );
+        let full = cells
+            .keys()
+            .find(|c| c.rollup == 63 && c.grain == Grain::Day && c.dims[1] == "A")
+            .unwrap();
+        assert_eq!(
+            full.dims,
+            ["district", "A", "land", "1.001", "online", "citizen"]
+        );
+    }
 }

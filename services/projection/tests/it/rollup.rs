@@ -1,0 +1,170 @@
+//! The rollups answer exactly what the plain day sums answer, for random contributions and
+//! random queries across month and year edges.
+
+use chrono::{Datelike, NaiveDate};
+use domain::{AgencyCode, ApplicantType, Channel, Level, ProcedureCode, SectorCode};
+use projection::store;
+use stats::{Aggregates, Dimension, Query, SliceFilter};
+
+use crate::support::{
+    AGENCIES, PROCEDURES, Rng, SECTORS, migrated_db, normal, random_contribution,
+};
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+fn random_query(rng: &mut Rng) -> Query {
+    // Periods from empty to multi-year, starting and ending anywhere, often on edges.
+    let edge_or_any = |rng: &mut Rng| {
+        let d = rng.day(date(2022, 9, 1), date(2025, 6, 1));
+        match rng.below(4) {
+            0 => d.with_day0(0).unwrap(),
+            1 => d.with_ordinal0(0).unwrap(),
+            _ => d,
+        }
+    };
+    let a = edge_or_any(rng);
+    let b = edge_or_any(rng);
+    let (from, to) = if a <= b { (a, b) } else { (b, a) };
+    let mut filter = SliceFilter::default();
+    if rng.chance(25) {
+        filter.level = Some(*rng.pick(Level::ALL));
+    }
+    if rng.chance(25) {
+        let agency = if rng.chance(10) {
+            "unknown"
+        } else {
+            *rng.pick(&AGENCIES)
+        };
+        filter.agency = Some(AgencyCode::parse(agency).unwrap());
+    }
+    if rng.chance(20) {
+        filter.sector = Some(SectorCode::parse(*rng.pick(&SECTORS)).unwrap());
+    }
+    if rng.chance(10) {
+        filter.procedure = Some(ProcedureCode::parse(*rng.pick(&PROCEDURES)).unwrap());
+    }
+    if rng.chance(10) {
+        filter.channel = Some(*rng.pick(Channel::ALL));
+    }
+    if rng.chance(10) {
+        filter.applicant_type = Some(*rng.pick(ApplicantType::ALL));
+    }
+    let mut group_by: Vec<Dimension> = Dimension::ALL
+        .into_iter()
+        .filter(|_| rng.chance(20))
+        .collect();
+    // Any order of the grouping dimensions.
+    for i in (1..group_by.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        group_by.swap(i, j);
+    }
+    Query {
+        from,
+        to,
+        filter,
+        group_by,
+    }
+}
+
+#[tokio::test]
+async fn rollups_answer_like_the_plain_sums_for_random_contributions_and_queries() {
+    let seed = std::env::var("ROLLUP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_2024);
+    eprintln!("seed {seed} (ROLLUP_SEED reproduces)");
+    let mut rng = Rng::new(seed);
+    let (db, _log) = migrated_db().await;
+    let mut model = Aggregates::new();
+
+    // Dossiers applied in a few transactions, some later changed (old → new), as apply does.
+    let mut contributions = Vec::new();
+    for batch in 0..8 {
+        let mut tx = db.pool.begin().await.unwrap();
+        for _ in 0..40 {
+            let new = random_contribution(&mut rng, date(2022, 10, 1), date(2025, 4, 1));
+            let diff = stats::diff(None, Some(&new));
+            store::add_diff(&mut tx, &diff).await.unwrap();
+            model.apply(&diff);
+            contributions.push(new);
+        }
+        // Change some earlier dossiers: the diff has negative deltas.
+        for _ in 0..10 {
+            let i = rng.below(contributions.len() as u64) as usize;
+            let old = contributions[i].clone();
+            let new = random_contribution(&mut rng, date(2022, 10, 1), date(2025, 4, 1));
+            let diff = stats::diff(Some(&old), Some(&new));
+            store::add_diff(&mut tx, &diff).await.unwrap();
+            model.apply(&diff);
+            contributions[i] = new;
+        }
+        tx.commit().await.unwrap();
+        eprintln!("batch {batch} applied");
+    }
+
+    let mut compared = 0;
+    let mut non_empty = 0;
+    for i in 0..400 {
+        let query = random_query(&mut rng);
+        let expected = normal(model.query(&query));
+        let fast = store::query(&db.pool, &query).await.unwrap();
+        assert_eq!(fast, expected, "query {i}: {query:?}");
+        let reference = store::query_reference(&db.pool, &query).await.unwrap();
+        assert_eq!(reference, expected, "reference, query {i}: {query:?}");
+        compared += 1;
+        if expected
+            .values()
+            .any(|t| !t.flows.is_empty() || !t.at_end.is_empty())
+        {
+            non_empty += 1;
+        }
+    }
+    // The comparison is worth something only if most answers hold figures.
+    assert!(
+        non_empty * 2 > compared,
+        "{non_empty} of {compared} answers hold figures"
+    );
+}
+
+#[tokio::test]
+async fn a_year_of_province_wide_figures_reads_a_constant_number_of_rows() {
+    let (db, _log) = migrated_db().await;
+    let mut rng = Rng::new(7);
+    let mut tx = db.pool.begin().await.unwrap();
+    for _ in 0..200 {
+        let c = random_contribution(&mut rng, date(2015, 1, 1), date(2025, 1, 1));
+        store::add_diff(&mut tx, &stats::diff(None, Some(&c)))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    // What the rollup {} holds for a year: flows from one year row; stocks from the years
+    // before and one day. Ten years of history, still a few hundred rows at most.
+    let query = Query {
+        from: date(2024, 1, 1),
+        to: date(2025, 1, 1),
+        filter: SliceFilter::default(),
+        group_by: vec![],
+    };
+    assert_eq!(store::rollup_for(&query), 0);
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stats_rollup WHERE rollup = 0 AND \
+         ((grain = 'y' AND period <= '2025-01-01') OR (grain = 'd' AND period = '2025-01-01') \
+          OR (grain = 'd' AND period = '2024-01-01'))",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        rows <= (11 + 2) * stats::Metric::ALL.len() as i64,
+        "{rows} rows"
+    );
+    let answer = store::query(&db.pool, &query).await.unwrap();
+    assert_eq!(
+        answer,
+        store::query_reference(&db.pool, &query).await.unwrap()
+    );
+    assert!(answer[&Vec::<String>::new()].flow(stats::Metric::Received) > 0);
+}
