@@ -294,10 +294,9 @@ pub struct VerifierKey {
 }
 
 fn split_key(text: &str) -> Result<(&str, u32, Vec<u8>), KeyError> {
-    let mut parts = text.split('+');
-    let (Some(name), Some(id), Some(key), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // The base64 key may itself contain '+': only the first two separate fields.
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(KeyError::Malformed("expected <name>+<key id>+<base64 key>"));
     };
     if !valid_name(name) {
@@ -529,6 +528,25 @@ mod tests {
             VerifierKey::parse(&parts.join("+")),
             Err(KeyError::KeyIdMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn keys_whose_base64_holds_a_plus_round_trip() {
+        let mut with_plus = 0;
+        for seed in 0..=255u8 {
+            let s = Signer::from_seed("example.com/log", [seed; 32]).unwrap();
+            let private = s.to_private_text();
+            let public = s.verifier().to_text();
+            if private.matches('+').count() > 4 || public.matches('+').count() > 2 {
+                with_plus += 1;
+            }
+            assert_eq!(Signer::parse(&private).unwrap().verifier(), s.verifier());
+            assert_eq!(VerifierKey::parse(&public).unwrap(), s.verifier());
+        }
+        assert!(
+            with_plus > 0,
+            "no key of the sample had a '+' in its base64"
+        );
     }
 
     #[test]
