@@ -9,7 +9,7 @@ use api::v1 as pb;
 use api::v1::stats_service_client::StatsServiceClient;
 use chrono::NaiveDate;
 use eventlog::EventLog;
-use projection::{ConsumerConfig, ProjectionApp};
+use projection::{ConsumerConfig, Endpoints, ProjectionApp};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -20,6 +20,8 @@ use crate::{AUDITOR, authed, test_tokens};
 #[derive(Debug)]
 pub struct RunningProjection {
     pub addr: SocketAddr,
+    /// The HTTP/JSON and CSV endpoint.
+    pub http_addr: SocketAddr,
     pub log: EventLog,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
@@ -45,13 +47,18 @@ impl RunningProjection {
         let app = ProjectionApp::build_with(
             log.clone(),
             test_tokens(),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Endpoints {
+                grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
+                http: SocketAddr::from(([127, 0, 0, 1], 0)),
+                targets: stats::Targets::default(),
+            },
             async_nats::jetstream::new(client),
             consumer,
         )
         .await
         .expect("projection starts");
         let addr = app.local_addr();
+        let http_addr = app.http_addr();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
@@ -61,6 +68,7 @@ impl RunningProjection {
         });
         RunningProjection {
             addr,
+            http_addr,
             log,
             shutdown,
             handle: Some(handle),
@@ -73,14 +81,16 @@ impl RunningProjection {
             .expect("connect to projection")
     }
 
-    /// `GetIndicators` for `[from, to)` with an auditor token and no filter.
-    pub async fn indicators(&self, from: NaiveDate, to: NaiveDate) -> pb::GetIndicatorsResponse {
+    /// `GetIndicators` for `[from, to)` with an auditor token and no filter: the total.
+    pub async fn indicators(&self, from: NaiveDate, to: NaiveDate) -> pb::Indicators {
         self.client()
             .await
             .get_indicators(authed(AUDITOR, indicators_request(from, to)))
             .await
             .expect("GetIndicators")
             .into_inner()
+            .total
+            .expect("a total")
     }
 
     /// Waits (bounded by `timeout`) until the aggregates reflect every dossier in the log up to
@@ -156,11 +166,7 @@ pub fn indicators_request(from: NaiveDate, to: NaiveDate) -> pb::GetIndicatorsRe
 
 /// What `GetIndicators` must answer for `[from, to)` without filter, computed by `stats` from
 /// every dossier's raw events in the log.
-pub async fn expected_indicators(
-    log: &EventLog,
-    from: NaiveDate,
-    to: NaiveDate,
-) -> pb::GetIndicatorsResponse {
+pub async fn expected_indicators(log: &EventLog, from: NaiveDate, to: NaiveDate) -> pb::Indicators {
     expected_indicators_where(log, from, to, |_| true).await
 }
 
@@ -170,7 +176,7 @@ pub async fn expected_indicators_where(
     from: NaiveDate,
     to: NaiveDate,
     filter: impl Fn(&stats::Slice) -> bool,
-) -> pb::GetIndicatorsResponse {
+) -> pb::Indicators {
     let ids: Vec<String> = sqlx_rows(
         log,
         "SELECT dossier_id, MAX(version) FROM events GROUP BY dossier_id",
@@ -191,5 +197,5 @@ pub async fn expected_indicators_where(
         }
     }
     let totals = aggregates.totals(from, to, filter);
-    projection::service::response(from, to, &stats::indicators(&totals))
+    projection::service::indicators_pb(&stats::indicators(&totals))
 }

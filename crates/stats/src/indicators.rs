@@ -9,8 +9,10 @@ use crate::metric::Metric;
 use crate::totals::Totals;
 
 /// A rate reported with its numerator and denominator. Absent (no value) when the denominator
-/// is 0: "absent, not 0% or 100%".
+/// is 0: "absent, not 0% or 100%". Serialized as `{"numerator", "denominator", "percent"}`,
+/// `percent` left out when absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "RateRepr")]
 pub struct Rate {
     pub numerator: i64,
     pub denominator: i64,
@@ -50,6 +52,24 @@ impl Rate {
             (i128::from(self.numerator), i128::from(self.denominator))
         };
         Some(n * 10_000 >= basis_points * d)
+    }
+}
+
+#[derive(Serialize)]
+struct RateRepr {
+    numerator: i64,
+    denominator: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    percent: Option<f64>,
+}
+
+impl From<Rate> for RateRepr {
+    fn from(r: Rate) -> Self {
+        RateRepr {
+            numerator: r.numerator,
+            denominator: r.denominator,
+            percent: r.percent(),
+        }
     }
 }
 

@@ -61,6 +61,12 @@ impl Dimension {
     }
 }
 
+impl serde::Serialize for Dimension {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for Dimension {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -84,9 +90,14 @@ impl SliceFilter {
         self.level.is_none_or(|l| l == slice.level)
             && self.agency.as_ref().is_none_or(|a| *a == slice.agency)
             && self.sector.as_ref().is_none_or(|s| *s == slice.sector)
-            && self.procedure.as_ref().is_none_or(|p| *p == slice.procedure)
+            && self
+                .procedure
+                .as_ref()
+                .is_none_or(|p| *p == slice.procedure)
             && self.channel.is_none_or(|c| c == slice.channel)
-            && self.applicant_type.is_none_or(|a| a == slice.applicant_type)
+            && self
+                .applicant_type
+                .is_none_or(|a| a == slice.applicant_type)
     }
 
     /// The value the filter requires in a dimension, as stored; `None` when it does not filter

@@ -160,6 +160,43 @@ pub fn pb_level(v: Level) -> pb::Level {
     }
 }
 
+pub fn pb_channel(v: Channel) -> pb::Channel {
+    match v {
+        Channel::Online => pb::Channel::Online,
+        Channel::Direct => pb::Channel::Direct,
+        Channel::Postal => pb::Channel::Postal,
+    }
+}
+
+pub fn pb_applicant_type(v: ApplicantType) -> pb::ApplicantType {
+    match v {
+        ApplicantType::Citizen => pb::ApplicantType::Citizen,
+        ApplicantType::Business => pb::ApplicantType::Business,
+        ApplicantType::Organisation => pb::ApplicantType::Organisation,
+    }
+}
+
+pub fn pb_online_level(v: OnlineServiceLevel) -> pb::OnlineServiceLevel {
+    match v {
+        OnlineServiceLevel::FullOnline => pb::OnlineServiceLevel::FullOnline,
+        OnlineServiceLevel::PartialOnline => pb::OnlineServiceLevel::PartialOnline,
+        OnlineServiceLevel::NotOnline => pb::OnlineServiceLevel::NotOnline,
+    }
+}
+
+/// The wire form of a profile (the inverse of [`profile`]).
+pub fn pb_profile(p: &Profile) -> pb::Profile {
+    pb::Profile {
+        procedure_code: p.procedure.as_str().to_owned(),
+        online_level: pb_online_level(p.online_level) as i32,
+        sector_code: p.sector.as_str().to_owned(),
+        agency_code: p.agency.as_str().to_owned(),
+        level: pb_level(p.level) as i32,
+        channel: pb_channel(p.channel) as i32,
+        applicant_type: pb_applicant_type(p.applicant_type) as i32,
+    }
+}
+
 pub fn pb_timeliness(v: Timeliness) -> pb::Timeliness {
     match v {
         Timeliness::Early => pb::Timeliness::Early,
@@ -208,6 +245,8 @@ mod tests {
             "profile.agency_code"
         );
         assert_eq!(violation(profile("profile", None).unwrap_err()), "profile");
+        p.agency_code = "000.00.12.H40".into();
+        assert_eq!(pb_profile(&profile("profile", Some(&p)).unwrap()), p);
     }
 
     #[test]

@@ -5,13 +5,22 @@
 //!   [`store::apply_dossier`], which recomputes one dossier's contribution from the log and
 //!   applies the difference, in one transaction: exactly-once effect under any delivery.
 //! - [`consumer`]: a durable JetStream pull consumer on `{prefix}.>`; apply, commit, then ack.
-//! - [`service`]: `StatsService.GetIndicators`, S1–S13 from `stats_daily` via `stats`.
+//! - [`scope`] parses what a request asks ([`stats::Query`] and [`scope::Source`]: live, or as
+//!   recorded at a past instant), once for both transports; [`figures`] answers it from the
+//!   aggregates or from the log; [`answers`] builds indicators (with S5 and S14) and report
+//!   forms ([`forms`]: one table shape for gRPC, JSON and CSV) and a dossier's status.
+//! - [`service`]: gRPC `StatsService`; [`http`]: the same over HTTP/JSON and CSV.
 //!
 //! The binary is wiring only (`main.rs`): config → tracing → [`ProjectionApp::build`] →
 //! [`ProjectionApp::run_until_stopped`]. Tests build the app on port 0 with their own database
 //! and JetStream namespace.
 
+pub mod answers;
 pub mod consumer;
+pub mod figures;
+pub mod forms;
+pub mod http;
+pub mod scope;
 pub mod service;
 pub mod store;
 
@@ -42,12 +51,32 @@ pub enum ProjectionStartError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot connect to NATS: {0}")]
     Nats(#[from] async_nats::ConnectError),
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the service listens and what it answers with.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// gRPC `StatsService`.
+    pub grpc: SocketAddr,
+    /// HTTP/JSON and CSV.
+    pub http: SocketAddr,
+    /// S14's targets.
+    pub targets: stats::Targets,
 }
 
 #[derive(Debug)]
 pub struct ProjectionApp {
     listener: TcpListener,
     local_addr: SocketAddr,
+    http_listener: TcpListener,
+    http_addr: SocketAddr,
+    http: axum::Router,
     log: EventLog,
     stats: Stats,
     jetstream: jetstream::Context,
@@ -70,25 +99,24 @@ impl ProjectionApp {
             &config.nats.subject_prefix,
             &config.projection.consumer,
         );
-        Self::build_with(
-            log,
-            tokens,
-            config.projection.listen,
-            jetstream::new(client),
-            consumer,
-        )
-        .await
+        let endpoints = Endpoints {
+            grpc: config.projection.listen,
+            http: config.projection.http_listen,
+            targets: config.projection.targets,
+        };
+        Self::build_with(log, tokens, endpoints, jetstream::new(client), consumer).await
     }
 
     pub async fn build_with(
         log: EventLog,
         tokens: Tokens,
-        listen: SocketAddr,
+        endpoints: Endpoints,
         jetstream: jetstream::Context,
         consumer: ConsumerConfig,
     ) -> Result<ProjectionApp, ProjectionStartError> {
         log.migrate().await.map_err(StartError::from)?;
         store::migrate(log.pool()).await?;
+        let listen = endpoints.grpc;
         let (listener, local_addr) =
             svc::server::bind(listen)
                 .await
@@ -96,10 +124,27 @@ impl ProjectionApp {
                     addr: listen,
                     source,
                 })?;
+        let http_listener = TcpListener::bind(endpoints.http).await.map_err(|source| {
+            ProjectionStartError::HttpBind {
+                addr: endpoints.http,
+                source,
+            }
+        })?;
+        let http_addr =
+            http_listener
+                .local_addr()
+                .map_err(|source| ProjectionStartError::HttpBind {
+                    addr: endpoints.http,
+                    source,
+                })?;
+        let tokens = Arc::new(tokens);
         Ok(ProjectionApp {
             listener,
             local_addr,
-            stats: Stats::new(log.pool().clone(), Arc::new(tokens)),
+            http_listener,
+            http_addr,
+            http: http::router(log.pool().clone(), tokens.clone(), endpoints.targets),
+            stats: Stats::new(log.pool().clone(), tokens, endpoints.targets),
             log,
             jetstream,
             consumer,
@@ -110,12 +155,26 @@ impl ProjectionApp {
         self.local_addr
     }
 
+    /// The HTTP/JSON and CSV address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
     /// Consumes and serves queries until `shutdown` is cancelled, then drains in-flight calls.
     pub async fn run_until_stopped(
         self,
         shutdown: CancellationToken,
     ) -> Result<(), tonic::transport::Error> {
-        tracing::info!(addr = %self.local_addr, "projection service listening");
+        tracing::info!(addr = %self.local_addr, http = %self.http_addr, "projection service listening");
+        let http_stop = shutdown.clone();
+        let http = tokio::spawn(async move {
+            let served = axum::serve(self.http_listener, self.http)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
         let consuming = tokio::spawn(consumer::run(
             self.log,
             self.jetstream,
@@ -132,6 +191,9 @@ impl ProjectionApp {
         shutdown.cancel();
         if let Err(e) = consuming.await {
             tracing::error!(error = %e, "projection consumer task failed");
+        }
+        if let Err(e) = http.await {
+            tracing::error!(error = %e, "HTTP server task failed");
         }
         served
     }

@@ -1,4 +1,5 @@
-//! `StatsService`: the indicators of a period and a slice, from `stats_daily`.
+//! `StatsService`: indicators (S1–S14, grouped), report forms and a dossier's status, from the
+//! projection's aggregates or, "as recorded at" a past instant, from the log.
 
 use std::sync::Arc;
 
@@ -10,18 +11,34 @@ use svc::Tokens;
 use svc::status::invalid_field;
 use tonic::{Request, Response, Status};
 
-use crate::store;
+use crate::answers::{self, IndicatorsAnswer};
+use crate::forms::{Cell, Form, Table};
+use crate::scope::{RawScope, Source};
+use crate::store::QueryError;
 
 /// The gRPC statistics queries. Any valid token may read.
 #[derive(Debug, Clone)]
 pub struct Stats {
     pool: PgPool,
     tokens: Arc<Tokens>,
+    targets: stats::Targets,
 }
 
 impl Stats {
-    pub fn new(pool: PgPool, tokens: Arc<Tokens>) -> Stats {
-        Stats { pool, tokens }
+    pub fn new(pool: PgPool, tokens: Arc<Tokens>, targets: stats::Targets) -> Stats {
+        Stats {
+            pool,
+            tokens,
+            targets,
+        }
+    }
+}
+
+/// A failed read: UNAVAILABLE when PostgreSQL is unreachable (retry), INTERNAL otherwise.
+pub fn query_status(e: QueryError) -> Status {
+    match e {
+        QueryError::Database(e) => svc::status::unavailable(e),
+        e => svc::status::internal(e),
     }
 }
 
@@ -33,82 +50,145 @@ impl StatsService for Stats {
     ) -> Result<Response<pb::GetIndicatorsResponse>, Status> {
         self.tokens.authenticate(request.metadata())?;
         let r = request.into_inner();
-        let from = date("from", &r.from)?;
-        let to = date("to", &r.to)?;
-        if to <= from {
-            return Err(invalid_field("to", "must be after from"));
+        let query = RawScope {
+            from: &r.from,
+            to: &r.to,
+            level: level("level", r.level)?,
+            agency_code: &r.agency_code,
+            sector_code: &r.sector_code,
+            procedure_code: &r.procedure_code,
+            channel: channel("channel", r.channel)?,
+            applicant_type: applicant_type("applicant_type", r.applicant_type)?,
+            group_by: dimensions("group_by", &r.group_by)?,
         }
-        let query = stats::Query {
-            from,
-            to,
-            filter: filter(&r)?,
-            group_by: Vec::new(),
-        };
-        let mut groups = store::query(&self.pool, &query)
+        .parse()?;
+        let source = source("as_recorded_at", r.as_recorded_at.as_ref())?;
+        let answer = answers::indicators(&self.pool, &query, source, &self.targets)
             .await
-            .map_err(|e| match e {
-                store::QueryError::Database(e) => svc::status::unavailable(e),
-                e => svc::status::internal(e),
+            .map_err(query_status)?;
+        let mut response = indicators_response(&answer);
+        response.as_recorded_at = r.as_recorded_at;
+        Ok(Response::new(response))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<pb::GetReportRequest>,
+    ) -> Result<Response<pb::Report>, Status> {
+        self.tokens.authenticate(request.metadata())?;
+        let r = request.into_inner();
+        let form = match pb::ReportForm::try_from(r.form) {
+            Ok(pb::ReportForm::Ii06a) => Form::Ii06a,
+            Ok(pb::ReportForm::BieuMau3Section3) => Form::BieuMau3Section3,
+            Ok(pb::ReportForm::BieuMau7Section6) => Form::BieuMau7Section6,
+            Ok(pb::ReportForm::Scorecard766) => Form::Scorecard766,
+            _ => {
+                return Err(invalid_field(
+                    "form",
+                    "is required: choose one of the listed forms",
+                ));
+            }
+        };
+        let query = RawScope {
+            from: &r.from,
+            to: &r.to,
+            level: level("level", r.level)?,
+            agency_code: &r.agency_code,
+            sector_code: &r.sector_code,
+            procedure_code: &r.procedure_code,
+            channel: channel("channel", r.channel)?,
+            applicant_type: applicant_type("applicant_type", r.applicant_type)?,
+            group_by: dimensions("group_by", &r.group_by)?,
+        }
+        .parse()?;
+        let source = source("as_recorded_at", r.as_recorded_at.as_ref())?;
+        let table = answers::report(&self.pool, form, &query, source)
+            .await
+            .map_err(query_status)??;
+        let mut report = report_pb(&table, &query);
+        report.as_recorded_at = r.as_recorded_at;
+        Ok(Response::new(report))
+    }
+
+    async fn get_dossier_status(
+        &self,
+        request: Request<pb::GetDossierStatusRequest>,
+    ) -> Result<Response<pb::DossierStatus>, Status> {
+        self.tokens.authenticate(request.metadata())?;
+        let id = svc::convert::dossier_id("dossier_id", &request.get_ref().dossier_id)?;
+        let dossier = answers::dossier(&self.pool, id.as_str())
+            .await
+            .map_err(query_status)?
+            .ok_or_else(|| {
+                svc::status::with_reason(
+                    tonic::Code::NotFound,
+                    "dossier_not_found",
+                    format!("no dossier {id} in the log"),
+                )
             })?;
-        let totals = groups.remove(&Vec::new()).unwrap_or_else(|| stats::Totals::empty(from, to));
-        Ok(Response::new(response(
-            from,
-            to,
-            &stats::indicators(&totals),
-        )))
+        Ok(Response::new(status_pb(id.as_str(), &dossier)))
     }
 }
 
-fn date(field: &str, text: &str) -> Result<NaiveDate, Status> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .map_err(|_| invalid_field(field, "must be a date YYYY-MM-DD"))
-}
-
-/// An optional code filter: empty does not filter; otherwise it must be a valid code.
-fn code<T>(
-    field: &str,
-    value: &str,
-    parse: impl Fn(String) -> Result<T, domain::FieldError>,
-) -> Result<Option<T>, Status> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Ok(None);
+/// The source of a request's figures: live, or as recorded at the given instant.
+pub fn source(field: &str, at: Option<&prost_types::Timestamp>) -> Result<Source, Status> {
+    match at {
+        None => Ok(Source::Live),
+        Some(_) => Ok(Source::AsRecordedAt(svc::status::timestamp(field, at)?)),
     }
-    parse(value.to_owned())
-        .map(Some)
-        .map_err(|e| invalid_field(field, e.to_string()))
 }
 
-fn filter(r: &pb::GetIndicatorsRequest) -> Result<stats::SliceFilter, Status> {
-    let level = match pb::Level::try_from(r.level) {
-        Ok(pb::Level::Unspecified) => None,
-        Ok(pb::Level::Province) => Some(domain::Level::Province),
-        Ok(pb::Level::District) => Some(domain::Level::District),
-        Ok(pb::Level::Commune) => Some(domain::Level::Commune),
-        Err(_) => return Err(invalid_field("level", "unknown level")),
+/// An optional enum filter: unspecified does not filter; unknown numbers are refused.
+macro_rules! optional_enum {
+    ($fn_name:ident, $pb:ty, $domain:ty, { $($pbv:ident => $dv:expr),+ $(,)? }) => {
+        fn $fn_name(field: &str, value: i32) -> Result<Option<$domain>, Status> {
+            match <$pb>::try_from(value) {
+                Ok(<$pb>::Unspecified) => Ok(None),
+                $(Ok(<$pb>::$pbv) => Ok(Some($dv)),)+
+                Err(_) => Err(invalid_field(field, "unknown value")),
+            }
+        }
     };
-    let channel = match pb::Channel::try_from(r.channel) {
-        Ok(pb::Channel::Unspecified) => None,
-        Ok(pb::Channel::Online) => Some(domain::Channel::Online),
-        Ok(pb::Channel::Direct) => Some(domain::Channel::Direct),
-        Ok(pb::Channel::Postal) => Some(domain::Channel::Postal),
-        Err(_) => return Err(invalid_field("channel", "unknown channel")),
-    };
-    let applicant_type = match pb::ApplicantType::try_from(r.applicant_type) {
-        Ok(pb::ApplicantType::Unspecified) => None,
-        Ok(pb::ApplicantType::Citizen) => Some(domain::ApplicantType::Citizen),
-        Ok(pb::ApplicantType::Business) => Some(domain::ApplicantType::Business),
-        Ok(pb::ApplicantType::Organisation) => Some(domain::ApplicantType::Organisation),
-        Err(_) => return Err(invalid_field("applicant_type", "unknown applicant type")),
-    };
-    Ok(stats::SliceFilter {
-        level,
-        agency: code("agency_code", &r.agency_code, domain::AgencyCode::parse)?,
-        sector: code("sector_code", &r.sector_code, domain::SectorCode::parse)?,
-        procedure: code("procedure_code", &r.procedure_code, domain::ProcedureCode::parse)?,
-        channel,
-        applicant_type,
-    })
+}
+
+optional_enum!(level, pb::Level, domain::Level, {
+    Province => domain::Level::Province,
+    District => domain::Level::District,
+    Commune => domain::Level::Commune,
+});
+optional_enum!(channel, pb::Channel, domain::Channel, {
+    Online => domain::Channel::Online,
+    Direct => domain::Channel::Direct,
+    Postal => domain::Channel::Postal,
+});
+optional_enum!(applicant_type, pb::ApplicantType, domain::ApplicantType, {
+    Citizen => domain::ApplicantType::Citizen,
+    Business => domain::ApplicantType::Business,
+    Organisation => domain::ApplicantType::Organisation,
+});
+
+fn dimension(value: i32) -> Option<stats::Dimension> {
+    match pb::Dimension::try_from(value) {
+        Ok(pb::Dimension::Level) => Some(stats::Dimension::Level),
+        Ok(pb::Dimension::Agency) => Some(stats::Dimension::Agency),
+        Ok(pb::Dimension::Sector) => Some(stats::Dimension::Sector),
+        Ok(pb::Dimension::Procedure) => Some(stats::Dimension::Procedure),
+        Ok(pb::Dimension::Channel) => Some(stats::Dimension::Channel),
+        Ok(pb::Dimension::ApplicantType) => Some(stats::Dimension::ApplicantType),
+        Ok(pb::Dimension::Unspecified) | Err(_) => None,
+    }
+}
+
+fn dimensions(field: &str, values: &[i32]) -> Result<Vec<stats::Dimension>, Status> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            dimension(*v).ok_or_else(|| {
+                invalid_field(&format!("{field}[{i}]"), "unknown or unspecified dimension")
+            })
+        })
+        .collect()
 }
 
 /// The wire form of a rate: `percent` absent when the denominator is 0.
@@ -128,15 +208,9 @@ fn pending(p: &stats::PendingFigures) -> Option<pb::PendingFigures> {
     })
 }
 
-/// The wire form of the indicators of `[from, to)`.
-pub fn response(
-    from: NaiveDate,
-    to: NaiveDate,
-    i: &stats::Indicators,
-) -> pb::GetIndicatorsResponse {
-    pb::GetIndicatorsResponse {
-        from: from.format("%Y-%m-%d").to_string(),
-        to: to.format("%Y-%m-%d").to_string(),
+/// The wire form of indicators.
+pub fn indicators_pb(i: &stats::Indicators) -> pb::Indicators {
+    pb::Indicators {
         received: i.received.total,
         received_online: i.received.online,
         received_direct: i.received.direct,
@@ -174,6 +248,135 @@ pub fn response(
     }
 }
 
+fn targets_pb(checks: &[stats::TargetCheck]) -> Vec<pb::TargetCheck> {
+    checks
+        .iter()
+        .map(|c| pb::TargetCheck {
+            id: c.id.to_owned(),
+            rate: rate(c.rate),
+            target: c.target,
+            met: c.met,
+        })
+        .collect()
+}
+
+fn dimension_pb(d: stats::Dimension) -> pb::Dimension {
+    match d {
+        stats::Dimension::Level => pb::Dimension::Level,
+        stats::Dimension::Agency => pb::Dimension::Agency,
+        stats::Dimension::Sector => pb::Dimension::Sector,
+        stats::Dimension::Procedure => pb::Dimension::Procedure,
+        stats::Dimension::Channel => pb::Dimension::Channel,
+        stats::Dimension::ApplicantType => pb::Dimension::ApplicantType,
+    }
+}
+
+fn day(d: NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+/// The wire form of an indicators answer.
+pub fn indicators_response(a: &IndicatorsAnswer) -> pb::GetIndicatorsResponse {
+    pb::GetIndicatorsResponse {
+        from: day(a.from),
+        to: day(a.to),
+        total: Some(indicators_pb(&a.total)),
+        targets: targets_pb(&a.targets),
+        groups: a
+            .groups
+            .iter()
+            .map(|g| pb::IndicatorGroup {
+                key: g
+                    .key
+                    .iter()
+                    .map(|(d, v)| pb::GroupValue {
+                        dimension: dimension_pb(*d) as i32,
+                        value: v.clone(),
+                    })
+                    .collect(),
+                indicators: Some(indicators_pb(&g.indicators)),
+                targets: targets_pb(&g.targets),
+                late_share: rate(g.late_share),
+            })
+            .collect(),
+        as_recorded_at: None,
+    }
+}
+
+fn report_pb(t: &Table, query: &stats::Query) -> pb::Report {
+    pb::Report {
+        form: form_pb(t.form) as i32,
+        title: t.title.to_owned(),
+        from: day(query.from),
+        to: day(query.to),
+        columns: t
+            .columns
+            .iter()
+            .map(|c| pb::Column {
+                id: c.id.clone(),
+                label: c.label.clone(),
+            })
+            .collect(),
+        rows: t
+            .rows
+            .iter()
+            .map(|cells| pb::ReportRow {
+                cells: cells
+                    .iter()
+                    .map(|c| pb::Cell {
+                        value: Some(match c {
+                            Cell::Count(n) => pb::cell::Value::Count(*n),
+                            Cell::Rate(r) => pb::cell::Value::Rate(rate(*r).unwrap_or_default()),
+                            Cell::Text(t) => pb::cell::Value::Text(t.clone()),
+                        }),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        as_recorded_at: None,
+    }
+}
+
+fn form_pb(f: Form) -> pb::ReportForm {
+    match f {
+        Form::Ii06a => pb::ReportForm::Ii06a,
+        Form::BieuMau3Section3 => pb::ReportForm::BieuMau3Section3,
+        Form::BieuMau7Section6 => pb::ReportForm::BieuMau7Section6,
+        Form::Scorecard766 => pb::ReportForm::Scorecard766,
+    }
+}
+
+fn status_pb(dossier_id: &str, d: &domain::Dossier) -> pb::DossierStatus {
+    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(svc::status::to_timestamp);
+    pb::DossierStatus {
+        dossier_id: dossier_id.to_owned(),
+        phase: d.phase.as_str().to_owned(),
+        portal_status_code: d.portal_status().map_or(0, i32::from),
+        description: d.phase.describe().to_owned(),
+        profile: d.profile.as_ref().map(svc::convert::pb_profile),
+        current_agency_code: d
+            .current_agency
+            .as_ref()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default(),
+        received_at: ts(d.received_at),
+        due_at: ts(d.due_at),
+        paused: d.is_paused(),
+        supplement_requests: d.supplement_requests,
+        late_marked: d.late_marked,
+        resolved_at: ts(d.resolution.as_ref().map(|r| r.at)),
+        timeliness: d
+            .resolution
+            .as_ref()
+            .map_or(pb::Timeliness::Unspecified, |r| {
+                svc::convert::pb_timeliness(r.timeliness)
+            }) as i32,
+        outstanding_vnd: d.outstanding_vnd(),
+        returned_at: ts(d.returned_at),
+        version: d.version,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,30 +393,31 @@ mod tests {
     }
 
     #[test]
-    fn filters_map_to_stored_values_and_unknown_enums_are_refused() {
-        let request = pb::GetIndicatorsRequest {
-            level: pb::Level::District as i32,
-            channel: pb::Channel::Postal as i32,
-            agency_code: " 000.00.12.H40 ".to_owned(),
-            ..Default::default()
-        };
-        let f = filter(&request).unwrap();
-        assert_eq!(f.level, Some(domain::Level::District));
-        assert_eq!(f.channel, Some(domain::Channel::Postal));
-        assert_eq!(f.agency.as_ref().map(|a| a.as_str()), Some("000.00.12.H40"));
-        assert_eq!((f.sector, f.applicant_type), (None, None));
-        let bad = pb::GetIndicatorsRequest {
-            level: 42,
-            ..Default::default()
-        };
+    fn enums_map_and_unknown_ones_are_refused_naming_the_field() {
         assert_eq!(
-            filter(&bad).unwrap_err().code(),
-            tonic::Code::InvalidArgument
+            level("level", pb::Level::District as i32).unwrap(),
+            Some(domain::Level::District)
         );
-        assert!(date("from", "2024-02-30").is_err());
+        assert_eq!(level("level", 0).unwrap(), None);
+        let err = level("level", 42).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert_eq!(
-            date("from", "2024-02-29").unwrap(),
-            NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()
+            dimensions(
+                "group_by",
+                &[pb::Dimension::Sector as i32, pb::Dimension::Level as i32]
+            )
+            .unwrap(),
+            vec![stats::Dimension::Sector, stats::Dimension::Level]
         );
+        for bad in [0, 99] {
+            let err = dimensions("group_by", &[pb::Dimension::Sector as i32, bad]).unwrap_err();
+            assert!(
+                format!("{:?}", err.details()).contains("group_by[1]")
+                    || err.message().contains("group_by")
+            );
+        }
+        for d in stats::Dimension::ALL {
+            assert_eq!(dimension(dimension_pb(d) as i32), Some(d));
+        }
     }
 }

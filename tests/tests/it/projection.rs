@@ -204,7 +204,9 @@ async fn queries_need_a_token_and_valid_dates() {
             .get_indicators(authed(token, request.clone()))
             .await
             .expect("any valid token may read")
-            .into_inner();
+            .into_inner()
+            .total
+            .expect("a total");
         assert_eq!(empty.received, 0);
         assert_eq!(empty.online.expect("rate").percent, None);
     }
@@ -377,7 +379,9 @@ async fn whole_lifecycles_count_in_every_indicator_and_filters_select_slices() {
             .get_indicators(authed(AUDITOR, request))
             .await
             .expect("filtered query")
-            .into_inner();
+            .into_inner()
+            .total
+            .expect("a total");
         let expected =
             tests::projection::expected_indicators_where(&log, from, to, |s: &stats::Slice| {
                 (agency.is_empty() || s.agency.as_str() == agency)

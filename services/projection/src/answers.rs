@@ -1,0 +1,136 @@
+//! The answers the statistics API gives, independent of the transport: gRPC
+//! ([`crate::service`]) and HTTP ([`crate::http`]) both render these, so they cannot disagree.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::PgPool;
+use stats::{Dimension, GroupKey, Indicators, Query, Rate, TargetCheck, Targets, Totals};
+
+use crate::figures::figures;
+use crate::forms::{self, Form, Table};
+use crate::scope::{ScopeError, Source};
+use crate::store::QueryError;
+
+/// Indicators over the whole filter and per group, each with S14.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndicatorsAnswer {
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+    pub total: Indicators,
+    pub targets: Vec<TargetCheck>,
+    pub groups: Vec<GroupAnswer>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupAnswer {
+    /// One entry per grouping dimension, in the request's order.
+    pub key: Vec<(Dimension, String)>,
+    pub indicators: Indicators,
+    pub targets: Vec<TargetCheck>,
+    /// S5: resolved late in this group / resolved late in all groups.
+    pub late_share: Rate,
+}
+
+/// The indicators of `query` from `source`, with S14 against `targets` and S5 per group.
+pub async fn indicators(
+    pool: &PgPool,
+    query: &Query,
+    source: Source,
+    targets: &Targets,
+) -> Result<IndicatorsAnswer, QueryError> {
+    let groups = figures(pool, query, source).await?;
+    Ok(indicators_of(query, &groups, targets))
+}
+
+/// [`indicators`] from figures already at hand.
+pub fn indicators_of(
+    query: &Query,
+    groups: &BTreeMap<GroupKey, Totals>,
+    targets: &Targets,
+) -> IndicatorsAnswer {
+    let all = forms::merged(query, groups);
+    let total = stats::indicators(&all);
+    let shares = stats::late_shares(groups);
+    let groups = if query.group_by.is_empty() {
+        Vec::new()
+    } else {
+        groups
+            .iter()
+            .map(|(key, t)| {
+                let indicators = stats::indicators(t);
+                GroupAnswer {
+                    key: query.group_by.iter().copied().zip(key.clone()).collect(),
+                    indicators,
+                    targets: stats::targets(&indicators, targets),
+                    late_share: shares
+                        .get(key)
+                        .copied()
+                        .unwrap_or(Rate::new(0, total.resolved.late)),
+                }
+            })
+            .collect()
+    };
+    IndicatorsAnswer {
+        from: query.from,
+        to: query.to,
+        total,
+        targets: stats::targets(&total, targets),
+        groups,
+    }
+}
+
+/// `form` for `query` (whose `group_by` is what the request asked; only II.06a accepts one).
+pub async fn report(
+    pool: &PgPool,
+    form: Form,
+    query: &Query,
+    source: Source,
+) -> Result<Result<Table, ScopeError>, QueryError> {
+    if !form.groups() && !query.group_by.is_empty() {
+        return Ok(Err(ScopeError::new(
+            "group_by",
+            format!("the form {} has fixed rows", form.slug()),
+        )));
+    }
+    let query = Query {
+        group_by: form.query_group_by(&query.group_by),
+        ..query.clone()
+    };
+    let groups = figures(pool, &query, source).await?;
+    Ok(Ok(forms::fill(form, &query, &groups)))
+}
+
+/// The dossier folded from every event in the log; `None` when the log has none.
+pub async fn dossier(
+    pool: &PgPool,
+    dossier_id: &str,
+) -> Result<Option<domain::Dossier>, QueryError> {
+    let mut conn = pool.acquire().await?;
+    let stored = eventlog::load_dossier_on(&mut conn, dossier_id)
+        .await
+        .map_err(|e| match e {
+            eventlog::ReadError::Unavailable(e) => QueryError::Database(e),
+            other => QueryError::Corrupt(format!("dossier {dossier_id}: {other}")),
+        })?;
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let events = stored
+        .iter()
+        .map(|e| {
+            domain::DossierEvent::from_parts(&e.event_type, &e.payload)
+                .map(|body| domain::Event {
+                    occurred_at: e.occurred_at,
+                    body,
+                })
+                .map_err(|err| {
+                    QueryError::Corrupt(format!(
+                        "event {} of dossier {dossier_id}: {err}",
+                        e.version
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(domain::Dossier::from_events(&events)))
+}

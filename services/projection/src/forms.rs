@@ -1,0 +1,462 @@
+//! The report forms as tables: one shape ([`Table`]) that gRPC (`StatsService.GetReport`), the
+//! HTTP JSON answer and the CSV export all render, so the three can never disagree. The rows
+//! themselves come from `stats::reports`; this module only lays them out. No I/O.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use stats::reports::{self, Scoring};
+use stats::{Dimension, GroupKey, Query, Rate, Totals};
+
+/// The forms of `shared/DOMAIN.md`, "Report forms".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Form {
+    /// II.06a (Circular 01/2020/TT-VPCP): one row per group.
+    Ii06a,
+    /// Biểu mẫu 3, section 3: on-time rate per level.
+    BieuMau3Section3,
+    /// Biểu mẫu 7, section 6: online share of full-online and partial-online procedures.
+    BieuMau7Section6,
+    /// The Decision 766/QĐ-TTg scorecard.
+    Scorecard766,
+}
+
+impl Form {
+    pub const ALL: [Form; 4] = [
+        Form::Ii06a,
+        Form::BieuMau3Section3,
+        Form::BieuMau7Section6,
+        Form::Scorecard766,
+    ];
+
+    /// The name used in URLs and file names (`ii06a`, `bieu-mau-3-section-3`, …).
+    pub fn slug(self) -> &'static str {
+        match self {
+            Form::Ii06a => "ii06a",
+            Form::BieuMau3Section3 => "bieu-mau-3-section-3",
+            Form::BieuMau7Section6 => "bieu-mau-7-section-6",
+            Form::Scorecard766 => "scorecard-766",
+        }
+    }
+
+    pub fn from_slug(slug: &str) -> Option<Form> {
+        Form::ALL.into_iter().find(|f| f.slug() == slug)
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Form::Ii06a => "II.06a — Tình hình, kết quả giải quyết TTHC (Thông tư 01/2020/TT-VPCP)",
+            Form::BieuMau3Section3 => "Biểu mẫu 3, mục 3 — Tỷ lệ hồ sơ giải quyết đúng hạn",
+            Form::BieuMau7Section6 => "Biểu mẫu 7, mục 6 — Dịch vụ công trực tuyến",
+            Form::Scorecard766 => {
+                "Bộ chỉ số phục vụ người dân, doanh nghiệp (Quyết định 766/QĐ-TTg)"
+            }
+        }
+    }
+
+    /// The dimensions of the rows when the request names none: II.06a by sector (its usual
+    /// print); the other forms do not group.
+    pub fn default_group_by(self) -> Vec<Dimension> {
+        match self {
+            Form::Ii06a => vec![Dimension::Sector],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the form's rows can be grouped by the request's dimensions.
+    pub fn groups(self) -> bool {
+        self == Form::Ii06a
+    }
+
+    /// The dimensions the figures must be grouped by to fill the form (the requested ones for
+    /// II.06a, the level for Biểu mẫu 3, none for the others).
+    pub fn query_group_by(self, requested: &[Dimension]) -> Vec<Dimension> {
+        match self {
+            Form::Ii06a if requested.is_empty() => self.default_group_by(),
+            Form::Ii06a => requested.to_vec(),
+            Form::BieuMau3Section3 => vec![Dimension::Level],
+            Form::BieuMau7Section6 | Form::Scorecard766 => Vec::new(),
+        }
+    }
+}
+
+/// One cell.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Cell {
+    Count(i64),
+    Rate(Rate),
+    Text(String),
+}
+
+/// A column: a stable id (the CSV header) and the form's wording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Column {
+    pub id: String,
+    pub label: String,
+}
+
+fn column(id: &str, label: &str) -> Column {
+    Column {
+        id: id.to_owned(),
+        label: label.to_owned(),
+    }
+}
+
+/// A filled form.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Table {
+    pub form: Form,
+    pub title: &'static str,
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// Fills `form` from the answer to `query`, whose `group_by` must be
+/// `form.query_group_by(…)`.
+pub fn fill(form: Form, query: &Query, groups: &BTreeMap<GroupKey, Totals>) -> Table {
+    let all = merged(query, groups);
+    let (columns, rows) = match form {
+        Form::Ii06a => ii06a(&query.group_by, groups, &all),
+        Form::BieuMau3Section3 => bieu_mau_3(groups),
+        Form::BieuMau7Section6 => bieu_mau_7(&all),
+        Form::Scorecard766 => scorecard(&all),
+    };
+    Table {
+        form,
+        title: form.title(),
+        columns,
+        rows,
+    }
+}
+
+/// The sum of every group: the figures of the whole filter. Summing is exact because groups
+/// partition the slices.
+pub fn merged(query: &Query, groups: &BTreeMap<GroupKey, Totals>) -> Totals {
+    let mut all = Totals::empty(query.from, query.to);
+    for t in groups.values() {
+        all.merge(t);
+    }
+    all
+}
+
+fn ii06a(
+    dims: &[Dimension],
+    groups: &BTreeMap<GroupKey, Totals>,
+    all: &Totals,
+) -> (Vec<Column>, Vec<Vec<Cell>>) {
+    let mut columns: Vec<Column> = dims
+        .iter()
+        .map(|d| column(d.as_str(), d.as_str()))
+        .collect();
+    columns.extend([
+        column("received_total", "Tổng số hồ sơ tiếp nhận"),
+        column("received_online", "Trực tuyến"),
+        column(
+            "received_direct_and_postal",
+            "Trực tiếp và qua dịch vụ bưu chính",
+        ),
+        column("carried_over", "Từ kỳ trước chuyển qua"),
+        column("resolved_total", "Tổng số hồ sơ đã giải quyết"),
+        column("resolved_early", "Trước hạn"),
+        column("resolved_on_time", "Đúng hạn"),
+        column("resolved_late", "Quá hạn"),
+        column("pending_total", "Tổng số hồ sơ đang giải quyết"),
+        column("pending_within_time", "Trong hạn"),
+        column("pending_overdue", "Quá hạn"),
+        column(
+            "ended_without_result",
+            "Rút hoặc dừng giải quyết (ngoài mẫu, để các cột cộng khớp)",
+        ),
+    ]);
+    let row_cells = |key: Vec<Cell>, r: &reports::Ii06aRow<()>| {
+        let mut cells = key;
+        cells.extend(
+            [
+                r.received_total,
+                r.received_online,
+                r.received_direct_and_postal,
+                r.carried_over,
+                r.resolved_total,
+                r.resolved_early,
+                r.resolved_on_time,
+                r.resolved_late,
+                r.pending_total,
+                r.pending_within_time,
+                r.pending_overdue,
+                r.ended_without_result,
+            ]
+            .map(Cell::Count),
+        );
+        cells
+    };
+    let mut rows: Vec<Vec<Cell>> = groups
+        .iter()
+        .map(|(key, t)| {
+            let key = key.iter().map(|v| Cell::Text(v.clone())).collect();
+            row_cells(key, &reports::Ii06aRow::new((), t))
+        })
+        .collect();
+    // The printed form ends with the total ("Tổng cộng").
+    let total_key = (0..dims.len())
+        .map(|i| Cell::Text(if i == 0 { "total" } else { "" }.to_owned()))
+        .collect();
+    rows.push(row_cells(total_key, &reports::Ii06aRow::new((), all)));
+    (columns, rows)
+}
+
+fn bieu_mau_3(groups: &BTreeMap<GroupKey, Totals>) -> (Vec<Column>, Vec<Vec<Cell>>) {
+    let by_level = groups
+        .iter()
+        .filter_map(|(key, t)| {
+            let level = match key.first().map(String::as_str) {
+                Some("province") => domain::Level::Province,
+                Some("district") => domain::Level::District,
+                Some("commune") => domain::Level::Commune,
+                _ => return None,
+            };
+            Some((level, t.clone()))
+        })
+        .collect();
+    let columns = vec![
+        column("code", "Mã"),
+        column("level", "Cấp"),
+        column("resolved", "Tổng số hồ sơ đã giải quyết"),
+        column("early", "Trước hạn"),
+        column("on_time", "Đúng hạn"),
+        column("late", "Quá hạn"),
+        column("rate", "Tỷ lệ đúng hạn"),
+    ];
+    let rows = reports::bieu_mau_3_section_3(&by_level)
+        .into_iter()
+        .map(|r| {
+            vec![
+                Cell::Text(r.code.to_owned()),
+                Cell::Text(r.level.as_str().to_owned()),
+                Cell::Count(r.resolved),
+                Cell::Count(r.early),
+                Cell::Count(r.on_time),
+                Cell::Count(r.late),
+                Cell::Rate(r.rate),
+            ]
+        })
+        .collect();
+    (columns, rows)
+}
+
+fn bieu_mau_7(t: &Totals) -> (Vec<Column>, Vec<Vec<Cell>>) {
+    let columns = vec![
+        column("code", "Mã"),
+        column("online_level", "Mức độ dịch vụ công trực tuyến"),
+        column("received", "Số hồ sơ tiếp nhận"),
+        column("received_online", "Số hồ sơ tiếp nhận trực tuyến"),
+        column("rate", "Tỷ lệ hồ sơ trực tuyến"),
+    ];
+    let rows = reports::bieu_mau_7_section_6(t)
+        .into_iter()
+        .map(|r| {
+            vec![
+                Cell::Text(r.code.to_owned()),
+                Cell::Text(r.online_level.as_str().to_owned()),
+                Cell::Count(r.received),
+                Cell::Count(r.received_online),
+                Cell::Rate(r.rate),
+            ]
+        })
+        .collect();
+    (columns, rows)
+}
+
+fn scorecard(t: &Totals) -> (Vec<Column>, Vec<Vec<Cell>>) {
+    let columns = vec![
+        column("item", "Chỉ tiêu"),
+        column("rate", "Tỷ lệ"),
+        column("scoring", "Cách chấm"),
+        column("met", "Đạt"),
+    ];
+    let rows = reports::scorecard_766(t)
+        .items()
+        .into_iter()
+        .map(|item| {
+            let scoring = match item.scoring {
+                Scoring::FullAtOrAbove(p) => format!("full at >= {p}%"),
+                Scoring::Threshold(p) => format!("threshold {p}%"),
+                Scoring::RateOnly => "rate only".to_owned(),
+            };
+            let met = match item.met {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "",
+            };
+            vec![
+                Cell::Text(item.id.to_owned()),
+                Cell::Rate(item.rate),
+                Cell::Text(scoring),
+                Cell::Text(met.to_owned()),
+            ]
+        })
+        .collect();
+    (columns, rows)
+}
+
+/// The table as CSV (RFC 4180, CRLF line ends, a header line of column ids). A rate column
+/// becomes three: `{id}_numerator`, `{id}_denominator`, `{id}_percent` (empty when absent), so
+/// a spreadsheet gets the counts, not only a rounded percentage.
+pub fn to_csv(table: &Table) -> String {
+    let is_rate: Vec<bool> = (0..table.columns.len())
+        .map(|i| {
+            table
+                .rows
+                .iter()
+                .any(|r| matches!(r.get(i), Some(Cell::Rate(_))))
+        })
+        .collect();
+    let mut out = String::new();
+    let mut header = Vec::new();
+    for (c, rate) in table.columns.iter().zip(&is_rate) {
+        if *rate {
+            header.push(format!("{}_numerator", c.id));
+            header.push(format!("{}_denominator", c.id));
+            header.push(format!("{}_percent", c.id));
+        } else {
+            header.push(c.id.clone());
+        }
+    }
+    push_record(&mut out, header.iter().map(String::as_str));
+    for row in &table.rows {
+        let mut fields: Vec<String> = Vec::new();
+        for (cell, rate) in row.iter().zip(&is_rate) {
+            match cell {
+                Cell::Rate(r) => {
+                    fields.push(r.numerator.to_string());
+                    fields.push(r.denominator.to_string());
+                    fields.push(r.percent().map(|p| format!("{p:.2}")).unwrap_or_default());
+                }
+                // A rate column whose cell is not a rate keeps its three fields.
+                other if *rate => {
+                    fields.push(text_of(other));
+                    fields.push(String::new());
+                    fields.push(String::new());
+                }
+                other => fields.push(text_of(other)),
+            }
+        }
+        push_record(&mut out, fields.iter().map(String::as_str));
+    }
+    out
+}
+
+fn text_of(cell: &Cell) -> String {
+    match cell {
+        Cell::Count(n) => n.to_string(),
+        Cell::Text(t) => t.clone(),
+        Cell::Rate(r) => r.to_string(),
+    }
+}
+
+fn push_record<'a>(out: &mut String, fields: impl Iterator<Item = &'a str>) {
+    for (i, f) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if f.contains([',', '"', '\n', '\r']) {
+            let _ = write!(out, "\"{}\"", f.replace('"', "\"\""));
+        } else {
+            out.push_str(f);
+        }
+    }
+    out.push_str("\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+    use stats::Metric;
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2024, 4, d).unwrap()
+    }
+
+    fn query(group_by: Vec<Dimension>) -> Query {
+        Query {
+            from: day(1),
+            to: day(30),
+            filter: stats::SliceFilter::default(),
+            group_by,
+        }
+    }
+
+    fn totals(received: i64, early: i64, late: i64, pending: i64) -> Totals {
+        let mut t = Totals::empty(day(1), day(30));
+        t.flows.insert(Metric::Received, received);
+        t.flows.insert(Metric::ReceivedOnline, received);
+        t.flows.insert(Metric::Resolved, early + late);
+        t.flows.insert(Metric::ResolvedEarly, early);
+        t.flows.insert(Metric::ResolvedLate, late);
+        t.at_end.insert(Metric::Pending, pending);
+        t.at_end.insert(Metric::PendingWithinTime, pending);
+        t
+    }
+
+    #[test]
+    fn ii06a_has_a_row_per_group_and_a_total_row_that_adds_up() {
+        let groups = BTreeMap::from([
+            (vec!["land".to_owned()], totals(5, 2, 1, 2)),
+            (vec!["tax".to_owned()], totals(3, 1, 1, 1)),
+        ]);
+        let t = fill(Form::Ii06a, &query(vec![Dimension::Sector]), &groups);
+        assert_eq!(t.columns[0].id, "sector");
+        assert_eq!(t.rows.len(), 3);
+        assert_eq!(t.rows[2][0], Cell::Text("total".to_owned()));
+        // received_total column (1): 5 + 3.
+        assert_eq!(t.rows[2][1], Cell::Count(8));
+        // resolved_late (8): 1 + 1.
+        assert_eq!(t.rows[2][8], Cell::Count(2));
+    }
+
+    #[test]
+    fn bieu_mau_3_lists_every_level_even_without_figures() {
+        let groups = BTreeMap::from([(vec!["district".to_owned()], totals(4, 3, 1, 0))]);
+        let t = fill(
+            Form::BieuMau3Section3,
+            &query(vec![Dimension::Level]),
+            &groups,
+        );
+        assert_eq!(t.rows.len(), 3);
+        assert_eq!(t.rows[1][6], Cell::Rate(Rate::new(3, 4)));
+        assert_eq!(t.rows[0][6], Cell::Rate(Rate::new(0, 0)));
+    }
+
+    #[test]
+    fn csv_splits_rates_and_quotes_text() {
+        let table = Table {
+            form: Form::Scorecard766,
+            title: "t",
+            columns: vec![column("item", "x"), column("rate", "y")],
+            rows: vec![
+                vec![
+                    Cell::Text("a,\"b\"".to_owned()),
+                    Cell::Rate(Rate::new(1, 3)),
+                ],
+                vec![Cell::Text("c".to_owned()), Cell::Rate(Rate::new(0, 0))],
+            ],
+        };
+        assert_eq!(
+            to_csv(&table),
+            "item,rate_numerator,rate_denominator,rate_percent\r\n\
+             \"a,\"\"b\"\"\",1,3,33.33\r\n\
+             c,0,0,\r\n"
+        );
+    }
+
+    #[test]
+    fn slugs_round_trip() {
+        for f in Form::ALL {
+            assert_eq!(Form::from_slug(f.slug()), Some(f));
+        }
+        assert_eq!(Form::from_slug("nope"), None);
+    }
+}
