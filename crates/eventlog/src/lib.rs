@@ -60,6 +60,13 @@ pub async fn load_dossier_on(
     decode_events(&rows)
 }
 
+/// Decodes a row of `events` selected with every column under its own name, with the same
+/// checks as the log's own reads: for readers with queries of their own (the replay service's
+/// filtered scans) that must not decode rows differently from the log.
+pub fn decode_row(row: &sqlx::postgres::PgRow) -> Result<StoredEvent, ReadError> {
+    read::decode_event(row)
+}
+
 impl EventLog {
     /// Connects a pool of up to `max_connections` to `url`. It does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<EventLog, ConnectError> {
