@@ -261,3 +261,201 @@ fn rating(v: Rating) -> pb::Rating {
         Rating::Unsatisfied => pb::Rating::Unsatisfied,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calendar::{Timeliness, WorkingDuration};
+    use chrono::{DateTime, Utc};
+    use domain::{AgencyCode, ComponentCode, ProcedureCode, SectorCode, Text, TransactionId};
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_714_000_000 + seconds, 0).unwrap()
+    }
+
+    fn agency(code: &str) -> AgencyCode {
+        AgencyCode::parse(code).unwrap()
+    }
+
+    fn text(s: &str) -> Text {
+        Text::parse(s).unwrap()
+    }
+
+    fn domain_profile() -> Profile {
+        Profile {
+            procedure: ProcedureCode::parse("1.004227").unwrap(),
+            online_level: OnlineServiceLevel::PartialOnline,
+            sector: SectorCode::parse("land").unwrap(),
+            agency: agency("000.00.12.H40"),
+            level: domain::Level::Commune,
+            channel: Channel::Postal,
+            applicant_type: ApplicantType::Business,
+        }
+    }
+
+    /// One event of every kind the domain has.
+    fn samples() -> Vec<DossierEvent> {
+        vec![
+            DossierEvent::Received {
+                profile: domain_profile(),
+                statutory_time: StatutoryTime::Hours(12),
+                fee_required: true,
+                components: vec![ComponentCode::parse("a").unwrap()],
+                due_at: t(3600),
+            },
+            DossierEvent::ComponentsDigitized {
+                digitized: vec![ComponentCode::parse("a").unwrap()],
+                reused: vec![ComponentCode::parse("b").unwrap()],
+            },
+            DossierEvent::RefusedAtIntake {
+                profile: domain_profile(),
+                reason: text("thiếu"),
+            },
+            DossierEvent::Transferred {
+                from_agency: agency("000.00.12.H40"),
+                to_agency: agency("000.00.01.H40"),
+                mode: TransferMode::Paper,
+            },
+            DossierEvent::SupplementRequested {
+                reason: text("bổ sung"),
+            },
+            DossierEvent::SupplementReceived {
+                due_at: t(7200),
+                paused: WorkingDuration::from_minutes(95),
+            },
+            DossierEvent::Late { due_at: t(7200) },
+            DossierEvent::ApologyIssued {
+                reason: text("xin lỗi"),
+                new_appointment: t(9000),
+                on_time: true,
+            },
+            DossierEvent::FeeAssessed {
+                amount_vnd: 150_000,
+                kind: FeeKind::Tax,
+            },
+            DossierEvent::Paid {
+                amount_vnd: 150_000,
+                channel: PaymentChannel::ProvincialGateway,
+                transaction_id: TransactionId::parse("GW-1").unwrap(),
+            },
+            DossierEvent::Resolved {
+                outcome: Outcome::Refused,
+                deciding_agency: agency("000.00.01.H40"),
+                due_at: t(7200),
+                timeliness: Timeliness::Early,
+            },
+            DossierEvent::Withdrawn {
+                reason: text("rút"),
+            },
+            DossierEvent::Stopped {
+                reason: text("dừng"),
+            },
+            DossierEvent::ResultDigitized {
+                document_ref: text("kq/1.pdf"),
+                sha256: "ab".repeat(32),
+            },
+            DossierEvent::ResultReturned {
+                method: ReturnMethod::Post,
+            },
+            DossierEvent::SatisfactionRated {
+                rating: Rating::Unsatisfied,
+            },
+        ]
+    }
+
+    fn body_type(body: &Body) -> &'static str {
+        match body {
+            Body::Received(_) => "received",
+            Body::ComponentsDigitized(_) => "components_digitized",
+            Body::RefusedAtIntake(_) => "refused_at_intake",
+            Body::Transferred(_) => "transferred",
+            Body::SupplementRequested(_) => "supplement_requested",
+            Body::SupplementReceived(_) => "supplement_received",
+            Body::Late(_) => "late",
+            Body::ApologyIssued(_) => "apology_issued",
+            Body::FeeAssessed(_) => "fee_assessed",
+            Body::Paid(_) => "paid",
+            Body::Resolved(_) => "resolved",
+            Body::Withdrawn(_) => "withdrawn",
+            Body::Stopped(_) => "stopped",
+            Body::ResultDigitized(_) => "result_digitized",
+            Body::ResultReturned(_) => "result_returned",
+            Body::SatisfactionRated(_) => "satisfaction_rated",
+        }
+    }
+
+    #[test]
+    fn every_domain_event_has_its_own_typed_body_and_a_filterable_type() {
+        let samples = samples();
+        let types: Vec<&str> = samples.iter().map(|e| e.event_type()).collect();
+        let mut sorted = types.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), samples.len(), "one sample per kind");
+        let mut filterable = crate::service::EVENT_TYPES.to_vec();
+        filterable.sort_unstable();
+        assert_eq!(
+            sorted, filterable,
+            "the filter knows exactly the domain's types"
+        );
+        for event in &samples {
+            assert_eq!(body_type(&body(event)), event.event_type());
+        }
+    }
+
+    #[test]
+    fn values_are_carried_over() {
+        let samples = samples();
+        let Body::Received(r) = body(&samples[0]) else {
+            panic!()
+        };
+        let p = r.profile.unwrap();
+        assert_eq!(
+            (p.online_level, p.level, p.channel, p.applicant_type),
+            (
+                pb::OnlineServiceLevel::PartialOnline as i32,
+                pb::Level::Commune as i32,
+                pb::Channel::Postal as i32,
+                pb::ApplicantType::Business as i32
+            )
+        );
+        assert_eq!(
+            r.statutory_time.unwrap().unit,
+            Some(pb::statutory_time::Unit::WorkingHours(12))
+        );
+        assert!(r.fee_required);
+        assert_eq!(r.due_at, Some(to_timestamp(t(3600))));
+        let Body::SupplementReceived(s) = body(&samples[5]) else {
+            panic!()
+        };
+        assert_eq!(s.paused_minutes, 95);
+        let Body::Paid(p) = body(&samples[9]) else {
+            panic!()
+        };
+        assert_eq!(
+            (p.amount_vnd, p.channel, p.transaction_id.as_str()),
+            (
+                150_000,
+                pb::PaymentChannel::ProvincialGateway as i32,
+                "GW-1"
+            )
+        );
+        let Body::Resolved(r) = body(&samples[10]) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.outcome, r.timeliness, r.deciding_agency.as_str()),
+            (
+                pb::Outcome::Refused as i32,
+                pb::Timeliness::Early as i32,
+                "000.00.01.H40"
+            )
+        );
+        let Body::Transferred(tr) = body(&samples[3]) else {
+            panic!()
+        };
+        assert_eq!(tr.mode, pb::TransferMode::Paper as i32);
+        assert_eq!(level("commune"), pb::Level::Commune);
+        assert_eq!(level("county"), pb::Level::Unspecified);
+    }
+}

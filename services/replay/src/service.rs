@@ -538,20 +538,4 @@ mod tests {
         .unwrap();
         assert_eq!((s.after_position, s.to_position), (5, Some(5)));
     }
-
-    #[test]
-    fn the_filterable_types_are_the_domains() {
-        use std::collections::BTreeSet;
-        let names: BTreeSet<_> = EVENT_TYPES.iter().collect();
-        assert_eq!(names.len(), EVENT_TYPES.len());
-        // Every domain event type can be named: a sample of each shape.
-        let late = domain::DossierEvent::Late {
-            due_at: DateTime::from_timestamp(T, 0).unwrap(),
-        };
-        assert!(EVENT_TYPES.contains(&late.event_type()));
-        let rated = domain::DossierEvent::SatisfactionRated {
-            rating: domain::Rating::Satisfied,
-        };
-        assert!(EVENT_TYPES.contains(&rated.event_type()));
-    }
 }

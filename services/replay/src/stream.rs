@@ -67,6 +67,11 @@ pub(crate) fn start(
 ) -> EventStream {
     let (tx, rx) = mpsc::channel(BUFFER);
     tokio::spawn(produce(reader, plan, wakeups, stopping, tx));
+    respond(rx)
+}
+
+/// The response stream reading a producer's channel: OK only after [`Msg::End`].
+fn respond(rx: mpsc::Receiver<Msg>) -> EventStream {
     Box::pin(futures::stream::unfold(Some(rx), |rx| async move {
         let mut rx = rx?;
         match rx.recv().await {
@@ -181,4 +186,66 @@ async fn wait_for_wakeup(wakeups: &mut watch::Receiver<u64>) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tonic::Code;
+
+    fn event(position: u64) -> Msg {
+        Msg::Event(Box::new(pb::ReplayedEvent {
+            position,
+            ..Default::default()
+        }))
+    }
+
+    async fn collect(messages: Vec<Msg>, close: bool) -> Vec<Result<u64, Code>> {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        for m in messages {
+            tx.send(m).await.unwrap();
+        }
+        let mut stream = respond(rx);
+        if close {
+            drop(tx);
+            stream
+                .map(|item| item.map(|e| e.position).map_err(|s| s.code()))
+                .collect()
+                .await
+        } else {
+            // The producer still holds the channel: only what it said ends the stream.
+            let mut out = Vec::new();
+            while let Some(item) = stream.next().await {
+                out.push(item.map(|e| e.position).map_err(|s| s.code()));
+            }
+            drop(tx);
+            out
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_producers_end_completes_the_stream() {
+        assert_eq!(
+            collect(vec![event(1), event(2), Msg::End], false).await,
+            [Ok(1), Ok(2)]
+        );
+        assert_eq!(
+            collect(
+                vec![event(1), Msg::Fail(Status::unavailable("x")), event(2)],
+                false
+            )
+            .await,
+            [Ok(1), Err(Code::Unavailable)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_vanished_producer_is_an_error_never_a_clean_end() {
+        assert_eq!(
+            collect(vec![event(1)], true).await,
+            [Ok(1), Err(Code::Internal)]
+        );
+        assert_eq!(collect(vec![], true).await, [Err(Code::Internal)]);
+    }
 }
