@@ -8,16 +8,12 @@ use std::collections::BTreeMap;
 use calendar::StatutoryTime;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use domain::{
-    Action, ApplicantType, Channel, DossierEvent, Event, Level, OnlineServiceLevel, Outcome,
-    PaymentChannel, Profile, Rating, ReturnMethod, SupplementPolicy, TransferMode,
+    Action, ApplicantType, Channel, Event, Level, OnlineServiceLevel, Outcome, PaymentChannel,
+    Profile, Rating, ReturnMethod, SupplementPolicy, TransferMode,
 };
 use proptest::prelude::*;
 use stats::reports::on_time_progress;
-use stats::{
-    Aggregates, Contribution, EndedFigures, Indicators, OnlineFigures, PaymentFigures,
-    PendingFigures, Rate, ReceivedFigures, ResolvedFigures, SatisfactionFigures, Slice,
-    contribution, diff, indicators,
-};
+use stats::{Aggregates, Contribution, Slice, contribution, diff, indicators};
 
 use crate::support::*;
 
@@ -376,326 +372,6 @@ fn period() -> impl Strategy<Value = (i64, i64)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The naive recomputation: straight from the raw events and DOMAIN.md, no stats helper.
-
-/// The local (UTC+7) date of an instant.
-fn day_of(t: DateTime<Utc>) -> NaiveDate {
-    (t + Duration::hours(7)).date_naive()
-}
-
-/// `d` 00:00 local, as an instant.
-fn start_of(d: NaiveDate) -> DateTime<Utc> {
-    d.and_hms_opt(0, 0, 0).expect("midnight").and_utc() - Duration::hours(7)
-}
-
-#[derive(Debug, Default)]
-struct Counts {
-    refused: i64,
-    received: i64,
-    online: i64,
-    direct: i64,
-    postal: i64,
-    carried_over: i64,
-    resolved: i64,
-    early: i64,
-    on_time: i64,
-    late: i64,
-    late_with_apology: i64,
-    withdrawn: i64,
-    stopped: i64,
-    all_digitized: i64,
-    reused: i64,
-    full: i64,
-    full_online: i64,
-    partial: i64,
-    partial_online: i64,
-    e_transfer: i64,
-    result_digitized: i64,
-    with_fee: i64,
-    with_fee_paid_online: i64,
-    payments: i64,
-    amount: i64,
-    payments_online: i64,
-    amount_online: i64,
-    very: i64,
-    satisfied: i64,
-    unsatisfied: i64,
-    in_time_766: i64,
-    start: [i64; 4],
-    end: [i64; 4],
-}
-
-/// Pending, within time, overdue, 766 within time of one dossier at the instant `t`:
-/// pending when received before `t` and neither resolved nor ended before `t`; within time when
-/// the due time in force at `t` is at or after `t`, or when it is paused for a supplement at
-/// `t`; for 766, also fewer than two supplement requests before `t`. "In force at `t`" and
-/// "paused at `t`" look at what happened before `t`, in business-time order.
-fn naive_stocks(events: &[Event], t: DateTime<Utc>) -> [i64; 4] {
-    let DossierEvent::Received { due_at, .. } = &events[0].body else {
-        return [0; 4];
-    };
-    if events[0].occurred_at >= t {
-        return [0; 4];
-    }
-    let closed_before = events.iter().any(|e| {
-        e.occurred_at < t
-            && matches!(
-                e.body,
-                DossierEvent::Resolved { .. }
-                    | DossierEvent::Withdrawn { .. }
-                    | DossierEvent::Stopped { .. }
-            )
-    });
-    if closed_before {
-        return [0; 4];
-    }
-    let mut before: Vec<&Event> = events.iter().filter(|e| e.occurred_at < t).collect();
-    before.sort_by_key(|e| e.occurred_at);
-    let mut due = *due_at;
-    let mut paused = false;
-    let mut requests = 0;
-    for e in before {
-        match &e.body {
-            DossierEvent::SupplementRequested { .. } => {
-                paused = true;
-                requests += 1;
-            }
-            DossierEvent::SupplementReceived { due_at, .. } => {
-                paused = false;
-                due = *due_at;
-            }
-            _ => {}
-        }
-    }
-    let within = paused || due >= t;
-    [
-        1,
-        i64::from(within),
-        i64::from(!within),
-        i64::from(within && requests < 2),
-    ]
-}
-
-fn naive(
-    dossiers: &[Vec<Event>],
-    from: NaiveDate,
-    to: NaiveDate,
-    filter: &Filter,
-) -> (Indicators, Rate) {
-    let mut n = Counts::default();
-    let in_period = |t: DateTime<Utc>| from <= day_of(t) && day_of(t) < to;
-    for events in dossiers {
-        let (at, profile) = match &events[0].body {
-            DossierEvent::Received { profile, .. } => (events[0].occurred_at, profile),
-            DossierEvent::RefusedAtIntake { profile, .. } => {
-                if filter.keeps_profile(profile) && in_period(events[0].occurred_at) {
-                    n.refused += 1;
-                }
-                continue;
-            }
-            other => panic!("a generated life starts with its reception, not {other:?}"),
-        };
-        if !filter.keeps_profile(profile) {
-            continue;
-        }
-        let DossierEvent::Received { components, .. } = &events[0].body else {
-            unreachable!()
-        };
-        if in_period(at) {
-            n.received += 1;
-            match profile.channel {
-                Channel::Online => n.online += 1,
-                Channel::Direct => n.direct += 1,
-                Channel::Postal => n.postal += 1,
-            }
-            let online = profile.channel == Channel::Online;
-            match profile.online_level {
-                OnlineServiceLevel::FullOnline => {
-                    n.full += 1;
-                    n.full_online += i64::from(online);
-                }
-                OnlineServiceLevel::PartialOnline => {
-                    n.partial += 1;
-                    n.partial_online += i64::from(online);
-                }
-                OnlineServiceLevel::NotOnline => {}
-            }
-            let every_component_electronic = components.iter().all(|c| {
-                events.iter().any(|e| match &e.body {
-                    DossierEvent::ComponentsDigitized { digitized, reused } => {
-                        digitized.contains(c) || reused.contains(c)
-                    }
-                    _ => false,
-                })
-            });
-            n.all_digitized += i64::from(every_component_electronic);
-            n.reused += i64::from(events.iter().any(|e| {
-                matches!(&e.body, DossierEvent::ComponentsDigitized { reused, .. } if !reused.is_empty())
-            }));
-            n.e_transfer += i64::from(events.iter().any(|e| {
-                matches!(
-                    e.body,
-                    DossierEvent::Transferred {
-                        mode: TransferMode::Electronic,
-                        ..
-                    }
-                )
-            }));
-            let fee = events
-                .iter()
-                .any(|e| matches!(e.body, DossierEvent::FeeAssessed { .. }));
-            let paid_online = events.iter().any(|e| {
-                matches!(&e.body, DossierEvent::Paid { channel, .. }
-                    if matches!(channel, PaymentChannel::NationalPlatform | PaymentChannel::ProvincialGateway))
-            });
-            n.with_fee += i64::from(fee);
-            n.with_fee_paid_online += i64::from(fee && paid_online);
-        }
-
-        // Resolution, judged against the due time in force when it was decided: the last due
-        // time set before it in the log (reception or received supplement).
-        if let Some(k) = events
-            .iter()
-            .position(|e| matches!(e.body, DossierEvent::Resolved { .. }))
-        {
-            let resolved_at = events[k].occurred_at;
-            if in_period(resolved_at) {
-                let due = events[..k]
-                    .iter()
-                    .rev()
-                    .find_map(|e| match &e.body {
-                        DossierEvent::Received { due_at, .. }
-                        | DossierEvent::SupplementReceived { due_at, .. } => Some(*due_at),
-                        _ => None,
-                    })
-                    .expect("received first");
-                n.resolved += 1;
-                let late = resolved_at > due;
-                if late {
-                    n.late += 1;
-                    let apology_before = events.iter().any(|e| {
-                        matches!(e.body, DossierEvent::ApologyIssued { .. })
-                            && e.occurred_at < resolved_at
-                    });
-                    n.late_with_apology += i64::from(apology_before);
-                } else if day_of(resolved_at) < day_of(due) {
-                    n.early += 1;
-                } else {
-                    n.on_time += 1;
-                }
-                let requests = events
-                    .iter()
-                    .filter(|e| matches!(e.body, DossierEvent::SupplementRequested { .. }))
-                    .count();
-                n.in_time_766 += i64::from(!late && requests < 2);
-                n.result_digitized += i64::from(
-                    events
-                        .iter()
-                        .any(|e| matches!(e.body, DossierEvent::ResultDigitized { .. })),
-                );
-            }
-        }
-        for e in events {
-            if !in_period(e.occurred_at) {
-                continue;
-            }
-            match &e.body {
-                DossierEvent::Withdrawn { .. } => n.withdrawn += 1,
-                DossierEvent::Stopped { .. } => n.stopped += 1,
-                DossierEvent::Paid {
-                    amount_vnd,
-                    channel,
-                    ..
-                } => {
-                    n.payments += 1;
-                    n.amount += amount_vnd;
-                    if *channel != PaymentChannel::Counter {
-                        n.payments_online += 1;
-                        n.amount_online += amount_vnd;
-                    }
-                }
-                DossierEvent::SatisfactionRated { rating } => match rating {
-                    Rating::VerySatisfied => n.very += 1,
-                    Rating::Satisfied => n.satisfied += 1,
-                    Rating::Unsatisfied => n.unsatisfied += 1,
-                },
-                _ => {}
-            }
-        }
-        for (i, v) in naive_stocks(events, start_of(from)).into_iter().enumerate() {
-            n.start[i] += v;
-        }
-        for (i, v) in naive_stocks(events, start_of(to)).into_iter().enumerate() {
-            n.end[i] += v;
-        }
-    }
-    n.carried_over = n.start[0];
-    let r = |a, b| Rate {
-        numerator: a,
-        denominator: b,
-    };
-    let ended = n.withdrawn + n.stopped;
-    let indicators = Indicators {
-        received: ReceivedFigures {
-            total: n.received,
-            online: n.online,
-            direct: n.direct,
-            postal: n.postal,
-            carried_over: n.carried_over,
-        },
-        resolved: ResolvedFigures {
-            total: n.resolved,
-            early: n.early,
-            on_time: n.on_time,
-            late: n.late,
-        },
-        on_time_rate: r(n.early + n.on_time, n.resolved),
-        pending: PendingFigures {
-            total: n.end[0],
-            within_time: n.end[1],
-            overdue: n.end[2],
-        },
-        pending_at_start: PendingFigures {
-            total: n.start[0],
-            within_time: n.start[1],
-            overdue: n.start[2],
-        },
-        ended: EndedFigures {
-            total: ended,
-            withdrawn: n.withdrawn,
-            stopped: n.stopped,
-        },
-        refused_at_intake: n.refused,
-        apology_rate: r(n.late_with_apology, n.late),
-        components_digitized: r(n.all_digitized, n.received),
-        results_digitized: r(n.result_digitized, n.resolved),
-        data_reuse: r(n.reused, n.received),
-        online: OnlineFigures {
-            all: r(n.online, n.received),
-            full_online: r(n.full_online, n.full),
-            partial_online: r(n.partial_online, n.partial),
-            full_online_of_all: r(n.full_online, n.received),
-        },
-        payment: PaymentFigures {
-            rate: r(n.with_fee_paid_online, n.with_fee),
-            transactions: n.payments,
-            amount_vnd: n.amount,
-            online_transactions: n.payments_online,
-            online_amount_vnd: n.amount_online,
-        },
-        satisfaction: SatisfactionFigures {
-            rate: r(n.very + n.satisfied, n.very + n.satisfied + n.unsatisfied),
-            very_satisfied: n.very,
-            satisfied: n.satisfied,
-            unsatisfied: n.unsatisfied,
-        },
-        electronic_transfer: r(n.e_transfer, n.received),
-    };
-    let progress_766 = r(n.in_time_766 + n.end[3], n.resolved + n.end[0]);
-    (indicators, progress_766)
-}
-
-// ---------------------------------------------------------------------------------------------
 // The properties
 
 fn population(plans: &[Plan], extend: bool) -> Vec<Life> {
@@ -749,7 +425,8 @@ proptest! {
             let to = from + Duration::days(length);
             let totals = aggregates.totals(from, to, |s| filter.keeps_slice(s));
             let derived = indicators(&totals);
-            let (expected, expected_766) = naive(&dossiers, from, to, &filter);
+            let (expected, expected_766) =
+                oracle::indicators(&dossiers, from, to, |p| filter.keeps_profile(p));
             prop_assert_eq!(derived, expected, "[{}, {}) {:?}", from, to, filter);
             prop_assert_eq!(on_time_progress(&totals), expected_766);
             prop_assert_eq!(derived.check(), vec![]);
@@ -825,7 +502,7 @@ proptest! {
             while day < base() + Duration::days(120) {
                 prop_assert_eq!(
                     crate::support::stocks_at(&c, day),
-                    naive_stocks(&life.events, start_of(day)),
+                    oracle::naive_stocks(&life.events, oracle::start_of(day)),
                     "{} {:?}",
                     day,
                     life.events
