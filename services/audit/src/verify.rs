@@ -262,6 +262,10 @@ pub async fn verify_database(
     drop(rows);
 
     let events = frontier.size();
+    if audited && store::tree_size(&mut conn).await? > events {
+        // The tree recorded leaves for events the table no longer has.
+        return tampered(events + 1, Problem::Missing { next: None });
+    }
     if let Some(c) = checkpoints.peek().await? {
         // A signed checkpoint covers events the table no longer has.
         let tree_size = c.tree_size;
