@@ -20,9 +20,11 @@ pub mod consumer;
 pub mod figures;
 pub mod forms;
 pub mod http;
+pub mod rebuild;
 pub mod scope;
 pub mod service;
 pub mod store;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,16 +1,185 @@
-//! `projection --config deploy/config/local.toml`: the statistics projection and its queries.
+//! `projection [--config deploy/config/local.toml]`: the statistics projection and its queries.
+//!
+//! ```text
+//! projection [serve]  [--config FILE]                     consume and answer queries
+//! projection rebuild  [--config FILE]                     rebuild the read models from the log
+//! projection verify   [--config FILE] [--allow-lag] [--max-cells N]
+//!                                                         recompute every figure from the log
+//!                                                         and list every difference
+//! ```
+//!
+//! `verify` exits with 0 when the read models are exactly the log's, 1 when it found a
+//! difference (or, without `--allow-lag`, a dossier not yet applied), 2 on a usage error.
 
-use anyhow::Context;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use eventlog::EventLog;
+
+const USAGE: &str = "\
+Usage: projection [serve|rebuild|verify] [--config FILE] [--allow-lag] [--max-cells N]
+
+  serve      consume the stream and answer queries (the default)
+  rebuild    rebuild the read models from the event log in PostgreSQL; the service keeps
+             answering from the old ones until the new ones are complete
+  verify     recompute every figure from the log and list each difference from the read
+             models; exit 1 if there is one
+  --config FILE   configuration (default: $MOTCUA_CONFIG or deploy/config/local.toml)
+  --allow-lag     verify: dossiers the consumer has not yet applied are not a failure
+  --max-cells N   verify: list at most N differing cells (default 1000; all are counted)
+";
+
+#[derive(Debug, PartialEq)]
+enum Command {
+    Serve,
+    Rebuild,
+    Verify { allow_lag: bool, max_cells: usize },
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Command> {
+    let mut command = None;
+    let mut allow_lag = false;
+    let mut max_cells = 1000;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--config" => {
+                it.next().context("--config needs a file")?;
+            }
+            a if a.starts_with("--config=") => {}
+            "--allow-lag" => allow_lag = true,
+            "--max-cells" => {
+                let n = it.next().context("--max-cells needs a number")?;
+                max_cells = n.parse().with_context(|| format!("--max-cells {n:?}"))?;
+            }
+            "serve" | "rebuild" | "verify" if command.is_none() => command = Some(arg.clone()),
+            other => bail!("unexpected argument {other:?}"),
+        }
+    }
+    Ok(match command.as_deref() {
+        None | Some("serve") => Command::Serve,
+        Some("rebuild") => Command::Rebuild,
+        _ => Command::Verify {
+            allow_lag,
+            max_cells,
+        },
+    })
+}
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let command = match parse(&args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("projection: {e:#}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     svc::server::init_tracing();
+    match run(command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("projection: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let path = svc::config::config_path_from_args();
     let config = svc::Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
-    let app = projection::ProjectionApp::build(&config)
+    match command {
+        Command::Serve => {
+            let app = projection::ProjectionApp::build(&config)
+                .await
+                .context("starting the projection service")?;
+            app.run_until_stopped(svc::server::shutdown_on_signal())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rebuild => {
+            let log = connect(&config).await?;
+            let report = projection::rebuild::rebuild(log.pool(), |p| {
+                eprintln!("rebuild: {p}");
+            })
+            .await
+            .context("rebuild")?;
+            eprintln!(
+                "rebuild: done: {} events of {} dossiers up to position {} in {:.1} s, {} cells; \
+                 swapped in; {} dossiers with later events applied again",
+                report.events,
+                report.dossiers,
+                report.position,
+                report.fill.as_secs_f64(),
+                report.cells,
+                report.reapplied
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            allow_lag,
+            max_cells,
+        } => {
+            let log = connect(&config).await?;
+            let report = projection::verify::verify(log.pool(), max_cells)
+                .await
+                .context("verify")?;
+            println!("{report}");
+            let ok = report.is_consistent() && (allow_lag || report.behind.is_empty());
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+/// The database, migrated (a rebuild or verify may run before the service ever did).
+async fn connect(config: &svc::Config) -> anyhow::Result<EventLog> {
+    // Rebuild and verify each hold two connections at once.
+    let log = EventLog::connect(&config.database.url, config.database.max_connections.max(3))
         .await
-        .context("starting the projection service")?;
-    app.run_until_stopped(svc::server::shutdown_on_signal())
-        .await?;
-    Ok(())
+        .context("connecting to PostgreSQL")?;
+    log.migrate().await.context("log migrations")?;
+    projection::store::migrate(log.pool())
+        .await
+        .context("projection migrations")?;
+    Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn subcommands_and_flags_parse() {
+        assert_eq!(parse(&args(&[])).unwrap(), Command::Serve);
+        assert_eq!(
+            parse(&args(&["--config", "x.toml"])).unwrap(),
+            Command::Serve
+        );
+        assert_eq!(
+            parse(&args(&["rebuild", "--config=x.toml"])).unwrap(),
+            Command::Rebuild
+        );
+        assert_eq!(
+            parse(&args(&["verify", "--allow-lag", "--max-cells", "5"])).unwrap(),
+            Command::Verify {
+                allow_lag: true,
+                max_cells: 5
+            }
+        );
+        assert!(parse(&args(&["verify", "rebuild"])).is_err());
+        assert!(parse(&args(&["--max-cells", "x"])).is_err());
+    }
 }

@@ -3,4 +3,6 @@
 
 mod support;
 
+mod rebuild;
 mod rollup;
+mod verify;

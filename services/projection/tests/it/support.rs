@@ -117,3 +117,159 @@ pub fn normal(answer: BTreeMap<GroupKey, Totals>) -> BTreeMap<GroupKey, Totals> 
         })
         .collect()
 }
+
+/// Appends to the log: a reception on `received` (local noon) of a dossier of a profile
+/// chosen by `kind`, and when `resolved` is given, its resolution on that day. Returns the
+/// dossier's version.
+pub async fn append_dossier(
+    log: &EventLog,
+    dossier_id: &str,
+    kind: usize,
+    received: NaiveDate,
+    resolved: Option<NaiveDate>,
+) -> u32 {
+    let mut events = vec![received_event(kind, received)];
+    if let Some(day) = resolved {
+        events.push(resolved_event(kind, received, day));
+    }
+    let n = events.len() as u32;
+    log.append(vec![eventlog::DossierAppend {
+        dossier_id: dossier_id.to_owned(),
+        expected_version: eventlog::ExpectedVersion::NoStream,
+        routing: routing(kind),
+        events,
+    }])
+    .await
+    .expect("append");
+    n
+}
+
+/// Appends the resolution on `day` to a dossier appended with [`append_dossier`] without one.
+pub async fn append_resolution(
+    log: &EventLog,
+    dossier_id: &str,
+    kind: usize,
+    received: NaiveDate,
+    day: NaiveDate,
+) {
+    log.append(vec![eventlog::DossierAppend {
+        dossier_id: dossier_id.to_owned(),
+        expected_version: eventlog::ExpectedVersion::Exact(1),
+        routing: routing(kind),
+        events: vec![resolved_event(kind, received, day)],
+    }])
+    .await
+    .expect("append resolution");
+}
+
+fn profile(kind: usize) -> domain::Profile {
+    domain::Profile {
+        procedure: ProcedureCode::parse(PROCEDURES[kind % 3]).unwrap(),
+        online_level: domain::OnlineServiceLevel::FullOnline,
+        sector: SectorCode::parse(SECTORS[(kind / 3) % 3]).unwrap(),
+        agency: AgencyCode::parse(AGENCIES[(kind / 9) % 3]).unwrap(),
+        level: Level::ALL[kind % Level::ALL.len()],
+        channel: Channel::ALL[(kind / 2) % Channel::ALL.len()],
+        applicant_type: ApplicantType::ALL[(kind / 5) % ApplicantType::ALL.len()],
+    }
+}
+
+fn routing(kind: usize) -> eventlog::Routing {
+    let p = profile(kind);
+    eventlog::Routing {
+        level: p.level.as_str().to_owned(),
+        agency: p.agency.as_str().to_owned(),
+        sector: p.sector.as_str().to_owned(),
+    }
+}
+
+/// 12:00 local (UTC+7) on `day`.
+fn noon(day: NaiveDate) -> chrono::DateTime<chrono::Utc> {
+    day.and_hms_opt(5, 0, 0).unwrap().and_utc()
+}
+
+fn new_event(body: domain::DossierEvent, at: chrono::DateTime<chrono::Utc>) -> eventlog::NewEvent {
+    let (event_type, payload) = body.into_parts();
+    let event_id = uuid::Uuid::new_v4();
+    let mut fingerprint = [0u8; 32];
+    fingerprint[..16].copy_from_slice(event_id.as_bytes());
+    eventlog::NewEvent {
+        event_id,
+        event_type: event_type.to_owned(),
+        occurred_at: at,
+        payload,
+        fingerprint,
+    }
+}
+
+fn due(received: NaiveDate) -> chrono::DateTime<chrono::Utc> {
+    noon(received + chrono::Days::new(10))
+}
+
+fn received_event(kind: usize, day: NaiveDate) -> eventlog::NewEvent {
+    new_event(
+        domain::DossierEvent::Received {
+            profile: profile(kind),
+            statutory_time: calendar::StatutoryTime::Days(8),
+            fee_required: false,
+            components: vec![domain::ComponentCode::parse("don").unwrap()],
+            due_at: due(day),
+        },
+        noon(day),
+    )
+}
+
+fn resolved_event(kind: usize, received: NaiveDate, day: NaiveDate) -> eventlog::NewEvent {
+    let timeliness = if noon(day) <= due(received) {
+        calendar::Timeliness::Early
+    } else {
+        calendar::Timeliness::Late
+    };
+    new_event(
+        domain::DossierEvent::Resolved {
+            outcome: domain::Outcome::Approved,
+            deciding_agency: profile(kind).agency,
+            due_at: due(received),
+            timeliness,
+        },
+        noon(day),
+    )
+}
+
+/// Every query the tests compare before and after: province-wide and grouped, over a few
+/// periods, so that every rollup is read.
+pub fn sample_queries() -> Vec<stats::Query> {
+    use stats::Dimension;
+    let d = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    let mut out = Vec::new();
+    for (from, to) in [
+        (d(2024, 1, 1), d(2025, 1, 1)),
+        (d(2024, 2, 10), d(2024, 11, 3)),
+        (d(2023, 12, 20), d(2024, 1, 15)),
+    ] {
+        for group_by in [
+            vec![],
+            vec![Dimension::Level],
+            vec![Dimension::Agency],
+            vec![Dimension::Sector, Dimension::Agency],
+            vec![Dimension::Procedure, Dimension::Channel],
+        ] {
+            out.push(stats::Query {
+                from,
+                to,
+                filter: stats::SliceFilter::default(),
+                group_by,
+            });
+        }
+    }
+    out
+}
+
+/// The answers to [`sample_queries`].
+pub async fn answers(pool: &sqlx::PgPool) -> Vec<BTreeMap<GroupKey, Totals>> {
+    let mut out = Vec::new();
+    for q in sample_queries() {
+        out.push(projection::store::query(pool, &q).await.expect("query"));
+    }
+    out
+}

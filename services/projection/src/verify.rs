@@ -1,0 +1,475 @@
+//! `projection verify`: recomputes every figure from the log and lists every difference from the
+//! live read models.
+//!
+//! In one snapshot of the database (a `REPEATABLE READ` transaction, exported to a second one
+//! that holds the expected cells in a temporary table) it reads every event up to the head `P`
+//! by dossier, with the dossier's row of `projection_contributions`. The live tables claim
+//! that each dossier contributes [`stats::contribution`] of its events up to the stored
+//! version, and that `stats_rollup` is the sum of those contributions
+//! ([`crate::store::rollup_cells`]). Verify checks exactly that claim:
+//!
+//! - per dossier: the stored contribution equals the one recomputed from the log up to the
+//!   stored version; a stored version beyond the log, or a row for a dossier the log does not
+//!   know, is a difference;
+//! - per cell: every cell of `stats_rollup`, every rollup and grain, equals the sum of the
+//!   recomputed contributions (missing cells count as 0).
+//!
+//! Dossiers the projection has not yet applied up to the log's version are listed apart
+//! ([`VerifyReport::behind`]): that is lag, which the consumer catches up, not corruption. A
+//! projection at rest (the consumer caught up) is exact only when both lists are empty.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::NaiveDate;
+use futures::TryStreamExt;
+use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use stats::{Contribution, Metric, Slice};
+
+use crate::store::{self, Grain};
+
+/// Day deltas kept in memory before they are expanded and written to the temporary table.
+const CELLS_IN_MEMORY: usize = 200_000;
+
+/// Why verification could not run (differences are not errors: they are in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored event does not decode: the log itself is unreadable here.
+    #[error("undecodable event: {0}")]
+    Corrupt(String),
+}
+
+/// A dossier the projection has applied only up to an earlier version than the log's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Behind {
+    pub dossier_id: String,
+    /// 0: no row at all (never applied, or the row is missing).
+    pub applied: i32,
+    pub log: i32,
+}
+
+/// A dossier whose row in `projection_contributions` is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DossierDifference {
+    /// The stored contribution is not what its events up to the stored version give.
+    Contribution { dossier_id: String, version: i32 },
+    /// The stored contribution does not decode.
+    Undecodable { dossier_id: String, reason: String },
+    /// The stored version is beyond the log's.
+    Ahead {
+        dossier_id: String,
+        applied: i32,
+        log: i32,
+    },
+    /// A row for a dossier without any event in the log.
+    Unknown { dossier_id: String, applied: i32 },
+}
+
+/// A cell of `stats_rollup` whose value is not the sum of the recomputed contributions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellDifference {
+    pub rollup: u8,
+    pub grain: Grain,
+    pub period: NaiveDate,
+    /// In [`stats::Dimension::ALL`] order; `""` outside the rollup.
+    pub dims: [String; 6],
+    pub metric: String,
+    pub expected: i64,
+    pub found: i64,
+}
+
+/// What verification found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The snapshot's head position.
+    pub position: i64,
+    pub events: u64,
+    pub dossiers: u64,
+    pub behind: Vec<Behind>,
+    pub dossier_differences: Vec<DossierDifference>,
+    /// The first differing cells (up to the limit asked for), by rollup, grain, period, slice.
+    pub cell_differences: Vec<CellDifference>,
+    /// All differing cells, listed or not.
+    pub cell_differences_total: u64,
+}
+
+impl VerifyReport {
+    /// No difference: the live tables are exactly what the log gives up to the versions they
+    /// claim (some dossiers may still be [`VerifyReport::behind`]).
+    pub fn is_consistent(&self) -> bool {
+        self.dossier_differences.is_empty() && self.cell_differences_total == 0
+    }
+
+    /// Consistent and nothing behind: the figures are the log's, up to `position`.
+    pub fn is_exact(&self) -> bool {
+        self.is_consistent() && self.behind.is_empty()
+    }
+}
+
+impl fmt::Display for Behind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.applied == 0 {
+            write!(
+                f,
+                "behind      dossier {}: not applied (log at version {})",
+                self.dossier_id, self.log
+            )
+        } else {
+            write!(
+                f,
+                "behind      dossier {}: applied up to version {}, log at {}",
+                self.dossier_id, self.applied, self.log
+            )
+        }
+    }
+}
+
+impl fmt::Display for DossierDifference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DossierDifference::Contribution {
+                dossier_id,
+                version,
+            } => write!(
+                f,
+                "difference  projection_contributions dossier {dossier_id}: stored contribution \
+                 differs from its events up to version {version}"
+            ),
+            DossierDifference::Undecodable { dossier_id, reason } => write!(
+                f,
+                "difference  projection_contributions dossier {dossier_id}: undecodable ({reason})"
+            ),
+            DossierDifference::Ahead {
+                dossier_id,
+                applied,
+                log,
+            } => write!(
+                f,
+                "difference  projection_contributions dossier {dossier_id}: version {applied} \
+                 stored, the log has {log}"
+            ),
+            DossierDifference::Unknown {
+                dossier_id,
+                applied,
+            } => write!(
+                f,
+                "difference  projection_contributions dossier {dossier_id}: version {applied} \
+                 stored, the log has no such dossier"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for CellDifference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slice: Vec<String> = stats::Dimension::ALL
+            .iter()
+            .zip(&self.dims)
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(d, v)| format!("{d}={v}"))
+            .collect();
+        write!(
+            f,
+            "difference  stats_rollup rollup={} grain={} period={} [{}] {}: expected {}, found {}",
+            self.rollup,
+            self.grain.code(),
+            self.period,
+            slice.join(" "),
+            self.metric,
+            self.expected,
+            self.found
+        )
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    /// One line per finding, then a summary line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.dossier_differences {
+            writeln!(f, "{d}")?;
+        }
+        for c in &self.cell_differences {
+            writeln!(f, "{c}")?;
+        }
+        let unlisted = self.cell_differences_total - self.cell_differences.len() as u64;
+        if unlisted > 0 {
+            writeln!(f, "difference  … and {unlisted} more cells")?;
+        }
+        for b in &self.behind {
+            writeln!(f, "{b}")?;
+        }
+        write!(
+            f,
+            "verified {} events of {} dossiers up to position {}: {} dossier differences, {} cell \
+             differences, {} dossiers behind",
+            self.events,
+            self.dossiers,
+            self.position,
+            self.dossier_differences.len(),
+            self.cell_differences_total,
+            self.behind.len()
+        )
+    }
+}
+
+/// Recomputes every figure from the log and compares (see the module docs). Lists at most
+/// `max_cells` differing cells (all are counted).
+pub async fn verify(pool: &PgPool, max_cells: usize) -> Result<VerifyReport, VerifyError> {
+    let mut reader = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *reader)
+        .await?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut *reader)
+        .await?;
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head")
+        .fetch_one(&mut *reader)
+        .await?;
+
+    // The expected cells, on a second connection that sees the same snapshot.
+    let mut expected = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *expected)
+        .await?;
+    // Snapshot ids look like `00000003-0000001B-1`; SET takes no parameters, so check it is
+    // one before it enters the SQL text.
+    if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(VerifyError::Corrupt(format!(
+            "unexpected snapshot id {snapshot:?}"
+        )));
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET TRANSACTION SNAPSHOT '{snapshot}'"
+    )))
+    .execute(&mut *expected)
+    .await?;
+    for sql in [
+        "CREATE TEMPORARY TABLE verify_expected \
+           (LIKE stats_rollup INCLUDING DEFAULTS) ON COMMIT DROP",
+        "ALTER TABLE verify_expected ADD PRIMARY KEY \
+           (rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, \
+            metric)",
+    ] {
+        sqlx::query(sql).execute(&mut *expected).await?;
+    }
+
+    let mut report = VerifyReport {
+        position: head,
+        ..VerifyReport::default()
+    };
+    let mut cells: BTreeMap<(Slice, NaiveDate, Metric), i64> = BTreeMap::new();
+    {
+        let mut rows = sqlx::query(
+            "SELECT e.dossier_id, e.version, e.event_type, e.occurred_at, e.payload, \
+                    c.dossier_id IS NOT NULL AS has_row, c.version AS applied, c.contribution \
+             FROM events e \
+             LEFT JOIN projection_contributions c \
+               ON c.dossier_id = e.dossier_id AND e.version = 1 \
+             WHERE e.position <= $1 \
+             ORDER BY e.dossier_id, e.version",
+        )
+        .bind(head)
+        .fetch(&mut *reader);
+        let mut current: Option<Dossier> = None;
+        while let Some(row) = rows.try_next().await? {
+            let dossier_id: String = row.try_get("dossier_id")?;
+            let version: i32 = row.try_get("version")?;
+            if current.as_ref().is_none_or(|d| d.id != dossier_id) {
+                if let Some(done) = current.take() {
+                    done.check(&mut report, &mut cells);
+                    if cells.len() >= CELLS_IN_MEMORY {
+                        flush(&mut expected, &mut cells).await?;
+                    }
+                }
+                current = Some(Dossier::first(&row, dossier_id.clone())?);
+            }
+            let event = decode(&row, &dossier_id, version)?;
+            if let Some(d) = current.as_mut() {
+                d.events.push((version, event));
+            }
+            report.events += 1;
+        }
+        if let Some(done) = current.take() {
+            done.check(&mut report, &mut cells);
+        }
+    }
+    flush(&mut expected, &mut cells).await?;
+
+    let unknown = sqlx::query(
+        "SELECT dossier_id, version FROM projection_contributions c \
+         WHERE (version > 0 OR contribution IS NOT NULL) \
+           AND NOT EXISTS (SELECT 1 FROM events e \
+                           WHERE e.dossier_id = c.dossier_id AND e.position <= $1) \
+         ORDER BY dossier_id",
+    )
+    .bind(head)
+    .fetch_all(&mut *reader)
+    .await?;
+    for row in unknown {
+        report.dossier_differences.push(DossierDifference::Unknown {
+            dossier_id: row.try_get("dossier_id")?,
+            applied: row.try_get("version")?,
+        });
+    }
+    reader.rollback().await?;
+
+    compare_cells(&mut expected, &mut report, max_cells).await?;
+    expected.rollback().await?;
+    Ok(report)
+}
+
+/// One dossier's events as read, with its stored row.
+struct Dossier {
+    id: String,
+    has_row: bool,
+    applied: i32,
+    stored: Option<serde_json::Value>,
+    events: Vec<(i32, domain::Event)>,
+}
+
+impl Dossier {
+    /// From the dossier's first row (version 1), which carries the joined stored row.
+    fn first(row: &PgRow, id: String) -> Result<Dossier, sqlx::Error> {
+        let has_row: bool = row.try_get("has_row")?;
+        Ok(Dossier {
+            id,
+            has_row,
+            applied: row.try_get::<Option<i32>, _>("applied")?.unwrap_or(0),
+            stored: row.try_get("contribution")?,
+            events: Vec::new(),
+        })
+    }
+
+    /// Compares the stored row with the log, records findings, and adds the contribution the
+    /// row claims (recomputed from the log) to the expected cells.
+    fn check(
+        self,
+        report: &mut VerifyReport,
+        cells: &mut BTreeMap<(Slice, NaiveDate, Metric), i64>,
+    ) {
+        report.dossiers += 1;
+        let log = self.events.last().map_or(0, |(v, _)| *v);
+        if self.applied > log {
+            report.dossier_differences.push(DossierDifference::Ahead {
+                dossier_id: self.id.clone(),
+                applied: self.applied,
+                log,
+            });
+        } else if self.applied < log {
+            report.behind.push(Behind {
+                dossier_id: self.id.clone(),
+                applied: if self.has_row { self.applied } else { 0 },
+                log,
+            });
+        }
+        let prefix: Vec<domain::Event> = self
+            .events
+            .into_iter()
+            .filter(|(v, _)| *v <= self.applied)
+            .map(|(_, e)| e)
+            .collect();
+        let recomputed = if prefix.is_empty() {
+            None
+        } else {
+            stats::contribution(&prefix)
+        };
+        let stored: Result<Option<Contribution>, String> = self
+            .stored
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| e.to_string());
+        match stored {
+            Ok(stored) if stored == recomputed => {}
+            Ok(_) => report
+                .dossier_differences
+                .push(DossierDifference::Contribution {
+                    dossier_id: self.id.clone(),
+                    version: self.applied,
+                }),
+            Err(reason) => report
+                .dossier_differences
+                .push(DossierDifference::Undecodable {
+                    dossier_id: self.id.clone(),
+                    reason,
+                }),
+        }
+        if let Some(c) = recomputed {
+            for ((day, metric), delta) in c.deltas {
+                let v = cells.entry((c.slice.clone(), day, metric)).or_insert(0);
+                *v = v.saturating_add(delta);
+            }
+        }
+    }
+}
+
+fn decode(row: &PgRow, dossier_id: &str, version: i32) -> Result<domain::Event, VerifyError> {
+    let event_type: String = row.try_get("event_type")?;
+    let payload: serde_json::Value = row.try_get("payload")?;
+    let body = domain::DossierEvent::from_parts(&event_type, &payload).map_err(|e| {
+        VerifyError::Corrupt(format!("event {version} of dossier {dossier_id}: {e}"))
+    })?;
+    Ok(domain::Event {
+        occurred_at: row.try_get("occurred_at")?,
+        body,
+    })
+}
+
+async fn flush(
+    conn: &mut PgConnection,
+    cells: &mut BTreeMap<(Slice, NaiveDate, Metric), i64>,
+) -> Result<(), sqlx::Error> {
+    let taken = std::mem::take(cells);
+    let rollup = store::rollup_cells(taken.iter().map(|((s, d, m), v)| (s, *d, *m, *v)));
+    store::upsert_cells(conn, "verify_expected", &rollup).await
+}
+
+/// Lists the cells where the expected and the live table differ (a missing cell is 0).
+async fn compare_cells(
+    conn: &mut PgConnection,
+    report: &mut VerifyReport,
+    max_cells: usize,
+) -> Result<(), sqlx::Error> {
+    let mut rows = sqlx::query(
+        "SELECT rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, \
+                metric, COALESCE(e.value, 0) AS expected, COALESCE(l.value, 0) AS found \
+         FROM verify_expected e \
+         FULL JOIN stats_rollup l \
+           USING (rollup, grain, period, level, agency, sector, procedure, channel, \
+                  applicant_type, metric) \
+         WHERE COALESCE(e.value, 0) <> COALESCE(l.value, 0) \
+         ORDER BY rollup DESC, grain, period, level, agency, sector, procedure, channel, \
+                  applicant_type, metric",
+    )
+    .fetch(conn);
+    while let Some(row) = rows.try_next().await? {
+        report.cell_differences_total += 1;
+        if report.cell_differences.len() >= max_cells {
+            continue;
+        }
+        let rollup: i16 = row.try_get("rollup")?;
+        let grain: String = row.try_get("grain")?;
+        let dims = [
+            "level",
+            "agency",
+            "sector",
+            "procedure",
+            "channel",
+            "applicant_type",
+        ]
+        .map(|c| row.try_get::<String, _>(c));
+        let [a, b, c, d, e, g] = dims;
+        report.cell_differences.push(CellDifference {
+            rollup: u8::try_from(rollup).unwrap_or(u8::MAX),
+            grain: Grain::parse(&grain).unwrap_or(Grain::Day),
+            period: row.try_get("period")?,
+            dims: [a?, b?, c?, d?, e?, g?],
+            metric: row.try_get("metric")?,
+            expected: row.try_get("expected")?,
+            found: row.try_get("found")?,
+        });
+    }
+    Ok(())
+}
