@@ -168,3 +168,66 @@ async fn a_year_of_province_wide_figures_reads_a_constant_number_of_rows() {
     );
     assert!(answer[&Vec::<String>::new()].flow(stats::Metric::Received) > 0);
 }
+
+/// Migration 30002 on a deployment that has figures in 30001's `stats_daily`: the rollups then
+/// answer what the day figures gave.
+#[tokio::test]
+async fn migration_30002_carries_the_day_figures_over_into_every_rollup() {
+    let db = testkit::TestDb::new().await;
+    let log = eventlog::EventLog::from_pool(db.pool.clone());
+    log.migrate().await.unwrap();
+    let mut first = sqlx::migrate!("./migrations");
+    first.set_ignore_missing(true);
+    first.migrations = first
+        .migrations
+        .iter()
+        .filter(|m| m.version == 30001)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    first.run(&db.pool).await.unwrap();
+
+    let mut rng = Rng::new(30002);
+    let mut model = Aggregates::new();
+    for _ in 0..150 {
+        let c = random_contribution(&mut rng, date(2022, 10, 1), date(2025, 4, 1));
+        for ((day, metric), delta) in &c.deltas {
+            sqlx::query(
+                "INSERT INTO stats_daily \
+                   (day, level, agency, sector, procedure, channel, applicant_type, metric, value) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (level, agency, sector, procedure, channel, applicant_type, day, \
+                              metric) DO UPDATE SET value = stats_daily.value + EXCLUDED.value",
+            )
+            .bind(day)
+            .bind(c.slice.level.as_str())
+            .bind(c.slice.agency.as_str())
+            .bind(c.slice.sector.as_str())
+            .bind(c.slice.procedure.as_str())
+            .bind(c.slice.channel.as_str())
+            .bind(c.slice.applicant_type.as_str())
+            .bind(metric.as_str())
+            .bind(delta)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        model.add_contribution(&c);
+    }
+
+    store::migrate(&db.pool).await.unwrap();
+    for i in 0..100 {
+        let query = random_query(&mut rng);
+        let expected = normal(model.query(&query));
+        assert_eq!(
+            store::query(&db.pool, &query).await.unwrap(),
+            expected,
+            "query {i}: {query:?}"
+        );
+    }
+    let old: Option<String> = sqlx::query_scalar("SELECT to_regclass('stats_daily')::text")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(old, None, "stats_daily is dropped");
+}
