@@ -1,4 +1,5 @@
 //! End-to-end tests: one binary, modules per topic.
+mod auditor;
 mod intake_api;
 mod intake_import;
 mod payment;
