@@ -84,6 +84,15 @@ impl ReplayApp {
         self.local_addr
     }
 
+    /// Sets how often following streams look at the log when no notification came
+    /// ([`stream::FOLLOW_POLL`] by default).
+    pub fn with_follow_poll(self, poll: std::time::Duration) -> ReplayApp {
+        ReplayApp {
+            replay: self.replay.follow_poll(poll),
+            ..self
+        }
+    }
+
     /// Serves until `shutdown` is cancelled: then open streams end with UNAVAILABLE, no new
     /// call is accepted, and calls in flight finish for up to [`DRAIN`].
     pub async fn run_until_stopped(

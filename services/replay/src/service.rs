@@ -47,6 +47,7 @@ pub struct Replay {
     tokens: Arc<Tokens>,
     wakeups: watch::Receiver<u64>,
     stopping: CancellationToken,
+    follow_poll: std::time::Duration,
 }
 
 impl Replay {
@@ -58,6 +59,16 @@ impl Replay {
             tokens,
             wakeups,
             stopping: CancellationToken::new(),
+            follow_poll: crate::stream::FOLLOW_POLL,
+        }
+    }
+
+    /// The same service polling the log every `poll` while following, when no notification
+    /// came (tests set it long to prove that notifications alone wake followers).
+    pub fn follow_poll(self, poll: std::time::Duration) -> Replay {
+        Replay {
+            follow_poll: poll,
+            ..self
         }
     }
 
@@ -87,6 +98,7 @@ impl Replay {
             selection,
             cursor,
             end,
+            poll: self.follow_poll,
         })
     }
 }

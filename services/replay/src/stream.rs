@@ -15,7 +15,8 @@
 //!   delivered or to the end of a window read in full; pages are ordered by position.
 //! - *Following.* Positions become visible in order, so everything up to the head read before a
 //!   page is visible to that page. With nothing new, the producer waits for a wake-up from the
-//!   service's one `LISTEN` connection ([`crate::wakeups`]), or [`FOLLOW_POLL`] at most.
+//!   service's one `LISTEN` connection ([`crate::wakeups`]), or its poll interval at most
+//!   ([`FOLLOW_POLL`] by default).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -32,7 +33,7 @@ use crate::query::{PAGE, Reader, Selection, WINDOW};
 
 /// Events buffered between the producer and the client.
 pub const BUFFER: usize = 64;
-/// How long a following producer waits for a wake-up before looking anyway.
+/// How long a following producer waits for a wake-up before looking anyway, by default.
 pub const FOLLOW_POLL: Duration = Duration::from_secs(2);
 
 /// What the producer sends.
@@ -56,6 +57,8 @@ pub(crate) struct Plan {
     pub cursor: i64,
     /// Deliver no position above this one; `None`: follow without end.
     pub end: Option<i64>,
+    /// How long to wait for a wake-up before looking anyway, when following.
+    pub poll: Duration,
 }
 
 /// Starts the producer for `plan` and returns the response stream.
@@ -99,6 +102,7 @@ async fn produce(
         selection,
         mut cursor,
         end,
+        poll,
     } = plan;
     let by_dossier = selection.filter.dossier_id.is_some();
     let outcome: Result<(), Stop> = async {
@@ -120,7 +124,7 @@ async fn produce(
                     return Ok(());
                 }
                 tokio::select! {
-                    () = wait_for_wakeup(&mut wakeups) => continue,
+                    () = wait_for_wakeup(&mut wakeups, poll) => continue,
                     () = tx.closed() => return Err(Stop::ClientGone),
                     () = stopping.cancelled() => return Err(Stop::Stopping),
                 }
@@ -177,10 +181,10 @@ impl From<ReadError> for Stop {
     }
 }
 
-/// Returns on a wake-up or after [`FOLLOW_POLL`]; without a wake-up source (the service is
-/// stopping) just after [`FOLLOW_POLL`].
-async fn wait_for_wakeup(wakeups: &mut watch::Receiver<u64>) {
-    let _ = tokio::time::timeout(FOLLOW_POLL, async {
+/// Returns on a wake-up or after `poll`; without a wake-up source (the service is stopping)
+/// just after `poll`.
+async fn wait_for_wakeup(wakeups: &mut watch::Receiver<u64>, poll: Duration) {
+    let _ = tokio::time::timeout(poll, async {
         if wakeups.changed().await.is_err() {
             std::future::pending::<()>().await;
         }

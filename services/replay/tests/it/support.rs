@@ -51,7 +51,9 @@ impl Env {
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         )
         .await
-        .expect("replay starts");
+        .expect("replay starts")
+        // Followers must be woken by the log's notifications: no poll within a test's time.
+        .with_follow_poll(Duration::from_secs(3600));
         let addr = app.local_addr();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
