@@ -3,8 +3,8 @@
 //! A connection per following client would let auditors exhaust PostgreSQL's connections; one
 //! listener bumping a `watch` counter costs one connection however many clients follow.
 //! Notifications are hints: a follower always reads the log itself, and polls every
-//! [`crate::stream::FOLLOW_POLL`] (by default) anyway, so a lost notification (or no listener at all while
-//! the database is away) only delays delivery.
+//! [`crate::stream::FOLLOW_POLL`] (by default) anyway, so a lost notification (or no listener
+//! at all while the database is away) only delays delivery.
 
 use std::time::Duration;
 
