@@ -1,0 +1,902 @@
+//! The model test through the real services: random dossier lives (every event type,
+//! supplements, holidays, early, on time and late, apologies, payments online and at the
+//! counter, withdrawals, stops, refusals at the counter) are sent as gRPC calls to intake,
+//! processing, payment and results, interleaved across dossiers so that business times arrive
+//! out of order; the deadline watcher marks the late ones; the relay publishes and the
+//! projection consumes. Then every indicator (in total and per group, with S5 and S14) and
+//! every cell of every report form must equal `oracle`'s plain recomputation from the raw
+//! events in the log — and the figures "as recorded at" the instant between two waves of calls
+//! must equal what the live service answered at that instant, late events notwithstanding.
+//!
+//! The seed is printed; `MODEL_SEED=<n>` replays a failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use api::v1 as pb;
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::{DossierEvent, Event, Profile};
+use eventlog::EventLog;
+use stats::{Indicators, Rate, Targets};
+use testkit::{TestDb, TestNats};
+use tests::lifecycle::{
+    Stack, assess_fee, attach_result, issue_apology, record_payment, record_rating, return_result,
+};
+use tests::processing::{
+    COMMUNE_AGENCY, ManualClock, RunningProcessing, receive_supplement, request_supplement,
+    stop_processing, transfer, withdraw,
+};
+use tests::projection::RunningProjection;
+use tests::{
+    AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, DISTRICT_AGENCY, PROVINCE_AGENCY, RunningRelay,
+    authed, local, new_event_id, ts,
+};
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// SplitMix64: a small, seedable generator, so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True with probability `percent` %.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// One gRPC call of a dossier's life.
+#[derive(Debug, Clone)]
+enum Call {
+    Receive(pb::ReceiveDossierRequest),
+    Refuse(pb::RefuseAtCounterRequest),
+    Digitize(pb::RecordDigitizedComponentsRequest),
+    Transfer(pb::TransferRequest),
+    RequestSupplement(pb::RequestSupplementRequest),
+    ReceiveSupplement(pb::ReceiveSupplementRequest),
+    Apology(pb::IssueApologyRequest),
+    Fee(pb::AssessFeeRequest),
+    Pay(pb::RecordPaymentRequest),
+    Resolve(pb::ResolveRequest),
+    Withdraw(pb::WithdrawRequest),
+    Stop(pb::StopProcessingRequest),
+    Attach(pb::AttachResultRequest),
+    Return(pb::ReturnResultRequest),
+    Rate(pb::RecordRatingRequest),
+}
+
+#[derive(Debug)]
+struct Life {
+    token: &'static str,
+    calls: Vec<Call>,
+}
+
+const SECTORS: [&str; 3] = ["land", "tax", "justice"];
+
+/// A random life starting on a day of April–June 2024 (Hùng Kings' day 18 April, 30 April and
+/// 1 May are holidays), at any minute, including the edges of the day.
+fn life(rng: &mut Rng, n: usize) -> Life {
+    let id = format!("HS-M-{n:04}");
+    let province = rng.chance(35);
+    let (agency, token, level) = if province {
+        (PROVINCE_AGENCY, COUNTER_PROVINCE, pb::Level::Province)
+    } else {
+        (DISTRICT_AGENCY, COUNTER_DISTRICT, pb::Level::District)
+    };
+    let day =
+        NaiveDate::from_ymd_opt(2024, 4, 1).unwrap() + chrono::Duration::days(rng.below(80) as i64);
+    let minute = match rng.below(10) {
+        0 => 0,
+        1 => 23 * 60 + 59,
+        _ => 7 * 60 + rng.below(10 * 60),
+    } as u32;
+    let mut t = local(2024, 1, 1, 0, 0)
+        + (day - NaiveDate::from_ymd_opt(2024, 1, 1).unwrap())
+        + chrono::Duration::minutes(i64::from(minute));
+    let profile = pb::Profile {
+        procedure_code: format!("1.00{}", 4000 + rng.below(3)),
+        online_level: rng.pick(&[
+            pb::OnlineServiceLevel::FullOnline,
+            pb::OnlineServiceLevel::PartialOnline,
+            pb::OnlineServiceLevel::NotOnline,
+        ]) as i32,
+        sector_code: rng.pick(&SECTORS).to_owned(),
+        agency_code: agency.to_owned(),
+        level: level as i32,
+        channel: rng.pick(&[
+            pb::Channel::Online,
+            pb::Channel::Direct,
+            pb::Channel::Postal,
+        ]) as i32,
+        applicant_type: rng.pick(&[
+            pb::ApplicantType::Citizen,
+            pb::ApplicantType::Business,
+            pb::ApplicantType::Organisation,
+        ]) as i32,
+    };
+    let mut calls = Vec::new();
+    let at = |t: DateTime<Utc>| Some(ts(t));
+    if n % 10 != 3 && n % 10 != 4 && rng.chance(6) {
+        calls.push(Call::Refuse(pb::RefuseAtCounterRequest {
+            event_id: new_event_id(),
+            dossier_id: id,
+            occurred_at: at(t),
+            profile: Some(profile),
+            reason: "Hồ sơ không đủ thành phần".to_owned(),
+        }));
+        return Life { token, calls };
+    }
+    let components: Vec<String> = (0..1 + rng.below(3)).map(|i| format!("tp-{i}")).collect();
+    let fee_required = rng.chance(50);
+    calls.push(Call::Receive(pb::ReceiveDossierRequest {
+        event_id: new_event_id(),
+        dossier_id: id.clone(),
+        occurred_at: at(t),
+        profile: Some(profile),
+        statutory_time: Some(pb::StatutoryTime {
+            unit: Some(if rng.chance(15) {
+                pb::statutory_time::Unit::WorkingHours(4 + rng.below(12) as u32)
+            } else {
+                pb::statutory_time::Unit::WorkingDays(1 + rng.below(6) as u32)
+            }),
+        }),
+        fee_required,
+        components: components.clone(),
+    }));
+    // The gap to the next step: minutes to a few days, sometimes across a weekend or holiday.
+    let step = |rng: &mut Rng, t: &mut DateTime<Utc>| {
+        *t += match rng.below(4) {
+            0 => chrono::Duration::minutes(5 + rng.below(120) as i64),
+            1 => chrono::Duration::hours(2 + rng.below(20) as i64),
+            _ => chrono::Duration::hours(20 + rng.below(70) as i64),
+        };
+        *t
+    };
+    if rng.chance(70) {
+        let (mut digitized, mut reused) = (Vec::new(), Vec::new());
+        for c in &components {
+            if rng.chance(85) {
+                if rng.chance(75) {
+                    digitized.push(c.clone());
+                } else {
+                    reused.push(c.clone());
+                }
+            }
+        }
+        if !digitized.is_empty() || !reused.is_empty() {
+            calls.push(Call::Digitize(pb::RecordDigitizedComponentsRequest {
+                event_id: new_event_id(),
+                dossier_id: id.clone(),
+                occurred_at: at(t + chrono::Duration::minutes(10)),
+                digitized,
+                reused,
+                expected_version: None,
+            }));
+        }
+    }
+    if rng.chance(30) {
+        let mode = rng.pick(&[pb::TransferMode::Electronic, pb::TransferMode::Paper]);
+        calls.push(Call::Transfer(transfer(
+            &id,
+            step(rng, &mut t),
+            COMMUNE_AGENCY,
+            mode,
+        )));
+    }
+    if rng.chance(35) {
+        calls.push(Call::RequestSupplement(request_supplement(
+            &id,
+            step(rng, &mut t),
+        )));
+        if rng.chance(80) {
+            calls.push(Call::ReceiveSupplement(receive_supplement(
+                &id,
+                step(rng, &mut t),
+            )));
+            if rng.chance(30) {
+                calls.push(Call::RequestSupplement(request_supplement(
+                    &id,
+                    step(rng, &mut t),
+                )));
+                calls.push(Call::ReceiveSupplement(receive_supplement(
+                    &id,
+                    step(rng, &mut t),
+                )));
+            }
+        }
+    }
+    if fee_required && rng.chance(75) {
+        let amount = 50_000 * (1 + rng.below(10) as i64);
+        let kind = rng.pick(&[pb::FeeKind::Fee, pb::FeeKind::Charge, pb::FeeKind::Tax]);
+        calls.push(Call::Fee(assess_fee(&id, step(rng, &mut t), amount, kind)));
+        if rng.chance(80) {
+            let channel = rng.pick(&[
+                pb::PaymentChannel::NationalPlatform,
+                pb::PaymentChannel::ProvincialGateway,
+                pb::PaymentChannel::Counter,
+            ]);
+            let tx = format!("GD-{n:04}-{}", rng.below(1_000_000));
+            calls.push(Call::Pay(record_payment(
+                &id,
+                step(rng, &mut t),
+                amount,
+                channel,
+                &tx,
+            )));
+        }
+    }
+    if rng.chance(25) {
+        let issued = step(rng, &mut t);
+        calls.push(Call::Apology(issue_apology(
+            &id,
+            issued,
+            issued + chrono::Duration::days(3),
+        )));
+    }
+    // Every tenth life ends withdrawn, every tenth stopped; the others at random.
+    let end = match n % 10 {
+        3 => 75,
+        4 => 83,
+        _ => rng.below(100),
+    };
+    if end < 70 {
+        let outcome = if rng.chance(85) {
+            pb::Outcome::Approved
+        } else {
+            pb::Outcome::Refused
+        };
+        calls.push(Call::Resolve(pb::ResolveRequest {
+            event_id: new_event_id(),
+            dossier_id: id.clone(),
+            occurred_at: at(step(rng, &mut t)),
+            expected_version: None,
+            outcome: outcome as i32,
+            deciding_agency: agency.to_owned(),
+        }));
+        if rng.chance(70) {
+            calls.push(Call::Attach(attach_result(&id, step(rng, &mut t))));
+        }
+        if rng.chance(65) {
+            let method = rng.pick(&[
+                pb::ReturnMethod::Counter,
+                pb::ReturnMethod::Post,
+                pb::ReturnMethod::Online,
+            ]);
+            calls.push(Call::Return(return_result(&id, step(rng, &mut t), method)));
+            if rng.chance(60) {
+                let rating = rng.pick(&[
+                    pb::Rating::VerySatisfied,
+                    pb::Rating::Satisfied,
+                    pb::Rating::Unsatisfied,
+                ]);
+                calls.push(Call::Rate(record_rating(&id, step(rng, &mut t), rating)));
+            }
+        }
+    } else if end < 80 {
+        calls.push(Call::Withdraw(withdraw(&id, step(rng, &mut t))));
+    } else if end < 87 {
+        calls.push(Call::Stop(stop_processing(&id, step(rng, &mut t))));
+    }
+    Life { token, calls }
+}
+
+struct Services {
+    stack: Stack,
+    processing: RunningProcessing,
+}
+
+impl Services {
+    /// Sends one call. A refusal by the dossier's rules (e.g. an apology for a dossier that is
+    /// neither late nor foreseen late, a supplement after the deadline watcher's mark) is part
+    /// of a random life: the log keeps only what was accepted, and the oracle reads the log.
+    async fn send(&self, token: &str, call: Call) {
+        let mut intake = self.stack.intake_client().await;
+        let mut processing = self.processing.client().await;
+        let mut payment = self.stack.payment_client().await;
+        let mut results = self.stack.results_client().await;
+        let answer = match call {
+            Call::Receive(r) => intake.receive_dossier(authed(token, r)).await.map(drop),
+            Call::Refuse(r) => intake.refuse_at_counter(authed(token, r)).await.map(drop),
+            Call::Digitize(r) => intake
+                .record_digitized_components(authed(token, r))
+                .await
+                .map(drop),
+            Call::Transfer(r) => processing.transfer(authed(token, r)).await.map(drop),
+            Call::RequestSupplement(r) => processing
+                .request_supplement(authed(token, r))
+                .await
+                .map(drop),
+            Call::ReceiveSupplement(r) => processing
+                .receive_supplement(authed(token, r))
+                .await
+                .map(drop),
+            Call::Apology(r) => results.issue_apology(authed(token, r)).await.map(drop),
+            Call::Fee(r) => payment.assess_fee(authed(token, r)).await.map(drop),
+            Call::Pay(r) => payment.record_payment(authed(token, r)).await.map(drop),
+            Call::Resolve(r) => processing.resolve(authed(token, r)).await.map(drop),
+            Call::Withdraw(r) => processing.withdraw(authed(token, r)).await.map(drop),
+            Call::Stop(r) => processing.stop_processing(authed(token, r)).await.map(drop),
+            Call::Attach(r) => results.attach_result(authed(token, r)).await.map(drop),
+            Call::Return(r) => results.return_result(authed(token, r)).await.map(drop),
+            Call::Rate(r) => results.record_rating(authed(token, r)).await.map(drop),
+        };
+        if let Err(status) = answer {
+            assert_eq!(
+                status.code(),
+                Code::FailedPrecondition,
+                "only the rules may refuse a generated call: {status:?}"
+            );
+        }
+    }
+}
+
+/// Every dossier's events from the log, decoded, with the instants they were recorded.
+async fn dossiers(log: &EventLog) -> Vec<Vec<(Event, DateTime<Utc>)>> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT dossier_id FROM events ORDER BY dossier_id")
+            .fetch_all(log.pool())
+            .await
+            .expect("dossier ids");
+    let all = log.load_dossiers(&ids).await.expect("load dossiers");
+    all.values()
+        .map(|events| {
+            events
+                .iter()
+                .map(|e| {
+                    let body =
+                        DossierEvent::from_parts(&e.event_type, &e.payload).expect("decodes");
+                    (
+                        Event {
+                            occurred_at: e.occurred_at,
+                            body,
+                        },
+                        e.recorded_at,
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The dossiers as recorded up to `at` (all when `None`).
+fn recorded_by(all: &[Vec<(Event, DateTime<Utc>)>], at: Option<DateTime<Utc>>) -> Vec<Vec<Event>> {
+    all.iter()
+        .map(|d| {
+            d.iter()
+                .filter(|(_, recorded)| at.is_none_or(|at| *recorded <= at))
+                .map(|(e, _)| e.clone())
+                .collect::<Vec<_>>()
+        })
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+fn profile_of(events: &[Event]) -> &Profile {
+    match &events[0].body {
+        DossierEvent::Received { profile, .. } | DossierEvent::RefusedAtIntake { profile, .. } => {
+            profile
+        }
+        other => panic!("a life starts with its reception or refusal, not {other:?}"),
+    }
+}
+
+fn value(p: &Profile, d: stats::Dimension) -> String {
+    match d {
+        stats::Dimension::Level => p.level.as_str().to_owned(),
+        stats::Dimension::Agency => p.agency.as_str().to_owned(),
+        stats::Dimension::Sector => p.sector.as_str().to_owned(),
+        stats::Dimension::Procedure => p.procedure.as_str().to_owned(),
+        stats::Dimension::Channel => p.channel.as_str().to_owned(),
+        stats::Dimension::ApplicantType => p.applicant_type.as_str().to_owned(),
+    }
+}
+
+fn rate_pb(r: Rate) -> Option<pb::Rate> {
+    Some(pb::Rate {
+        numerator: r.numerator,
+        denominator: r.denominator,
+        percent: (r.denominator != 0).then(|| r.numerator as f64 / r.denominator as f64 * 100.0),
+    })
+}
+
+/// What `GetIndicators` must answer, from the oracle, field by field.
+fn expected_indicators(i: &Indicators) -> pb::Indicators {
+    let pending = |p: &stats::PendingFigures| {
+        Some(pb::PendingFigures {
+            total: p.total,
+            within_time: p.within_time,
+            overdue: p.overdue,
+        })
+    };
+    pb::Indicators {
+        received: i.received.total,
+        received_online: i.received.online,
+        received_direct: i.received.direct,
+        received_postal: i.received.postal,
+        carried_over: i.received.carried_over,
+        resolved: i.resolved.total,
+        resolved_early: i.resolved.early,
+        resolved_on_time: i.resolved.on_time,
+        resolved_late: i.resolved.late,
+        on_time_rate: rate_pb(i.on_time_rate),
+        pending: pending(&i.pending),
+        pending_at_start: pending(&i.pending_at_start),
+        ended: i.ended.total,
+        withdrawn: i.ended.withdrawn,
+        stopped: i.ended.stopped,
+        refused_at_intake: i.refused_at_intake,
+        apology_rate: rate_pb(i.apology_rate),
+        components_digitized: rate_pb(i.components_digitized),
+        results_digitized: rate_pb(i.results_digitized),
+        data_reuse: rate_pb(i.data_reuse),
+        online: rate_pb(i.online.all),
+        online_full_online: rate_pb(i.online.full_online),
+        online_partial_online: rate_pb(i.online.partial_online),
+        full_online_of_all: rate_pb(i.online.full_online_of_all),
+        online_payment: rate_pb(i.payment.rate),
+        payment_transactions: i.payment.transactions,
+        payment_amount_vnd: i.payment.amount_vnd,
+        online_payment_transactions: i.payment.online_transactions,
+        online_payment_amount_vnd: i.payment.online_amount_vnd,
+        satisfaction: rate_pb(i.satisfaction.rate),
+        rated_very_satisfied: i.satisfaction.very_satisfied,
+        rated_satisfied: i.satisfaction.satisfied,
+        rated_unsatisfied: i.satisfaction.unsatisfied,
+        electronic_transfer: rate_pb(i.electronic_transfer),
+    }
+}
+
+/// S14 from the oracle's rates and the default targets, in the documented order.
+fn expected_targets(i: &Indicators) -> Vec<(String, Option<bool>)> {
+    let t = Targets::default();
+    [
+        ("on_time", i.on_time_rate, t.on_time),
+        ("online", i.online.full_online_of_all, t.online),
+        ("online_payment", i.payment.rate, t.online_payment),
+        ("satisfaction", i.satisfaction.rate, t.satisfaction),
+        ("apology", i.apology_rate, t.apology),
+        (
+            "components_digitized",
+            i.components_digitized,
+            t.components_digitized,
+        ),
+        (
+            "results_digitized",
+            i.results_digitized,
+            t.results_digitized,
+        ),
+    ]
+    .into_iter()
+    .map(|(id, r, target)| {
+        let met = (r.denominator != 0)
+            .then_some(r.numerator as f64 * 100.0 >= target * r.denominator as f64);
+        (id.to_owned(), met)
+    })
+    .collect()
+}
+
+fn targets_of(checks: &[pb::TargetCheck]) -> Vec<(String, Option<bool>)> {
+    checks.iter().map(|c| (c.id.clone(), c.met)).collect()
+}
+
+/// Whether the oracle's figures for a group are all zero (the service leaves such groups out).
+fn is_empty(i: &Indicators) -> bool {
+    expected_indicators(i)
+        == expected_indicators(&stats::indicators(&stats::Totals::empty(
+            NaiveDate::MIN,
+            NaiveDate::MIN,
+        )))
+}
+
+const GROUPINGS: [&[stats::Dimension]; 3] = [
+    &[],
+    &[stats::Dimension::Sector],
+    &[stats::Dimension::Level, stats::Dimension::Agency],
+];
+
+fn dimension_pb(d: stats::Dimension) -> i32 {
+    (match d {
+        stats::Dimension::Level => pb::Dimension::Level,
+        stats::Dimension::Agency => pb::Dimension::Agency,
+        stats::Dimension::Sector => pb::Dimension::Sector,
+        stats::Dimension::Procedure => pb::Dimension::Procedure,
+        stats::Dimension::Channel => pb::Dimension::Channel,
+        stats::Dimension::ApplicantType => pb::Dimension::ApplicantType,
+    }) as i32
+}
+
+fn periods() -> Vec<(NaiveDate, NaiveDate)> {
+    let d = |m, d| NaiveDate::from_ymd_opt(2024, m, d).unwrap();
+    vec![
+        (d(4, 1), d(5, 1)),
+        (d(4, 15), d(5, 15)),
+        (d(4, 30), d(5, 2)),
+        (d(5, 1), d(6, 1)),
+        (d(6, 1), d(7, 1)),
+        (d(4, 1), d(7, 1)),
+        (NaiveDate::from_ymd_opt(2023, 12, 1).unwrap(), d(4, 10)),
+        (d(6, 20), NaiveDate::from_ymd_opt(2025, 1, 1).unwrap()),
+    ]
+}
+
+fn request(
+    from: NaiveDate,
+    to: NaiveDate,
+    group_by: &[stats::Dimension],
+    at: Option<DateTime<Utc>>,
+) -> pb::GetIndicatorsRequest {
+    pb::GetIndicatorsRequest {
+        from: from.to_string(),
+        to: to.to_string(),
+        group_by: group_by.iter().map(|d| dimension_pb(*d)).collect(),
+        as_recorded_at: at.map(ts),
+        ..Default::default()
+    }
+}
+
+fn report_request(
+    form: pb::ReportForm,
+    from: NaiveDate,
+    to: NaiveDate,
+    at: Option<DateTime<Utc>>,
+) -> pb::GetReportRequest {
+    pb::GetReportRequest {
+        form: form as i32,
+        from: from.to_string(),
+        to: to.to_string(),
+        as_recorded_at: at.map(ts),
+        ..Default::default()
+    }
+}
+
+fn count(n: i64) -> pb::Cell {
+    pb::Cell {
+        value: Some(pb::cell::Value::Count(n)),
+    }
+}
+
+fn text(t: &str) -> pb::Cell {
+    pb::Cell {
+        value: Some(pb::cell::Value::Text(t.to_owned())),
+    }
+}
+
+fn rate_cell(r: Rate) -> pb::Cell {
+    pb::Cell {
+        value: Some(pb::cell::Value::Rate(rate_pb(r).unwrap())),
+    }
+}
+
+fn ii06a_counts(i: &Indicators) -> Vec<pb::Cell> {
+    [
+        i.received.total + i.received.carried_over,
+        i.received.online,
+        i.received.direct + i.received.postal,
+        i.received.carried_over,
+        i.resolved.total,
+        i.resolved.early,
+        i.resolved.on_time,
+        i.resolved.late,
+        i.pending.total,
+        i.pending.within_time,
+        i.pending.overdue,
+        i.ended.total,
+    ]
+    .into_iter()
+    .map(count)
+    .collect()
+}
+
+/// Checks every figure the service answers for `dossiers` (as recorded up to `at`, or live).
+async fn check_all(
+    projection: &RunningProjection,
+    dossiers: &[Vec<Event>],
+    at: Option<DateTime<Utc>>,
+) {
+    let mut client = projection.client().await;
+    let oracle = |from, to, keep: &dyn Fn(&Profile) -> bool| {
+        oracle::indicators(dossiers, from, to, |p| keep(p))
+    };
+    for (from, to) in periods() {
+        let (all, progress_766) = oracle(from, to, &|_| true);
+        assert_eq!(all.check(), vec![], "the oracle's figures add up");
+        for group_by in GROUPINGS {
+            let answer = client
+                .get_indicators(authed(AUDITOR, request(from, to, group_by, at)))
+                .await
+                .expect("GetIndicators")
+                .into_inner();
+            let context = format!("[{from}, {to}) by {group_by:?} as of {at:?}");
+            assert_eq!(answer.total, Some(expected_indicators(&all)), "{context}");
+            assert_eq!(
+                targets_of(&answer.targets),
+                expected_targets(&all),
+                "{context}"
+            );
+            // Every group the oracle sees with a figure, and no other.
+            let keys: BTreeSet<Vec<String>> = dossiers
+                .iter()
+                .map(|d| group_by.iter().map(|g| value(profile_of(d), *g)).collect())
+                .collect();
+            let mut expected_groups = BTreeMap::new();
+            if !group_by.is_empty() {
+                for key in keys {
+                    let (i, _) = oracle(from, to, &|p: &Profile| {
+                        group_by.iter().zip(&key).all(|(g, v)| value(p, *g) == *v)
+                    });
+                    if !is_empty(&i) {
+                        expected_groups.insert(key, i);
+                    }
+                }
+            }
+            let answered: BTreeMap<Vec<String>, &pb::IndicatorGroup> = answer
+                .groups
+                .iter()
+                .map(|g| (g.key.iter().map(|k| k.value.clone()).collect(), g))
+                .collect();
+            assert_eq!(
+                answered.keys().collect::<Vec<_>>(),
+                expected_groups.keys().collect::<Vec<_>>(),
+                "{context}"
+            );
+            for (key, i) in &expected_groups {
+                let g = answered[key];
+                assert_eq!(
+                    g.indicators,
+                    Some(expected_indicators(i)),
+                    "{context} {key:?}"
+                );
+                assert_eq!(
+                    targets_of(&g.targets),
+                    expected_targets(i),
+                    "{context} {key:?}"
+                );
+                assert_eq!(
+                    g.late_share,
+                    rate_pb(Rate::new(i.resolved.late, all.resolved.late)),
+                    "S5 {context} {key:?}"
+                );
+            }
+        }
+
+        // II.06a by sector: a row per sector with a figure, then the total.
+        let report = client
+            .get_report(authed(
+                AUDITOR,
+                report_request(pb::ReportForm::Ii06a, from, to, at),
+            ))
+            .await
+            .expect("II.06a")
+            .into_inner();
+        let mut rows = Vec::new();
+        let mut sectors = SECTORS;
+        sectors.sort();
+        for sector in sectors {
+            let (i, _) = oracle(from, to, &|p: &Profile| p.sector.as_str() == sector);
+            if !is_empty(&i) {
+                let mut cells = vec![text(sector)];
+                cells.extend(ii06a_counts(&i));
+                rows.push(cells);
+            }
+        }
+        let mut total = vec![text("total")];
+        total.extend(ii06a_counts(&all));
+        rows.push(total);
+        let cells: Vec<Vec<pb::Cell>> = report.rows.iter().map(|r| r.cells.clone()).collect();
+        assert_eq!(cells, rows, "II.06a [{from}, {to}) as of {at:?}");
+
+        // Biểu mẫu 3 §3: the three levels.
+        let report = client
+            .get_report(authed(
+                AUDITOR,
+                report_request(pb::ReportForm::BieuMau3Section3, from, to, at),
+            ))
+            .await
+            .expect("Biểu mẫu 3")
+            .into_inner();
+        let rows: Vec<Vec<pb::Cell>> = [
+            ("3.1", domain::Level::Province),
+            ("3.2", domain::Level::District),
+            ("3.3", domain::Level::Commune),
+        ]
+        .into_iter()
+        .map(|(code, level)| {
+            let (i, _) = oracle(from, to, &|p: &Profile| p.level == level);
+            vec![
+                text(code),
+                text(level.as_str()),
+                count(i.resolved.total),
+                count(i.resolved.early),
+                count(i.resolved.on_time),
+                count(i.resolved.late),
+                rate_cell(i.on_time_rate),
+            ]
+        })
+        .collect();
+        let cells: Vec<Vec<pb::Cell>> = report.rows.iter().map(|r| r.cells.clone()).collect();
+        assert_eq!(cells, rows, "Biểu mẫu 3 [{from}, {to}) as of {at:?}");
+
+        // Biểu mẫu 7 §6: full-online and partial-online procedures.
+        let report = client
+            .get_report(authed(
+                AUDITOR,
+                report_request(pb::ReportForm::BieuMau7Section6, from, to, at),
+            ))
+            .await
+            .expect("Biểu mẫu 7")
+            .into_inner();
+        let row = |code: &str, level: &str, r: Rate| {
+            vec![
+                text(code),
+                text(level),
+                count(r.denominator),
+                count(r.numerator),
+                rate_cell(r),
+            ]
+        };
+        let rows = vec![
+            row("6.3", "full_online", all.online.full_online),
+            row("6.4", "partial_online", all.online.partial_online),
+        ];
+        let cells: Vec<Vec<pb::Cell>> = report.rows.iter().map(|r| r.cells.clone()).collect();
+        assert_eq!(cells, rows, "Biểu mẫu 7 [{from}, {to}) as of {at:?}");
+
+        // The 766 scorecard: each item's rate (the scoring texts are fixed by the form).
+        let report = client
+            .get_report(authed(
+                AUDITOR,
+                report_request(pb::ReportForm::Scorecard766, from, to, at),
+            ))
+            .await
+            .expect("766")
+            .into_inner();
+        let rates: Vec<(pb::Cell, pb::Cell)> = report
+            .rows
+            .iter()
+            .map(|r| (r.cells[0].clone(), r.cells[1].clone()))
+            .collect();
+        let expected: Vec<(pb::Cell, pb::Cell)> = [
+            ("on_time_progress", progress_766),
+            ("online_rate", all.online.all),
+            ("online_payment", all.payment.rate),
+            ("components_digitized", all.components_digitized),
+            ("results_digitized", all.results_digitized),
+            ("data_reuse", all.data_reuse),
+            ("satisfaction", all.satisfaction.rate),
+        ]
+        .into_iter()
+        .map(|(id, r)| (text(id), rate_cell(r)))
+        .collect();
+        assert_eq!(rates, expected, "766 [{from}, {to}) as of {at:?}");
+    }
+}
+
+async fn db_now(log: &EventLog) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(log.pool())
+        .await
+        .expect("database clock")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figures_are_reproduced()
+{
+    let seed = std::env::var("MODEL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
+    eprintln!("model test seed: MODEL_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let services = Services {
+        stack: Stack::start(log.clone()).await,
+        processing: RunningProcessing::start(log.clone(), domain::SupplementPolicy::Restart).await,
+    };
+    let clock = ManualClock::new(local(2024, 7, 1, 8, 0));
+    let watcher = tests::processing::watcher(&log, clock).await;
+    let nats = TestNats::new().await;
+    let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
+    let projection =
+        RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "model").await;
+
+    // Two waves: the first life of each dossier's calls, then the rest (late events of the
+    // same months included), each wave interleaved across dossiers.
+    let lives: Vec<Life> = (0..48).map(|n| life(&mut rng, n)).collect();
+    let mut waves: [Vec<(usize, usize)>; 2] = [Vec::new(), Vec::new()];
+    for (d, l) in lives.iter().enumerate() {
+        let split = 1 + rng.below(l.calls.len() as u64) as usize;
+        for c in 0..l.calls.len() {
+            waves[usize::from(c >= split)].push((d, c));
+        }
+    }
+    let mut first_at = None;
+    for (w, wave) in waves.iter().enumerate() {
+        // Shuffle across dossiers, then restore each dossier's own order.
+        let mut order: Vec<(u64, usize, usize)> =
+            wave.iter().map(|&(d, c)| (rng.next(), d, c)).collect();
+        order.sort();
+        let mut next: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &(d, c) in wave {
+            next.entry(d).or_default().push(c);
+        }
+        for (_, d, _) in order {
+            let c = next.get_mut(&d).unwrap().remove(0);
+            services
+                .send(lives[d].token, lives[d].calls[c].clone())
+                .await;
+        }
+        watcher
+            .tick()
+            .await
+            .expect("the deadline watcher marks the late dossiers");
+        relay.wait_published(log.head().await.unwrap(), WAIT).await;
+        projection.wait_caught_up(WAIT).await;
+
+        let all = dossiers(&log).await;
+        let types: BTreeSet<&str> = all
+            .iter()
+            .flatten()
+            .map(|(e, _)| e.body.event_type())
+            .collect();
+        eprintln!("wave {w}: {} dossiers, event types {types:?}", all.len());
+        check_all(&projection, &recorded_by(&all, None), None).await;
+        if w == 0 {
+            first_at = Some(db_now(&log).await);
+            // What the live service answers at that instant.
+            check_all(&projection, &recorded_by(&all, None), first_at).await;
+        } else {
+            let types_expected = [
+                "received",
+                "refused_at_intake",
+                "components_digitized",
+                "transferred",
+                "supplement_requested",
+                "supplement_received",
+                "late",
+                "apology_issued",
+                "fee_assessed",
+                "paid",
+                "resolved",
+                "withdrawn",
+                "stopped",
+                "result_digitized",
+                "result_returned",
+                "satisfaction_rated",
+            ];
+            for t in types_expected {
+                assert!(
+                    types.contains(t),
+                    "the generated lives include {t}; seed {seed}"
+                );
+            }
+            // The figures as recorded at the end of the first wave ignore the second wave.
+            let before = recorded_by(&all, first_at);
+            assert!(before.iter().map(Vec::len).sum::<usize>() < all.iter().map(Vec::len).sum());
+            check_all(&projection, &before, first_at).await;
+        }
+    }
+    projection.stop().await;
+    relay.stop().await;
+}
