@@ -23,6 +23,8 @@ const SERVICES: &[(&str, &str)] = &[
     ("results", "results"),
     ("relay-service", "relay-service"),
     ("projection", "projection"),
+    ("replay", "replay"),
+    ("audit", "audit"),
 ];
 
 /// Configuration the services get under `cargo xtask run`, relative to the repository root.

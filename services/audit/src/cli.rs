@@ -15,7 +15,7 @@ use crate::{AuditApp, keys, proofs, store};
 
 pub const USAGE: &str = "\
 usage:
-  audit serve  [--config FILE] [--origin NAME]
+  audit serve  [--config FILE] [--origin NAME]     (also: audit --config FILE)
       checkpointer + gRPC AuditService; NAME names a newly created signing key (default motcua/dossier-log)
   audit verify [--config FILE] [--database-url URL] [--public-key KEY|FILE]
       recompute the whole log from the database; prints the first position that does not match
@@ -100,9 +100,15 @@ pub fn parse(
     args: impl IntoIterator<Item = String>,
     default_config: PathBuf,
 ) -> Result<Command, UsageError> {
-    let mut args = args.into_iter();
-    let Some(sub) = args.next() else {
-        return Err(usage("a subcommand is required"));
+    let mut args = args.into_iter().peekable();
+    // `audit --config FILE` is `audit serve --config FILE`: how `cargo xtask run`, the systemd
+    // units and operators start every service.
+    let sub = match args.peek() {
+        Some(first) if first.starts_with("--config") => "serve".to_owned(),
+        _ => match args.next() {
+            Some(sub) => sub,
+            None => return Err(usage("a subcommand is required")),
+        },
     };
     if matches!(sub.as_str(), "help" | "--help" | "-h") {
         return Ok(Command::Help);
@@ -394,6 +400,16 @@ mod tests {
                 origin: keys::DEFAULT_ORIGIN.into()
             }
         );
+        // How the supervisor and the systemd units start every service.
+        for args in [&["--config", "c.toml"][..], &["--config=c.toml"][..]] {
+            assert_eq!(
+                p(args).unwrap(),
+                Command::Serve {
+                    config: "c.toml".into(),
+                    origin: keys::DEFAULT_ORIGIN.into()
+                }
+            );
+        }
         assert_eq!(
             p(&[
                 "verify",

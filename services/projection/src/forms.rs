@@ -9,9 +9,8 @@ use serde::Serialize;
 use stats::reports::{self, Scoring};
 use stats::{Dimension, GroupKey, Query, Rate, Totals};
 
-/// The forms of `shared/DOMAIN.md`, "Report forms".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// The forms of `shared/DOMAIN.md`, "Report forms". Serialized as its [`Form::slug`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Form {
     /// II.06a (Circular 01/2020/TT-VPCP): one row per group.
     Ii06a,
@@ -79,6 +78,12 @@ impl Form {
             Form::BieuMau3Section3 => vec![Dimension::Level],
             Form::BieuMau7Section6 | Form::Scorecard766 => Vec::new(),
         }
+    }
+}
+
+impl Serialize for Form {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.slug())
     }
 }
 

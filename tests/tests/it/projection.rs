@@ -436,3 +436,279 @@ async fn concurrent_applies_of_one_dossier_count_it_once() {
     projection.stop().await;
     intake.stop().await;
 }
+
+/// A plain HTTP/1.1 GET (no client library needed): status, headers (lower-case names), body.
+async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    let raw = String::from_utf8(raw).expect("utf-8 response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("headers end");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let intake = RunningIntake::start(log.clone()).await;
+    let nats = TestNats::new().await;
+    let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
+    let projection =
+        RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "http").await;
+    receive_some(&intake, 1, 6).await;
+    relay.wait_published(head(&log).await, WAIT).await;
+    projection.wait_caught_up(WAIT).await;
+    let http = projection.http_addr;
+    let period = "from=2024-04-01&to=2024-05-01";
+
+    // JSON indicators: the same figures as gRPC, per level too, with S14 and S5.
+    let mut client = projection.client().await;
+    let grpc = client
+        .get_indicators(authed(
+            AUDITOR,
+            pb::GetIndicatorsRequest {
+                group_by: vec![pb::Dimension::Level as i32],
+                ..tests::projection::indicators_request(day(2024, 4, 1), day(2024, 5, 1))
+            },
+        ))
+        .await
+        .expect("GetIndicators")
+        .into_inner();
+    let (status, _, body) = http_get(
+        http,
+        &format!("/v1/indicators?{period}&group_by=level"),
+        Some(AUDITOR),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let total = grpc.total.expect("total");
+    assert_eq!(json["total"]["received"]["total"], total.received);
+    assert_eq!(json["total"]["received"]["online"], total.received_online);
+    assert_eq!(
+        json["total"]["pending"]["total"],
+        total.pending.unwrap().total
+    );
+    assert_eq!(json["total"]["online"]["all"]["percent"], 50.0);
+    // An absent rate has no percent at all.
+    assert!(
+        json["total"]["on_time_rate"].get("percent").is_none(),
+        "{body}"
+    );
+    assert_eq!(json["targets"].as_array().expect("S14").len(), 7);
+    let groups = json["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), grpc.groups.len());
+    for (g, p) in groups.iter().zip(&grpc.groups) {
+        assert_eq!(g["key"][0][0], "level");
+        assert_eq!(g["key"][0][1], p.key[0].value.as_str());
+        assert_eq!(
+            g["indicators"]["received"]["total"],
+            p.indicators.as_ref().unwrap().received
+        );
+    }
+
+    // Every form as JSON and CSV; the CSV's last II.06a row is the total.
+    for form in [
+        "ii06a",
+        "bieu-mau-3-section-3",
+        "bieu-mau-7-section-6",
+        "scorecard-766",
+    ] {
+        let (status, _, body) =
+            http_get(http, &format!("/v1/reports/{form}?{period}"), Some(AUDITOR)).await;
+        assert_eq!(status, 200, "{form}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(json["form"], form);
+        let (status, headers, csv) = http_get(
+            http,
+            &format!("/v1/reports/{form}.csv?{period}"),
+            Some(AUDITOR),
+        )
+        .await;
+        assert_eq!(status, 200, "{form}: {csv}");
+        assert!(
+            headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v.starts_with("text/csv")),
+            "{headers:?}"
+        );
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1 + json["rows"].as_array().unwrap().len(),
+            "{form}: a header line and a line per row"
+        );
+    }
+    let (_, _, csv) = http_get(
+        http,
+        &format!("/v1/reports/ii06a.csv?{period}"),
+        Some(AUDITOR),
+    )
+    .await;
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("sector,received_total,received_online,"),
+        "{csv}"
+    );
+    assert!(lines.last().unwrap().starts_with("total,6,3,3,0,"), "{csv}");
+    let report = client
+        .get_report(authed(
+            COUNTER_DISTRICT,
+            pb::GetReportRequest {
+                form: pb::ReportForm::Ii06a as i32,
+                from: "2024-04-01".to_owned(),
+                to: "2024-05-01".to_owned(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("GetReport")
+        .into_inner();
+    assert_eq!(report.columns[0].id, "sector");
+    assert_eq!(
+        report.rows.last().unwrap().cells[1].value,
+        Some(pb::cell::Value::Count(6))
+    );
+
+    // Errors: each names what is wrong.
+    for (path, token, expected, field) in [
+        (format!("/v1/indicators?{period}"), None, 401, None),
+        (format!("/v1/indicators?{period}"), Some("nope"), 401, None),
+        (
+            "/v1/indicators?from=2024-02-30&to=2024-05-01".to_owned(),
+            Some(AUDITOR),
+            400,
+            Some("from"),
+        ),
+        (
+            format!("/v1/indicators?{period}&group_by=sector,colour"),
+            Some(AUDITOR),
+            400,
+            Some("group_by[1]"),
+        ),
+        (
+            format!("/v1/indicators?{period}&level=galaxy"),
+            Some(AUDITOR),
+            400,
+            Some("level"),
+        ),
+        (
+            format!("/v1/indicators?{period}&colour=red"),
+            Some(AUDITOR),
+            400,
+            Some("colour"),
+        ),
+        (
+            format!("/v1/reports/scorecard-766?{period}&group_by=sector"),
+            Some(AUDITOR),
+            400,
+            Some("group_by"),
+        ),
+        (
+            format!("/v1/reports/ii06a?{period}&format=xls"),
+            Some(AUDITOR),
+            400,
+            Some("format"),
+        ),
+        (
+            format!("/v1/reports/form-99?{period}"),
+            Some(AUDITOR),
+            404,
+            None,
+        ),
+        (
+            "/v1/dossiers/HS-NOPE/status".to_owned(),
+            Some(AUDITOR),
+            404,
+            None,
+        ),
+    ] {
+        let (status, _, body) = http_get(http, &path, token).await;
+        assert_eq!(status, expected, "{path}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON error");
+        assert_eq!(json["field"].as_str(), field, "{path}: {body}");
+    }
+    let err = client
+        .get_report(authed(AUDITOR, pb::GetReportRequest::default()))
+        .await
+        .expect_err("no form");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    // A dossier's status, by gRPC and HTTP: received, national portal code 2.
+    let status = client
+        .get_dossier_status(authed(
+            AUDITOR,
+            pb::GetDossierStatusRequest {
+                dossier_id: "HS-P-0001".to_owned(),
+            },
+        ))
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        (
+            status.phase.as_str(),
+            status.portal_status_code,
+            status.version
+        ),
+        ("open", 2, 1)
+    );
+    assert!(status.due_at.is_some() && status.profile.is_some());
+    let (code, _, body) = http_get(http, "/v1/dossiers/HS-P-0001/status", Some(AUDITOR)).await;
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["portal_status_code"], 2);
+    let refused = client
+        .get_dossier_status(authed(
+            AUDITOR,
+            pb::GetDossierStatusRequest {
+                dossier_id: "HS-P-R0001".to_owned(),
+            },
+        ))
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        (refused.phase.as_str(), refused.portal_status_code),
+        ("refused_at_intake", 3)
+    );
+    for (id, code) in [
+        ("HS-NOPE", tonic::Code::NotFound),
+        ("", tonic::Code::InvalidArgument),
+    ] {
+        let err = client
+            .get_dossier_status(authed(
+                AUDITOR,
+                pb::GetDossierStatusRequest {
+                    dossier_id: id.to_owned(),
+                },
+            ))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), code, "{id:?}");
+    }
+    projection.stop().await;
+    relay.stop().await;
+}
