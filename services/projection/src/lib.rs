@@ -1,9 +1,13 @@
 //! The projection service: keeps the statistics' aggregates exact from the event log and answers
 //! indicator queries.
 //!
-//! - [`store`]: the tables (`projection_contributions`, `stats_daily`; migrations 30001+) and
-//!   [`store::apply_dossier`], which recomputes one dossier's contribution from the log and
-//!   applies the difference, in one transaction: exactly-once effect under any delivery.
+//! - [`store`]: the tables (`projection_contributions`, `stats_rollup` at day, month and year
+//!   grain for a few rollups; migrations 30001+), [`store::apply_dossier`], which recomputes one
+//!   dossier's contribution from the log and applies the difference to every rollup and grain,
+//!   in one transaction (exactly-once effect under any delivery), and [`store::query`], whose
+//!   cost does not grow with the number of dossiers.
+//! - [`rebuild`]: the read models rebuilt from the log into shadow tables and swapped in;
+//!   [`verify`]: every figure recomputed from the log and compared with the read models.
 //! - [`consumer`]: a durable JetStream pull consumer on `{prefix}.>`; apply, commit, then ack.
 //! - [`scope`] parses what a request asks ([`stats::Query`] and [`scope::Source`]: live, or as
 //!   recorded at a past instant), once for both transports; [`figures`] answers it from the
@@ -12,7 +16,7 @@
 //! - [`service`]: gRPC `StatsService`; [`http`]: the same over HTTP/JSON and CSV.
 //!
 //! The binary is wiring only (`main.rs`): config → tracing → [`ProjectionApp::build`] →
-//! [`ProjectionApp::run_until_stopped`]. Tests build the app on port 0 with their own database
+//! [`ProjectionApp::run_until_stopped`], or the `rebuild` / `verify` subcommands. Tests build the app on port 0 with their own database
 //! and JetStream namespace.
 
 pub mod answers;
