@@ -3,6 +3,7 @@
 
 mod support;
 
+mod crash;
 mod rebuild;
 mod rollup;
 mod verify;
