@@ -1,9 +1,14 @@
-//! `bench`: the event log's write paths against raw PostgreSQL, in one run, on one server.
+//! `bench`: each benchmark against a baseline measured in the same run, on the same server.
 //!
 //! ```text
-//! cargo xtask bench [--quick] [--events N] [--receives N] [--clients N]
+//! cargo xtask bench [-- write] [--quick] [--events N] [--receives N] [--clients N]
 //!                   [--batch N] [--pipeline N] [--pool N]
+//! cargo xtask bench -- projection|lag|query|rebuild [--quick] [--dossiers N] [--runs N]
+//!                   [--baseline-secs N] [--rebuild-events N] [--lag-secs N] [--lag-rate N]
+//!                   [--writers N] [--consumers N,M]
 //! ```
+//!
+//! `write` (the default) measures the event log's write paths:
 //!
 //! It creates a database of its own (dropped at the end), starts intake in-process on port 0
 //! (the test harness) and measures, in this order, each after a `CHECKPOINT`:
@@ -19,13 +24,23 @@
 //!   table with the columns of `events` (B0: no constraint or index; B1: the same primary key
 //!   and unique indexes as `events`, still no trigger, sequencer or lookup).
 //!
+//! `projection` runs the projection's three scenarios, each in a fresh database (`lag`, `query`
+//! and `rebuild` run one alone): **L** the lag from append to visible figure under sustained load
+//! ([`lag`]), **Q** query latency at `--dossiers` against a naive `GROUP BY` ([`query`]), **R**
+//! the rebuild rate against a raw sequential read ([`rebuild`]).
+//!
 //! The Markdown report goes to stdout, progress to stderr. Rates are comparable only within
 //! one run: read the ratios, not the absolute figures.
 
 mod import;
+mod lag;
 mod live;
+mod projection_report;
+mod query;
 mod raw;
+mod rebuild;
 mod report;
+mod synth;
 
 use std::time::Duration;
 
@@ -35,9 +50,23 @@ use sqlx::PgPool;
 use testkit::TestDb;
 use tests::RunningIntake;
 
+/// Which benchmarks to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The event log's write paths (A, B and their baselines).
+    Write,
+    /// The projection's scenarios; each flag selects one.
+    Projection {
+        lag: bool,
+        query: bool,
+        rebuild: bool,
+    },
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Args {
+    pub mode: Mode,
     /// Events to import (rounded up to whole dossiers of [`import::EVENTS_PER_DOSSIER`]).
     pub events: u64,
     pub receives: usize,
@@ -51,11 +80,26 @@ pub struct Args {
     pub quick: bool,
     /// `ANALYZE` the database before each timed phase, as autovacuum would have by then.
     pub analyze: bool,
+    /// Q: dossiers synthesized into the aggregates and the per-dossier table.
+    pub dossiers: u64,
+    /// Q: runs of each question.
+    pub runs: usize,
+    /// Q: time the baseline may spend on one question (its runs stop there).
+    pub baseline_secs: u64,
+    /// R: events in the log to rebuild from.
+    pub rebuild_events: u64,
+    /// L: seconds of sustained appends, their total rate, writers, and the numbers of
+    /// projection consumers to run it with (one run each).
+    pub lag_secs: u64,
+    pub lag_rate: u64,
+    pub writers: usize,
+    pub consumers: Vec<usize>,
 }
 
 impl Default for Args {
     fn default() -> Self {
         Args {
+            mode: Mode::Write,
             events: 1_000_000,
             receives: 10_000,
             clients: 64,
@@ -64,12 +108,24 @@ impl Default for Args {
             pool: 16,
             quick: false,
             analyze: true,
+            dossiers: 1_000_000,
+            runs: 200,
+            baseline_secs: 60,
+            rebuild_events: 1_000_000,
+            lag_secs: 30,
+            lag_rate: 100,
+            writers: 8,
+            consumers: vec![1, 2],
         }
     }
 }
 
 const USAGE: &str = "\
-Usage: bench [--quick] [--events N] [--receives N] [--clients N] [--batch N] [--pipeline N] [--pool N]
+Usage: bench [write] [--quick] [--events N] [--receives N] [--clients N] [--batch N] [--pipeline N] [--pool N]
+       bench projection|lag|query|rebuild [--quick] [--dossiers N] [--runs N] [--baseline-secs N]
+                        [--rebuild-events N] [--lag-secs N] [--lag-rate N] [--writers N] [--consumers N,M]
+
+write (default): the event log's write paths against raw inserts
 
   --events N     events to import through ImportHistory (default 1000000; 8 per dossier)
   --receives N   ReceiveDossier calls (default 10000)
@@ -82,6 +138,17 @@ Usage: bench [--quick] [--events N] [--receives N] [--clients N] [--batch N] [--
   --no-analyze   do not ANALYZE before each phase (see BENCHMARKS.md: on a server with
                  autovacuum off, the import can then fall into a quadratic plan)
 
+projection: lag, query and rebuild, each in a fresh database (or one of them alone)
+  --dossiers N        query: dossiers in the aggregates and the per-dossier table (default 1000000)
+  --runs N            query: runs of each question (default 200)
+  --baseline-secs N   query: time the naive GROUP BY may take per question (default 60)
+  --rebuild-events N  rebuild: events in the log (default 1000000)
+  --lag-secs N        lag: seconds of sustained appends (default 30)
+  --lag-rate N        lag: appends per second, all writers together (default 100)
+  --writers N         lag: concurrent writers (default 8)
+  --consumers N,M     lag: projection consumer instances, one run per number (default 1,2)
+  --quick             20000 dossiers, 50 runs, 10 s of baseline, 100000 events, 5 s of lag, 1 consumer
+
 Needs PostgreSQL at TEST_DATABASE_URL (default postgres://postgres:postgres@127.0.0.1:5432/postgres);
 `cargo xtask bench` makes sure it runs. Prints a Markdown report on stdout.
 ";
@@ -90,7 +157,32 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
     let mut args = Args::default();
     let mut events = None;
     let mut receives = None;
-    let mut it = raw.iter();
+    let mut dossiers = None;
+    let mut runs = None;
+    let mut baseline_secs = None;
+    let mut rebuild_events = None;
+    let mut lag_secs = None;
+    let mut consumers = None;
+    let mut it = raw.iter().peekable();
+    if let Some(first) = it.peek() {
+        let all = |lag, query, rebuild| Mode::Projection {
+            lag,
+            query,
+            rebuild,
+        };
+        let mode = match first.as_str() {
+            "write" => Some(Mode::Write),
+            "projection" => Some(all(true, true, true)),
+            "lag" => Some(all(true, false, false)),
+            "query" => Some(all(false, true, false)),
+            "rebuild" => Some(all(false, false, true)),
+            _ => None,
+        };
+        if let Some(mode) = mode {
+            args.mode = mode;
+            it.next();
+        }
+    }
     while let Some(flag) = it.next() {
         let mut value = |name: &str| -> Result<u64> {
             let text = it
@@ -107,6 +199,24 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
             "--batch" => args.batch = value("--batch")? as usize,
             "--pipeline" => args.pipeline = value("--pipeline")? as usize,
             "--pool" => args.pool = u32::try_from(value("--pool")?)?,
+            "--dossiers" => dossiers = Some(value("--dossiers")?),
+            "--runs" => runs = Some(value("--runs")? as usize),
+            "--baseline-secs" => baseline_secs = Some(value("--baseline-secs")?),
+            "--rebuild-events" => rebuild_events = Some(value("--rebuild-events")?),
+            "--lag-secs" => lag_secs = Some(value("--lag-secs")?),
+            "--lag-rate" => args.lag_rate = value("--lag-rate")?,
+            "--writers" => args.writers = value("--writers")? as usize,
+            "--consumers" => {
+                let text = it.next().context("--consumers needs numbers, e.g. 1,2")?;
+                consumers = Some(
+                    text.split(',')
+                        .map(|n| n.trim().parse::<usize>())
+                        .collect::<Result<Vec<_>, _>>()
+                        .with_context(|| {
+                            format!("--consumers: {text:?} is not a list of numbers")
+                        })?,
+                );
+            }
             "--quick" => args.quick = true,
             "--no-analyze" => args.analyze = false,
             "-h" | "--help" => return Ok(None),
@@ -116,9 +226,30 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
     if args.quick {
         args.events = 100_000;
         args.receives = 2_000;
+        args.dossiers = 20_000;
+        args.runs = 50;
+        args.baseline_secs = 10;
+        args.rebuild_events = 100_000;
+        args.lag_secs = 5;
+        args.consumers = vec![1];
     }
     args.events = events.unwrap_or(args.events);
     args.receives = receives.unwrap_or(args.receives);
+    args.dossiers = dossiers.unwrap_or(args.dossiers);
+    args.runs = runs.unwrap_or(args.runs);
+    args.baseline_secs = baseline_secs.unwrap_or(args.baseline_secs);
+    args.rebuild_events = rebuild_events.unwrap_or(args.rebuild_events);
+    args.lag_secs = lag_secs.unwrap_or(args.lag_secs);
+    args.consumers = consumers.unwrap_or(args.consumers);
+    if args.dossiers == 0 || args.runs == 0 || args.rebuild_events == 0 {
+        bail!("--dossiers, --runs and --rebuild-events must be at least 1");
+    }
+    if args.lag_secs == 0 || args.lag_rate == 0 || args.writers == 0 {
+        bail!("--lag-secs, --lag-rate and --writers must be at least 1");
+    }
+    if args.consumers.is_empty() || args.consumers.contains(&0) {
+        bail!("--consumers must list numbers of at least 1");
+    }
     let per = import::EVENTS_PER_DOSSIER;
     if args.batch < per || args.batch > intake::MAX_BATCH || args.batch % per != 0 {
         bail!(
@@ -152,7 +283,13 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(bench(args)) {
+    let run = async {
+        match args.mode {
+            Mode::Write => bench(args).await,
+            Mode::Projection { .. } => projection_bench(args).await,
+        }
+    };
+    match runtime.block_on(run) {
         Ok(report) => {
             print!("{report}");
             std::process::ExitCode::SUCCESS
@@ -174,6 +311,100 @@ async fn bench(args: Args) -> Result<String> {
     let result = scenarios(&args, &db.pool).await;
     drop(db);
     result
+}
+
+/// The projection's scenarios, each in a database of its own (dropped after it).
+async fn projection_bench(args: Args) -> Result<String> {
+    let Mode::Projection {
+        lag: run_lag,
+        query: run_query,
+        rebuild: run_rebuild,
+    } = args.mode
+    else {
+        bail!("not a projection mode");
+    };
+    let mut figures = projection_report::Figures {
+        args: args.clone(),
+        machine: None,
+        lag: Vec::new(),
+        lag_baseline: None,
+        query: None,
+        rebuild: None,
+        load_end: String::new(),
+    };
+    if run_lag {
+        for consumers in args.consumers.clone() {
+            let db = TestDb::with_pool_size(args.pool).await;
+            eprintln!("bench: L  database {} ({consumers} consumer(s))", db.name);
+            let result = async {
+                if figures.machine.is_none() {
+                    figures.machine = Some(report::Machine::probe(&db.pool).await?);
+                }
+                EventLog::from_pool(db.pool.clone()).migrate().await?;
+                settle(&db.pool, args.analyze).await?;
+                lag::run(
+                    &db.pool,
+                    lag::LagConfig {
+                        secs: args.lag_secs,
+                        rate: args.lag_rate,
+                        writers: args.writers,
+                        consumers,
+                    },
+                )
+                .await
+            }
+            .await;
+            drop(db);
+            figures.lag.push(result?);
+        }
+        eprintln!("bench: L0 raw JetStream publish → receive at the same rate");
+        let config = lag::LagConfig {
+            secs: args.lag_secs,
+            rate: args.lag_rate,
+            writers: args.writers,
+            consumers: 1,
+        };
+        figures.lag_baseline = Some(lag::raw_baseline(config).await?);
+    }
+    if run_query {
+        let db = TestDb::with_pool_size(args.pool).await;
+        eprintln!("bench: Q  database {}", db.name);
+        let result = async {
+            if figures.machine.is_none() {
+                figures.machine = Some(report::Machine::probe(&db.pool).await?);
+            }
+            EventLog::from_pool(db.pool.clone()).migrate().await?;
+            projection::store::migrate(&db.pool).await?;
+            query::run(
+                &db.pool,
+                args.dossiers,
+                args.runs,
+                Duration::from_secs(args.baseline_secs),
+                args.quick,
+            )
+            .await
+        }
+        .await;
+        drop(db);
+        figures.query = Some(result?);
+    }
+    if run_rebuild {
+        let db = TestDb::with_pool_size(args.pool).await;
+        eprintln!("bench: R  database {}", db.name);
+        let result = async {
+            if figures.machine.is_none() {
+                figures.machine = Some(report::Machine::probe(&db.pool).await?);
+            }
+            EventLog::from_pool(db.pool.clone()).migrate().await?;
+            projection::store::migrate(&db.pool).await?;
+            rebuild::run(&db.pool, args.rebuild_events).await
+        }
+        .await;
+        drop(db);
+        figures.rebuild = Some(result?);
+    }
+    figures.load_end = report::load_average();
+    Ok(projection_report::render(&figures))
 }
 
 async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {

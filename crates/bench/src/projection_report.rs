@@ -1,0 +1,248 @@
+//! The Markdown report of the projection's scenarios (L, Q, R).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::lag::Lag;
+use crate::query::{Loaded, Measured, ms, pct};
+use crate::rebuild::Rebuilt;
+use crate::report::{Machine, thousands};
+use crate::{Args, Timing};
+
+/// Everything one projection run measured.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub args: Args,
+    pub machine: Option<Machine>,
+    pub lag: Vec<Lag>,
+    /// L0: (messages, seconds, sorted latencies).
+    pub lag_baseline: Option<(u64, f64, Vec<Duration>)>,
+    pub query: Option<(Loaded, Vec<Measured>)>,
+    pub rebuild: Option<Rebuilt>,
+    pub load_end: String,
+}
+
+fn p50_p99(sorted: &[Duration]) -> String {
+    if sorted.is_empty() {
+        return "—".to_owned();
+    }
+    format!(
+        "{:.1} / {:.1}",
+        ms(pct(sorted, 50.0)),
+        ms(pct(sorted, 99.0))
+    )
+}
+
+fn ratio(ours: Duration, theirs: Duration) -> f64 {
+    ours.as_secs_f64() / theirs.as_secs_f64().max(1e-9)
+}
+
+fn gib(bytes: i64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+pub fn render(f: &Figures) -> String {
+    let mut out = String::new();
+    if !f.lag.is_empty() {
+        render_lag(&mut out, f);
+    }
+    if let Some((loaded, measured)) = &f.query {
+        render_query(&mut out, f, loaded, measured);
+    }
+    if let Some(r) = &f.rebuild {
+        render_rebuild(&mut out, r);
+    }
+    if let Some(m) = &f.machine {
+        let _ = writeln!(out, "\n### Machine\n");
+        let _ = writeln!(out, "- nproc: {}", m.nproc);
+        let _ = writeln!(out, "- CPU: {}", m.cpu);
+        let _ = writeln!(out, "- memory: {}", m.memory);
+        let _ = writeln!(out, "- PostgreSQL: {}", m.postgres);
+        let settings: Vec<String> = m
+            .settings
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        let _ = writeln!(out, "- PostgreSQL settings: {}", settings.join(", "));
+        let _ = writeln!(
+            out,
+            "- load average (1/5/15 min): {} at the start, {} at the end",
+            m.load_start, f.load_end
+        );
+        let _ = writeln!(
+            out,
+            "- everything on this one machine: PostgreSQL, NATS, the relay, the projection \
+             consumers, the writers and the bench"
+        );
+    }
+    out
+}
+
+fn render_lag(out: &mut String, f: &Figures) {
+    let a = &f.args;
+    let _ = writeln!(out, "### L: lag from append to visible figure\n");
+    let _ = writeln!(
+        out,
+        "{} writers appending one event at a time at {} appends/s in all for {} s.\n",
+        a.writers, a.lag_rate, a.lag_secs
+    );
+    let base = f.lag_baseline.as_ref().map(|(_, _, l)| l.as_slice());
+    let _ = writeln!(
+        out,
+        "| scenario | samples | achieved rate | p50 / p99 (ms) | max (ms) | ratio to L0 (p50 · p99) |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let ratios = |sorted: &[Duration]| match base {
+        Some(b) if !b.is_empty() && !sorted.is_empty() => format!(
+            "{:.1} × · {:.1} ×",
+            ratio(pct(sorted, 50.0), pct(b, 50.0)),
+            ratio(pct(sorted, 99.0), pct(b, 99.0))
+        ),
+        _ => "—".to_owned(),
+    };
+    for l in &f.lag {
+        let rate = l.appended as f64 / l.seconds;
+        let _ = writeln!(
+            out,
+            "| **L** append → figure visible, {} consumer(s){} | {} | {:.0}/s | {} | {:.1} | {} |",
+            l.config.consumers,
+            if l.unseen > 0 {
+                format!(" ({} never visible)", l.unseen)
+            } else {
+                String::new()
+            },
+            thousands(l.visible.len() as u64),
+            rate,
+            p50_p99(&l.visible),
+            ms(l.visible.last().copied().unwrap_or_default()),
+            ratios(&l.visible),
+        );
+        let _ = writeln!(
+            out,
+            "| of which relay: append → message received from the stream, {} consumer(s) run | {} | {:.0}/s | {} | {:.1} | {} |",
+            l.config.consumers,
+            thousands(l.relayed.len() as u64),
+            rate,
+            p50_p99(&l.relayed),
+            ms(l.relayed.last().copied().unwrap_or_default()),
+            ratios(&l.relayed),
+        );
+    }
+    if let Some((n, secs, lags)) = &f.lag_baseline {
+        let _ = writeln!(
+            out,
+            "| L0 baseline: raw JetStream publish → pull consumer receipt (explicit ack), same rate | {} | {:.0}/s | {} | {:.1} | 1 |",
+            thousands(*n),
+            *n as f64 / secs,
+            p50_p99(lags),
+            ms(lags.last().copied().unwrap_or_default()),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nL: from `EventLog::append` returning to the first poll (every {} ms) that sees the \
+         dossier's applied version; apply commits the contribution and the rollup cells in one \
+         transaction, so that is when `store::query` shows the figure. L0: from the publish call \
+         to the receipt.\n",
+        crate::lag::POLL.as_millis()
+    );
+}
+
+fn render_query(out: &mut String, f: &Figures, loaded: &Loaded, measured: &[Measured]) {
+    let _ = writeln!(
+        out,
+        "### Q: query latency at {} dossiers\n",
+        thousands(loaded.dossiers)
+    );
+    let _ = writeln!(
+        out,
+        "Loaded: {} non-zero slice × day × metric cells; `stats_rollup` {} rows ({}, with its \
+         primary key); the baseline's per-dossier table {} rows ({}, with 5 indexes). \
+         Generating and summing took {:.0} s, `COPY` and indexing {:.0} s.\n",
+        thousands(loaded.day_cells),
+        thousands(loaded.rollup_rows),
+        gib(loaded.rollup_bytes),
+        thousands(loaded.dossiers),
+        gib(loaded.dossier_bytes),
+        loaded.generate.as_secs_f64(),
+        loaded.load.as_secs_f64(),
+    );
+    let _ = writeln!(
+        out,
+        "| question | groups | received in period | **`store::query`** p50 / p99 (ms) | baseline `GROUP BY` p50 / p99 (ms) | baseline ÷ ours (p50 · p99) | `query_reference` median (ms) |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for m in measured {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} ({} runs) | {} ({} runs) | {:.0} × · {:.0} × | {:.1} |",
+            m.name,
+            m.groups,
+            thousands(m.received),
+            p50_p99(&m.ours),
+            m.ours.len(),
+            p50_p99(&m.baseline),
+            m.baseline.len(),
+            ratio(pct(&m.baseline, 50.0), pct(&m.ours, 50.0)),
+            ratio(pct(&m.baseline, 99.0), pct(&m.ours, 99.0)),
+            ms(pct(&m.reference, 50.0)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nOurs: `projection::store::query` (every metric, the coarsest rollup, whole years, \
+         months and edge days). Baseline: one `SELECT … count(*) FILTER (WHERE …) … GROUP BY` \
+         over one row per dossier, answering received (all, direct, online, postal), resolved \
+         (all, early, on time, late), pending at start and end and overdue at end; both answers \
+         are checked equal before timing. Runs interleave ours and the baseline; the baseline \
+         stops after {} s per question. `query_reference`: the plain sum over the all-dimension \
+         day grain (what the projection did before the rollups), 3 runs.\n",
+        f.args.baseline_secs
+    );
+}
+
+fn render_rebuild(out: &mut String, r: &Rebuilt) {
+    let _ = writeln!(
+        out,
+        "### R: rebuild rate\n\nThe log: {} events of {} dossiers ({} with indexes), appended \
+         through `EventLog::append` at {:.0} events/s.\n",
+        thousands(r.fill.count),
+        thousands(r.dossiers),
+        gib(r.events_bytes),
+        r.fill.rate()
+    );
+    let _ = writeln!(out, "| scenario | events | seconds | rate | ratio to R0 |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    let row = |out: &mut String, name: &str, t: &Timing| {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {:.2} | {} events/s | {:.2} |",
+            thousands(t.count),
+            t.seconds,
+            thousands(t.rate().round() as u64),
+            t.rate() / r.raw.rate()
+        );
+    };
+    row(
+        out,
+        "**R** `projection::rebuild::rebuild` (fill shadow tables, swap)",
+        &r.rebuild,
+    );
+    row(
+        out,
+        "R0 baseline: `SELECT *` `ORDER BY position`, every column decoded",
+        &r.raw,
+    );
+    row(
+        out,
+        "R1 the rebuild's read alone (`ORDER BY dossier_id, version`, decoded to domain events)",
+        &r.rebuild_read,
+    );
+    let _ = writeln!(
+        out,
+        "\nR: {:.2} s of it reading and filling the shadow tables ({} rollup cells), the rest the \
+         swap. All three after `ANALYZE` and `CHECKPOINT`, in this order: R0, R1, R.\n",
+        r.rebuild_fill.as_secs_f64(),
+        thousands(r.cells.max(0) as u64)
+    );
+}

@@ -1,0 +1,185 @@
+//! Scenario R: the projection's rebuild (`projection::rebuild::rebuild`, what `projection
+//! rebuild` runs) against a raw sequential read of the `events` table, in the same database.
+//!
+//! The log is filled with synthetic dossiers ([`crate::synth`]) through `EventLog::append`, a
+//! thousand dossiers a call (hashes, chain and sequencer as in production). Then, each after
+//! `ANALYZE` and `CHECKPOINT`:
+//!
+//! - **R0** raw read: `SELECT` every column `ORDER BY position`, every row fetched through sqlx
+//!   and each column decoded into its Rust type (the payload into a `serde_json::Value`);
+//! - **R1** the rebuild's own read: its query (`ORDER BY dossier_id, version`), each row decoded
+//!   into a `domain::Event`, nothing computed or written;
+//! - **R** the rebuild: shadow tables filled from one snapshot, swapped in.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use chrono::{DateTime, Utc};
+use eventlog::EventLog;
+use futures::TryStreamExt;
+use sqlx::{PgPool, Row};
+
+use crate::Timing;
+use crate::synth::{self, Catalog};
+
+/// Dossiers per `append` call while filling the log.
+const DOSSIERS_PER_APPEND: usize = 1_000;
+
+/// What scenario R measured.
+#[derive(Debug, Clone)]
+pub struct Rebuilt {
+    pub dossiers: u64,
+    pub fill: Timing,
+    pub events_bytes: i64,
+    pub raw: Timing,
+    pub rebuild_read: Timing,
+    pub rebuild: Timing,
+    /// The rebuild's time to read the log and fill the shadow tables (before the swap).
+    pub rebuild_fill: Duration,
+    pub cells: i64,
+}
+
+pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
+    let log = EventLog::from_pool(pool.clone());
+    let catalog = Catalog::new();
+    let started = Instant::now();
+    let mut appended = 0u64;
+    let mut dossiers = 0u64;
+    let mut last_report = Instant::now();
+    while appended < events {
+        let batch: Vec<eventlog::DossierAppend> = (0..DOSSIERS_PER_APPEND as u64)
+            .map(|i| synth::to_append(&catalog, &synth::dossier(&catalog, dossiers + i)))
+            .collect();
+        dossiers += batch.len() as u64;
+        let stored = log.append(batch).await?;
+        appended += stored.events.len() as u64;
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            last_report = Instant::now();
+            eprintln!("bench: R  {appended} of {events} events appended");
+        }
+    }
+    let fill = Timing::new(appended, started.elapsed(), Vec::new());
+    eprintln!(
+        "bench: R  log filled: {} ({dossiers} dossiers)",
+        fill.summary()
+    );
+    let events_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('events')")
+        .fetch_one(pool)
+        .await?;
+
+    crate::settle(pool, true).await?;
+    eprintln!("bench: R0 raw sequential read of events");
+    let raw = raw_read(pool).await?;
+    eprintln!("bench: R0 {}", raw.summary());
+
+    crate::settle(pool, true).await?;
+    eprintln!("bench: R1 the rebuild's read alone");
+    let rebuild_read = rebuild_read(pool).await?;
+    eprintln!("bench: R1 {}", rebuild_read.summary());
+
+    crate::settle(pool, true).await?;
+    eprintln!("bench: R  projection rebuild");
+    let t = Instant::now();
+    let report = projection::rebuild::rebuild(pool, |p| eprintln!("bench: R  {p}")).await?;
+    let rebuild = Timing::new(report.events, t.elapsed(), Vec::new());
+    eprintln!("bench: R  {}", rebuild.summary());
+    if report.events != appended || report.dossiers != dossiers || report.reapplied != 0 {
+        bail!(
+            "the rebuild read {} events of {} dossiers (re-applied {}); the log holds {appended} \
+             of {dossiers}",
+            report.events,
+            report.dossiers,
+            report.reapplied
+        );
+    }
+    if raw.count != appended || rebuild_read.count != appended {
+        bail!(
+            "the reads saw {} and {} events; the log holds {appended}",
+            raw.count,
+            rebuild_read.count
+        );
+    }
+    // The rebuilt aggregates answer as the day grain does (a cheap consistency check).
+    for q in crate::query::questions() {
+        let ours = projection::store::query(pool, &q.query).await?;
+        let reference = projection::store::query_reference(pool, &q.query).await?;
+        if ours != reference {
+            bail!(
+                "{}: after the rebuild, query and query_reference differ",
+                q.name
+            );
+        }
+    }
+    Ok(Rebuilt {
+        dossiers,
+        fill,
+        events_bytes,
+        raw,
+        rebuild_read,
+        rebuild,
+        rebuild_fill: report.fill,
+        cells: report.cells,
+    })
+}
+
+/// Every row of `events` in position order, every column decoded.
+async fn raw_read(pool: &PgPool) -> Result<Timing> {
+    let t = Instant::now();
+    let mut rows = sqlx::query(
+        "SELECT position, event_id, dossier_id, version, event_type, occurred_at, recorded_at, \
+         level, agency, sector, payload, fingerprint, event_hash, chain_hash \
+         FROM events ORDER BY position",
+    )
+    .fetch(pool);
+    let mut count = 0u64;
+    let mut last = 0i64;
+    while let Some(row) = rows.try_next().await? {
+        let position: i64 = row.try_get(0)?;
+        let decoded = (
+            row.try_get::<uuid::Uuid, _>(1)?,
+            row.try_get::<String, _>(2)?,
+            row.try_get::<i32, _>(3)?,
+            row.try_get::<String, _>(4)?,
+            row.try_get::<DateTime<Utc>, _>(5)?,
+            row.try_get::<DateTime<Utc>, _>(6)?,
+            row.try_get::<String, _>(7)?,
+            row.try_get::<String, _>(8)?,
+            row.try_get::<String, _>(9)?,
+            row.try_get::<serde_json::Value, _>(10)?,
+            row.try_get::<Vec<u8>, _>(11)?,
+            row.try_get::<Vec<u8>, _>(12)?,
+            row.try_get::<Vec<u8>, _>(13)?,
+        );
+        std::hint::black_box(decoded);
+        if position != last + 1 {
+            bail!("raw read: position {position} after {last}");
+        }
+        last = position;
+        count += 1;
+    }
+    Ok(Timing::new(count, t.elapsed(), Vec::new()))
+}
+
+/// The rebuild's query, each row decoded into a domain event; nothing else.
+async fn rebuild_read(pool: &PgPool) -> Result<Timing> {
+    let t = Instant::now();
+    let mut rows = sqlx::query(
+        "SELECT dossier_id, version, event_type, occurred_at, payload FROM events \
+         WHERE position <= (SELECT position FROM log_head) ORDER BY dossier_id, version",
+    )
+    .fetch(pool);
+    let mut count = 0u64;
+    while let Some(row) = rows.try_next().await? {
+        let dossier_id: String = row.try_get(0)?;
+        let version: i32 = row.try_get(1)?;
+        let event_type: String = row.try_get(2)?;
+        let payload: serde_json::Value = row.try_get(4)?;
+        let event = domain::Event {
+            occurred_at: row.try_get(3)?,
+            body: domain::DossierEvent::from_parts(&event_type, &payload)?,
+        };
+        std::hint::black_box((dossier_id, version, event));
+        count += 1;
+    }
+    Ok(Timing::new(count, t.elapsed(), Vec::new()))
+}
