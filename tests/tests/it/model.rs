@@ -787,6 +787,39 @@ async fn check_all(
     }
 }
 
+/// Every answer of the service for the periods, groupings and forms `check_all` asks, live or
+/// as recorded at `at` (the echoed instant cleared, so the two can be compared).
+async fn every_answer(projection: &RunningProjection, at: Option<DateTime<Utc>>) -> Vec<String> {
+    let mut client = projection.client().await;
+    let mut answers = Vec::new();
+    for (from, to) in periods() {
+        for group_by in GROUPINGS {
+            let mut answer = client
+                .get_indicators(authed(AUDITOR, request(from, to, group_by, at)))
+                .await
+                .expect("GetIndicators")
+                .into_inner();
+            answer.as_recorded_at = None;
+            answers.push(format!("{answer:?}"));
+        }
+        for form in [
+            pb::ReportForm::Ii06a,
+            pb::ReportForm::BieuMau3Section3,
+            pb::ReportForm::BieuMau7Section6,
+            pb::ReportForm::Scorecard766,
+        ] {
+            let mut report = client
+                .get_report(authed(AUDITOR, report_request(form, from, to, at)))
+                .await
+                .expect("GetReport")
+                .into_inner();
+            report.as_recorded_at = None;
+            answers.push(format!("{report:?}"));
+        }
+    }
+    answers
+}
+
 async fn db_now(log: &EventLog) -> DateTime<Utc> {
     sqlx::query_scalar("SELECT clock_timestamp()")
         .fetch_one(log.pool())
@@ -832,6 +865,7 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
         }
     }
     let mut first_at = None;
+    let mut answered_then = Vec::new();
     for (w, wave) in waves.iter().enumerate() {
         // Shuffle across dossiers, then restore each dossier's own order.
         let mut order: Vec<(u64, usize, usize)> =
@@ -863,6 +897,7 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
         eprintln!("wave {w}: {} dossiers, event types {types:?}", all.len());
         check_all(&projection, &recorded_by(&all, None), None).await;
         if w == 0 {
+            answered_then = every_answer(&projection, None).await;
             first_at = Some(db_now(&log).await);
             // What the live service answers at that instant.
             check_all(&projection, &recorded_by(&all, None), first_at).await;
@@ -895,6 +930,17 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
             let before = recorded_by(&all, first_at);
             assert!(before.iter().map(Vec::len).sum::<usize>() < all.iter().map(Vec::len).sum());
             check_all(&projection, &before, first_at).await;
+            // … and are, answer for answer, what the live service answered then.
+            let past = every_answer(&projection, first_at).await;
+            assert_eq!(past.len(), answered_then.len());
+            for (now, then) in past.iter().zip(&answered_then) {
+                assert_eq!(now, then, "as recorded at the end of the first wave");
+            }
+            assert_ne!(
+                every_answer(&projection, None).await,
+                answered_then,
+                "the second wave changed the live figures"
+            );
         }
     }
     projection.stop().await;
