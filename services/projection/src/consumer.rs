@@ -24,6 +24,11 @@ pub struct ConsumerConfig {
     pub durable: String,
     /// How long the server waits for an ack before redelivering.
     pub ack_wait: Duration,
+    /// Messages pulled per request. Messages are applied one at a time, so a pulled message
+    /// waits for those before it: the batch must be applied well within `ack_wait`, or the
+    /// server redelivers messages still waiting in the client's buffer (harmless — apply
+    /// recomputes — but wasted work). 32 within 30 s holds down to about one apply per second.
+    pub pull_batch: usize,
     /// The longest wait between attempts when NATS or PostgreSQL is unavailable.
     pub max_backoff: Duration,
 }
@@ -35,6 +40,7 @@ impl ConsumerConfig {
             subject_prefix: subject_prefix.to_owned(),
             durable: durable.to_owned(),
             ack_wait: Duration::from_secs(30),
+            pull_batch: 32,
             max_backoff: Duration::from_secs(5),
         }
     }
@@ -96,7 +102,11 @@ async fn consume(
     let consumer = stream
         .get_or_create_consumer(&config.durable, config.pull_config())
         .await?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(config.pull_batch)
+        .messages()
+        .await?;
     tracing::info!(stream = %config.stream, consumer = %config.durable, "projection consuming");
     loop {
         let message = tokio::select! {

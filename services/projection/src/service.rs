@@ -42,14 +42,11 @@ pub fn query_status(e: QueryError) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl StatsService for Stats {
-    async fn get_indicators(
-        &self,
-        request: Request<pb::GetIndicatorsRequest>,
-    ) -> Result<Response<pb::GetIndicatorsResponse>, Status> {
-        self.tokens.authenticate(request.metadata())?;
-        let r = request.into_inner();
+/// The query and source of a request with the common fields (`GetIndicatorsRequest`,
+/// `GetReportRequest`), each malformed field named.
+macro_rules! scope {
+    ($r:expr) => {{
+        let r = &$r;
         let query = RawScope {
             from: &r.from,
             to: &r.to,
@@ -62,7 +59,19 @@ impl StatsService for Stats {
             group_by: dimensions("group_by", &r.group_by)?,
         }
         .parse()?;
-        let source = source("as_recorded_at", r.as_recorded_at.as_ref())?;
+        (query, source("as_recorded_at", r.as_recorded_at.as_ref())?)
+    }};
+}
+
+#[tonic::async_trait]
+impl StatsService for Stats {
+    async fn get_indicators(
+        &self,
+        request: Request<pb::GetIndicatorsRequest>,
+    ) -> Result<Response<pb::GetIndicatorsResponse>, Status> {
+        self.tokens.authenticate(request.metadata())?;
+        let r = request.into_inner();
+        let (query, source) = scope!(r);
         let answer = answers::indicators(&self.pool, &query, source, &self.targets)
             .await
             .map_err(query_status)?;
@@ -89,19 +98,7 @@ impl StatsService for Stats {
                 ));
             }
         };
-        let query = RawScope {
-            from: &r.from,
-            to: &r.to,
-            level: level("level", r.level)?,
-            agency_code: &r.agency_code,
-            sector_code: &r.sector_code,
-            procedure_code: &r.procedure_code,
-            channel: channel("channel", r.channel)?,
-            applicant_type: applicant_type("applicant_type", r.applicant_type)?,
-            group_by: dimensions("group_by", &r.group_by)?,
-        }
-        .parse()?;
-        let source = source("as_recorded_at", r.as_recorded_at.as_ref())?;
+        let (query, source) = scope!(r);
         let table = answers::report(&self.pool, form, &query, source)
             .await
             .map_err(query_status)??;
@@ -260,7 +257,8 @@ fn targets_pb(checks: &[stats::TargetCheck]) -> Vec<pb::TargetCheck> {
         .collect()
 }
 
-fn dimension_pb(d: stats::Dimension) -> pb::Dimension {
+/// The wire form of a dimension.
+pub fn dimension_pb(d: stats::Dimension) -> pb::Dimension {
     match d {
         stats::Dimension::Level => pb::Dimension::Level,
         stats::Dimension::Agency => pb::Dimension::Agency,

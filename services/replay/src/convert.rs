@@ -4,12 +4,9 @@
 use api::v1 as pb;
 use api::v1::event::Body;
 use calendar::StatutoryTime;
-use domain::{
-    ApplicantType, Channel, DossierEvent, FeeKind, OnlineServiceLevel, Outcome, PaymentChannel,
-    Profile, Rating, ReturnMethod, TransferMode,
-};
+use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, ReturnMethod, TransferMode};
 use eventlog::StoredEvent;
-use svc::convert::{pb_level, pb_timeliness};
+use svc::convert::{pb_level, pb_profile, pb_timeliness};
 use svc::status::to_timestamp;
 
 /// The replay form of a stored event. The typed `event` is absent if the payload does not
@@ -72,7 +69,7 @@ pub fn body(event: &DossierEvent) -> Body {
             components,
             due_at,
         } => Body::Received(pb::Received {
-            profile: Some(profile(p)),
+            profile: Some(pb_profile(p)),
             statutory_time: Some(statutory(*statutory_time)),
             fee_required: *fee_required,
             components: components.iter().map(|c| c.as_str().to_owned()).collect(),
@@ -86,7 +83,7 @@ pub fn body(event: &DossierEvent) -> Body {
         }
         DossierEvent::RefusedAtIntake { profile: p, reason } => {
             Body::RefusedAtIntake(pb::RefusedAtIntake {
-                profile: Some(profile(p)),
+                profile: Some(pb_profile(p)),
                 reason: reason.as_str().to_owned(),
             })
         }
@@ -170,18 +167,6 @@ pub fn body(event: &DossierEvent) -> Body {
     }
 }
 
-pub fn profile(p: &Profile) -> pb::Profile {
-    pb::Profile {
-        procedure_code: p.procedure.as_str().to_owned(),
-        online_level: online_level(p.online_level) as i32,
-        sector_code: p.sector.as_str().to_owned(),
-        agency_code: p.agency.as_str().to_owned(),
-        level: pb_level(p.level) as i32,
-        channel: channel(p.channel) as i32,
-        applicant_type: applicant_type(p.applicant_type) as i32,
-    }
-}
-
 fn statutory(t: StatutoryTime) -> pb::StatutoryTime {
     use pb::statutory_time::Unit;
     pb::StatutoryTime {
@@ -189,30 +174,6 @@ fn statutory(t: StatutoryTime) -> pb::StatutoryTime {
             StatutoryTime::Days(d) => Unit::WorkingDays(d),
             StatutoryTime::Hours(h) => Unit::WorkingHours(h),
         }),
-    }
-}
-
-fn online_level(v: OnlineServiceLevel) -> pb::OnlineServiceLevel {
-    match v {
-        OnlineServiceLevel::FullOnline => pb::OnlineServiceLevel::FullOnline,
-        OnlineServiceLevel::PartialOnline => pb::OnlineServiceLevel::PartialOnline,
-        OnlineServiceLevel::NotOnline => pb::OnlineServiceLevel::NotOnline,
-    }
-}
-
-fn channel(v: Channel) -> pb::Channel {
-    match v {
-        Channel::Direct => pb::Channel::Direct,
-        Channel::Online => pb::Channel::Online,
-        Channel::Postal => pb::Channel::Postal,
-    }
-}
-
-fn applicant_type(v: ApplicantType) -> pb::ApplicantType {
-    match v {
-        ApplicantType::Citizen => pb::ApplicantType::Citizen,
-        ApplicantType::Business => pb::ApplicantType::Business,
-        ApplicantType::Organisation => pb::ApplicantType::Organisation,
     }
 }
 
@@ -267,7 +228,10 @@ mod tests {
     use super::*;
     use calendar::{Timeliness, WorkingDuration};
     use chrono::{DateTime, Utc};
-    use domain::{AgencyCode, ComponentCode, ProcedureCode, SectorCode, Text, TransactionId};
+    use domain::{
+        AgencyCode, ApplicantType, Channel, ComponentCode, OnlineServiceLevel, ProcedureCode,
+        Profile, SectorCode, Text, TransactionId,
+    };
 
     fn t(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_714_000_000 + seconds, 0).unwrap()

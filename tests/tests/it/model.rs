@@ -510,17 +510,6 @@ const GROUPINGS: [&[stats::Dimension]; 3] = [
     &[stats::Dimension::Level, stats::Dimension::Agency],
 ];
 
-fn dimension_pb(d: stats::Dimension) -> i32 {
-    (match d {
-        stats::Dimension::Level => pb::Dimension::Level,
-        stats::Dimension::Agency => pb::Dimension::Agency,
-        stats::Dimension::Sector => pb::Dimension::Sector,
-        stats::Dimension::Procedure => pb::Dimension::Procedure,
-        stats::Dimension::Channel => pb::Dimension::Channel,
-        stats::Dimension::ApplicantType => pb::Dimension::ApplicantType,
-    }) as i32
-}
-
 fn periods() -> Vec<(NaiveDate, NaiveDate)> {
     let d = |m, d| NaiveDate::from_ymd_opt(2024, m, d).unwrap();
     vec![
@@ -544,7 +533,10 @@ fn request(
     pb::GetIndicatorsRequest {
         from: from.to_string(),
         to: to.to_string(),
-        group_by: group_by.iter().map(|d| dimension_pb(*d)).collect(),
+        group_by: group_by
+            .iter()
+            .map(|d| projection::service::dimension_pb(*d) as i32)
+            .collect(),
         as_recorded_at: at.map(ts),
         ..Default::default()
     }
