@@ -132,7 +132,8 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     };
     let mut calls = Vec::new();
     let at = |t: DateTime<Utc>| Some(ts(t));
-    if n % 10 != 3 && n % 10 != 4 && rng.chance(6) {
+    // Every tenth life is refused at the counter, a few others at random.
+    if n % 10 == 9 || (n % 10 != 3 && n % 10 != 4 && rng.chance(3)) {
         calls.push(Call::Refuse(pb::RefuseAtCounterRequest {
             event_id: new_event_id(),
             dossier_id: id,
@@ -190,7 +191,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             }));
         }
     }
-    if rng.chance(30) {
+    if n % 10 == 0 || rng.chance(30) {
         let mode = rng.pick(&[pb::TransferMode::Electronic, pb::TransferMode::Paper]);
         calls.push(Call::Transfer(transfer(
             &id,
@@ -241,7 +242,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             )));
         }
     }
-    if rng.chance(25) {
+    if rng.chance(35) {
         let issued = step(rng, &mut t);
         calls.push(Call::Apology(issue_apology(
             &id,
