@@ -198,29 +198,43 @@ pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, To
     let start_spans = prefix_spans(query.from);
     let end_spans = prefix_spans(query.to);
 
-    // Only fixed column names and grain codes enter the SQL text; every value is bound.
+    // One index range scan on (rollup, grain, period) per span, summed: an OR of the spans in
+    // one WHERE lets the planner read the whole rollup instead (measured: 0.6 s for a year by
+    // agency at 1M dossiers). Only fixed column names and grain codes enter the SQL text; every
+    // value is bound.
     let mut dates: Vec<NaiveDate> = Vec::new();
-    let flow = span_condition(&flow_spans, &mut dates);
-    let start = span_condition(&start_spans, &mut dates);
-    let end = span_condition(&end_spans, &mut dates);
     let group_cols: Vec<&str> = query.group_by.iter().map(|d| d.as_str()).collect();
-    let mut sql = String::from("SELECT metric");
-    for c in &group_cols {
-        sql.push_str(", ");
-        sql.push_str(c);
+    let groups: String = group_cols.iter().map(|c| format!(", {c}")).collect();
+    let mut legs: Vec<String> = Vec::new();
+    for (spans, column, stocks_only) in [
+        (&flow_spans, 0, false),
+        (&start_spans, 1, true),
+        (&end_spans, 2, true),
+    ] {
+        for condition in span_conditions(spans, &mut dates) {
+            let values = ["0::bigint", "0::bigint", "0::bigint"]
+                .iter()
+                .enumerate()
+                .map(|(k, zero)| if k == column { "value" } else { zero })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let stocks = if stocks_only {
+                " AND metric = ANY($2)"
+            } else {
+                ""
+            };
+            legs.push(format!(
+                "SELECT metric{groups}, {values} FROM stats_rollup \
+                 WHERE rollup = $1 AND {condition}{stocks} FILTERS"
+            ));
+        }
     }
-    sql.push_str(&format!(
-        ", COALESCE(SUM(value) FILTER (WHERE {flow}), 0)::bigint AS flow, \
-           COALESCE(SUM(value) FILTER (WHERE {start}), 0)::bigint AS at_start, \
-           COALESCE(SUM(value) FILTER (WHERE {end}), 0)::bigint AS at_end \
-         FROM stats_rollup \
-         WHERE rollup = $1 AND ({flow} OR (({start} OR {end}) AND metric = ANY($2)))"
-    ));
     let first_filter = dates.len() + 3;
     let mut binds: Vec<&str> = Vec::new();
+    let mut filters = String::new();
     for d in Dimension::ALL {
         if let Some(v) = query.filter.value(d) {
-            sql.push_str(&format!(
+            filters.push_str(&format!(
                 " AND {} = ${}",
                 d.as_str(),
                 first_filter + binds.len()
@@ -228,11 +242,22 @@ pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, To
             binds.push(v);
         }
     }
-    sql.push_str(" GROUP BY metric");
-    for c in &group_cols {
-        sql.push_str(", ");
-        sql.push_str(c);
-    }
+    let sql = if legs.is_empty() {
+        // An empty period cannot reach here (`to > from`), but keep the statement valid.
+        format!(
+            "SELECT metric{groups}, 0::bigint, 0::bigint, 0::bigint FROM stats_rollup WHERE FALSE"
+        )
+    } else {
+        format!(
+            "SELECT metric{groups}, \
+               COALESCE(SUM(f), 0)::bigint AS flow, \
+               COALESCE(SUM(s), 0)::bigint AS at_start, \
+               COALESCE(SUM(e), 0)::bigint AS at_end \
+             FROM ({}) AS spans(metric{groups}, f, s, e) \
+             GROUP BY metric{groups}",
+            legs.join(" UNION ALL ").replace(" FILTERS", &filters)
+        )
+    };
     let stocks: Vec<&str> = Metric::stocks().map(Metric::as_str).collect();
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(i16::from(rollup))
@@ -334,27 +359,25 @@ fn collect_groups(
     Ok(groups)
 }
 
-/// `(span OR span …)` over `grain` and `period`, binding the bounds as `$n` after the two fixed
-/// parameters (`$1` rollup, `$2` stock metrics) and the dates bound so far.
-fn span_condition(spans: &[Span], dates: &mut Vec<NaiveDate>) -> String {
-    let mut parts = Vec::with_capacity(spans.len());
-    for span in spans {
-        let mut part = format!("(grain = '{}'", span.grain.code());
-        if let Some(from) = span.from {
-            dates.push(from);
-            part.push_str(&format!(" AND period >= ${}", dates.len() + 2));
-        }
-        if let Some(to) = span.to {
-            dates.push(to);
-            part.push_str(&format!(" AND period < ${}", dates.len() + 2));
-        }
-        part.push(')');
-        parts.push(part);
-    }
-    if parts.is_empty() {
-        return "FALSE".to_owned();
-    }
-    format!("({})", parts.join(" OR "))
+/// One condition `grain = … AND period >= $n AND period < $m` per span, binding the bounds as
+/// `$n` after the two fixed parameters (`$1` rollup, `$2` stock metrics) and the dates bound so
+/// far.
+fn span_conditions(spans: &[Span], dates: &mut Vec<NaiveDate>) -> Vec<String> {
+    spans
+        .iter()
+        .map(|span| {
+            let mut part = format!("grain = '{}'", span.grain.code());
+            if let Some(from) = span.from {
+                dates.push(from);
+                part.push_str(&format!(" AND period >= ${}", dates.len() + 2));
+            }
+            if let Some(to) = span.to {
+                dates.push(to);
+                part.push_str(&format!(" AND period < ${}", dates.len() + 2));
+            }
+            part
+        })
+        .collect()
 }
 
 /// The rollups kept, as bit masks over [`Dimension::ALL`] (bit `i` is `Dimension::ALL[i]`),
