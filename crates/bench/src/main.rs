@@ -5,7 +5,7 @@
 //!                   [--batch N] [--pipeline N] [--pool N]
 //! cargo xtask bench -- projection|lag|query|rebuild [--quick] [--dossiers N] [--runs N]
 //!                   [--baseline-secs N] [--rebuild-events N] [--lag-secs N] [--lag-rate N]
-//!                   [--writers N] [--consumers N,M]
+//!                   [--writers N] [--consumers N,M] [--rollups 0,3,5] [--no-jit] [--keep]
 //! ```
 //!
 //! `write` (the default) measures the event log's write paths:
@@ -94,6 +94,12 @@ pub struct Args {
     pub lag_rate: u64,
     pub writers: usize,
     pub consumers: Vec<usize>,
+    /// Q: the rollups loaded into `stats_rollup` (default: every one apply maintains).
+    pub rollups: Vec<u8>,
+    /// Q: `jit = off` for the database (PostgreSQL's default is on).
+    pub no_jit: bool,
+    /// Q: leave the database in place (to `EXPLAIN` in `psql`).
+    pub keep: bool,
 }
 
 impl Default for Args {
@@ -116,6 +122,9 @@ impl Default for Args {
             lag_rate: 100,
             writers: 8,
             consumers: vec![1, 2],
+            rollups: projection::store::ROLLUPS.to_vec(),
+            no_jit: false,
+            keep: false,
         }
     }
 }
@@ -147,6 +156,11 @@ projection: lag, query and rebuild, each in a fresh database (or one of them alo
   --lag-rate N        lag: appends per second, all writers together (default 100)
   --writers N         lag: concurrent writers (default 8)
   --consumers N,M     lag: projection consumer instances, one run per number (default 1,2)
+  --rollups 0,3,5     query: load only these rollups of stats_rollup (default: all six that apply
+                      maintains; the questions read 0, 3 and 5). For sizes whose full table does
+                      not fit the disk; the report says which were loaded.
+  --no-jit            query: ALTER DATABASE … SET jit = off before connecting
+  --keep              query: leave the database in place (its name is printed), to EXPLAIN
   --quick             20000 dossiers, 50 runs, 10 s of baseline, 100000 events, 5 s of lag, 1 consumer
 
 Needs PostgreSQL at TEST_DATABASE_URL (default postgres://postgres:postgres@127.0.0.1:5432/postgres);
@@ -217,6 +231,26 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
                         })?,
                 );
             }
+            "--rollups" => {
+                let text = it.next().context("--rollups needs numbers, e.g. 0,3,5")?;
+                args.rollups = text
+                    .split(',')
+                    .map(|n| n.trim().parse::<u8>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .with_context(|| format!("--rollups: {text:?} is not a list of numbers"))?;
+                if let Some(r) = args
+                    .rollups
+                    .iter()
+                    .find(|r| !projection::store::ROLLUPS.contains(r))
+                {
+                    bail!(
+                        "--rollups: {r} is not one of {:?}",
+                        projection::store::ROLLUPS
+                    );
+                }
+            }
+            "--no-jit" => args.no_jit = true,
+            "--keep" => args.keep = true,
             "--quick" => args.quick = true,
             "--no-analyze" => args.analyze = false,
             "-h" | "--help" => return Ok(None),
@@ -370,22 +404,43 @@ async fn projection_bench(args: Args) -> Result<String> {
         let db = TestDb::with_pool_size(args.pool).await;
         eprintln!("bench: Q  database {}", db.name);
         let result = async {
+            let pool = if args.no_jit {
+                // For every connection of a pool opened after it.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER DATABASE \"{}\" SET jit = off",
+                    db.name
+                )))
+                .execute(&db.pool)
+                .await?;
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(args.pool)
+                    .connect(&db.url)
+                    .await?
+            } else {
+                db.pool.clone()
+            };
             if figures.machine.is_none() {
-                figures.machine = Some(report::Machine::probe(&db.pool).await?);
+                figures.machine = Some(report::Machine::probe(&pool).await?);
             }
-            EventLog::from_pool(db.pool.clone()).migrate().await?;
-            projection::store::migrate(&db.pool).await?;
+            EventLog::from_pool(pool.clone()).migrate().await?;
+            projection::store::migrate(&pool).await?;
             query::run(
-                &db.pool,
+                &pool,
                 args.dossiers,
                 args.runs,
                 Duration::from_secs(args.baseline_secs),
+                &args.rollups,
                 args.quick,
             )
             .await
         }
         .await;
-        drop(db);
+        if args.keep {
+            eprintln!("bench: Q  --keep: database {} left in place", db.name);
+            std::mem::forget(db);
+        } else {
+            drop(db);
+        }
         figures.query = Some(result?);
     }
     if run_rebuild {

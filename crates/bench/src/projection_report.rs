@@ -37,6 +37,15 @@ fn ratio(ours: Duration, theirs: Duration) -> f64 {
     ours.as_secs_f64() / theirs.as_secs_f64().max(1e-9)
 }
 
+/// Two decimals below 10, none above.
+fn times(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0} ×")
+    } else {
+        format!("{x:.2} ×")
+    }
+}
+
 fn gib(bytes: i64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
@@ -94,9 +103,9 @@ fn render_lag(out: &mut String, f: &Figures) {
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
     let ratios = |sorted: &[Duration]| match base {
         Some(b) if !b.is_empty() && !sorted.is_empty() => format!(
-            "{:.1} × · {:.1} ×",
-            ratio(pct(sorted, 50.0), pct(b, 50.0)),
-            ratio(pct(sorted, 99.0), pct(b, 99.0))
+            "{} · {}",
+            times(ratio(pct(sorted, 50.0), pct(b, 50.0))),
+            times(ratio(pct(sorted, 99.0), pct(b, 99.0)))
         ),
         _ => "—".to_owned(),
     };
@@ -167,6 +176,22 @@ fn render_query(out: &mut String, f: &Figures, loaded: &Loaded, measured: &[Meas
         loaded.generate.as_secs_f64(),
         loaded.load.as_secs_f64(),
     );
+    if f.args.no_jit {
+        let _ = writeln!(
+            out,
+            "**`jit = off`** for this database (`--no-jit`); PostgreSQL's default is on.\n"
+        );
+    }
+    if loaded.rollups.len() < projection::store::ROLLUPS.len() {
+        let _ = writeln!(
+            out,
+            "**Only the rollups {:?} of {:?} were loaded** (`--rollups`): the questions read only \
+             those; the others would be in other parts of the primary key's index. \
+             `query_reference` needs rollup 63 and was not run.\n",
+            loaded.rollups,
+            projection::store::ROLLUPS
+        );
+    }
     let _ = writeln!(
         out,
         "| question | groups | received in period | **`store::query`** p50 / p99 (ms) | baseline `GROUP BY` p50 / p99 (ms) | baseline ÷ ours (p50 · p99) | `query_reference` median (ms) |"
@@ -175,7 +200,7 @@ fn render_query(out: &mut String, f: &Figures, loaded: &Loaded, measured: &[Meas
     for m in measured {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} ({} runs) | {} ({} runs) | {:.0} × · {:.0} × | {:.1} |",
+            "| {} | {} | {} | {} ({} runs) | {} ({} runs) | {} · {} | {} |",
             m.name,
             m.groups,
             thousands(m.received),
@@ -183,9 +208,13 @@ fn render_query(out: &mut String, f: &Figures, loaded: &Loaded, measured: &[Meas
             m.ours.len(),
             p50_p99(&m.baseline),
             m.baseline.len(),
-            ratio(pct(&m.baseline, 50.0), pct(&m.ours, 50.0)),
-            ratio(pct(&m.baseline, 99.0), pct(&m.ours, 99.0)),
-            ms(pct(&m.reference, 50.0)),
+            times(ratio(pct(&m.baseline, 50.0), pct(&m.ours, 50.0))),
+            times(ratio(pct(&m.baseline, 99.0), pct(&m.ours, 99.0))),
+            if m.reference.is_empty() {
+                "—".to_owned()
+            } else {
+                format!("{:.1}", ms(pct(&m.reference, 50.0)))
+            },
         );
     }
     let _ = writeln!(

@@ -50,6 +50,8 @@ impl Machine {
             "wal_sync_method",
             "max_wal_size",
             "autovacuum",
+            "work_mem",
+            "jit",
         ] {
             let value: String = sqlx::query_scalar("SELECT current_setting($1)")
                 .bind(name)
