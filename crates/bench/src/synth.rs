@@ -39,34 +39,8 @@ fn at(day: NaiveDate, minutes: i64) -> DateTime<Utc> {
     stats::start_of_day(day).expect("Vietnam has no DST gap") + Duration::minutes(minutes)
 }
 
-/// A small deterministic generator (SplitMix64): the same dossier number always gives the same
-/// dossier, and no crate is needed for it.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The dossiers' generator: the same dossier number always gives the same dossier.
+pub use testkit::Rng;
 
 /// An index picked with the weights `1 / (i + 1)` among `n`.
 fn zipf(rng: &mut Rng, n: usize) -> usize {

@@ -96,6 +96,21 @@ enum_parser!(rating, pb::Rating, Rating, {
     VerySatisfied => Rating::VerySatisfied, Satisfied => Rating::Satisfied, Unsatisfied => Rating::Unsatisfied,
 });
 
+/// An optional protobuf enum (a query filter): `*_UNSPECIFIED` (0, in every enum of the
+/// contract) is `None`; an unknown number is refused, naming the field.
+pub fn optional<T>(
+    path: &str,
+    value: i32,
+    parse: impl Fn(&str, i32) -> Result<T, Status>,
+) -> Result<Option<T>, Status> {
+    if value == 0 {
+        return Ok(None);
+    }
+    parse(path, value)
+        .map(Some)
+        .map_err(|_| invalid_field(path, "unknown value"))
+}
+
 pub fn profile(path: &str, value: Option<&pb::Profile>) -> Result<Profile, Status> {
     let p = value.ok_or_else(|| invalid_field(path, "is required"))?;
     Ok(Profile {
@@ -245,6 +260,9 @@ mod tests {
             "profile.agency_code"
         );
         assert_eq!(violation(profile("profile", None).unwrap_err()), "profile");
+        assert_eq!(optional("f", 0, level).unwrap(), None);
+        assert_eq!(optional("f", 2, level).unwrap(), Some(Level::District));
+        assert_eq!(violation(optional("f", 42, level).unwrap_err()), "f");
         p.agency_code = "000.00.12.H40".into();
         assert_eq!(pb_profile(&profile("profile", Some(&p)).unwrap()), p);
     }

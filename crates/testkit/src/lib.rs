@@ -14,6 +14,8 @@ pub mod nats_server;
 pub use nats_server::NatsServer;
 pub mod proxy;
 pub use proxy::TcpProxy;
+pub mod rng;
+pub use rng::Rng;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};

@@ -116,21 +116,7 @@ pub async fn dossier(
     if stored.is_empty() {
         return Ok(None);
     }
-    let events = stored
-        .iter()
-        .map(|e| {
-            domain::DossierEvent::from_parts(&e.event_type, &e.payload)
-                .map(|body| domain::Event {
-                    occurred_at: e.occurred_at,
-                    body,
-                })
-                .map_err(|err| {
-                    QueryError::Corrupt(format!(
-                        "event {} of dossier {dossier_id}: {err}",
-                        e.version
-                    ))
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(domain::Dossier::from_events(&events)))
+    svc::write::fold(&stored)
+        .map(Some)
+        .map_err(|e| QueryError::Corrupt(format!("dossier {dossier_id}: {e}")))
 }

@@ -225,13 +225,7 @@ pub fn selection(r: &pb::StreamEventsRequest) -> Result<Selection, Status> {
     let sector = non_empty(&r.sector_code)
         .map(|s| field("sector_code", SectorCode::parse(s)).map(|s| s.as_str().to_owned()))
         .transpose()?;
-    let level = match pb::Level::try_from(r.level) {
-        Ok(pb::Level::Unspecified) => None,
-        Ok(pb::Level::Province) => Some(domain::Level::Province),
-        Ok(pb::Level::District) => Some(domain::Level::District),
-        Ok(pb::Level::Commune) => Some(domain::Level::Commune),
-        Err(_) => return Err(invalid_field("level", "unknown level")),
-    };
+    let level = svc::convert::optional("level", r.level, svc::convert::level)?;
     let mut event_types = Vec::with_capacity(r.event_types.len());
     for (i, name) in r.event_types.iter().enumerate() {
         if !EVENT_TYPES.contains(&name.as_str()) {

@@ -18,7 +18,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use domain::{DossierEvent, Event, Profile};
 use eventlog::EventLog;
 use stats::{Indicators, Rate, Targets};
-use testkit::{TestDb, TestNats};
+use testkit::{Rng, TestDb, TestNats};
 use tests::lifecycle::{
     Stack, assess_fee, attach_result, issue_apology, record_payment, record_rating, return_result,
 };
@@ -34,32 +34,6 @@ use tests::{
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// SplitMix64: a small, seedable generator, so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True with probability `percent` %.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// One gRPC call of a dossier's life.
 #[derive(Debug, Clone)]
@@ -111,20 +85,20 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         + chrono::Duration::minutes(i64::from(minute));
     let profile = pb::Profile {
         procedure_code: format!("1.00{}", 4000 + rng.below(3)),
-        online_level: rng.pick(&[
+        online_level: *rng.pick(&[
             pb::OnlineServiceLevel::FullOnline,
             pb::OnlineServiceLevel::PartialOnline,
             pb::OnlineServiceLevel::NotOnline,
         ]) as i32,
-        sector_code: rng.pick(&SECTORS).to_owned(),
+        sector_code: rng.pick(&SECTORS).to_string(),
         agency_code: agency.to_owned(),
         level: level as i32,
-        channel: rng.pick(&[
+        channel: *rng.pick(&[
             pb::Channel::Online,
             pb::Channel::Direct,
             pb::Channel::Postal,
         ]) as i32,
-        applicant_type: rng.pick(&[
+        applicant_type: *rng.pick(&[
             pb::ApplicantType::Citizen,
             pb::ApplicantType::Business,
             pb::ApplicantType::Organisation,
@@ -192,7 +166,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         }
     }
     if n % 10 == 0 || rng.chance(30) {
-        let mode = rng.pick(&[pb::TransferMode::Electronic, pb::TransferMode::Paper]);
+        let mode = *rng.pick(&[pb::TransferMode::Electronic, pb::TransferMode::Paper]);
         calls.push(Call::Transfer(transfer(
             &id,
             step(rng, &mut t),
@@ -224,10 +198,10 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     }
     if fee_required && rng.chance(75) {
         let amount = 50_000 * (1 + rng.below(10) as i64);
-        let kind = rng.pick(&[pb::FeeKind::Fee, pb::FeeKind::Charge, pb::FeeKind::Tax]);
+        let kind = *rng.pick(&[pb::FeeKind::Fee, pb::FeeKind::Charge, pb::FeeKind::Tax]);
         calls.push(Call::Fee(assess_fee(&id, step(rng, &mut t), amount, kind)));
         if rng.chance(80) {
-            let channel = rng.pick(&[
+            let channel = *rng.pick(&[
                 pb::PaymentChannel::NationalPlatform,
                 pb::PaymentChannel::ProvincialGateway,
                 pb::PaymentChannel::Counter,
@@ -274,14 +248,14 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             calls.push(Call::Attach(attach_result(&id, step(rng, &mut t))));
         }
         if rng.chance(65) {
-            let method = rng.pick(&[
+            let method = *rng.pick(&[
                 pb::ReturnMethod::Counter,
                 pb::ReturnMethod::Post,
                 pb::ReturnMethod::Online,
             ]);
             calls.push(Call::Return(return_result(&id, step(rng, &mut t), method)));
             if rng.chance(60) {
-                let rating = rng.pick(&[
+                let rating = *rng.pick(&[
                     pb::Rating::VerySatisfied,
                     pb::Rating::Satisfied,
                     pb::Rating::Unsatisfied,
@@ -398,14 +372,7 @@ fn profile_of(events: &[Event]) -> &Profile {
 }
 
 fn value(p: &Profile, d: stats::Dimension) -> String {
-    match d {
-        stats::Dimension::Level => p.level.as_str().to_owned(),
-        stats::Dimension::Agency => p.agency.as_str().to_owned(),
-        stats::Dimension::Sector => p.sector.as_str().to_owned(),
-        stats::Dimension::Procedure => p.procedure.as_str().to_owned(),
-        stats::Dimension::Channel => p.channel.as_str().to_owned(),
-        stats::Dimension::ApplicantType => p.applicant_type.as_str().to_owned(),
-    }
+    d.value(&stats::Slice::of(p)).to_owned()
 }
 
 fn rate_pb(r: Rate) -> Option<pb::Rate> {
@@ -832,7 +799,7 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
                 .map_or(7, |d| d.as_nanos() as u64)
         });
     eprintln!("model test seed: MODEL_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
 
     let db = TestDb::new().await;
     let log = EventLog::from_pool(db.pool.clone());
@@ -862,7 +829,7 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
     for (w, wave) in waves.iter().enumerate() {
         // Shuffle across dossiers, then restore each dossier's own order.
         let mut order: Vec<(u64, usize, usize)> =
-            wave.iter().map(|&(d, c)| (rng.next(), d, c)).collect();
+            wave.iter().map(|&(d, c)| (rng.next_u64(), d, c)).collect();
         order.sort();
         let mut next: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for &(d, c) in wave {

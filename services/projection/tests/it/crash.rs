@@ -274,7 +274,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
                         at,
                         Action::AttachResult {
                             document_ref: text(&format!("KQ-{n}")),
-                            sha256: format!("{:064x}", rng.next()),
+                            sha256: format!("{:064x}", rng.next_u64()),
                         },
                     );
                 }
@@ -328,8 +328,8 @@ fn life(rng: &mut Rng, n: usize) -> Life {
 fn new_event(rng: &mut Rng, event: &domain::Event) -> NewEvent {
     let (event_type, payload) = event.body.into_parts();
     let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&rng.next().to_le_bytes());
-    bytes[8..].copy_from_slice(&rng.next().to_le_bytes());
+    bytes[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+    bytes[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
     let event_id = uuid::Builder::from_random_bytes(bytes).into_uuid();
     let mut fingerprint = [0u8; 32];
     fingerprint[..16].copy_from_slice(event_id.as_bytes());

@@ -7,7 +7,7 @@ use projection::store;
 use stats::{Aggregates, Dimension, Query, SliceFilter};
 
 use crate::support::{
-    AGENCIES, PROCEDURES, Rng, SECTORS, migrated_db, normal, random_contribution,
+    AGENCIES, PROCEDURES, Rng, SECTORS, migrated_db, normal, random_contribution, random_day,
 };
 
 fn date(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -17,7 +17,7 @@ fn date(y: i32, m: u32, d: u32) -> NaiveDate {
 fn random_query(rng: &mut Rng) -> Query {
     // Periods from empty to multi-year, starting and ending anywhere, often on edges.
     let edge_or_any = |rng: &mut Rng| {
-        let d = rng.day(date(2022, 9, 1), date(2025, 6, 1));
+        let d = random_day(rng, date(2022, 9, 1), date(2025, 6, 1));
         match rng.below(4) {
             0 => d.with_day0(0).unwrap(),
             1 => d.with_ordinal0(0).unwrap(),

@@ -20,42 +20,12 @@ pub async fn migrated_db() -> (TestDb, EventLog) {
     (db, log)
 }
 
-/// xorshift64*: deterministic, so a failure reproduces from the printed seed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub use testkit::Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// A day in `[from, to)`.
-    pub fn day(&mut self, from: NaiveDate, to: NaiveDate) -> NaiveDate {
-        let n = (to - from).num_days() as u64;
-        from + chrono::Days::new(self.below(n))
-    }
+/// A day in `[from, to)`.
+pub fn random_day(rng: &mut Rng, from: NaiveDate, to: NaiveDate) -> NaiveDate {
+    let n = (to - from).num_days() as u64;
+    from + chrono::Days::new(rng.below(n))
 }
 
 pub const AGENCIES: [&str; 3] = ["000.00.12.H40", "000.00.31.H40", "H40.22"];
@@ -87,11 +57,13 @@ pub fn random_contribution(rng: &mut Rng, from: NaiveDate, to: NaiveDate) -> Con
         } else {
             1
         };
-        *deltas.entry((rng.day(from, to), metric)).or_insert(0) += v;
+        *deltas
+            .entry((random_day(rng, from, to), metric))
+            .or_insert(0) += v;
     }
     for _ in 0..rng.below(3) {
         let metric = *rng.pick(&stocks);
-        let start = rng.day(from, to);
+        let start = random_day(rng, from, to);
         *deltas.entry((start, metric)).or_insert(0) += 1;
         if rng.chance(70) {
             let end = start + chrono::Days::new(1 + rng.below(90));
