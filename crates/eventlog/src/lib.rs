@@ -17,6 +17,7 @@
 pub mod append;
 mod error;
 mod hash;
+pub mod limits;
 mod model;
 mod read;
 
@@ -32,6 +33,7 @@ pub use append::{
 };
 pub use error::{AppendError, ConnectError, MigrateError, ReadError};
 pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};
+pub use limits::MAX_EVENT_BYTES;
 pub use model::{Appended, DossierAppend, ExpectedVersion, NewEvent, Routing, StoredEvent};
 pub use read::{CHANNEL, Changes};
 
