@@ -13,6 +13,8 @@
 //! - Appending, positions and concurrency: the [`append`] module's documentation.
 //! - The canonical form and the hashes: see [`canonical_bytes`].
 //! - Following the log: [`EventLog::read_after`], [`EventLog::changes`], [`EventLog::follow`].
+//! - Recovery of events the log lost and the NATS stream kept (a database restored from an
+//!   older backup): [`EventLog::append_recovered`], used by `relay-service recover-log`.
 
 pub mod append;
 mod error;
@@ -20,6 +22,7 @@ mod hash;
 pub mod limits;
 mod model;
 mod read;
+mod recover;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,6 +39,7 @@ pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};
 pub use limits::MAX_EVENT_BYTES;
 pub use model::{Appended, DossierAppend, ExpectedVersion, NewEvent, Routing, StoredEvent};
 pub use read::{CHANNEL, Changes};
+pub use recover::{LogHead, RecoverError, parse_canonical};
 
 use read::{decode_events, select_events};
 

@@ -38,6 +38,10 @@ pub struct RelayConfig {
     /// it again anyway (the fallback poll, in case a notification is lost). Default 5 s.
     #[serde(deserialize_with = "duration::deserialize")]
     pub poll_interval: Duration,
+    /// How long failures may go on without any progress before the relay reports itself
+    /// `Stalled` rather than `Retrying` (it keeps retrying). Default 60 s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub stall_after: Duration,
 }
 
 impl Default for RelayConfig {
@@ -51,6 +55,7 @@ impl Default for RelayConfig {
             publish_timeout: Duration::from_secs(5),
             max_backoff: Duration::from_secs(30),
             poll_interval: Duration::from_secs(5),
+            stall_after: Duration::from_secs(60),
         }
     }
 }
@@ -98,6 +103,7 @@ impl RelayConfig {
             ("publish_timeout", self.publish_timeout),
             ("max_backoff", self.max_backoff),
             ("poll_interval", self.poll_interval),
+            ("stall_after", self.stall_after),
         ] {
             if value.is_zero() {
                 return bad(format!("{name} must be positive"));

@@ -33,11 +33,25 @@ pub enum RelayError {
     #[error("NATS: {context}: {message}")]
     Nats { context: String, message: String },
 
-    /// An event's message (canonical bytes plus headers) is larger than the server's
-    /// `max_payload` (1 MiB by default). Permanent: the relay cannot skip an event without
-    /// breaking the order, so it stops. Raise `max_payload` on the NATS servers, then restart.
+    /// Even the placeholder of an event too large for the server's `max_payload` does not fit
+    /// (an event larger than `max_payload` is published as a placeholder, see the crate
+    /// documentation; this needs a `max_payload` of a few hundred bytes, which
+    /// [`RelayError::MaxPayloadTooSmall`] refuses first). Permanent: raise `max_payload`.
     #[error("event at position {position} does not fit in a NATS message: {message}")]
     TooLarge { position: i64, message: String },
+
+    /// The NATS server's `max_payload` is smaller than the largest message the relay may have
+    /// to publish: [`eventlog::MAX_EVENT_BYTES`] plus the largest headers. Permanent: raise
+    /// `max_payload` in the NATS server's configuration (1 MiB, the default, is enough). Found
+    /// at the first connection, [`Relay::run`](crate::Relay::run) returns it; found after a
+    /// reconnection, it reports the relay stalled and checks again after each backoff.
+    #[error(
+        "the NATS server's max_payload is {max_payload} bytes; the relay needs at least {needed} \
+         (eventlog::MAX_EVENT_BYTES = {} plus {} bytes of headers)",
+        eventlog::MAX_EVENT_BYTES,
+        needed - eventlog::MAX_EVENT_BYTES
+    )]
+    MaxPayloadTooSmall { max_payload: usize, needed: usize },
 
     /// The stream answered that an event was already stored (`Nats-Msg-Id` deduplication) while
     /// the relay expected to append it: the relay's view was stale. Transient: resync. If it
@@ -66,9 +80,13 @@ pub enum RelayError {
 
     /// The stream's last event is not the log's event at that position (or the log does not
     /// have that position): the stream was filled from another database, or the database was
-    /// restored from a backup older than the stream. Permanent: publishing would skip or mix
-    /// events. Point the relay at the right stream, or delete the stream to republish the whole
-    /// log into a new one.
+    /// restored from a backup older than the stream. Publishing would skip or mix events, so
+    /// the relay publishes nothing: [`Relay::run`](crate::Relay::run) does not return it but
+    /// reports `Diverged` and checks again after each backoff. An operator chooses: put the
+    /// events the stream holds beyond the log back into the log ([`crate::recover_log`],
+    /// `relay-service recover-log`), or start the stream again from the log
+    /// ([`crate::reset_stream`], `relay-service reset-stream`), or point the relay at the right
+    /// stream.
     #[error(
         "stream and event log diverge at position {position}: stream has event {stream_event_id}, log has {}",
         log_event_id.as_deref().unwrap_or("nothing")
@@ -87,6 +105,7 @@ impl RelayError {
             RelayError::Config(_)
             | RelayError::TooLarge { .. }
             | RelayError::ForeignMessage { .. }
+            | RelayError::MaxPayloadTooSmall { .. }
             | RelayError::Diverged { .. } => false,
             RelayError::StreamSetup { source, .. } => match source.kind() {
                 CreateStreamErrorKind::TimedOut

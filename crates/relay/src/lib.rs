@@ -108,15 +108,21 @@
 
 mod config;
 mod error;
+mod recover;
 mod relay;
+mod status;
 mod stream;
 mod subject;
 
 pub use config::{MAX_BATCH_LIMIT, RelayConfig};
 pub use error::RelayError;
+pub use recover::{Recovered, RecoveryError, StreamReset, recover_log, reset_stream};
 pub use relay::{Relay, StreamPosition, stream_position};
+pub use status::{RelayState, RelayStatus};
 pub use stream::{ensure_stream, stream_config};
 pub use subject::{
-    HEADER_DOSSIER_ID, HEADER_EVENT_TYPE, HEADER_MSG_ID, HEADER_POSITION, HEADER_VERSION,
-    agency_from_token, headers_for, subject_for, subject_token,
+    BODY_OMITTED_TOO_LARGE, HEADER_BODY_OMITTED, HEADER_CHAIN_HASH, HEADER_DOSSIER_ID,
+    HEADER_EVENT_HASH, HEADER_EVENT_TYPE, HEADER_FINGERPRINT, HEADER_MSG_ID, HEADER_POSITION,
+    HEADER_VERSION, agency_from_token, headers_for, headers_wire_len, max_headers_len,
+    placeholder_body, placeholder_headers, subject_for, subject_token,
 };

@@ -2,7 +2,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::connection::State;
 use async_nats::jetstream;
@@ -14,7 +14,11 @@ use eventlog::{Changes, EventLog, StoredEvent};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::subject::{HEADER_MSG_ID, HEADER_POSITION, headers_for, subject_for};
+use crate::status::{RelayState, RelayStatus};
+use crate::subject::{
+    HEADER_MSG_ID, HEADER_POSITION, headers_for, headers_wire_len, max_headers_len,
+    placeholder_body, placeholder_headers, subject_for,
+};
 use crate::{RelayConfig, RelayError, ensure_stream};
 
 /// Where the stream stands: the log position of its last message and its last sequence.
@@ -34,6 +38,7 @@ pub struct Relay {
     cfg: RelayConfig,
     progress: watch::Sender<i64>,
     failures: watch::Sender<u64>,
+    status: watch::Sender<RelayStatus>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -49,12 +54,14 @@ impl Relay {
     pub fn new(log: EventLog, js: jetstream::Context, cfg: RelayConfig) -> Self {
         let (progress, _) = watch::channel(0);
         let (failures, _) = watch::channel(0);
+        let (status, _) = watch::channel(RelayStatus::default());
         Relay {
             log,
             js,
             cfg,
             progress,
             failures,
+            status,
         }
     }
 
@@ -76,17 +83,38 @@ impl Relay {
         self.failures.subscribe()
     }
 
-    /// Runs until `shutdown` is cancelled (then returns `Ok(())`) or a permanent error occurs
-    /// (see [`RelayError::is_transient`]). Transient failures — NATS down, timeouts, "wrong last
-    /// sequence", PostgreSQL unavailable — are logged and retried after an exponential backoff
-    /// with jitter, each time resyncing from the stream.
+    /// Everything the relay reports about itself (log head, published position, state,
+    /// placeholders published, failures), for health checks and metrics: see [`RelayStatus`].
+    /// Take it before [`Relay::run`], which consumes the relay.
+    pub fn status(&self) -> watch::Receiver<RelayStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs until `shutdown` is cancelled (then returns `Ok(())`) or a permanent error occurs.
+    ///
+    /// - Transient failures ([`RelayError::is_transient`]) — NATS down, timeouts, "wrong last
+    ///   sequence", PostgreSQL unavailable — are logged and retried after an exponential
+    ///   backoff with jitter, each time resyncing from the stream. The status says `Retrying`,
+    ///   then `Stalled` once they have lasted `stall_after` without progress.
+    /// - [`RelayError::Diverged`] does not end the relay: it publishes nothing, reports
+    ///   `Diverged` and checks again after each backoff (and when the log changes), resuming by
+    ///   itself once the log agrees with the stream again (`recover-log`) or the stream was reset.
+    /// - [`RelayError::MaxPayloadTooSmall`] ends the relay when found at the first connection
+    ///   (a misconfigured deployment should not start); found after a reconnection (a server
+    ///   reconfigured meanwhile), it is reported `Stalled` and checked again after each backoff.
+    /// - The other permanent errors are returned.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RelayError> {
         self.cfg.validate()?;
         let mut backoff = Backoff::new(self.cfg.max_backoff);
         let mut changes: Option<Changes> = None;
+        let mut payload_checked = false;
         loop {
             let outcome = shutdown
-                .run_until_cancelled(self.resync_and_follow(&mut changes, &mut backoff))
+                .run_until_cancelled(self.resync_and_follow(
+                    &mut changes,
+                    &mut backoff,
+                    &mut payload_checked,
+                ))
                 .await;
             let error = match outcome {
                 None => {
@@ -102,27 +130,133 @@ impl Relay {
                 }
                 Some(Interruption::Failed(error)) => error,
             };
-            if !error.is_transient() {
-                tracing::error!(stream = %self.cfg.stream, %error, "relay stopped on a permanent error");
-                return Err(error);
+            if let Ok(head) = self.log.head().await {
+                self.status.send_modify(|s| s.log_head = head);
             }
-            self.failures.send_modify(|n| *n += 1);
             let delay = backoff.next_delay();
-            tracing::warn!(
-                stream = %self.cfg.stream,
-                %error,
-                retry_in = ?delay,
-                failures = backoff.failures,
-                "relay failed; will resync from the stream"
-            );
-            if shutdown
-                .run_until_cancelled(tokio::time::sleep(delay))
-                .await
-                .is_none()
-            {
+            match &error {
+                RelayError::Diverged {
+                    position,
+                    stream_event_id,
+                    log_event_id,
+                } => self.report_diverged(&error, *position, stream_event_id, log_event_id, delay),
+                RelayError::MaxPayloadTooSmall { .. } if !payload_checked => {
+                    tracing::error!(stream = %self.cfg.stream, %error, "relay refuses to start");
+                    self.report_failure(&error, true);
+                    return Err(error);
+                }
+                RelayError::MaxPayloadTooSmall { .. } => {
+                    tracing::error!(
+                        stream = %self.cfg.stream,
+                        %error,
+                        retry_in = ?delay,
+                        "the NATS server's max_payload shrank; not publishing until it is raised"
+                    );
+                    self.report_failure(&error, true);
+                }
+                _ if !error.is_transient() => {
+                    tracing::error!(stream = %self.cfg.stream, %error, "relay stopped on a permanent error");
+                    self.report_failure(&error, true);
+                    return Err(error);
+                }
+                _ => {
+                    self.failures.send_modify(|n| *n += 1);
+                    self.report_failure(&error, false);
+                    tracing::warn!(
+                        stream = %self.cfg.stream,
+                        %error,
+                        retry_in = ?delay,
+                        failures = backoff.failures,
+                        "relay failed; will resync from the stream"
+                    );
+                }
+            }
+            let wait = async {
+                match (&mut changes, error) {
+                    // Diverged: check again as soon as the log changes (a recovery appended).
+                    (Some(listener), RelayError::Diverged { .. }) => listener.wait(delay).await,
+                    _ => tokio::time::sleep(delay).await,
+                }
+            };
+            if shutdown.run_until_cancelled(wait).await.is_none() {
                 return Ok(());
             }
         }
+    }
+
+    /// The status after a failure: `Retrying` (since the first failure without progress), then
+    /// `Stalled` once that lasted `stall_after`; `Stalled` at once when `needs_operator`.
+    fn report_failure(&self, error: &RelayError, needs_operator: bool) {
+        let reason = error.to_string();
+        let stall_after = self.cfg.stall_after;
+        self.status.send_modify(|status| {
+            let since = match &status.state {
+                RelayState::Retrying { since, .. } | RelayState::Stalled { since, .. } => *since,
+                _ => SystemTime::now(),
+            };
+            let stalled =
+                needs_operator || since.elapsed().is_ok_and(|elapsed| elapsed >= stall_after);
+            if stalled && !matches!(status.state, RelayState::Stalled { .. }) {
+                tracing::error!(
+                    stream = %self.cfg.stream,
+                    %reason,
+                    "relay stalled: nothing is published until the cause is removed"
+                );
+            }
+            status.failures = *self.failures.borrow();
+            status.state = if stalled {
+                RelayState::Stalled { reason, since }
+            } else {
+                RelayState::Retrying { reason, since }
+            };
+        });
+    }
+
+    fn report_diverged(
+        &self,
+        error: &RelayError,
+        position: i64,
+        stream_event_id: &str,
+        log_event_id: &Option<String>,
+        delay: Duration,
+    ) {
+        self.status.send_modify(|status| {
+            let since = match &status.state {
+                RelayState::Diverged { since, .. } => *since,
+                _ => {
+                    tracing::error!(
+                        stream = %self.cfg.stream,
+                        %error,
+                        "stream and event log diverge: publishing nothing until the log is \
+                         recovered (relay-service recover-log) or the stream reset \
+                         (relay-service reset-stream)"
+                    );
+                    SystemTime::now()
+                }
+            };
+            tracing::debug!(stream = %self.cfg.stream, %error, retry_in = ?delay, "still diverged");
+            status.state = RelayState::Diverged {
+                position,
+                stream_event_id: stream_event_id.to_owned(),
+                log_event_id: log_event_id.clone(),
+                since,
+            };
+        });
+    }
+
+    /// Publication is moving (or caught up): the state is `Running` again.
+    fn report_progress(&self, published: i64, log_head: Option<i64>) {
+        self.progress.send_replace(published);
+        self.status.send_modify(|status| {
+            if !matches!(status.state, RelayState::Running) {
+                tracing::info!(stream = %self.cfg.stream, position = published, "relay running");
+            }
+            status.state = RelayState::Running;
+            status.published = published;
+            if let Some(head) = log_head {
+                status.log_head = head;
+            }
+        });
     }
 
     /// One resync followed by publication until something fails, or until the client
@@ -132,6 +266,7 @@ impl Relay {
         &self,
         changes: &mut Option<Changes>,
         backoff: &mut Backoff,
+        payload_checked: &mut bool,
     ) -> Interruption {
         // Listen before the first read, so no notification falls between a read and the wait.
         if changes.is_none() {
@@ -141,7 +276,7 @@ impl Relay {
             }
         }
         let connects = self.connects();
-        let mut at = match self.resync().await {
+        let mut at = match self.resync(payload_checked).await {
             Ok(at) => at,
             Err(error) => return Interruption::Failed(error),
         };
@@ -152,12 +287,15 @@ impl Relay {
             "resynced from the stream; publishing the events after this position"
         );
         self.progress.send_replace(at.position);
+        self.status.send_modify(|s| s.published = at.position);
         loop {
             let batch = match self.log.read_after(at.position, self.max_batch()).await {
                 Ok(batch) => batch,
                 Err(error) => return Interruption::Failed(error.into()),
             };
             if batch.is_empty() {
+                // Caught up: the log ends where the stream does.
+                self.report_progress(at.position, Some(at.position));
                 backoff.reset();
                 // (From 0, the client's first connection: nothing was lost.)
                 if connects != 0 && self.connects() != connects {
@@ -177,7 +315,7 @@ impl Relay {
                 count = batch.len(),
                 "published a batch"
             );
-            self.progress.send_replace(at.position);
+            self.report_progress(at.position, self.log.head().await.ok());
         }
     }
 
@@ -223,8 +361,10 @@ impl Relay {
 
     /// Reads where the stream stands (creating the stream if it is missing, e.g. after NATS lost
     /// its data), and checks that the log agrees with the stream's last event.
-    async fn resync(&self) -> Result<StreamPosition, RelayError> {
+    async fn resync(&self, payload_checked: &mut bool) -> Result<StreamPosition, RelayError> {
         self.require_connection("resync")?;
+        self.check_max_payload()?;
+        *payload_checked = true;
         let timeout = self.cfg.publish_timeout;
         let stream = tokio::time::timeout(timeout, ensure_stream(&self.js, &self.cfg))
             .await
@@ -236,6 +376,21 @@ impl Relay {
             self.check_log_agrees(at.position, stream_event_id).await?;
         }
         Ok(at)
+    }
+
+    /// The largest event the log may hold, with the largest headers, must fit in the server's
+    /// `max_payload` (as of the server's last INFO: checked at each resync, so after each
+    /// reconnection).
+    fn check_max_payload(&self) -> Result<(), RelayError> {
+        let max_payload = self.js.client().server_info().max_payload;
+        let needed = eventlog::MAX_EVENT_BYTES + max_headers_len(&self.cfg.stream);
+        if max_payload < needed {
+            return Err(RelayError::MaxPayloadTooSmall {
+                max_payload,
+                needed,
+            });
+        }
+        Ok(())
     }
 
     /// The event at the stream's last position must be the log's event at that position.
@@ -269,12 +424,27 @@ impl Relay {
     ) -> Result<StreamPosition, RelayError> {
         self.require_connection("publish")?;
         let timeout = self.cfg.publish_timeout;
+        let max_payload = self.js.client().max_payload();
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
+        // The events published as placeholders, with their canonical size.
+        let mut oversized: Vec<Option<usize>> = Vec::with_capacity(batch.len());
         for (i, event) in batch.iter().enumerate() {
             let expected = at.last_sequence + i as u64;
-            let message = PublishMessage::build()
-                .payload(Bytes::from(eventlog::canonical_bytes(event)))
-                .headers(headers_for(&self.cfg.stream, event, expected));
+            let body = eventlog::canonical_bytes(event);
+            let headers = headers_for(&self.cfg.stream, event, expected);
+            let message = if headers_wire_len(&headers) + body.len() <= max_payload {
+                oversized.push(None);
+                PublishMessage::build()
+                    .payload(Bytes::from(body))
+                    .headers(headers)
+            } else {
+                // Publication must not stop on one event, nor skip it: a placeholder keeps its
+                // place in the stream, and the event stays readable in the log.
+                oversized.push(Some(body.len()));
+                PublishMessage::build()
+                    .payload(Bytes::from(placeholder_body(event, body.len())))
+                    .headers(placeholder_headers(&self.cfg.stream, event, expected))
+            };
             let subject = subject_for(&self.cfg.subject_prefix, event);
             let context = || format!("publish position {}", event.position);
             let ack = tokio::time::timeout(timeout, self.js.send_publish(subject, message))
@@ -311,6 +481,19 @@ impl Relay {
                         ack.stream, ack.sequence, self.cfg.stream
                     ),
                 ));
+            }
+            if let Some(bytes) = oversized[i] {
+                tracing::warn!(
+                    stream = %self.cfg.stream,
+                    position = event.position,
+                    event_id = %event.event_id,
+                    bytes,
+                    max_payload,
+                    sequence = ack.sequence,
+                    "event too large for a NATS message: published a placeholder without its \
+                     body (Dossier-Body-Omitted: too-large); the event stays in the log"
+                );
+                self.status.send_modify(|s| s.oversized_events += 1);
             }
         }
         let last = batch.last().map_or(at.position, |e| e.position);
