@@ -111,9 +111,12 @@ pub async fn recover_log(
         appended: false,
     };
     if view.last_position <= head.position {
+        // Nothing beyond the log; but the log must hold the stream's last event, or there is
+        // nothing recover-log can do (the stream belongs to another log: reset-stream).
+        view.check_log_holds(log, view.last_position).await?;
         return Ok(outcome);
     }
-    view.check_head(log, &head).await?;
+    view.check_log_holds(log, head.position).await?;
 
     // Pass 1: verify everything, append nothing.
     let mut verified = head;
@@ -263,22 +266,21 @@ impl StreamView {
         }
     }
 
-    /// The stream must hold, at the log's head position, the log's last event (when it still
-    /// holds that position): otherwise the log has other events than the stream up to there.
-    async fn check_head(&self, log: &EventLog, head: &LogHead) -> Result<(), RecoveryError> {
-        if head.position == 0
-            || i128::from(head.position) + self.offset < i128::from(self.first_sequence)
-        {
+    /// The stream must hold, at `position` (the log's head, or the stream's end when the log
+    /// is longer), the log's event at that position, when the stream still holds that
+    /// position: otherwise the log has other events than the stream up to there.
+    async fn check_log_holds(&self, log: &EventLog, position: i64) -> Result<(), RecoveryError> {
+        if position == 0 || i128::from(position) + self.offset < i128::from(self.first_sequence) {
             // Nothing to compare; the chain hash of the first message beyond is checked anyway.
             return Ok(());
         }
-        let message = self.message_at(head.position).await?;
+        let message = self.message_at(position).await?;
         let logged = log
-            .read_after(head.position - 1, 1)
+            .read_after(position - 1, 1)
             .await
             .map_err(RelayError::from)?;
         let same = logged.first().is_some_and(|e| {
-            e.position == head.position
+            e.position == position
                 && header(&message, HEADER_MSG_ID) == Some(e.event_id.to_string().as_str())
                 && header(&message, HEADER_CHAIN_HASH).is_none_or(|h| h == hex(&e.chain_hash))
         });
@@ -286,9 +288,10 @@ impl StreamView {
             Ok(())
         } else {
             Err(RecoveryError::Refused {
-                position: head.position,
-                reason: "the stream holds another event than the log at the log's head: the \
-                         stream does not continue this log"
+                position,
+                reason: "the stream holds another event than the log at this position: the \
+                         stream does not continue this log (if it is the wrong stream, \
+                         reset-stream)"
                     .to_owned(),
             })
         }

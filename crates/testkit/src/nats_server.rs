@@ -33,12 +33,21 @@ pub struct NatsServer {
     /// Private directory: `store/` (JetStream data) and `nats.log`.
     dir: PathBuf,
     child: Option<Child>,
+    /// `max_payload` in bytes, when not the server's default (1 MiB).
+    max_payload: Option<usize>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port of 127.0.0.1 with an empty store, and returns once it
     /// accepts connections. Panics (with the server's log) if it does not come up.
     pub async fn start() -> Self {
+        Self::start_with_max_payload(None).await
+    }
+
+    /// Like [`start`](Self::start), with the server's `max_payload` (the largest message it
+    /// accepts, headers included) set to `max_payload` bytes when given (through a
+    /// configuration file: nats-server 2.9 has no command-line flag for it). Kept on restarts.
+    pub async fn start_with_max_payload(max_payload: Option<usize>) -> Self {
         let binary = find_binary();
         let dir = std::env::temp_dir().join(format!("testkit-nats-{}", crate::unique_suffix()));
         std::fs::create_dir_all(dir.join("store")).expect("create nats-server directory");
@@ -47,6 +56,7 @@ impl NatsServer {
             port: free_port(),
             dir,
             child: None,
+            max_payload,
         };
         // The port was free a moment ago; another process may take it before the server binds
         // it, so a first start that fails is retried on another port.
@@ -127,7 +137,14 @@ impl NatsServer {
             .open(&log_path)
             .expect("open nats-server log");
         let log_err = log.try_clone().expect("clone nats-server log handle");
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(max_payload) = self.max_payload {
+            let conf = self.dir.join("nats.conf");
+            std::fs::write(&conf, format!("max_payload: {max_payload}\n"))
+                .expect("write nats-server configuration");
+            command.arg("-c").arg(conf);
+        }
+        let child = command
             .arg("-js")
             .args(["-a", "127.0.0.1"])
             .args(["-p", &self.port.to_string()])

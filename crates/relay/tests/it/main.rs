@@ -5,7 +5,9 @@
 
 mod concurrent;
 mod outage;
+mod oversized;
 mod publish;
+mod recovery;
 mod safety;
 mod stream_setup;
 mod support;

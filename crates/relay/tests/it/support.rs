@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, message::StreamMessage};
 use chrono::Utc;
 use eventlog::{DossierAppend, EventLog, ExpectedVersion, NewEvent, Routing, StoredEvent};
-use relay::{Relay, RelayConfig, RelayError};
+use relay::{Relay, RelayConfig, RelayError, RelayStatus};
 use testkit::TestDb;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -126,6 +126,7 @@ pub struct Running {
     pub token: CancellationToken,
     pub progress: watch::Receiver<i64>,
     pub failures: watch::Receiver<u64>,
+    pub status: watch::Receiver<RelayStatus>,
     handle: JoinHandle<Result<(), RelayError>>,
 }
 
@@ -134,14 +135,38 @@ impl Running {
         let relay = Relay::new(log.clone(), js, cfg);
         let progress = relay.progress();
         let failures = relay.failures();
+        let status = relay.status();
         let token = CancellationToken::new();
         let handle = tokio::spawn(relay.run(token.clone()));
         Running {
             token,
             progress,
             failures,
+            status,
             handle,
         }
+    }
+
+    /// Waits until the relay's status satisfies `what`; returns that status.
+    pub async fn status_until(
+        &mut self,
+        description: &str,
+        what: impl Fn(&RelayStatus) -> bool,
+    ) -> RelayStatus {
+        let wait = async { self.status.wait_for(|s| what(s)).await.map(|s| s.clone()) };
+        match tokio::time::timeout(WAIT, wait).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(_)) => panic!("relay ended before its status was {description}"),
+            Err(_) => panic!(
+                "relay status not {description} within {WAIT:?}: {:?}",
+                *self.status.borrow()
+            ),
+        }
+    }
+
+    /// Whether `run` has returned.
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
     }
 
     /// Waits until the relay reports `position` as published.
@@ -282,5 +307,51 @@ pub async fn assert_stream_is_log(js: &jetstream::Context, cfg: &RelayConfig, lo
             "payload is the canonical bytes of position {}",
             event.position
         );
+    }
+}
+
+/// Stores `event` as the next event of the log, as a new dossier, bypassing the write path's
+/// checks (its size limit above all): an "old row" written before the limits existed. Goes
+/// through `append_recovered`, which computes nothing but checks the chain, so the row is
+/// exactly what the log would have stored.
+pub async fn store_old_row(log: &EventLog, dossier_id: &str, event: NewEvent) -> StoredEvent {
+    use chrono::SubsecRound;
+    let head = log.head_state().await.expect("head");
+    let mut stored = StoredEvent {
+        position: head.position + 1,
+        event_id: event.event_id,
+        dossier_id: dossier_id.to_owned(),
+        version: 1,
+        event_type: event.event_type,
+        occurred_at: event.occurred_at.trunc_subsecs(6),
+        recorded_at: Utc::now().trunc_subsecs(6).max(head.recorded_at),
+        routing: routing("district", "000.00.12.H40", "land"),
+        payload: event.payload,
+        fingerprint: event.fingerprint,
+        event_hash: [0; 32],
+        chain_hash: [0; 32],
+    };
+    stored.event_hash = eventlog::event_hash(&eventlog::canonical_bytes(&stored));
+    stored.chain_hash = eventlog::chain_hash(&head.chain_hash, &stored.event_hash);
+    log.append_recovered(&head, std::slice::from_ref(&stored))
+        .await
+        .expect("store the old row");
+    stored
+}
+
+/// The log's hash chain recomputed from the rows, as an auditor does: each `event_hash` from
+/// the event's canonical bytes, each `chain_hash` from the previous one, positions 1, 2, ….
+pub fn assert_chain_verifies(events: &[StoredEvent]) {
+    let mut chain = eventlog::GENESIS_CHAIN_HASH;
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.position, i as i64 + 1, "positions are gapless");
+        assert_eq!(
+            eventlog::event_hash(&eventlog::canonical_bytes(e)),
+            e.event_hash,
+            "event_hash of position {}",
+            e.position
+        );
+        chain = eventlog::chain_hash(&chain, &e.event_hash);
+        assert_eq!(chain, e.chain_hash, "chain_hash of position {}", e.position);
     }
 }
