@@ -172,6 +172,9 @@ async fn copy_stream(
     }
 }
 
+/// How a test alters a message's body (and headers).
+type Alter = fn(&[u8], &mut HeaderMap) -> Vec<u8>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_stream_message_is_refused_and_nothing_is_appended() {
     let (_db_a, log_a) = support::log().await;
@@ -184,7 +187,7 @@ async fn a_forged_stream_message_is_refused_and_nothing_is_appended() {
     relay.stop().await.unwrap();
 
     let forged_at = 4;
-    let variants: [(&str, fn(&[u8], &mut HeaderMap) -> Vec<u8>, &str); 3] = [
+    let variants: [(&str, Alter, &str); 3] = [
         ("copy", |body, _| body.to_vec(), ""),
         (
             "body",
