@@ -4,6 +4,8 @@ use async_nats::connection::State;
 use async_nats::jetstream;
 use testkit::NatsServer;
 
+use relay::RelayState;
+
 use crate::support::{self, Running, assert_stream_is_log, eventually, stream_reaches};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,5 +132,53 @@ async fn a_stream_that_lost_its_tail_is_completed_in_order() {
     stream_reaches(&js, &cfg, head).await;
     relay.published(head).await;
     assert_stream_is_log(&js, &cfg, &log).await;
+    relay.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_that_go_on_show_as_stalled_until_publication_moves_again() {
+    let (_db, log) = support::log().await;
+    let mut server = NatsServer::start().await;
+    let client = support::connect_quickly(&server.url()).await;
+    let js = jetstream::new(client.clone());
+    let mut cfg = support::config("STALL", "stall.dossier");
+    cfg.stall_after = std::time::Duration::from_secs(2);
+
+    let head = support::append_dossiers(&log, "before", 2, 1).await;
+    let mut relay = Running::start(&log, js.clone(), cfg.clone());
+    relay.published(head).await;
+    relay
+        .status_until("running", |s| s.state == RelayState::Running)
+        .await;
+
+    server.stop().await;
+    let head = support::append_dossiers(&log, "during", 2, 1).await;
+    // First retrying (not yet an alert), then stalled, with the reason and the log's head.
+    let retrying = relay
+        .status_until("retrying", |s| {
+            matches!(s.state, RelayState::Retrying { .. })
+        })
+        .await;
+    assert!(!retrying.state.is_stalled());
+    let stalled = relay
+        .status_until("stalled", |s| matches!(s.state, RelayState::Stalled { .. }))
+        .await;
+    assert!(stalled.state.is_stalled() && !stalled.state.is_diverged());
+    assert_eq!(stalled.log_head, head);
+    assert_eq!(
+        stalled.published,
+        head - 2,
+        "nothing published while NATS is down"
+    );
+    assert!(stalled.failures >= 2, "{stalled:?}");
+
+    server.restart().await;
+    relay.published(head).await;
+    let running = relay
+        .status_until("running and caught up", |s| {
+            s.state == RelayState::Running && s.published == head
+        })
+        .await;
+    assert_eq!(running.log_head, head);
     relay.stop().await.unwrap();
 }
