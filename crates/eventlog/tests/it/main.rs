@@ -5,5 +5,6 @@ mod concurrency;
 mod follow;
 mod idempotency;
 mod immutability;
+mod recover;
 mod support;
 mod validation;
