@@ -18,17 +18,25 @@
 //!
 //! # Protocol
 //!
-//! **Resync.** [`ensure_stream`] (creating the stream if NATS lost it). Read the stream's state:
+//! **Resync.** Check that the server's `max_payload` holds [`eventlog::MAX_EVENT_BYTES`] plus
+//! the largest headers ([`max_headers_len`]; [`RelayError::MaxPayloadTooSmall`] otherwise).
+//! [`ensure_stream`] (creating the stream if NATS lost it). Read the stream's state:
 //! its last sequence `S`. If the stream has no message, the cursor `c` is 0. Otherwise fetch
 //! the message at `S`; `c` is its `Dossier-Position`, and the log's event at position `c` must
 //! have the message's `Nats-Msg-Id` as event id (else [`RelayError::Diverged`]: the stream
-//! belongs to another database, or the database went back in time).
+//! belongs to another database, or the database went back in time). The relay then publishes
+//! nothing, reports `Diverged` in its [`RelayStatus`] and resyncs again after each backoff (or
+//! when the log changes), until the log agrees ([`recover_log`]) or the stream was reset
+//! ([`reset_stream`]).
 //!
 //! **Publish.** `log.read_after(c, max_batch)` returns the events at positions `c+1 … c+n`.
 //! The `i`-th of them (from 1) is published with `Nats-Expected-Last-Sequence: S+i-1` and
 //! `Nats-Msg-Id: <event id>`. The whole batch is sent first, then the acks are awaited in order
 //! (pipelining: one round trip per batch, not per event). Each ack must be a new message at
 //! sequence `S+i`. If they all are, `c += n`, `S += n`, and the relay reads the next batch.
+//! An event whose message would exceed the server's `max_payload` is published, in its place,
+//! as a placeholder ([`placeholder_headers`], [`placeholder_body`]): the order and the
+//! invariant below hold for placeholders as for events, and one event never stops publication.
 //!
 //! **Fail.** If a send or an ack fails, times out, or the server answers "wrong last
 //! sequence" (another relay appended, or NATS lost data and its last sequence went back) or
@@ -81,11 +89,15 @@
 //!
 //! # Observing
 //!
-//! [`Relay::progress`] is a watch of the last position known to be in the stream,
-//! [`Relay::failures`] a watch of the count of transient failures; [`stream_position`] reads
-//! the stream's position without a relay (lag = `log.head() - position`). Logs: `info` at each
-//! resync with the position and sequence, `warn` at each failure with the error and the delay
-//! before the next attempt, `debug` per batch; never one line per event above `debug`.
+//! [`Relay::status`] is a watch of a [`RelayStatus`]: the log's head, the published position,
+//! the state ([`RelayState`]: `Running`, `Retrying`, `Stalled` once failures last
+//! [`RelayConfig::stall_after`] without progress, `Diverged`), the placeholders published and
+//! the failures; health checks and metrics read it. [`Relay::progress`] and [`Relay::failures`]
+//! are watches of the published position and of the failure count alone; [`stream_position`]
+//! reads the stream's position without a relay (lag = `log.head() - position`). Logs: `info` at
+//! each resync with the position and sequence, `warn` at each failure with the error and the
+//! delay before the next attempt and at each placeholder with its position, `error` when the
+//! relay stalls or diverges, `debug` per batch; never one line per event above `debug`.
 //!
 //! # Messages
 //!
@@ -94,7 +106,10 @@
 //! - payload: [`eventlog::canonical_bytes`] (JSON);
 //! - headers: `Nats-Msg-Id` (event id), `Nats-Expected-Last-Sequence`, `Nats-Expected-Stream`,
 //!   `Dossier-Position`, `Dossier-Id`, `Dossier-Version`, `Dossier-Event-Type`,
-//!   `Content-Type: application/json`.
+//!   `Dossier-Event-Hash`, `Dossier-Chain-Hash`, `Dossier-Fingerprint` (hex; what
+//!   [`recover_log`] verifies and restores), `Content-Type: application/json`;
+//! - a placeholder has the same subject and headers plus `Dossier-Body-Omitted: too-large`, and
+//!   the body [`placeholder_body`].
 //!
 //! # NATS server version
 //!

@@ -2,8 +2,8 @@
 
 use std::time::SystemTime;
 
-/// The relay's state as a value: a [`tokio::sync::watch`] of it is [`Relay::status`]
-/// (crate::Relay::status). Metrics: `motcua_relay_log_head_position` = `log_head`,
+/// The relay's state as a value: a [`tokio::sync::watch`] of it is
+/// [`Relay::status`](crate::Relay::status). Metrics: `motcua_relay_log_head_position` = `log_head`,
 /// `motcua_relay_published_position` = `published`, `motcua_relay_stalled` =
 /// [`RelayState::is_stalled`], `motcua_relay_diverged` = [`RelayState::is_diverged`],
 /// `motcua_relay_oversized_events_total` = `oversized_events`. A health check should say
