@@ -54,7 +54,10 @@ pub fn parse(args: &[String]) -> anyhow::Result<Command> {
             a if a.starts_with("--config=") => {}
             "--dry-run" => dry_run = true,
             "--confirm-delete" => {
-                confirm = Some(it.next().context("--confirm-delete needs the stream's name")?);
+                confirm = Some(
+                    it.next()
+                        .context("--confirm-delete needs the stream's name")?,
+                );
             }
             a @ ("run" | "recover-log" | "reset-stream") if command.is_none() => command = Some(a),
             other => bail!("unexpected argument {other:?}"),
@@ -71,7 +74,9 @@ pub fn parse(args: &[String]) -> anyhow::Result<Command> {
         "recover-log" => Command::RecoverLog { dry_run },
         "reset-stream" => Command::ResetStream {
             confirm: confirm
-                .context("reset-stream deletes the stream: confirm with --confirm-delete <its name>")?
+                .context(
+                    "reset-stream deletes the stream: confirm with --confirm-delete <its name>",
+                )?
                 .clone(),
         },
         _ => Command::Run,
