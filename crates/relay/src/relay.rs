@@ -130,8 +130,15 @@ impl Relay {
                 }
                 Some(Interruption::Failed(error)) => error,
             };
-            if let Ok(head) = self.log.head().await {
-                self.status.send_modify(|s| s.log_head = head);
+            // For the status only: bounded, so that PostgreSQL being down does not delay the retry.
+            if let Ok(Ok(head)) =
+                tokio::time::timeout(self.cfg.publish_timeout, self.log.head()).await
+            {
+                self.status.send_if_modified(|s| {
+                    let changed = s.log_head != head;
+                    s.log_head = head;
+                    changed
+                });
             }
             let delay = backoff.next_delay();
             match &error {
@@ -246,16 +253,24 @@ impl Relay {
 
     /// Publication is moving (or caught up): the state is `Running` again.
     fn report_progress(&self, published: i64, log_head: Option<i64>) {
-        self.progress.send_replace(published);
-        self.status.send_modify(|status| {
-            if !matches!(status.state, RelayState::Running) {
+        self.progress.send_if_modified(|p| {
+            let changed = *p != published;
+            *p = published;
+            changed
+        });
+        // Called at every idle wake-up too: watchers are woken only by a change.
+        self.status.send_if_modified(|status| {
+            let before = (status.published, status.log_head);
+            let was_running = matches!(status.state, RelayState::Running);
+            if !was_running {
                 tracing::info!(stream = %self.cfg.stream, position = published, "relay running");
+                status.state = RelayState::Running;
             }
-            status.state = RelayState::Running;
             status.published = published;
             if let Some(head) = log_head {
                 status.log_head = head;
             }
+            !was_running || before != (status.published, status.log_head)
         });
     }
 
