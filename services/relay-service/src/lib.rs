@@ -163,11 +163,23 @@ pub async fn operate(config: &Config, command: &Command) -> anyhow::Result<Strin
         }
         Command::ResetStream { confirm } => {
             let r = relay::reset_stream(&log, &js, &cfg, confirm).await?;
-            Ok(format!(
+            let mut out = format!(
                 "deleted stream {} ({} messages, last position {}) and created it empty\n\
                  the relay republishes the log's {} events into it\n",
                 cfg.stream, r.deleted_messages, r.deleted_position, r.log_head
-            ))
+            );
+            if r.deleted_position > r.log_head {
+                out.push_str(&format!(
+                    "positions {}..={}, which the stream held beyond the log, are gone\n",
+                    r.log_head + 1,
+                    r.deleted_position
+                ));
+            }
+            out.push_str(
+                "the stream's consumers were deleted with it: check the projection with \
+                 `projection verify` once the relay has caught up\n",
+            );
+            Ok(out)
         }
     }
 }
