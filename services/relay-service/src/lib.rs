@@ -2,6 +2,8 @@
 //! JetStream, exactly once in the stream and in log order (the protocol is in `crates/relay`).
 //! It starts, and keeps trying, while NATS is down: the log keeps every event meanwhile.
 
+pub mod app;
+
 use eventlog::EventLog;
 use relay::{Relay, RelayConfig};
 use svc::Config;
@@ -21,7 +23,7 @@ pub fn relay_config(config: &Config) -> RelayConfig {
 /// Connects (to NATS in the background: a NATS outage at start is retried, not fatal),
 /// applies the log's migrations, and relays until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let log = EventLog::connect(&config.database.url, config.database.max_connections).await?;
+    let log: EventLog = config.database.connect("relay").await?;
     log.migrate().await?;
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()

@@ -7,5 +7,8 @@ async fn main() -> anyhow::Result<()> {
     svc::server::init_tracing();
     let path = svc::config::config_path_from_args();
     let config = svc::Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
-    relay_service::run(&config, svc::server::shutdown_on_signal()).await
+    let app = relay_service::app::build(&config).await?;
+    app.run_until_stopped(svc::server::shutdown_on_signal())
+        .await?;
+    Ok(())
 }

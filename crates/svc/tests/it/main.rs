@@ -1,0 +1,3 @@
+//! The app runner, its metrics and its health, on real sockets (no database needed).
+
+mod runner;
