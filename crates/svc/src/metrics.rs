@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,6 +35,47 @@ use prometheus_client::registry::{Metric, Registry};
 use sqlx::PgPool;
 use tonic::codegen::Service;
 use tonic::codegen::http::{Request, Response};
+
+/// Every metric name the services expose (as scraped), agreed between the parts that feed
+/// them; the dashboard in `deploy/grafana/` shows each (a test checks).
+pub const AGREED: [&str; 18] = [
+    "motcua_grpc_requests_total",
+    "motcua_grpc_request_duration_seconds",
+    "motcua_db_pool_connections",
+    "motcua_db_pool_max_connections",
+    "motcua_relay_log_head_position",
+    "motcua_relay_published_position",
+    "motcua_relay_stalled",
+    "motcua_relay_diverged",
+    "motcua_relay_oversized_events_total",
+    "motcua_projection_stream_position",
+    "motcua_projection_applied_position",
+    "motcua_projection_failing_dossiers",
+    "motcua_projection_apply_failures_total",
+    "motcua_watcher_marks_total",
+    "motcua_checkpoint_tree_size",
+    "motcua_checkpoint_age_seconds",
+    "motcua_stats_queries_rejected_total",
+    "motcua_grpc_request_duration_seconds_bucket",
+];
+
+/// The metrics the alert rules in `deploy/prometheus/alerts.yml` watch.
+pub const ALERTED: [&str; 14] = [
+    "motcua_grpc_requests_total",
+    "motcua_grpc_request_duration_seconds_bucket",
+    "motcua_db_pool_connections",
+    "motcua_db_pool_max_connections",
+    "motcua_relay_log_head_position",
+    "motcua_relay_published_position",
+    "motcua_relay_stalled",
+    "motcua_relay_diverged",
+    "motcua_relay_oversized_events_total",
+    "motcua_projection_applied_position",
+    "motcua_projection_failing_dossiers",
+    "motcua_projection_apply_failures_total",
+    "motcua_checkpoint_age_seconds",
+    "motcua_stats_queries_rejected_total",
+];
 
 /// The labels of a metric: `(name, value)` pairs.
 pub type Labels = Vec<(&'static str, String)>;
@@ -379,10 +420,6 @@ impl Collector for Sampled {
         Ok(())
     }
 }
-
-// `EncodeMetric` is implemented by the registered metric types; keep the import used.
-#[allow(dead_code)]
-fn _assert_encode_metric<M: EncodeMetric>() {}
 
 /// Counts and times gRPC calls (see [`Telemetry::grpc_layer`]).
 #[derive(Clone, Debug)]
