@@ -3,7 +3,7 @@
 //! withdrawal — and the deadline watcher that records `late` when a due time passes.
 //!
 //! The binary is wiring only (`main.rs`): config → tracing → [`ProcessingApp::build`] →
-//! [`ProcessingApp::run_until_stopped`], which serves gRPC and runs the [`Watcher`] side by
+//! [`svc::App::run_until_stopped`], which serves gRPC and runs the [`Watcher`] side by
 //! side. Tests build the app on port 0 with their own database, and start watchers on their own
 //! with a clock they control.
 
