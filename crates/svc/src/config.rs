@@ -499,12 +499,14 @@ mod tests {
     #[serde(deny_unknown_fields, default)]
     struct Intake {
         listen: SocketAddr,
+        metrics_listen: Option<SocketAddr>,
     }
 
     impl Default for Intake {
         fn default() -> Self {
             Intake {
                 listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+                metrics_listen: None,
             }
         }
     }
@@ -555,7 +557,9 @@ mod tests {
     #[test]
     fn the_shipped_local_config_parses() {
         let c = Config::parse(include_str!("../../../deploy/config/local.toml")).unwrap();
-        assert_eq!(c.section::<Intake>().unwrap().listen.port(), 50051);
+        let intake = c.section::<Intake>().unwrap();
+        assert_eq!(intake.listen.port(), 50051);
+        assert_eq!(intake.metrics_listen.map(|a| a.port()), Some(9451));
         assert!(c.database.budget() <= 50, "{}", c.database.budget());
         calendar::Calendar::new(&c.calendar).unwrap();
         let tokens =
