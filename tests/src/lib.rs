@@ -62,6 +62,8 @@ pub fn test_tokens() -> Tokens {
 #[derive(Debug)]
 pub struct RunningIntake {
     pub addr: SocketAddr,
+    /// `/metrics` and `/healthz`.
+    pub metrics_addr: SocketAddr,
     pub log: EventLog,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
@@ -74,6 +76,7 @@ impl RunningIntake {
         let deps = svc::ServiceDeps::for_tests(log.clone(), test_tokens());
         let app = intake::build_with(deps).await.expect("intake starts");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr().expect("tests serve metrics");
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
@@ -81,6 +84,7 @@ impl RunningIntake {
         });
         RunningIntake {
             addr,
+            metrics_addr,
             log,
             shutdown,
             handle: Some(handle),

@@ -83,6 +83,11 @@ impl Relay {
         self.failures.subscribe()
     }
 
+    /// The event log the relay follows (its pool, for the service's pool metrics).
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
     /// Everything the relay reports about itself (log head, published position, state,
     /// placeholders published, failures), for health checks and metrics: see [`RelayStatus`].
     /// Take it before [`Relay::run`], which consumes the relay.

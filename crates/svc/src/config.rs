@@ -1,27 +1,37 @@
-//! The services' configuration: one TOML file shared by all services (each reads its sections),
-//! with environment variables overriding the values an operator most often changes.
+//! The configuration: one TOML file shared by all services. `svc` owns what they share —
+//! `[database]` (with the whole installation's connection budget), `[nats]`, `[auth]`,
+//! `[calendar]` — and each service crate owns its own section (`[intake]`, `[processing]`…) as
+//! a [`Section`], read with [`Config::section`]. Environment variables override the values an
+//! operator most often changes:
 //!
 //! | variable | overrides |
 //! |---|---|
 //! | `MOTCUA_DATABASE_URL` | `database.url` |
 //! | `MOTCUA_NATS_URL` | `nats.url` |
 //! | `MOTCUA_TOKENS_FILE` | `auth.tokens_file` |
-//! | `MOTCUA_INTAKE_LISTEN` | `intake.listen` |
-//! | `MOTCUA_PROCESSING_LISTEN` | `processing.listen` |
-//! | `MOTCUA_PAYMENT_LISTEN` | `payment.listen` |
-//! | `MOTCUA_RESULTS_LISTEN` | `results.listen` |
-//! | `MOTCUA_PROJECTION_LISTEN` | `projection.listen` |
-//! | `MOTCUA_PROJECTION_HTTP_LISTEN` | `projection.http_listen` |
-//! | `MOTCUA_REPLAY_LISTEN` | `replay.listen` |
-//! | `MOTCUA_AUDIT_LISTEN` | `audit.listen` |
-//! | `MOTCUA_AUDIT_SIGNING_KEY_FILE` | `audit.signing_key_file` |
+//! | `MOTCUA_<SERVICE>_LISTEN`, `MOTCUA_<SERVICE>_METRICS_LISTEN`… | the service's section (its crate says which) |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
+/// The sections services own (each in its crate): a top-level table of another name is refused
+/// as a typo.
+pub const SERVICE_SECTIONS: [&str; 8] = [
+    "intake",
+    "processing",
+    "payment",
+    "results",
+    "projection",
+    "replay",
+    "audit",
+    "relay",
+];
+
+/// What every service shares, and the services' own sections unparsed (see [`Config::section`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -32,31 +42,169 @@ pub struct Config {
     #[serde(default)]
     pub calendar: calendar::CalendarConfig,
     #[serde(default)]
-    pub intake: IntakeConfig,
+    intake: Option<toml::Table>,
     #[serde(default)]
-    pub processing: ProcessingConfig,
+    processing: Option<toml::Table>,
     #[serde(default)]
-    pub payment: PaymentConfig,
+    payment: Option<toml::Table>,
     #[serde(default)]
-    pub results: ResultsConfig,
+    results: Option<toml::Table>,
     #[serde(default)]
-    pub projection: ProjectionConfig,
+    projection: Option<toml::Table>,
     #[serde(default)]
-    pub replay: ReplayConfig,
+    replay: Option<toml::Table>,
     #[serde(default)]
-    pub audit: AuditConfig,
+    audit: Option<toml::Table>,
+    #[serde(default)]
+    relay: Option<toml::Table>,
+    /// The environment the overrides were read from (a map in tests).
+    #[serde(skip)]
+    env: Vec<(String, String)>,
 }
 
+/// The connection budget of the whole installation: each service's pool opens at most its
+/// entry of `pools` (or `max_connections` for all, when given), opens none before it needs one,
+/// and closes those idle for `idle_timeout_secs`. A call that waits `acquire_timeout_secs` for a
+/// connection is answered UNAVAILABLE (retry).
+///
+/// The defaults (with every service's connections outside its pool: the LISTEN connections of
+/// relay and replay, and `projection rebuild`/`verify`) sum to [`default_budget`], half of
+/// PostgreSQL's default `max_connections` (100): room for `psql`, replication, backups and a
+/// second instance of a service. README "Connection budget" has the table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
-    #[serde(default = "default_max_connections")]
-    pub max_connections: u32,
+    /// One size for every service's pool, overriding `pools` (the setting before pools had
+    /// their own sizes; 8 services × this value must fit the server's `max_connections`).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Pool size by service (missing services: their default in [`DEFAULT_POOLS`]).
+    #[serde(default)]
+    pub pools: std::collections::BTreeMap<String, u32>,
+    /// Connections a pool keeps open even when idle (0: release all).
+    #[serde(default)]
+    pub min_connections: u32,
+    /// An idle connection is closed after this long.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// How long a call waits for a free connection before it is answered UNAVAILABLE.
+    #[serde(default = "default_acquire_timeout_secs")]
+    pub acquire_timeout_secs: u64,
 }
 
-fn default_max_connections() -> u32 {
-    16
+/// Each service's default pool size. With one instance of each they sum to 38.
+pub const DEFAULT_POOLS: [(&str, u32); 8] = [
+    ("intake", 8),
+    ("processing", 6),
+    ("payment", 4),
+    ("results", 4),
+    ("projection", 6),
+    ("replay", 4),
+    ("audit", 3),
+    ("relay", 3),
+];
+
+/// Connections a service opens outside its pool, by service: the relay's and the replay's
+/// `LISTEN eventlog` connection (one per instance however many followers), and for projection
+/// `rebuild`/`verify` (a pool of their own, [`PROJECTION_TOOL_CONNECTIONS`], and the rebuild
+/// lock's direct connection).
+pub const EXTRA_CONNECTIONS: [(&str, u32); 3] = [
+    ("relay", 1),
+    ("replay", 1),
+    ("projection", PROJECTION_TOOL_CONNECTIONS + 1),
+];
+
+/// The pool size of `projection rebuild` and `projection verify` (each holds two at once).
+pub const PROJECTION_TOOL_CONNECTIONS: u32 = 3;
+
+/// The connections the whole installation opens at most with the defaults and one instance of
+/// each service (pools + [`EXTRA_CONNECTIONS`]).
+pub const fn default_budget() -> u32 {
+    let mut total = 0;
+    let mut i = 0;
+    while i < DEFAULT_POOLS.len() {
+        total += DEFAULT_POOLS[i].1;
+        i += 1;
+    }
+    let mut j = 0;
+    while j < EXTRA_CONNECTIONS.len() {
+        total += EXTRA_CONNECTIONS[j].1;
+        j += 1;
+    }
+    total
+}
+
+fn default_idle_timeout_secs() -> u64 {
+    60
+}
+
+fn default_acquire_timeout_secs() -> u64 {
+    10
+}
+
+impl DatabaseConfig {
+    /// The pool size of `service`.
+    pub fn max_connections_for(&self, service: &str) -> u32 {
+        self.max_connections
+            .or_else(|| self.pools.get(service).copied())
+            .or_else(|| {
+                DEFAULT_POOLS
+                    .iter()
+                    .find(|(name, _)| *name == service)
+                    .map(|(_, n)| *n)
+            })
+            .unwrap_or(2)
+            .max(1)
+    }
+
+    /// The most connections the installation opens with one instance of each service
+    /// ([`SERVICE_SECTIONS`]), counting those outside the pools.
+    pub fn budget(&self) -> u32 {
+        let pools: u32 = SERVICE_SECTIONS
+            .iter()
+            .map(|s| self.max_connections_for(s))
+            .sum();
+        pools + EXTRA_CONNECTIONS.iter().map(|(_, n)| n).sum::<u32>()
+    }
+
+    /// The pool options of `service` (size from [`max_connections_for`](Self::max_connections_for)).
+    pub fn pool_options(&self, service: &str) -> sqlx::postgres::PgPoolOptions {
+        self.pool_options_sized(self.max_connections_for(service))
+    }
+
+    /// The pool options with `max` connections and this section's timeouts.
+    pub fn pool_options_sized(&self, max: u32) -> sqlx::postgres::PgPoolOptions {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(max.max(1))
+            .min_connections(self.min_connections.min(max))
+            .idle_timeout(Some(Duration::from_secs(self.idle_timeout_secs.max(1))))
+            .acquire_timeout(Duration::from_secs(self.acquire_timeout_secs.max(1)))
+    }
+
+    /// Connects `service`'s pool (it does not migrate).
+    pub async fn connect(
+        &self,
+        service: &str,
+    ) -> Result<eventlog::EventLog, eventlog::ConnectError> {
+        self.connect_sized(self.max_connections_for(service)).await
+    }
+
+    /// Connects a pool of `max` connections (the command-line tools).
+    pub async fn connect_sized(
+        &self,
+        max: u32,
+    ) -> Result<eventlog::EventLog, eventlog::ConnectError> {
+        let pool = self
+            .pool_options_sized(max)
+            .connect(&self.url)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Configuration(_) => eventlog::ConnectError::Invalid(e),
+                e => eventlog::ConnectError::Unavailable(e),
+            })?;
+        Ok(eventlog::EventLog::from_pool(pool))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,91 +243,50 @@ pub struct AuthConfig {
     pub tokens_file: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProcessingConfig {
-    pub listen: SocketAddr,
+/// The rules every write service applies, read from `[processing]` (where they have always
+/// been set; the processing crate owns the rest of that section).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Rules {
+    #[serde(default)]
     pub supplement_policy: domain::SupplementPolicy,
-    /// How often the deadline watcher looks for dossiers that fell due.
-    pub watcher_interval_secs: u64,
 }
 
-impl Default for ProcessingConfig {
-    fn default() -> Self {
-        ProcessingConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
-            supplement_policy: domain::SupplementPolicy::default(),
-            watcher_interval_secs: 30,
-        }
+/// A service's own section of the file, defined in the service's crate.
+pub trait Section: DeserializeOwned + Default {
+    /// The table's name, one of [`SERVICE_SECTIONS`].
+    const NAME: &'static str;
+
+    /// Applies the section's environment overrides.
+    fn apply_env(&mut self, env: &Env<'_>) -> Result<(), ConfigError>;
+}
+
+/// The environment overrides as a [`Section`] sees them.
+pub struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl std::fmt::Debug for Env<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Env")
     }
 }
 
-/// A section that holds only a service's listen address, with its default port.
-macro_rules! listen_section {
-    ($name:ident, $port:expr) => {
-        #[derive(Debug, Clone, Deserialize)]
-        #[serde(deny_unknown_fields, default)]
-        pub struct $name {
-            pub listen: SocketAddr,
-        }
-
-        impl Default for $name {
-            fn default() -> Self {
-                $name {
-                    listen: SocketAddr::from(([127, 0, 0, 1], $port)),
-                }
-            }
-        }
-    };
-}
-
-listen_section!(IntakeConfig, 50051);
-listen_section!(PaymentConfig, 50053);
-listen_section!(ResultsConfig, 50054);
-listen_section!(ReplayConfig, 50056);
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProjectionConfig {
-    /// Where the statistics queries (`StatsService`) are served.
-    pub listen: SocketAddr,
-    /// Where the same queries are served over HTTP/JSON and CSV (dashboards, BI tools).
-    pub http_listen: SocketAddr,
-    /// The durable JetStream consumer the projection instances share.
-    pub consumer: String,
-    /// S14: the target of each rate, in percent (defaults: Resolution 76/NQ-CP).
-    pub targets: stats::Targets,
-}
-
-impl Default for ProjectionConfig {
-    fn default() -> Self {
-        ProjectionConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50055)),
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 8055)),
-            consumer: "projection".to_owned(),
-            targets: stats::Targets::default(),
-        }
+impl Env<'_> {
+    pub fn string(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
     }
-}
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// Where the checkpoint and proof queries are served.
-    pub listen: SocketAddr,
-    /// How often a signed checkpoint of the log is made (when the log grew).
-    pub checkpoint_interval_secs: u64,
-    /// The Ed25519 signing key of the checkpoints (created on first start when missing).
-    pub signing_key_file: PathBuf,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50057)),
-            checkpoint_interval_secs: 60,
-            signing_key_file: PathBuf::from("deploy/config/checkpoint.dev.key"),
-        }
+    /// A socket address (`127.0.0.1:50051`), if set.
+    pub fn addr(&self, name: &'static str) -> Result<Option<SocketAddr>, ConfigError> {
+        self.string(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                        name,
+                        message: e.to_string(),
+                    })
+            })
+            .transpose()
     }
 }
 
@@ -194,12 +301,18 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("invalid [{section}] section: {message}")]
+    Section {
+        section: &'static str,
+        message: String,
+    },
     #[error("invalid value in environment variable {name}: {message}")]
     Env { name: &'static str, message: String },
 }
 
 impl Config {
-    /// Reads the file, then applies the environment overrides.
+    /// Reads the file, then applies the environment overrides (now for the shared sections,
+    /// when a service reads its section for the others).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -210,6 +323,9 @@ impl Config {
             message,
         })?;
         config.apply_env(|name| std::env::var(name).ok())?;
+        config.env = std::env::vars()
+            .filter(|(k, _)| k.starts_with("MOTCUA_"))
+            .collect();
         Ok(config)
     }
 
@@ -217,7 +333,8 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Applies overrides from `lookup` (the environment in production, a map in tests).
+    /// Applies overrides of the shared sections from `lookup` (the environment in production,
+    /// a map in tests), and keeps them for [`section`](Self::section).
     pub fn apply_env(
         &mut self,
         lookup: impl Fn(&str) -> Option<String>,
@@ -231,45 +348,73 @@ impl Config {
         if let Some(file) = lookup("MOTCUA_TOKENS_FILE") {
             self.auth.tokens_file = PathBuf::from(file);
         }
-        let listen = |name: &'static str| -> Result<Option<SocketAddr>, ConfigError> {
-            lookup(name)
-                .map(|v| {
-                    v.parse()
-                        .map_err(|e: std::net::AddrParseError| ConfigError::Env {
-                            name,
-                            message: e.to_string(),
-                        })
-                })
-                .transpose()
-        };
-        if let Some(addr) = listen("MOTCUA_INTAKE_LISTEN")? {
-            self.intake.listen = addr;
-        }
-        if let Some(addr) = listen("MOTCUA_PROCESSING_LISTEN")? {
-            self.processing.listen = addr;
-        }
-        if let Some(addr) = listen("MOTCUA_PAYMENT_LISTEN")? {
-            self.payment.listen = addr;
-        }
-        if let Some(addr) = listen("MOTCUA_RESULTS_LISTEN")? {
-            self.results.listen = addr;
-        }
-        if let Some(addr) = listen("MOTCUA_PROJECTION_LISTEN")? {
-            self.projection.listen = addr;
-        }
-        if let Some(addr) = listen("MOTCUA_PROJECTION_HTTP_LISTEN")? {
-            self.projection.http_listen = addr;
-        }
-        if let Some(addr) = listen("MOTCUA_REPLAY_LISTEN")? {
-            self.replay.listen = addr;
-        }
-        if let Some(addr) = listen("MOTCUA_AUDIT_LISTEN")? {
-            self.audit.listen = addr;
-        }
-        if let Some(file) = lookup("MOTCUA_AUDIT_SIGNING_KEY_FILE") {
-            self.audit.signing_key_file = PathBuf::from(file);
-        }
         Ok(())
+    }
+
+    /// Sets the environment the sections' overrides are read from (tests).
+    pub fn with_env(mut self, vars: &[(&str, &str)]) -> Config {
+        self.env = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self
+    }
+
+    fn raw(&self, name: &str) -> Option<&toml::Table> {
+        match name {
+            "intake" => self.intake.as_ref(),
+            "processing" => self.processing.as_ref(),
+            "payment" => self.payment.as_ref(),
+            "results" => self.results.as_ref(),
+            "projection" => self.projection.as_ref(),
+            "replay" => self.replay.as_ref(),
+            "audit" => self.audit.as_ref(),
+            "relay" => self.relay.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The service section `S` (its defaults when the file has none), with its environment
+    /// overrides applied.
+    pub fn section<S: Section>(&self) -> Result<S, ConfigError> {
+        let mut section = match self.raw(S::NAME) {
+            Some(table) => S::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                ConfigError::Section {
+                    section: S::NAME,
+                    message: e.to_string(),
+                }
+            })?,
+            None => S::default(),
+        };
+        let lookup = |name: &str| {
+            self.env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        section.apply_env(&Env { lookup: &lookup })?;
+        Ok(section)
+    }
+
+    /// The rules every write service applies (`[processing] supplement_policy`).
+    pub fn rules(&self) -> Result<Rules, ConfigError> {
+        match self.raw("processing") {
+            Some(table) => {
+                let policy = table.get("supplement_policy").cloned();
+                match policy {
+                    Some(value) => Ok(Rules {
+                        supplement_policy: domain::SupplementPolicy::deserialize(value).map_err(
+                            |e| ConfigError::Section {
+                                section: "processing",
+                                message: format!("supplement_policy: {e}"),
+                            },
+                        )?,
+                    }),
+                    None => Ok(Rules::default()),
+                }
+            }
+            None => Ok(Rules::default()),
+        }
     }
 }
 
@@ -290,6 +435,50 @@ pub fn config_path_from_args() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("deploy/config/local.toml"))
 }
 
+/// Defines, in a service's crate, a section holding only the service's gRPC and metrics
+/// addresses: `listen_section!(IntakeConfig, "intake", 50051, 9451, "MOTCUA_INTAKE")` reads
+/// `[intake] listen`, `metrics_listen` (defaults 127.0.0.1:50051 and :9451), overridden by
+/// `MOTCUA_INTAKE_LISTEN` and `MOTCUA_INTAKE_METRICS_LISTEN`.
+#[macro_export]
+macro_rules! listen_section {
+    ($name:ident, $section:literal, $port:expr, $metrics_port:expr, $env:literal) => {
+        #[derive(Debug, Clone, serde::Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            /// The gRPC address.
+            pub listen: std::net::SocketAddr,
+            /// Where `/metrics` and `/healthz` are served.
+            pub metrics_listen: std::net::SocketAddr,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name {
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], $port)),
+                    metrics_listen: std::net::SocketAddr::from(([127, 0, 0, 1], $metrics_port)),
+                }
+            }
+        }
+
+        impl $crate::config::Section for $name {
+            const NAME: &'static str = $section;
+
+            fn apply_env(
+                &mut self,
+                env: &$crate::config::Env<'_>,
+            ) -> Result<(), $crate::config::ConfigError> {
+                if let Some(addr) = env.addr(concat!($env, "_LISTEN"))? {
+                    self.listen = addr;
+                }
+                if let Some(addr) = env.addr(concat!($env, "_METRICS_LISTEN"))? {
+                    self.metrics_listen = addr;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,22 +494,73 @@ mod tests {
         supplement_policy = "extend"
     "#;
 
+    /// A section as a service crate defines one.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Intake {
+        listen: SocketAddr,
+        metrics_listen: Option<SocketAddr>,
+    }
+
+    impl Default for Intake {
+        fn default() -> Self {
+            Intake {
+                listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+                metrics_listen: None,
+            }
+        }
+    }
+
+    impl Section for Intake {
+        const NAME: &'static str = "intake";
+        fn apply_env(&mut self, env: &Env<'_>) -> Result<(), ConfigError> {
+            if let Some(addr) = env.addr("MOTCUA_INTAKE_LISTEN")? {
+                self.listen = addr;
+            }
+            Ok(())
+        }
+    }
+
     #[test]
     fn parses_and_defaults() {
         let c = Config::parse(SAMPLE).unwrap();
-        assert_eq!(c.database.max_connections, 16);
+        assert_eq!(c.database.max_connections, None);
+        assert_eq!(c.database.max_connections_for("intake"), 8);
+        assert_eq!(c.database.min_connections, 0);
         assert_eq!(c.nats.stream, "DOSSIER_EVENTS");
-        assert_eq!(c.intake.listen.port(), 7000);
+        assert_eq!(c.section::<Intake>().unwrap().listen.port(), 7000);
         assert_eq!(
-            c.processing.supplement_policy,
+            c.rules().unwrap().supplement_policy,
             domain::SupplementPolicy::Extend
         );
     }
 
     #[test]
+    fn the_default_budget_fits_half_of_postgresqls_default() {
+        let c = Config::parse(SAMPLE).unwrap();
+        assert_eq!(c.database.budget(), default_budget());
+        assert!(default_budget() <= 50, "{}", default_budget());
+        // The legacy single size applies to every service.
+        let legacy = Config::parse(&SAMPLE.replace(
+            "url = \"postgres://u@h/db\"",
+            "url = \"postgres://u@h/db\"\nmax_connections = 16",
+        ))
+        .unwrap();
+        assert_eq!(legacy.database.max_connections_for("audit"), 16);
+        let sized =
+            Config::parse(&SAMPLE.replace("[auth]", "[database.pools]\nintake = 20\n[auth]"))
+                .unwrap();
+        assert_eq!(sized.database.max_connections_for("intake"), 20);
+        assert_eq!(sized.database.max_connections_for("payment"), 4);
+    }
+
+    #[test]
     fn the_shipped_local_config_parses() {
         let c = Config::parse(include_str!("../../../deploy/config/local.toml")).unwrap();
-        assert_eq!(c.intake.listen.port(), 50051);
+        let intake = c.section::<Intake>().unwrap();
+        assert_eq!(intake.listen.port(), 50051);
+        assert_eq!(intake.metrics_listen.map(|a| a.port()), Some(9451));
+        assert!(c.database.budget() <= 50, "{}", c.database.budget());
         calendar::Calendar::new(&c.calendar).unwrap();
         let tokens =
             crate::Tokens::parse(include_str!("../../../deploy/config/tokens.dev.toml")).unwrap();
@@ -337,21 +577,26 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = Config::parse(&format!("{SAMPLE}\n[database2]\nurl=\"x\"")).unwrap_err();
         assert!(err.contains("database2"), "{err}");
+        let c = Config::parse(&SAMPLE.replace("listen = \"0.0.0.0:7000\"", "lisen = 1")).unwrap();
+        let err = c.section::<Intake>().unwrap_err().to_string();
+        assert!(err.contains("[intake]") && err.contains("lisen"), "{err}");
     }
 
     #[test]
     fn environment_overrides() {
-        let mut c = Config::parse(SAMPLE).unwrap();
+        let mut c = Config::parse(SAMPLE)
+            .unwrap()
+            .with_env(&[("MOTCUA_INTAKE_LISTEN", "127.0.0.1:9")]);
         c.apply_env(|k| match k {
             "MOTCUA_DATABASE_URL" => Some("postgres://other/db".into()),
-            "MOTCUA_INTAKE_LISTEN" => Some("127.0.0.1:9".into()),
             _ => None,
         })
         .unwrap();
         assert_eq!(c.database.url, "postgres://other/db");
-        assert_eq!(c.intake.listen.port(), 9);
+        assert_eq!(c.section::<Intake>().unwrap().listen.port(), 9);
         let err = c
-            .apply_env(|k| (k == "MOTCUA_INTAKE_LISTEN").then(|| "nope".into()))
+            .with_env(&[("MOTCUA_INTAKE_LISTEN", "nope")])
+            .section::<Intake>()
             .unwrap_err();
         assert!(err.to_string().contains("MOTCUA_INTAKE_LISTEN"));
     }

@@ -11,13 +11,15 @@ pub mod auth;
 pub mod config;
 pub mod convert;
 pub mod handler;
+pub mod metrics;
 pub mod server;
 pub mod status;
 pub mod write;
 
-pub use app::{App, Prepared, ServiceDeps, StartError};
+pub use app::{App, GrpcService, Listener, Prepared, RunError, ServiceDeps, StartError};
 pub use auth::{Principal, Role, Tokens};
 pub use config::Config;
+pub use metrics::{Component, Telemetry};
 pub use write::{Clock, SystemClock, WriteError, WriteOutcome, WritePath, WriteRequest};
 
 /// The server's answer for one stored event.

@@ -1,14 +1,9 @@
-//! Serving: gRPC health and reflection next to the service, graceful shutdown, logging.
+//! Serving helpers: binding, reflection, the stop signal, logging (the runner is [`crate::app`]).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::codegen::{Service, http};
-use tonic::server::NamedService;
-use tonic::transport::Server;
 
 /// Binds the listen address (port 0 picks a free port: tests do that).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
@@ -17,52 +12,52 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     Ok((listener, local))
 }
 
-/// Serves `service` with gRPC health (reporting it SERVING while up) and server reflection
-/// (so generic clients like grpcurl can list and call it), until `shutdown` is cancelled; then
-/// stops accepting, lets in-flight calls finish for up to `drain`, and returns.
-pub async fn serve<S>(
-    service: S,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-    drain: Duration,
-) -> Result<(), tonic::transport::Error>
-where
-    S: Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<S>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the descriptor sets are generated at build time and valid");
+/// The services every gRPC port serves next to its own: health and reflection (both versions).
+pub const INFRASTRUCTURE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
-    let stopping = shutdown.clone();
-    let server = Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            stopping.cancelled().await;
-            health_reporter.set_not_serving::<S>().await;
-            tracing::info!("shutting down: no new calls accepted, draining");
-        });
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!(?drain, "drain timeout passed; stopping with calls in flight");
-            Ok(())
-        }
+/// A reflection builder that knows every message of the API and lists only `services`, health
+/// and reflection: `ListServices` on a port answers what that port serves.
+fn reflection(services: &[String]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for name in services
+        .iter()
+        .map(String::as_str)
+        .chain(INFRASTRUCTURE_SERVICES)
+    {
+        builder = builder.with_service_name(name);
+    }
+    builder
+}
+
+/// Server reflection v1 (grpcurl ≥ 1.9, current clients) for a port serving `services`.
+pub fn reflection_v1(
+    services: &[String],
+) -> tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer<
+    impl tonic_reflection::pb::v1::server_reflection_server::ServerReflection,
+> {
+    match reflection(services).build_v1() {
+        Ok(server) => server,
+        // The descriptor sets are generated at build time; a test builds them.
+        Err(e) => panic!("invalid descriptor sets: {e}"),
+    }
+}
+
+/// Server reflection v1alpha (grpcurl < 1.9, Python's grpcio-reflection) for a port serving
+/// `services`.
+pub fn reflection_v1alpha(
+    services: &[String],
+) -> tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer<
+    impl tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflection,
+> {
+    match reflection(services).build_v1alpha() {
+        Ok(server) => server,
+        Err(e) => panic!("invalid descriptor sets: {e}"),
     }
 }
 

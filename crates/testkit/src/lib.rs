@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+pub mod http;
 pub mod nats_server;
 pub use nats_server::NatsServer;
 pub mod proxy;

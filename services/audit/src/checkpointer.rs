@@ -61,6 +61,37 @@ pub struct Checkpointer {
     signer: Arc<Signer>,
     publisher: Option<Publisher>,
     published: Arc<AtomicU64>,
+    status: CheckpointerStatus,
+}
+
+/// The tree size of a checkpoint and when it was signed.
+pub type LatestCheckpoint = (u64, chrono::DateTime<Utc>);
+
+/// What the checkpointer exposes to metrics and health (plain values, shared by its clones).
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointerStatus {
+    /// The latest checkpoint seen by this instance: tree size and signing time
+    /// (`motcua_checkpoint_tree_size`, `motcua_checkpoint_age_seconds`).
+    pub latest: Arc<std::sync::Mutex<Option<LatestCheckpoint>>>,
+    /// Why the last tick failed, while it keeps failing.
+    pub failing: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl CheckpointerStatus {
+    fn set_latest(&self, checkpoint: &StoredCheckpoint) {
+        *self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((checkpoint.tree_size, checkpoint.signed_at));
+    }
+
+    fn set_failing(&self, reason: Option<String>) {
+        *self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
+    }
 }
 
 impl Checkpointer {
@@ -70,7 +101,13 @@ impl Checkpointer {
             signer,
             publisher,
             published: Arc::new(AtomicU64::new(0)),
+            status: CheckpointerStatus::default(),
         }
+    }
+
+    /// The checkpointer's latest checkpoint and health, for the service's metrics.
+    pub fn status(&self) -> CheckpointerStatus {
+        self.status.clone()
     }
 
     /// Extends the tree to the log's head, signs a checkpoint if the tree grew past the latest
@@ -96,7 +133,10 @@ impl Checkpointer {
     /// Runs [`tick`](Self::tick) now and every `interval` until `shutdown`.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
         loop {
-            match self.tick().await {
+            let outcome = self.tick().await;
+            self.status
+                .set_failing(outcome.as_ref().err().map(ToString::to_string));
+            match outcome {
                 Ok(tick) => {
                     if let Some(c) = &tick.signed {
                         tracing::info!(
@@ -183,6 +223,9 @@ impl Checkpointer {
         Self::lock(&mut tx).await?;
         let size = store::tree_size(&mut tx).await?;
         let latest = store::latest_checkpoint(&mut tx).await?;
+        if let Some(latest) = &latest {
+            self.status.set_latest(latest);
+        }
         if size == 0 || latest.as_ref().is_some_and(|c| c.tree_size >= size) {
             return Ok(None);
         }
@@ -205,14 +248,16 @@ impl Checkpointer {
         let key_id = self.signer.verifier().key_id;
         store::insert_checkpoint(&mut tx, &signed, key_id).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(Some(StoredCheckpoint {
+        let stored = StoredCheckpoint {
             tree_size: size,
             root,
             origin: signed.checkpoint.origin.clone(),
             key_id: format!("{key_id:08x}"),
             signed_at: signed.checkpoint.timestamp,
             note: signed.note,
-        }))
+        };
+        self.status.set_latest(&stored);
+        Ok(Some(stored))
     }
 
     /// Publishes the latest checkpoint unless this instance already did. A failure is logged

@@ -259,8 +259,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::PublicKey { config } => {
             let config = svc::Config::load(&config)
                 .with_context(|| format!("loading {}", config.display()))?;
-            let text = std::fs::read_to_string(&config.audit.signing_key_file)
-                .with_context(|| format!("reading {}", config.audit.signing_key_file.display()))?;
+            let section: crate::AuditConfig = config.section()?;
+            let text = std::fs::read_to_string(&section.signing_key_file)
+                .with_context(|| format!("reading {}", section.signing_key_file.display()))?;
             let signer = merkle::Signer::parse(&text).context("reading the signing key")?;
             println!("{}", signer.verifier().to_text());
             Ok(ExitCode::SUCCESS)

@@ -14,11 +14,17 @@ pub use import::MAX_BATCH;
 pub use service::Intake;
 
 /// The intake service, bound and ready to run.
-pub type IntakeApp = App<IntakeServiceServer<Intake>>;
+pub type IntakeApp = App;
+
+svc::listen_section!(IntakeConfig, "intake", 50051, 9451, "MOTCUA_INTAKE");
 
 /// Connects to PostgreSQL, applies the migrations, loads tokens and calendar, binds.
 pub async fn build(config: &Config) -> Result<IntakeApp, StartError> {
-    build_with(ServiceDeps::from_config(config, config.intake.listen).await?).await
+    let section: IntakeConfig = config.section()?;
+    build_with(
+        ServiceDeps::from_config(config, "intake", section.listen, section.metrics_listen).await?,
+    )
+    .await
 }
 
 /// Builds from given dependencies (tests: their own database, port 0).

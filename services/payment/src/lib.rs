@@ -14,11 +14,17 @@ use svc::handler::Desk;
 use svc::{App, Config, ServiceDeps, StartError};
 
 /// The payment service, bound and ready to run.
-pub type PaymentApp = App<PaymentServiceServer<Payment>>;
+pub type PaymentApp = App;
+
+svc::listen_section!(PaymentConfig, "payment", 50053, 9453, "MOTCUA_PAYMENT");
 
 /// Connects to PostgreSQL, applies the migrations, loads tokens and calendar, binds.
 pub async fn build(config: &Config) -> Result<PaymentApp, StartError> {
-    build_with(ServiceDeps::from_config(config, config.payment.listen).await?).await
+    let section: PaymentConfig = config.section()?;
+    build_with(
+        ServiceDeps::from_config(config, "payment", section.listen, section.metrics_listen).await?,
+    )
+    .await
 }
 
 /// Builds from given dependencies (tests: their own database, port 0).

@@ -3,7 +3,7 @@
 //! withdrawal — and the deadline watcher that records `late` when a due time passes.
 //!
 //! The binary is wiring only (`main.rs`): config → tracing → [`ProcessingApp::build`] →
-//! [`ProcessingApp::run_until_stopped`], which serves gRPC and runs the [`Watcher`] side by
+//! [`svc::App::run_until_stopped`], which serves gRPC and runs the [`Watcher`] side by
 //! side. Tests build the app on port 0 with their own database, and start watchers on their own
 //! with a clock they control.
 
@@ -11,22 +11,57 @@ mod service;
 mod watcher;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use api::v1::processing_service_server::ProcessingServiceServer;
+use serde::Deserialize;
+use svc::config::{ConfigError, Env, Section};
 use svc::handler::Desk;
-use svc::{Config, ServiceDeps, StartError};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use svc::{App, Config, ServiceDeps, StartError};
 
 pub use service::Processing;
 pub use watcher::{
-    MARK_LATE_NAMESPACE, TickReport, Watcher, WatcherConfig, WatcherError, mark_late_event_id,
-    migrate,
+    MARK_LATE_NAMESPACE, TickReport, Watcher, WatcherConfig, WatcherError, WatcherStatus,
+    mark_late_event_id, migrate,
 };
 
-/// How long in-flight calls may finish after a stop signal.
-pub const DRAIN: Duration = Duration::from_secs(20);
+/// The `[processing]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingConfig {
+    /// The gRPC address (`MOTCUA_PROCESSING_LISTEN`).
+    pub listen: SocketAddr,
+    /// `/metrics` and `/healthz` (`MOTCUA_PROCESSING_METRICS_LISTEN`).
+    pub metrics_listen: SocketAddr,
+    /// Read by every write service (through [`svc::Config::rules`]).
+    pub supplement_policy: domain::SupplementPolicy,
+    /// How often the deadline watcher looks for dossiers that fell due.
+    pub watcher_interval_secs: u64,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        ProcessingConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9452)),
+            supplement_policy: domain::SupplementPolicy::default(),
+            watcher_interval_secs: 30,
+        }
+    }
+}
+
+impl Section for ProcessingConfig {
+    const NAME: &'static str = "processing";
+
+    fn apply_env(&mut self, env: &Env<'_>) -> Result<(), ConfigError> {
+        if let Some(addr) = env.addr("MOTCUA_PROCESSING_LISTEN")? {
+            self.listen = addr;
+        }
+        if let Some(addr) = env.addr("MOTCUA_PROCESSING_METRICS_LISTEN")? {
+            self.metrics_listen = addr;
+        }
+        Ok(())
+    }
+}
 
 /// Why the processing service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,20 +72,25 @@ pub enum BuildError {
     Watcher(#[from] WatcherError),
 }
 
-#[derive(Debug)]
-pub struct ProcessingApp {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    processing: Processing,
-    watcher: Option<Watcher>,
+impl From<ConfigError> for BuildError {
+    fn from(e: ConfigError) -> Self {
+        BuildError::Start(e.into())
+    }
 }
+
+/// The processing service and its deadline watcher, bound and ready to run.
+#[derive(Debug)]
+pub struct ProcessingApp;
 
 impl ProcessingApp {
     /// Connects to PostgreSQL, applies the migrations (the log's and the watcher's), loads
     /// tokens and calendar, binds; the watcher runs every `processing.watcher_interval_secs`.
-    pub async fn build(config: &Config) -> Result<ProcessingApp, BuildError> {
-        let deps = ServiceDeps::from_config(config, config.processing.listen).await?;
-        Self::build_with(deps, Some(WatcherConfig::from_config(&config.processing))).await
+    pub async fn build(config: &Config) -> Result<App, BuildError> {
+        let section: ProcessingConfig = config.section()?;
+        let deps =
+            ServiceDeps::from_config(config, "processing", section.listen, section.metrics_listen)
+                .await?;
+        Self::build_with(deps, Some(WatcherConfig::from_config(&section))).await
     }
 
     /// Builds from prepared dependencies. `watcher: None` serves gRPC only (tests that drive
@@ -58,48 +98,39 @@ impl ProcessingApp {
     pub async fn build_with(
         deps: ServiceDeps,
         watcher: Option<WatcherConfig>,
-    ) -> Result<ProcessingApp, BuildError> {
+    ) -> Result<App, BuildError> {
         let ready = deps.prepare().await?;
         watcher::migrate(ready.write.log()).await?;
         let watcher =
             watcher.map(|config| Watcher::new(ready.write.clone(), ready.clock.clone(), config));
-        Ok(ProcessingApp {
-            listener: ready.listener,
-            local_addr: ready.local_addr,
-            processing: Processing::new(Desk::new(ready.write, ready.tokens, ready.clock)),
-            watcher,
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Serves (and runs the watcher, if any) until `shutdown` is cancelled, then drains
-    /// in-flight calls and lets the watcher finish the dossier it is marking.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: CancellationToken,
-    ) -> Result<(), tonic::transport::Error> {
-        tracing::info!(addr = %self.local_addr, "processing service listening");
-        let watcher = self.watcher.map(|w| {
-            let stop = shutdown.clone();
-            tokio::spawn(async move { w.run(stop).await })
+        let app = ready.into_app("processing", |w, t, c| {
+            ProcessingServiceServer::new(Processing::new(Desk::new(w, t, c)))
         });
-        let served = svc::server::serve(
-            ProcessingServiceServer::new(self.processing),
-            self.listener,
-            shutdown.clone(),
-            DRAIN,
-        )
-        .await;
-        // If serving failed, the watcher must not outlive the service.
-        shutdown.cancel();
-        if let Some(handle) = watcher
-            && let Err(e) = handle.await
-        {
-            tracing::error!(error = %e, "deadline watcher task failed");
-        }
-        served
+        Ok(match watcher {
+            Some(watcher) => {
+                let status = watcher.status();
+                let marks = status.marks.clone();
+                app.telemetry().counter_fn(
+                    "motcua_watcher_marks",
+                    "late events the deadline watcher recorded",
+                    move || marks.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                let failing = status.failing.clone();
+                app.telemetry().health_check("deadline watcher", move || {
+                    match &*failing
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    {
+                        Some(reason) => Err(format!("ticks fail: {reason}")),
+                        None => Ok(()),
+                    }
+                });
+                app.task("deadline watcher", move |stop| async move {
+                    watcher.run(stop).await;
+                    Ok::<(), std::convert::Infallible>(())
+                })
+            }
+            None => app,
+        })
     }
 }

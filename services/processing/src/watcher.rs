@@ -113,7 +113,7 @@ impl Default for WatcherConfig {
 
 impl WatcherConfig {
     /// `processing.watcher_interval_secs` (at least one second).
-    pub fn from_config(config: &svc::config::ProcessingConfig) -> Self {
+    pub fn from_config(config: &crate::ProcessingConfig) -> Self {
         WatcherConfig {
             interval: Duration::from_secs(config.watcher_interval_secs.max(1)),
             ..WatcherConfig::default()
@@ -180,6 +180,16 @@ pub struct Watcher {
     write: WritePath,
     clock: Arc<dyn Clock>,
     config: WatcherConfig,
+    status: WatcherStatus,
+}
+
+/// What the watcher exposes to metrics and health (plain values, shared by its clones).
+#[derive(Debug, Clone, Default)]
+pub struct WatcherStatus {
+    /// `late` events this watcher recorded (`motcua_watcher_marks_total`).
+    pub marks: Arc<std::sync::atomic::AtomicU64>,
+    /// Why the last tick failed, while it keeps failing (`None` after a tick that succeeded).
+    pub failing: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Watcher {
@@ -190,7 +200,21 @@ impl Watcher {
             write,
             clock,
             config,
+            status: WatcherStatus::default(),
         }
+    }
+
+    /// The watcher's counters and health, for the service's metrics.
+    pub fn status(&self) -> WatcherStatus {
+        self.status.clone()
+    }
+
+    fn set_failing(&self, reason: Option<String>) {
+        *self
+            .status
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
     }
 
     /// Ticks at start and then every `interval` until `shutdown` is cancelled. A failed tick is
@@ -212,6 +236,7 @@ impl Watcher {
                     break;
                 }
             };
+            self.set_failing(outcome.as_ref().err().map(ToString::to_string));
             match outcome {
                 Ok(report) if report.marked.is_empty() && report.failed.is_empty() => {
                     tracing::debug!(?report, "deadline watcher tick");
@@ -306,6 +331,9 @@ impl Watcher {
         match self.write.execute(&request, |_| Ok(())).await {
             Ok(WriteOutcome::Written(_)) => {
                 tracing::info!(dossier = dossier_id, %due_at, "dossier is late");
+                self.status
+                    .marks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 report.marked.push(dossier_id.to_owned());
             }
             Ok(WriteOutcome::Duplicate(_) | WriteOutcome::AlreadyApplied(_)) => {
@@ -528,7 +556,7 @@ mod tests {
 
     #[test]
     fn interval_comes_from_the_config() {
-        let mut config = svc::config::ProcessingConfig::default();
+        let mut config = crate::ProcessingConfig::default();
         assert_eq!(
             WatcherConfig::from_config(&config).interval,
             Duration::from_secs(30)

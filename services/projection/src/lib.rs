@@ -32,21 +32,64 @@ pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use api::v1::stats_service_server::StatsServiceServer;
 use async_nats::jetstream;
 use eventlog::EventLog;
-use svc::{Config, StartError, Tokens};
-use tokio::net::TcpListener;
+use serde::Deserialize;
+use svc::config::{ConfigError, Env, Section};
+use svc::{App, Config, Listener, RunError, StartError, Tokens};
 use tokio_util::sync::CancellationToken;
 
 pub use consumer::ConsumerConfig;
 pub use service::Stats;
 pub use store::{Applied, ApplyError, QueryError, applied_version, apply_dossier};
 
-/// How long in-flight queries may finish after a stop signal.
-pub const DRAIN: Duration = Duration::from_secs(20);
+/// The `[projection]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectionConfig {
+    /// Where the statistics queries (`StatsService`) are served (`MOTCUA_PROJECTION_LISTEN`).
+    pub listen: SocketAddr,
+    /// Where the same queries are served over HTTP/JSON and CSV (dashboards, BI tools;
+    /// `MOTCUA_PROJECTION_HTTP_LISTEN`).
+    pub http_listen: SocketAddr,
+    /// `/metrics` and `/healthz` (`MOTCUA_PROJECTION_METRICS_LISTEN`).
+    pub metrics_listen: SocketAddr,
+    /// The durable JetStream consumer the projection instances share.
+    pub consumer: String,
+    /// S14: the target of each rate, in percent (defaults: Resolution 76/NQ-CP).
+    pub targets: stats::Targets,
+}
+
+impl Default for ProjectionConfig {
+    fn default() -> Self {
+        ProjectionConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50055)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8055)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9455)),
+            consumer: "projection".to_owned(),
+            targets: stats::Targets::default(),
+        }
+    }
+}
+
+impl Section for ProjectionConfig {
+    const NAME: &'static str = "projection";
+
+    fn apply_env(&mut self, env: &Env<'_>) -> Result<(), ConfigError> {
+        if let Some(addr) = env.addr("MOTCUA_PROJECTION_LISTEN")? {
+            self.listen = addr;
+        }
+        if let Some(addr) = env.addr("MOTCUA_PROJECTION_HTTP_LISTEN")? {
+            self.http_listen = addr;
+        }
+        if let Some(addr) = env.addr("MOTCUA_PROJECTION_METRICS_LISTEN")? {
+            self.metrics_listen = addr;
+        }
+        Ok(())
+    }
+}
 
 /// Why the projection could not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +100,12 @@ pub enum ProjectionStartError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot connect to NATS: {0}")]
     Nats(#[from] async_nats::ConnectError),
-    #[error("cannot listen for HTTP on {addr}: {source}")]
-    HttpBind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+}
+
+impl From<ConfigError> for ProjectionStartError {
+    fn from(e: ConfigError) -> Self {
+        ProjectionStartError::Start(e.into())
+    }
 }
 
 /// Where the service listens and what it answers with.
@@ -76,23 +119,19 @@ pub struct Endpoints {
     pub targets: stats::Targets,
 }
 
+/// The projection bound to its listeners: queries over gRPC and HTTP, and the consumer.
 #[derive(Debug)]
 pub struct ProjectionApp {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    http_listener: TcpListener,
-    http_addr: SocketAddr,
-    http: axum::Router,
-    log: EventLog,
-    stats: Stats,
-    jetstream: jetstream::Context,
-    consumer: ConsumerConfig,
+    app: App,
 }
 
 impl ProjectionApp {
     /// Connects to PostgreSQL (migrating) and NATS, loads tokens, binds.
     pub async fn build(config: &Config) -> Result<ProjectionApp, ProjectionStartError> {
-        let log = EventLog::connect(&config.database.url, config.database.max_connections)
+        let section: ProjectionConfig = config.section()?;
+        let log = config
+            .database
+            .connect("projection")
             .await
             .map_err(StartError::from)?;
         let tokens = Tokens::load(&config.auth.tokens_file).map_err(StartError::from)?;
@@ -103,16 +142,22 @@ impl ProjectionApp {
         let consumer = ConsumerConfig::new(
             &config.nats.stream,
             &config.nats.subject_prefix,
-            &config.projection.consumer,
+            &section.consumer,
         );
         let endpoints = Endpoints {
-            grpc: config.projection.listen,
-            http: config.projection.http_listen,
-            targets: config.projection.targets,
+            grpc: section.listen,
+            http: section.http_listen,
+            targets: section.targets,
         };
-        Self::build_with(log, tokens, endpoints, jetstream::new(client), consumer).await
+        let metrics = Listener::bind(section.metrics_listen).await?;
+        let built =
+            Self::build_with(log, tokens, endpoints, jetstream::new(client), consumer).await?;
+        Ok(ProjectionApp {
+            app: built.app.metrics(metrics),
+        })
     }
 
+    /// From parts (tests listen on port 0; no metrics listener).
     pub async fn build_with(
         log: EventLog,
         tokens: Tokens,
@@ -122,85 +167,47 @@ impl ProjectionApp {
     ) -> Result<ProjectionApp, ProjectionStartError> {
         log.migrate().await.map_err(StartError::from)?;
         store::migrate(log.pool()).await?;
-        let listen = endpoints.grpc;
-        let (listener, local_addr) =
-            svc::server::bind(listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: listen,
-                    source,
-                })?;
-        let http_listener = TcpListener::bind(endpoints.http).await.map_err(|source| {
-            ProjectionStartError::HttpBind {
-                addr: endpoints.http,
-                source,
-            }
-        })?;
-        let http_addr =
-            http_listener
-                .local_addr()
-                .map_err(|source| ProjectionStartError::HttpBind {
-                    addr: endpoints.http,
-                    source,
-                })?;
+        let grpc = Listener::bind(endpoints.grpc).await?;
+        let http_listener = Listener::bind(endpoints.http).await?;
         let tokens = Arc::new(tokens);
-        Ok(ProjectionApp {
-            listener,
-            local_addr,
-            http_listener,
-            http_addr,
-            http: http::router(log.pool().clone(), tokens.clone(), endpoints.targets),
-            stats: Stats::new(log.pool().clone(), tokens, endpoints.targets),
-            log,
-            jetstream,
-            consumer,
-        })
+        let app = App::new("projection").grpc(grpc);
+        app.telemetry().pool(log.pool());
+        let app = app
+            .serve(StatsServiceServer::new(Stats::new(
+                log.pool().clone(),
+                tokens.clone(),
+                endpoints.targets,
+            )))
+            .http(
+                "queries",
+                http_listener,
+                http::router(log.pool().clone(), tokens, endpoints.targets),
+            )
+            .task("consumer", move |stop| async move {
+                consumer::run(log, jetstream, consumer, stop).await;
+                Ok::<(), std::convert::Infallible>(())
+            });
+        Ok(ProjectionApp { app })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.app.local_addr()
     }
 
     /// The HTTP/JSON and CSV address.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+        self.app
+            .http_addr("queries")
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The runner's app (to add what other parts expose: the consumer's status…).
+    pub fn into_app(self) -> App {
+        self.app
     }
 
     /// Consumes and serves queries until `shutdown` is cancelled, then drains in-flight calls.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: CancellationToken,
-    ) -> Result<(), tonic::transport::Error> {
-        tracing::info!(addr = %self.local_addr, http = %self.http_addr, "projection service listening");
-        let http_stop = shutdown.clone();
-        let http = tokio::spawn(async move {
-            let served = axum::serve(self.http_listener, self.http)
-                .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
-        let consuming = tokio::spawn(consumer::run(
-            self.log,
-            self.jetstream,
-            self.consumer,
-            shutdown.clone(),
-        ));
-        let served = svc::server::serve(
-            StatsServiceServer::new(self.stats),
-            self.listener,
-            shutdown.clone(),
-            DRAIN,
-        )
-        .await;
-        shutdown.cancel();
-        if let Err(e) = consuming.await {
-            tracing::error!(error = %e, "projection consumer task failed");
-        }
-        if let Err(e) = http.await {
-            tracing::error!(error = %e, "HTTP server task failed");
-        }
-        served
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        self.app.run_until_stopped(shutdown).await
     }
 }

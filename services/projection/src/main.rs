@@ -142,8 +142,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// The database, migrated (a rebuild or verify may run before the service ever did).
 async fn connect(config: &svc::Config) -> anyhow::Result<EventLog> {
-    // Rebuild and verify each hold two connections at once.
-    let log = EventLog::connect(&config.database.url, config.database.max_connections.max(3))
+    // Rebuild and verify each hold two connections at once; counted in the connection budget.
+    let log = config
+        .database
+        .connect_sized(svc::config::PROJECTION_TOOL_CONNECTIONS)
         .await
         .context("connecting to PostgreSQL")?;
     log.migrate().await.context("log migrations")?;

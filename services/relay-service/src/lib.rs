@@ -6,13 +6,14 @@
 //! that end a divergence between the stream and the log ([`Command`], README "Operating the
 //! relay").
 
+pub mod app;
+
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use eventlog::EventLog;
 use relay::{Relay, RelayConfig};
 use svc::Config;
-use tokio_util::sync::CancellationToken;
 
 /// `relay-service --help`.
 pub const USAGE: &str = "\
@@ -96,9 +97,9 @@ pub fn relay_config(config: &Config) -> RelayConfig {
 
 /// Connects (to NATS in the background: a NATS outage at start is retried, not fatal) and
 /// applies the log's migrations. The caller takes [`Relay::status`] (for health and metrics)
-/// and then runs [`Relay::run`] until shutdown; its error ends the service.
+/// and then runs [`Relay::run`] until shutdown; its error ends the service ([`app::build`]).
 pub async fn build(config: &Config) -> anyhow::Result<Relay> {
-    let log = EventLog::connect(&config.database.url, config.database.max_connections).await?;
+    let log: EventLog = config.database.connect("relay").await?;
     log.migrate().await?;
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
@@ -110,14 +111,6 @@ pub async fn build(config: &Config) -> anyhow::Result<Relay> {
         async_nats::jetstream::new(client),
         relay_config(config),
     ))
-}
-
-/// [`build`], then relays until `shutdown`.
-pub async fn run(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let relay = build(config).await?;
-    tracing::info!(stream = %relay.config().stream, prefix = %relay.config().subject_prefix, "relay starting");
-    relay.run(shutdown).await?;
-    Ok(())
 }
 
 /// Runs an operator command ([`Command::RecoverLog`], [`Command::ResetStream`]) and returns its

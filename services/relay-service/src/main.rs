@@ -34,7 +34,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let path = svc::config::config_path_from_args();
     let config = svc::Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
     match command {
-        Command::Run => relay_service::run(&config, svc::server::shutdown_on_signal()).await,
+        Command::Run => {
+            let app = relay_service::app::build(&config).await?;
+            app.run_until_stopped(svc::server::shutdown_on_signal())
+                .await?;
+            Ok(())
+        }
         command => {
             print!("{}", relay_service::operate(&config, &command).await?);
             Ok(())

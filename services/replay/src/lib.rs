@@ -26,22 +26,19 @@ use std::sync::Arc;
 
 use api::v1::replay_service_server::ReplayServiceServer;
 use eventlog::EventLog;
-use svc::{Config, StartError, Tokens};
-use tokio::net::TcpListener;
+use svc::{App, Config, Listener, RunError, StartError, Tokens};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use service::Replay;
 
-/// How long in-flight calls may finish after a stop signal. Open streams are ended at once
-/// (UNAVAILABLE: resume elsewhere), so this only bounds calls already answering.
-pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+svc::listen_section!(ReplayConfig, "replay", 50056, 9456, "MOTCUA_REPLAY");
 
-/// The replay service bound to its listener, ready to serve.
+/// The replay service bound to its listeners, ready to serve.
 #[derive(Debug)]
 pub struct ReplayApp {
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    listener: Listener,
+    metrics: Option<Listener>,
     log: EventLog,
     replay: Replay,
     wakeups: watch::Sender<u64>,
@@ -49,31 +46,30 @@ pub struct ReplayApp {
 
 impl ReplayApp {
     /// Connects to PostgreSQL (applying the log's migrations, so it can start first), loads
-    /// tokens, binds `replay.listen`.
+    /// tokens, binds `replay.listen` and `replay.metrics_listen`.
     pub async fn build(config: &Config) -> Result<ReplayApp, StartError> {
-        let log = EventLog::connect(&config.database.url, config.database.max_connections).await?;
+        let section: ReplayConfig = config.section()?;
+        let log = config.database.connect("replay").await?;
         let tokens = Tokens::load(&config.auth.tokens_file)?;
-        Self::build_with(log, tokens, config.replay.listen).await
+        let app = Self::build_with(log, tokens, section.listen).await?;
+        Ok(ReplayApp {
+            metrics: Some(Listener::bind(section.metrics_listen).await?),
+            ..app
+        })
     }
 
-    /// As [`build`](Self::build), from parts (tests listen on port 0).
+    /// As [`build`](Self::build), from parts (tests listen on port 0; no metrics listener).
     pub async fn build_with(
         log: EventLog,
         tokens: Tokens,
         listen: SocketAddr,
     ) -> Result<ReplayApp, StartError> {
         log.migrate().await?;
-        let (listener, local_addr) =
-            svc::server::bind(listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: listen,
-                    source,
-                })?;
+        let listener = Listener::bind(listen).await?;
         let (wakeups, receiver) = watch::channel(0);
         Ok(ReplayApp {
             listener,
-            local_addr,
+            metrics: None,
             replay: Replay::new(log.clone(), Arc::new(tokens), receiver),
             log,
             wakeups,
@@ -81,7 +77,7 @@ impl ReplayApp {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listener.local_addr()
     }
 
     /// Sets how often following streams look at the log when no notification came
@@ -93,27 +89,32 @@ impl ReplayApp {
         }
     }
 
-    /// Serves until `shutdown` is cancelled: then open streams end with UNAVAILABLE, no new
-    /// call is accepted, and calls in flight finish for up to [`DRAIN`].
-    pub async fn run_until_stopped(
-        self,
-        shutdown: CancellationToken,
-    ) -> Result<(), tonic::transport::Error> {
-        tracing::info!(addr = %self.local_addr, "replay service listening");
-        // Stops the listener and ends open streams on shutdown, and when serving fails.
-        let stopping = shutdown.child_token();
-        let listening = tokio::spawn(wakeups::run(self.log, self.wakeups, stopping.clone()));
-        let served = svc::server::serve(
-            ReplayServiceServer::new(self.replay.stopping_on(stopping.clone())),
-            self.listener,
-            shutdown,
-            DRAIN,
-        )
-        .await;
-        stopping.cancel();
-        if let Err(e) = listening.await {
-            tracing::error!(error = %e, "replay listener task failed");
+    /// The app the runner runs: gRPC, the `LISTEN` connection's task, and one that ends the
+    /// open streams (UNAVAILABLE: resume elsewhere) at the stop, so that the drain only waits
+    /// for calls already answering.
+    pub fn into_app(self) -> App {
+        let streams = CancellationToken::new();
+        let mut app = App::new("replay").grpc(self.listener);
+        if let Some(metrics) = self.metrics {
+            app = app.metrics(metrics);
         }
-        served
+        app.telemetry().pool(self.log.pool());
+        let ending = streams.clone();
+        let (log, wakeups) = (self.log, self.wakeups);
+        app.serve(ReplayServiceServer::new(self.replay.stopping_on(streams)))
+            .task("append listener", move |stop| async move {
+                wakeups::run(log, wakeups, stop).await;
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .task("stream closer", move |stop| async move {
+                stop.cancelled().await;
+                ending.cancel();
+                Ok::<(), std::convert::Infallible>(())
+            })
+    }
+
+    /// Serves until `shutdown` is cancelled (see [`into_app`](Self::into_app)).
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        self.into_app().run_until_stopped(shutdown).await
     }
 }

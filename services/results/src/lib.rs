@@ -14,11 +14,17 @@ use svc::handler::Desk;
 use svc::{App, Config, ServiceDeps, StartError};
 
 /// The results service, bound and ready to run.
-pub type ResultsApp = App<ResultsServiceServer<Results>>;
+pub type ResultsApp = App;
+
+svc::listen_section!(ResultsConfig, "results", 50054, 9454, "MOTCUA_RESULTS");
 
 /// Connects to PostgreSQL, applies the migrations, loads tokens and calendar, binds.
 pub async fn build(config: &Config) -> Result<ResultsApp, StartError> {
-    build_with(ServiceDeps::from_config(config, config.results.listen).await?).await
+    let section: ResultsConfig = config.section()?;
+    build_with(
+        ServiceDeps::from_config(config, "results", section.listen, section.metrics_listen).await?,
+    )
+    .await
 }
 
 /// Builds from given dependencies (tests: their own database, port 0).

@@ -3,6 +3,7 @@ mod auditor;
 mod intake_api;
 mod intake_import;
 mod model;
+mod operations;
 mod payment;
 mod processing;
 mod projection;

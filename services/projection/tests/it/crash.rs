@@ -436,7 +436,7 @@ fn write_config(dir: &Path, db: &TestDb, nats: &TestNats, durable: &str) -> Path
         "[database]\nurl = {}\nmax_connections = 4\n\n\
          [nats]\nurl = {}\nstream = {}\nsubject_prefix = {}\n\n\
          [auth]\ntokens_file = {}\n\n\
-         [projection]\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nconsumer = {}\n",
+         [projection]\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nconsumer = {}\n",
         toml_str(&db.url),
         toml_str(&nats.url),
         toml_str(&nats.stream),
@@ -474,6 +474,7 @@ impl Instance {
             "MOTCUA_TOKENS_FILE",
             "MOTCUA_PROJECTION_LISTEN",
             "MOTCUA_PROJECTION_HTTP_LISTEN",
+            "MOTCUA_PROJECTION_METRICS_LISTEN",
             "MOTCUA_LOG_FORMAT",
         ] {
             command.env_remove(var);
