@@ -284,9 +284,10 @@ fn decode(
 #[derive(Debug, Default)]
 struct Sink {
     ids: Vec<String>,
-    contributions: Vec<Option<serde_json::Value>>,
+    /// As JSON text: a `serde_json::Value` would hold a delta beyond 64 bits approximately.
+    contributions: Vec<Option<String>>,
     versions: Vec<i32>,
-    cells: BTreeMap<(Slice, NaiveDate, Metric), i64>,
+    cells: BTreeMap<(Slice, NaiveDate, Metric), i128>,
     dossiers: u64,
 }
 
@@ -301,7 +302,7 @@ impl Sink {
         let contribution: Option<Contribution> = stats::contribution(events);
         let json = contribution
             .as_ref()
-            .map(serde_json::to_value)
+            .map(serde_json::to_string)
             .transpose()
             .map_err(|e| RebuildError::Corrupt(format!("contribution of {dossier_id}: {e}")))?;
         if let Some(c) = contribution {
@@ -310,7 +311,7 @@ impl Sink {
                     .cells
                     .entry((c.slice.clone(), day, metric))
                     .or_insert(0);
-                *v = v.saturating_add(delta);
+                *v += delta;
             }
         }
         self.ids.push(dossier_id);
@@ -332,7 +333,8 @@ impl Sink {
         }
         sqlx::query(
             "INSERT INTO projection_contributions_next (dossier_id, contribution, version) \
-             SELECT * FROM UNNEST($1::text[], $2::jsonb[], $3::integer[])",
+             SELECT id, contribution::jsonb, version \
+             FROM UNNEST($1::text[], $2::text[], $3::integer[]) AS u (id, contribution, version)",
         )
         .bind(std::mem::take(&mut self.ids))
         .bind(std::mem::take(&mut self.contributions))

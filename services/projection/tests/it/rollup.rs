@@ -207,7 +207,7 @@ async fn migration_30002_carries_the_day_figures_over_into_every_rollup() {
             .bind(c.slice.channel.as_str())
             .bind(c.slice.applicant_type.as_str())
             .bind(metric.as_str())
-            .bind(delta)
+            .bind(i64::try_from(*delta).unwrap())
             .execute(&db.pool)
             .await
             .unwrap();

@@ -53,7 +53,7 @@ pub fn random_contribution(rng: &mut Rng, from: NaiveDate, to: NaiveDate) -> Con
     for _ in 0..1 + rng.below(4) {
         let metric = *rng.pick(&flows);
         let v = if metric == Metric::PaymentAmountVnd {
-            1000 * (1 + rng.below(500) as i64)
+            1000 * (1 + i128::from(rng.below(500)))
         } else {
             1
         };
