@@ -38,8 +38,61 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let (_always, input) = tokio::sync::watch::channel(());
+    serve_with_health(service, listener, shutdown, drain, input, |_| true).await
+}
+
+/// [`serve`], with the health of `service` following its input: SERVING while `serving` holds
+/// for the latest value of `input`, NOT_SERVING otherwise (e.g. the projection while a dossier
+/// fails to apply), and NOT_SERVING once stopping.
+pub async fn serve_with_health<S, T>(
+    service: S,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    drain: Duration,
+    mut input: tokio::sync::watch::Receiver<T>,
+    serving: fn(&T) -> bool,
+) -> Result<(), tonic::transport::Error>
+where
+    S: Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    T: Send + Sync + 'static,
+{
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<S>().await;
+    async fn report<S: NamedService>(reporter: &tonic_health::server::HealthReporter, up: bool) {
+        if up {
+            reporter.set_serving::<S>().await;
+        } else {
+            reporter.set_not_serving::<S>().await;
+        }
+    }
+    let up = serving(&input.borrow_and_update());
+    report::<S>(&health_reporter, up).await;
+    let follower = {
+        let reporter = health_reporter.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = input.changed() => if changed.is_err() {
+                        // The input's sender is gone: its last value stands.
+                        return;
+                    },
+                }
+                let up = serving(&input.borrow_and_update());
+                report::<S>(&reporter, up).await;
+            }
+        })
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(api::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -53,6 +106,7 @@ where
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             stopping.cancelled().await;
+            follower.abort();
             health_reporter.set_not_serving::<S>().await;
             tracing::info!("shutting down: no new calls accepted, draining");
         });

@@ -41,7 +41,7 @@ use svc::{Config, StartError, Tokens};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use consumer::ConsumerConfig;
+pub use consumer::{ConsumerConfig, ConsumerStatus};
 pub use service::Stats;
 pub use store::{Applied, ApplyError, QueryError, applied_version, apply_dossier};
 
@@ -87,6 +87,7 @@ pub struct ProjectionApp {
     stats: Stats,
     jetstream: jetstream::Context,
     consumer: ConsumerConfig,
+    status: tokio::sync::watch::Sender<ConsumerStatus>,
 }
 
 impl ProjectionApp {
@@ -154,11 +155,18 @@ impl ProjectionApp {
             log,
             jetstream,
             consumer,
+            status: tokio::sync::watch::Sender::new(ConsumerStatus::default()),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The consumer's status (failing dossiers, positions), updated while it runs: gRPC health
+    /// is NOT_SERVING while a dossier fails to apply.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<ConsumerStatus> {
+        self.status.subscribe()
     }
 
     /// The HTTP/JSON and CSV address.
@@ -181,17 +189,21 @@ impl ProjectionApp {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         });
+        let health = self.status.subscribe();
         let consuming = tokio::spawn(consumer::run(
             self.log,
             self.jetstream,
             self.consumer,
+            self.status,
             shutdown.clone(),
         ));
-        let served = svc::server::serve(
+        let served = svc::server::serve_with_health(
             StatsServiceServer::new(self.stats),
             self.listener,
             shutdown.clone(),
             DRAIN,
+            health,
+            ConsumerStatus::is_healthy,
         )
         .await;
         shutdown.cancel();

@@ -43,7 +43,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// Locks the dossier's contribution row (`SELECT … FOR UPDATE`, inserting it first when
 /// missing), so that two instances never interleave on one dossier; then reads every event of
 /// the dossier, folds its [`stats::contribution`] again, and adds `new − old`
-/// ([`stats::diff`]) to every cell of `stats_rollup` it touches ([`rollup_cells`]), storing the new contribution and version. Because it
+/// ([`stats::diff`]) to every cell of `stats_rollup` it touches ([`rollup_cells`]), storing the
+/// new contribution and version, and deleting the dossier's row of `projection_failures` if
+/// any ([`record_failure`]). Because it
 /// recomputes from the log, applying twice, late or out of order changes nothing once applied:
 /// when the stored version is at least the log's, it returns [`Applied::UpToDate`].
 ///
@@ -77,6 +79,11 @@ pub async fn apply_dossier(
     // concurrent applies cannot exhaust the pool.
     let events = load_events(tx, dossier_id).await?;
     let log_version = events.last().map_or(0, |(version, _)| *version);
+    // The dossier applies: whatever failure was recorded for it is over, with this commit.
+    sqlx::query("DELETE FROM projection_failures WHERE dossier_id = $1")
+        .bind(dossier_id)
+        .execute(&mut **tx)
+        .await?;
     if stored_version >= log_version {
         return Ok(Applied::UpToDate {
             version: stored_version,
@@ -151,6 +158,40 @@ pub async fn add_diff(
 ) -> Result<(), sqlx::Error> {
     let cells = rollup_cells(diff.iter().map(|(s, d, m, v)| (s, *d, *m, *v)));
     upsert_cells(tx, "stats_rollup", &cells).await
+}
+
+/// Records a failed apply of `dossier_id` in `projection_failures`, in a transaction of its own
+/// (the apply's was rolled back), and returns how many applies of it have failed in a row.
+/// The row goes when an apply succeeds ([`apply_dossier`] deletes it in its transaction).
+pub async fn record_failure(
+    pool: &PgPool,
+    dossier_id: &str,
+    error: &ApplyError,
+) -> Result<i64, sqlx::Error> {
+    /// The stored error text is cut to this many characters.
+    const MAX_ERROR_CHARS: usize = 1000;
+    let text: String = error.to_string().chars().take(MAX_ERROR_CHARS).collect();
+    sqlx::query_scalar(
+        "INSERT INTO projection_failures \
+           (dossier_id, attempts, first_failed_at, last_failed_at, last_error) \
+         VALUES ($1, 1, clock_timestamp(), clock_timestamp(), $2) \
+         ON CONFLICT (dossier_id) DO UPDATE \
+           SET attempts = projection_failures.attempts + 1, \
+               last_failed_at = EXCLUDED.last_failed_at, \
+               last_error = EXCLUDED.last_error \
+         RETURNING attempts",
+    )
+    .bind(dossier_id)
+    .bind(text)
+    .fetch_one(pool)
+    .await
+}
+
+/// How many dossiers have a failed apply not yet followed by a successful one.
+pub async fn failing_dossiers(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM projection_failures")
+        .fetch_one(pool)
+        .await
 }
 
 /// [`apply_dossier`] in a transaction of its own, committed.
