@@ -258,7 +258,6 @@ async fn handle(
             }
         }
         Err(e) => {
-            status.send_modify(|s| s.apply_failures_total += 1);
             let delay = match store::record_failure(log.pool(), &dossier_id, &e).await {
                 Ok(attempts) => {
                     let delay = config.failure_delay(attempts);
@@ -277,6 +276,8 @@ async fn handle(
                     config.max_backoff
                 }
             };
+            // Counted once recorded, so that a reader of the status finds the row.
+            status.send_modify(|s| s.apply_failures_total += 1);
             refresh_failing(log, status).await;
             message.ack_with(AckKind::Nak(Some(delay))).await?;
         }
