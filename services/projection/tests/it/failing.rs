@@ -49,10 +49,7 @@ async fn health(addr: SocketAddr) -> ServingStatus {
         .unwrap();
     let mut client = HealthClient::new(channel);
     let service = <StatsServiceServer<Stats> as NamedService>::NAME.to_owned();
-    let response = client
-        .check(HealthCheckRequest { service })
-        .await
-        .unwrap();
+    let response = client.check(HealthCheckRequest { service }).await.unwrap();
     response.into_inner().status()
 }
 
@@ -129,7 +126,10 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
     .await;
     assert!(seen.apply_failures_total >= 1, "{seen:?}");
     assert_eq!(health(addr).await, ServingStatus::NotServing);
-    wait_for(&mut status, "the other dossiers", |s| s.applied_position >= 1).await;
+    wait_for(&mut status, "the other dossiers", |s| {
+        s.applied_position >= 1
+    })
+    .await;
     for id in ["HS-F-001", "HS-F-003"] {
         let applied = tokio::time::timeout(PATIENCE, async {
             loop {
@@ -146,7 +146,10 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
 
     // Retried, with a delay that grows: the server may redeliver only after 200 + 400 + 800 ms
     // between the first failure and the fourth (a hot loop takes milliseconds).
-    wait_for(&mut status, "four failed applies", |s| s.apply_failures_total >= 4).await;
+    wait_for(&mut status, "four failed applies", |s| {
+        s.apply_failures_total >= 4
+    })
+    .await;
     let (attempts, span_ms, last_error): (i64, f64, String) = sqlx::query_as(
         "SELECT attempts, extract(epoch FROM last_failed_at - first_failed_at)::float8 * 1000, \
                 last_error \
@@ -157,7 +160,10 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
     .await
     .unwrap();
     assert!(attempts >= 4, "{attempts}");
-    assert!(span_ms >= 1_400.0 * 0.9, "{attempts} attempts within {span_ms} ms");
+    assert!(
+        span_ms >= 1_400.0 * 0.9,
+        "{attempts} attempts within {span_ms} ms"
+    );
     assert!(last_error.contains("test_refuses_bad"), "{last_error}");
 
     // Verify lists it and fails, even when lag is allowed.
@@ -165,7 +171,10 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
     assert_eq!(report.failing.len(), 1, "{report}");
     assert_eq!(report.failing[0].dossier_id, BAD);
     assert!(!report.passes(true), "{report}");
-    assert!(report.to_string().contains("failing     dossier HS-F-BAD"), "{report}");
+    assert!(
+        report.to_string().contains("failing     dossier HS-F-BAD"),
+        "{report}"
+    );
 
     // The cause goes: the next redelivery applies it, and every sign clears.
     sqlx::query("ALTER TABLE projection_contributions DROP CONSTRAINT test_refuses_bad")

@@ -66,7 +66,11 @@ async fn check_figures(pool: &sqlx::PgPool, expected: (i64, i128, i128)) {
         assert_eq!(sum(Metric::Received), (DOSSIERS + 1) as i128, "{query:?}");
         assert_eq!(sum(Metric::Payments), i128::from(payments), "{query:?}");
         assert_eq!(sum(Metric::PaymentAmountVnd), amount, "{query:?}");
-        assert_eq!(sum(Metric::PaymentAmountOnlineVnd), online_amount, "{query:?}");
+        assert_eq!(
+            sum(Metric::PaymentAmountOnlineVnd),
+            online_amount,
+            "{query:?}"
+        );
     }
 }
 
@@ -83,9 +87,15 @@ async fn payments_summing_past_i64_stay_exact_through_apply_rebuild_and_verify()
 
     let expected = payments_in_log(&db.pool).await;
     let (payments, amount, _) = expected;
-    assert_eq!(payments as usize, BIG_DOSSIER_PAYMENTS + DOSSIERS * PAYMENTS);
+    assert_eq!(
+        payments as usize,
+        BIG_DOSSIER_PAYMENTS + DOSSIERS * PAYMENTS
+    );
     assert_eq!(amount, i128::from(payments) * i128::from(AMOUNT));
-    assert!(amount > i128::from(i64::MAX) + i128::from(AMOUNT) * 1000, "{amount}");
+    assert!(
+        amount > i128::from(i64::MAX) + i128::from(AMOUNT) * 1000,
+        "{amount}"
+    );
     check_figures(&db.pool, expected).await;
 
     // The stored contribution of the big dossier holds its sum exactly.
@@ -101,7 +111,9 @@ async fn payments_summing_past_i64_stay_exact_through_apply_rebuild_and_verify()
     let report = verify(&db.pool, 100).await.unwrap();
     assert!(report.is_exact(), "{report}");
 
-    projection::rebuild::rebuild(&db.pool, |_| {}).await.unwrap();
+    projection::rebuild::rebuild(&db.pool, |_| {})
+        .await
+        .unwrap();
     check_figures(&db.pool, expected).await;
     let report = verify(&db.pool, 100).await.unwrap();
     assert!(report.is_exact(), "{report}");
