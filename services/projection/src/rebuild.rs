@@ -401,6 +401,11 @@ impl Shadow {
             "ALTER TABLE stats_rollup_next RENAME TO stats_rollup",
             "ALTER TABLE stats_rollup RENAME CONSTRAINT stats_rollup_next_pkey \
                TO stats_rollup_pkey",
+            // Every dossier of the snapshot is now in the figures: a failure recorded for one
+            // is over (those with later events are applied again below, and a failure there is
+            // recorded again).
+            "DELETE FROM projection_failures f USING projection_contributions c \
+               WHERE c.dossier_id = f.dossier_id",
         ] {
             sqlx::query(sql).execute(&mut *tx).await?;
         }
@@ -417,12 +422,16 @@ async fn reapply_after(pool: &PgPool, position: i64) -> Result<u64, RebuildError
             .await?;
     let log = EventLog::from_pool(pool.clone());
     for dossier_id in &ids {
-        store::apply_and_commit(&log, dossier_id)
-            .await
-            .map_err(|source| RebuildError::Reapply {
+        if let Err(source) = store::apply_and_commit(&log, dossier_id).await {
+            // Left for the consumer's redelivery: recorded, so that it is not silently missing.
+            if let Err(e) = store::record_failure(pool, dossier_id, &source).await {
+                tracing::warn!(%dossier_id, error = %e, "cannot record the failed re-apply");
+            }
+            return Err(RebuildError::Reapply {
                 dossier_id: dossier_id.clone(),
                 source,
-            })?;
+            });
+        }
     }
     Ok(ids.len() as u64)
 }
