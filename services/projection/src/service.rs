@@ -291,6 +291,7 @@ pub fn indicators_response(a: &IndicatorsAnswer) -> Result<pb::GetIndicatorsResp
             })
             .collect::<Result<_, Status>>()?,
         as_recorded_at: None,
+        dossiers_not_counted: a.dossiers_not_counted,
     })
 }
 

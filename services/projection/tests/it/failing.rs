@@ -41,6 +41,27 @@ async fn wait_for(
     seen.unwrap_or_else(|_| panic!("waiting for {what}: {:?}", *status.borrow()))
 }
 
+/// What a reader of the live indicators is told about dossiers not counted.
+async fn not_counted(pool: &sqlx::PgPool) -> u64 {
+    let query = stats::Query {
+        from: date(2024, 1, 1),
+        to: date(2025, 1, 1),
+        filter: stats::SliceFilter::default(),
+        group_by: Vec::new(),
+    };
+    let answer = projection::answers::indicators(
+        pool,
+        &query,
+        projection::scope::Source::Live,
+        &stats::Targets::default(),
+    )
+    .await
+    .unwrap();
+    let wire = projection::service::indicators_response(&answer).unwrap();
+    assert_eq!(wire.dossiers_not_counted, answer.dossiers_not_counted);
+    answer.dossiers_not_counted
+}
+
 async fn health(addr: SocketAddr) -> ServingStatus {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -126,6 +147,7 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
     .await;
     assert!(seen.apply_failures_total >= 1, "{seen:?}");
     assert_eq!(health(addr).await, ServingStatus::NotServing);
+    assert_eq!(not_counted(&db.pool).await, 1);
     wait_for(&mut status, "the other dossiers", |s| {
         s.applied_position >= 1
     })
@@ -189,6 +211,7 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
     assert_eq!(store::applied_version(&db.pool, BAD).await.unwrap(), 1);
     assert_eq!(store::failing_dossiers(&db.pool).await.unwrap(), 0);
     assert_eq!(health(addr).await, ServingStatus::Serving);
+    assert_eq!(not_counted(&db.pool).await, 0);
     let report = verify(&db.pool, 100).await.unwrap();
     assert!(report.is_exact(), "{report}");
 
