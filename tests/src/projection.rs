@@ -197,5 +197,5 @@ pub async fn expected_indicators_where(
         }
     }
     let totals = aggregates.totals(from, to, filter);
-    projection::service::indicators_pb(&stats::indicators(&totals))
+    projection::service::indicators_pb(&stats::indicators(&totals)).expect("amounts fit in int64")
 }

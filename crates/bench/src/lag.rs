@@ -83,6 +83,7 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
             log.clone(),
             js.clone(),
             consumer,
+            tokio::sync::watch::Sender::new(projection::ConsumerStatus::default()),
             shutdown.clone(),
         )));
     }

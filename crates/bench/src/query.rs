@@ -100,9 +100,9 @@ fn rollup_mask(rollup: u8) -> u64 {
 }
 
 /// Sorts and sums equal keys, dropping zero sums.
-fn merge(mut cells: Vec<(u64, i64)>) -> Vec<(u64, i64)> {
+fn merge(mut cells: Vec<(u64, i128)>) -> Vec<(u64, i128)> {
     cells.sort_unstable_by_key(|(k, _)| *k);
-    let mut out: Vec<(u64, i64)> = Vec::with_capacity(cells.len());
+    let mut out: Vec<(u64, i128)> = Vec::with_capacity(cells.len());
     for (k, v) in cells {
         match out.last_mut() {
             Some((last, sum)) if *last == k => *sum += v,
@@ -123,7 +123,7 @@ fn merge(mut cells: Vec<(u64, i64)>) -> Vec<(u64, i64)> {
 /// One chunk of generated dossiers: their day deltas (merged) and their baseline rows as `COPY`
 /// text.
 struct Chunk {
-    deltas: Vec<(u64, i64)>,
+    deltas: Vec<(u64, i128)>,
     rows: String,
     contributions: Vec<stats::Contribution>,
 }
@@ -214,7 +214,7 @@ pub async fn load(
     let mut conn = pool.acquire().await?;
     let mut generate_time = Duration::ZERO;
     let mut load_time = Duration::ZERO;
-    let mut all: Vec<(u64, i64)> = Vec::new();
+    let mut all: Vec<(u64, i128)> = Vec::new();
     let mut aggregates = keep.then(stats::Aggregates::new);
     let mut from = 0;
     let started = Instant::now();
@@ -264,7 +264,7 @@ pub async fn load(
         for grain in Grain::ALL {
             let t = Instant::now();
             let mask = rollup_mask(rollup);
-            let cells: Vec<(u64, i64)> = day
+            let cells: Vec<(u64, i128)> = day
                 .iter()
                 .map(|(k, v)| {
                     let period = grain.period(period_of(*k));
@@ -327,7 +327,7 @@ async fn copy_cells(
     catalog: &Catalog,
     rollup: u8,
     grain: Grain,
-    cells: &[(u64, i64)],
+    cells: &[(u64, i128)],
 ) -> Result<()> {
     let mut copy = conn
         .copy_in_raw(
@@ -387,11 +387,11 @@ pub async fn check_fully(
     let expected = store::rollup_cells(aggregates.cells());
     let rows = sqlx::query(
         "SELECT rollup, grain, period, level, agency, sector, procedure, channel, \
-         applicant_type, metric, value FROM stats_rollup",
+         applicant_type, metric, value::text AS value FROM stats_rollup",
     )
     .fetch_all(pool)
     .await?;
-    let mut loaded: BTreeMap<(i16, String, NaiveDate, Vec<String>, String), i64> = BTreeMap::new();
+    let mut loaded: BTreeMap<(i16, String, NaiveDate, Vec<String>, String), i128> = BTreeMap::new();
     for row in rows {
         let dims = [
             "level",
@@ -412,10 +412,10 @@ pub async fn check_fully(
                 dims,
                 row.try_get("metric")?,
             ),
-            row.try_get("value")?,
+            row.try_get::<String, _>("value")?.parse::<i128>()?,
         );
     }
-    let expected: BTreeMap<(i16, String, NaiveDate, Vec<String>, String), i64> = expected
+    let expected: BTreeMap<(i16, String, NaiveDate, Vec<String>, String), i128> = expected
         .into_iter()
         .map(|(c, v)| {
             (
@@ -511,17 +511,17 @@ const FIGURES: usize = 11;
 
 fn figures_of(t: &Totals) -> [i64; FIGURES] {
     [
-        t.flow(Metric::Received),
-        t.flow(Metric::ReceivedDirect),
-        t.flow(Metric::ReceivedOnline),
-        t.flow(Metric::ReceivedPostal),
-        t.flow(Metric::Resolved),
-        t.flow(Metric::ResolvedEarly),
-        t.flow(Metric::ResolvedOnTime),
-        t.flow(Metric::ResolvedLate),
-        t.start(Metric::Pending),
-        t.end(Metric::Pending),
-        t.end(Metric::PendingOverdue),
+        t.flow_count(Metric::Received),
+        t.flow_count(Metric::ReceivedDirect),
+        t.flow_count(Metric::ReceivedOnline),
+        t.flow_count(Metric::ReceivedPostal),
+        t.flow_count(Metric::Resolved),
+        t.flow_count(Metric::ResolvedEarly),
+        t.flow_count(Metric::ResolvedOnTime),
+        t.flow_count(Metric::ResolvedLate),
+        t.start_count(Metric::Pending),
+        t.end_count(Metric::Pending),
+        t.end_count(Metric::PendingOverdue),
     ]
 }
 

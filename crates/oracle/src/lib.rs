@@ -51,9 +51,9 @@ struct Counts {
     with_fee: i64,
     with_fee_paid_online: i64,
     payments: i64,
-    amount: i64,
+    amount: i128,
     payments_online: i64,
-    amount_online: i64,
+    amount_online: i128,
     very: i64,
     satisfied: i64,
     unsatisfied: i64,
@@ -248,10 +248,10 @@ pub fn indicators(
                     ..
                 } => {
                     n.payments += 1;
-                    n.amount += amount_vnd;
+                    n.amount += i128::from(*amount_vnd);
                     if *channel != PaymentChannel::Counter {
                         n.payments_online += 1;
-                        n.amount_online += amount_vnd;
+                        n.amount_online += i128::from(*amount_vnd);
                     }
                 }
                 DossierEvent::SatisfactionRated { rating } => match rating {

@@ -17,19 +17,21 @@ use crate::start_of_day;
 /// the change of the stock's value from the start of that day on).
 ///
 /// Serialized as `{"slice": …, "deltas": [[date, metric, delta], …]}` so that it can be stored
-/// as JSON beside the aggregates.
+/// as JSON beside the aggregates. Deltas are `i128`, like every sum in this crate (see the crate
+/// docs): JSON numbers have no width, so a delta beyond `i64` is written and read exactly by
+/// `serde_json` (not through `serde_json::Value`, which holds at most 64 bits).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "ContributionRepr", into = "ContributionRepr")]
 pub struct Contribution {
     pub slice: Slice,
     /// Never holds a zero.
-    pub deltas: BTreeMap<(NaiveDate, Metric), i64>,
+    pub deltas: BTreeMap<(NaiveDate, Metric), i128>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct ContributionRepr {
     slice: Slice,
-    deltas: Vec<(NaiveDate, Metric, i64)>,
+    deltas: Vec<(NaiveDate, Metric, i128)>,
 }
 
 impl From<Contribution> for ContributionRepr {
@@ -56,17 +58,24 @@ impl From<ContributionRepr> for Contribution {
 
 impl Contribution {
     /// The delta of `metric` on `date` (0 when absent).
-    pub fn get(&self, date: NaiveDate, metric: Metric) -> i64 {
+    pub fn get(&self, date: NaiveDate, metric: Metric) -> i128 {
         self.deltas.get(&(date, metric)).copied().unwrap_or(0)
     }
 }
 
-fn add(deltas: &mut BTreeMap<(NaiveDate, Metric), i64>, date: NaiveDate, metric: Metric, v: i64) {
+fn add(
+    deltas: &mut BTreeMap<(NaiveDate, Metric), i128>,
+    date: NaiveDate,
+    metric: Metric,
+    v: impl Into<i128>,
+) {
+    let v: i128 = v.into();
     if v == 0 {
         return;
     }
     let entry = deltas.entry((date, metric)).or_insert(0);
-    *entry = entry.saturating_add(v);
+    // Exact: see the crate docs on why no sum of deltas reaches `i128`'s range.
+    *entry += v;
     if *entry == 0 {
         deltas.remove(&(date, metric));
     }
@@ -263,7 +272,7 @@ impl Facts {
         facts
     }
 
-    fn flows(&self, deltas: &mut BTreeMap<(NaiveDate, Metric), i64>) {
+    fn flows(&self, deltas: &mut BTreeMap<(NaiveDate, Metric), i128>) {
         let day = local_date(self.received_at);
         let mut count = |m: Metric, yes: bool| add(deltas, day, m, i64::from(yes));
         count(Metric::Received, true);
@@ -370,7 +379,7 @@ impl Facts {
     /// depends only on which business times and due times lie before that instant, so it can
     /// change only at the first day boundary after one of them: evaluating it there is the same
     /// as evaluating it at every day boundary.
-    fn stocks(&self, deltas: &mut BTreeMap<(NaiveDate, Metric), i64>) {
+    fn stocks(&self, deltas: &mut BTreeMap<(NaiveDate, Metric), i128>) {
         let days: BTreeSet<NaiveDate> = self
             .times
             .iter()
@@ -403,13 +412,13 @@ const STOCKS: [Metric; 4] = [
 pub fn diff(
     old: Option<&Contribution>,
     new: Option<&Contribution>,
-) -> Vec<(Slice, NaiveDate, Metric, i64)> {
-    let mut sum: BTreeMap<(&Slice, NaiveDate, Metric), i64> = BTreeMap::new();
-    for (sign, c) in [(-1i64, old), (1, new)] {
+) -> Vec<(Slice, NaiveDate, Metric, i128)> {
+    let mut sum: BTreeMap<(&Slice, NaiveDate, Metric), i128> = BTreeMap::new();
+    for (sign, c) in [(-1i128, old), (1, new)] {
         let Some(c) = c else { continue };
         for ((date, metric), v) in &c.deltas {
             let entry = sum.entry((&c.slice, *date, *metric)).or_insert(0);
-            *entry = entry.saturating_add(sign.saturating_mul(*v));
+            *entry += sign * *v;
         }
     }
     sum.into_iter()

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::metric::Metric;
-use crate::totals::Totals;
+use crate::totals::{Totals, count};
 
 /// A rate reported with its numerator and denominator. Absent (no value) when the denominator
 /// is 0: "absent, not 0% or 100%". Serialized as `{"numerator", "denominator", "percent"}`,
@@ -154,12 +154,13 @@ pub struct PaymentFigures {
     pub rate: Rate,
     /// Transactions in the period (by payment date), every channel.
     pub transactions: i64,
-    /// Amount paid in the period, VND, every channel.
-    pub amount_vnd: i64,
+    /// Amount paid in the period, VND, every channel. `i128`: a sum of many payments can pass
+    /// `i64` (counts cannot: see [`indicators`]).
+    pub amount_vnd: i128,
     /// Online transactions in the period.
     pub online_transactions: i64,
     /// Amount paid online in the period, VND.
-    pub online_amount_vnd: i64,
+    pub online_amount_vnd: i128,
 }
 
 /// S12: satisfaction, by rating date.
@@ -208,8 +209,25 @@ pub struct Indicators {
     pub electronic_transfer: Rate,
 }
 
+/// The figures of [`Totals`] as counts ([`Totals::flow_count`]); amounts are read from the
+/// totals in their own width.
+struct Counts<'a>(&'a Totals);
+
+impl Counts<'_> {
+    fn flow(&self, m: Metric) -> i64 {
+        self.0.flow_count(m)
+    }
+    fn start(&self, m: Metric) -> i64 {
+        self.0.start_count(m)
+    }
+    fn end(&self, m: Metric) -> i64 {
+        self.0.end_count(m)
+    }
+}
+
 /// Computes S1–S13 (S5 apart) from a period's totals.
-pub fn indicators(t: &Totals) -> Indicators {
+pub fn indicators(totals: &Totals) -> Indicators {
+    let t = &Counts(totals);
     let received = t.flow(Metric::Received);
     let resolved = t.flow(Metric::Resolved);
     let late = t.flow(Metric::ResolvedLate);
@@ -271,9 +289,9 @@ pub fn indicators(t: &Totals) -> Indicators {
                 t.flow(Metric::ReceivedWithFee),
             ),
             transactions: t.flow(Metric::Payments),
-            amount_vnd: t.flow(Metric::PaymentAmountVnd),
+            amount_vnd: totals.flow(Metric::PaymentAmountVnd),
             online_transactions: t.flow(Metric::PaymentsOnline),
-            online_amount_vnd: t.flow(Metric::PaymentAmountOnlineVnd),
+            online_amount_vnd: totals.flow(Metric::PaymentAmountOnlineVnd),
         },
         satisfaction: SatisfactionFigures {
             rate: Rate::new(very + satisfied, very + satisfied + unsatisfied),
@@ -288,10 +306,15 @@ pub fn indicators(t: &Totals) -> Indicators {
 /// S5: each group's share of the late dossiers (resolved late in the period) of all the groups
 /// given — typically one group per sector over the same period and filter.
 pub fn late_shares<K: Ord + Clone>(groups: &BTreeMap<K, Totals>) -> BTreeMap<K, Rate> {
-    let all: i64 = groups.values().map(|t| t.flow(Metric::ResolvedLate)).sum();
+    let all: i128 = groups.values().map(|t| t.flow(Metric::ResolvedLate)).sum();
     groups
         .iter()
-        .map(|(k, t)| (k.clone(), Rate::new(t.flow(Metric::ResolvedLate), all)))
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                Rate::new(count(t.flow(Metric::ResolvedLate)), count(all)),
+            )
+        })
         .collect()
 }
 

@@ -13,6 +13,14 @@
 //!   turns them into S1–S13, [`Indicators::check`] verifies the identities, [`targets`] is S14.
 //! - [`reports`] holds forms II.06a, Biểu mẫu 3 §3, Biểu mẫu 7 §6 and the 766 scorecard.
 //!
+//! Every delta and every sum of deltas is an `i128`, added with plain (exact) arithmetic, never
+//! saturating. Why it cannot overflow: a delta comes from one event (a payment's amount, at
+//! most `i64::MAX`; a count or a stock change, `±1`), and a sum adds at most two deltas per
+//! event of the log (a [`diff`] subtracts the old contribution), whose positions are `i64`. So
+//! every sum is below `2 × 2^63 × 2^63 = 2^127`: within `i128` whatever the number of dossiers.
+//! Counts are handed out as `i64` ([`Totals::flow_count`]); amounts keep the full width
+//! ([`PaymentFigures`]).
+//!
 //! No I/O: everything here is a function of its arguments.
 
 mod contribution;

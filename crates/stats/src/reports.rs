@@ -90,10 +90,10 @@ pub fn bieu_mau_3_section_3(by_level: &BTreeMap<Level, Totals>) -> [OnTimeRow; 3
     let row = |code: &'static str, level: Level| {
         let (early, on_time, late, resolved) = by_level.get(&level).map_or((0, 0, 0, 0), |t| {
             (
-                t.flow(Metric::ResolvedEarly),
-                t.flow(Metric::ResolvedOnTime),
-                t.flow(Metric::ResolvedLate),
-                t.flow(Metric::Resolved),
+                t.flow_count(Metric::ResolvedEarly),
+                t.flow_count(Metric::ResolvedOnTime),
+                t.flow_count(Metric::ResolvedLate),
+                t.flow_count(Metric::Resolved),
             )
         });
         OnTimeRow {
@@ -133,9 +133,9 @@ pub fn bieu_mau_7_section_6(t: &Totals) -> [OnlineShareRow; 2] {
     let row = |code, online_level, all: Metric, online: Metric| OnlineShareRow {
         code,
         online_level,
-        received: t.flow(all),
-        received_online: t.flow(online),
-        rate: Rate::new(t.flow(online), t.flow(all)),
+        received: t.flow_count(all),
+        received_online: t.flow_count(online),
+        rate: Rate::new(t.flow_count(online), t.flow_count(all)),
     };
     [
         row(
@@ -241,8 +241,8 @@ impl Scorecard766 {
 /// supplement requests counts as overdue: in the denominator, not in the numerator.
 pub fn on_time_progress(t: &Totals) -> Rate {
     Rate::new(
-        t.flow(Metric::Resolved766InTime) + t.end(Metric::Pending766WithinTime),
-        t.flow(Metric::Resolved) + t.end(Metric::Pending),
+        t.flow_count(Metric::Resolved766InTime) + t.end_count(Metric::Pending766WithinTime),
+        t.flow_count(Metric::Resolved) + t.end_count(Metric::Pending),
     )
 }
 

@@ -17,11 +17,11 @@ pub struct Totals {
     pub from: NaiveDate,
     pub to: NaiveDate,
     /// Flow metrics only; absent means 0.
-    pub flows: BTreeMap<Metric, i64>,
+    pub flows: BTreeMap<Metric, i128>,
     /// Stock metrics at `from` 00:00 local; absent means 0.
-    pub at_start: BTreeMap<Metric, i64>,
+    pub at_start: BTreeMap<Metric, i128>,
     /// Stock metrics at `to` 00:00 local; absent means 0.
-    pub at_end: BTreeMap<Metric, i64>,
+    pub at_end: BTreeMap<Metric, i128>,
 }
 
 impl Totals {
@@ -40,7 +40,7 @@ impl Totals {
     pub fn from_deltas(
         from: NaiveDate,
         to: NaiveDate,
-        deltas: impl IntoIterator<Item = (NaiveDate, Metric, i64)>,
+        deltas: impl IntoIterator<Item = (NaiveDate, Metric, i128)>,
     ) -> Totals {
         let mut totals = Totals::empty(from, to);
         for (date, metric, delta) in deltas {
@@ -50,10 +50,9 @@ impl Totals {
     }
 
     /// Counts one day delta where it belongs.
-    pub fn add_delta(&mut self, date: NaiveDate, metric: Metric, delta: i64) {
-        let bump = |map: &mut BTreeMap<Metric, i64>| {
-            let v = map.entry(metric).or_insert(0);
-            *v = v.saturating_add(delta);
+    pub fn add_delta(&mut self, date: NaiveDate, metric: Metric, delta: i128) {
+        let bump = |map: &mut BTreeMap<Metric, i128>| {
+            *map.entry(metric).or_insert(0) += delta;
         };
         match metric.kind() {
             MetricKind::Flow => {
@@ -80,26 +79,49 @@ impl Totals {
             (&mut self.at_end, &other.at_end),
         ] {
             for (metric, v) in theirs {
-                let entry = mine.entry(*metric).or_insert(0);
-                *entry = entry.saturating_add(*v);
+                *mine.entry(*metric).or_insert(0) += *v;
             }
         }
     }
 
     /// A flow metric's sum over the period (0 for a stock metric).
-    pub fn flow(&self, metric: Metric) -> i64 {
+    pub fn flow(&self, metric: Metric) -> i128 {
         self.flows.get(&metric).copied().unwrap_or(0)
     }
 
     /// A stock metric at the start of the period (0 for a flow metric).
-    pub fn start(&self, metric: Metric) -> i64 {
+    pub fn start(&self, metric: Metric) -> i128 {
         self.at_start.get(&metric).copied().unwrap_or(0)
     }
 
     /// A stock metric at the end of the period (0 for a flow metric).
-    pub fn end(&self, metric: Metric) -> i64 {
+    pub fn end(&self, metric: Metric) -> i128 {
         self.at_end.get(&metric).copied().unwrap_or(0)
     }
+
+    /// [`Totals::flow`] of a metric that counts dossiers or events (not an amount), as `i64`
+    /// (see [`count`]).
+    pub fn flow_count(&self, metric: Metric) -> i64 {
+        count(self.flow(metric))
+    }
+
+    /// [`Totals::start`] as a count (see [`count`]).
+    pub fn start_count(&self, metric: Metric) -> i64 {
+        count(self.start(metric))
+    }
+
+    /// [`Totals::end`] as a count (see [`count`]).
+    pub fn end_count(&self, metric: Metric) -> i64 {
+        count(self.end(metric))
+    }
+}
+
+/// A count as `i64`. A count is a sum of at most one `±1` per dossier or event, so its
+/// magnitude is at most the number of events in the log, whose positions are `i64`: it always
+/// fits. A value outside `i64` means corrupt aggregates (`projection verify` lists them); it is
+/// clamped to the nearest bound rather than wrapped.
+pub(crate) fn count(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Aggregated deltas per `(slice, date, metric)`, kept exact by applying [`crate::diff`]s: the
@@ -107,7 +129,7 @@ impl Totals {
 /// aggregates holding the same figures are equal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Aggregates {
-    cells: BTreeMap<Slice, BTreeMap<(NaiveDate, Metric), i64>>,
+    cells: BTreeMap<Slice, BTreeMap<(NaiveDate, Metric), i128>>,
 }
 
 impl Aggregates {
@@ -116,13 +138,13 @@ impl Aggregates {
     }
 
     /// Adds one delta.
-    pub fn add(&mut self, slice: &Slice, date: NaiveDate, metric: Metric, delta: i64) {
+    pub fn add(&mut self, slice: &Slice, date: NaiveDate, metric: Metric, delta: i128) {
         if delta == 0 {
             return;
         }
         let cells = self.cells.entry(slice.clone()).or_default();
         let v = cells.entry((date, metric)).or_insert(0);
-        *v = v.saturating_add(delta);
+        *v += delta;
         if *v == 0 {
             cells.remove(&(date, metric));
             if cells.is_empty() {
@@ -132,7 +154,7 @@ impl Aggregates {
     }
 
     /// Applies the output of [`crate::diff`].
-    pub fn apply(&mut self, diff: &[(Slice, NaiveDate, Metric, i64)]) {
+    pub fn apply(&mut self, diff: &[(Slice, NaiveDate, Metric, i128)]) {
         for (slice, date, metric, delta) in diff {
             self.add(slice, *date, *metric, *delta);
         }
@@ -146,7 +168,7 @@ impl Aggregates {
     }
 
     /// Every non-zero cell.
-    pub fn cells(&self) -> impl Iterator<Item = (&Slice, NaiveDate, Metric, i64)> {
+    pub fn cells(&self) -> impl Iterator<Item = (&Slice, NaiveDate, Metric, i128)> {
         self.cells.iter().flat_map(|(slice, cells)| {
             cells
                 .iter()
@@ -193,5 +215,38 @@ impl Aggregates {
             }
         }
         groups
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_past_i64_stay_exact() {
+        let slice = Slice {
+            level: domain::Level::Province,
+            agency: domain::AgencyCode::parse("H40").unwrap(),
+            sector: domain::SectorCode::parse("land").unwrap(),
+            procedure: domain::ProcedureCode::parse("1.001").unwrap(),
+            channel: domain::Channel::Online,
+            applicant_type: domain::ApplicantType::Citizen,
+        };
+        let day = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let mut aggregates = Aggregates::new();
+        for _ in 0..10_000 {
+            aggregates.add(
+                &slice,
+                day,
+                Metric::PaymentAmountVnd,
+                i128::from(domain::MAX_AMOUNT_VND),
+            );
+        }
+        let totals = aggregates.totals(day, day.succ_opt().unwrap(), |_| true);
+        let expected = 10_000 * i128::from(domain::MAX_AMOUNT_VND);
+        assert!(expected > i128::from(i64::MAX));
+        assert_eq!(totals.flow(Metric::PaymentAmountVnd), expected);
+        let i = crate::indicators(&totals);
+        assert_eq!(i.payment.amount_vnd, expected);
     }
 }

@@ -20,6 +20,8 @@ pub struct IndicatorsAnswer {
     pub total: Indicators,
     pub targets: Vec<TargetCheck>,
     pub groups: Vec<GroupAnswer>,
+    /// Live figures: dossiers the projection failed to apply so far, not counted (any slice).
+    pub dossiers_not_counted: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,7 +42,12 @@ pub async fn indicators(
     targets: &Targets,
 ) -> Result<IndicatorsAnswer, QueryError> {
     let groups = figures(pool, query, source).await?;
-    Ok(indicators_of(query, &groups, targets))
+    let mut answer = indicators_of(query, &groups, targets);
+    if source == Source::Live {
+        let failing = crate::store::failing_dossiers(pool).await?;
+        answer.dossiers_not_counted = u64::try_from(failing).unwrap_or(0);
+    }
+    Ok(answer)
 }
 
 /// [`indicators`] from figures already at hand.
@@ -77,6 +84,7 @@ pub fn indicators_of(
         total,
         targets: stats::targets(&total, targets),
         groups,
+        dossiers_not_counted: 0,
     }
 }
 

@@ -3,12 +3,20 @@
 //! acks. A redelivery or a restart re-applies a dossier, which changes nothing once applied.
 //! Several instances may share the durable consumer: the server splits the messages, and the
 //! row lock of the apply step serializes the work on one dossier.
+//!
+//! A dossier whose apply fails is never silently left out: each failure is recorded in
+//! `projection_failures` ([`store::record_failure`], its own transaction), the message is
+//! negatively acknowledged with a delay that doubles with the dossier's failed attempts
+//! ([`ConsumerConfig::failure_delay`], bounded), and [`ConsumerStatus`] counts the failing
+//! dossiers (the service reports NOT_SERVING while there is one; `projection verify` lists
+//! them). The row goes in the transaction of the next successful apply.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use eventlog::EventLog;
 use futures::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{self, Applied};
@@ -31,6 +39,13 @@ pub struct ConsumerConfig {
     pub pull_batch: usize,
     /// The longest wait between attempts when NATS or PostgreSQL is unavailable.
     pub max_backoff: Duration,
+    /// The redelivery delay after a dossier's first failed apply; doubled at each further
+    /// failure of the same dossier, up to [`ConsumerConfig::max_failure_delay`].
+    pub first_failure_delay: Duration,
+    pub max_failure_delay: Duration,
+    /// How often the failing-dossier count is read again from the database (another instance
+    /// may have applied a dossier this one saw failing).
+    pub status_refresh: Duration,
 }
 
 impl ConsumerConfig {
@@ -42,7 +57,19 @@ impl ConsumerConfig {
             ack_wait: Duration::from_secs(30),
             pull_batch: 32,
             max_backoff: Duration::from_secs(5),
+            first_failure_delay: Duration::from_secs(1),
+            max_failure_delay: Duration::from_secs(300),
+            status_refresh: Duration::from_secs(10),
         }
+    }
+
+    /// The redelivery delay after a dossier's `attempts`-th failed apply in a row (1, 2, …):
+    /// `first_failure_delay × 2^(attempts − 1)`, at most `max_failure_delay`.
+    pub fn failure_delay(&self, attempts: i64) -> Duration {
+        let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        self.first_failure_delay
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_failure_delay)
     }
 
     /// The durable pull consumer's configuration (only what NATS 2.9 supports).
@@ -58,20 +85,49 @@ impl ConsumerConfig {
     }
 }
 
+/// What the consumer reports, as plain values: the service's health reads it, and the metrics
+/// named in the comments export it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerStatus {
+    /// Dossiers with a failed apply not yet followed by a successful one (rows of
+    /// `projection_failures`, all instances): their figures are missing.
+    /// `motcua_projection_failing_dossiers`.
+    pub failing_dossiers: u64,
+    /// Failed applies by this instance since it started.
+    /// `motcua_projection_apply_failures_total`.
+    pub apply_failures_total: u64,
+    /// The highest log position (`Dossier-Position`) of a message received.
+    /// `motcua_projection_stream_position`.
+    pub stream_position: i64,
+    /// The highest log position of a message applied and acknowledged.
+    /// `motcua_projection_applied_position`.
+    pub applied_position: i64,
+}
+
+impl ConsumerStatus {
+    /// Whether every dossier the consumer was given is in the figures (no apply failing).
+    pub fn is_healthy(&self) -> bool {
+        self.failing_dossiers == 0
+    }
+}
+
 /// Consumes until `shutdown` is cancelled. Errors of NATS or PostgreSQL are logged and retried
-/// with backoff; a message that could not be applied is not acked (negatively acknowledged),
-/// so the server delivers it again.
+/// with backoff; a message that could not be applied is negatively acknowledged with a growing
+/// delay, so the server delivers it again, and the failure is recorded (see the module docs).
+/// `status` is updated as messages are handled.
 pub async fn run(
     log: EventLog,
     js: jetstream::Context,
     config: ConsumerConfig,
+    status: watch::Sender<ConsumerStatus>,
     shutdown: CancellationToken,
 ) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(100);
     let mut backoff = FIRST_BACKOFF;
+    refresh_failing(&log, &status).await;
     while !shutdown.is_cancelled() {
         let mut consumed = false;
-        match consume(&log, &js, &config, &shutdown, &mut consumed).await {
+        match consume(&log, &js, &config, &status, &shutdown, &mut consumed).await {
             Ok(()) => return,
             Err(e) => {
                 if consumed {
@@ -95,6 +151,7 @@ async fn consume(
     log: &EventLog,
     js: &jetstream::Context,
     config: &ConsumerConfig,
+    status: &watch::Sender<ConsumerStatus>,
     shutdown: &CancellationToken,
     consumed: &mut bool,
 ) -> Result<(), async_nats::Error> {
@@ -108,17 +165,47 @@ async fn consume(
         .messages()
         .await?;
     tracing::info!(stream = %config.stream, consumer = %config.durable, "projection consuming");
+    let mut refresh = tokio::time::interval(config.status_refresh);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
+            _ = refresh.tick() => {
+                refresh_failing(log, status).await;
+                continue;
+            }
             next = messages.next() => match next {
                 Some(message) => message?,
                 None => return Err("the consumer's message stream ended".into()),
             },
         };
-        handle(log, &message, config).await?;
+        handle(log, &message, config, status).await?;
         *consumed = true;
     }
+}
+
+/// Reads the failing-dossier count again (kept as it was when the database cannot answer).
+async fn refresh_failing(log: &EventLog, status: &watch::Sender<ConsumerStatus>) {
+    match store::failing_dossiers(log.pool()).await {
+        Ok(n) => {
+            let n = u64::try_from(n).unwrap_or(0);
+            status.send_if_modified(|s| {
+                let changed = s.failing_dossiers != n;
+                s.failing_dossiers = n;
+                changed
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the failing dossiers"),
+    }
+}
+
+/// The message's log position (`Dossier-Position`), if it carries a valid one.
+fn position(message: &jetstream::Message) -> Option<i64> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(relay::HEADER_POSITION))
+        .and_then(|v| v.as_str().parse().ok())
 }
 
 /// Applies one message's dossier and acks it once committed.
@@ -126,7 +213,16 @@ async fn handle(
     log: &EventLog,
     message: &jetstream::Message,
     config: &ConsumerConfig,
+    status: &watch::Sender<ConsumerStatus>,
 ) -> Result<(), async_nats::Error> {
+    let position = position(message);
+    if let Some(p) = position {
+        status.send_if_modified(|s| {
+            let changed = p > s.stream_position;
+            s.stream_position = s.stream_position.max(p);
+            changed
+        });
+    }
     let dossier_id = message
         .headers
         .as_ref()
@@ -148,12 +244,42 @@ async fn handle(
                 }
             }
             message.ack().await?;
+            let was_failing = status.borrow().failing_dossiers > 0;
+            if let Some(p) = position {
+                status.send_if_modified(|s| {
+                    let changed = p > s.applied_position;
+                    s.applied_position = s.applied_position.max(p);
+                    changed
+                });
+            }
+            if was_failing {
+                // This may have been one of them (its row went with the apply's commit).
+                refresh_failing(log, status).await;
+            }
         }
         Err(e) => {
-            tracing::warn!(%dossier_id, error = %e, "applying the dossier failed; redelivery asked");
-            message
-                .ack_with(AckKind::Nak(Some(config.max_backoff)))
-                .await?;
+            let delay = match store::record_failure(log.pool(), &dossier_id, &e).await {
+                Ok(attempts) => {
+                    let delay = config.failure_delay(attempts);
+                    tracing::error!(
+                        %dossier_id, attempts, error = %e, ?delay,
+                        "applying the dossier failed; its figures are missing until it applies"
+                    );
+                    delay
+                }
+                Err(record) => {
+                    // PostgreSQL is most likely unreachable: nothing can apply now.
+                    tracing::warn!(
+                        %dossier_id, error = %e, record_error = %record,
+                        "applying the dossier failed and the failure could not be recorded"
+                    );
+                    config.max_backoff
+                }
+            };
+            // Counted once recorded, so that a reader of the status finds the row.
+            status.send_modify(|s| s.apply_failures_total += 1);
+            refresh_failing(log, status).await;
+            message.ack_with(AckKind::Nak(Some(delay))).await?;
         }
     }
     Ok(())

@@ -394,7 +394,7 @@ mod tests {
         }
     }
 
-    fn totals(received: i64, early: i64, late: i64, pending: i64) -> Totals {
+    fn totals(received: i128, early: i128, late: i128, pending: i128) -> Totals {
         let mut t = Totals::empty(day(1), day(30));
         t.flows.insert(Metric::Received, received);
         t.flows.insert(Metric::ReceivedOnline, received);

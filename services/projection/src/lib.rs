@@ -41,7 +41,7 @@ use svc::config::{ConfigError, Env, Section};
 use svc::{App, Config, Listener, RunError, StartError, Tokens};
 use tokio_util::sync::CancellationToken;
 
-pub use consumer::ConsumerConfig;
+pub use consumer::{ConsumerConfig, ConsumerStatus};
 pub use service::Stats;
 pub use store::{Applied, ApplyError, QueryError, applied_version, apply_dossier};
 
@@ -123,6 +123,7 @@ pub struct Endpoints {
 #[derive(Debug)]
 pub struct ProjectionApp {
     app: App,
+    status: tokio::sync::watch::Receiver<ConsumerStatus>,
 }
 
 impl ProjectionApp {
@@ -154,6 +155,7 @@ impl ProjectionApp {
             Self::build_with(log, tokens, endpoints, jetstream::new(client), consumer).await?;
         Ok(ProjectionApp {
             app: built.app.metrics(metrics),
+            status: built.status,
         })
     }
 
@@ -172,6 +174,9 @@ impl ProjectionApp {
         let tokens = Arc::new(tokens);
         let app = App::new("projection").grpc(grpc);
         app.telemetry().pool(log.pool());
+        let status = tokio::sync::watch::Sender::new(ConsumerStatus::default());
+        register_status(app.telemetry(), status.subscribe());
+        let receiver = status.subscribe();
         let app = app
             .serve(StatsServiceServer::new(Stats::new(
                 log.pool().clone(),
@@ -184,14 +189,23 @@ impl ProjectionApp {
                 http::router(log.pool().clone(), tokens, endpoints.targets),
             )
             .task("consumer", move |stop| async move {
-                consumer::run(log, jetstream, consumer, stop).await;
+                consumer::run(log, jetstream, consumer, status, stop).await;
                 Ok::<(), std::convert::Infallible>(())
             });
-        Ok(ProjectionApp { app })
+        Ok(ProjectionApp {
+            app,
+            status: receiver,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.app.local_addr()
+    }
+
+    /// The consumer's status (failing dossiers, positions), updated while it runs: gRPC health
+    /// is NOT_SERVING while a dossier fails to apply.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<ConsumerStatus> {
+        self.status.clone()
     }
 
     /// The HTTP/JSON and CSV address.
@@ -210,4 +224,46 @@ impl ProjectionApp {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
         self.app.run_until_stopped(shutdown).await
     }
+}
+
+/// Exposes the consumer's status as metrics (`motcua_projection_*`) and as a health check that
+/// fails (gRPC health NOT_SERVING, `/healthz` 503) while a dossier fails to apply.
+fn register_status(
+    telemetry: &svc::Telemetry,
+    status: tokio::sync::watch::Receiver<ConsumerStatus>,
+) {
+    let s = status.clone();
+    telemetry.gauge_fn(
+        "motcua_projection_stream_position",
+        "the highest log position of a stream message this instance received",
+        move || s.borrow().stream_position,
+    );
+    let s = status.clone();
+    telemetry.gauge_fn(
+        "motcua_projection_applied_position",
+        "the highest log position this instance applied and acknowledged",
+        move || s.borrow().applied_position,
+    );
+    let s = status.clone();
+    telemetry.gauge_fn(
+        "motcua_projection_failing_dossiers",
+        "dossiers whose apply failed and has not succeeded since (missing from the figures)",
+        move || i64::try_from(s.borrow().failing_dossiers).unwrap_or(i64::MAX),
+    );
+    let s = status.clone();
+    telemetry.counter_fn(
+        "motcua_projection_apply_failures",
+        "failed applies by this instance since it started",
+        move || s.borrow().apply_failures_total,
+    );
+    telemetry.health_check("consumer", move || {
+        let failing = status.borrow().failing_dossiers;
+        if failing == 0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{failing} dossier(s) fail to apply and are missing from the figures: see projection_failures and `projection verify`"
+            ))
+        }
+    });
 }

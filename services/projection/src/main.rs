@@ -130,7 +130,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await
                 .context("verify")?;
             println!("{report}");
-            let ok = report.is_consistent() && (allow_lag || report.behind.is_empty());
+            let ok = report.passes(allow_lag);
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

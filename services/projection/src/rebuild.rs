@@ -284,9 +284,10 @@ fn decode(
 #[derive(Debug, Default)]
 struct Sink {
     ids: Vec<String>,
-    contributions: Vec<Option<serde_json::Value>>,
+    /// As JSON text: a `serde_json::Value` would hold a delta beyond 64 bits approximately.
+    contributions: Vec<Option<String>>,
     versions: Vec<i32>,
-    cells: BTreeMap<(Slice, NaiveDate, Metric), i64>,
+    cells: BTreeMap<(Slice, NaiveDate, Metric), i128>,
     dossiers: u64,
 }
 
@@ -301,7 +302,7 @@ impl Sink {
         let contribution: Option<Contribution> = stats::contribution(events);
         let json = contribution
             .as_ref()
-            .map(serde_json::to_value)
+            .map(serde_json::to_string)
             .transpose()
             .map_err(|e| RebuildError::Corrupt(format!("contribution of {dossier_id}: {e}")))?;
         if let Some(c) = contribution {
@@ -310,7 +311,7 @@ impl Sink {
                     .cells
                     .entry((c.slice.clone(), day, metric))
                     .or_insert(0);
-                *v = v.saturating_add(delta);
+                *v += delta;
             }
         }
         self.ids.push(dossier_id);
@@ -332,7 +333,8 @@ impl Sink {
         }
         sqlx::query(
             "INSERT INTO projection_contributions_next (dossier_id, contribution, version) \
-             SELECT * FROM UNNEST($1::text[], $2::jsonb[], $3::integer[])",
+             SELECT id, contribution::jsonb, version \
+             FROM UNNEST($1::text[], $2::text[], $3::integer[]) AS u (id, contribution, version)",
         )
         .bind(std::mem::take(&mut self.ids))
         .bind(std::mem::take(&mut self.contributions))
@@ -399,6 +401,11 @@ impl Shadow {
             "ALTER TABLE stats_rollup_next RENAME TO stats_rollup",
             "ALTER TABLE stats_rollup RENAME CONSTRAINT stats_rollup_next_pkey \
                TO stats_rollup_pkey",
+            // Every dossier of the snapshot is now in the figures: a failure recorded for one
+            // is over (those with later events are applied again below, and a failure there is
+            // recorded again).
+            "DELETE FROM projection_failures f USING projection_contributions c \
+               WHERE c.dossier_id = f.dossier_id",
         ] {
             sqlx::query(sql).execute(&mut *tx).await?;
         }
@@ -415,12 +422,16 @@ async fn reapply_after(pool: &PgPool, position: i64) -> Result<u64, RebuildError
             .await?;
     let log = EventLog::from_pool(pool.clone());
     for dossier_id in &ids {
-        store::apply_and_commit(&log, dossier_id)
-            .await
-            .map_err(|source| RebuildError::Reapply {
+        if let Err(source) = store::apply_and_commit(&log, dossier_id).await {
+            // Left for the consumer's redelivery: recorded, so that it is not silently missing.
+            if let Err(e) = store::record_failure(pool, dossier_id, &source).await {
+                tracing::warn!(%dossier_id, error = %e, "cannot record the failed re-apply");
+            }
+            return Err(RebuildError::Reapply {
                 dossier_id: dossier_id.clone(),
                 source,
-            })?;
+            });
+        }
     }
     Ok(ids.len() as u64)
 }

@@ -76,7 +76,7 @@ impl StatsService for Stats {
         let answer = answers::indicators(&self.pool, &query, source, &self.targets)
             .await
             .map_err(query_status)?;
-        let mut response = indicators_response(&answer);
+        let mut response = indicators_response(&answer)?;
         response.as_recorded_at = r.as_recorded_at;
         Ok(Response::new(response))
     }
@@ -177,9 +177,25 @@ fn pending(p: &stats::PendingFigures) -> Option<pb::PendingFigures> {
     })
 }
 
-/// The wire form of indicators.
-pub fn indicators_pb(i: &stats::Indicators) -> pb::Indicators {
-    pb::Indicators {
+/// An amount on the wire. The sums are exact (`i128`); one that does not fit in the proto's
+/// `int64` answers OUT_OF_RANGE with reason `amount_exceeds_int64` rather than a wrong number
+/// (the HTTP/JSON answer carries it exactly).
+fn amount_pb(field: &str, v: i128) -> Result<i64, Status> {
+    i64::try_from(v).map_err(|_| {
+        svc::status::with_reason(
+            tonic::Code::OutOfRange,
+            "amount_exceeds_int64",
+            format!(
+                "{field} is {v} VND, beyond int64; ask the HTTP/JSON API (/v1/indicators), \
+                 which carries it exactly"
+            ),
+        )
+    })
+}
+
+/// The wire form of indicators; OUT_OF_RANGE when an amount exceeds `int64` ([`amount_pb`]).
+pub fn indicators_pb(i: &stats::Indicators) -> Result<pb::Indicators, Status> {
+    Ok(pb::Indicators {
         received: i.received.total,
         received_online: i.received.online,
         received_direct: i.received.direct,
@@ -206,15 +222,18 @@ pub fn indicators_pb(i: &stats::Indicators) -> pb::Indicators {
         full_online_of_all: rate(i.online.full_online_of_all),
         online_payment: rate(i.payment.rate),
         payment_transactions: i.payment.transactions,
-        payment_amount_vnd: i.payment.amount_vnd,
+        payment_amount_vnd: amount_pb("payment_amount_vnd", i.payment.amount_vnd)?,
         online_payment_transactions: i.payment.online_transactions,
-        online_payment_amount_vnd: i.payment.online_amount_vnd,
+        online_payment_amount_vnd: amount_pb(
+            "online_payment_amount_vnd",
+            i.payment.online_amount_vnd,
+        )?,
         satisfaction: rate(i.satisfaction.rate),
         rated_very_satisfied: i.satisfaction.very_satisfied,
         rated_satisfied: i.satisfaction.satisfied,
         rated_unsatisfied: i.satisfaction.unsatisfied,
         electronic_transfer: rate(i.electronic_transfer),
-    }
+    })
 }
 
 fn targets_pb(checks: &[stats::TargetCheck]) -> Vec<pb::TargetCheck> {
@@ -246,31 +265,34 @@ fn day(d: NaiveDate) -> String {
 }
 
 /// The wire form of an indicators answer.
-pub fn indicators_response(a: &IndicatorsAnswer) -> pb::GetIndicatorsResponse {
-    pb::GetIndicatorsResponse {
+pub fn indicators_response(a: &IndicatorsAnswer) -> Result<pb::GetIndicatorsResponse, Status> {
+    Ok(pb::GetIndicatorsResponse {
         from: day(a.from),
         to: day(a.to),
-        total: Some(indicators_pb(&a.total)),
+        total: Some(indicators_pb(&a.total)?),
         targets: targets_pb(&a.targets),
         groups: a
             .groups
             .iter()
-            .map(|g| pb::IndicatorGroup {
-                key: g
-                    .key
-                    .iter()
-                    .map(|(d, v)| pb::GroupValue {
-                        dimension: dimension_pb(*d) as i32,
-                        value: v.clone(),
-                    })
-                    .collect(),
-                indicators: Some(indicators_pb(&g.indicators)),
-                targets: targets_pb(&g.targets),
-                late_share: rate(g.late_share),
+            .map(|g| {
+                Ok(pb::IndicatorGroup {
+                    key: g
+                        .key
+                        .iter()
+                        .map(|(d, v)| pb::GroupValue {
+                            dimension: dimension_pb(*d) as i32,
+                            value: v.clone(),
+                        })
+                        .collect(),
+                    indicators: Some(indicators_pb(&g.indicators)?),
+                    targets: targets_pb(&g.targets),
+                    late_share: rate(g.late_share),
+                })
             })
-            .collect(),
+            .collect::<Result<_, Status>>()?,
         as_recorded_at: None,
-    }
+        dossiers_not_counted: a.dossiers_not_counted,
+    })
 }
 
 fn report_pb(t: &Table, query: &stats::Query) -> pb::Report {

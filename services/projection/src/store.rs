@@ -43,7 +43,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// Locks the dossier's contribution row (`SELECT … FOR UPDATE`, inserting it first when
 /// missing), so that two instances never interleave on one dossier; then reads every event of
 /// the dossier, folds its [`stats::contribution`] again, and adds `new − old`
-/// ([`stats::diff`]) to every cell of `stats_rollup` it touches ([`rollup_cells`]), storing the new contribution and version. Because it
+/// ([`stats::diff`]) to every cell of `stats_rollup` it touches ([`rollup_cells`]), storing the
+/// new contribution and version, and deleting the dossier's row of `projection_failures` if
+/// any ([`record_failure`]). Because it
 /// recomputes from the log, applying twice, late or out of order changes nothing once applied:
 /// when the stored version is at least the log's, it returns [`Applied::UpToDate`].
 ///
@@ -60,13 +62,15 @@ pub async fn apply_dossier(
     .execute(&mut **tx)
     .await?;
     let row = sqlx::query(
-        "SELECT contribution, version FROM projection_contributions \
+        "SELECT contribution::text AS contribution, version FROM projection_contributions \
          WHERE dossier_id = $1 FOR UPDATE",
     )
     .bind(dossier_id)
     .fetch_one(&mut **tx)
     .await?;
-    let stored_json: Option<serde_json::Value> = row.try_get("contribution")?;
+    // As text, decoded straight into the contribution: a `serde_json::Value` would hold a
+    // number beyond 64 bits only approximately.
+    let stored_json: Option<String> = row.try_get("contribution")?;
     let stored_version: i32 = row.try_get("version")?;
 
     // Read after taking the lock: whatever another instance applied is committed by now, and
@@ -75,6 +79,11 @@ pub async fn apply_dossier(
     // concurrent applies cannot exhaust the pool.
     let events = load_events(tx, dossier_id).await?;
     let log_version = events.last().map_or(0, |(version, _)| *version);
+    // The dossier applies: whatever failure was recorded for it is over, with this commit.
+    sqlx::query("DELETE FROM projection_failures WHERE dossier_id = $1")
+        .bind(dossier_id)
+        .execute(&mut **tx)
+        .await?;
     if stored_version >= log_version {
         return Ok(Applied::UpToDate {
             version: stored_version,
@@ -84,7 +93,7 @@ pub async fn apply_dossier(
     let decoded: Vec<domain::Event> = events.into_iter().map(|(_, e)| e).collect();
     let new = stats::contribution(&decoded);
     let old: Option<Contribution> = stored_json
-        .map(serde_json::from_value)
+        .map(|text| serde_json::from_str(&text))
         .transpose()
         .map_err(|e| {
             ApplyError::Corrupt(format!("stored contribution of dossier {dossier_id}: {e}"))
@@ -92,11 +101,7 @@ pub async fn apply_dossier(
     let diff = stats::diff(old.as_ref(), new.as_ref());
     add_diff(tx, &diff).await?;
 
-    let new_json = new
-        .as_ref()
-        .map(serde_json::to_value)
-        .transpose()
-        .map_err(|e| ApplyError::Corrupt(format!("contribution of dossier {dossier_id}: {e}")))?;
+    let new_json = new.as_ref().map(sqlx::types::Json);
     sqlx::query(
         "UPDATE projection_contributions SET contribution = $2, version = $3 \
          WHERE dossier_id = $1",
@@ -149,10 +154,44 @@ async fn load_events(
 /// public so that tests and benchmarks can load aggregates exactly as apply writes them.
 pub async fn add_diff(
     tx: &mut PgTransaction<'_>,
-    diff: &[(stats::Slice, NaiveDate, Metric, i64)],
+    diff: &[(stats::Slice, NaiveDate, Metric, i128)],
 ) -> Result<(), sqlx::Error> {
     let cells = rollup_cells(diff.iter().map(|(s, d, m, v)| (s, *d, *m, *v)));
     upsert_cells(tx, "stats_rollup", &cells).await
+}
+
+/// Records a failed apply of `dossier_id` in `projection_failures`, in a transaction of its own
+/// (the apply's was rolled back), and returns how many applies of it have failed in a row.
+/// The row goes when an apply succeeds ([`apply_dossier`] deletes it in its transaction).
+pub async fn record_failure(
+    pool: &PgPool,
+    dossier_id: &str,
+    error: &ApplyError,
+) -> Result<i64, sqlx::Error> {
+    /// The stored error text is cut to this many characters.
+    const MAX_ERROR_CHARS: usize = 1000;
+    let text: String = error.to_string().chars().take(MAX_ERROR_CHARS).collect();
+    sqlx::query_scalar(
+        "INSERT INTO projection_failures \
+           (dossier_id, attempts, first_failed_at, last_failed_at, last_error) \
+         VALUES ($1, 1, clock_timestamp(), clock_timestamp(), $2) \
+         ON CONFLICT (dossier_id) DO UPDATE \
+           SET attempts = projection_failures.attempts + 1, \
+               last_failed_at = EXCLUDED.last_failed_at, \
+               last_error = EXCLUDED.last_error \
+         RETURNING attempts",
+    )
+    .bind(dossier_id)
+    .bind(text)
+    .fetch_one(pool)
+    .await
+}
+
+/// How many dossiers have a failed apply not yet followed by a successful one.
+pub async fn failing_dossiers(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM projection_failures")
+        .fetch_one(pool)
+        .await
 }
 
 /// [`apply_dossier`] in a transaction of its own, committed.
@@ -212,7 +251,7 @@ pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, To
         (&end_spans, 2, true),
     ] {
         for condition in span_conditions(spans, &mut dates) {
-            let values = ["0::bigint", "0::bigint", "0::bigint"]
+            let values = ["0::numeric", "0::numeric", "0::numeric"]
                 .iter()
                 .enumerate()
                 .map(|(k, zero)| if k == column { "value" } else { zero })
@@ -245,14 +284,14 @@ pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, To
     let sql = if legs.is_empty() {
         // An empty period cannot reach here (`to > from`), but keep the statement valid.
         format!(
-            "SELECT metric{groups}, 0::bigint, 0::bigint, 0::bigint FROM stats_rollup WHERE FALSE"
+            "SELECT metric{groups}, 0::numeric, 0::numeric, 0::numeric FROM stats_rollup WHERE FALSE"
         )
     } else {
         format!(
             "SELECT metric{groups}, \
-               COALESCE(SUM(f), 0)::bigint AS flow, \
-               COALESCE(SUM(s), 0)::bigint AS at_start, \
-               COALESCE(SUM(e), 0)::bigint AS at_end \
+               COALESCE(SUM(f), 0)::text AS flow, \
+               COALESCE(SUM(s), 0)::text AS at_start, \
+               COALESCE(SUM(e), 0)::text AS at_end \
              FROM ({}) AS spans(metric{groups}, f, s, e) \
              GROUP BY metric{groups}",
             legs.join(" UNION ALL ").replace(" FILTERS", &filters)
@@ -287,9 +326,9 @@ pub async fn query_reference(
     }
     let mut sql = format!(
         "{select}, \
-           COALESCE(SUM(value) FILTER (WHERE period >= $1 AND period < $2), 0)::bigint AS flow, \
-           COALESCE(SUM(value) FILTER (WHERE period <= $1), 0)::bigint AS at_start, \
-           COALESCE(SUM(value), 0)::bigint AS at_end \
+           COALESCE(SUM(value) FILTER (WHERE period >= $1 AND period < $2), 0)::text AS flow, \
+           COALESCE(SUM(value) FILTER (WHERE period <= $1), 0)::text AS at_start, \
+           COALESCE(SUM(value), 0)::text AS at_end \
          FROM stats_rollup WHERE rollup = {ALL_DIMENSIONS} AND grain = 'd' AND period <= $2"
     );
     let mut binds: Vec<&str> = Vec::new();
@@ -333,9 +372,9 @@ fn collect_groups(
             .iter()
             .map(|c| row.try_get::<String, _>(*c))
             .collect::<Result<GroupKey, _>>()?;
-        let flow: i64 = row.try_get("flow")?;
-        let start: i64 = row.try_get("at_start")?;
-        let end: i64 = row.try_get("at_end")?;
+        let flow = sum(&row, "flow")?;
+        let start = sum(&row, "at_start")?;
+        let end = sum(&row, "at_end")?;
         let (flow, start, end) = match metric.kind() {
             MetricKind::Flow => (flow, 0, 0),
             MetricKind::Stock => (0, start, end),
@@ -357,6 +396,18 @@ fn collect_groups(
         }
     }
     Ok(groups)
+}
+
+/// A sum of `stats_rollup.value` (`numeric`, read as its text: an integer of any size) as
+/// `i128`, wide enough for any sum the log can produce (see the `stats` crate docs).
+pub(crate) fn sum(row: &sqlx::postgres::PgRow, column: &str) -> Result<i128, QueryError> {
+    let text: String = row.try_get(column)?;
+    parse_sum(&text).ok_or_else(|| QueryError::Corrupt(format!("{column} = {text} is no integer")))
+}
+
+/// `numeric` text of an integer as `i128` (`None` for a fraction or beyond `i128`).
+pub fn parse_sum(text: &str) -> Option<i128> {
+    text.parse().ok()
 }
 
 /// One condition `grain = … AND period >= $n AND period < $m` per span, binding the bounds as
@@ -558,12 +609,13 @@ pub struct Cell<'a> {
 }
 
 /// Every rollup and grain cell the day deltas `(slice, day, metric, delta)` add to, with the
-/// summed delta; zero sums are left out. This is the one definition of what `stats_rollup`
-/// holds: apply, rebuild and verify all go through it.
+/// summed delta (exact `i128`: see the `stats` crate docs); zero sums are left out. Apply and
+/// rebuild write `stats_rollup` through it; verify does not (it expands its expected cells in
+/// SQL, independently: see [`crate::verify`]).
 pub fn rollup_cells<'a>(
-    deltas: impl IntoIterator<Item = (&'a Slice, NaiveDate, Metric, i64)>,
-) -> BTreeMap<Cell<'a>, i64> {
-    let mut cells: BTreeMap<Cell<'a>, i64> = BTreeMap::new();
+    deltas: impl IntoIterator<Item = (&'a Slice, NaiveDate, Metric, i128)>,
+) -> BTreeMap<Cell<'a>, i128> {
+    let mut cells: BTreeMap<Cell<'a>, i128> = BTreeMap::new();
     for (slice, day, metric, delta) in deltas {
         if delta == 0 {
             continue;
@@ -584,8 +636,7 @@ pub fn rollup_cells<'a>(
                     dims,
                     metric,
                 };
-                let v = cells.entry(cell).or_insert(0);
-                *v = v.saturating_add(delta);
+                *cells.entry(cell).or_insert(0) += delta;
             }
         }
     }
@@ -599,10 +650,10 @@ pub fn rollup_cells<'a>(
 pub(crate) async fn upsert_cells(
     conn: &mut sqlx::PgConnection,
     table: &str,
-    cells: &BTreeMap<Cell<'_>, i64>,
+    cells: &BTreeMap<Cell<'_>, i128>,
 ) -> Result<(), sqlx::Error> {
     const CHUNK: usize = 10_000;
-    let cells: Vec<(&Cell<'_>, &i64)> = cells.iter().collect();
+    let cells: Vec<(&Cell<'_>, &i128)> = cells.iter().collect();
     for chunk in cells.chunks(CHUNK) {
         let n = chunk.len();
         let mut rollups = Vec::with_capacity(n);
@@ -619,7 +670,8 @@ pub(crate) async fn upsert_cells(
                 dims[i].push(*v);
             }
             metrics.push(cell.metric.as_str());
-            values.push(**value);
+            // `numeric` has no binary form sqlx encodes from `i128`: bound as text, exact.
+            values.push(value.to_string());
         }
         let sql = format!(
             "INSERT INTO {table} \
@@ -627,7 +679,7 @@ pub(crate) async fn upsert_cells(
                 applicant_type, metric, value) \
              SELECT * FROM UNNEST($1::smallint[], $2::text[], $3::date[], $4::text[], \
                                   $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-                                  $10::text[], $11::bigint[]) \
+                                  $10::text[], $11::numeric[]) \
              ON CONFLICT (rollup, grain, period, level, agency, sector, procedure, channel, \
                           applicant_type, metric) \
              DO UPDATE SET value = {table}.value + EXCLUDED.value"

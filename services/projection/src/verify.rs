@@ -14,6 +14,23 @@
 //! - per cell: every cell of `stats_rollup`, every rollup and grain, equals the sum of the
 //!   recomputed contributions (missing cells count as 0).
 //!
+//! What verify shares with the code it checks, and what it computes independently:
+//!
+//! - shared: [`stats::contribution`], what one dossier contributes (its own oracle is the
+//!   `oracle` crate, which the `stats` model tests compare it with), and the list of rollups
+//!   ([`crate::store::ROLLUPS`], part of the table's definition);
+//! - independent: everything that adds. Apply adds `new − old` diffs ([`stats::diff`]) expanded
+//!   by [`crate::store::rollup_cells`] and upserted; rebuild sums contributions in memory and
+//!   goes through the same expansion. Verify sums each dossier's whole recomputed contribution
+//!   per slice, day and metric (checked `i128`: an overflow is an error, never a clamp) into a
+//!   temporary table, adds those rows up in PostgreSQL `numeric`, and expands them into every
+//!   rollup and grain with one `GROUP BY` in SQL (periods by `date_trunc`, dimensions outside a
+//!   rollup by the mask). A bug in the shared expansion or arithmetic therefore shows as cell
+//!   differences.
+//!
+//! Dossiers whose apply keeps failing (`projection_failures`, written by the consumer) are
+//! listed too ([`VerifyReport::failing`]): they are missing from the figures until they apply.
+//!
 //! Dossiers the projection has not yet applied up to the log's version are listed apart
 //! ([`VerifyReport::behind`]): that is lag, which the consumer catches up, not corruption. A
 //! projection at rest (the consumer caught up) is exact only when both lists are empty.
@@ -21,7 +38,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
@@ -40,6 +57,35 @@ pub enum VerifyError {
     /// A stored event does not decode: the log itself is unreadable here.
     #[error("undecodable event: {0}")]
     Corrupt(String),
+    /// A sum went beyond `i128`: impossible for a log of `i64` positions (see the `stats` crate
+    /// docs), so the contributions are corrupt.
+    #[error("a sum of contributions overflows i128 at {0}")]
+    Overflow(String),
+}
+
+/// A dossier the consumer could not apply (a row of `projection_failures`): its figures are
+/// missing until an apply succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failing {
+    pub dossier_id: String,
+    pub attempts: i64,
+    pub first_failed_at: DateTime<Utc>,
+    pub last_failed_at: DateTime<Utc>,
+    pub last_error: String,
+}
+
+impl fmt::Display for Failing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "failing     dossier {}: {} failed applies from {} to {}; last error: {}",
+            self.dossier_id,
+            self.attempts,
+            self.first_failed_at.to_rfc3339(),
+            self.last_failed_at.to_rfc3339(),
+            self.last_error
+        )
+    }
 }
 
 /// A dossier the projection has applied only up to an earlier version than the log's.
@@ -77,8 +123,8 @@ pub struct CellDifference {
     /// In [`stats::Dimension::ALL`] order; `""` outside the rollup.
     pub dims: [String; 6],
     pub metric: String,
-    pub expected: i64,
-    pub found: i64,
+    pub expected: i128,
+    pub found: i128,
 }
 
 /// What verification found.
@@ -89,6 +135,8 @@ pub struct VerifyReport {
     pub events: u64,
     pub dossiers: u64,
     pub behind: Vec<Behind>,
+    /// Dossiers whose apply keeps failing (see [`Failing`]).
+    pub failing: Vec<Failing>,
     pub dossier_differences: Vec<DossierDifference>,
     /// The first differing cells (up to the limit asked for), by rollup, grain, period, slice.
     pub cell_differences: Vec<CellDifference>,
@@ -103,9 +151,16 @@ impl VerifyReport {
         self.dossier_differences.is_empty() && self.cell_differences_total == 0
     }
 
-    /// Consistent and nothing behind: the figures are the log's, up to `position`.
+    /// Consistent, nothing failing and nothing behind: the figures are the log's, up to
+    /// `position`.
     pub fn is_exact(&self) -> bool {
-        self.is_consistent() && self.behind.is_empty()
+        self.is_consistent() && self.failing.is_empty() && self.behind.is_empty()
+    }
+
+    /// What `projection verify` exits 0 on: consistent, no dossier failing, and nothing behind
+    /// unless `allow_lag` (lag is the consumer catching up; a failing dossier is not).
+    pub fn passes(&self, allow_lag: bool) -> bool {
+        self.is_consistent() && self.failing.is_empty() && (allow_lag || self.behind.is_empty())
     }
 }
 
@@ -201,16 +256,20 @@ impl fmt::Display for VerifyReport {
         for b in &self.behind {
             writeln!(f, "{b}")?;
         }
+        for d in &self.failing {
+            writeln!(f, "{d}")?;
+        }
         write!(
             f,
             "verified {} events of {} dossiers up to position {}: {} dossier differences, {} cell \
-             differences, {} dossiers behind",
+             differences, {} dossiers behind, {} dossiers failing",
             self.events,
             self.dossiers,
             self.position,
             self.dossier_differences.len(),
             self.cell_differences_total,
-            self.behind.len()
+            self.behind.len(),
+            self.failing.len()
         )
     }
 }
@@ -247,6 +306,12 @@ pub async fn verify(pool: &PgPool, max_cells: usize) -> Result<VerifyReport, Ver
     .execute(&mut *expected)
     .await?;
     for sql in [
+        "CREATE TEMPORARY TABLE verify_daily \
+           (level text NOT NULL, agency text NOT NULL, sector text NOT NULL, \
+            procedure text NOT NULL, channel text NOT NULL, applicant_type text NOT NULL, \
+            day date NOT NULL, metric text NOT NULL, value numeric NOT NULL, \
+            PRIMARY KEY (level, agency, sector, procedure, channel, applicant_type, day, metric)) \
+           ON COMMIT DROP",
         "CREATE TEMPORARY TABLE verify_expected \
            (LIKE stats_rollup INCLUDING DEFAULTS) ON COMMIT DROP",
         "ALTER TABLE verify_expected ADD PRIMARY KEY \
@@ -260,11 +325,12 @@ pub async fn verify(pool: &PgPool, max_cells: usize) -> Result<VerifyReport, Ver
         position: head,
         ..VerifyReport::default()
     };
-    let mut cells: BTreeMap<(Slice, NaiveDate, Metric), i64> = BTreeMap::new();
+    let mut cells: BTreeMap<(Slice, NaiveDate, Metric), i128> = BTreeMap::new();
     {
         let mut rows = sqlx::query(
             "SELECT e.dossier_id, e.version, e.event_type, e.occurred_at, e.payload, \
-                    c.dossier_id IS NOT NULL AS has_row, c.version AS applied, c.contribution \
+                    c.dossier_id IS NOT NULL AS has_row, c.version AS applied, \
+                    c.contribution::text AS contribution \
              FROM events e \
              LEFT JOIN projection_contributions c \
                ON c.dossier_id = e.dossier_id AND e.version = 1 \
@@ -279,7 +345,7 @@ pub async fn verify(pool: &PgPool, max_cells: usize) -> Result<VerifyReport, Ver
             let version: i32 = row.try_get("version")?;
             if current.as_ref().is_none_or(|d| d.id != dossier_id) {
                 if let Some(done) = current.take() {
-                    done.check(&mut report, &mut cells);
+                    done.check(&mut report, &mut cells)?;
                     if cells.len() >= CELLS_IN_MEMORY {
                         flush(&mut expected, &mut cells).await?;
                     }
@@ -293,10 +359,11 @@ pub async fn verify(pool: &PgPool, max_cells: usize) -> Result<VerifyReport, Ver
             report.events += 1;
         }
         if let Some(done) = current.take() {
-            done.check(&mut report, &mut cells);
+            done.check(&mut report, &mut cells)?;
         }
     }
     flush(&mut expected, &mut cells).await?;
+    expand(&mut expected).await?;
 
     let unknown = sqlx::query(
         "SELECT dossier_id, version FROM projection_contributions c \
@@ -314,6 +381,21 @@ pub async fn verify(pool: &PgPool, max_cells: usize) -> Result<VerifyReport, Ver
             applied: row.try_get("version")?,
         });
     }
+    let failing = sqlx::query(
+        "SELECT dossier_id, attempts, first_failed_at, last_failed_at, last_error \
+         FROM projection_failures ORDER BY dossier_id",
+    )
+    .fetch_all(&mut *reader)
+    .await?;
+    for row in failing {
+        report.failing.push(Failing {
+            dossier_id: row.try_get("dossier_id")?,
+            attempts: row.try_get("attempts")?,
+            first_failed_at: row.try_get("first_failed_at")?,
+            last_failed_at: row.try_get("last_failed_at")?,
+            last_error: row.try_get("last_error")?,
+        });
+    }
     reader.rollback().await?;
 
     compare_cells(&mut expected, &mut report, max_cells).await?;
@@ -326,7 +408,8 @@ struct Dossier {
     id: String,
     has_row: bool,
     applied: i32,
-    stored: Option<serde_json::Value>,
+    /// The stored contribution's JSON text.
+    stored: Option<String>,
     events: Vec<(i32, domain::Event)>,
 }
 
@@ -348,8 +431,8 @@ impl Dossier {
     fn check(
         self,
         report: &mut VerifyReport,
-        cells: &mut BTreeMap<(Slice, NaiveDate, Metric), i64>,
-    ) {
+        cells: &mut BTreeMap<(Slice, NaiveDate, Metric), i128>,
+    ) -> Result<(), VerifyError> {
         report.dossiers += 1;
         let log = self.events.last().map_or(0, |(v, _)| *v);
         if self.applied > log {
@@ -378,7 +461,7 @@ impl Dossier {
         };
         let stored: Result<Option<Contribution>, String> = self
             .stored
-            .map(serde_json::from_value)
+            .map(|text| serde_json::from_str(&text))
             .transpose()
             .map_err(|e| e.to_string());
         match stored {
@@ -399,9 +482,12 @@ impl Dossier {
         if let Some(c) = recomputed {
             for ((day, metric), delta) in c.deltas {
                 let v = cells.entry((c.slice.clone(), day, metric)).or_insert(0);
-                *v = v.saturating_add(delta);
+                *v = v.checked_add(delta).ok_or_else(|| {
+                    VerifyError::Overflow(format!("{day} {metric} (dossier {})", self.id))
+                })?;
             }
         }
+        Ok(())
     }
 }
 
@@ -417,13 +503,82 @@ fn decode(row: &PgRow, dossier_id: &str, version: i32) -> Result<domain::Event, 
     })
 }
 
+/// Adds the day sums in memory to `verify_daily` (in `numeric`), and empties them.
 async fn flush(
     conn: &mut PgConnection,
-    cells: &mut BTreeMap<(Slice, NaiveDate, Metric), i64>,
+    cells: &mut BTreeMap<(Slice, NaiveDate, Metric), i128>,
 ) -> Result<(), sqlx::Error> {
-    let taken = std::mem::take(cells);
-    let rollup = store::rollup_cells(taken.iter().map(|((s, d, m), v)| (s, *d, *m, *v)));
-    store::upsert_cells(conn, "verify_expected", &rollup).await
+    const CHUNK: usize = 10_000;
+    let taken: Vec<_> = std::mem::take(cells).into_iter().collect();
+    for chunk in taken.chunks(CHUNK) {
+        let mut dims: [Vec<&str>; 6] = std::array::from_fn(|_| Vec::with_capacity(chunk.len()));
+        let mut days = Vec::with_capacity(chunk.len());
+        let mut metrics = Vec::with_capacity(chunk.len());
+        let mut values = Vec::with_capacity(chunk.len());
+        for ((slice, day, metric), value) in chunk {
+            for (i, d) in stats::Dimension::ALL.into_iter().enumerate() {
+                dims[i].push(d.value(slice));
+            }
+            days.push(*day);
+            metrics.push(metric.as_str());
+            values.push(value.to_string());
+        }
+        let [d0, d1, d2, d3, d4, d5] = dims;
+        sqlx::query(
+            "INSERT INTO verify_daily \
+               (level, agency, sector, procedure, channel, applicant_type, day, metric, value) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                  $6::text[], $7::date[], $8::text[], $9::numeric[]) \
+             ON CONFLICT (level, agency, sector, procedure, channel, applicant_type, day, metric) \
+             DO UPDATE SET value = verify_daily.value + EXCLUDED.value",
+        )
+        .bind(d0)
+        .bind(d1)
+        .bind(d2)
+        .bind(d3)
+        .bind(d4)
+        .bind(d5)
+        .bind(days)
+        .bind(metrics)
+        .bind(values)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Fills `verify_expected` from `verify_daily`: every rollup and grain, summed in `numeric` by
+/// PostgreSQL, without [`crate::store::rollup_cells`]. A dimension outside a rollup is `''`; a
+/// period is the first day of its month or year (`date_trunc`).
+async fn expand(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let rollups: Vec<i16> = store::ROLLUPS.iter().map(|r| i16::from(*r)).collect();
+    sqlx::query(
+        "INSERT INTO verify_expected \
+           (rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, \
+            metric, value) \
+         SELECT r.rollup, g.grain, \
+                CASE g.grain \
+                    WHEN 'd' THEN d.day \
+                    WHEN 'm' THEN date_trunc('month', d.day)::date \
+                    ELSE date_trunc('year', d.day)::date \
+                END, \
+                CASE WHEN r.rollup & 1 <> 0 THEN d.level ELSE '' END, \
+                CASE WHEN r.rollup & 2 <> 0 THEN d.agency ELSE '' END, \
+                CASE WHEN r.rollup & 4 <> 0 THEN d.sector ELSE '' END, \
+                CASE WHEN r.rollup & 8 <> 0 THEN d.procedure ELSE '' END, \
+                CASE WHEN r.rollup & 16 <> 0 THEN d.channel ELSE '' END, \
+                CASE WHEN r.rollup & 32 <> 0 THEN d.applicant_type ELSE '' END, \
+                d.metric, SUM(d.value) \
+         FROM verify_daily d \
+         CROSS JOIN UNNEST($1::smallint[]) AS r (rollup) \
+         CROSS JOIN (VALUES ('d'), ('m'), ('y')) AS g (grain) \
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 \
+         HAVING SUM(d.value) <> 0",
+    )
+    .bind(rollups)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Lists the cells where the expected and the live table differ (a missing cell is 0).
@@ -431,10 +586,11 @@ async fn compare_cells(
     conn: &mut PgConnection,
     report: &mut VerifyReport,
     max_cells: usize,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), VerifyError> {
     let mut rows = sqlx::query(
         "SELECT rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, \
-                metric, COALESCE(e.value, 0) AS expected, COALESCE(l.value, 0) AS found \
+                metric, COALESCE(e.value, 0)::text AS expected, \
+                COALESCE(l.value, 0)::text AS found \
          FROM verify_expected e \
          FULL JOIN stats_rollup l \
            USING (rollup, grain, period, level, agency, sector, procedure, channel, \
@@ -467,9 +623,19 @@ async fn compare_cells(
             period: row.try_get("period")?,
             dims: [a?, b?, c?, d?, e?, g?],
             metric: row.try_get("metric")?,
-            expected: row.try_get("expected")?,
-            found: row.try_get("found")?,
+            expected: numeric(&row, "expected")?,
+            found: numeric(&row, "found")?,
         });
     }
     Ok(())
+}
+
+/// A `numeric` integer read as text.
+fn numeric(row: &PgRow, column: &str) -> Result<i128, VerifyError> {
+    let text: String = row.try_get(column)?;
+    store::parse_sum(&text).ok_or_else(|| {
+        VerifyError::Corrupt(format!(
+            "stats_rollup holds {text}, not an integer within i128"
+        ))
+    })
 }

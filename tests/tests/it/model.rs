@@ -419,9 +419,10 @@ fn expected_indicators(i: &Indicators) -> pb::Indicators {
         full_online_of_all: rate_pb(i.online.full_online_of_all),
         online_payment: rate_pb(i.payment.rate),
         payment_transactions: i.payment.transactions,
-        payment_amount_vnd: i.payment.amount_vnd,
+        payment_amount_vnd: i64::try_from(i.payment.amount_vnd).expect("the model's amounts fit"),
         online_payment_transactions: i.payment.online_transactions,
-        online_payment_amount_vnd: i.payment.online_amount_vnd,
+        online_payment_amount_vnd: i64::try_from(i.payment.online_amount_vnd)
+            .expect("the model's amounts fit"),
         satisfaction: rate_pb(i.satisfaction.rate),
         rated_very_satisfied: i.satisfaction.very_satisfied,
         rated_satisfied: i.satisfaction.satisfied,

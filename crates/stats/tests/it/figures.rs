@@ -6,7 +6,7 @@ use stats::{Metric, Rate, Targets, Totals, indicators, late_shares, targets};
 
 use crate::support::*;
 
-fn totals(flows: &[(Metric, i64)], start: &[(Metric, i64)], end: &[(Metric, i64)]) -> Totals {
+fn totals(flows: &[(Metric, i128)], start: &[(Metric, i128)], end: &[(Metric, i128)]) -> Totals {
     Totals {
         from: date(2024, 1, 1),
         to: date(2024, 7, 1),

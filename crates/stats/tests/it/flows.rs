@@ -135,7 +135,7 @@ fn resolution_is_early_on_time_or_late_against_the_due_time_on_the_resolution_da
             Metric::ResolvedOnTime,
             Metric::ResolvedLate,
         ] {
-            assert_eq!(c.get(day, m), i64::from(m == expected), "{at} {m}");
+            assert_eq!(c.get(day, m), i128::from(m == expected), "{at} {m}");
         }
         let t = indicators(&totals_of([&life], day, day.succ_opt().unwrap()));
         assert!(t.check().is_empty(), "{:?}", t.check());
@@ -262,10 +262,10 @@ fn components_count_as_digitized_when_each_is_scanned_or_reused() {
         let day = date(2024, 3, 4);
         assert_eq!(
             c.get(day, Metric::ReceivedAllDigitized),
-            i64::from(all),
+            i128::from(all),
             "{digitized:?} {reused:?}"
         );
-        assert_eq!(c.get(day, Metric::ReceivedReused), i64::from(any_reused));
+        assert_eq!(c.get(day, Metric::ReceivedReused), i128::from(any_reused));
     }
 }
 

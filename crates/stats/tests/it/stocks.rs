@@ -5,9 +5,9 @@ use stats::{Metric, indicators};
 
 use crate::support::*;
 
-const PENDING_WITHIN: [i64; 4] = [1, 1, 0, 1];
-const PENDING_OVERDUE: [i64; 4] = [1, 0, 1, 0];
-const NOT_PENDING: [i64; 4] = [0, 0, 0, 0];
+const PENDING_WITHIN: [i128; 4] = [1, 1, 0, 1];
+const PENDING_OVERDUE: [i128; 4] = [1, 0, 1, 0];
+const NOT_PENDING: [i128; 4] = [0, 0, 0, 0];
 
 #[test]
 fn a_dossier_is_pending_from_the_first_day_start_after_its_reception() {

@@ -212,7 +212,7 @@ pub fn totals_of<'a>(
 }
 
 /// The stock `metric` of one contribution at the start of `day`.
-pub fn stock_at(c: &Contribution, metric: Metric, day: NaiveDate) -> i64 {
+pub fn stock_at(c: &Contribution, metric: Metric, day: NaiveDate) -> i128 {
     c.deltas
         .iter()
         .filter(|((d, m), _)| *m == metric && *d <= day)
@@ -221,7 +221,7 @@ pub fn stock_at(c: &Contribution, metric: Metric, day: NaiveDate) -> i64 {
 }
 
 /// The four stocks (pending, within time, overdue, 766 within time) at the start of `day`.
-pub fn stocks_at(c: &Contribution, day: NaiveDate) -> [i64; 4] {
+pub fn stocks_at(c: &Contribution, day: NaiveDate) -> [i128; 4] {
     [
         stock_at(c, Metric::Pending, day),
         stock_at(c, Metric::PendingWithinTime, day),
@@ -231,7 +231,7 @@ pub fn stocks_at(c: &Contribution, day: NaiveDate) -> [i64; 4] {
 }
 
 /// The flow deltas of one contribution: (date, metric, delta), flows only.
-pub fn flows(c: &Contribution) -> Vec<(NaiveDate, Metric, i64)> {
+pub fn flows(c: &Contribution) -> Vec<(NaiveDate, Metric, i128)> {
     c.deltas
         .iter()
         .filter(|((_, m), _)| m.kind() == stats::MetricKind::Flow)

@@ -4,6 +4,8 @@
 mod support;
 
 mod crash;
+mod failing;
+mod overflow;
 mod rebuild;
 mod rollup;
 mod verify;

@@ -207,7 +207,7 @@ async fn migration_30002_carries_the_day_figures_over_into_every_rollup() {
             .bind(c.slice.channel.as_str())
             .bind(c.slice.applicant_type.as_str())
             .bind(metric.as_str())
-            .bind(delta)
+            .bind(i64::try_from(*delta).unwrap())
             .execute(&db.pool)
             .await
             .unwrap();
@@ -230,4 +230,96 @@ async fn migration_30002_carries_the_day_figures_over_into_every_rollup() {
         .await
         .unwrap();
     assert_eq!(old, None, "stats_daily is dropped");
+}
+
+/// Migration 30003 on a deployment with `bigint` figures in `stats_rollup`: every value,
+/// `i64::MAX` included, converts exactly to `numeric`, queries answer what they answered, and
+/// the failures table is there.
+#[tokio::test]
+async fn migration_30003_converts_the_figures_exactly() {
+    let db = testkit::TestDb::new().await;
+    let log = eventlog::EventLog::from_pool(db.pool.clone());
+    log.migrate().await.unwrap();
+    let mut before = sqlx::migrate!("./migrations");
+    before.set_ignore_missing(true);
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 30003)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&db.pool).await.unwrap();
+
+    let mut rng = Rng::new(30003);
+    let mut model = Aggregates::new();
+    let contributions: Vec<_> = (0..120)
+        .map(|_| random_contribution(&mut rng, date(2022, 10, 1), date(2025, 4, 1)))
+        .collect();
+    for c in &contributions {
+        model.add_contribution(c);
+    }
+    let cells = store::rollup_cells(model.cells());
+    for (cell, value) in &cells {
+        sqlx::query(
+            "INSERT INTO stats_rollup (rollup, grain, period, level, agency, sector, procedure, \
+                                       channel, applicant_type, metric, value) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(i16::from(cell.rollup))
+        .bind(cell.grain.code())
+        .bind(cell.period)
+        .bind(cell.dims[0])
+        .bind(cell.dims[1])
+        .bind(cell.dims[2])
+        .bind(cell.dims[3])
+        .bind(cell.dims[4])
+        .bind(cell.dims[5])
+        .bind(cell.metric.as_str())
+        .bind(i64::try_from(*value).unwrap())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    // The largest value `bigint` held: a cell of a metric no contribution above uses.
+    sqlx::query(
+        "INSERT INTO stats_rollup (rollup, grain, period, level, agency, sector, procedure, \
+                                   channel, applicant_type, metric, value) \
+         VALUES (0, 'y', '2019-01-01', '', '', '', '', '', '', 'payment_amount_online_vnd', $1)",
+    )
+    .bind(i64::MAX)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    store::migrate(&db.pool).await.unwrap();
+    let kind: String = sqlx::query_scalar(
+        "SELECT data_type FROM information_schema.columns \
+         WHERE table_name = 'stats_rollup' AND column_name = 'value'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(kind, "numeric");
+    for i in 0..60 {
+        let query = random_query(&mut rng);
+        let expected = normal(model.query(&query));
+        assert_eq!(
+            store::query(&db.pool, &query).await.unwrap(),
+            expected,
+            "query {i}: {query:?}"
+        );
+    }
+    let old = Query {
+        from: date(2019, 1, 1),
+        to: date(2020, 1, 1),
+        filter: SliceFilter::default(),
+        group_by: Vec::new(),
+    };
+    let answer = store::query(&db.pool, &old).await.unwrap();
+    assert_eq!(
+        answer[&Vec::<String>::new()].flow(stats::Metric::PaymentAmountOnlineVnd),
+        i128::from(i64::MAX)
+    );
+    assert_eq!(store::failing_dossiers(&db.pool).await.unwrap(), 0);
 }

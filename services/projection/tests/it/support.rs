@@ -53,7 +53,7 @@ pub fn random_contribution(rng: &mut Rng, from: NaiveDate, to: NaiveDate) -> Con
     for _ in 0..1 + rng.below(4) {
         let metric = *rng.pick(&flows);
         let v = if metric == Metric::PaymentAmountVnd {
-            1000 * (1 + rng.below(500) as i64)
+            1000 * (1 + i128::from(rng.below(500)))
         } else {
             1
         };
@@ -244,4 +244,48 @@ pub async fn answers(pool: &sqlx::PgPool) -> Vec<BTreeMap<GroupKey, Totals>> {
         out.push(projection::store::query(pool, &q).await.expect("query"));
     }
     out
+}
+
+/// Appends to the log, as an import would and bypassing every request bound: a reception on
+/// `day` of a dossier of profile `kind`, a fee, and `payments` payments of `amount_vnd` each
+/// on that day (every other one online). Returns the dossier's version.
+pub async fn append_paid_dossier(
+    log: &EventLog,
+    dossier_id: &str,
+    kind: usize,
+    day: NaiveDate,
+    payments: usize,
+    amount_vnd: i64,
+) -> u32 {
+    let mut events = vec![
+        received_event(kind, day),
+        new_event(
+            domain::DossierEvent::FeeAssessed {
+                amount_vnd,
+                kind: domain::FeeKind::ALL[0],
+            },
+            noon(day),
+        ),
+    ];
+    for p in 0..payments {
+        events.push(new_event(
+            domain::DossierEvent::Paid {
+                amount_vnd,
+                channel: domain::PaymentChannel::ALL[p % domain::PaymentChannel::ALL.len()],
+                transaction_id: domain::TransactionId::parse(format!("TX-{dossier_id}-{p}"))
+                    .unwrap(),
+            },
+            noon(day),
+        ));
+    }
+    let n = events.len() as u32;
+    log.append(vec![eventlog::DossierAppend {
+        dossier_id: dossier_id.to_owned(),
+        expected_version: eventlog::ExpectedVersion::NoStream,
+        routing: routing(kind),
+        events,
+    }])
+    .await
+    .expect("append");
+    n
 }

@@ -43,7 +43,7 @@ async fn a_tampered_cell_is_listed_with_its_expected_and_found_values() {
                 metric) = (SELECT rollup, grain, period, level, agency, sector, procedure, \
                                   channel, applicant_type, metric FROM stats_rollup \
                            WHERE rollup = 3 AND grain = 'm' AND metric = 'received' LIMIT 1) \
-         RETURNING agency, value - 3",
+         RETURNING agency, (value - 3)::bigint",
     )
     .fetch_one(&db.pool)
     .await
@@ -56,6 +56,7 @@ async fn a_tampered_cell_is_listed_with_its_expected_and_found_values() {
     assert_eq!((cell.rollup, cell.grain.code()), (3, "m"));
     assert_eq!(cell.dims[1], agency);
     assert_eq!(cell.metric, "received");
+    let expected = i128::from(expected);
     assert_eq!((cell.expected, cell.found), (expected, expected + 3));
     assert!(report.to_string().contains("expected"), "{report}");
 }
