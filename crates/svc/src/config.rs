@@ -149,6 +149,42 @@ pub struct ProjectionConfig {
     pub consumer: String,
     /// S14: the target of each rate, in percent (defaults: Resolution 76/NQ-CP).
     pub targets: stats::Targets,
+    /// What one statistics query may cost (`[projection.limits]`).
+    pub limits: QueryLimits,
+}
+
+/// The bounds of the statistics queries (gRPC and HTTP alike), `[projection.limits]`. A query
+/// beyond a bound is refused with a status naming it, never cut silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLimits {
+    /// The longest period `[from, to)`, in days (INVALID_ARGUMENT on `to`).
+    pub max_period_days: u32,
+    /// The most grouping dimensions in one query (INVALID_ARGUMENT on `group_by`).
+    pub max_group_by: u32,
+    /// The most groups (rows) in one answer (INVALID_ARGUMENT, reason `too_many_groups`).
+    pub max_groups: u32,
+    /// How long one query may run, in seconds (PostgreSQL `statement_timeout` and the
+    /// service's own timer; DEADLINE_EXCEEDED, reason `query_timeout`).
+    pub query_timeout_secs: u32,
+    /// Queries on the live aggregates (and dossier statuses) running at once; one more is
+    /// refused at once (RESOURCE_EXHAUSTED, reason `too_many_queries`, RetryInfo).
+    pub max_live_queries: u32,
+    /// `as_recorded_at` queries (a scan of the log) running at once; same refusal.
+    pub max_as_recorded_queries: u32,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_period_days: 366 * 20,
+            max_group_by: 3,
+            max_groups: 3000,
+            query_timeout_secs: 15,
+            max_live_queries: 8,
+            max_as_recorded_queries: 2,
+        }
+    }
 }
 
 impl Default for ProjectionConfig {
@@ -158,6 +194,7 @@ impl Default for ProjectionConfig {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8055)),
             consumer: "projection".to_owned(),
             targets: stats::Targets::default(),
+            limits: QueryLimits::default(),
         }
     }
 }

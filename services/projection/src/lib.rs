@@ -13,7 +13,9 @@
 //!   recorded at a past instant), once for both transports; [`figures`] answers it from the
 //!   aggregates or from the log; [`answers`] builds indicators (with S5 and S14) and report
 //!   forms ([`forms`]: one table shape for gRPC, JSON and CSV) and a dossier's status.
-//! - [`service`]: gRPC `StatsService`; [`http`]: the same over HTTP/JSON and CSV.
+//! - [`read`]: the queries' bounds (admission, deadline, answer size; `[projection.limits]`)
+//!   and read errors; [`service`]: gRPC `StatsService`; [`http`]: the same over HTTP/JSON and
+//!   CSV.
 //!
 //! The binary is wiring only (`main.rs`): config → tracing → [`ProjectionApp::build`] →
 //! [`ProjectionApp::run_until_stopped`], or the `rebuild` / `verify` subcommands. Tests build the app on port 0 with their own database
@@ -24,6 +26,7 @@ pub mod consumer;
 pub mod figures;
 pub mod forms;
 pub mod http;
+pub mod read;
 pub mod rebuild;
 pub mod scope;
 pub mod service;
@@ -74,6 +77,8 @@ pub struct Endpoints {
     pub http: SocketAddr,
     /// S14's targets.
     pub targets: stats::Targets,
+    /// The bounds of the queries.
+    pub limits: svc::config::QueryLimits,
 }
 
 #[derive(Debug)]
@@ -109,6 +114,7 @@ impl ProjectionApp {
             grpc: config.projection.listen,
             http: config.projection.http_listen,
             targets: config.projection.targets,
+            limits: config.projection.limits,
         };
         Self::build_with(log, tokens, endpoints, jetstream::new(client), consumer).await
     }
@@ -144,13 +150,14 @@ impl ProjectionApp {
                     source,
                 })?;
         let tokens = Arc::new(tokens);
+        let reader = read::Reader::new(log.pool(), endpoints.limits, endpoints.targets);
         Ok(ProjectionApp {
             listener,
             local_addr,
             http_listener,
             http_addr,
-            http: http::router(log.pool().clone(), tokens.clone(), endpoints.targets),
-            stats: Stats::new(log.pool().clone(), tokens, endpoints.targets),
+            http: http::router(reader.clone(), tokens.clone()),
+            stats: Stats::new(reader, tokens),
             log,
             jetstream,
             consumer,
