@@ -179,7 +179,7 @@ impl Default for QueryLimits {
         QueryLimits {
             max_period_days: 366 * 20,
             max_group_by: 3,
-            max_groups: 3000,
+            max_groups: 2000,
             query_timeout_secs: 15,
             max_live_queries: 8,
             max_as_recorded_queries: 2,

@@ -373,4 +373,41 @@ mod tests {
             assert_eq!(dimension(dimension_pb(d) as i32), Some(d));
         }
     }
+
+    /// The default `max_groups` keeps the largest answer (three grouping dimensions with codes
+    /// of the longest allowed length, every figure large and every rate present) well under
+    /// gRPC's default 4 MiB message limit.
+    #[test]
+    fn the_largest_answer_the_default_limits_allow_fits_a_grpc_message() {
+        use prost::Message;
+        use stats::{Dimension, GroupKey, Metric, Query, SliceFilter, Totals};
+        let limits = svc::config::QueryLimits::default();
+        let from = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let to = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+        let mut totals = Totals::empty(from, to);
+        for metric in Metric::ALL {
+            totals.add_delta(from, *metric, 1_000_000_000_000);
+        }
+        let group_by = vec![Dimension::Agency, Dimension::Procedure, Dimension::Sector];
+        assert_eq!(group_by.len(), limits.max_group_by as usize);
+        let groups: std::collections::BTreeMap<GroupKey, Totals> = (0..limits.max_groups)
+            .map(|i| {
+                let key = vec![
+                    format!("{i:0>40}"),
+                    format!("{i:0>64}"),
+                    format!("{i:0>40}"),
+                ];
+                (key, totals.clone())
+            })
+            .collect();
+        let query = Query {
+            from,
+            to,
+            filter: SliceFilter::default(),
+            group_by,
+        };
+        let answer = crate::answers::indicators_of(&query, &groups, &stats::Targets::default());
+        let bytes = indicators_response(&answer).encoded_len();
+        assert!(bytes < 3 * 1024 * 1024, "{bytes} bytes");
+    }
 }
