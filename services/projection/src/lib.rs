@@ -164,6 +164,11 @@ impl ProjectionApp {
         })
     }
 
+    /// The statistics queries refused by a bound (for the metrics).
+    pub fn query_rejections(&self) -> Arc<read::Rejections> {
+        self.stats.rejections()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

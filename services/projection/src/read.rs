@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -187,6 +188,42 @@ impl From<ReadError> for Status {
     }
 }
 
+/// The queries refused by a bound, by reason, since start: the values behind
+/// `motcua_stats_queries_rejected_total{reason}` (the wiring registers them).
+#[derive(Debug, Default)]
+pub struct Rejections {
+    pub too_many_queries: AtomicU64,
+    pub too_many_groups: AtomicU64,
+    pub query_timeout: AtomicU64,
+}
+
+impl Rejections {
+    /// `(reason, count)` for each reason.
+    pub fn counts(&self) -> [(&'static str, u64); 3] {
+        [
+            (
+                "too_many_queries",
+                self.too_many_queries.load(Ordering::Relaxed),
+            ),
+            (
+                "too_many_groups",
+                self.too_many_groups.load(Ordering::Relaxed),
+            ),
+            ("query_timeout", self.query_timeout.load(Ordering::Relaxed)),
+        ]
+    }
+
+    fn count(&self, e: &ReadError) {
+        let counter = match e {
+            ReadError::Busy { .. } => &self.too_many_queries,
+            ReadError::TooManyGroups { .. } => &self.too_many_groups,
+            ReadError::Deadline { .. } => &self.query_timeout,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The statistics reads with their bounds; cheap to clone (one per transport).
 #[derive(Debug, Clone)]
 pub struct Reader {
@@ -195,6 +232,7 @@ pub struct Reader {
     targets: stats::Targets,
     live: Arc<Semaphore>,
     as_recorded: Arc<Semaphore>,
+    rejections: Arc<Rejections>,
 }
 
 impl Reader {
@@ -221,11 +259,17 @@ impl Reader {
             targets,
             live: Arc::new(Semaphore::new(limits.max_live_queries as usize)),
             as_recorded: Arc::new(Semaphore::new(limits.max_as_recorded_queries as usize)),
+            rejections: Arc::default(),
         }
     }
 
     pub fn limits(&self) -> &QueryLimits {
         &self.limits
+    }
+
+    /// The refusals so far, shared by every clone.
+    pub fn rejections(&self) -> Arc<Rejections> {
+        self.rejections.clone()
     }
 
     /// A permit to run one query from `source`, or [`ReadError::Busy`] at once.
@@ -244,18 +288,25 @@ impl Reader {
             .map_err(|_| ReadError::Busy { kind, limit })
     }
 
-    /// Runs `read` admitted and within the deadline.
+    /// Runs `read` admitted and within the deadline; counts the refusals.
     async fn bounded<T>(
         &self,
         source: Source,
         read: impl Future<Output = Result<T, ReadError>>,
     ) -> Result<T, ReadError> {
-        let _permit = self.admit(source)?;
-        let secs = self.limits.query_timeout_secs.max(1);
-        match tokio::time::timeout(Duration::from_secs(u64::from(secs)), read).await {
-            Ok(Err(ReadError::Deadline { .. })) | Err(_) => Err(ReadError::Deadline { secs }),
-            Ok(answer) => answer,
+        let answer = async {
+            let _permit = self.admit(source)?;
+            let secs = self.limits.query_timeout_secs.max(1);
+            match tokio::time::timeout(Duration::from_secs(u64::from(secs)), read).await {
+                Ok(Err(ReadError::Deadline { .. })) | Err(_) => Err(ReadError::Deadline { secs }),
+                Ok(answer) => answer,
+            }
         }
+        .await;
+        if let Err(e) = &answer {
+            self.rejections.count(e);
+        }
+        answer
     }
 
     fn check_groups(&self, groups: usize) -> Result<(), ReadError> {

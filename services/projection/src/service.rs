@@ -27,6 +27,11 @@ impl Stats {
     pub fn new(reader: Reader, tokens: Arc<Tokens>) -> Stats {
         Stats { reader, tokens }
     }
+
+    /// The refusals of the bounds, shared with the HTTP routes.
+    pub fn rejections(&self) -> Arc<crate::read::Rejections> {
+        self.reader.rejections()
+    }
 }
 
 /// Refuses `as_recorded_at` to tokens other than auditors'. It recomputes figures from the log

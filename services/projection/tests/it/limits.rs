@@ -28,6 +28,7 @@ const COUNTER: &str = "test-counter";
 struct Running {
     grpc: SocketAddr,
     http: SocketAddr,
+    rejections: std::sync::Arc<projection::read::Rejections>,
     shutdown: CancellationToken,
     _nats: TestNats,
 }
@@ -75,12 +76,14 @@ impl Running {
         .await
         .expect("projection starts");
         let (grpc, http) = (app.local_addr(), app.http_addr());
+        let rejections = app.query_rejections();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move { app.run_until_stopped(stop).await });
         Running {
             grpc,
             http,
+            rejections,
             shutdown,
             _nats: nats,
         }
@@ -496,6 +499,8 @@ async fn admission_sheds_queries_beyond_the_limits_over_both_transports() {
         .get_indicators(authed(AUDITOR, request("2024-01-01", "2024-02-01")))
         .await
         .expect("admitted again");
+    let counts = running.rejections.counts();
+    assert_eq!(counts[0], ("too_many_queries", 3), "{counts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -529,6 +534,8 @@ async fn a_query_past_its_deadline_is_deadline_exceeded_and_says_nothing_of_writ
     assert_eq!(status, 504, "{body}");
     assert_eq!(body["code"], "query_timeout");
     held.rollback().await.unwrap();
+    let counts = running.rejections.counts();
+    assert_eq!(counts[2], ("query_timeout", 2), "{counts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
