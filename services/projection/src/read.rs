@@ -411,6 +411,27 @@ mod tests {
         assert!(r.admit(at).is_ok());
     }
 
+    #[tokio::test]
+    async fn the_query_sessions_carry_the_deadline_and_the_pool_its_size() {
+        let db = testkit::TestDb::new().await;
+        let r = Reader::new(
+            &db.pool,
+            QueryLimits {
+                query_timeout_secs: 7,
+                max_live_queries: 3,
+                max_as_recorded_queries: 2,
+                ..QueryLimits::default()
+            },
+            stats::Targets::default(),
+        );
+        let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(&r.pool)
+            .await
+            .unwrap();
+        assert_eq!(timeout, "7s");
+        assert_eq!(r.pool.options().get_max_connections(), 5);
+    }
+
     #[test]
     fn statuses_carry_the_reason_the_field_and_a_retry_delay() {
         let busy = Status::from(ReadError::Busy {
