@@ -51,6 +51,7 @@ impl RunningProjection {
                 grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
                 http: SocketAddr::from(([127, 0, 0, 1], 0)),
                 targets: stats::Targets::default(),
+                limits: projection::QueryLimits::default(),
             },
             async_nats::jetstream::new(client),
             consumer,

@@ -49,9 +49,11 @@ Commands:
                       are only checked).
   run                 Make sure PostgreSQL and NATS run, create the `{LOCAL_DATABASE}` database,
                       build the services in release ({}) and run them all with
-                      --config {LOCAL_CONFIG}, until Ctrl-C or one of them exits.
+                      --config {LOCAL_CONFIG}, until Ctrl-C, SIGTERM or SIGINT to this
+                      process (forwarded to the services, then waited for) or one of
+                      them exits.
   token --agency CODE --level province|district|commune --role counter|importer|auditor
-        [--name TEXT]
+        [--name TEXT]  (or `token --help`)
                       Print a new random API token (once) and the tokens-file entry with its
                       SHA-256.
   bench [-- ARGS...]  Make sure PostgreSQL runs, then build and run the benchmark in release:
@@ -83,10 +85,13 @@ fn main() -> ExitCode {
         Some("run") if args.len() == 1 => run_services(),
         Some("run") => return bad_usage("`run` takes no arguments"),
         Some("token") => match token::parse(&args[1..]) {
-            Ok(parsed) => token::token(&parsed),
+            Ok(token::TokenCommand::New(parsed)) => token::token(&parsed),
+            Ok(token::TokenCommand::Help) => {
+                print!("{}", token::USAGE);
+                return ExitCode::SUCCESS;
+            }
             Err(err) => return bad_usage(&format!("{err:#}")),
         },
-        Some(supervise::SUPERVISE_COMMAND) => supervise::supervise_command(&args[1..]),
         Some("help" | "-h" | "--help") => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
@@ -204,9 +209,7 @@ fn run_services() -> Result<()> {
     }
 
     step("running the services");
-    // Normally does not return: becomes the supervisor (see supervise.rs).
-    supervise::exec_supervisor(&config, &services)?;
-    supervise::supervise(&config, &services, false)
+    supervise::supervise(&config, &services)
 }
 
 #[cfg(test)]

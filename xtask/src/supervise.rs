@@ -1,26 +1,26 @@
 //! `cargo xtask run`, second half: runs the built services as child processes, prefixes their
 //! output with their names, and stops them all together.
 //!
-//! Stopping without a signal-handling crate: the services run in our process group, so a Ctrl-C
-//! in the terminal (or `kill -TERM -- -PGID`) reaches each of them directly. This process must
-//! outlive that signal to keep relaying their last lines and to wait for them, so it re-executes
-//! itself through `env --ignore-signal=INT,TERM` and starts the services through
-//! `env --default-signal=INT,TERM` (an ignored signal stays ignored across exec). When one service
-//! exits, the others are asked to stop (SIGTERM, via kill(1)), then killed after a timeout.
+//! Stopping: SIGINT and SIGTERM sent to this process (a Ctrl-C in the terminal, `kill PID`, a
+//! process manager) are caught (`signal-hook`: std cannot catch a signal) and forwarded as
+//! SIGTERM to every service still running; this process outlives them to relay their last lines
+//! and waits for them, killing what still runs after a timeout. A Ctrl-C also reaches the
+//! services directly (they are in our process group); the forwarded SIGTERM is then harmless.
+//! Caught handlers are reset by exec, so the services start with the default dispositions. When
+//! one service exits by itself, the others are asked to stop the same way.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle, sleep};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{display, output, repo_root};
-
-/// The hidden command the supervisor runs as (after the re-exec).
-pub const SUPERVISE_COMMAND: &str = "__supervise";
 
 /// How long the other services get to stop on their own after one exits normally (they usually
 /// got the same Ctrl-C), before they are sent SIGTERM.
@@ -35,58 +35,6 @@ const SIGTERM: i32 = 15;
 pub struct Service {
     pub name: String,
     pub binary: PathBuf,
-}
-
-/// Replaces this process with `xtask __supervise ...` that ignores SIGINT and SIGTERM; returns
-/// only if that cannot be done, in which case the caller supervises in-process.
-pub fn exec_supervisor(config: &Path, services: &[Service]) -> Result<()> {
-    let supported = output(Command::new("env").args(["--ignore-signal=INT", "true"]))
-        .is_ok_and(|out| out.status.success());
-    if !supported {
-        println!(
-            "note: this `env` has no --ignore-signal (coreutils >= 8.31): on Ctrl-C the services \
-             still stop, but their last output lines may be lost"
-        );
-        return Ok(());
-    }
-    let exe = std::env::current_exe().context("locating the xtask binary")?;
-    let mut command = Command::new("env");
-    command
-        .arg("--ignore-signal=INT,TERM")
-        .arg(exe)
-        .args([SUPERVISE_COMMAND, "--reset-signals", "--config"])
-        .arg(config);
-    for service in services {
-        command.arg(format!("{}={}", service.name, service.binary.display()));
-    }
-    let err = command.exec();
-    println!("note: could not re-execute through env ({err}); supervising directly");
-    Ok(())
-}
-
-/// Entry point of `xtask __supervise [--reset-signals] --config FILE NAME=BINARY...`.
-pub fn supervise_command(args: &[String]) -> Result<()> {
-    let mut reset_signals = false;
-    let mut config = None;
-    let mut services = Vec::new();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--reset-signals" => reset_signals = true,
-            "--config" => config = args.next().map(PathBuf::from),
-            spec => {
-                let (name, binary) = spec
-                    .split_once('=')
-                    .with_context(|| format!("expected NAME=BINARY, got {spec:?}"))?;
-                services.push(Service {
-                    name: name.to_owned(),
-                    binary: binary.into(),
-                });
-            }
-        }
-    }
-    let config = config.context("--config is required")?;
-    supervise(&config, &services, reset_signals)
 }
 
 struct Running {
@@ -107,22 +55,32 @@ enum Phase {
     Done,
 }
 
-/// Runs the services until one exits, then stops the rest; fails if any service failed.
-pub fn supervise(config: &Path, services: &[Service], reset_signals: bool) -> Result<()> {
+/// Runs the services until one exits or this process gets SIGINT or SIGTERM, then stops the
+/// rest; fails if any service failed.
+pub fn supervise(config: &Path, services: &[Service]) -> Result<()> {
+    // Before any service starts, so that no signal can find them unsupervised.
+    let signalled = Arc::new(AtomicUsize::new(0));
+    let mut handlers = Vec::new();
+    for signal in [SIGINT, SIGTERM] {
+        handlers.push(
+            signal_hook::flag::register_usize(signal, signalled.clone(), signal as usize)
+                .with_context(|| format!("catching signal {signal}"))?,
+        );
+    }
+    let result = run(config, services, &signalled);
+    for handler in handlers {
+        signal_hook::low_level::unregister(handler);
+    }
+    result
+}
+
+fn run(config: &Path, services: &[Service], signalled: &AtomicUsize) -> Result<()> {
     let width = services.iter().map(|s| s.name.len()).max().unwrap_or(0);
     let mut running: Vec<Running> = Vec::new();
     let mut relays: Vec<JoinHandle<()>> = Vec::new();
 
     for service in services {
-        let mut command = if reset_signals {
-            let mut command = Command::new("env");
-            command
-                .arg("--default-signal=INT,TERM")
-                .arg(&service.binary);
-            command
-        } else {
-            Command::new(&service.binary)
-        };
+        let mut command = Command::new(&service.binary);
         command
             .arg("--config")
             .arg(config)
@@ -158,8 +116,8 @@ pub fn supervise(config: &Path, services: &[Service], reset_signals: bool) -> Re
         });
     }
     say(&format!(
-        "stop with Ctrl-C, or from elsewhere `kill -TERM -- -{}` (the whole process group)",
-        process_group().unwrap_or_else(|| "PGID".to_owned())
+        "stop with Ctrl-C, or from elsewhere `kill {}` (SIGTERM)",
+        std::process::id()
     ));
 
     let mut phase = Phase::Running;
@@ -176,6 +134,20 @@ pub fn supervise(config: &Path, services: &[Service], reset_signals: bool) -> Re
                     };
                     phase = Phase::TerminateAt(Instant::now() + grace);
                 }
+            }
+        }
+        let signal = signalled.swap(0, Ordering::SeqCst);
+        if signal != 0 {
+            let name = if signal == SIGINT as usize {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            if matches!(phase, Phase::Running | Phase::TerminateAt(_)) {
+                say(&format!("{name} received: stopping the services"));
+                phase = Phase::TerminateAt(Instant::now());
+            } else {
+                say(&format!("{name} received: already stopping"));
             }
         }
         let now = Instant::now();
@@ -270,9 +242,61 @@ fn say(message: &str) {
     let _ = writeln!(std::io::stdout().lock(), "[xtask] {message}");
 }
 
-/// Our process group id, from /proc/self/stat (field 5, after the parenthesised name).
-fn process_group() -> Option<String> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(2).map(str::to_owned)
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A service that announces itself on a FIFO, then runs until SIGTERM, which it records.
+    /// SIGTERM goes to this test process, as `kill PID` would to `cargo xtask run`.
+    #[test]
+    fn sigterm_to_the_supervisor_stops_the_services_and_waits_for_them() {
+        let dir = std::env::temp_dir().join(format!("xtask-supervise-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("ready");
+        let stopped = dir.join("stopped");
+        let _ = std::fs::remove_file(&fifo);
+        let _ = std::fs::remove_file(&stopped);
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let script = dir.join("service.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ntrap 'echo TERM > \"{}\"; exit 0' TERM\necho ready > \"{}\"\n\
+                 while :; do sleep 1; done\n",
+                stopped.display(),
+                fifo.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let services = vec![Service {
+            name: "svc".to_owned(),
+            binary: script,
+        }];
+        let supervisor = thread::spawn(move || supervise(Path::new("unused.toml"), &services));
+        // Blocks until the service runs, hence after the supervisor catches signals.
+        assert_eq!(std::fs::read_to_string(&fifo).unwrap(), "ready\n");
+        let pid = std::process::id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        supervisor
+            .join()
+            .unwrap()
+            .expect("the services stopped normally");
+        assert_eq!(std::fs::read_to_string(&stopped).unwrap(), "TERM\n");
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

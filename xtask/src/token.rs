@@ -21,8 +21,49 @@ pub struct TokenArgs {
     pub name: Option<String>,
 }
 
-/// Parses `--agency CODE --level L --role R [--name TEXT]` (also `--flag=value`).
-pub fn parse(args: &[String]) -> Result<TokenArgs> {
+/// `cargo xtask token --help`.
+pub const USAGE: &str = "\
+Usage: cargo xtask token --agency CODE --level province|district|commune
+                         --role counter|importer|auditor [--name TEXT]
+
+Prints a new random API token (once; it is stored nowhere) and the `[[token]]` entry with its
+SHA-256 for the tokens file (`auth.tokens_file`). `--agency '*'` makes a token for every agency
+(importer and auditor only). `--name` defaults to ROLE-AGENCY. Flags also as `--flag=value`.
+";
+
+/// What `cargo xtask token ARGS` asks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenCommand {
+    /// `-h` or `--help` anywhere a flag may stand.
+    Help,
+    New(TokenArgs),
+}
+
+/// Parses `--agency CODE --level L --role R [--name TEXT]` (also `--flag=value`), or `--help`.
+pub fn parse(args: &[String]) -> Result<TokenCommand> {
+    if args.iter().any(|a| a == "-h" || a == "--help") && help_in_flag_position(args) {
+        return Ok(TokenCommand::Help);
+    }
+    parse_new(args).map(TokenCommand::New)
+}
+
+/// Whether a `-h`/`--help` stands where a flag stands, not as the value of the flag before it
+/// (`--name --help` names a token "--help").
+fn help_in_flag_position(args: &[String]) -> bool {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return true,
+            flag if flag.starts_with("--") && !flag.contains('=') => {
+                args.next();
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+fn parse_new(args: &[String]) -> Result<TokenArgs> {
     let (mut agency, mut level, mut role, mut name) = (None, None, None, None);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -184,12 +225,37 @@ mod tests {
         .unwrap();
         assert_eq!(
             parsed,
-            TokenArgs {
+            TokenCommand::New(TokenArgs {
                 agency: "000.00.01.H40".into(),
                 level: "province".into(),
                 role: "counter".into(),
                 name: Some("Quầy 1".into()),
-            }
+            })
+        );
+    }
+
+    #[test]
+    fn help_is_a_command_not_an_error() {
+        for args in [
+            &["--help"][..],
+            &["-h"],
+            &["--agency", "X", "--help"],
+            &["--role", "auditor", "-h", "--bogus"],
+        ] {
+            assert_eq!(
+                parse(&strings(args)).unwrap(),
+                TokenCommand::Help,
+                "{args:?}"
+            );
+        }
+        // The value of --name, not a request for help.
+        let named = parse(&strings(&[
+            "--agency", "*", "--level", "province", "--role", "auditor", "--name", "--help",
+        ]))
+        .unwrap();
+        assert!(
+            matches!(&named, TokenCommand::New(a) if a.name.as_deref() == Some("--help")),
+            "{named:?}"
         );
     }
 

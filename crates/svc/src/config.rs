@@ -93,13 +93,13 @@ pub struct DatabaseConfig {
     pub acquire_timeout_secs: u64,
 }
 
-/// Each service's default pool size. With one instance of each they sum to 38.
+/// Each service's default pool size. With one instance of each they sum to 35.
 pub const DEFAULT_POOLS: [(&str, u32); 8] = [
     ("intake", 8),
     ("processing", 6),
     ("payment", 4),
     ("results", 4),
-    ("projection", 6),
+    ("projection", 3),
     ("replay", 4),
     ("audit", 3),
     ("relay", 3),
@@ -108,12 +108,21 @@ pub const DEFAULT_POOLS: [(&str, u32); 8] = [
 /// Connections a service opens outside its pool, by service: the relay's and the replay's
 /// `LISTEN eventlog` connection (one per instance however many followers), and for projection
 /// `rebuild`/`verify` (a pool of their own, [`PROJECTION_TOOL_CONNECTIONS`], and the rebuild
-/// lock's direct connection).
+/// lock's direct connection, and the statistics queries' own connections,
+/// [`PROJECTION_QUERY_CONNECTIONS`]).
 pub const EXTRA_CONNECTIONS: [(&str, u32); 3] = [
     ("relay", 1),
     ("replay", 1),
-    ("projection", PROJECTION_TOOL_CONNECTIONS + 1),
+    (
+        "projection",
+        PROJECTION_TOOL_CONNECTIONS + 1 + PROJECTION_QUERY_CONNECTIONS,
+    ),
 ];
+
+/// The projection's statistics queries run on connections of their own, at most one per query
+/// admitted at once: `[projection.limits]` `max_live_queries` + `max_as_recorded_queries` (4 + 1
+/// by default). Raising those limits raises the budget by as much.
+pub const PROJECTION_QUERY_CONNECTIONS: u32 = 5;
 
 /// The pool size of `projection rebuild` and `projection verify` (each holds two at once).
 pub const PROJECTION_TOOL_CONNECTIONS: u32 = 3;

@@ -55,7 +55,13 @@ pub fn business_time(
     Ok(t)
 }
 
-/// A required timestamp, truncated to microseconds; no check against the clock.
+/// The years every date and instant of the API must fall in (UTC for instants): business times,
+/// statistics periods (`to`, excluded, may be 2101-01-01), replay bounds, `as_recorded_at`.
+/// Inside the working-time calendar's precomputed years (1900–2100) and PostgreSQL's range.
+pub const SUPPORTED_YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
+
+/// A required timestamp within [`SUPPORTED_YEARS`], truncated to microseconds; no check
+/// against the clock.
 pub fn timestamp(
     path: &str,
     value: Option<&prost_types::Timestamp>,
@@ -66,8 +72,7 @@ pub fn timestamp(
     }
     let t = DateTime::<Utc>::from_timestamp(value.seconds, value.nanos as u32)
         .ok_or_else(|| invalid_field(path, "is out of range"))?;
-    let year = t.format("%Y").to_string().parse::<i32>().unwrap_or(0);
-    if !(1990..=2100).contains(&year) {
+    if !SUPPORTED_YEARS.contains(&chrono::Datelike::year(&t)) {
         return Err(invalid_field(path, "must be between 1990 and 2100"));
     }
     Ok(truncate_micros(t))
@@ -137,5 +142,31 @@ mod tests {
         assert!(business_time("t", Some(&ts(0, 0)), now).is_err());
         let t = business_time("t", Some(&ts(1_600_000_000, 123_456_789)), now).unwrap();
         assert_eq!(t.timestamp_subsec_nanos(), 123_456_000);
+    }
+
+    #[test]
+    fn timestamps_outside_the_supported_years_are_refused() {
+        let ts = |s| prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        };
+        // 1990-01-01T00:00:00Z and 2100-12-31T23:59:59Z are the bounds.
+        assert!(timestamp("t", Some(&ts(631_152_000))).is_ok());
+        assert!(timestamp("t", Some(&ts(4_133_980_799))).is_ok());
+        for outside in [
+            631_152_000 - 1,
+            4_133_980_799 + 1,
+            -210_000_000_000, // 4685 BC
+            i64::MIN,
+            i64::MAX,
+            253_402_300_800, // 10000-01-01
+        ] {
+            let err = timestamp("t", Some(&ts(outside))).unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "{outside}");
+            assert_eq!(
+                err.get_details_bad_request().unwrap().field_violations[0].field,
+                "t"
+            );
+        }
     }
 }

@@ -146,9 +146,18 @@ pub fn parse(
     };
     let time = |name: &str, v: Option<String>| -> Result<Option<DateTime<Utc>>, UsageError> {
         v.map(|v| {
-            DateTime::parse_from_rfc3339(&v)
+            let t = DateTime::parse_from_rfc3339(&v)
                 .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| usage(format!("--{name} must be an RFC 3339 time")))
+                .map_err(|_| usage(format!("--{name} must be an RFC 3339 time")))?;
+            let years = svc::status::SUPPORTED_YEARS;
+            if !years.contains(&chrono::Datelike::year(&t)) {
+                return Err(usage(format!(
+                    "--{name} must lie in the years {} to {} (UTC)",
+                    years.start(),
+                    years.end()
+                )));
+            }
+            Ok(t)
         })
         .transpose()
     };
@@ -485,6 +494,14 @@ mod tests {
             (&["prove", "--event-id", "x"][..], "UUID"),
             (&["export", "--to-position", "-1"][..], "--to-position"),
             (&["export", "--recorded-from", "yesterday"][..], "RFC 3339"),
+            (
+                &["export", "--recorded-to", "0001-01-01T00:00:00Z"][..],
+                "1990 to 2100",
+            ),
+            (
+                &["export", "--recorded-from", "9999-12-31T23:59:59Z"][..],
+                "1990 to 2100",
+            ),
             (&["export", "--agency"][..], "needs a value"),
             (&["export", "--agency", "a", "--agency", "b"][..], "twice"),
             (&["serve", "stray"][..], "unexpected argument"),

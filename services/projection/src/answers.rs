@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use stats::{Dimension, GroupKey, Indicators, Query, Rate, TargetCheck, Targets, Totals};
 
 use crate::figures::figures;
-use crate::forms::{self, Form, Table};
+use crate::forms::{self, Form};
 use crate::scope::{ScopeError, Source};
 use crate::store::QueryError;
 
@@ -34,23 +34,7 @@ pub struct GroupAnswer {
     pub late_share: Rate,
 }
 
-/// The indicators of `query` from `source`, with S14 against `targets` and S5 per group.
-pub async fn indicators(
-    pool: &PgPool,
-    query: &Query,
-    source: Source,
-    targets: &Targets,
-) -> Result<IndicatorsAnswer, QueryError> {
-    let groups = figures(pool, query, source).await?;
-    let mut answer = indicators_of(query, &groups, targets);
-    if source == Source::Live {
-        let failing = crate::store::failing_dossiers(pool).await?;
-        answer.dossiers_not_counted = u64::try_from(failing).unwrap_or(0);
-    }
-    Ok(answer)
-}
-
-/// [`indicators`] from figures already at hand.
+/// Indicators (S14 against `targets`, S5 per group) of the figures of `query`.
 pub fn indicators_of(
     query: &Query,
     groups: &BTreeMap<GroupKey, Totals>,
@@ -88,15 +72,16 @@ pub fn indicators_of(
     }
 }
 
-/// `form` for `query` (whose `group_by` is what the request asked; only II.06a accepts one).
-pub async fn report(
+/// The query `form` runs for `query` (whose `group_by` is what the request asked; only II.06a
+/// accepts one) and its figures; [`forms::fill`] makes the table.
+pub async fn report_figures(
     pool: &PgPool,
     form: Form,
     query: &Query,
     source: Source,
-) -> Result<Result<Table, ScopeError>, QueryError> {
+) -> Result<(Query, BTreeMap<GroupKey, Totals>), ReportError> {
     if !form.groups() && !query.group_by.is_empty() {
-        return Ok(Err(ScopeError::new(
+        return Err(ReportError::Scope(ScopeError::new(
             "group_by",
             format!("the form {} has fixed rows", form.slug()),
         )));
@@ -106,7 +91,16 @@ pub async fn report(
         ..query.clone()
     };
     let groups = figures(pool, &query, source).await?;
-    Ok(Ok(forms::fill(form, &query, &groups)))
+    Ok((query, groups))
+}
+
+/// Why a report has no figures: the request asks what the form cannot give, or the read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Scope(ScopeError),
+    #[error(transparent)]
+    Query(#[from] QueryError),
 }
 
 /// The dossier folded from every event in the log; `None` when the log has none.

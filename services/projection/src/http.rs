@@ -12,47 +12,70 @@
 //! `agency_code`, `sector_code`, `procedure_code`, `channel`, `applicant_type` (values as
 //! stored: `district`, `online`, `citizen`…), `group_by` (comma-separated dimensions: `level`,
 //! `agency`, `sector`, `procedure`, `channel`, `applicant_type`), `as_recorded_at` (RFC 3339).
-//! Every route but `/healthz` needs `Authorization: Bearer <token>` (any valid token).
-//! Errors are JSON `{"code", "message", "field"?}` with 400, 401, 404 or 503.
+//! Each parameter at most once (a list such as `group_by` is comma-separated in one value).
+//! Every route but `/healthz` needs `Authorization: Bearer <token>` (any valid token;
+//! `as_recorded_at` an auditor's). The bounds of `[projection.limits]` apply as over gRPC.
+//!
+//! Errors are JSON `{"code", "message", "field"?}`: 400 (a malformed or repeated parameter, a
+//! bound exceeded: `code` `invalid_argument` or `too_many_groups`), 401, 403
+//! (`as_recorded_at_auditors_only`), 404 (unknown route, form or dossier), 405, 429
+//! (`too_many_queries`, with `Retry-After`), 500, 503 (database unavailable) or 504
+//! (`query_timeout`). Only a request whose header block hyper refuses before routing (more
+//! than 100 header fields or about 400 KiB) gets hyper's bare 431.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::read::QueryLimits;
 use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
 use stats::Dimension;
-use svc::Tokens;
+use svc::{Principal, Tokens};
 
 use crate::answers;
 use crate::forms::{self, Form};
-use crate::scope::{RawScope, ScopeError, Source};
-use crate::store::QueryError;
+use crate::read::{RETRY_DELAY, ReadError, Reader};
+use crate::scope::{self, RawScope, ScopeError, Source};
+use crate::service::may_ask;
 
 #[derive(Debug, Clone)]
 struct HttpState {
-    pool: PgPool,
+    reader: Reader,
     tokens: Arc<Tokens>,
-    targets: stats::Targets,
 }
 
 /// The HTTP routes over the projection's database.
-pub fn router(pool: PgPool, tokens: Arc<Tokens>, targets: stats::Targets) -> Router {
+pub fn router(reader: Reader, tokens: Arc<Tokens>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/indicators", get(indicators))
         .route("/v1/reports/{form}", get(report))
         .route("/v1/dossiers/{id}/status", get(dossier_status))
-        .with_state(HttpState {
-            pool,
-            tokens,
-            targets,
-        })
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(HttpState { reader, tokens })
+}
+
+async fn not_found() -> HttpError {
+    HttpError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route: /v1/indicators, /v1/reports/{form}, /v1/dossiers/{id}/status, /healthz",
+    )
+}
+
+async fn method_not_allowed() -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "only GET is served",
+    )
 }
 
 /// An error answer.
@@ -62,6 +85,20 @@ struct HttpError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// `Retry-After`, in seconds.
+    retry_after: Option<u64>,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -79,58 +116,82 @@ impl IntoResponse for HttpError {
             message: &self.message,
             field: self.field.as_deref(),
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
 impl From<ScopeError> for HttpError {
     fn from(e: ScopeError) -> Self {
         HttpError {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid_argument",
-            message: e.message,
             field: Some(e.field),
+            ..HttpError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.message)
         }
     }
 }
 
-impl From<QueryError> for HttpError {
-    fn from(e: QueryError) -> Self {
-        match e {
-            QueryError::Database(e) => {
-                tracing::warn!(error = %e, "statistics query failed");
-                HttpError {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    code: "unavailable",
-                    message: "the database is unavailable; retry".to_owned(),
-                    field: None,
-                }
-            }
-            e => {
-                tracing::error!(error = %e, "statistics query failed");
-                HttpError {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    code: "internal",
-                    message: "internal error".to_owned(),
-                    field: None,
-                }
-            }
+impl From<ReadError> for HttpError {
+    fn from(e: ReadError) -> Self {
+        let status = match &e {
+            ReadError::Invalid(_) | ReadError::TooManyGroups { .. } => StatusCode::BAD_REQUEST,
+            ReadError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ReadError::Deadline { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ReadError::AuditorsOnly => StatusCode::FORBIDDEN,
+            ReadError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        HttpError {
+            field: e.field().map(str::to_owned),
+            retry_after: matches!(e, ReadError::Busy { .. }).then_some(RETRY_DELAY.as_secs()),
+            ..HttpError::new(status, e.reason(), e.public_message())
         }
     }
 }
 
-fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<(), HttpError> {
+fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<Principal, HttpError> {
     let metadata = tonic::metadata::MetadataMap::from_headers(headers.clone());
-    state
-        .tokens
-        .authenticate(&metadata)
-        .map(|_| ())
-        .map_err(|s| HttpError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "unauthenticated",
-            message: s.message().to_owned(),
-            field: None,
-        })
+    state.tokens.authenticate(&metadata).map_err(|s| {
+        HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            s.message().to_owned(),
+        )
+    })
+}
+
+/// The query parameters, each at most once: a repeated one is refused rather than one of its
+/// values silently taken.
+fn params(
+    query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Params, HttpError> {
+    let UrlQuery(pairs) = query
+        .map_err(|e| HttpError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.body_text()))?;
+    let mut params = Params::new();
+    for (name, value) in pairs {
+        if params.contains_key(&name) {
+            return Err(ScopeError::new(
+                name,
+                "is given more than once: give each parameter once (lists such as group_by \
+                 are comma-separated)",
+            )
+            .into());
+        }
+        params.insert(name, value);
+    }
+    Ok(params)
+}
+
+/// A path segment (`{form}`, `{id}`), or a JSON 400 when it is not valid percent-encoded UTF-8.
+fn segment(path: Result<Path<String>, PathRejection>, field: &str) -> Result<String, HttpError> {
+    path.map(|Path(v)| v).map_err(|e| HttpError {
+        field: Some(field.to_owned()),
+        ..HttpError::new(StatusCode::BAD_REQUEST, "invalid_argument", e.body_text())
+    })
 }
 
 type Params = HashMap<String, String>;
@@ -169,7 +230,7 @@ const KNOWN: [&str; 11] = [
 ];
 
 /// The query and source the parameters ask for.
-fn scope(params: &Params) -> Result<(stats::Query, Source), ScopeError> {
+fn scope(params: &Params, limits: &QueryLimits) -> Result<(stats::Query, Source), ScopeError> {
     if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ScopeError::new(unknown.as_str(), "unknown parameter"));
     }
@@ -198,16 +259,12 @@ fn scope(params: &Params) -> Result<(stats::Query, Source), ScopeError> {
         applicant_type: named(params, "applicant_type", domain::ApplicantType::parse)?,
         group_by,
     }
-    .parse()?;
+    .parse(limits)?;
     let at = param(params, "as_recorded_at").trim();
     let source = if at.is_empty() {
         Source::Live
     } else {
-        Source::AsRecordedAt(
-            DateTime::parse_from_rfc3339(at)
-                .map_err(|_| ScopeError::new("as_recorded_at", "must be an RFC 3339 instant"))?
-                .with_timezone(&Utc),
-        )
+        Source::AsRecordedAt(scope::instant("as_recorded_at", at)?)
     };
     Ok((query, source))
 }
@@ -230,11 +287,13 @@ fn recorded_at(source: Source) -> Option<DateTime<Utc>> {
 async fn indicators(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    UrlQuery(params): UrlQuery<Params>,
+    query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, HttpError> {
-    authenticate(&state, &headers)?;
-    let (query, source) = scope(&params)?;
-    let answer = answers::indicators(&state.pool, &query, source, &state.targets).await?;
+    let principal = authenticate(&state, &headers)?;
+    let params = params(query)?;
+    let (query, source) = scope(&params, state.reader.limits())?;
+    may_ask(&principal, source)?;
+    let answer: answers::IndicatorsAnswer = state.reader.indicators(&query, source).await?;
     Ok(axum::Json(IndicatorsBody {
         answer,
         as_recorded_at: recorded_at(source),
@@ -254,23 +313,26 @@ struct ReportBody {
 
 async fn report(
     State(state): State<HttpState>,
-    Path(form): Path<String>,
+    form: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    UrlQuery(params): UrlQuery<Params>,
+    query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, HttpError> {
-    authenticate(&state, &headers)?;
+    let principal = authenticate(&state, &headers)?;
+    let form = segment(form, "form")?;
+    let params = params(query)?;
     let (slug, csv_suffix) = match form.strip_suffix(".csv") {
         Some(slug) => (slug, true),
         None => (form.as_str(), false),
     };
-    let form = Form::from_slug(slug).ok_or_else(|| HttpError {
-        status: StatusCode::NOT_FOUND,
-        code: "not_found",
-        message: format!(
-            "no form {slug:?}; forms: {}",
-            Form::ALL.map(Form::slug).join(", ")
-        ),
-        field: None,
+    let form = Form::from_slug(slug).ok_or_else(|| {
+        HttpError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no form {slug:?}; forms: {}",
+                Form::ALL.map(Form::slug).join(", ")
+            ),
+        )
     })?;
     let csv = match param(&params, "format") {
         "" | "json" => csv_suffix,
@@ -283,8 +345,9 @@ async fn report(
             .into());
         }
     };
-    let (query, source) = scope(&params)?;
-    let table = answers::report(&state.pool, form, &query, source).await??;
+    let (query, source) = scope(&params, state.reader.limits())?;
+    may_ask(&principal, source)?;
+    let table = state.reader.report(form, &query, source).await?;
     if csv {
         let name = format!(
             "{}_{}_{}.csv",
@@ -336,19 +399,19 @@ struct StatusBody {
 
 async fn dossier_status(
     State(state): State<HttpState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     authenticate(&state, &headers)?;
+    let id = segment(id, "id")?;
     let id = domain::DossierId::parse(&id).map_err(|e| ScopeError::new("id", e.to_string()))?;
-    let d = answers::dossier(&state.pool, id.as_str())
-        .await?
-        .ok_or_else(|| HttpError {
-            status: StatusCode::NOT_FOUND,
-            code: "dossier_not_found",
-            message: format!("no dossier {id} in the log"),
-            field: None,
-        })?;
+    let d = state.reader.dossier(id.as_str()).await?.ok_or_else(|| {
+        HttpError::new(
+            StatusCode::NOT_FOUND,
+            "dossier_not_found",
+            format!("no dossier {id} in the log"),
+        )
+    })?;
     Ok(axum::Json(StatusBody {
         dossier_id: id.as_str().to_owned(),
         phase: d.phase.as_str(),

@@ -13,7 +13,9 @@
 //!   recorded at a past instant), once for both transports; [`figures`] answers it from the
 //!   aggregates or from the log; [`answers`] builds indicators (with S5 and S14) and report
 //!   forms ([`forms`]: one table shape for gRPC, JSON and CSV) and a dossier's status.
-//! - [`service`]: gRPC `StatsService`; [`http`]: the same over HTTP/JSON and CSV.
+//! - [`read`]: the queries' bounds (admission, deadline, answer size; `[projection.limits]`)
+//!   and read errors; [`service`]: gRPC `StatsService`; [`http`]: the same over HTTP/JSON and
+//!   CSV.
 //!
 //! The binary is wiring only (`main.rs`): config → tracing → [`ProjectionApp::build`] →
 //! [`ProjectionApp::run_until_stopped`], or the `rebuild` / `verify` subcommands. Tests build the app on port 0 with their own database
@@ -24,6 +26,7 @@ pub mod consumer;
 pub mod figures;
 pub mod forms;
 pub mod http;
+pub mod read;
 pub mod rebuild;
 pub mod scope;
 pub mod service;
@@ -42,6 +45,7 @@ use svc::{App, Config, Listener, RunError, StartError, Tokens};
 use tokio_util::sync::CancellationToken;
 
 pub use consumer::{ConsumerConfig, ConsumerStatus};
+pub use read::QueryLimits;
 pub use service::Stats;
 pub use store::{Applied, ApplyError, QueryError, applied_version, apply_dossier};
 
@@ -60,6 +64,8 @@ pub struct ProjectionConfig {
     pub consumer: String,
     /// S14: the target of each rate, in percent (defaults: Resolution 76/NQ-CP).
     pub targets: stats::Targets,
+    /// What one statistics query may cost (`[projection.limits]`).
+    pub limits: QueryLimits,
 }
 
 impl Default for ProjectionConfig {
@@ -70,6 +76,7 @@ impl Default for ProjectionConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9455)),
             consumer: "projection".to_owned(),
             targets: stats::Targets::default(),
+            limits: QueryLimits::default(),
         }
     }
 }
@@ -117,6 +124,8 @@ pub struct Endpoints {
     pub http: SocketAddr,
     /// S14's targets.
     pub targets: stats::Targets,
+    /// The bounds of the queries.
+    pub limits: QueryLimits,
 }
 
 /// The projection bound to its listeners: queries over gRPC and HTTP, and the consumer.
@@ -124,6 +133,7 @@ pub struct Endpoints {
 pub struct ProjectionApp {
     app: App,
     status: tokio::sync::watch::Receiver<ConsumerStatus>,
+    rejections: Arc<read::Rejections>,
 }
 
 impl ProjectionApp {
@@ -149,6 +159,7 @@ impl ProjectionApp {
             grpc: section.listen,
             http: section.http_listen,
             targets: section.targets,
+            limits: section.limits,
         };
         let metrics = Listener::bind(section.metrics_listen).await?;
         let built =
@@ -156,6 +167,7 @@ impl ProjectionApp {
         Ok(ProjectionApp {
             app: built.app.metrics(metrics),
             status: built.status,
+            rejections: built.rejections,
         })
     }
 
@@ -172,22 +184,20 @@ impl ProjectionApp {
         let grpc = Listener::bind(endpoints.grpc).await?;
         let http_listener = Listener::bind(endpoints.http).await?;
         let tokens = Arc::new(tokens);
+        let reader = read::Reader::new(log.pool(), endpoints.limits, endpoints.targets);
+        let rejections = reader.rejections();
         let app = App::new("projection").grpc(grpc);
         app.telemetry().pool(log.pool());
         let status = tokio::sync::watch::Sender::new(ConsumerStatus::default());
         register_status(app.telemetry(), status.subscribe());
+        register_rejections(app.telemetry(), rejections.clone());
         let receiver = status.subscribe();
         let app = app
             .serve(StatsServiceServer::new(Stats::new(
-                log.pool().clone(),
+                reader.clone(),
                 tokens.clone(),
-                endpoints.targets,
             )))
-            .http(
-                "queries",
-                http_listener,
-                http::router(log.pool().clone(), tokens, endpoints.targets),
-            )
+            .http("queries", http_listener, http::router(reader, tokens))
             .task("consumer", move |stop| async move {
                 consumer::run(log, jetstream, consumer, status, stop).await;
                 Ok::<(), std::convert::Infallible>(())
@@ -195,7 +205,13 @@ impl ProjectionApp {
         Ok(ProjectionApp {
             app,
             status: receiver,
+            rejections,
         })
+    }
+
+    /// The statistics queries refused by a bound (for the metrics).
+    pub fn query_rejections(&self) -> Arc<read::Rejections> {
+        self.rejections.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -266,4 +282,20 @@ fn register_status(
             ))
         }
     });
+}
+
+/// Exposes the statistics queries refused by a bound as `motcua_stats_queries_rejected_total`.
+fn register_rejections(telemetry: &svc::Telemetry, rejections: Arc<read::Rejections>) {
+    telemetry.counter_fn_by(
+        "motcua_stats_queries_rejected",
+        "statistics queries refused by a bound, by reason",
+        "reason",
+        move || {
+            rejections
+                .counts()
+                .into_iter()
+                .map(|(reason, n)| (reason.to_owned(), n))
+                .collect()
+        },
+    );
 }

@@ -1,9 +1,11 @@
 //! What a statistics request asks, parsed once for gRPC and HTTP alike: the period, the filter,
 //! the grouping and, for an auditor, the instant the figures are to be "as recorded at".
 
-use chrono::{DateTime, NaiveDate, Utc};
+use crate::read::QueryLimits;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use domain::{AgencyCode, ApplicantType, Channel, Level, ProcedureCode, SectorCode};
 use stats::{Dimension, Query, SliceFilter};
+use svc::status::SUPPORTED_YEARS;
 
 /// A malformed request: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,21 +54,29 @@ pub struct RawScope<'a> {
     pub group_by: Vec<Dimension>,
 }
 
-/// The longest period a query may cover, in days (a guard against typos such as year 20240).
-pub const MAX_PERIOD_DAYS: i64 = 366 * 20;
-
 impl RawScope<'_> {
-    /// The query, or the first malformed field.
-    pub fn parse(&self) -> Result<Query, ScopeError> {
-        let from = date("from", self.from)?;
-        let to = date("to", self.to)?;
+    /// The query, or the first malformed field or the first bound of `limits` it exceeds.
+    pub fn parse(&self, limits: &QueryLimits) -> Result<Query, ScopeError> {
+        let from = date("from", self.from, false)?;
+        let to = date("to", self.to, true)?;
         if to <= from {
             return Err(ScopeError::new("to", "must be after from"));
         }
-        if (to - from).num_days() > MAX_PERIOD_DAYS {
+        let max_days = i64::from(limits.max_period_days);
+        if (to - from).num_days() > max_days {
             return Err(ScopeError::new(
                 "to",
-                format!("the period may cover at most {MAX_PERIOD_DAYS} days"),
+                format!("the period may cover at most {max_days} days: ask shorter periods"),
+            ));
+        }
+        if self.group_by.len() > limits.max_group_by as usize {
+            return Err(ScopeError::new(
+                "group_by",
+                format!(
+                    "at most {} grouping dimensions per query, {} given",
+                    limits.max_group_by,
+                    self.group_by.len()
+                ),
             ));
         }
         for (i, d) in self.group_by.iter().enumerate() {
@@ -93,9 +103,37 @@ impl RawScope<'_> {
     }
 }
 
-fn date(field: &str, text: &str) -> Result<NaiveDate, ScopeError> {
-    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-        .map_err(|_| ScopeError::new(field, "must be a date YYYY-MM-DD"))
+/// A local date within [`SUPPORTED_YEARS`]; an exclusive end (`to`) may also be the first day
+/// after them.
+fn date(field: &str, text: &str, exclusive_end: bool) -> Result<NaiveDate, ScopeError> {
+    let d = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| ScopeError::new(field, "must be a date YYYY-MM-DD"))?;
+    let day_after = exclusive_end && d.year() == SUPPORTED_YEARS.end() + 1 && d.ordinal() == 1;
+    if SUPPORTED_YEARS.contains(&d.year()) || day_after {
+        Ok(d)
+    } else {
+        Err(ScopeError::new(field, out_of_range()))
+    }
+}
+
+fn out_of_range() -> String {
+    format!(
+        "must lie in the years {} to {}",
+        SUPPORTED_YEARS.start(),
+        SUPPORTED_YEARS.end()
+    )
+}
+
+/// `as_recorded_at` as given over HTTP (RFC 3339), within [`SUPPORTED_YEARS`] (UTC), truncated
+/// to microseconds like every instant of the API.
+pub fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, ScopeError> {
+    let t = DateTime::parse_from_rfc3339(text.trim())
+        .map_err(|_| ScopeError::new(field, "must be an RFC 3339 instant"))?
+        .with_timezone(&Utc);
+    if !SUPPORTED_YEARS.contains(&t.year()) {
+        return Err(ScopeError::new(field, out_of_range()));
+    }
+    Ok(svc::status::truncate_micros(t))
 }
 
 fn code<T>(
@@ -131,7 +169,7 @@ mod tests {
             group_by: vec![Dimension::Sector, Dimension::Level],
             ..raw("2024-02-29", "2024-03-01")
         }
-        .parse()
+        .parse(&QueryLimits::default())
         .unwrap();
         assert_eq!(q.from, NaiveDate::from_ymd_opt(2024, 2, 29).unwrap());
         assert_eq!(
@@ -143,7 +181,7 @@ mod tests {
 
     #[test]
     fn each_malformed_field_is_named() {
-        let field = |r: RawScope| r.parse().unwrap_err().field;
+        let field = |r: RawScope| r.parse(&QueryLimits::default()).unwrap_err().field;
         assert_eq!(field(raw("2024-02-30", "2024-03-01")), "from");
         assert_eq!(field(raw("2024-03-01", "2024-03-01")), "to");
         assert_eq!(field(raw("2024-03-01", "20240-03-01")), "to");
@@ -161,5 +199,55 @@ mod tests {
             }),
             "group_by[1]"
         );
+    }
+
+    #[test]
+    fn dates_outside_the_supported_years_are_refused_both_ways() {
+        let limits = QueryLimits {
+            max_period_days: u32::MAX,
+            ..QueryLimits::default()
+        };
+        let err = |from, to| raw(from, to).parse(&limits).unwrap_err();
+        for (from, to, field) in [
+            ("-4714-01-01", "2024-01-01", "from"),
+            ("-262000-01-01", "2024-01-01", "from"),
+            ("1989-12-31", "2024-01-01", "from"),
+            ("2024-01-01", "2101-01-02", "to"),
+            ("2024-01-01", "+262000-01-01", "to"),
+            ("2024-01-01", "9999-12-31", "to"),
+            ("2101-01-01", "2101-01-02", "from"),
+        ] {
+            let e = err(from, to);
+            assert_eq!(e.field, field, "{from} {to}");
+            assert!(e.message.contains("1990 to 2100"), "{e}");
+        }
+        assert!(raw("1990-01-01", "2101-01-01").parse(&limits).is_ok());
+        assert_eq!(
+            instant("at", "1989-12-31T16:59:59Z").unwrap_err().field,
+            "at"
+        );
+        assert_eq!(
+            instant("at", "2101-01-01T00:00:00Z").unwrap_err().field,
+            "at"
+        );
+        assert!(instant("at", "2100-12-31T23:59:59+00:00").is_ok());
+        assert!(instant("at", "1990-01-01T07:00:00+07:00").is_ok());
+    }
+
+    #[test]
+    fn the_period_and_grouping_limits_are_named() {
+        let limits = QueryLimits {
+            max_period_days: 31,
+            max_group_by: 1,
+            ..QueryLimits::default()
+        };
+        let e = raw("2024-01-01", "2024-02-02").parse(&limits).unwrap_err();
+        assert_eq!(e.field, "to");
+        assert!(raw("2024-01-01", "2024-02-01").parse(&limits).is_ok());
+        let two = RawScope {
+            group_by: vec![Dimension::Agency, Dimension::Sector],
+            ..raw("2024-01-01", "2024-02-01")
+        };
+        assert_eq!(two.parse(&limits).unwrap_err().field, "group_by");
     }
 }

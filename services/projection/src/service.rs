@@ -6,47 +6,48 @@ use std::sync::Arc;
 use api::v1 as pb;
 use api::v1::stats_service_server::StatsService;
 use chrono::NaiveDate;
-use sqlx::PgPool;
-use svc::Tokens;
 use svc::convert::{self, optional};
 use svc::status::invalid_field;
+use svc::{Principal, Role, Tokens};
 use tonic::{Request, Response, Status};
 
-use crate::answers::{self, IndicatorsAnswer};
+use crate::answers::IndicatorsAnswer;
 use crate::forms::{Cell, Form, Table};
+use crate::read::{ReadError, Reader};
 use crate::scope::{RawScope, Source};
-use crate::store::QueryError;
 
-/// The gRPC statistics queries. Any valid token may read.
+/// The gRPC statistics queries. Any valid token may read; `as_recorded_at` is for auditors.
 #[derive(Debug, Clone)]
 pub struct Stats {
-    pool: PgPool,
+    reader: Reader,
     tokens: Arc<Tokens>,
-    targets: stats::Targets,
 }
 
 impl Stats {
-    pub fn new(pool: PgPool, tokens: Arc<Tokens>, targets: stats::Targets) -> Stats {
-        Stats {
-            pool,
-            tokens,
-            targets,
-        }
+    pub fn new(reader: Reader, tokens: Arc<Tokens>) -> Stats {
+        Stats { reader, tokens }
+    }
+
+    /// The refusals of the bounds, shared with the HTTP routes.
+    pub fn rejections(&self) -> Arc<crate::read::Rejections> {
+        self.reader.rejections()
     }
 }
 
-/// A failed read: UNAVAILABLE when PostgreSQL is unreachable (retry), INTERNAL otherwise.
-pub fn query_status(e: QueryError) -> Status {
-    match e {
-        QueryError::Database(e) => svc::status::unavailable(e),
-        e => svc::status::internal(e),
+/// Refuses `as_recorded_at` to tokens other than auditors'. It recomputes figures from the log
+/// (a scan, not a lookup): an audit, which the hundreds of counter tokens need not be able to
+/// start (README, "The auditor's workflow").
+pub fn may_ask(principal: &Principal, source: Source) -> Result<(), ReadError> {
+    match source {
+        Source::AsRecordedAt(_) if principal.role != Role::Auditor => Err(ReadError::AuditorsOnly),
+        _ => Ok(()),
     }
 }
 
 /// The query and source of a request with the common fields (`GetIndicatorsRequest`,
 /// `GetReportRequest`), each malformed field named.
 macro_rules! scope {
-    ($r:expr) => {{
+    ($r:expr, $limits:expr) => {{
         let r = &$r;
         let query = RawScope {
             from: &r.from,
@@ -59,7 +60,8 @@ macro_rules! scope {
             applicant_type: optional("applicant_type", r.applicant_type, convert::applicant_type)?,
             group_by: dimensions("group_by", &r.group_by)?,
         }
-        .parse()?;
+        .parse($limits)
+        .map_err(ReadError::from)?;
         (query, source("as_recorded_at", r.as_recorded_at.as_ref())?)
     }};
 }
@@ -70,12 +72,11 @@ impl StatsService for Stats {
         &self,
         request: Request<pb::GetIndicatorsRequest>,
     ) -> Result<Response<pb::GetIndicatorsResponse>, Status> {
-        self.tokens.authenticate(request.metadata())?;
+        let principal = self.tokens.authenticate(request.metadata())?;
         let r = request.into_inner();
-        let (query, source) = scope!(r);
-        let answer = answers::indicators(&self.pool, &query, source, &self.targets)
-            .await
-            .map_err(query_status)?;
+        let (query, source) = scope!(r, self.reader.limits());
+        may_ask(&principal, source)?;
+        let answer = self.reader.indicators(&query, source).await?;
         let mut response = indicators_response(&answer)?;
         response.as_recorded_at = r.as_recorded_at;
         Ok(Response::new(response))
@@ -85,7 +86,7 @@ impl StatsService for Stats {
         &self,
         request: Request<pb::GetReportRequest>,
     ) -> Result<Response<pb::Report>, Status> {
-        self.tokens.authenticate(request.metadata())?;
+        let principal = self.tokens.authenticate(request.metadata())?;
         let r = request.into_inner();
         let form = match pb::ReportForm::try_from(r.form) {
             Ok(pb::ReportForm::Ii06a) => Form::Ii06a,
@@ -99,10 +100,9 @@ impl StatsService for Stats {
                 ));
             }
         };
-        let (query, source) = scope!(r);
-        let table = answers::report(&self.pool, form, &query, source)
-            .await
-            .map_err(query_status)??;
+        let (query, source) = scope!(r, self.reader.limits());
+        may_ask(&principal, source)?;
+        let table = self.reader.report(form, &query, source).await?;
         let mut report = report_pb(&table, &query);
         report.as_recorded_at = r.as_recorded_at;
         Ok(Response::new(report))
@@ -114,16 +114,13 @@ impl StatsService for Stats {
     ) -> Result<Response<pb::DossierStatus>, Status> {
         self.tokens.authenticate(request.metadata())?;
         let id = svc::convert::dossier_id("dossier_id", &request.get_ref().dossier_id)?;
-        let dossier = answers::dossier(&self.pool, id.as_str())
-            .await
-            .map_err(query_status)?
-            .ok_or_else(|| {
-                svc::status::with_reason(
-                    tonic::Code::NotFound,
-                    "dossier_not_found",
-                    format!("no dossier {id} in the log"),
-                )
-            })?;
+        let dossier = self.reader.dossier(id.as_str()).await?.ok_or_else(|| {
+            svc::status::with_reason(
+                tonic::Code::NotFound,
+                "dossier_not_found",
+                format!("no dossier {id} in the log"),
+            )
+        })?;
         Ok(Response::new(status_pb(id.as_str(), &dossier)))
     }
 }
@@ -402,5 +399,42 @@ mod tests {
         for d in stats::Dimension::ALL {
             assert_eq!(dimension(dimension_pb(d) as i32), Some(d));
         }
+    }
+
+    /// The default `max_groups` keeps the largest answer (three grouping dimensions with codes
+    /// of the longest allowed length, every figure large and every rate present) well under
+    /// gRPC's default 4 MiB message limit.
+    #[test]
+    fn the_largest_answer_the_default_limits_allow_fits_a_grpc_message() {
+        use prost::Message;
+        use stats::{Dimension, GroupKey, Metric, Query, SliceFilter, Totals};
+        let limits = crate::QueryLimits::default();
+        let from = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let to = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+        let mut totals = Totals::empty(from, to);
+        for metric in Metric::ALL {
+            totals.add_delta(from, *metric, 1_000_000_000_000);
+        }
+        let group_by = vec![Dimension::Agency, Dimension::Procedure, Dimension::Sector];
+        assert_eq!(group_by.len(), limits.max_group_by as usize);
+        let groups: std::collections::BTreeMap<GroupKey, Totals> = (0..limits.max_groups)
+            .map(|i| {
+                let key = vec![
+                    format!("{i:0>40}"),
+                    format!("{i:0>64}"),
+                    format!("{i:0>40}"),
+                ];
+                (key, totals.clone())
+            })
+            .collect();
+        let query = Query {
+            from,
+            to,
+            filter: SliceFilter::default(),
+            group_by,
+        };
+        let answer = crate::answers::indicators_of(&query, &groups, &stats::Targets::default());
+        let bytes = indicators_response(&answer).unwrap().encoded_len();
+        assert!(bytes < 3 * 1024 * 1024, "{bytes} bytes");
     }
 }

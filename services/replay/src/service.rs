@@ -423,6 +423,47 @@ mod tests {
         assert!(s.follow);
     }
 
+    /// Far before 4713 BC (PostgreSQL's first day) and far after year 9999, both ways, on each
+    /// time bound: INVALID_ARGUMENT naming it, before any SQL.
+    #[test]
+    fn times_out_of_the_supported_years_are_named() {
+        for far in [
+            -210_000_000_000_i64,
+            i64::MIN,
+            631_152_000 - 1,
+            4_133_980_800,
+            i64::MAX,
+        ] {
+            let cases = [
+                pb::StreamEventsRequest {
+                    recorded_from: ts(far),
+                    ..Default::default()
+                },
+                pb::StreamEventsRequest {
+                    recorded_to: ts(far),
+                    ..Default::default()
+                },
+                pb::StreamEventsRequest {
+                    occurred_from: ts(far),
+                    ..Default::default()
+                },
+                pb::StreamEventsRequest {
+                    occurred_to: ts(far),
+                    ..Default::default()
+                },
+            ];
+            let names = [
+                "recorded_from",
+                "recorded_to",
+                "occurred_from",
+                "occurred_to",
+            ];
+            for (request, name) in cases.into_iter().zip(names) {
+                assert_eq!(bad_field(selection(&request).unwrap_err()), name, "{far}");
+            }
+        }
+    }
+
     #[test]
     fn every_bad_field_is_named() {
         let cases: Vec<(pb::StreamEventsRequest, &str)> = vec![

@@ -49,14 +49,15 @@ async fn not_counted(pool: &sqlx::PgPool) -> u64 {
         filter: stats::SliceFilter::default(),
         group_by: Vec::new(),
     };
-    let answer = projection::answers::indicators(
+    let reader = projection::read::Reader::new(
         pool,
-        &query,
-        projection::scope::Source::Live,
-        &stats::Targets::default(),
-    )
-    .await
-    .unwrap();
+        projection::QueryLimits::default(),
+        stats::Targets::default(),
+    );
+    let answer = reader
+        .indicators(&query, projection::scope::Source::Live)
+        .await
+        .unwrap();
     let wire = projection::service::indicators_response(&answer).unwrap();
     assert_eq!(wire.dossiers_not_counted, answer.dossiers_not_counted);
     answer.dossiers_not_counted
@@ -133,6 +134,7 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
             grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             targets: stats::Targets::default(),
+            limits: projection::QueryLimits::default(),
         },
         js.clone(),
         consumer,
