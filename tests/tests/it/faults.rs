@@ -1,0 +1,508 @@
+//! Fault campaign, end to end: PostgreSQL crashes (and is stopped) under load.
+//!
+//! The whole write side runs as in production — intake and processing over gRPC, the relay
+//! into JetStream, the projection consuming it — over a private PostgreSQL cluster that the test
+//! starts itself (`testkit::PgCluster`), so it can crash it. Each service has its own pool, as
+//! each binary has. Concurrent counters carry dossiers through their lives (receive, request a
+//! supplement, receive it, resolve) while the database is crashed (immediate stop: every
+//! PostgreSQL process exits at once, no checkpoint, crash recovery at the next start) and then
+//! stopped cleanly (fast stop) and started again.
+//!
+//! What it proves:
+//! - every call is answered OK or UNAVAILABLE, never another code, and within a bound (the
+//!   pool's acquire timeout plus a margin): no caller hangs;
+//! - retrying an UNAVAILABLE call with the same event id (the documented reaction) succeeds,
+//!   and the log then holds that command's event exactly once, as answered (position, version,
+//!   hash) — also when the first attempt had committed before the answer was lost;
+//! - nothing is half-written: the log holds exactly the answered commands' events, each
+//!   dossier's events are exactly its commands in order;
+//! - the relay and the projection, never restarted, resume by themselves: the stream ends up
+//!   holding the whole log once, in order, and the projection's `verify` is exact.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::v1 as pb;
+use api::v1::intake_service_client::IntakeServiceClient;
+use api::v1::processing_service_client::ProcessingServiceClient;
+use chrono::{DateTime, Utc};
+use domain::SupplementPolicy;
+use eventlog::EventLog;
+use processing::WatcherConfig;
+use testkit::{PgCluster, StopMode, TestNats};
+use tests::processing::{
+    RunningProcessing, processing_tokens, receive_days, receive_supplement, request_supplement,
+    resolve,
+};
+use tests::projection::{RunningProjection, wait_caught_up};
+use tests::{COUNTER_DISTRICT, RunningIntake, RunningRelay, authed, local};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Response, Status};
+
+/// Longest a test waits for the system to reach a state.
+const WAIT: Duration = Duration::from_secs(60);
+/// Longest one call may take: the services' pool acquire timeout (30 s, `EventLog::connect`)
+/// plus a margin. A call that takes longer is a hang.
+const CALL_BOUND: Duration = Duration::from_secs(40);
+/// Concurrent counters.
+const COUNTERS: usize = 12;
+/// Pool size of each service, as `database.max_connections` defaults to.
+const POOL: u32 = 16;
+
+/// The services over one private PostgreSQL cluster and a private JetStream namespace.
+struct Stack {
+    pg: PgCluster,
+    nats: TestNats,
+    /// The test's own pool, for checks.
+    log: EventLog,
+    intake: RunningIntake,
+    processing: RunningProcessing,
+    relay: RunningRelay,
+    projection: RunningProjection,
+}
+
+/// Starts PostgreSQL, then intake, processing (with its deadline watcher), the relay and the
+/// projection, each with its own pool (`EventLog::connect`, as the binaries do).
+async fn start_stack() -> Stack {
+    let pg = PgCluster::start().await;
+    let nats = TestNats::new().await;
+    let pool = || async {
+        EventLog::connect(&pg.url(), POOL)
+            .await
+            .expect("connect to the private PostgreSQL")
+    };
+    let intake = RunningIntake::start(pool().await).await;
+    let mut deps = svc::ServiceDeps::for_tests(pool().await, processing_tokens());
+    deps.supplement_policy = SupplementPolicy::Restart;
+    let watcher = WatcherConfig {
+        interval: Duration::from_millis(250),
+        ..WatcherConfig::default()
+    };
+    let processing = RunningProcessing::start_with(deps, Some(watcher)).await;
+    let relay = RunningRelay::start(pool().await, &nats.url, &nats.stream, &nats.prefix).await;
+    let projection = RunningProjection::start(
+        pool().await,
+        &nats.url,
+        &nats.stream,
+        &nats.prefix,
+        "faults",
+    )
+    .await;
+    let log = pool().await;
+    Stack {
+        pg,
+        nats,
+        log,
+        intake,
+        processing,
+        relay,
+        projection,
+    }
+}
+
+/// How one attempt of a call ended.
+#[derive(Debug, Clone)]
+enum Attempt {
+    Ok(pb::RecordedEvent),
+    Unavailable,
+    /// Any other code: a defect.
+    Other(Code, String),
+    /// No answer within [`CALL_BOUND`]: a defect.
+    Hang,
+}
+
+/// Every attempt of every command, by the command's event id, in order.
+#[derive(Debug, Default)]
+struct Journal {
+    attempts: HashMap<String, Vec<Attempt>>,
+    /// The commands of each dossier, in the order they were answered.
+    dossiers: BTreeMap<String, Vec<(String, &'static str)>>,
+    succeeded: usize,
+}
+
+type Shared = Arc<Mutex<Journal>>;
+
+/// Calls until the answer is not UNAVAILABLE, the same request (same event id) each time, every
+/// attempt bounded and journaled. Returns the recorded event, or `None` after a defect (another
+/// code or a hang), which the test reports at the end.
+async fn call_until_answered<T, F, Fut>(
+    journal: &Shared,
+    event_id: &str,
+    event: fn(&T) -> Option<&pb::RecordedEvent>,
+    mut call: F,
+) -> Option<pb::RecordedEvent>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Response<T>, Status>>,
+{
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    loop {
+        let attempt = match tokio::time::timeout(CALL_BOUND, call()).await {
+            Ok(Ok(answer)) => match event(answer.get_ref()) {
+                Some(recorded) => Attempt::Ok(recorded.clone()),
+                None => Attempt::Other(Code::Ok, "an answer without its event".to_owned()),
+            },
+            Ok(Err(status)) if status.code() == Code::Unavailable => Attempt::Unavailable,
+            Ok(Err(status)) => Attempt::Other(status.code(), status.message().to_owned()),
+            Err(_) => Attempt::Hang,
+        };
+        journal
+            .lock()
+            .expect("journal")
+            .attempts
+            .entry(event_id.to_owned())
+            .or_default()
+            .push(attempt.clone());
+        match attempt {
+            Attempt::Ok(recorded) => return Some(recorded),
+            Attempt::Unavailable if tokio::time::Instant::now() < deadline => {
+                // Back off a little, as a client would.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// One counter: dossier lives, one after the other, until `stop`.
+async fn counter(
+    n: usize,
+    intake_addr: std::net::SocketAddr,
+    processing_addr: std::net::SocketAddr,
+    journal: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    let channel = |addr: std::net::SocketAddr| {
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("address")
+            .connect_lazy()
+    };
+    let intake = IntakeServiceClient::new(channel(intake_addr));
+    let processing = ProcessingServiceClient::new(channel(processing_addr));
+    let t0: DateTime<Utc> = local(2025, 3, 3, 9, 0);
+    let hour = chrono::Duration::hours(1);
+    for life in 0.. {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        let dossier = format!("F-{n}-{life}");
+        let record = |id: &str, step: &'static str, recorded: &pb::RecordedEvent| {
+            let mut journal = journal.lock().expect("journal");
+            journal.succeeded += 1;
+            journal
+                .dossiers
+                .entry(recorded.dossier_id.clone())
+                .or_default()
+                .push((id.to_owned(), step));
+        };
+
+        let request = receive_days(&dossier, t0, 5);
+        let id = request.event_id.clone();
+        let Some(recorded) = call_until_answered(
+            &journal,
+            &id,
+            |a: &pb::ReceiveDossierResponse| a.event.as_ref(),
+            || {
+                let mut client = intake.clone();
+                let request = authed(COUNTER_DISTRICT, request.clone());
+                async move { client.receive_dossier(request).await }
+            },
+        )
+        .await
+        else {
+            return;
+        };
+        record(&id, "received", &recorded);
+
+        let request = request_supplement(&dossier, t0 + hour);
+        let id = request.event_id.clone();
+        let Some(recorded) = call_until_answered(
+            &journal,
+            &id,
+            |a: &pb::WriteResponse| a.event.as_ref(),
+            || {
+                let mut client = processing.clone();
+                let request = authed(COUNTER_DISTRICT, request.clone());
+                async move { client.request_supplement(request).await }
+            },
+        )
+        .await
+        else {
+            return;
+        };
+        record(&id, "supplement_requested", &recorded);
+
+        let request = receive_supplement(&dossier, t0 + hour * 2);
+        let id = request.event_id.clone();
+        let Some(recorded) = call_until_answered(
+            &journal,
+            &id,
+            |a: &pb::ReceiveSupplementResponse| a.event.as_ref(),
+            || {
+                let mut client = processing.clone();
+                let request = authed(COUNTER_DISTRICT, request.clone());
+                async move { client.receive_supplement(request).await }
+            },
+        )
+        .await
+        else {
+            return;
+        };
+        record(&id, "supplement_received", &recorded);
+
+        let request = resolve(&dossier, t0 + hour * 3, pb::Outcome::Approved);
+        let id = request.event_id.clone();
+        let Some(recorded) = call_until_answered(
+            &journal,
+            &id,
+            |a: &pb::ResolveResponse| a.event.as_ref(),
+            || {
+                let mut client = processing.clone();
+                let request = authed(COUNTER_DISTRICT, request.clone());
+                async move { client.resolve(request).await }
+            },
+        )
+        .await
+        else {
+            return;
+        };
+        record(&id, "resolved", &recorded);
+    }
+}
+
+/// Counters running until stopped.
+struct Load {
+    journal: Shared,
+    stop: watch::Sender<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(stack: &Stack) -> Load {
+        let journal = Shared::default();
+        let (stop, stopped) = watch::channel(false);
+        let handles = (0..COUNTERS)
+            .map(|n| {
+                tokio::spawn(counter(
+                    n,
+                    stack.intake.addr,
+                    stack.processing.addr,
+                    journal.clone(),
+                    stopped.clone(),
+                ))
+            })
+            .collect();
+        Load {
+            journal,
+            stop,
+            handles,
+        }
+    }
+
+    fn succeeded(&self) -> usize {
+        self.journal.lock().expect("journal").succeeded
+    }
+
+    fn unavailable(&self) -> usize {
+        let journal = self.journal.lock().expect("journal");
+        journal
+            .attempts
+            .values()
+            .flatten()
+            .filter(|a| matches!(a, Attempt::Unavailable))
+            .count()
+    }
+
+    /// Waits until `count` more commands than now have succeeded.
+    async fn progress(&self, count: usize, what: &str) {
+        let target = self.succeeded() + count;
+        eventually(what, || async { self.succeeded() >= target }).await;
+    }
+
+    /// Stops the counters after their current call and returns the journal.
+    async fn stop(self) -> Journal {
+        self.stop.send_replace(true);
+        for handle in self.handles {
+            tokio::time::timeout(3 * WAIT, handle)
+                .await
+                .expect("a counter stops within its calls' bounds")
+                .expect("counter task");
+        }
+        Arc::try_unwrap(self.journal)
+            .expect("the counters are gone")
+            .into_inner()
+            .expect("journal")
+    }
+}
+
+/// Polls `check` every 50 ms until it holds, within [`WAIT`].
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Crashes PostgreSQL in `mode` while the counters run, and starts it again once a caller has
+/// seen UNAVAILABLE (so the fault met calls in flight).
+async fn crash_under_load(stack: &mut Stack, load: &Load, mode: StopMode) {
+    let unavailable_before = load.unavailable();
+    stack.pg.stop(mode).await;
+    eventually(
+        &format!("a caller answered UNAVAILABLE after the {mode:?} stop"),
+        || async { load.unavailable() > unavailable_before },
+    )
+    .await;
+    stack.pg.start_again().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_crash_and_restart_under_load() {
+    let mut stack = start_stack().await;
+    let load = Load::start(&stack);
+    load.progress(150, "commands before the crash").await;
+
+    crash_under_load(&mut stack, &load, StopMode::Immediate).await;
+    load.progress(150, "commands after the crash").await;
+
+    crash_under_load(&mut stack, &load, StopMode::Fast).await;
+    load.progress(150, "commands after the restart").await;
+
+    let journal = load.stop().await;
+
+    // Every attempt was answered OK or UNAVAILABLE, within the bound.
+    let defects: Vec<String> = journal
+        .attempts
+        .iter()
+        .flat_map(|(id, attempts)| attempts.iter().map(move |a| (id, a)))
+        .filter_map(|(id, attempt)| match attempt {
+            Attempt::Other(code, message) => Some(format!("{id}: {code:?} {message}")),
+            Attempt::Hang => Some(format!("{id}: no answer within {CALL_BOUND:?}")),
+            Attempt::Ok(_) | Attempt::Unavailable => None,
+        })
+        .collect();
+    assert!(
+        defects.is_empty(),
+        "calls answered neither OK nor UNAVAILABLE: {defects:#?}\nPostgreSQL log:\n{}",
+        stack.pg.log_tail()
+    );
+    let retried = journal.attempts.values().filter(|a| a.len() > 1).count();
+    assert!(retried > 0, "the faults met no call in flight");
+
+    // The deadline watcher resumed too: a dossier received now, overdue since 2025, is marked.
+    let open = receive_days("F-open", local(2025, 3, 3, 9, 0), 5);
+    stack
+        .intake
+        .client()
+        .await
+        .receive_dossier(authed(COUNTER_DISTRICT, open))
+        .await
+        .expect("receive with the database up");
+    eventually("the watcher marks the open dossier late", || async {
+        let events = stack.log.load_dossier("F-open").await.expect("load");
+        events.iter().any(|e| e.event_type == "late")
+    })
+    .await;
+
+    // Every command ended answered, and the log holds exactly the answered events (and the
+    // watcher's `late` marks), once each, as answered.
+    let events = stack
+        .log
+        .read_after(0, i64::MAX)
+        .await
+        .expect("read the log");
+    let by_id: HashMap<String, &eventlog::StoredEvent> =
+        events.iter().map(|e| (e.event_id.to_string(), e)).collect();
+    assert_eq!(by_id.len(), events.len(), "event ids are unique in the log");
+    let mut written_before_unavailable = 0;
+    for (id, attempts) in &journal.attempts {
+        let Some(Attempt::Ok(answer)) = attempts.last() else {
+            panic!("command {id} was never answered OK: {attempts:?}");
+        };
+        let stored = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("command {id} was answered OK but is not in the log"));
+        assert_eq!(answer.position, stored.position as u64, "{id}");
+        assert_eq!(answer.version, stored.version as u32, "{id}");
+        assert_eq!(answer.dossier_id, stored.dossier_id, "{id}");
+        assert_eq!(answer.event_hash, stored.event_hash.to_vec(), "{id}");
+        if answer.duplicate {
+            assert!(
+                attempts.len() > 1,
+                "{id}: a first attempt cannot be a duplicate"
+            );
+            written_before_unavailable += 1;
+        }
+    }
+    let commands: Vec<&eventlog::StoredEvent> = events
+        .iter()
+        .filter(|e| e.event_type != "late" && e.dossier_id != "F-open")
+        .collect();
+    assert_eq!(
+        commands.len(),
+        journal.attempts.len(),
+        "the log holds exactly the answered commands' events (no half-written or phantom command)"
+    );
+    for (dossier, answered) in &journal.dossiers {
+        let stored: Vec<(String, &str)> = commands
+            .iter()
+            .filter(|e| &e.dossier_id == dossier)
+            .map(|e| (e.event_id.to_string(), e.event_type.as_str()))
+            .collect();
+        let answered: Vec<(String, &str)> = answered
+            .iter()
+            .map(|(id, step)| (id.clone(), *step))
+            .collect();
+        assert_eq!(
+            stored, answered,
+            "dossier {dossier}: its commands, in order"
+        );
+        let marks = events
+            .iter()
+            .filter(|e| &e.dossier_id == dossier && e.event_type == "late")
+            .count();
+        assert!(
+            marks <= 1,
+            "dossier {dossier} was marked late {marks} times"
+        );
+    }
+
+    // The relay and the projection resume by themselves.
+    let head = stack.log.head().await.expect("head");
+    stack.relay.wait_published(head, WAIT).await;
+    let published = tests::lifecycle::published(&stack.nats).await;
+    let ids: Vec<String> = published.into_iter().map(|(_, id)| id).collect();
+    let log_ids: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(
+        ids, log_ids,
+        "the stream holds the whole log once, in order"
+    );
+    wait_caught_up(&stack.log, WAIT).await;
+    let report = projection::verify::verify(stack.log.pool(), 20)
+        .await
+        .expect("verify");
+    assert!(report.is_exact(), "projection verify: {report:?}");
+    assert_eq!(report.position, head);
+
+    eprintln!(
+        "faults: {} commands, {retried} retried after UNAVAILABLE ({written_before_unavailable} \
+         of them had been written before the error), {} late marks",
+        journal.attempts.len(),
+        events.len() - commands.len() - 1,
+    );
+    stack.projection.stop().await;
+    stack.relay.stop().await;
+    stack.processing.stop().await;
+    stack.intake.stop().await;
+}
