@@ -65,7 +65,9 @@ impl WriteOutcome {
     }
 }
 
-/// Why a write did not happen. Every variant means nothing was written.
+/// Why a write did not happen. Every variant means nothing was written, except `Unavailable`
+/// when the connection was lost during the COMMIT (then the outcome is unknown; a retry with the
+/// same event id answers the original if it was written).
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The dossier's rules refuse the command: show the reason to the user.
@@ -84,7 +86,8 @@ pub enum WriteError {
         expected: u32,
         actual: u32,
     },
-    /// The event log cannot be reached: retry later with the same event id.
+    /// The event log cannot be reached: retry later with the same event id (which is safe even
+    /// if the failure hit the COMMIT and the write did happen).
     #[error("event log unavailable: {0}")]
     Unavailable(String),
     /// Stored data does not decode, or the log rejected what the domain produced: a bug.
