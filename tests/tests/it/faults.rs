@@ -49,6 +49,8 @@ const WAIT: Duration = Duration::from_secs(60);
 const CALL_BOUND: Duration = Duration::from_secs(40);
 /// Concurrent counters.
 const COUNTERS: usize = 12;
+/// The projection's durable consumer.
+const DURABLE: &str = "faults";
 /// Pool size of each service, as `database.max_connections` defaults to.
 const POOL: u32 = 16;
 
@@ -83,14 +85,9 @@ async fn start_stack() -> Stack {
     };
     let processing = RunningProcessing::start_with(deps, Some(watcher)).await;
     let relay = RunningRelay::start(pool().await, &nats.url, &nats.stream, &nats.prefix).await;
-    let projection = RunningProjection::start(
-        pool().await,
-        &nats.url,
-        &nats.stream,
-        &nats.prefix,
-        "faults",
-    )
-    .await;
+    let projection =
+        RunningProjection::start(pool().await, &nats.url, &nats.stream, &nats.prefix, DURABLE)
+            .await;
     let log = pool().await;
     Stack {
         pg,
@@ -359,9 +356,37 @@ where
     }
 }
 
-/// Stops PostgreSQL in `mode` while the counters run, and starts it again once a call has
-/// failed (so the fault met calls in flight; how they failed is checked at the end).
+/// The projection's durable consumer, as the server sees it.
+async fn consumer(stack: &Stack) -> async_nats::jetstream::consumer::Info {
+    let stream = stack
+        .nats
+        .jetstream()
+        .get_stream(&stack.nats.stream)
+        .await
+        .expect("the relay's stream");
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .get_consumer(DURABLE)
+        .await
+        .expect("the projection's consumer");
+    consumer.info().await.expect("consumer info").clone()
+}
+
+/// Stops PostgreSQL in `mode` while the counters run and the projection has messages to apply
+/// (so the fault hits the projection's work too), and starts it again once a call has failed
+/// (so it met calls in flight; how they failed is checked at the end).
 async fn crash_under_load(stack: &mut Stack, load: &Load, mode: StopMode) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let info = consumer(stack).await;
+        if info.num_pending > 0 || info.num_ack_pending > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projection never had work in progress: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let failed_before = load.failed();
     stack.pg.stop(mode).await;
     eventually(
@@ -504,10 +529,14 @@ async fn postgres_crash_and_restart_under_load() {
         .expect("verify");
     assert!(report.is_exact(), "projection verify: {report:?}");
     assert_eq!(report.position, head);
+    // Not vacuous: the faults failed applies, which the projection asked to be redelivered.
+    let info = consumer(&stack).await;
+    let redelivered = info.delivered.consumer_sequence - info.delivered.stream_sequence;
+    assert!(redelivered > 0, "no message was redelivered: {info:?}");
 
     eprintln!(
         "faults: {} commands, {retried} retried after UNAVAILABLE ({written_before_unavailable} \
-         of them had been written before the error), {} late marks",
+         of them had been written before the error), {} late marks, {redelivered} redeliveries",
         journal.attempts.len(),
         events.len() - commands.len() - 1,
     );
