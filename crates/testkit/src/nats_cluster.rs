@@ -140,7 +140,10 @@ impl NatsCluster {
     pub async fn restart(&mut self, i: usize) {
         self.kill(i);
         if let Err(failure) = self.spawn(i).await {
-            panic!("NATS node {} did not restart: {failure}", self.nodes[i].name);
+            panic!(
+                "NATS node {} did not restart: {failure}",
+                self.nodes[i].name
+            );
         }
     }
 

@@ -153,7 +153,8 @@ impl PgCluster {
             if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
-            if tokio::time::Instant::now() >= deadline || !matches!(&sent, Ok(o) if o.status.success())
+            if tokio::time::Instant::now() >= deadline
+                || !matches!(&sent, Ok(o) if o.status.success())
             {
                 let _ = child.kill();
                 let _ = child.wait();

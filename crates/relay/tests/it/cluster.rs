@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use eventlog::EventLog;
 use relay::RelayConfig;
-use testkit::{NatsCluster, TestNats};
+use testkit::NatsCluster;
 use tokio::task::JoinHandle;
 
 use crate::support::{self, Running, WAIT};
@@ -157,10 +157,10 @@ async fn make_leader(
 async fn three_node_cluster_loses_leader_then_follower_under_load() {
     let mut cluster = NatsCluster::start(3).await;
     let (_db, log) = support::log().await;
-    let names = TestNats::new().await; // only for a unique stream name and prefix
+    let suffix = testkit::unique_suffix();
     let cfg = RelayConfig {
         replicas: 3,
-        ..support::config(&names.stream, &names.prefix)
+        ..support::config(&format!("C_{suffix}"), &format!("c{suffix}.dossier"))
     };
     let client = connect_to_all(&cluster).await;
     let js = jetstream::new(client.clone());
@@ -212,5 +212,8 @@ async fn three_node_cluster_loses_leader_then_follower_under_load() {
     make_leader(&cluster, &reader, &reader_js, &cfg.stream, first).await;
     support::assert_stream_is_log(&reader_js, &cfg, &log).await;
 
-    relay.stop().await.expect("the relay never stopped on an error");
+    relay
+        .stop()
+        .await
+        .expect("the relay never stopped on an error");
 }
