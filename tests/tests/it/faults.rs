@@ -17,7 +17,12 @@
 //! - nothing is half-written: the log holds exactly the answered commands' events, each
 //!   dossier's events are exactly its commands in order;
 //! - the relay and the projection, never restarted, resume by themselves: the stream ends up
-//!   holding the whole log once, in order, and the projection's `verify` is exact.
+//!   holding the whole log once, in order, the projection's `verify` is exact, and the server
+//!   redelivered the applies the faults failed; the deadline watcher marks a dossier that
+//!   became overdue after the faults;
+//! - an auditor following the log through replay (`StreamEvents { follow }`), resuming after
+//!   the last position received whenever a stream ends with UNAVAILABLE (as the proto says),
+//!   gets the whole log once, in order, and no stream ends any other way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -26,6 +31,7 @@ use std::time::Duration;
 use api::v1 as pb;
 use api::v1::intake_service_client::IntakeServiceClient;
 use api::v1::processing_service_client::ProcessingServiceClient;
+use api::v1::replay_service_client::ReplayServiceClient;
 use chrono::{DateTime, Utc};
 use domain::SupplementPolicy;
 use eventlog::EventLog;
@@ -36,7 +42,7 @@ use tests::processing::{
     resolve,
 };
 use tests::projection::{RunningProjection, wait_caught_up};
-use tests::{COUNTER_DISTRICT, RunningIntake, RunningRelay, authed, local};
+use tests::{AUDITOR, COUNTER_DISTRICT, RunningIntake, RunningRelay, authed, local};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -64,6 +70,8 @@ struct Stack {
     processing: RunningProcessing,
     relay: RunningRelay,
     projection: RunningProjection,
+    /// The replay service's address (it stops with the test's runtime).
+    replay: std::net::SocketAddr,
 }
 
 /// Starts PostgreSQL, then intake, processing (with its deadline watcher), the relay and the
@@ -88,6 +96,16 @@ async fn start_stack() -> Stack {
     let projection =
         RunningProjection::start(pool().await, &nats.url, &nats.stream, &nats.prefix, DURABLE)
             .await;
+    let replay = replay::ReplayApp::build_with(
+        pool().await,
+        tests::test_tokens(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .expect("replay starts")
+    .with_follow_poll(Duration::from_millis(200));
+    let replay_addr = replay.local_addr();
+    tokio::spawn(replay.run_until_stopped(tokio_util::sync::CancellationToken::new()));
     let log = pool().await;
     Stack {
         pg,
@@ -97,7 +115,79 @@ async fn start_stack() -> Stack {
         processing,
         relay,
         projection,
+        replay: replay_addr,
     }
+}
+
+/// What an auditor following the log through replay received.
+#[derive(Debug, Default)]
+struct Followed {
+    /// Event ids in the order received.
+    ids: Vec<String>,
+    /// Streams that ended with UNAVAILABLE (then resumed after the last position received).
+    resumed: usize,
+    /// Anything else: a stream that ended otherwise, a gap or a repeat.
+    defects: Vec<String>,
+}
+
+/// Follows the log from the start through `StreamEvents { follow }` until `stop`, resuming
+/// after the last position received whenever a stream ends with UNAVAILABLE.
+async fn follow(
+    addr: std::net::SocketAddr,
+    mut stop: watch::Receiver<bool>,
+    progress: watch::Sender<u64>,
+) -> Followed {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("address")
+        .connect_lazy();
+    let mut client = ReplayServiceClient::new(channel);
+    let mut followed = Followed::default();
+    let mut last = 0u64;
+    'streams: loop {
+        let request = pb::StreamEventsRequest {
+            after_position: last,
+            follow: true,
+            ..Default::default()
+        };
+        let opened = tokio::select! {
+            opened = client.stream_events(authed(AUDITOR, request)) => opened,
+            _ = stop.wait_for(|s| *s) => break 'streams,
+        };
+        let end = match opened {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    let next = tokio::select! {
+                        next = stream.message() => next,
+                        _ = stop.wait_for(|s| *s) => break 'streams,
+                    };
+                    match next {
+                        Ok(Some(event)) => {
+                            if event.position != last + 1 {
+                                followed
+                                    .defects
+                                    .push(format!("position {} after {last}", event.position));
+                            }
+                            last = event.position;
+                            followed.ids.push(event.event_id);
+                            progress.send_replace(last);
+                        }
+                        Ok(None) => break Status::ok("a following stream completed"),
+                        Err(status) => break status,
+                    }
+                }
+            }
+            Err(status) => status,
+        };
+        if end.code() == Code::Unavailable {
+            followed.resumed += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        } else {
+            followed.defects.push(format!("stream ended: {end:?}"));
+            break;
+        }
+    }
+    followed
 }
 
 /// How one attempt of a call ended.
@@ -400,6 +490,9 @@ async fn crash_under_load(stack: &mut Stack, load: &Load, mode: StopMode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_and_restart_under_load() {
     let mut stack = start_stack().await;
+    let (stop_following, stopped) = watch::channel(false);
+    let (progress, mut followed_to) = watch::channel(0);
+    let follower = tokio::spawn(follow(stack.replay, stopped, progress));
     let load = Load::start(&stack);
     load.progress(150, "commands before the crash").await;
 
@@ -524,6 +617,28 @@ async fn postgres_crash_and_restart_under_load() {
         "the stream holds the whole log once, in order"
     );
     wait_caught_up(&stack.log, WAIT).await;
+
+    // The auditor following through replay got the whole log once, in order, resuming after
+    // each UNAVAILABLE.
+    let reached = tokio::time::timeout(WAIT, followed_to.wait_for(|p| *p >= head as u64)).await;
+    stop_following.send_replace(true);
+    let followed = tokio::time::timeout(WAIT, follower)
+        .await
+        .expect("the follower stops")
+        .expect("follower task");
+    assert!(
+        followed.defects.is_empty(),
+        "replay: {:?}",
+        followed.defects
+    );
+    assert_eq!(
+        followed.ids, log_ids,
+        "replay delivered the whole log once, in order"
+    );
+    assert!(
+        matches!(reached, Ok(Ok(_))),
+        "replay did not reach the head {head} within {WAIT:?}"
+    );
     let report = projection::verify::verify(stack.log.pool(), 20)
         .await
         .expect("verify");
@@ -536,9 +651,11 @@ async fn postgres_crash_and_restart_under_load() {
 
     eprintln!(
         "faults: {} commands, {retried} retried after UNAVAILABLE ({written_before_unavailable} \
-         of them had been written before the error), {} late marks, {redelivered} redeliveries",
+         of them had been written before the error), {} late marks, {redelivered} redeliveries, \
+         {} replay streams resumed",
         journal.attempts.len(),
         events.len() - commands.len() - 1,
+        followed.resumed,
     );
     stack.projection.stop().await;
     stack.relay.stop().await;
