@@ -662,3 +662,94 @@ async fn postgres_crash_and_restart_under_load() {
     stack.processing.stop().await;
     stack.intake.stop().await;
 }
+
+/// A writer that stops answering inside the log's sequencing section — its process or machine
+/// froze, or the network to it went silent, after `UPDATE log_head` and before `COMMIT` —
+/// holds the head row's lock. PostgreSQL sees a healthy idle session, so without a bound every
+/// other writer of the installation would wait behind it for as long as it stays frozen (here:
+/// for ever). The log bounds how long a transaction holding the sequencer may sit idle
+/// (`eventlog::SEQUENCER_IDLE_TIMEOUT`): the server then ends that session, its append rolls
+/// back, and the others go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_frozen_in_the_sequencing_section_does_not_stop_the_others() {
+    use sqlx::postgres::PgConnectOptions;
+
+    let db = testkit::TestDb::new().await;
+    let direct = EventLog::from_pool(db.pool.clone());
+    let intake = RunningIntake::start(direct.clone()).await;
+    let mut client = intake.client().await;
+    client
+        .receive_dossier(authed(
+            COUNTER_DISTRICT,
+            receive_days("FZ-before", local(2025, 3, 3, 9, 0), 5),
+        ))
+        .await
+        .expect("a first write");
+
+    // The writer that will freeze: its own pool through a proxy, as another service instance.
+    let options: PgConnectOptions = db.url.parse().expect("test database url");
+    let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .expect("resolve PostgreSQL")
+        .next()
+        .expect("an address for PostgreSQL");
+    let proxy = testkit::TcpProxy::start(upstream).await;
+    let frozen = EventLog::from_pool(
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.host("127.0.0.1").port(proxy.addr().port()))
+            .await
+            .expect("connect through the proxy"),
+    );
+    let mut tx = frozen.pool().begin().await.expect("begin");
+    let event_id = uuid::Uuid::new_v4();
+    frozen
+        .append_in(
+            &mut tx,
+            vec![eventlog::DossierAppend {
+                dossier_id: "FZ-frozen".to_owned(),
+                expected_version: eventlog::ExpectedVersion::NoStream,
+                routing: eventlog::Routing {
+                    level: "district".into(),
+                    agency: tests::DISTRICT_AGENCY.into(),
+                    sector: "land".into(),
+                },
+                events: vec![eventlog::NewEvent {
+                    event_id,
+                    event_type: "received".into(),
+                    occurred_at: local(2025, 3, 3, 9, 0),
+                    payload: serde_json::json!({}),
+                    fingerprint: [7; 32],
+                }],
+            }],
+        )
+        .await
+        .expect("the frozen writer takes the sequencer");
+    // It now holds the head row, and stops answering.
+    proxy.freeze();
+
+    let after = tokio::time::timeout(
+        CALL_BOUND,
+        client.receive_dossier(authed(
+            COUNTER_DISTRICT,
+            receive_days("FZ-after", local(2025, 3, 3, 9, 0), 5),
+        )),
+    )
+    .await;
+    assert!(
+        matches!(after, Ok(Ok(_))),
+        "a write behind a frozen writer must go through within {CALL_BOUND:?}: {after:?}"
+    );
+    assert!(
+        direct
+            .find_events(&[event_id])
+            .await
+            .expect("find")
+            .is_empty(),
+        "the frozen writer's append was rolled back"
+    );
+    assert_eq!(direct.head().await.expect("head"), 2);
+    proxy.cut().await;
+    drop(tx);
+    intake.stop().await;
+}
