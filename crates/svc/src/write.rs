@@ -198,6 +198,13 @@ pub fn new_events(
         .collect()
 }
 
+/// The longest one command may take in the write path, waiting for a pooled connection
+/// included. A database that went silent (a partition, a frozen host: no reset, so the
+/// connection looks healthy) would otherwise keep the caller waiting until TCP gives up, a
+/// quarter of an hour or more; past this bound the caller gets UNAVAILABLE and retries with the
+/// same event id (`tests/tests/it/faults.rs`). A healthy write takes milliseconds.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The shared write path of the services.
 #[derive(Debug, Clone)]
 pub struct WritePath {
@@ -235,8 +242,24 @@ impl WritePath {
     }
 
     /// Applies one command. `authorize` sees the dossier as loaded (not received yet: version 0)
-    /// and may refuse with PERMISSION_DENIED.
+    /// and may refuse with PERMISSION_DENIED. Bounded by [`WRITE_TIMEOUT`]: past it the answer
+    /// is `Unavailable` (the outcome is then unknown only if the COMMIT had been sent; a retry
+    /// with the same event id tells).
     pub async fn execute(
+        &self,
+        request: &WriteRequest,
+        authorize: impl Fn(&Dossier) -> Result<(), Status>,
+    ) -> Result<WriteOutcome, WriteError> {
+        tokio::time::timeout(WRITE_TIMEOUT, self.execute_unbounded(request, authorize))
+            .await
+            .unwrap_or_else(|_| {
+                Err(WriteError::Unavailable(format!(
+                    "no answer from the event log within {WRITE_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    async fn execute_unbounded(
         &self,
         request: &WriteRequest,
         authorize: impl Fn(&Dossier) -> Result<(), Status>,

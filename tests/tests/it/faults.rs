@@ -10,7 +10,7 @@
 //!
 //! What it proves:
 //! - every call is answered OK or UNAVAILABLE, never another code, and within a bound (the
-//!   pool's acquire timeout plus a margin): no caller hangs;
+//!   write path's `WRITE_TIMEOUT` plus a margin): no caller hangs;
 //! - retrying an UNAVAILABLE call with the same event id (the documented reaction) succeeds,
 //!   and the log then holds that command's event exactly once, as answered (position, version,
 //!   hash) — also when the first attempt had committed before the answer was lost;
@@ -50,9 +50,10 @@ use tonic::{Code, Response, Status};
 
 /// Longest a test waits for the system to reach a state.
 const WAIT: Duration = Duration::from_secs(60);
-/// Longest one call may take: the services' pool acquire timeout (30 s, `EventLog::connect`)
-/// plus a margin. A call that takes longer is a hang.
-const CALL_BOUND: Duration = Duration::from_secs(40);
+/// Longest one call may take: the write path's own bound (`svc::write::WRITE_TIMEOUT`, 15 s,
+/// which includes waiting for a pooled connection) plus a margin. A call that takes longer is a
+/// hang.
+const CALL_BOUND: Duration = Duration::from_secs(svc::write::WRITE_TIMEOUT.as_secs() + 10);
 /// Concurrent counters.
 const COUNTERS: usize = 12;
 /// The projection's durable consumer.
@@ -751,5 +752,120 @@ async fn a_writer_frozen_in_the_sequencing_section_does_not_stop_the_others() {
     assert_eq!(direct.head().await.expect("head"), 2);
     proxy.cut().await;
     drop(tx);
+    intake.stop().await;
+}
+
+/// A call in flight when the network to PostgreSQL goes silent (no reset: a partition, a frozen
+/// database host) gets no answer from the database, ever — the connection looks healthy. The
+/// write path bounds every write (`svc::write::WRITE_TIMEOUT`), so the caller gets UNAVAILABLE
+/// instead of waiting for TCP to give up (a quarter of an hour, or never behind a proxy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_when_the_database_goes_silent_is_answered_unavailable() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    let db = testkit::TestDb::new().await;
+    let direct = EventLog::from_pool(db.pool.clone());
+    direct.migrate().await.expect("migrate");
+    let options: PgConnectOptions = db.url.parse().expect("test database url");
+    let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .expect("resolve PostgreSQL")
+        .next()
+        .expect("an address for PostgreSQL");
+    let proxy = testkit::TcpProxy::start(upstream).await;
+    let through_proxy = EventLog::from_pool(
+        PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.host("127.0.0.1").port(proxy.addr().port()))
+            .await
+            .expect("connect through the proxy"),
+    );
+    let intake = RunningIntake::start(through_proxy).await;
+    let mut client = intake.client().await;
+
+    // Hold the sequencer so that the call stops, in flight, at its `UPDATE log_head`.
+    let mut holder = db.connect().await;
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("UPDATE log_head SET position = position")
+        .execute(&mut holder)
+        .await
+        .expect("take the head row");
+    let call = tokio::spawn(async move {
+        tokio::time::timeout(
+            CALL_BOUND,
+            client.receive_dossier(authed(
+                COUNTER_DISTRICT,
+                receive_days("SILENT-1", local(2025, 3, 3, 9, 0), 5),
+            )),
+        )
+        .await
+    });
+    eventually("the call waits on the head row", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = 'log_head' AND NOT l.granted",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("pg_locks");
+        // A waiter on a row lock waits on the holder's transaction id, and on the tuple.
+        let tuple: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .expect("pg_stat_activity");
+        waiting > 0 || tuple > 0
+    })
+    .await;
+    // The network goes silent; then the sequencer is free and the answer is sent — into the void.
+    proxy.freeze();
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release the head row");
+
+    let answer = call.await.expect("call task");
+    match answer {
+        Ok(Err(status)) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        Ok(Ok(answer)) => panic!("answered OK through a silent network: {answer:?}"),
+        Err(_) => panic!("the call hung for {CALL_BOUND:?} after the database went silent"),
+    }
+    // The server ended the silent session (SEQUENCER_IDLE_TIMEOUT): nothing was written, and
+    // the log takes writes again.
+    eventually("the silent writer's session ends", || async {
+        direct
+            .append(vec![eventlog::DossierAppend {
+                dossier_id: "SILENT-2".to_owned(),
+                expected_version: eventlog::ExpectedVersion::NoStream,
+                routing: eventlog::Routing {
+                    level: "district".into(),
+                    agency: tests::DISTRICT_AGENCY.into(),
+                    sector: "land".into(),
+                },
+                events: vec![eventlog::NewEvent {
+                    event_id: uuid::Uuid::new_v4(),
+                    event_type: "received".into(),
+                    occurred_at: local(2025, 3, 3, 9, 0),
+                    payload: serde_json::json!({}),
+                    fingerprint: [1; 32],
+                }],
+            }])
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(
+        direct
+            .load_dossier("SILENT-1")
+            .await
+            .expect("load")
+            .is_empty()
+    );
+    proxy.cut().await;
     intake.stop().await;
 }
