@@ -40,6 +40,11 @@
 //! `append_in` stops before the COMMIT: the caller's transaction then holds the sequencer until
 //! it commits, and must be READ COMMITTED (PostgreSQL's default).
 //!
+//! A transaction holding the sequencer may sit idle for [`SEQUENCER_IDLE_TIMEOUT`] at most
+//! (`idle_in_transaction_session_timeout`, set local to the transaction by [`SEQUENCE`]): a
+//! writer that froze inside the section is cut off by the server instead of stopping every
+//! other writer (the fault test `tests/tests/it/faults.rs` freezes one there).
+//!
 //! # Races
 //!
 //! Step 1 reads without locking, so two writers may both pass it. The unique constraints settle
@@ -84,11 +89,22 @@ CROSS JOIN LATERAL (
     ORDER BY version DESC LIMIT 1
 ) AS e";
 
-/// Sequencing, statement 1: take the head row (the sequencer lock) and reserve `$1` positions.
+/// Sequencing, statement 1: take the head row (the sequencer lock) and reserve `$1` positions;
+/// from now on the transaction may sit idle for [`SEQUENCER_IDLE_TIMEOUT`] at most.
 pub const SEQUENCE: &str = "\
 UPDATE log_head
 SET position = position + $1, recorded_at = greatest(clock_timestamp(), recorded_at)
-RETURNING position, chain_hash, recorded_at";
+RETURNING position, chain_hash, recorded_at,
+          set_config('idle_in_transaction_session_timeout', '10s', true) AS idle_timeout";
+
+/// How long a transaction that holds the sequencer may sit idle — the server waiting for the
+/// client's next statement — before PostgreSQL ends its session (rolling it back, releasing the
+/// head row). A writer that froze there (its process or machine stopped, or the network to it
+/// went silent without a reset) looks to PostgreSQL like a healthy idle session, and would
+/// otherwise stop every other writer of the installation for as long as it stays frozen.
+/// Set with `SET LOCAL` semantics in [`SEQUENCE`] (so it lasts until the end of the
+/// transaction, the caller's for `append_in`). A live writer idles there for milliseconds.
+pub const SEQUENCER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Sequencing, statement 2: the whole batch, the new chain head and the wake-up, at once.
 /// `$1`–`$10` do not depend on the positions and are encoded before the sequencer is taken.
@@ -700,6 +716,15 @@ fn check_payload(payload: &Value) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sequencer_idle_timeout_is_the_one_set() {
+        let set = format!(
+            "set_config('idle_in_transaction_session_timeout', '{}s', true)",
+            SEQUENCER_IDLE_TIMEOUT.as_secs()
+        );
+        assert!(SEQUENCE.contains(&set), "{SEQUENCE}");
+    }
 
     #[test]
     fn payload_rules() {

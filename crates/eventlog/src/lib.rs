@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 pub use append::{
     INSERT as SQL_INSERT, MAX_DOSSIER_ID_CHARS, MAX_PAYLOAD_DEPTH, SEQUENCE as SQL_SEQUENCE,
+    SEQUENCER_IDLE_TIMEOUT,
 };
 pub use error::{AppendError, ConnectError, MigrateError, ReadError};
 pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};

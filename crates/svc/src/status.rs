@@ -101,11 +101,15 @@ pub fn refusal(refusal: &domain::Refusal) -> Status {
     with_reason(code, refusal.code(), refusal.to_string())
 }
 
-/// The event log could not be reached: nothing was written, the client should retry.
+/// The event log could not be reached: the client should retry with the same event id. Usually
+/// nothing was written, but when the connection was lost during the COMMIT the write may have
+/// happened (the fault test `tests/tests/it/faults.rs` sees it): the retry then answers the
+/// original as a duplicate. So the message never claims that nothing was written.
 pub fn unavailable(what: impl Display) -> Status {
     tracing::warn!(error = %what, "event log unavailable");
     Status::unavailable(
-        "the event log is unavailable; nothing was written, retry with the same event_id",
+        "the event log is unavailable; retry with the same event_id (if the call was recorded \
+         before the failure, the retry answers it as a duplicate)",
     )
 }
 

@@ -65,7 +65,9 @@ impl WriteOutcome {
     }
 }
 
-/// Why a write did not happen. Every variant means nothing was written.
+/// Why a write did not happen. Every variant means nothing was written, except `Unavailable`
+/// when the connection was lost during the COMMIT (then the outcome is unknown; a retry with the
+/// same event id answers the original if it was written).
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The dossier's rules refuse the command: show the reason to the user.
@@ -84,7 +86,8 @@ pub enum WriteError {
         expected: u32,
         actual: u32,
     },
-    /// The event log cannot be reached: retry later with the same event id.
+    /// The event log cannot be reached: retry later with the same event id (which is safe even
+    /// if the failure hit the COMMIT and the write did happen).
     #[error("event log unavailable: {0}")]
     Unavailable(String),
     /// Stored data does not decode, or the log rejected what the domain produced: a bug.
@@ -195,6 +198,13 @@ pub fn new_events(
         .collect()
 }
 
+/// The longest one command may take in the write path, waiting for a pooled connection
+/// included. A database that went silent (a partition, a frozen host: no reset, so the
+/// connection looks healthy) would otherwise keep the caller waiting until TCP gives up, a
+/// quarter of an hour or more; past this bound the caller gets UNAVAILABLE and retries with the
+/// same event id (`tests/tests/it/faults.rs`). A healthy write takes milliseconds.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The shared write path of the services.
 #[derive(Debug, Clone)]
 pub struct WritePath {
@@ -232,8 +242,24 @@ impl WritePath {
     }
 
     /// Applies one command. `authorize` sees the dossier as loaded (not received yet: version 0)
-    /// and may refuse with PERMISSION_DENIED.
+    /// and may refuse with PERMISSION_DENIED. Bounded by [`WRITE_TIMEOUT`]: past it the answer
+    /// is `Unavailable` (the outcome is then unknown only if the COMMIT had been sent; a retry
+    /// with the same event id tells).
     pub async fn execute(
+        &self,
+        request: &WriteRequest,
+        authorize: impl Fn(&Dossier) -> Result<(), Status>,
+    ) -> Result<WriteOutcome, WriteError> {
+        tokio::time::timeout(WRITE_TIMEOUT, self.execute_unbounded(request, authorize))
+            .await
+            .unwrap_or_else(|_| {
+                Err(WriteError::Unavailable(format!(
+                    "no answer from the event log within {WRITE_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    async fn execute_unbounded(
         &self,
         request: &WriteRequest,
         authorize: impl Fn(&Dossier) -> Result<(), Status>,

@@ -11,8 +11,12 @@
 use std::time::Duration;
 
 pub mod http;
+pub mod nats_cluster;
+pub use nats_cluster::NatsCluster;
 pub mod nats_server;
 pub use nats_server::NatsServer;
+pub mod pg_cluster;
+pub use pg_cluster::{PgCluster, StopMode};
 pub mod proxy;
 pub use proxy::TcpProxy;
 pub mod rng;

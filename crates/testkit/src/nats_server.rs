@@ -200,7 +200,7 @@ impl Drop for NatsServer {
     }
 }
 
-fn find_binary() -> PathBuf {
+pub(crate) fn find_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
         return PathBuf::from(path);
     }
@@ -221,12 +221,12 @@ fn find_binary() -> PathBuf {
 }
 
 /// A port that was free a moment ago: bind port 0, read the port, release it.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
     listener.local_addr().expect("local address").port()
 }
 
-fn read_log(path: &Path) -> String {
+pub(crate) fn read_log(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")

@@ -4,7 +4,9 @@
 //! [`TcpProxy::start`] listens on a free port of 127.0.0.1 and forwards every connection to
 //! `upstream`. [`TcpProxy::cut`] closes every forwarded connection (both sides) and, until
 //! [`TcpProxy::restore`], closes each new connection as soon as it is accepted, so the client
-//! sees its connection attempts fail. Point the code under test at [`TcpProxy::addr`].
+//! sees its connection attempts fail. [`TcpProxy::freeze`] is the silent kind of failure: every
+//! connection stays open and nothing more is forwarded either way (a network partition, or a
+//! peer whose process or machine froze). Point the code under test at [`TcpProxy::addr`].
 
 use std::net::SocketAddr;
 
@@ -19,6 +21,8 @@ pub struct TcpProxy {
     upstream: SocketAddr,
     /// `true` while connections are forwarded.
     open: watch::Sender<bool>,
+    /// `true` once frozen: connections stay open, nothing is forwarded.
+    frozen: watch::Sender<bool>,
     /// Forwarded connections alive right now.
     live: watch::Sender<usize>,
     accept: JoinHandle<()>,
@@ -32,12 +36,20 @@ impl TcpProxy {
             .expect("bind the proxy's port");
         let addr = listener.local_addr().expect("proxy address");
         let (open, _) = watch::channel(true);
+        let (frozen, _) = watch::channel(false);
         let (live, _) = watch::channel(0usize);
-        let accept = tokio::spawn(accept_loop(listener, upstream, open.clone(), live.clone()));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            upstream,
+            open.clone(),
+            frozen.clone(),
+            live.clone(),
+        ));
         TcpProxy {
             addr,
             upstream,
             open,
+            frozen,
             live,
             accept,
         }
@@ -60,6 +72,14 @@ impl TcpProxy {
         live.wait_for(|n| *n == 0)
             .await
             .expect("the proxy owns the sender");
+    }
+
+    /// Stops forwarding anything, in both directions, on every connection, and keeps them all
+    /// open; new connections are accepted and forward nothing either. Neither side sees an
+    /// error: what it sent is lost, what it waits for never comes. Lasts until [`cut`](Self::cut)
+    /// (which then closes them) or the proxy is dropped.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
     }
 
     /// Forwards new connections again.
@@ -90,6 +110,7 @@ async fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
     open: watch::Sender<bool>,
+    frozen: watch::Sender<bool>,
     live: watch::Sender<usize>,
 ) {
     loop {
@@ -104,9 +125,10 @@ async fn accept_loop(
             continue;
         }
         let guard = Live::new(&live);
+        let mut frozen = frozen.subscribe();
         tokio::spawn(async move {
             let _guard = guard;
-            forward(client, upstream, &mut state).await;
+            forward(client, upstream, &mut state, &mut frozen).await;
         });
     }
 }
@@ -118,7 +140,12 @@ fn refuse(client: TcpStream) {
     drop(client);
 }
 
-async fn forward(mut client: TcpStream, upstream: SocketAddr, state: &mut watch::Receiver<bool>) {
+async fn forward(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    state: &mut watch::Receiver<bool>,
+    frozen: &mut watch::Receiver<bool>,
+) {
     let connect = TcpStream::connect(upstream);
     let mut server = tokio::select! {
         server = connect => match server {
@@ -129,12 +156,23 @@ async fn forward(mut client: TcpStream, upstream: SocketAddr, state: &mut watch:
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-        _ = state.wait_for(|open| !*open) => {
-            // Cut: the client sees a reset, as when the server's host goes away.
-            let _ = client.set_zero_linger();
-        }
+    enum End {
+        Closed,
+        Cut,
+        Frozen,
+    }
+    let end = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => End::Closed,
+        _ = state.wait_for(|open| !*open) => End::Cut,
+        _ = frozen.wait_for(|frozen| *frozen) => End::Frozen,
+    };
+    if let End::Frozen = end {
+        // Hold both sockets, forward nothing, until cut.
+        let _ = state.wait_for(|open| !*open).await;
+    }
+    if !matches!(end, End::Closed) {
+        // The client sees a reset, as when the server's host goes away.
+        let _ = client.set_zero_linger();
     }
 }
 

@@ -3,6 +3,7 @@
 //! Ordinary tests share the machine's NATS through `testkit::TestNats` (a private stream and
 //! subject prefix each); tests that stop or wipe NATS run their own `testkit::NatsServer`.
 
+mod cluster;
 mod concurrent;
 mod outage;
 mod oversized;
