@@ -84,6 +84,10 @@ pub enum WriteError {
         expected: u32,
         actual: u32,
     },
+    /// The event would be larger than the log stores (`eventlog::MAX_EVENT_BYTES`): the request
+    /// is too large; it must be made smaller, retrying it is useless.
+    #[error("{0}")]
+    EventTooLarge(String),
     /// The event log cannot be reached: retry later with the same event id.
     #[error("event log unavailable: {0}")]
     Unavailable(String),
@@ -107,6 +111,7 @@ impl From<WriteError> for Status {
             e @ WriteError::Conflict { .. } => {
                 status::with_reason(tonic::Code::Aborted, "version_conflict", e.to_string())
             }
+            WriteError::EventTooLarge(e) => status::event_too_large(e),
             WriteError::Unavailable(e) => status::unavailable(e),
             WriteError::Internal(e) => status::internal(e),
         }
@@ -296,6 +301,9 @@ impl WritePath {
                 }
                 Err(AppendError::EventIdReused { event_id }) => {
                     return Err(WriteError::EventIdReused(event_id));
+                }
+                Err(e @ AppendError::EventTooLarge { .. }) => {
+                    return Err(WriteError::EventTooLarge(e.to_string()));
                 }
                 Err(AppendError::Unavailable(e)) => {
                     return Err(WriteError::Unavailable(e.to_string()));
