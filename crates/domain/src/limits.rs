@@ -46,8 +46,8 @@ pub const MAX_IMPORT_BATCH: usize = 10_000;
 
 /// The largest encoded request message the write services (processing, payment, results)
 /// decode: far above the largest valid request (a `ReceiveDossier` with 200 components of 64
-/// characters is under 15 KiB). A larger message is refused with RESOURCE_EXHAUSTED before it
-/// is parsed.
+/// characters is under 15 KiB). A larger message is refused with OUT_OF_RANGE (tonic's answer)
+/// before it is parsed.
 pub const MAX_REQUEST_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The largest encoded message the intake service decodes: one `ImportHistory` batch (10,000

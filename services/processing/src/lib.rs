@@ -87,7 +87,8 @@ impl ProcessingApp {
             tokio::spawn(async move { w.run(stop).await })
         });
         let served = svc::server::serve(
-            ProcessingServiceServer::new(self.processing),
+            ProcessingServiceServer::new(self.processing)
+                .max_decoding_message_size(domain::limits::MAX_REQUEST_MESSAGE_BYTES),
             self.listener,
             shutdown.clone(),
             DRAIN,
