@@ -189,7 +189,10 @@ mod tests {
         }
         let p = prefixed("events[3]", bad);
         details_agree(&p);
-        assert_eq!(p.message(), "events[3]: profile.agency_code: must not be empty");
+        assert_eq!(
+            p.message(),
+            "events[3]: profile.agency_code: must not be empty"
+        );
         let fields = p.get_details_bad_request().unwrap().field_violations;
         assert_eq!(fields[0].field, "events[3].profile.agency_code");
         assert_eq!(
@@ -203,7 +206,10 @@ mod tests {
         let p = prefixed("events[0]", refused);
         details_agree(&p);
         assert_eq!(p.code(), Code::FailedPrecondition);
-        assert_eq!(p.get_details_error_info().unwrap().reason, "already_resolved");
+        assert_eq!(
+            p.get_details_error_info().unwrap().reason,
+            "already_resolved"
+        );
         assert!(p.message().starts_with("events[0]: "));
         let plain = prefixed("events[1]", Status::unavailable("down"));
         assert!(plain.details().is_empty());

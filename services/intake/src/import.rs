@@ -19,7 +19,8 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use svc::convert::{self, at};
 use svc::status::{
-    business_time, event_too_large, internal, invalid_field, prefixed, timestamp, unavailable, with_reason,
+    business_time, event_too_large, internal, invalid_field, prefixed, timestamp, unavailable,
+    with_reason,
 };
 use svc::write::{fold, new_events, routing_of};
 use svc::{Clock, WritePath};
@@ -225,10 +226,12 @@ impl Importer {
                 max,
             }) => {
                 let status = event_too_large(format!("event {event_id}: {bytes} > {max} bytes"));
-                return Err(match items.iter().find(|i| i.event_id.as_uuid() == event_id) {
-                    Some(item) => prefixed(&item.path, status),
-                    None => status,
-                });
+                return Err(
+                    match items.iter().find(|i| i.event_id.as_uuid() == event_id) {
+                        Some(item) => prefixed(&item.path, status),
+                        None => status,
+                    },
+                );
             }
             Err(AppendError::Unavailable(e)) => return Err(unavailable(e)),
             Err(e) => return Err(internal(e)),

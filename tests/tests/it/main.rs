@@ -2,6 +2,7 @@
 mod auditor;
 mod intake_api;
 mod intake_import;
+mod limits;
 mod model;
 mod payment;
 mod processing;
