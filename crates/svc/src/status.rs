@@ -47,14 +47,14 @@ pub fn prefixed(prefix: &str, status: Status) -> Status {
     if let Some(bad) = details.bad_request() {
         let mut violations = bad.field_violations.clone();
         for violation in &mut violations {
-            violation.field = convert_path(prefix, &violation.field);
+            violation.field = prefix_path(prefix, &violation.field);
         }
         details.set_bad_request(violations);
     }
     Status::with_error_details(status.code(), message, details)
 }
 
-fn convert_path(prefix: &str, field: &str) -> String {
+fn prefix_path(prefix: &str, field: &str) -> String {
     if field.is_empty() {
         prefix.to_owned()
     } else if field.starts_with('[') {

@@ -451,6 +451,18 @@ async fn every_bound_of_every_write_rpc_holds_at_its_limit_and_one_past_it() {
     )
     .await;
 
+    // A message over the service's decoding limit is refused before it is read.
+    let before = log.head().await.expect("head");
+    let status = payment
+        .record_payment(authed(
+            COUNTER_DISTRICT,
+            pay(1, 2 * domain::limits::MAX_REQUEST_MESSAGE_BYTES),
+        ))
+        .await
+        .expect_err("a 2 MiB request");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(log.head().await.expect("head"), before);
+
     // Results: IssueApology before the resolution, AttachResult after it.
     let due = env.stack.dossier(&dossier).await.due_at.expect("due");
     let apology = |n: usize| pb::IssueApologyRequest {
