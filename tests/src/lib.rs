@@ -228,3 +228,28 @@ pub fn receive_request(dossier_id: &str, occurred_at: DateTime<Utc>) -> pb::Rece
         components: vec!["don-de-nghi".to_owned(), "ban-ve".to_owned()],
     }
 }
+
+/// Checks a status as Python's grpcio-status (`rpc_status.from_call`) reads it: the
+/// `grpc-status-details-bin` trailer, when present, must decode as a `google.rpc.Status` whose
+/// code and message are exactly the call's `grpc-status` and `grpc-message`; otherwise the
+/// client rejects the details and loses the reason code. Returns the decoded status, if any.
+#[track_caller]
+pub fn assert_details_agree(status: &tonic::Status) -> Option<tonic_types::pb::Status> {
+    use prost::Message;
+    if status.details().is_empty() {
+        return None;
+    }
+    let rich = tonic_types::pb::Status::decode(status.details())
+        .unwrap_or_else(|e| panic!("details of {status:?} do not decode: {e}"));
+    assert_eq!(
+        rich.code,
+        status.code() as i32,
+        "the details' code differs from grpc-status: {status:?}"
+    );
+    assert_eq!(
+        rich.message,
+        status.message(),
+        "the details' message differs from grpc-message: {status:?}"
+    );
+    Some(rich)
+}

@@ -230,6 +230,7 @@ impl Stack {
     ) -> Status {
         let before = self.log.head().await.expect("head");
         let status = call.await.expect_err("the call must be refused");
+        crate::assert_details_agree(&status);
         assert_eq!(
             self.log.head().await.expect("head"),
             before,

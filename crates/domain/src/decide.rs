@@ -22,9 +22,7 @@ use crate::event::DossierEvent;
 use crate::ids::ComponentCode;
 use crate::refusal::Refusal;
 
-/// The largest amount one assessment or payment may carry: 10^15 VND, far above any fee, and
-/// low enough that sums never overflow.
-pub const MAX_AMOUNT_VND: i64 = 1_000_000_000_000_000;
+pub use crate::limits::MAX_AMOUNT_VND;
 
 /// Decides what a command means for a dossier: the events to append, or why not.
 ///

@@ -5,6 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::limits;
+
 /// Why a field was rejected at the edge. `field` is filled in by the caller that knows the
 /// field's path in the request (`dossier_id`, `profile.agency`…).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,28 +87,28 @@ fn code_char(c: char) -> bool {
 
 code_type!(
     /// The dossier's code (mã hồ sơ), chosen by the counter software, e.g. `H40.22-240115-0003`.
-    DossierId, 64, code_char, "dossier id"
+    DossierId, limits::DOSSIER_ID_MAX_CHARS, code_char, "dossier id"
 );
 code_type!(
     /// An agency's code (mã định danh), e.g. `000.00.12.H40`. No `_`, so the NATS subject token
     /// (dots mapped to `_`) maps back one to one.
-    AgencyCode, 40, |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'), "agency code"
+    AgencyCode, limits::AGENCY_CODE_MAX_CHARS, |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'), "agency code"
 );
 code_type!(
     /// A sector (lĩnh vực) code, e.g. `land`, `business-registration`, `G01`. One subject token.
-    SectorCode, 40, |c: char| c.is_ascii_alphanumeric() || c == '-', "sector code"
+    SectorCode, limits::SECTOR_CODE_MAX_CHARS, |c: char| c.is_ascii_alphanumeric() || c == '-', "sector code"
 );
 code_type!(
     /// A published procedure's code (mã TTHC), e.g. `1.001234`.
-    ProcedureCode, 64, code_char, "procedure code"
+    ProcedureCode, limits::PROCEDURE_CODE_MAX_CHARS, code_char, "procedure code"
 );
 code_type!(
     /// A dossier component's code (thành phần hồ sơ) within its procedure.
-    ComponentCode, 64, code_char, "component code"
+    ComponentCode, limits::COMPONENT_CODE_MAX_CHARS, code_char, "component code"
 );
 code_type!(
     /// The payment platform's transaction id; a platform calling back twice sends it twice.
-    TransactionId, 128, |c: char| c.is_ascii_graphic(), "transaction id"
+    TransactionId, limits::TRANSACTION_ID_MAX_CHARS, |c: char| c.is_ascii_graphic(), "transaction id"
 );
 
 /// A free text the counter writes (a reason, a document reference): non-blank, bounded.
@@ -115,7 +117,7 @@ code_type!(
 pub struct Text(String);
 
 impl Text {
-    pub const MAX_CHARS: usize = 2000;
+    pub const MAX_CHARS: usize = limits::TEXT_MAX_CHARS;
 
     pub fn parse(value: impl Into<String>) -> Result<Self, FieldError> {
         let value = value.into();

@@ -12,6 +12,7 @@ pub mod decide;
 pub mod dossier;
 pub mod event;
 pub mod ids;
+pub mod limits;
 pub mod refusal;
 
 pub use command::{Action, Command, Rules, SupplementPolicy};

@@ -55,6 +55,19 @@ pub enum AppendError {
     /// problem is not one event's (e.g. a dossier with no events).
     #[error("invalid event {event_id}: {reason}")]
     InvalidEvent { event_id: Uuid, reason: String },
+    /// An event's canonical form ([`crate::canonical_bytes`]) would be larger than
+    /// [`crate::MAX_EVENT_BYTES`] (`bytes` counts the longest position and `recorded_at` it
+    /// could get), so it could never be published. Checked before the sequencer; nothing of the
+    /// call was written. Do not retry: the request's bounds let through something too large —
+    /// report a client error (`event_too_large`) and fix the bound.
+    #[error(
+        "event {event_id} would take {bytes} bytes of canonical JSON; an event may take at most {max}"
+    )]
+    EventTooLarge {
+        event_id: Uuid,
+        bytes: usize,
+        max: usize,
+    },
     /// The database could not be reached, failed the statement, or returned something this
     /// crate cannot decode. Nothing was written, except that when the failure hit the COMMIT
     /// itself the outcome is unknown. Either way, retry the same call with the same event ids

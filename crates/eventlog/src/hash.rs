@@ -127,6 +127,21 @@ impl Canonical {
         Canonical { parts, holes }
     }
 
+    /// The length of the canonical bytes at the longest `position` and `recorded_at` there can
+    /// be (`-9223372036854775808`, a quoted 27-character timestamp): an upper bound for every
+    /// position and time the event may get, so a size check before sequencing is exact enough.
+    pub(crate) fn max_len(&self) -> usize {
+        let holes: usize = self
+            .holes
+            .iter()
+            .map(|hole| match hole {
+                Hole::Position => i64::MIN.to_string().len(),
+                Hole::RecordedAt => "\"9999-12-31T23:59:59.999999Z\"".len(),
+            })
+            .sum();
+        self.parts.iter().map(Vec::len).sum::<usize>() + holes
+    }
+
     /// The canonical bytes, with the two values filled in (`recorded_at` already formatted by
     /// [`format_timestamp`], as it is the same for a whole batch).
     pub(crate) fn bytes(&self, position: i64, recorded_at: &str) -> Vec<u8> {

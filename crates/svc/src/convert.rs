@@ -6,7 +6,7 @@ use calendar::{StatutoryTime, Timeliness};
 use domain::{
     AgencyCode, ApplicantType, Channel, ComponentCode, DossierId, EventId, FeeKind, Level,
     OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode, Profile, Rating, ReturnMethod,
-    SectorCode, Text, TransactionId, TransferMode,
+    SectorCode, Text, TransactionId, TransferMode, limits,
 };
 use tonic::Status;
 
@@ -41,7 +41,20 @@ pub fn transaction_id(path: &str, value: &str) -> Result<TransactionId, Status> 
     field(path, TransactionId::parse(value))
 }
 
+/// A list of component codes: at most [`limits::MAX_COMPONENTS`] (the error names the list),
+/// each a valid code (the error names the element, `components[3]`). Emptiness and duplicates
+/// are the caller's and the domain's rules.
 pub fn components(path: &str, values: &[String]) -> Result<Vec<ComponentCode>, Status> {
+    if values.len() > limits::MAX_COMPONENTS {
+        return Err(invalid_field(
+            path,
+            format!(
+                "at most {} component codes (got {})",
+                limits::MAX_COMPONENTS,
+                values.len()
+            ),
+        ));
+    }
     values
         .iter()
         .enumerate()
@@ -130,21 +143,28 @@ pub fn profile(path: &str, value: Option<&pb::Profile>) -> Result<Profile, Statu
     })
 }
 
-/// Statutory time: 1 to 365 working days, or 1 to 2,920 working hours.
+/// Statutory time: 1 to [`limits::MAX_STATUTORY_DAYS`] working days, or 1 to
+/// [`limits::MAX_STATUTORY_HOURS`] working hours.
 pub fn statutory_time(
     path: &str,
     value: Option<&pb::StatutoryTime>,
 ) -> Result<StatutoryTime, Status> {
+    use limits::{MAX_STATUTORY_DAYS, MAX_STATUTORY_HOURS};
     use pb::statutory_time::Unit;
     match value.and_then(|v| v.unit) {
-        Some(Unit::WorkingDays(d)) if (1..=365).contains(&d) => Ok(StatutoryTime::Days(d)),
-        Some(Unit::WorkingDays(_)) => {
-            Err(invalid_field(&at(path, "working_days"), "must be 1 to 365"))
+        Some(Unit::WorkingDays(d)) if (1..=MAX_STATUTORY_DAYS).contains(&d) => {
+            Ok(StatutoryTime::Days(d))
         }
-        Some(Unit::WorkingHours(h)) if (1..=2920).contains(&h) => Ok(StatutoryTime::Hours(h)),
+        Some(Unit::WorkingDays(_)) => Err(invalid_field(
+            &at(path, "working_days"),
+            format!("must be 1 to {MAX_STATUTORY_DAYS}"),
+        )),
+        Some(Unit::WorkingHours(h)) if (1..=MAX_STATUTORY_HOURS).contains(&h) => {
+            Ok(StatutoryTime::Hours(h))
+        }
         Some(Unit::WorkingHours(_)) => Err(invalid_field(
             &at(path, "working_hours"),
-            "must be 1 to 2920",
+            format!("must be 1 to {MAX_STATUTORY_HOURS}"),
         )),
         None => Err(invalid_field(
             path,
@@ -153,14 +173,17 @@ pub fn statutory_time(
     }
 }
 
-/// Amounts in VND: positive whole numbers, at most 10^15.
+/// Amounts in VND: positive whole numbers, at most [`limits::MAX_AMOUNT_VND`].
 pub fn amount_vnd(path: &str, value: i64) -> Result<i64, Status> {
-    if (1..=1_000_000_000_000_000).contains(&value) {
+    if (1..=limits::MAX_AMOUNT_VND).contains(&value) {
         Ok(value)
     } else {
         Err(invalid_field(
             path,
-            "must be a positive whole number of VND",
+            format!(
+                "must be a positive whole number of VND, at most {}",
+                limits::MAX_AMOUNT_VND
+            ),
         ))
     }
 }

@@ -33,6 +33,37 @@ pub fn with_reason(code: Code, reason: &str, message: impl Into<String>) -> Stat
     )
 }
 
+/// `status` about a part of a larger request (`events[3]`): its message prefixed with the
+/// path, and so are the field paths of its `google.rpc.BadRequest`. The details are encoded
+/// again with the new message, so the `google.rpc.Status` in `grpc-status-details-bin` and the
+/// `grpc-status`/`grpc-message` always agree (clients such as Python's grpcio-status reject
+/// details that do not). A status without details stays without.
+pub fn prefixed(prefix: &str, status: Status) -> Status {
+    let message = format!("{prefix}: {}", status.message());
+    if status.details().is_empty() {
+        return Status::new(status.code(), message);
+    }
+    let mut details = status.get_error_details();
+    if let Some(bad) = details.bad_request() {
+        let mut violations = bad.field_violations.clone();
+        for violation in &mut violations {
+            violation.field = prefix_path(prefix, &violation.field);
+        }
+        details.set_bad_request(violations);
+    }
+    Status::with_error_details(status.code(), message, details)
+}
+
+fn prefix_path(prefix: &str, field: &str) -> String {
+    if field.is_empty() {
+        prefix.to_owned()
+    } else if field.starts_with('[') {
+        format!("{prefix}{field}")
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
 /// Parses one field, naming it in the error.
 pub fn field<T>(path: &str, parsed: Result<T, FieldError>) -> Result<T, Status> {
     parsed.map_err(|e| invalid_field(path, e.reason))
@@ -101,6 +132,21 @@ pub fn refusal(refusal: &domain::Refusal) -> Status {
     with_reason(code, refusal.code(), refusal.to_string())
 }
 
+/// The request would produce an event larger than the log stores
+/// (`eventlog::MAX_EVENT_BYTES`): INVALID_ARGUMENT with reason `event_too_large`. The request
+/// bounds are meant to make this unreachable; it is logged as the bug it then is.
+pub fn event_too_large(what: impl Display) -> Status {
+    tracing::error!(error = %what, "a request passed the bounds but its event is too large");
+    with_reason(
+        Code::InvalidArgument,
+        "event_too_large",
+        format!(
+            "the request would record an event larger than {} bytes; nothing was written",
+            eventlog::MAX_EVENT_BYTES
+        ),
+    )
+}
+
 /// The event log could not be reached: the client should retry with the same event id. Usually
 /// nothing was written, but when the connection was lost during the COMMIT the write may have
 /// happened (the fault test `tests/tests/it/faults.rs` sees it): the retry then answers the
@@ -130,6 +176,53 @@ mod tests {
         let details = s.get_details_bad_request().unwrap();
         assert_eq!(details.field_violations[0].field, "profile.agency_code");
         assert!(s.message().contains("profile.agency_code"));
+    }
+
+    /// What Python's grpcio-status `from_call` does: decode `grpc-status-details-bin` as a
+    /// `google.rpc.Status` and reject it unless its code and message are the call's.
+    #[track_caller]
+    fn details_agree(s: &Status) {
+        use prost::Message;
+        let decoded = tonic_types::pb::Status::decode(s.details()).expect("details decode");
+        assert_eq!(decoded.code, s.code() as i32, "{s:?}");
+        assert_eq!(decoded.message, s.message(), "{s:?}");
+    }
+
+    #[test]
+    fn details_always_agree_with_code_and_message() {
+        let bad = invalid_field("profile.agency_code", "must not be empty");
+        let refused = refusal(&domain::Refusal::AlreadyResolved);
+        let too_large = event_too_large("test");
+        for s in [&bad, &refused, &too_large] {
+            details_agree(s);
+        }
+        let p = prefixed("events[3]", bad);
+        details_agree(&p);
+        assert_eq!(
+            p.message(),
+            "events[3]: profile.agency_code: must not be empty"
+        );
+        let fields = p.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(fields[0].field, "events[3].profile.agency_code");
+        assert_eq!(
+            prefixed("events", invalid_field("[2]", "x"))
+                .get_details_bad_request()
+                .unwrap()
+                .field_violations[0]
+                .field,
+            "events[2]"
+        );
+        let p = prefixed("events[0]", refused);
+        details_agree(&p);
+        assert_eq!(p.code(), Code::FailedPrecondition);
+        assert_eq!(
+            p.get_details_error_info().unwrap().reason,
+            "already_resolved"
+        );
+        assert!(p.message().starts_with("events[0]: "));
+        let plain = prefixed("events[1]", Status::unavailable("down"));
+        assert!(plain.details().is_empty());
+        assert_eq!(plain.message(), "events[1]: down");
     }
 
     #[test]

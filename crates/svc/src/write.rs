@@ -86,6 +86,10 @@ pub enum WriteError {
         expected: u32,
         actual: u32,
     },
+    /// The event would be larger than the log stores (`eventlog::MAX_EVENT_BYTES`): the request
+    /// is too large; it must be made smaller, retrying it is useless.
+    #[error("{0}")]
+    EventTooLarge(String),
     /// The event log cannot be reached: retry later with the same event id (which is safe even
     /// if the failure hit the COMMIT and the write did happen).
     #[error("event log unavailable: {0}")]
@@ -110,6 +114,7 @@ impl From<WriteError> for Status {
             e @ WriteError::Conflict { .. } => {
                 status::with_reason(tonic::Code::Aborted, "version_conflict", e.to_string())
             }
+            WriteError::EventTooLarge(e) => status::event_too_large(e),
             WriteError::Unavailable(e) => status::unavailable(e),
             WriteError::Internal(e) => status::internal(e),
         }
@@ -322,6 +327,9 @@ impl WritePath {
                 }
                 Err(AppendError::EventIdReused { event_id }) => {
                     return Err(WriteError::EventIdReused(event_id));
+                }
+                Err(e @ AppendError::EventTooLarge { .. }) => {
+                    return Err(WriteError::EventTooLarge(e.to_string()));
                 }
                 Err(AppendError::Unavailable(e)) => {
                     return Err(WriteError::Unavailable(e.to_string()));

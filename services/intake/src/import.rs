@@ -18,13 +18,16 @@ use eventlog::{AppendError, DossierAppend, ExpectedVersion};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use svc::convert::{self, at};
-use svc::status::{business_time, internal, invalid_field, timestamp, unavailable, with_reason};
+use svc::status::{
+    business_time, event_too_large, internal, invalid_field, prefixed, timestamp, unavailable,
+    with_reason,
+};
 use svc::write::{fold, new_events, routing_of};
 use svc::{Clock, WritePath};
 use tonic::{Code, Status};
 
 /// At most this many events per batch: bounds memory and transaction size.
-pub const MAX_BATCH: usize = 10_000;
+pub const MAX_BATCH: usize = domain::limits::MAX_IMPORT_BATCH;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Importer {
@@ -162,14 +165,8 @@ impl Importer {
             let (dossier, loaded_version) = states
                 .get_mut(&key)
                 .expect("every dossier of the batch was loaded");
-            let decided = domain::decide(dossier, &item.command, rules).map_err(|refusal| {
-                let status = svc::status::refusal(&refusal);
-                Status::with_details(
-                    status.code(),
-                    format!("{}: {}", item.path, status.message()),
-                    status.details().to_vec().into(),
-                )
-            })?;
+            let decided = domain::decide(dossier, &item.command, rules)
+                .map_err(|refusal| prefixed(&item.path, svc::status::refusal(&refusal)))?;
             if decided.is_empty() {
                 duplicates += 1;
                 continue;
@@ -222,6 +219,19 @@ impl Importer {
                     "event_id_reused",
                     format!("event_id {event_id} was already used for a different event"),
                 ));
+            }
+            Err(AppendError::EventTooLarge {
+                event_id,
+                bytes,
+                max,
+            }) => {
+                let status = event_too_large(format!("event {event_id}: {bytes} > {max} bytes"));
+                return Err(
+                    match items.iter().find(|i| i.event_id.as_uuid() == event_id) {
+                        Some(item) => prefixed(&item.path, status),
+                        None => status,
+                    },
+                );
             }
             Err(AppendError::Unavailable(e)) => return Err(unavailable(e)),
             Err(e) => return Err(internal(e)),

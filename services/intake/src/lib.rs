@@ -32,5 +32,6 @@ pub async fn build_with(deps: ServiceDeps) -> Result<IntakeApp, StartError> {
     let ready = deps.prepare().await?;
     Ok(ready.into_app("intake", |w, t, c| {
         IntakeServiceServer::new(Intake::new(w, t, c))
+            .max_decoding_message_size(domain::limits::MAX_IMPORT_MESSAGE_BYTES)
     }))
 }

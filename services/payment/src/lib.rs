@@ -32,5 +32,6 @@ pub async fn build_with(deps: ServiceDeps) -> Result<PaymentApp, StartError> {
     let ready = deps.prepare().await?;
     Ok(ready.into_app("payment", |w, t, c| {
         PaymentServiceServer::new(Payment::new(Desk::new(w, t, c)))
+            .max_decoding_message_size(domain::limits::MAX_REQUEST_MESSAGE_BYTES)
     }))
 }

@@ -105,6 +105,7 @@ impl ProcessingApp {
             watcher.map(|config| Watcher::new(ready.write.clone(), ready.clock.clone(), config));
         let app = ready.into_app("processing", |w, t, c| {
             ProcessingServiceServer::new(Processing::new(Desk::new(w, t, c)))
+                .max_decoding_message_size(domain::limits::MAX_REQUEST_MESSAGE_BYTES)
         });
         Ok(match watcher {
             Some(watcher) => {

@@ -32,5 +32,6 @@ pub async fn build_with(deps: ServiceDeps) -> Result<ResultsApp, StartError> {
     let ready = deps.prepare().await?;
     Ok(ready.into_app("results", |w, t, c| {
         ResultsServiceServer::new(Results::new(Desk::new(w, t, c)))
+            .max_decoding_message_size(domain::limits::MAX_REQUEST_MESSAGE_BYTES)
     }))
 }

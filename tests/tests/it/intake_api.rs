@@ -90,6 +90,7 @@ fn refuse_request(
 /// INVALID_ARGUMENT whose `google.rpc.BadRequest` names exactly `field`, also in the message.
 #[track_caller]
 fn assert_bad_field(status: &Status, field: &str) {
+    tests::assert_details_agree(status);
     assert_eq!(
         status.code(),
         Code::InvalidArgument,
@@ -118,6 +119,7 @@ fn assert_bad_field(status: &Status, field: &str) {
 /// `code` with a `google.rpc.ErrorInfo` of this system carrying `reason`.
 #[track_caller]
 fn assert_reason(status: &Status, code: Code, reason: &str) {
+    tests::assert_details_agree(status);
     assert_eq!(
         status.code(),
         code,

@@ -290,6 +290,7 @@ fn history() -> (Vec<pb::ImportBatch>, Vec<Expected>) {
 
 #[track_caller]
 fn assert_reason(status: &Status, code: Code, reason: &str) {
+    tests::assert_details_agree(status);
     assert_eq!(status.code(), code, "{status:?}");
     let info = status
         .get_details_error_info()
@@ -299,6 +300,7 @@ fn assert_reason(status: &Status, code: Code, reason: &str) {
 
 #[track_caller]
 fn assert_bad_field(status: &Status, field: &str) {
+    tests::assert_details_agree(status);
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     let details = status
         .get_details_bad_request()

@@ -3,6 +3,7 @@ mod auditor;
 mod faults;
 mod intake_api;
 mod intake_import;
+mod limits;
 mod model;
 mod operations;
 mod payment;

@@ -242,6 +242,7 @@ async fn refused(
         .send(client, token)
         .await
         .expect_err(&format!("{} must be refused", call.name()));
+    tests::assert_details_agree(&status);
     assert_eq!(status.code(), code, "{}: {}", call.name(), status.message());
     if let Some(reason) = reason {
         let info = status

@@ -125,3 +125,81 @@ async fn unreachable_database_is_unavailable() {
         Err(eventlog::MigrateError::Unavailable(_))
     ));
 }
+
+/// The canonical size of `event` as dossier `dossier_id`'s first event at the longest position
+/// and `recorded_at` there can be: what the append's guard measures.
+fn worst_case_size(dossier_id: &str, event: &eventlog::NewEvent) -> usize {
+    let stored = eventlog::StoredEvent {
+        position: i64::MIN,
+        event_id: event.event_id,
+        dossier_id: dossier_id.into(),
+        version: 1,
+        event_type: event.event_type.clone(),
+        occurred_at: event.occurred_at,
+        recorded_at: Utc
+            .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+            .unwrap()
+            .checked_add_signed(chrono::Duration::microseconds(999_999))
+            .unwrap(),
+        routing: routing(),
+        payload: event.payload.clone(),
+        fingerprint: event.fingerprint,
+        event_hash: [0; 32],
+        chain_hash: [0; 32],
+    };
+    eventlog::canonical_bytes(&stored).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_to_publish_is_refused_and_nothing_is_written() {
+    use eventlog::MAX_EVENT_BYTES;
+    let (_db, log) = log().await;
+    let with_text = |n: usize| {
+        let mut e = new_event("received");
+        // A control character takes 6 bytes in the canonical JSON: the guard counts bytes.
+        e.payload = serde_json::json!({"text": "\u{1}".repeat(n)});
+        e
+    };
+    let base = worst_case_size("B", &with_text(0));
+    assert_eq!(worst_case_size("B", &with_text(10)), base + 60);
+    let room = MAX_EVENT_BYTES - base;
+    let mut over = with_text(room / 6);
+    over.payload = serde_json::json!({"text": format!("{}{}", "\u{1}".repeat(room / 6), "x".repeat(room % 6 + 1))});
+    assert_eq!(worst_case_size("B", &over), MAX_EVENT_BYTES + 1);
+    let mut fits = over.clone();
+    fits.event_id = Uuid::new_v4();
+    fits.payload = serde_json::json!({"text": format!("{}{}", "\u{1}".repeat(room / 6), "x".repeat(room % 6))});
+    assert_eq!(worst_case_size("B", &fits), MAX_EVENT_BYTES);
+
+    // One byte over: refused, and nothing of the call is written (the other dossier neither).
+    let err = log
+        .append(vec![
+            dossier("A", ExpectedVersion::NoStream, events(1)),
+            dossier("B", ExpectedVersion::NoStream, vec![over.clone()]),
+        ])
+        .await
+        .unwrap_err();
+    match err {
+        AppendError::EventTooLarge {
+            event_id,
+            bytes,
+            max,
+        } => {
+            assert_eq!(event_id, over.event_id);
+            assert_eq!(bytes, MAX_EVENT_BYTES + 1);
+            assert_eq!(max, MAX_EVENT_BYTES);
+        }
+        other => panic!("expected EventTooLarge, got {other:?}"),
+    }
+    assert_eq!(log.head().await.unwrap(), 0);
+    assert_eq!(count_rows(&log).await, 0);
+
+    // Exactly the limit is stored, and its canonical bytes are within it.
+    let appended = log
+        .append(vec![dossier("B", ExpectedVersion::NoStream, vec![fits])])
+        .await
+        .expect("an event of exactly MAX_EVENT_BYTES at the worst position");
+    let stored = &appended.events[0];
+    assert!(eventlog::canonical_bytes(stored).len() <= MAX_EVENT_BYTES);
+    assert_eq!(log.head().await.unwrap(), 1);
+}
