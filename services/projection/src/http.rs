@@ -133,7 +133,8 @@ fn authenticate(state: &HttpState, headers: &HeaderMap) -> Result<(), HttpError>
         })
 }
 
-type Params = HashMap<String, String>;
+/// The query parameters as axum's `Query` extractor decodes them.
+pub type Params = HashMap<String, String>;
 
 fn param<'a>(params: &'a Params, name: &str) -> &'a str {
     params.get(name).map_or("", String::as_str)
@@ -168,8 +169,8 @@ const KNOWN: [&str; 11] = [
     "format",
 ];
 
-/// The query and source the parameters ask for.
-fn scope(params: &Params) -> Result<(stats::Query, Source), ScopeError> {
+/// The query and source the parameters ask for (pure: the fuzz targets call it directly).
+pub fn scope(params: &Params) -> Result<(stats::Query, Source), ScopeError> {
     if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ScopeError::new(unknown.as_str(), "unknown parameter"));
     }

@@ -64,6 +64,30 @@ macro_rules! scope {
     }};
 }
 
+/// What a `GetIndicators` request asks, each malformed field named (pure: the fuzz targets
+/// call it directly).
+pub fn indicators_request(r: &pb::GetIndicatorsRequest) -> Result<(stats::Query, Source), Status> {
+    Ok(scope!(r))
+}
+
+/// What a `GetReport` request asks, each malformed field named.
+pub fn report_request(r: &pb::GetReportRequest) -> Result<(Form, stats::Query, Source), Status> {
+    let form = match pb::ReportForm::try_from(r.form) {
+        Ok(pb::ReportForm::Ii06a) => Form::Ii06a,
+        Ok(pb::ReportForm::BieuMau3Section3) => Form::BieuMau3Section3,
+        Ok(pb::ReportForm::BieuMau7Section6) => Form::BieuMau7Section6,
+        Ok(pb::ReportForm::Scorecard766) => Form::Scorecard766,
+        _ => {
+            return Err(invalid_field(
+                "form",
+                "is required: choose one of the listed forms",
+            ));
+        }
+    };
+    let (query, source) = scope!(r);
+    Ok((form, query, source))
+}
+
 #[tonic::async_trait]
 impl StatsService for Stats {
     async fn get_indicators(
@@ -72,7 +96,7 @@ impl StatsService for Stats {
     ) -> Result<Response<pb::GetIndicatorsResponse>, Status> {
         self.tokens.authenticate(request.metadata())?;
         let r = request.into_inner();
-        let (query, source) = scope!(r);
+        let (query, source) = indicators_request(&r)?;
         let answer = answers::indicators(&self.pool, &query, source, &self.targets)
             .await
             .map_err(query_status)?;
@@ -87,19 +111,7 @@ impl StatsService for Stats {
     ) -> Result<Response<pb::Report>, Status> {
         self.tokens.authenticate(request.metadata())?;
         let r = request.into_inner();
-        let form = match pb::ReportForm::try_from(r.form) {
-            Ok(pb::ReportForm::Ii06a) => Form::Ii06a,
-            Ok(pb::ReportForm::BieuMau3Section3) => Form::BieuMau3Section3,
-            Ok(pb::ReportForm::BieuMau7Section6) => Form::BieuMau7Section6,
-            Ok(pb::ReportForm::Scorecard766) => Form::Scorecard766,
-            _ => {
-                return Err(invalid_field(
-                    "form",
-                    "is required: choose one of the listed forms",
-                ));
-            }
-        };
-        let (query, source) = scope!(r);
+        let (form, query, source) = report_request(&r)?;
         let table = answers::report(&self.pool, form, &query, source)
             .await
             .map_err(query_status)??;
