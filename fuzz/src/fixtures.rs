@@ -72,7 +72,7 @@ pub fn profile() -> Profile {
 }
 
 /// Plausible dossiers a command may meet: none yet, just received (with a fee), waiting for a
-/// supplement, transferred, and resolved after payment.
+/// supplement, transferred, fee assessed, resolved after payment, result attached, returned.
 pub fn states() -> &'static [Dossier] {
     static STATES: LazyLock<Vec<Dossier>> = LazyLock::new(build_states);
     &STATES
@@ -85,7 +85,9 @@ fn build_states() -> Vec<Dossier> {
             profile: profile(),
             statutory_time: StatutoryTime::Days(10),
             fee_required: true,
-            components: vec![ComponentCode::parse("don-de-nghi").expect("valid component")],
+            components: ["don-de-nghi", "cccd"]
+                .map(|c| ComponentCode::parse(c).expect("valid component"))
+                .to_vec(),
             due_at: None,
         },
     )];
@@ -104,19 +106,20 @@ fn build_states() -> Vec<Dossier> {
             mode: domain::TransferMode::Electronic,
         },
     ));
-    let mut resolved = received.clone();
+    let mut assessed = received.clone();
+    assessed.push((
+        local(2024, 3, 5, 10, 0),
+        Action::AssessFee {
+            amount_vnd: 150_000,
+            kind: FeeKind::Fee,
+        },
+    ));
+    let mut resolved = assessed.clone();
     resolved.extend([
-        (
-            local(2024, 3, 5, 10, 0),
-            Action::AssessFee {
-                amount_vnd: 50_000,
-                kind: FeeKind::Fee,
-            },
-        ),
         (
             local(2024, 3, 5, 11, 0),
             Action::RecordPayment {
-                amount_vnd: 50_000,
+                amount_vnd: 150_000,
                 channel: PaymentChannel::NationalPlatform,
                 transaction_id: TransactionId::parse("TXN-0001").expect("valid transaction id"),
             },
@@ -129,25 +132,49 @@ fn build_states() -> Vec<Dossier> {
             },
         ),
     ]);
-    [vec![], received, supplement, transferred, resolved]
-        .into_iter()
-        .map(|commands| {
-            let mut dossier = Dossier::default();
-            for (occurred_at, action) in commands {
-                let command = Command {
-                    occurred_at,
-                    action,
-                };
-                let events = domain::decide(&dossier, &command, rules()[0])
-                    .unwrap_or_else(|r| panic!("fixture command refused: {r}"));
-                for body in events {
-                    dossier.evolve(&domain::Event {
-                        occurred_at: domain::event_time(&command, &body),
-                        body,
-                    });
-                }
+    let mut attached = resolved.clone();
+    attached.push((
+        local(2024, 3, 8, 16, 0),
+        Action::AttachResult {
+            document_ref: Text::parse("GCN-0001").expect("valid text"),
+            sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+        },
+    ));
+    let mut returned = attached.clone();
+    returned.push((
+        local(2024, 3, 11, 9, 0),
+        Action::ReturnResult {
+            method: domain::ReturnMethod::Counter,
+        },
+    ));
+    [
+        vec![],
+        received,
+        supplement,
+        transferred,
+        assessed,
+        resolved,
+        attached,
+        returned,
+    ]
+    .into_iter()
+    .map(|commands| {
+        let mut dossier = Dossier::default();
+        for (occurred_at, action) in commands {
+            let command = Command {
+                occurred_at,
+                action,
+            };
+            let events = domain::decide(&dossier, &command, rules()[0])
+                .unwrap_or_else(|r| panic!("fixture command refused: {r}"));
+            for body in events {
+                dossier.evolve(&domain::Event {
+                    occurred_at: domain::event_time(&command, &body),
+                    body,
+                });
             }
-            dossier
-        })
-        .collect()
+        }
+        dossier
+    })
+    .collect()
 }
