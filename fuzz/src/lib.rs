@@ -28,8 +28,11 @@ pub mod fixtures;
 pub mod seeds;
 pub mod targets;
 
+/// A fuzz target: what it does with one input.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name: what `cargo xtask fuzz` runs and the tests check.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("intake", targets::intake),
     ("processing", targets::processing),
     ("payment", targets::payment),
