@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [TARGET…] [--seconds N]`: the coverage-guided fuzz targets of `fuzz/`
+//! `cargo xtask fuzz [TARGET…] [--seconds N] [-- LIBFUZZER_ARGS…]`: the coverage-guided fuzz targets of `fuzz/`
 //! (cargo-fuzz, libFuzzer), each run for a bounded time; reports every crashing input and fails
 //! if there is one. Not part of `cargo xtask test`.
 //!
@@ -31,11 +31,17 @@ const MAX_LEN: usize = 128 * 1024;
 pub struct FuzzArgs {
     pub targets: Vec<String>,
     pub seconds: u64,
+    /// Passed to libFuzzer after ours (e.g. `-len_control=0`).
+    pub libfuzzer: Vec<String>,
 }
 
 pub fn parse(args: &[String]) -> Result<FuzzArgs> {
     let mut targets = Vec::new();
     let mut seconds = None;
+    let (args, libfuzzer) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], args[i + 1..].to_vec()),
+        None => (args, Vec::new()),
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let value = match arg.as_str() {
@@ -60,6 +66,7 @@ pub fn parse(args: &[String]) -> Result<FuzzArgs> {
     Ok(FuzzArgs {
         targets,
         seconds: seconds.unwrap_or(DEFAULT_SECONDS),
+        libfuzzer,
     })
 }
 
@@ -107,7 +114,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
     ));
     let mut outcomes = Vec::new();
     for target in &targets {
-        outcomes.push(fuzz_one(&fuzz_dir, target, args.seconds)?);
+        outcomes.push(fuzz_one(&fuzz_dir, target, args)?);
     }
 
     println!("\n| target | seconds | execs | execs/s | coverage (last status) | result |");
@@ -210,7 +217,7 @@ fn files(dir: &Path) -> BTreeSet<PathBuf> {
 
 /// Runs one target for `seconds`: the growing corpus `fuzz/corpus/TARGET` (not committed),
 /// the committed seeds and the regressions (fixed findings) as further inputs.
-fn fuzz_one(fuzz_dir: &Path, target: &str, seconds: u64) -> Result<Outcome> {
+fn fuzz_one(fuzz_dir: &Path, target: &str, args: &FuzzArgs) -> Result<Outcome> {
     let corpus = fuzz_dir.join("corpus").join(target);
     std::fs::create_dir_all(&corpus)
         .with_context(|| format!("cannot create {}", corpus.display()))?;
@@ -226,11 +233,12 @@ fn fuzz_one(fuzz_dir: &Path, target: &str, seconds: u64) -> Result<Outcome> {
         }
     }
     cmd.arg("--").args([
-        format!("-max_total_time={seconds}"),
+        format!("-max_total_time={}", args.seconds),
         format!("-timeout={TIMEOUT_SECONDS}"),
         format!("-max_len={MAX_LEN}"),
         "-print_final_stats=1".to_owned(),
     ]);
+    cmd.args(&args.libfuzzer);
     println!("\n--- {target}\n$ {}", display(&cmd));
     let mut child = cmd
         .stderr(Stdio::piped())
@@ -293,9 +301,13 @@ mod tests {
             parse(&strings(&["intake", "--seconds", "30", "replay", "intake"])).unwrap(),
             FuzzArgs {
                 targets: strings(&["intake", "replay"]),
-                seconds: 30
+                seconds: 30,
+                libfuzzer: vec![],
             }
         );
+        let parsed = parse(&strings(&["intake", "--", "-len_control=0", "--seconds"])).unwrap();
+        assert_eq!(parsed.targets, strings(&["intake"]));
+        assert_eq!(parsed.libfuzzer, strings(&["-len_control=0", "--seconds"]));
         assert_eq!(parse(&strings(&["--seconds=5"])).unwrap().seconds, 5);
         assert_eq!(parse(&[]).unwrap().seconds, DEFAULT_SECONDS);
         assert!(parse(&strings(&["--seconds"])).is_err());

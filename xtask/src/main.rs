@@ -58,12 +58,13 @@ Commands:
   bench [-- ARGS...]  Make sure PostgreSQL runs, then build and run the benchmark in release:
                       `cargo run --release -p bench -- ARGS...` (e.g. `-- --quick`). It prints
                       a Markdown table of rates and ratios to same-run baselines.
-  fuzz [TARGET...] [--seconds N]
+  fuzz [TARGET...] [--seconds N] [-- LIBFUZZER_ARGS...]
                       Install cargo-fuzz if missing (from crates.io), build the fuzz targets of
                       fuzz/ (libFuzzer; RUSTC_BOOTSTRAP=1 on the stable toolchain) and run each
                       for N seconds (default 60; all targets when none is named). Prints execs,
                       execs/s and coverage per target, every crashing input's path, and fails
                       if there is one. Not part of `test`; run it niced on a shared machine.
+                      Example: `cargo xtask fuzz intake --seconds 300 -- -len_control=0`.
   help                Show this text.
 ",
         SERVICES
