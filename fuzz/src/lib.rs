@@ -108,6 +108,38 @@ mod tests {
         }
     }
 
+    /// The size check catches an oversized event (issue 9's F1: a dossier with thousands of
+    /// components). Byte-level mutation does not build a thousand distinct valid codes in a few
+    /// minutes, so this is shown here: while the request is accepted, the target must fail on
+    /// it; once the request bounds refuse it, it must be refused naming the field.
+    #[test]
+    fn an_oversized_event_is_a_finding() {
+        use prost::Message;
+        let mut request = api::v1::ReceiveDossierRequest::decode(
+            &seeds::seeds("intake")
+                .into_iter()
+                .find(|(name, _)| name == "receive_dossier")
+                .unwrap()
+                .1[1..],
+        )
+        .unwrap();
+        request.components = (0..1200).map(|i| format!("{i:064}")).collect();
+        let mut input = vec![0u8];
+        request.encode(&mut input).unwrap();
+        match intake::service::receive_dossier_action(&request) {
+            Ok(_) => {
+                let panic = std::panic::catch_unwind(|| targets::intake(&input))
+                    .expect_err("an oversized event passed the target");
+                let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+                assert!(message.contains("exceeds MAX_EVENT_BYTES"), "{message}");
+            }
+            Err(status) => {
+                check::refusal(&status, &[]);
+                targets::intake(&input);
+            }
+        }
+    }
+
     /// The seeds reach the deep end: each write seed is accepted and produces events (checked
     /// by counting, so a seed that silently became invalid fails here).
     #[test]
