@@ -2,6 +2,7 @@
 //! Only std and anyhow, so it compiles in seconds. See `usage()` for the commands.
 
 mod cmd;
+mod fuzz;
 mod services;
 mod supervise;
 mod token;
@@ -59,6 +60,13 @@ Commands:
   bench [-- ARGS...]  Make sure PostgreSQL runs, then build and run the benchmark in release:
                       `cargo run --release -p bench -- ARGS...` (e.g. `-- --quick`). It prints
                       a Markdown table of rates and ratios to same-run baselines.
+  fuzz [TARGET...] [--seconds N] [-- LIBFUZZER_ARGS...]
+                      Install cargo-fuzz if missing (from crates.io), build the fuzz targets of
+                      fuzz/ (libFuzzer; RUSTC_BOOTSTRAP=1 on the stable toolchain) and run each
+                      for N seconds (default 60; all targets when none is named). Prints execs,
+                      execs/s and coverage per target, every crashing input's path, and fails
+                      if there is one. Not part of `test`; run it niced on a shared machine.
+                      Example: `cargo xtask fuzz intake --seconds 300 -- -len_control=0`.
   help                Show this text.
 ",
         SERVICES
@@ -81,6 +89,10 @@ fn main() -> ExitCode {
             None => bench(&[]),
             Some((dashes, rest)) if dashes == "--" => bench(rest),
             Some(_) => return bad_usage("`bench` takes its arguments after `--`"),
+        },
+        Some("fuzz") => match fuzz::parse(&args[1..]) {
+            Ok(parsed) => fuzz::fuzz(&parsed),
+            Err(err) => return bad_usage(&format!("{err:#}")),
         },
         Some("run") if args.len() == 1 => run_services(),
         Some("run") => return bad_usage("`run` takes no arguments"),

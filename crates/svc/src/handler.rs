@@ -25,6 +25,18 @@ pub struct CommonFields<'a> {
     pub expected_version: Option<u32>,
 }
 
+impl CommonFields<'_> {
+    /// The event id, dossier id and business time, each malformed field named (pure: what
+    /// [`Desk::envelope`] checks after authentication; the fuzz targets call it directly).
+    pub fn parse(&self, now: DateTime<Utc>) -> Result<(EventId, DossierId, DateTime<Utc>), Status> {
+        Ok((
+            convert::event_id("event_id", self.event_id)?,
+            convert::dossier_id("dossier_id", self.dossier_id)?,
+            business_time("occurred_at", self.occurred_at, now)?,
+        ))
+    }
+}
+
 /// Borrows `event_id`, `dossier_id`, `occurred_at` and `expected_version` from a request
 /// message as [`CommonFields`].
 #[macro_export]
@@ -74,11 +86,12 @@ impl Desk {
     ) -> Result<Envelope, Status> {
         let principal = self.tokens.authenticate(request.metadata())?;
         principal.require_counter()?;
+        let (event_id, dossier_id, occurred_at) = fields.parse(self.clock.now())?;
         Ok(Envelope {
             principal,
-            event_id: convert::event_id("event_id", fields.event_id)?,
-            dossier_id: convert::dossier_id("dossier_id", fields.dossier_id)?,
-            occurred_at: business_time("occurred_at", fields.occurred_at, self.clock.now())?,
+            event_id,
+            dossier_id,
+            occurred_at,
             expected_version: fields.expected_version,
         })
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use api::v1 as pb;
 use api::v1::event::Body;
-use domain::{Action, Command, Dossier, DossierId, Event, EventId};
+use domain::{Action, Command, Dossier, DossierId, Event, EventId, Rules};
 use eventlog::{AppendError, DossierAppend, ExpectedVersion};
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -35,12 +35,15 @@ pub(crate) struct Importer {
     clock: Arc<dyn Clock>,
 }
 
-struct Item {
-    path: String,
-    event_id: EventId,
-    dossier_id: DossierId,
-    command: Command,
-    fingerprint: [u8; 32],
+/// One event of a batch, parsed and validated (not yet decided).
+#[derive(Debug, Clone)]
+pub struct ImportItem {
+    /// `events[i]`, prefixed to the batch's error messages.
+    pub path: String,
+    pub event_id: EventId,
+    pub dossier_id: DossierId,
+    pub command: Command,
+    pub fingerprint: [u8; 32],
 }
 
 /// Attempts per batch: a batch that loses a race with another writer of one of its dossiers
@@ -62,27 +65,7 @@ impl Importer {
         &self,
         batch: pb::ImportBatch,
     ) -> Result<pb::ImportBatchResult, Status> {
-        if batch.events.len() > MAX_BATCH {
-            return Err(invalid_field(
-                "events",
-                format!("at most {MAX_BATCH} events per batch"),
-            ));
-        }
-        let now = self.clock.now();
-        let mut items = Vec::with_capacity(batch.events.len());
-        let mut seen = HashMap::with_capacity(batch.events.len());
-        for (i, event) in batch.events.iter().enumerate() {
-            let path = format!("events[{i}]");
-            let item = parse(&path, event, now)?;
-            if let Some(first) = seen.insert(item.event_id, i) {
-                return Err(invalid_field(
-                    &at(&path, "event_id"),
-                    format!("repeats the event_id of events[{first}]"),
-                ));
-            }
-            items.push(item);
-        }
-
+        let items = parse_batch(&batch, self.clock.now())?;
         let mut raced = None;
         for _ in 0..MAX_ATTEMPTS {
             match self.attempt(batch.batch_seq, &items).await? {
@@ -106,7 +89,7 @@ impl Importer {
     async fn attempt(
         &self,
         batch_seq: u64,
-        items: &[Item],
+        items: &[ImportItem],
     ) -> Result<Result<pb::ImportBatchResult, Raced>, Status> {
         let log = self.write.log();
         let ids: Vec<_> = items.iter().map(|i| i.event_id.as_uuid()).collect();
@@ -157,48 +140,8 @@ impl Importer {
             states.insert(id.clone(), (dossier, version));
         }
 
-        let rules = self.write.rules();
-        let mut appends: Vec<DossierAppend> = Vec::new();
-        let mut append_of: HashMap<String, usize> = HashMap::new();
-        for item in &fresh {
-            let key = item.dossier_id.to_string();
-            let (dossier, loaded_version) = states
-                .get_mut(&key)
-                .expect("every dossier of the batch was loaded");
-            let decided = domain::decide(dossier, &item.command, rules)
-                .map_err(|refusal| prefixed(&item.path, svc::status::refusal(&refusal)))?;
-            if decided.is_empty() {
-                duplicates += 1;
-                continue;
-            }
-            let new = new_events(item.event_id, &item.command, &decided, item.fingerprint);
-            for (event, body) in new.iter().zip(decided.iter()) {
-                dossier.evolve(&Event {
-                    occurred_at: event.occurred_at,
-                    body: body.clone(),
-                });
-            }
-            let index = match append_of.get(&key) {
-                Some(&index) => index,
-                None => {
-                    let routing = routing_of(dossier, &decided)
-                        .ok_or_else(|| internal("imported dossier has no profile"))?;
-                    appends.push(DossierAppend {
-                        dossier_id: key.clone(),
-                        expected_version: match *loaded_version {
-                            0 => ExpectedVersion::NoStream,
-                            v => ExpectedVersion::Exact(v),
-                        },
-                        routing,
-                        events: Vec::new(),
-                    });
-                    append_of.insert(key, appends.len() - 1);
-                    appends.len() - 1
-                }
-            };
-            appends[index].events.extend(new);
-        }
-
+        let (appends, decided_duplicates) = decide_items(&mut states, &fresh, self.write.rules())?;
+        duplicates += decided_duplicates;
         if appends.is_empty() {
             return Ok(Ok(pb::ImportBatchResult {
                 batch_seq,
@@ -259,9 +202,90 @@ impl Importer {
     }
 }
 
+/// Parses and validates a batch as received, naming the first malformed field (`events[3].…`):
+/// its size, each event, and event ids repeated within it. Pure: `now` bounds business times.
+pub fn parse_batch(
+    batch: &pb::ImportBatch,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<ImportItem>, Status> {
+    if batch.events.len() > MAX_BATCH {
+        return Err(invalid_field(
+            "events",
+            format!("at most {MAX_BATCH} events per batch"),
+        ));
+    }
+    let mut items = Vec::with_capacity(batch.events.len());
+    let mut seen = HashMap::with_capacity(batch.events.len());
+    for (i, event) in batch.events.iter().enumerate() {
+        let path = format!("events[{i}]");
+        let item = parse(&path, event, now)?;
+        if let Some(first) = seen.insert(item.event_id, i) {
+            return Err(invalid_field(
+                &at(&path, "event_id"),
+                format!("repeats the event_id of events[{first}]"),
+            ));
+        }
+        items.push(item);
+    }
+    Ok(items)
+}
+
+/// Decides `items` in order against `states` (each dossier's folded state and loaded version,
+/// one entry per dossier the items touch), folding each decision in: the appends to write
+/// (one per dossier) and how many items the rules found already applied. Pure; a refusal names
+/// the item's path.
+pub fn decide_items(
+    states: &mut HashMap<String, (Dossier, u32)>,
+    items: &[&ImportItem],
+    rules: Rules<'_>,
+) -> Result<(Vec<DossierAppend>, u32), Status> {
+    let mut duplicates = 0u32;
+    let mut appends: Vec<DossierAppend> = Vec::new();
+    let mut append_of: HashMap<String, usize> = HashMap::new();
+    for item in items {
+        let key = item.dossier_id.to_string();
+        let (dossier, loaded_version) = states
+            .get_mut(&key)
+            .ok_or_else(|| internal(format!("dossier {key} of the batch was not loaded")))?;
+        let decided = domain::decide(dossier, &item.command, rules)
+            .map_err(|refusal| prefixed(&item.path, svc::status::refusal(&refusal)))?;
+        if decided.is_empty() {
+            duplicates += 1;
+            continue;
+        }
+        let new = new_events(item.event_id, &item.command, &decided, item.fingerprint);
+        for (event, body) in new.iter().zip(decided.iter()) {
+            dossier.evolve(&Event {
+                occurred_at: event.occurred_at,
+                body: body.clone(),
+            });
+        }
+        let index = match append_of.get(&key) {
+            Some(&index) => index,
+            None => {
+                let routing = routing_of(dossier, &decided)
+                    .ok_or_else(|| internal("imported dossier has no profile"))?;
+                appends.push(DossierAppend {
+                    dossier_id: key.clone(),
+                    expected_version: match *loaded_version {
+                        0 => ExpectedVersion::NoStream,
+                        v => ExpectedVersion::Exact(v),
+                    },
+                    routing,
+                    events: Vec::new(),
+                });
+                append_of.insert(key, appends.len() - 1);
+                appends.len() - 1
+            }
+        };
+        appends[index].events.extend(new);
+    }
+    Ok((appends, duplicates))
+}
+
 /// An event with the item's id is stored: the same event (a duplicate, `Ok`), or another one
 /// that reused the id.
-fn already_stored(item: &Item, existing: &eventlog::StoredEvent) -> Result<(), Status> {
+fn already_stored(item: &ImportItem, existing: &eventlog::StoredEvent) -> Result<(), Status> {
     if existing.fingerprint == item.fingerprint && existing.dossier_id == item.dossier_id.as_str() {
         return Ok(());
     }
@@ -291,7 +315,7 @@ fn parse(
     path: &str,
     event: &pb::Event,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Item, Status> {
+) -> Result<ImportItem, Status> {
     let event_id = convert::event_id(&at(path, "event_id"), &event.event_id)?;
     let dossier_id = convert::dossier_id(&at(path, "dossier_id"), &event.dossier_id)?;
     let occurred_at = business_time(&at(path, "occurred_at"), event.occurred_at.as_ref(), now)?;
@@ -305,7 +329,7 @@ fn parse(
         Action::MarkLate => occurred_at + chrono::Duration::seconds(1),
         _ => occurred_at,
     };
-    Ok(Item {
+    Ok(ImportItem {
         path: path.to_owned(),
         event_id,
         dossier_id,

@@ -5,12 +5,12 @@
 //! [`svc::App::run_until_stopped`]. Tests build the app on port 0 with their own database.
 
 mod import;
-mod service;
+pub mod service;
 
 use api::v1::intake_service_server::IntakeServiceServer;
 use svc::{App, Config, ServiceDeps, StartError};
 
-pub use import::MAX_BATCH;
+pub use import::{ImportItem, MAX_BATCH, decide_items, parse_batch};
 pub use service::Intake;
 
 /// The intake service, bound and ready to run.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use api::v1 as pb;
 use api::v1::intake_service_server::IntakeService;
-use domain::{Action, DossierEvent};
+use domain::{Action, AgencyCode, DossierEvent};
 use svc::convert;
 use svc::handler::{CommonFields, Desk, body, first_event, unexpected, write_response};
 use svc::status::{invalid_field, to_timestamp};
@@ -46,22 +46,8 @@ impl IntakeService for Intake {
             &request,
             new_dossier_fields(&req.event_id, &req.dossier_id, &req.occurred_at),
         )?;
-        let profile = convert::profile("profile", req.profile.as_ref())?;
-        envelope.principal.may_write_for(&profile.agency)?;
-        let components = convert::components("components", &req.components)?;
-        if components.is_empty() {
-            return Err(invalid_field(
-                "components",
-                "at least one submitted component is required",
-            ));
-        }
-        let action = Action::Receive {
-            profile,
-            statutory_time: convert::statutory_time("statutory_time", req.statutory_time.as_ref())?,
-            fee_required: req.fee_required,
-            components,
-            due_at: None,
-        };
+        let (agency, action) = receive_dossier_action(req)?;
+        envelope.principal.may_write_for(&agency)?;
         let print = fingerprint("dossier.v1.IntakeService/ReceiveDossier", req);
         let (event, duplicate) = first_event(self.desk.execute(envelope, action, print).await?)?;
         let DossierEvent::Received { due_at, .. } = body(&event)? else {
@@ -79,23 +65,9 @@ impl IntakeService for Intake {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = request.get_ref();
         let envelope = self.desk.envelope(&request, svc::common_fields!(req))?;
-        let digitized = convert::components("digitized", &req.digitized)?;
-        let reused = convert::components("reused", &req.reused)?;
-        if digitized.is_empty() && reused.is_empty() {
-            return Err(invalid_field(
-                "digitized",
-                "name at least one digitized or reused component",
-            ));
-        }
+        let action = record_digitized_components_action(req)?;
         let print = fingerprint("dossier.v1.IntakeService/RecordDigitizedComponents", req);
-        let outcome = self
-            .desk
-            .execute(
-                envelope,
-                Action::RecordDigitized { digitized, reused },
-                print,
-            )
-            .await?;
+        let outcome = self.desk.execute(envelope, action, print).await?;
         Ok(write_response(first_event(outcome)?))
     }
 
@@ -108,12 +80,8 @@ impl IntakeService for Intake {
             &request,
             new_dossier_fields(&req.event_id, &req.dossier_id, &req.occurred_at),
         )?;
-        let profile = convert::profile("profile", req.profile.as_ref())?;
-        envelope.principal.may_write_for(&profile.agency)?;
-        let action = Action::RefuseAtIntake {
-            profile,
-            reason: convert::text("reason", &req.reason)?,
-        };
+        let (agency, action) = refuse_at_counter_action(req)?;
+        envelope.principal.may_write_for(&agency)?;
         let print = fingerprint("dossier.v1.IntakeService/RefuseAtCounter", req);
         Ok(write_response(first_event(
             self.desk.execute(envelope, action, print).await?,
@@ -153,8 +121,59 @@ impl IntakeService for Intake {
     }
 }
 
+/// `ReceiveDossier`'s own fields as a command, and the agency whose counter may send it.
+pub fn receive_dossier_action(
+    req: &pb::ReceiveDossierRequest,
+) -> Result<(AgencyCode, Action), Status> {
+    let profile = convert::profile("profile", req.profile.as_ref())?;
+    let components = convert::components("components", &req.components)?;
+    if components.is_empty() {
+        return Err(invalid_field(
+            "components",
+            "at least one submitted component is required",
+        ));
+    }
+    let agency = profile.agency.clone();
+    let action = Action::Receive {
+        profile,
+        statutory_time: convert::statutory_time("statutory_time", req.statutory_time.as_ref())?,
+        fee_required: req.fee_required,
+        components,
+        due_at: None,
+    };
+    Ok((agency, action))
+}
+
+/// `RecordDigitizedComponents`' own fields as a command.
+pub fn record_digitized_components_action(
+    req: &pb::RecordDigitizedComponentsRequest,
+) -> Result<Action, Status> {
+    let digitized = convert::components("digitized", &req.digitized)?;
+    let reused = convert::components("reused", &req.reused)?;
+    if digitized.is_empty() && reused.is_empty() {
+        return Err(invalid_field(
+            "digitized",
+            "name at least one digitized or reused component",
+        ));
+    }
+    Ok(Action::RecordDigitized { digitized, reused })
+}
+
+/// `RefuseAtCounter`'s own fields as a command, and the agency whose counter may send it.
+pub fn refuse_at_counter_action(
+    req: &pb::RefuseAtCounterRequest,
+) -> Result<(AgencyCode, Action), Status> {
+    let profile = convert::profile("profile", req.profile.as_ref())?;
+    let agency = profile.agency.clone();
+    let action = Action::RefuseAtIntake {
+        profile,
+        reason: convert::text("reason", &req.reason)?,
+    };
+    Ok((agency, action))
+}
+
 /// The common fields of a request that creates a dossier (no expected version: it has none yet).
-fn new_dossier_fields<'a>(
+pub fn new_dossier_fields<'a>(
     event_id: &'a str,
     dossier_id: &'a str,
     occurred_at: &'a Option<prost_types::Timestamp>,

@@ -48,6 +48,28 @@ fn recorded_payment(
     )))
 }
 
+// Each RPC's own fields as a command (pure: the fuzz targets call them directly).
+
+pub fn assess_fee_action(r: &pb::AssessFeeRequest) -> Result<Action, Status> {
+    Ok(Action::AssessFee {
+        amount_vnd: convert::amount_vnd("amount_vnd", r.amount_vnd)?,
+        kind: convert::fee_kind("kind", r.kind)?,
+    })
+}
+
+/// The command, and its transaction id (to find the original payment a callback repeats).
+pub fn record_payment_action(
+    r: &pb::RecordPaymentRequest,
+) -> Result<(TransactionId, Action), Status> {
+    let transaction_id = convert::transaction_id("transaction_id", &r.transaction_id)?;
+    let action = Action::RecordPayment {
+        amount_vnd: convert::amount_vnd("amount_vnd", r.amount_vnd)?,
+        channel: convert::payment_channel("channel", r.channel)?,
+        transaction_id: transaction_id.clone(),
+    };
+    Ok((transaction_id, action))
+}
+
 #[tonic::async_trait]
 impl PaymentService for Payment {
     async fn assess_fee(
@@ -56,10 +78,7 @@ impl PaymentService for Payment {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let action = Action::AssessFee {
-            amount_vnd: convert::amount_vnd("amount_vnd", r.amount_vnd)?,
-            kind: convert::fee_kind("kind", r.kind)?,
-        };
+        let action = assess_fee_action(r)?;
         let fp = fingerprint("dossier.v1.PaymentService/AssessFee", r);
         let outcome = self.desk.execute(envelope, action, fp).await?;
         Ok(write_response(first_event(outcome)?))
@@ -71,12 +90,7 @@ impl PaymentService for Payment {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let transaction_id = convert::transaction_id("transaction_id", &r.transaction_id)?;
-        let action = Action::RecordPayment {
-            amount_vnd: convert::amount_vnd("amount_vnd", r.amount_vnd)?,
-            channel: convert::payment_channel("channel", r.channel)?,
-            transaction_id: transaction_id.clone(),
-        };
+        let (transaction_id, action) = record_payment_action(r)?;
         let fp = fingerprint("dossier.v1.PaymentService/RecordPayment", r);
         let answer = match self.desk.execute(envelope, action, fp).await? {
             // A platform's callback repeating a recorded transaction (same amount and channel),

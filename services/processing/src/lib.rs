@@ -7,7 +7,7 @@
 //! side. Tests build the app on port 0 with their own database, and start watchers on their own
 //! with a clock they control.
 
-mod service;
+pub mod service;
 mod watcher;
 
 use std::net::SocketAddr;

@@ -38,6 +38,46 @@ fn deciding_agency(principal: &Principal, value: &str) -> Result<AgencyCode, Sta
     Ok(agency)
 }
 
+// Each RPC's own fields as a command (pure: the fuzz targets call them directly).
+
+pub fn transfer_action(r: &pb::TransferRequest) -> Result<Action, Status> {
+    Ok(Action::Transfer {
+        to_agency: convert::agency("to_agency", &r.to_agency)?,
+        mode: convert::transfer_mode("mode", r.mode)?,
+    })
+}
+
+pub fn request_supplement_action(r: &pb::RequestSupplementRequest) -> Result<Action, Status> {
+    Ok(Action::RequestSupplement {
+        reason: convert::text("reason", &r.reason)?,
+    })
+}
+
+/// `ReceiveSupplement` has no fields of its own.
+pub fn receive_supplement_action(_: &pb::ReceiveSupplementRequest) -> Result<Action, Status> {
+    Ok(Action::ReceiveSupplement)
+}
+
+/// The deciding agency must be the `principal`'s own.
+pub fn resolve_action(r: &pb::ResolveRequest, principal: &Principal) -> Result<Action, Status> {
+    Ok(Action::Resolve {
+        outcome: convert::outcome("outcome", r.outcome)?,
+        deciding_agency: deciding_agency(principal, &r.deciding_agency)?,
+    })
+}
+
+pub fn stop_processing_action(r: &pb::StopProcessingRequest) -> Result<Action, Status> {
+    Ok(Action::Stop {
+        reason: convert::text("reason", &r.reason)?,
+    })
+}
+
+pub fn withdraw_action(r: &pb::WithdrawRequest) -> Result<Action, Status> {
+    Ok(Action::Withdraw {
+        reason: convert::text("reason", &r.reason)?,
+    })
+}
+
 #[tonic::async_trait]
 impl ProcessingService for Processing {
     async fn transfer(
@@ -46,10 +86,7 @@ impl ProcessingService for Processing {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let action = Action::Transfer {
-            to_agency: convert::agency("to_agency", &r.to_agency)?,
-            mode: convert::transfer_mode("mode", r.mode)?,
-        };
+        let action = transfer_action(r)?;
         let fp = fingerprint("dossier.v1.ProcessingService/Transfer", r);
         Ok(write_response(first_event(
             self.desk.execute(envelope, action, fp).await?,
@@ -62,9 +99,7 @@ impl ProcessingService for Processing {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let action = Action::RequestSupplement {
-            reason: convert::text("reason", &r.reason)?,
-        };
+        let action = request_supplement_action(r)?;
         let fp = fingerprint("dossier.v1.ProcessingService/RequestSupplement", r);
         Ok(write_response(first_event(
             self.desk.execute(envelope, action, fp).await?,
@@ -80,7 +115,7 @@ impl ProcessingService for Processing {
         let fp = fingerprint("dossier.v1.ProcessingService/ReceiveSupplement", r);
         let (event, duplicate) = first_event(
             self.desk
-                .execute(envelope, Action::ReceiveSupplement, fp)
+                .execute(envelope, receive_supplement_action(r)?, fp)
                 .await?,
         )?;
         let DossierEvent::SupplementReceived { due_at, paused } = body(&event)? else {
@@ -99,10 +134,7 @@ impl ProcessingService for Processing {
     ) -> Result<Response<pb::ResolveResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let action = Action::Resolve {
-            outcome: convert::outcome("outcome", r.outcome)?,
-            deciding_agency: deciding_agency(&envelope.principal, &r.deciding_agency)?,
-        };
+        let action = resolve_action(r, &envelope.principal)?;
         let fp = fingerprint("dossier.v1.ProcessingService/Resolve", r);
         let (event, duplicate) = first_event(self.desk.execute(envelope, action, fp).await?)?;
         let DossierEvent::Resolved {
@@ -124,9 +156,7 @@ impl ProcessingService for Processing {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let action = Action::Stop {
-            reason: convert::text("reason", &r.reason)?,
-        };
+        let action = stop_processing_action(r)?;
         let fp = fingerprint("dossier.v1.ProcessingService/StopProcessing", r);
         Ok(write_response(first_event(
             self.desk.execute(envelope, action, fp).await?,
@@ -139,9 +169,7 @@ impl ProcessingService for Processing {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let action = Action::Withdraw {
-            reason: convert::text("reason", &r.reason)?,
-        };
+        let action = withdraw_action(r)?;
         let fp = fingerprint("dossier.v1.ProcessingService/Withdraw", r);
         Ok(write_response(first_event(
             self.desk.execute(envelope, action, fp).await?,

@@ -194,7 +194,8 @@ fn segment(path: Result<Path<String>, PathRejection>, field: &str) -> Result<Str
     })
 }
 
-type Params = HashMap<String, String>;
+/// The query parameters as axum's `Query` extractor decodes them.
+pub type Params = HashMap<String, String>;
 
 fn param<'a>(params: &'a Params, name: &str) -> &'a str {
     params.get(name).map_or("", String::as_str)
@@ -229,9 +230,13 @@ const KNOWN: [&str; 11] = [
     "format",
 ];
 
-/// The query and source the parameters ask for.
-fn scope(params: &Params, limits: &QueryLimits) -> Result<(stats::Query, Source), ScopeError> {
+/// The query and source the parameters ask for (pure: the fuzz targets call it directly).
+pub fn scope(params: &Params, limits: &QueryLimits) -> Result<(stats::Query, Source), ScopeError> {
     if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        // `?=x` (found by fuzzing): name the query rather than an empty field.
+        if unknown.is_empty() {
+            return Err(ScopeError::new("query", "a parameter has no name"));
+        }
         return Err(ScopeError::new(unknown.as_str(), "unknown parameter"));
     }
     let mut group_by = Vec::new();
@@ -430,4 +435,31 @@ async fn dossier_status(
         version: d.version,
     })
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_malformed_parameter_is_named() {
+        let period = [("from", "2024-01-01"), ("to", "2024-02-01")];
+        let field = |extra: (&str, &str)| {
+            let mut p = params(&period);
+            p.insert(extra.0.to_owned(), extra.1.to_owned());
+            scope(&p, &QueryLimits::default()).unwrap_err().field
+        };
+        assert!(scope(&params(&period), &QueryLimits::default()).is_ok());
+        assert_eq!(field(("color", "red")), "color");
+        // Found by fuzzing (`?=202m=201&to=202`): a parameter without a name was reported
+        // with an empty field.
+        assert_eq!(field(("", "202m=201")), "query");
+    }
 }

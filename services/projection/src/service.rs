@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::answers::IndicatorsAnswer;
 use crate::forms::{Cell, Form, Table};
-use crate::read::{ReadError, Reader};
+use crate::read::{QueryLimits, ReadError, Reader};
 use crate::scope::{RawScope, Source};
 
 /// The gRPC statistics queries. Any valid token may read; `as_recorded_at` is for auditors.
@@ -66,6 +66,36 @@ macro_rules! scope {
     }};
 }
 
+/// What a `GetIndicators` request asks, each malformed field named (pure: the fuzz targets
+/// call it directly).
+pub fn indicators_request(
+    r: &pb::GetIndicatorsRequest,
+    limits: &QueryLimits,
+) -> Result<(stats::Query, Source), Status> {
+    Ok(scope!(r, limits))
+}
+
+/// What a `GetReport` request asks, each malformed field named.
+pub fn report_request(
+    r: &pb::GetReportRequest,
+    limits: &QueryLimits,
+) -> Result<(Form, stats::Query, Source), Status> {
+    let form = match pb::ReportForm::try_from(r.form) {
+        Ok(pb::ReportForm::Ii06a) => Form::Ii06a,
+        Ok(pb::ReportForm::BieuMau3Section3) => Form::BieuMau3Section3,
+        Ok(pb::ReportForm::BieuMau7Section6) => Form::BieuMau7Section6,
+        Ok(pb::ReportForm::Scorecard766) => Form::Scorecard766,
+        _ => {
+            return Err(invalid_field(
+                "form",
+                "is required: choose one of the listed forms",
+            ));
+        }
+    };
+    let (query, source) = scope!(r, limits);
+    Ok((form, query, source))
+}
+
 #[tonic::async_trait]
 impl StatsService for Stats {
     async fn get_indicators(
@@ -74,7 +104,7 @@ impl StatsService for Stats {
     ) -> Result<Response<pb::GetIndicatorsResponse>, Status> {
         let principal = self.tokens.authenticate(request.metadata())?;
         let r = request.into_inner();
-        let (query, source) = scope!(r, self.reader.limits());
+        let (query, source) = indicators_request(&r, self.reader.limits())?;
         may_ask(&principal, source)?;
         let answer = self.reader.indicators(&query, source).await?;
         let mut response = indicators_response(&answer)?;
@@ -88,19 +118,7 @@ impl StatsService for Stats {
     ) -> Result<Response<pb::Report>, Status> {
         let principal = self.tokens.authenticate(request.metadata())?;
         let r = request.into_inner();
-        let form = match pb::ReportForm::try_from(r.form) {
-            Ok(pb::ReportForm::Ii06a) => Form::Ii06a,
-            Ok(pb::ReportForm::BieuMau3Section3) => Form::BieuMau3Section3,
-            Ok(pb::ReportForm::BieuMau7Section6) => Form::BieuMau7Section6,
-            Ok(pb::ReportForm::Scorecard766) => Form::Scorecard766,
-            _ => {
-                return Err(invalid_field(
-                    "form",
-                    "is required: choose one of the listed forms",
-                ));
-            }
-        };
-        let (query, source) = scope!(r, self.reader.limits());
+        let (form, query, source) = report_request(&r, self.reader.limits())?;
         may_ask(&principal, source)?;
         let table = self.reader.report(form, &query, source).await?;
         let mut report = report_pb(&table, &query);

@@ -6,7 +6,7 @@
 //! [`svc::App::run_until_stopped`]. Tests build the app on port 0 with their own database.
 //! Stateless: any number of instances may serve the same event log.
 
-mod service;
+pub mod service;
 
 use api::v1::results_service_server::ResultsServiceServer;
 pub use service::Results;

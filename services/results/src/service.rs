@@ -22,6 +22,36 @@ impl Results {
     }
 }
 
+// Each RPC's own fields as a command (pure: the fuzz targets call them directly).
+
+pub fn attach_result_action(r: &pb::AttachResultRequest) -> Result<Action, Status> {
+    // The digest's form is a rule of the domain (`invalid_digest`).
+    Ok(Action::AttachResult {
+        document_ref: convert::text("document_ref", &r.document_ref)?,
+        sha256: r.sha256.clone(),
+    })
+}
+
+pub fn return_result_action(r: &pb::ReturnResultRequest) -> Result<Action, Status> {
+    Ok(Action::ReturnResult {
+        method: convert::return_method("method", r.method)?,
+    })
+}
+
+pub fn issue_apology_action(r: &pb::IssueApologyRequest) -> Result<Action, Status> {
+    Ok(Action::IssueApology {
+        reason: convert::text("reason", &r.reason)?,
+        // An appointment, not a business time: it lies in the future.
+        new_appointment: timestamp("new_appointment", r.new_appointment.as_ref())?,
+    })
+}
+
+pub fn record_rating_action(r: &pb::RecordRatingRequest) -> Result<Action, Status> {
+    Ok(Action::Rate {
+        rating: convert::rating("rating", r.rating)?,
+    })
+}
+
 #[tonic::async_trait]
 impl ResultsService for Results {
     async fn attach_result(
@@ -30,11 +60,7 @@ impl ResultsService for Results {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        // The digest's form is a rule of the domain (`invalid_digest`).
-        let action = Action::AttachResult {
-            document_ref: convert::text("document_ref", &r.document_ref)?,
-            sha256: r.sha256.clone(),
-        };
+        let action = attach_result_action(r)?;
         let fp = fingerprint("dossier.v1.ResultsService/AttachResult", r);
         let outcome = self.desk.execute(envelope, action, fp).await?;
         Ok(write_response(first_event(outcome)?))
@@ -46,9 +72,7 @@ impl ResultsService for Results {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let action = Action::ReturnResult {
-            method: convert::return_method("method", r.method)?,
-        };
+        let action = return_result_action(r)?;
         let fp = fingerprint("dossier.v1.ResultsService/ReturnResult", r);
         let outcome = self.desk.execute(envelope, action, fp).await?;
         Ok(write_response(first_event(outcome)?))
@@ -60,11 +84,7 @@ impl ResultsService for Results {
     ) -> Result<Response<pb::IssueApologyResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let action = Action::IssueApology {
-            reason: convert::text("reason", &r.reason)?,
-            // An appointment, not a business time: it lies in the future.
-            new_appointment: timestamp("new_appointment", r.new_appointment.as_ref())?,
-        };
+        let action = issue_apology_action(r)?;
         let fp = fingerprint("dossier.v1.ResultsService/IssueApology", r);
         let (event, duplicate) = first_event(self.desk.execute(envelope, action, fp).await?)?;
         let DossierEvent::ApologyIssued { on_time, .. } = body(&event)? else {
@@ -82,9 +102,7 @@ impl ResultsService for Results {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let r = request.get_ref();
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
-        let action = Action::Rate {
-            rating: convert::rating("rating", r.rating)?,
-        };
+        let action = record_rating_action(r)?;
         let fp = fingerprint("dossier.v1.ResultsService/RecordRating", r);
         let outcome = self.desk.execute(envelope, action, fp).await?;
         Ok(write_response(first_event(outcome)?))
