@@ -258,6 +258,9 @@ pub struct E2e {
     pub duplicates: u64,
     pub visible: Visibility,
     pub relayed: Vec<Duration>,
+    /// From the end of the load until the projection had applied every dossier's last version:
+    /// the backlog it was carrying.
+    pub catch_up: Duration,
     /// `projection verify`'s summary line (no difference, or the run failed).
     pub verified: String,
     /// The period `GetIndicators` was compared over.
@@ -811,6 +814,7 @@ pub async fn run(db: &TestDb, config: E2eConfig) -> Result<E2e> {
         );
     }
     caught_up(pool, Duration::from_secs(120)).await?;
+    let catch_up = started.elapsed().saturating_sub(elapsed);
     let relayed = observer.stop(&answered).await?;
     let report = projection::verify::verify(pool, 20)
         .await
@@ -878,6 +882,7 @@ pub async fn run(db: &TestDb, config: E2eConfig) -> Result<E2e> {
         duplicates,
         visible,
         relayed,
+        catch_up,
         verified,
         indicators_period: period,
         activity,
@@ -885,6 +890,15 @@ pub async fn run(db: &TestDb, config: E2eConfig) -> Result<E2e> {
         raw,
         raw_stream,
     })
+}
+
+/// Two decimals below 10, none above.
+fn times(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0} ×")
+    } else {
+        format!("{x:.2} ×")
+    }
 }
 
 /// The Markdown report of scenario E.
@@ -932,7 +946,7 @@ pub fn render(e: &E2e, machine: &Machine, load_end: &str) -> String {
             return "—".to_owned();
         }
         let r = |p| ms(pct(sorted, p)) / ms(pct(base, p)).max(1e-6);
-        format!("{:.0} × · {:.0} ×", r(50.0), r(99.0))
+        format!("{} · {}", times(r(50.0)), times(r(99.0)))
     };
     let p50_p99 = |sorted: &[Duration]| {
         if sorted.is_empty() {
@@ -987,6 +1001,18 @@ pub fn render(e: &E2e, machine: &Machine, load_end: &str) -> String {
         thousands(e.lives_started),
         thousands(e.lives_done),
         crate::visible::POLL.as_millis(),
+    );
+
+    let _ = writeln!(
+        out,
+        "\nThe projection had applied every dossier's last version {:.2} s after the load ended \
+         ({} events in {:.2} s from the first call: {} events/s applied on average).",
+        e.catch_up.as_secs_f64(),
+        thousands(e.calls.count),
+        e.calls.seconds + e.catch_up.as_secs_f64(),
+        thousands(
+            (e.calls.count as f64 / (e.calls.seconds + e.catch_up.as_secs_f64())).round() as u64
+        ),
     );
 
     let _ = writeln!(out, "\n### The mix\n");
