@@ -1080,3 +1080,56 @@ pub fn render(e: &E2e, machine: &Machine, load_end: &str) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    /// Every drawn life is one the rules accept, in order: refused alone, or received first;
+    /// payment after its assessment; a supplement received after it was asked; nothing after
+    /// an ending; results only after the resolution, the rating only after the return.
+    #[test]
+    fn plans_are_valid_lives() {
+        let mut rng = Rng::new(7);
+        let mut seen = [0u64; 15];
+        for _ in 0..20_000 {
+            let p = plan(&mut rng);
+            for s in &p.steps {
+                seen[s.index()] += 1;
+            }
+            let pos = |step| p.steps.iter().position(|s| *s == step);
+            if p.steps == [Step::RefuseAtCounter] {
+                continue;
+            }
+            assert_eq!(p.steps[0], Step::Receive, "{p:?}");
+            assert!(!p.steps.contains(&Step::RefuseAtCounter), "{p:?}");
+            let last = *p.steps.last().unwrap();
+            for ending in [Step::Withdraw, Step::Stop, Step::ReturnResult, Step::Rate] {
+                if let Some(i) = pos(ending) {
+                    assert!(i + 1 == p.steps.len() || last == Step::Rate, "{p:?}");
+                }
+            }
+            assert_eq!(p.fee, pos(Step::AssessFee).is_some(), "{p:?}");
+            if let Some(i) = pos(Step::AssessFee) {
+                assert!(matches!(
+                    p.steps[i + 1],
+                    Step::PayOnline | Step::PayAtCounter
+                ));
+            }
+            if let Some(i) = pos(Step::ReceiveSupplement) {
+                assert_eq!(pos(Step::RequestSupplement), Some(i - 1), "{p:?}");
+            }
+            for after in [Step::AttachResult, Step::ReturnResult, Step::Rate] {
+                if let Some(i) = pos(after) {
+                    assert!(pos(Step::Resolve).is_some_and(|r| r < i), "{p:?}");
+                }
+            }
+            if let Some(i) = pos(Step::Rate) {
+                assert_eq!(pos(Step::ReturnResult), Some(i - 1), "{p:?}");
+            }
+            assert!(p.span >= chrono::Duration::minutes(60));
+        }
+        // The mix has every call in it.
+        assert!(seen.iter().all(|n| *n > 0), "{seen:?}");
+    }
+}

@@ -723,6 +723,24 @@ mod unit {
         assert!(parse(&["--batch", "10008"]).is_err());
         assert!(parse(&["--nope"]).is_err());
         assert!(parse(&["--help"]).unwrap().is_none());
+        let args = parse(&["--quick", "--lone", "50"]).unwrap().unwrap();
+        assert_eq!(args.lone, 50);
+    }
+
+    #[test]
+    fn e2e_flags() {
+        let args = parse(&["e2e", "--quick"]).unwrap().unwrap();
+        assert_eq!(args.mode, Mode::E2e);
+        assert_eq!(
+            (args.counters, args.secs, args.baseline_secs, args.sample),
+            (16, 10, 5, 4)
+        );
+        let args = parse(&["e2e", "--counters", "8", "--secs", "90"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((args.counters, args.secs, args.baseline_secs), (8, 90, 20));
+        assert!(parse(&["e2e", "--counters", "0"]).is_err());
+        assert!(parse(&["e2e", "--sample", "0"]).is_err());
     }
 
     #[test]
