@@ -806,14 +806,16 @@ pub async fn run(db: &TestDb, config: E2eConfig) -> Result<E2e> {
 
     // Exactness: everything visible, verify finds nothing, the query path answers the log.
     let shared = Arc::into_inner(shared).context("the counters are done")?;
-    let visible = shared.poller.drain(Duration::from_secs(120)).await?;
+    // The projection may carry a backlog of several times the load's length.
+    let drain = Duration::from_secs(120 + 4 * config.secs);
+    let visible = shared.poller.drain(drain).await?;
     if visible.unseen > 0 {
         bail!(
-            "{} sampled appends never became visible within 120 s",
+            "{} sampled appends never became visible within {drain:?}",
             visible.unseen
         );
     }
-    caught_up(pool, Duration::from_secs(120)).await?;
+    caught_up(pool, drain).await?;
     let catch_up = started.elapsed().saturating_sub(elapsed);
     let relayed = observer.stop(&answered).await?;
     let report = projection::verify::verify(pool, 20)
