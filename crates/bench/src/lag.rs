@@ -10,9 +10,10 @@
 //! ([`crate::visible::Poller`], shared with the end-to-end scenario).
 //!
 //! Also measured in the same run: when each event reaches a plain subscriber of the relay's
-//! stream (the relay's share of the lag, [`crate::visible::Observer`]), and the baseline **L0**: raw JetStream messages
-//! published at the same rate by as many tasks to a stream of their own and received by a
-//! durable pull consumer with explicit acks (publish call → receipt).
+//! stream (the relay's share of the lag, [`crate::visible::Observer`]), and the baseline
+//! **L0**: raw JetStream messages published at the same rate by as many tasks to a stream of
+//! their own and received by a durable pull consumer with explicit acks (publish call →
+//! receipt).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
