@@ -6,16 +6,14 @@
 //! `--writers` tasks append at a steady total `--lag-rate` for `--lag-secs`: each tick starts a
 //! new synthetic dossier or appends the next event of one it started (one event per append, as
 //! at a counter). Every append is sampled: the instant `append` returned (its commit is done) is
-//! compared with the first poll that sees `projection_contributions.version` at least the
-//! appended version. Apply writes the contribution and the `stats_rollup` cells in one
-//! transaction, so that is the instant the figure is visible to `store::query`. A poller asks for
-//! every outstanding dossier in one statement every [`POLL`]; a lag is therefore over-stated by at
-//! most one poll interval plus the poll's own time.
+//! compared with the first poll that sees the dossier's applied version reach it
+//! ([`crate::visible::Poller`], shared with the end-to-end scenario).
 //!
 //! Also measured in the same run: when each event reaches a plain subscriber of the relay's
-//! stream (the relay's share of the lag), and the baseline **L0**: raw JetStream messages
-//! published at the same rate by as many tasks to a stream of their own and received by a
-//! durable pull consumer with explicit acks (publish call → receipt).
+//! stream (the relay's share of the lag, [`crate::visible::Observer`]), and the baseline
+//! **L0**: raw JetStream messages published at the same rate by as many tasks to a stream of
+//! their own and received by a durable pull consumer with explicit acks (publish call →
+//! receipt).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -29,9 +27,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::synth::{self, Catalog, Rng};
+use crate::visible::{Observer, Poller, wait_for_consumer, wait_for_stream};
 
-/// How often the poller looks for applied dossiers.
-pub const POLL: Duration = Duration::from_millis(2);
 /// The durable consumer the projection instances share.
 const DURABLE: &str = "bench-projection";
 
@@ -58,14 +55,6 @@ pub struct Lag {
     pub unseen: u64,
 }
 
-/// One append whose visibility is awaited.
-#[derive(Debug)]
-struct Pending {
-    dossier_id: String,
-    version: i32,
-    committed: Instant,
-}
-
 pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
     let log = EventLog::from_pool(pool.clone());
     projection::store::migrate(pool).await?;
@@ -88,87 +77,9 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
         )));
     }
     // The relay's share: a plain subscriber of the same stream, without acks.
-    let observer = stream
-        .create_consumer(pull::Config {
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .context("observer consumer")?;
-    let arrivals: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let observing = {
-        let arrivals = arrivals.clone();
-        let shutdown = shutdown.clone();
-        let mut messages = observer.messages().await.context("observer messages")?;
-        tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    next = messages.next() => next,
-                };
-                let Some(Ok(message)) = next else { return };
-                let now = Instant::now();
-                let position = message
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(relay::HEADER_POSITION))
-                    .and_then(|v| v.as_str().parse::<i64>().ok());
-                if let Some(p) = position {
-                    arrivals.lock().expect("not poisoned").insert(p, now);
-                }
-            }
-        })
-    };
-    wait_for_consumer(&stream).await?;
-
-    // The poller.
-    let pending: Arc<Mutex<Vec<Pending>>> = Arc::default();
-    let visible: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let polling = {
-        let pending = pending.clone();
-        let visible = visible.clone();
-        let pool = pool.clone();
-        let stop = CancellationToken::new();
-        let token = stop.clone();
-        let handle = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(POLL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let ids: Vec<String> = {
-                    let p = pending.lock().expect("not poisoned");
-                    if p.is_empty() && token.is_cancelled() {
-                        return Ok::<_, sqlx::Error>(());
-                    }
-                    p.iter().map(|e| e.dossier_id.clone()).collect()
-                };
-                if ids.is_empty() {
-                    continue;
-                }
-                let asked = Instant::now();
-                let rows: Vec<(String, i32)> = sqlx::query_as(
-                    "SELECT dossier_id, version FROM projection_contributions \
-                     WHERE dossier_id = ANY($1)",
-                )
-                .bind(&ids)
-                .fetch_all(&pool)
-                .await?;
-                let applied: HashMap<String, i32> = rows.into_iter().collect();
-                let mut p = pending.lock().expect("not poisoned");
-                let mut v = visible.lock().expect("not poisoned");
-                p.retain(|e| {
-                    if applied.get(&e.dossier_id).is_some_and(|a| *a >= e.version) {
-                        // Committed before the poll's statement started.
-                        v.push(asked.saturating_duration_since(e.committed));
-                        false
-                    } else {
-                        true
-                    }
-                });
-            }
-        });
-        (stop, handle)
-    };
+    let observer = Observer::start(&stream).await?;
+    wait_for_consumer(&stream, DURABLE).await?;
+    let poller = Arc::new(Poller::start(pool));
 
     // The writers.
     eprintln!(
@@ -184,7 +95,7 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
     for w in 0..config.writers {
         let log = log.clone();
         let catalog = catalog.clone();
-        let pending = pending.clone();
+        let poller = poller.clone();
         let committed = committed.clone();
         writers.push(tokio::spawn(async move {
             let mut rng = Rng::new(0xbe9c_0000 + w as u64);
@@ -211,11 +122,7 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
                 let stored = log.append(vec![append]).await?;
                 let now = Instant::now();
                 let event = &stored.events[0];
-                pending.lock().expect("not poisoned").push(Pending {
-                    dossier_id: event.dossier_id.clone(),
-                    version: event.version,
-                    committed: now,
-                });
+                poller.watch(&event.dossier_id, event.version, now);
                 committed
                     .lock()
                     .expect("not poisoned")
@@ -239,34 +146,17 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
     );
 
     // Drain: everything appended should become visible.
-    let drain_until = Instant::now() + Duration::from_secs(120);
-    while !pending.lock().expect("not poisoned").is_empty() && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let unseen = pending.lock().expect("not poisoned").len() as u64;
-    polling.0.cancel();
-    pending.lock().expect("not poisoned").clear();
-    polling.1.await?.context("poller")?;
-    // The observer normally has everything by now.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let poller = Arc::into_inner(poller).context("the writers are done with the poller")?;
+    let visibility = poller.drain(Duration::from_secs(120)).await?;
+    let committed = std::mem::take(&mut *committed.lock().expect("not poisoned"));
+    let relayed = observer.stop(&committed).await?;
     shutdown.cancel();
     for c in consumers {
         c.await?;
     }
-    observing.await?;
     relay.stop().await;
 
-    let arrivals = arrivals.lock().expect("not poisoned");
-    let mut relayed: Vec<Duration> = committed
-        .lock()
-        .expect("not poisoned")
-        .iter()
-        .filter_map(|(p, t)| arrivals.get(p).map(|a| a.saturating_duration_since(*t)))
-        .collect();
-    relayed.sort_unstable();
-    let mut visible = std::mem::take(&mut *visible.lock().expect("not poisoned"));
-    visible.sort_unstable();
-    if visible.is_empty() {
+    if visibility.lags.is_empty() {
         bail!("no append became visible");
     }
     drop(nats);
@@ -274,36 +164,10 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
         config,
         appended,
         seconds,
-        visible,
+        visible: visibility.lags,
         relayed,
-        unseen,
+        unseen: visibility.unseen,
     })
-}
-
-/// The relay creates its stream when it starts; wait for it.
-async fn wait_for_stream(js: &jetstream::Context, name: &str) -> Result<jetstream::stream::Stream> {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        match js.get_stream(name).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) if Instant::now() >= until => bail!("the relay did not create {name}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-/// Waits until the projection's durable consumer exists, so the clock starts with it running.
-async fn wait_for_consumer(stream: &jetstream::stream::Stream) -> Result<()> {
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        if stream.get_consumer::<pull::Config>(DURABLE).await.is_ok() {
-            return Ok(());
-        }
-        if Instant::now() >= until {
-            bail!("the projection consumer did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Baseline L0: raw JetStream publish → pull-consumer receipt at the same rate.

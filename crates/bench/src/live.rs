@@ -66,3 +66,30 @@ pub async fn run(intake: &RunningIntake, receives: usize, clients: usize) -> Res
     }
     Ok(Timing::new(receives as u64, start.elapsed(), latencies))
 }
+
+/// Dossier ids of the lone calls.
+pub const LONE_PREFIX: &str = "BENCH-L-";
+
+/// A1: `calls` `ReceiveDossier` calls one after another from one client, nothing else running:
+/// the latency of an uncontended call. One warm-up call first (not counted).
+pub async fn lone(intake: &RunningIntake, calls: usize) -> Result<Timing> {
+    let occurred_at = (Utc::now() - chrono::Duration::minutes(5)).trunc_subsecs(0);
+    let mut client = intake.client().await;
+    let warmup = receive_request("BENCH-W-LONE", occurred_at);
+    client
+        .receive_dossier(authed(COUNTER_DISTRICT, warmup))
+        .await
+        .context("warm-up ReceiveDossier")?;
+    let mut latencies = Vec::with_capacity(calls);
+    let start = Instant::now();
+    for i in 0..calls {
+        let request = receive_request(&format!("{LONE_PREFIX}{i:07}"), occurred_at);
+        let sent = Instant::now();
+        client
+            .receive_dossier(authed(COUNTER_DISTRICT, request))
+            .await
+            .context("ReceiveDossier")?;
+        latencies.push(sent.elapsed());
+    }
+    Ok(Timing::new(calls as u64, start.elapsed(), latencies))
+}

@@ -6,6 +6,7 @@
 //! cargo xtask bench -- projection|lag|query|rebuild [--quick] [--dossiers N] [--runs N]
 //!                   [--baseline-secs N] [--rebuild-events N] [--lag-secs N] [--lag-rate N]
 //!                   [--writers N] [--consumers N,M] [--rollups 0,3,5] [--no-jit] [--keep]
+//! cargo xtask bench -- e2e [--quick] [--counters N] [--secs N] [--sample N]
 //! ```
 //!
 //! `write` (the default) measures the event log's write paths:
@@ -13,10 +14,12 @@
 //! It creates a database of its own (dropped at the end), starts intake in-process on port 0
 //! (the test harness) and measures, in this order, each after a `CHECKPOINT`:
 //!
+//! - **A1** a lone call: `--lone` `ReceiveDossier` calls one after another from one client,
+//!   nothing else running (the latency of an uncontended call);
 //! - **A** live receive: `--receives` `ReceiveDossier` calls from `--clients` tasks, each with
 //!   its own gRPC channel (as many counters would), each call a new dossier;
 //! - **A0** its baseline: the same rows (read back from `events`) inserted one per autocommit
-//!   statement into a plain table by as many tasks;
+//!   statement into a plain table by as many tasks; **A1₀** likewise for A1's rows, one task;
 //! - **B** bulk import: `--events` events (8 per dossier) through one `ImportHistory` stream,
 //!   batches of `--batch` events, up to `--pipeline` batches in flight;
 //! - **B0**/**B1** its baselines: the same rows (read back from `events`, outside the timing)
@@ -29,9 +32,15 @@
 //! ([`lag`]), **Q** query latency at `--dossiers` against a naive `GROUP BY` ([`query`]), **R**
 //! the rebuild rate against a raw sequential read ([`rebuild`]).
 //!
+//! `e2e` ([`e2e`]) runs **E**: `--counters` counters drive whole dossier lives through the real
+//! services for `--secs` seconds with the relay and the projection running; the sustained
+//! events/s against the same rows inserted raw (E0), the append → visible-figure lag against raw
+//! JetStream (L0), then checks the run was exact (`projection verify`, `GetIndicators`).
+//!
 //! The Markdown report goes to stdout, progress to stderr. Rates are comparable only within
 //! one run: read the ratios, not the absolute figures.
 
+mod e2e;
 mod import;
 mod lag;
 mod live;
@@ -41,6 +50,7 @@ mod raw;
 mod rebuild;
 mod report;
 mod synth;
+mod visible;
 
 use std::time::Duration;
 
@@ -61,6 +71,8 @@ pub enum Mode {
         query: bool,
         rebuild: bool,
     },
+    /// End to end (E and its baselines).
+    E2e,
 }
 
 /// What to run.
@@ -71,6 +83,8 @@ pub struct Args {
     pub events: u64,
     pub receives: usize,
     pub clients: usize,
+    /// A1: sequential calls from one client.
+    pub lone: usize,
     /// Events per import batch (and rows per baseline statement).
     pub batch: usize,
     /// Import batches in flight on the stream.
@@ -100,6 +114,10 @@ pub struct Args {
     pub no_jit: bool,
     /// Q: leave the database in place (to `EXPLAIN` in `psql`).
     pub keep: bool,
+    /// E: concurrent counters, seconds of load, one call in `sample` awaited in the projection.
+    pub counters: usize,
+    pub secs: u64,
+    pub sample: u64,
 }
 
 impl Default for Args {
@@ -109,6 +127,7 @@ impl Default for Args {
             events: 1_000_000,
             receives: 10_000,
             clients: 64,
+            lone: 500,
             batch: 8_000,
             pipeline: 2,
             pool: 16,
@@ -125,25 +144,32 @@ impl Default for Args {
             rollups: projection::store::ROLLUPS.to_vec(),
             no_jit: false,
             keep: false,
+            counters: 64,
+            secs: 60,
+            sample: 4,
         }
     }
 }
 
 const USAGE: &str = "\
-Usage: bench [write] [--quick] [--events N] [--receives N] [--clients N] [--batch N] [--pipeline N] [--pool N]
+Usage: bench [write] [--quick] [--events N] [--receives N] [--clients N] [--lone N] [--batch N]
+                     [--pipeline N] [--pool N]
        bench projection|lag|query|rebuild [--quick] [--dossiers N] [--runs N] [--baseline-secs N]
                         [--rebuild-events N] [--lag-secs N] [--lag-rate N] [--writers N] [--consumers N,M]
+       bench e2e [--quick] [--counters N] [--secs N] [--sample N] [--baseline-secs N]
 
 write (default): the event log's write paths against raw inserts
 
   --events N     events to import through ImportHistory (default 1000000; 8 per dossier)
   --receives N   ReceiveDossier calls (default 10000)
   --clients N    concurrent receive clients, each with its own channel (default 64)
+  --lone N       sequential ReceiveDossier calls from one client, for a lone call's latency
+                 (default 500)
   --batch N      events per import batch and rows per baseline INSERT, a multiple of 8
                  within 8..=10000 (default 8000)
   --pipeline N   import batches in flight on the stream (default 2)
   --pool N       PostgreSQL connections of intake's pool and the baselines' (default 16)
-  --quick        a smoke run: 100000 events, 2000 receives (explicit flags still win)
+  --quick        a smoke run: 100000 events, 2000 receives, 200 lone calls (explicit flags win)
   --no-analyze   do not ANALYZE before each phase (see BENCHMARKS.md: on a server with
                  autovacuum off, the import can then fall into a quadratic plan)
 
@@ -163,6 +189,14 @@ projection: lag, query and rebuild, each in a fresh database (or one of them alo
   --keep              query: leave the database in place (its name is printed), to EXPLAIN
   --quick             20000 dossiers, 50 runs, 10 s of baseline, 100000 events, 5 s of lag, 1 consumer
 
+e2e: counters drive whole dossier lives through intake, processing, payment and results, with
+the relay and the projection running; then checks the run was exact
+  --counters N        concurrent counters, each with its own channel to each service (default 64)
+  --secs N            seconds of load (default 60)
+  --sample N          await one call in N in the projection for the lag (default 4)
+  --baseline-secs N   seconds of the raw JetStream baseline (default: as --secs, at most 20)
+  --quick             16 counters for 10 s, 5 s of baseline
+
 Needs PostgreSQL at TEST_DATABASE_URL (default postgres://postgres:postgres@127.0.0.1:5432/postgres);
 `cargo xtask bench` makes sure it runs. Prints a Markdown report on stdout.
 ";
@@ -177,6 +211,9 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
     let mut rebuild_events = None;
     let mut lag_secs = None;
     let mut consumers = None;
+    let mut lone = None;
+    let mut counters = None;
+    let mut secs = None;
     let mut it = raw.iter().peekable();
     if let Some(first) = it.peek() {
         let all = |lag, query, rebuild| Mode::Projection {
@@ -190,6 +227,7 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
             "lag" => Some(all(true, false, false)),
             "query" => Some(all(false, true, false)),
             "rebuild" => Some(all(false, false, true)),
+            "e2e" => Some(Mode::E2e),
             _ => None,
         };
         if let Some(mode) = mode {
@@ -210,6 +248,10 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
             "--events" => events = Some(value("--events")?),
             "--receives" => receives = Some(value("--receives")? as usize),
             "--clients" => args.clients = value("--clients")? as usize,
+            "--lone" => lone = Some(value("--lone")? as usize),
+            "--counters" => counters = Some(value("--counters")? as usize),
+            "--secs" => secs = Some(value("--secs")?),
+            "--sample" => args.sample = value("--sample")?,
             "--batch" => args.batch = value("--batch")? as usize,
             "--pipeline" => args.pipeline = value("--pipeline")? as usize,
             "--pool" => args.pool = u32::try_from(value("--pool")?)?,
@@ -266,6 +308,9 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
         args.rebuild_events = 100_000;
         args.lag_secs = 5;
         args.consumers = vec![1];
+        args.lone = 200;
+        args.counters = 16;
+        args.secs = 10;
     }
     args.events = events.unwrap_or(args.events);
     args.receives = receives.unwrap_or(args.receives);
@@ -275,6 +320,20 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
     args.rebuild_events = rebuild_events.unwrap_or(args.rebuild_events);
     args.lag_secs = lag_secs.unwrap_or(args.lag_secs);
     args.consumers = consumers.unwrap_or(args.consumers);
+    args.lone = lone.unwrap_or(args.lone);
+    args.counters = counters.unwrap_or(args.counters);
+    args.secs = secs.unwrap_or(args.secs);
+    if args.mode == Mode::E2e {
+        // L0 at E's rate: as long as the load, within 5..=20 s, unless asked.
+        args.baseline_secs = baseline_secs.unwrap_or(if args.quick {
+            5
+        } else {
+            args.secs.clamp(5, 20)
+        });
+    }
+    if args.lone == 0 || args.counters == 0 || args.secs == 0 || args.sample == 0 {
+        bail!("--lone, --counters, --secs and --sample must be at least 1");
+    }
     if args.dossiers == 0 || args.runs == 0 || args.rebuild_events == 0 {
         bail!("--dossiers, --runs and --rebuild-events must be at least 1");
     }
@@ -321,6 +380,7 @@ fn main() -> std::process::ExitCode {
         match args.mode {
             Mode::Write => bench(args).await,
             Mode::Projection { .. } => projection_bench(args).await,
+            Mode::E2e => e2e_bench(args).await,
         }
     };
     match runtime.block_on(run) {
@@ -343,6 +403,27 @@ async fn bench(args: Args) -> Result<String> {
         db.name, args.pool
     );
     let result = scenarios(&args, &db.pool).await;
+    drop(db);
+    result
+}
+
+/// Scenario E in a database of its own (dropped at the end, also on error).
+async fn e2e_bench(args: Args) -> Result<String> {
+    let db = TestDb::with_pool_size(args.pool).await;
+    eprintln!("bench: E  database {} (dropped at the end)", db.name);
+    let result = async {
+        let machine = report::Machine::probe(&db.pool).await?;
+        let config = e2e::E2eConfig {
+            counters: args.counters,
+            secs: args.secs,
+            sample: args.sample,
+            baseline_secs: args.baseline_secs,
+            analyze: args.analyze,
+        };
+        let figures = e2e::run(&db, config).await?;
+        Ok(e2e::render(&figures, &machine, &report::load_average()))
+    }
+    .await;
     drop(db);
     result
 }
@@ -470,13 +551,21 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
 
     settle(pool, args.analyze).await?;
     eprintln!(
+        "bench: A1 lone call: {} ReceiveDossier calls one after another from one client",
+        args.lone
+    );
+    let lone = live::lone(&intake, args.lone).await?;
+    eprintln!("bench: A1 {}", lone.summary());
+
+    settle(pool, args.analyze).await?;
+    eprintln!(
         "bench: A  live receive: {} ReceiveDossier calls from {} clients",
         args.receives, args.clients
     );
     let live = live::run(&intake, args.receives, args.clients).await?;
     eprintln!("bench: A  {}", live.summary());
 
-    let rows = raw::receive_rows(pool).await?;
+    let rows = raw::receive_rows(pool, live::DOSSIER_PREFIX).await?;
     if rows.len() != args.receives {
         bail!(
             "expected {} received events in the log, found {}",
@@ -488,6 +577,11 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
     eprintln!("bench: A0 raw single-row inserts of the same rows");
     let live_raw = raw::single_rows(pool, raw::LIVE_TABLE, rows, args.clients).await?;
     eprintln!("bench: A0 {}", live_raw.summary());
+    let rows = raw::receive_rows(pool, live::LONE_PREFIX).await?;
+    settle(pool, args.analyze).await?;
+    eprintln!("bench: A1₀ raw single-row inserts of the lone calls' rows, one task");
+    let lone_raw = raw::single_rows(pool, raw::LIVE_TABLE, rows, 1).await?;
+    eprintln!("bench: A1₀ {}", lone_raw.summary());
 
     let before = log.head().await?;
     settle(pool, args.analyze).await?;
@@ -522,6 +616,8 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
         machine,
         live,
         live_raw,
+        lone,
+        lone_raw,
         bulk,
         bulk_raw: baselines.remove(0),
         bulk_raw_indexed: baselines.remove(0),
@@ -627,6 +723,24 @@ mod unit {
         assert!(parse(&["--batch", "10008"]).is_err());
         assert!(parse(&["--nope"]).is_err());
         assert!(parse(&["--help"]).unwrap().is_none());
+        let args = parse(&["--quick", "--lone", "50"]).unwrap().unwrap();
+        assert_eq!(args.lone, 50);
+    }
+
+    #[test]
+    fn e2e_flags() {
+        let args = parse(&["e2e", "--quick"]).unwrap().unwrap();
+        assert_eq!(args.mode, Mode::E2e);
+        assert_eq!(
+            (args.counters, args.secs, args.baseline_secs, args.sample),
+            (16, 10, 5, 4)
+        );
+        let args = parse(&["e2e", "--counters", "8", "--secs", "90"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((args.counters, args.secs, args.baseline_secs), (8, 90, 20));
+        assert!(parse(&["e2e", "--counters", "0"]).is_err());
+        assert!(parse(&["e2e", "--sample", "0"]).is_err());
     }
 
     #[test]

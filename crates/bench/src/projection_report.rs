@@ -153,7 +153,7 @@ fn render_lag(out: &mut String, f: &Figures) {
          dossier's applied version; apply commits the contribution and the rollup cells in one \
          transaction, so that is when `store::query` shows the figure. L0: from the publish call \
          to the receipt.\n",
-        crate::lag::POLL.as_millis()
+        crate::visible::POLL.as_millis()
     );
 }
 

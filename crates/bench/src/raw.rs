@@ -15,7 +15,6 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use uuid::Uuid;
 
 use crate::Timing;
-use crate::live::DOSSIER_PREFIX;
 
 /// A: single-row inserts.
 pub const LIVE_TABLE: &str = "raw_live";
@@ -101,14 +100,21 @@ fn decode(row: &sqlx::postgres::PgRow) -> Result<RawRow, sqlx::Error> {
     })
 }
 
-/// The events of scenario A's measured receives.
-pub async fn receive_rows(pool: &PgPool) -> Result<Vec<RawRow>> {
+/// The events of the receives whose dossier ids start with `prefix` (scenario A's
+/// [`crate::live::DOSSIER_PREFIX`], A1's [`crate::live::LONE_PREFIX`]).
+pub async fn receive_rows(pool: &PgPool, prefix: &str) -> Result<Vec<RawRow>> {
     let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {NAMES} FROM events WHERE dossier_id LIKE '{DOSSIER_PREFIX}%' ORDER BY position"
+        "SELECT {NAMES} FROM events WHERE dossier_id LIKE '{prefix}%' ORDER BY position"
     )))
     .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(decode).collect::<Result<_, _>>()?)
+}
+
+/// Every event with a position in `after+1 ..= until` (scenario E's), in position order.
+pub async fn rows_between(pool: &PgPool, after: i64, until: i64) -> Result<Vec<RawRow>> {
+    let count = usize::try_from(until - after).unwrap_or(0);
+    rows_after(pool, after, until, count).await
 }
 
 /// The events with positions in `after+1 ..= until`, `limit` at a time.

@@ -70,6 +70,28 @@ impl Machine {
     }
 }
 
+impl Machine {
+    /// The machine's lines under `heading`, with the load average at the end of the run.
+    pub fn render(&self, out: &mut String, heading: &str, load_end: &str) {
+        let _ = writeln!(out, "\n{heading}\n");
+        let _ = writeln!(out, "- nproc: {}", self.nproc);
+        let _ = writeln!(out, "- CPU: {}", self.cpu);
+        let _ = writeln!(out, "- memory: {}", self.memory);
+        let _ = writeln!(out, "- PostgreSQL: {}", self.postgres);
+        let settings: Vec<String> = self
+            .settings
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        let _ = writeln!(out, "- PostgreSQL settings: {}", settings.join(", "));
+        let _ = writeln!(
+            out,
+            "- load average (1/5/15 min): {} at the start, {load_end} at the end",
+            self.load_start
+        );
+    }
+}
+
 /// The 1, 5 and 15 minute load averages: other work on the machine skews every figure.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -85,6 +107,9 @@ pub struct Figures {
     pub machine: Machine,
     pub live: Timing,
     pub live_raw: Timing,
+    /// A1 and its baseline A1₀.
+    pub lone: Timing,
+    pub lone_raw: Timing,
     pub bulk: Import,
     pub bulk_raw: Timing,
     pub bulk_raw_indexed: Timing,
@@ -156,6 +181,25 @@ pub fn render(f: &Figures) -> String {
         "rows",
         "1",
     );
+    let p50 = |t: &Timing| t.percentile(50.0).map_or(0.0, |d| d.as_secs_f64());
+    row(
+        &mut out,
+        "**A1** lone `ReceiveDossier`: 1 client, one call after another, nothing else running",
+        &f.lone,
+        "events",
+        &format!(
+            "{:.2} × A1₀ (p50 {:.1} × A1₀'s)",
+            f.lone.rate() / f.lone_raw.rate(),
+            p50(&f.lone) / p50(&f.lone_raw).max(1e-9)
+        ),
+    );
+    row(
+        &mut out,
+        "A1₀ baseline: A1's rows, single-row `INSERT`, autocommit, 1 task, plain table",
+        &f.lone_raw,
+        "rows",
+        "1",
+    );
     row(
         &mut out,
         &format!(
@@ -190,7 +234,7 @@ pub fn render(f: &Figures) -> String {
     );
     let _ = writeln!(
         out,
-        "\nA, A0: wall time of all calls; latency per call, at the client. \
+        "\nA, A0, A1, A1₀: wall time of all calls; latency per call, at the client. \
          B: wall time from the first batch built to the last answer, including the client \
          building its {} batches ({:.1} s of CPU on the same cores). B0, B1: time inside the \
          `INSERT` statements only (reading the rows back from `events` is not timed). \
@@ -201,23 +245,7 @@ pub fn render(f: &Figures) -> String {
         f.sizes.raw,
     );
 
-    let m = &f.machine;
-    let _ = writeln!(out, "\n## Machine\n");
-    let _ = writeln!(out, "- nproc: {}", m.nproc);
-    let _ = writeln!(out, "- CPU: {}", m.cpu);
-    let _ = writeln!(out, "- memory: {}", m.memory);
-    let _ = writeln!(out, "- PostgreSQL: {}", m.postgres);
-    let settings: Vec<String> = m
-        .settings
-        .iter()
-        .map(|(k, v)| format!("{k} = {v}"))
-        .collect();
-    let _ = writeln!(out, "- PostgreSQL settings: {}", settings.join(", "));
-    let _ = writeln!(
-        out,
-        "- load average (1/5/15 min): {} at the start, {} at the end",
-        m.load_start, f.load_end
-    );
+    f.machine.render(&mut out, "## Machine", &f.load_end);
     let _ = writeln!(
         out,
         "- `ANALYZE` before each phase: {}",
