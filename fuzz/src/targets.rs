@@ -250,7 +250,8 @@ pub fn import_history(data: &[u8]) {
 fn query(query: &Query, form: Option<projection::forms::Form>) {
     assert!(query.from < query.to, "{query:?}");
     assert!(
-        (query.to - query.from).num_days() <= projection::scope::MAX_PERIOD_DAYS,
+        (query.to - query.from).num_days()
+            <= i64::from(projection::QueryLimits::default().max_period_days),
         "{query:?}"
     );
     for (i, d) in query.group_by.iter().enumerate() {
