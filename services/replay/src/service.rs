@@ -6,7 +6,7 @@ use std::sync::Arc;
 use api::v1 as pb;
 use api::v1::replay_service_server::ReplayService;
 use chrono::{DateTime, Utc};
-use domain::{AgencyCode, Phase, SectorCode};
+use domain::{AgencyCode, EventType, Phase, SectorCode};
 use eventlog::{EventLog, ReadError};
 use svc::Tokens;
 use svc::status::{field, invalid_field, timestamp, to_timestamp, with_reason};
@@ -18,26 +18,6 @@ use crate::convert;
 use crate::query::{Filter, Reader, Selection};
 use crate::stream::{self, EventStream, Plan};
 use crate::timeline::{self, ChangeKind};
-
-/// The event types a filter may name: those of `domain::DossierEvent`, as stored.
-pub const EVENT_TYPES: [&str; 16] = [
-    "received",
-    "components_digitized",
-    "refused_at_intake",
-    "transferred",
-    "supplement_requested",
-    "supplement_received",
-    "late",
-    "apology_issued",
-    "fee_assessed",
-    "paid",
-    "resolved",
-    "withdrawn",
-    "stopped",
-    "result_digitized",
-    "result_returned",
-    "satisfaction_rated",
-];
 
 /// The gRPC replay service. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -228,14 +208,15 @@ pub fn selection(r: &pb::StreamEventsRequest) -> Result<Selection, Status> {
     let level = svc::convert::optional("level", r.level, svc::convert::level)?;
     let mut event_types = Vec::with_capacity(r.event_types.len());
     for (i, name) in r.event_types.iter().enumerate() {
-        if !EVENT_TYPES.contains(&name.as_str()) {
+        let Ok(event_type) = name.parse::<EventType>() else {
             return Err(invalid_field(
                 &format!("event_types[{i}]"),
                 "is not an event type (received, supplement_requested, …)",
             ));
-        }
-        if !event_types.contains(name) {
-            event_types.push(name.clone());
+        };
+        let name = event_type.as_str().to_owned();
+        if !event_types.contains(&name) {
+            event_types.push(name);
         }
     }
     Ok(Selection {
