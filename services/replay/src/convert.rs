@@ -5,13 +5,14 @@ use api::v1 as pb;
 use api::v1::event::Body;
 use calendar::StatutoryTime;
 use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, ReturnMethod, TransferMode};
-use eventlog::StoredEvent;
+use eventlog::{ReadError, StoredEvent};
 use svc::convert::{pb_level, pb_profile, pb_timeliness};
 use svc::status::to_timestamp;
 
 /// The replay form of a stored event. The typed `event` is absent if the payload does not
-/// decode as a known event (logged); `canonical_json` always carries the content.
-pub fn replayed_event(stored: &StoredEvent) -> pb::ReplayedEvent {
+/// decode as a known event (logged); `canonical_json` always carries the content. Corrupt only
+/// if the position or version is out of range (never for an event read from the log).
+pub fn replayed_event(stored: &StoredEvent) -> Result<pb::ReplayedEvent, ReadError> {
     let body = match DossierEvent::from_parts(&stored.event_type, &stored.payload) {
         Ok(event) => Some(body(&event)),
         Err(error) => {
@@ -23,12 +24,15 @@ pub fn replayed_event(stored: &StoredEvent) -> pb::ReplayedEvent {
 }
 
 /// The replay form of a stored event whose content is already decoded.
-pub fn replayed_event_with(stored: &StoredEvent, body: Option<Body>) -> pb::ReplayedEvent {
-    let position = u64::try_from(stored.position).unwrap_or_default();
-    let version = u32::try_from(stored.version).unwrap_or_default();
+pub fn replayed_event_with(
+    stored: &StoredEvent,
+    body: Option<Body>,
+) -> Result<pb::ReplayedEvent, ReadError> {
+    let (position, version) = stored.place()?;
+    let (position, version) = (position.get(), version.get());
     let occurred_at = Some(to_timestamp(stored.occurred_at));
     let recorded_at = Some(to_timestamp(stored.recorded_at));
-    pb::ReplayedEvent {
+    Ok(pb::ReplayedEvent {
         position,
         dossier_id: stored.dossier_id.clone(),
         version,
@@ -51,7 +55,7 @@ pub fn replayed_event_with(stored: &StoredEvent, body: Option<Body>) -> pb::Repl
         canonical_json: eventlog::canonical_bytes(stored),
         event_hash: stored.event_hash.to_vec(),
         chain_hash: stored.chain_hash.to_vec(),
-    }
+    })
 }
 
 /// A stored level name as the API's enum (`LEVEL_UNSPECIFIED` if it is none of the three).
