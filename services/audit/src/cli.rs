@@ -193,7 +193,13 @@ pub fn parse(
             let filter = ExportFilter {
                 dossier: take("dossier"),
                 agency: take("agency"),
-                event_type: take("event-type"),
+                event_type: take("event-type")
+                    .map(|t| {
+                        t.parse::<domain::EventType>()
+                            .map(|t| t.as_str().to_owned())
+                            .map_err(|e| usage(format!("--event-type: {e}")))
+                    })
+                    .transpose()?,
                 from_position: number("from-position", take("from-position"))?,
                 to_position: number("to-position", take("to-position"))?,
                 recorded_from: time("recorded-from", take("recorded-from"))?,
@@ -514,6 +520,11 @@ mod tests {
             (
                 &["prove", "--tree-size", "+3", "--position", "1"][..],
                 "--tree-size",
+            ),
+            // Once an empty export that looked complete.
+            (
+                &["export", "--event-type", "recieved"][..],
+                "--event-type: unknown event type \"recieved\"",
             ),
             (&["export", "--recorded-from", "yesterday"][..], "RFC 3339"),
             (
