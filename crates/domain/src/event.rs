@@ -203,26 +203,117 @@ pub struct DecodeError {
     pub source: serde_json::Error,
 }
 
-impl DossierEvent {
-    /// The snake_case type name, as stored in the log and used as the last subject token.
-    pub fn event_type(&self) -> &'static str {
+/// The kind of a [`DossierEvent`]: the one vocabulary of event type names. Its
+/// [`as_str`](EventType::as_str) form is stable and is what the log's `event_type` column, the
+/// last NATS subject token, the `Dossier-Event-Type` header, replay filters and the proto's
+/// `Event.body` field names all use; adding a kind here is the only place to name it (the
+/// compiler and the `svc` proto test point at every list that must follow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventType {
+    Received,
+    ComponentsDigitized,
+    RefusedAtIntake,
+    Transferred,
+    SupplementRequested,
+    SupplementReceived,
+    Late,
+    ApologyIssued,
+    FeeAssessed,
+    Paid,
+    Resolved,
+    Withdrawn,
+    Stopped,
+    ResultDigitized,
+    ResultReturned,
+    SatisfactionRated,
+}
+
+impl EventType {
+    /// Every kind, in the order of the proto's `Event.body` oneof.
+    pub const ALL: [EventType; 16] = [
+        EventType::Received,
+        EventType::ComponentsDigitized,
+        EventType::RefusedAtIntake,
+        EventType::Transferred,
+        EventType::SupplementRequested,
+        EventType::SupplementReceived,
+        EventType::Late,
+        EventType::ApologyIssued,
+        EventType::FeeAssessed,
+        EventType::Paid,
+        EventType::Resolved,
+        EventType::Withdrawn,
+        EventType::Stopped,
+        EventType::ResultDigitized,
+        EventType::ResultReturned,
+        EventType::SatisfactionRated,
+    ];
+
+    /// The stable snake_case name (`received`, `refused_at_intake`, …).
+    pub fn as_str(self) -> &'static str {
         match self {
-            DossierEvent::Received { .. } => "received",
-            DossierEvent::ComponentsDigitized { .. } => "components_digitized",
-            DossierEvent::RefusedAtIntake { .. } => "refused_at_intake",
-            DossierEvent::Transferred { .. } => "transferred",
-            DossierEvent::SupplementRequested { .. } => "supplement_requested",
-            DossierEvent::SupplementReceived { .. } => "supplement_received",
-            DossierEvent::Late { .. } => "late",
-            DossierEvent::ApologyIssued { .. } => "apology_issued",
-            DossierEvent::FeeAssessed { .. } => "fee_assessed",
-            DossierEvent::Paid { .. } => "paid",
-            DossierEvent::Resolved { .. } => "resolved",
-            DossierEvent::Withdrawn { .. } => "withdrawn",
-            DossierEvent::Stopped { .. } => "stopped",
-            DossierEvent::ResultDigitized { .. } => "result_digitized",
-            DossierEvent::ResultReturned { .. } => "result_returned",
-            DossierEvent::SatisfactionRated { .. } => "satisfaction_rated",
+            EventType::Received => "received",
+            EventType::ComponentsDigitized => "components_digitized",
+            EventType::RefusedAtIntake => "refused_at_intake",
+            EventType::Transferred => "transferred",
+            EventType::SupplementRequested => "supplement_requested",
+            EventType::SupplementReceived => "supplement_received",
+            EventType::Late => "late",
+            EventType::ApologyIssued => "apology_issued",
+            EventType::FeeAssessed => "fee_assessed",
+            EventType::Paid => "paid",
+            EventType::Resolved => "resolved",
+            EventType::Withdrawn => "withdrawn",
+            EventType::Stopped => "stopped",
+            EventType::ResultDigitized => "result_digitized",
+            EventType::ResultReturned => "result_returned",
+            EventType::SatisfactionRated => "satisfaction_rated",
+        }
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of [`EventType::ALL`]'s (names are case-sensitive).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event type {0:?}")]
+pub struct UnknownEventType(pub String);
+
+impl std::str::FromStr for EventType {
+    type Err = UnknownEventType;
+
+    fn from_str(name: &str) -> Result<EventType, UnknownEventType> {
+        EventType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == name)
+            .ok_or_else(|| UnknownEventType(name.to_owned()))
+    }
+}
+
+impl DossierEvent {
+    /// The event's kind; its [`EventType::as_str`] is the type name stored in the log.
+    pub fn event_type(&self) -> EventType {
+        match self {
+            DossierEvent::Received { .. } => EventType::Received,
+            DossierEvent::ComponentsDigitized { .. } => EventType::ComponentsDigitized,
+            DossierEvent::RefusedAtIntake { .. } => EventType::RefusedAtIntake,
+            DossierEvent::Transferred { .. } => EventType::Transferred,
+            DossierEvent::SupplementRequested { .. } => EventType::SupplementRequested,
+            DossierEvent::SupplementReceived { .. } => EventType::SupplementReceived,
+            DossierEvent::Late { .. } => EventType::Late,
+            DossierEvent::ApologyIssued { .. } => EventType::ApologyIssued,
+            DossierEvent::FeeAssessed { .. } => EventType::FeeAssessed,
+            DossierEvent::Paid { .. } => EventType::Paid,
+            DossierEvent::Resolved { .. } => EventType::Resolved,
+            DossierEvent::Withdrawn { .. } => EventType::Withdrawn,
+            DossierEvent::Stopped { .. } => EventType::Stopped,
+            DossierEvent::ResultDigitized { .. } => EventType::ResultDigitized,
+            DossierEvent::ResultReturned { .. } => EventType::ResultReturned,
+            DossierEvent::SatisfactionRated { .. } => EventType::SatisfactionRated,
         }
     }
 
@@ -232,7 +323,7 @@ impl DossierEvent {
         if let Some(map) = value.as_object_mut() {
             map.remove("type");
         }
-        (self.event_type(), value)
+        (self.event_type().as_str(), value)
     }
 
     /// Rebuilds an event from the log's `(event_type, payload)`.
@@ -256,4 +347,37 @@ impl DossierEvent {
 pub struct Event {
     pub occurred_at: DateTime<Utc>,
     pub body: DossierEvent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_names_round_trip_and_are_distinct() {
+        let mut names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        for t in EventType::ALL {
+            assert_eq!(t.as_str().parse::<EventType>(), Ok(t));
+            assert_eq!(t.to_string(), t.as_str());
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EventType::ALL.len());
+    }
+
+    #[test]
+    fn unknown_event_type_names_are_refused() {
+        for bad in [
+            "",
+            "Received",
+            "received ",
+            "refused-at-intake",
+            "no_such_event",
+        ] {
+            assert_eq!(
+                bad.parse::<EventType>(),
+                Err(UnknownEventType(bad.to_owned()))
+            );
+        }
+    }
 }

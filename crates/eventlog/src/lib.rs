@@ -21,6 +21,7 @@ mod error;
 mod hash;
 pub mod limits;
 mod model;
+mod position;
 mod read;
 mod recover;
 
@@ -39,6 +40,7 @@ pub use error::{AppendError, ConnectError, MigrateError, ReadError};
 pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};
 pub use limits::MAX_EVENT_BYTES;
 pub use model::{Appended, DossierAppend, ExpectedVersion, NewEvent, Routing, StoredEvent};
+pub use position::{Position, PositionError, Version, VersionError};
 pub use read::{CHANNEL, Changes};
 pub use recover::{LogHead, RecoverError, parse_canonical};
 

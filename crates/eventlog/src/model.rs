@@ -4,6 +4,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::{Position, ReadError, Version};
+
 /// Where a dossier's events are routed and sliced: copied onto every event of the dossier from
 /// its first event, so subjects and filters never need to look the dossier up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,23 @@ pub struct StoredEvent {
     pub event_hash: [u8; 32],
     /// `SHA-256(previous chain_hash || event_hash)`; the genesis predecessor is 32 zero bytes.
     pub chain_hash: [u8; 32],
+}
+
+impl StoredEvent {
+    /// The event's position and version as their types, for the wire (proto fields, headers).
+    /// An event read from the log always has them in range (decoding checks); a hand-built one
+    /// out of range is [`ReadError::Corrupt`] rather than a wrong number.
+    pub fn place(&self) -> Result<(Position, Version), ReadError> {
+        let corrupt = |reason: String| ReadError::Corrupt {
+            position: self.position,
+            reason,
+        };
+        let position = Position::try_from(self.position)
+            .and_then(|p| Position::of_event(p.get()))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let version = Version::try_from(self.version).map_err(|e| corrupt(e.to_string()))?;
+        Ok((position, version))
+    }
 }
 
 /// The result of an append: the stored events in the order given, and whether this call wrote

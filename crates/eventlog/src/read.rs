@@ -9,7 +9,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use tokio::time::Instant;
 
-use crate::{EventLog, ReadError, Routing, StoredEvent};
+use crate::{EventLog, Position, ReadError, Routing, StoredEvent, Version};
 
 /// The NOTIFY channel: every append sends its new head position on it when it commits.
 pub const CHANNEL: &str = "eventlog";
@@ -37,6 +37,10 @@ pub(crate) use select_events;
 pub(crate) fn decode_event(row: &PgRow) -> Result<StoredEvent, ReadError> {
     let position: i64 = row.try_get("position").map_err(ReadError::Unavailable)?;
     let corrupt = |reason: String| ReadError::Corrupt { position, reason };
+    // Position ≥ 1 and version ≥ 1, checked here so that every `StoredEvent` read has them.
+    Position::try_from(position)
+        .and_then(|p| Position::of_event(p.get()))
+        .map_err(|e| corrupt(e.to_string()))?;
     macro_rules! col {
         ($name:literal) => {
             row.try_get($name)
@@ -47,6 +51,7 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<StoredEvent, ReadError> {
         <[u8; 32]>::try_from(bytes.as_slice())
             .map_err(|_| corrupt(format!("{name} has {} bytes, not 32", bytes.len())))
     };
+    let version: Version = col!("version");
     let fingerprint: Vec<u8> = col!("fingerprint");
     let event_hash: Vec<u8> = col!("event_hash");
     let chain_hash: Vec<u8> = col!("chain_hash");
@@ -54,7 +59,7 @@ pub(crate) fn decode_event(row: &PgRow) -> Result<StoredEvent, ReadError> {
         position,
         event_id: col!("event_id"),
         dossier_id: col!("dossier_id"),
-        version: col!("version"),
+        version: version.as_i32(),
         event_type: col!("event_type"),
         occurred_at: col!("occurred_at"),
         recorded_at: col!("recorded_at"),

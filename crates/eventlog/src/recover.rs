@@ -128,10 +128,9 @@ impl EventLog {
             .fetch_one(self.pool())
             .await
             .map_err(ReadError::Unavailable)?;
-        decode_head(&row).map_err(|reason| ReadError::Corrupt {
-            position: row.try_get("position").unwrap_or(0),
-            reason,
-        })
+        // Read as in `decode_event`: the position first, so that a corrupt head names it.
+        let position: i64 = row.try_get("position").map_err(ReadError::Unavailable)?;
+        decode_head(&row).map_err(|reason| ReadError::Corrupt { position, reason })
     }
 
     /// Appends `events`, complete with their positions, times and hashes, as the continuation
@@ -281,6 +280,7 @@ CROSS JOIN LATERAL (
 
 fn decode_head(row: &sqlx::postgres::PgRow) -> Result<LogHead, String> {
     let position: i64 = row.try_get("position").map_err(|e| e.to_string())?;
+    crate::Position::try_from(position).map_err(|e| format!("log head: {e}"))?;
     let chain: Vec<u8> = row.try_get("chain_hash").map_err(|e| e.to_string())?;
     let recorded_at: DateTime<Utc> = row.try_get("recorded_at").map_err(|e| e.to_string())?;
     let chain_hash = <[u8; 32]>::try_from(chain.as_slice())

@@ -10,7 +10,7 @@
 //! the whole log into it.
 
 use async_nats::jetstream::{self, message::StreamMessage, stream::Stream};
-use eventlog::{EventLog, LogHead, StoredEvent};
+use eventlog::{EventLog, LogHead, Position, StoredEvent};
 
 use crate::subject::{
     HEADER_BODY_OMITTED, HEADER_CHAIN_HASH, HEADER_EVENT_HASH, HEADER_FINGERPRINT, HEADER_MSG_ID,
@@ -373,10 +373,10 @@ fn header<'a>(message: &'a StreamMessage, name: &str) -> Option<&'a str> {
 fn position_of(message: &StreamMessage) -> Result<i64, String> {
     header(message, HEADER_POSITION)
         .ok_or_else(|| format!("no {HEADER_POSITION} header"))?
-        .parse::<i64>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("{HEADER_POSITION} is not a positive integer"))
+        .parse::<Position>()
+        .and_then(|p| Position::of_event(p.get()))
+        .map(Position::as_i64)
+        .map_err(|e| format!("{HEADER_POSITION}: {e}"))
 }
 
 fn hex(bytes: &[u8; 32]) -> String {

@@ -10,7 +10,7 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 use bytes::Bytes;
-use eventlog::{Changes, EventLog, StoredEvent};
+use eventlog::{Changes, EventLog, Position, StoredEvent};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -558,13 +558,12 @@ async fn inspect(
         sequence: message.sequence,
         reason: why.to_owned(),
     };
-    let position: i64 = header(&message, HEADER_POSITION)
+    let position = header(&message, HEADER_POSITION)
         .ok_or_else(|| reason("no Dossier-Position header"))?
-        .parse()
-        .map_err(|_| reason("Dossier-Position is not an integer"))?;
-    if position < 1 {
-        return Err(reason("Dossier-Position is not positive"));
-    }
+        .parse::<Position>()
+        .and_then(|p| Position::of_event(p.get()))
+        .map_err(|e| reason(&format!("Dossier-Position: {e}")))?
+        .as_i64();
     let event_id = header(&message, HEADER_MSG_ID)
         .ok_or_else(|| reason("no Nats-Msg-Id header"))?
         .to_owned();

@@ -4,9 +4,9 @@
 use api::v1 as pb;
 use calendar::{StatutoryTime, Timeliness};
 use domain::{
-    AgencyCode, ApplicantType, Channel, ComponentCode, DossierId, EventId, FeeKind, Level,
-    OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode, Profile, Rating, ReturnMethod,
-    SectorCode, Text, TransactionId, TransferMode, limits,
+    AgencyCode, ApplicantType, Channel, ComponentCode, DossierId, EventId, EventType, FeeKind,
+    Level, OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode, Profile, Rating,
+    ReturnMethod, SectorCode, Text, TransactionId, TransferMode, limits,
 };
 use tonic::Status;
 
@@ -243,6 +243,31 @@ pub fn pb_timeliness(v: Timeliness) -> pb::Timeliness {
     }
 }
 
+/// The kind of event a proto `Event.body` carries. Exhaustive: a body added to the proto does
+/// not compile until it has an [`EventType`]; the test `event_types_are_the_proto_bodies`
+/// checks the other way round, and that the oneof's field names are the types' names.
+pub fn body_type(body: &pb::event::Body) -> EventType {
+    use pb::event::Body;
+    match body {
+        Body::Received(_) => EventType::Received,
+        Body::ComponentsDigitized(_) => EventType::ComponentsDigitized,
+        Body::RefusedAtIntake(_) => EventType::RefusedAtIntake,
+        Body::Transferred(_) => EventType::Transferred,
+        Body::SupplementRequested(_) => EventType::SupplementRequested,
+        Body::SupplementReceived(_) => EventType::SupplementReceived,
+        Body::Late(_) => EventType::Late,
+        Body::ApologyIssued(_) => EventType::ApologyIssued,
+        Body::FeeAssessed(_) => EventType::FeeAssessed,
+        Body::Paid(_) => EventType::Paid,
+        Body::Resolved(_) => EventType::Resolved,
+        Body::Withdrawn(_) => EventType::Withdrawn,
+        Body::Stopped(_) => EventType::Stopped,
+        Body::ResultDigitized(_) => EventType::ResultDigitized,
+        Body::ResultReturned(_) => EventType::ResultReturned,
+        Body::SatisfactionRated(_) => EventType::SatisfactionRated,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,5 +332,31 @@ mod tests {
             violation(components("c", &["ok".into(), "".into()]).unwrap_err()),
             "c[1]"
         );
+    }
+
+    #[test]
+    fn event_types_are_the_proto_bodies() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(api::FILE_DESCRIPTOR_SET).unwrap();
+        let event = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "dossier.v1")
+            .flat_map(|f| &f.message_type)
+            .find(|m| m.name() == "Event")
+            .expect("dossier.v1.Event");
+        let body = event
+            .oneof_decl
+            .iter()
+            .position(|o| o.name() == "body")
+            .expect("Event.body");
+        let bodies: Vec<&str> = event
+            .field
+            .iter()
+            .filter(|f| f.oneof_index == i32::try_from(body).ok())
+            .map(|f| f.name())
+            .collect();
+        let types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(bodies, types, "Event.body and EventType::ALL, in order");
     }
 }

@@ -142,10 +142,12 @@ pub fn first_event(outcome: WriteOutcome) -> Result<(StoredEvent, bool), Status>
 }
 
 /// The common answer: the stored event.
-pub fn write_response((event, duplicate): (StoredEvent, bool)) -> Response<api::v1::WriteResponse> {
-    Response::new(api::v1::WriteResponse {
-        event: Some(crate::recorded_event(&event, duplicate)),
-    })
+pub fn write_response(
+    (event, duplicate): (StoredEvent, bool),
+) -> Result<Response<api::v1::WriteResponse>, Status> {
+    Ok(Response::new(api::v1::WriteResponse {
+        event: Some(crate::recorded_event(&event, duplicate)?),
+    }))
 }
 
 /// The stored event's body, for answers that carry what the server computed.

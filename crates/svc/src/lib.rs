@@ -22,17 +22,22 @@ pub use config::Config;
 pub use metrics::{Component, Telemetry};
 pub use write::{Clock, SystemClock, WriteError, WriteOutcome, WritePath, WriteRequest};
 
-/// The server's answer for one stored event.
-pub fn recorded_event(stored: &eventlog::StoredEvent, duplicate: bool) -> api::v1::RecordedEvent {
-    api::v1::RecordedEvent {
+/// The server's answer for one stored event; INTERNAL if its position or version is out of
+/// range (never for an event the log returned, which checks them).
+pub fn recorded_event(
+    stored: &eventlog::StoredEvent,
+    duplicate: bool,
+) -> Result<api::v1::RecordedEvent, tonic::Status> {
+    let (position, version) = stored.place().map_err(status::internal)?;
+    Ok(api::v1::RecordedEvent {
         event_id: stored.event_id.to_string(),
         dossier_id: stored.dossier_id.clone(),
-        position: u64::try_from(stored.position).unwrap_or_default(),
-        version: u32::try_from(stored.version).unwrap_or_default(),
+        position: position.get(),
+        version: version.get(),
         event_type: stored.event_type.clone(),
         occurred_at: Some(status::to_timestamp(stored.occurred_at)),
         recorded_at: Some(status::to_timestamp(stored.recorded_at)),
         duplicate,
         event_hash: stored.event_hash.to_vec(),
-    }
+    })
 }

@@ -185,7 +185,7 @@ impl Checkpointer {
             "SELECT {} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
             store::EVENT_COLUMNS
         )))
-        .bind(size as i64)
+        .bind(store::db(size)?)
         .bind(BATCH)
         .fetch_all(&mut *tx)
         .await
@@ -197,7 +197,7 @@ impl Checkpointer {
                 position: expected,
                 reason,
             })?;
-            if event.position as u64 != expected {
+            if u64::try_from(event.position) != Ok(expected) {
                 return Err(CheckpointError::Tampered {
                     position: expected,
                     reason: format!("missing (the next stored position is {})", event.position),

@@ -137,10 +137,18 @@ pub fn parse(
         Some(options.remove(i).1)
     };
     let config = take("config").map_or(default_config, PathBuf::from);
+    // Positions and tree sizes: 0 to `Position::MAX` (a larger value would not fit the
+    // database's BIGINT and must not become another number on the way).
     let number = |name: &str, v: Option<String>| -> Result<Option<u64>, UsageError> {
         v.map(|v| {
-            v.parse()
-                .map_err(|_| usage(format!("--{name} must be a non-negative integer")))
+            v.parse::<eventlog::Position>()
+                .map(eventlog::Position::get)
+                .map_err(|e| {
+                    usage(format!(
+                        "--{name} must be an integer from 0 to {}: {e}",
+                        eventlog::Position::MAX
+                    ))
+                })
         })
         .transpose()
     };
@@ -185,7 +193,13 @@ pub fn parse(
             let filter = ExportFilter {
                 dossier: take("dossier"),
                 agency: take("agency"),
-                event_type: take("event-type"),
+                event_type: take("event-type")
+                    .map(|t| {
+                        t.parse::<domain::EventType>()
+                            .map(|t| t.as_str().to_owned())
+                            .map_err(|e| usage(format!("--event-type: {e}")))
+                    })
+                    .transpose()?,
                 from_position: number("from-position", take("from-position"))?,
                 to_position: number("to-position", take("to-position"))?,
                 recorded_from: time("recorded-from", take("recorded-from"))?,
@@ -493,6 +507,25 @@ mod tests {
             ),
             (&["prove", "--event-id", "x"][..], "UUID"),
             (&["export", "--to-position", "-1"][..], "--to-position"),
+            // Once bound as -1: an empty export that looked complete.
+            (
+                &["export", "--to-position", "18446744073709551615"][..],
+                "--to-position must be an integer from 0 to 9223372036854775807",
+            ),
+            // Once bound as i64::MIN: an export of everything.
+            (
+                &["export", "--from-position", "9223372036854775808"][..],
+                "--from-position",
+            ),
+            (
+                &["prove", "--tree-size", "+3", "--position", "1"][..],
+                "--tree-size",
+            ),
+            // Once an empty export that looked complete.
+            (
+                &["export", "--event-type", "recieved"][..],
+                "--event-type: unknown event type \"recieved\"",
+            ),
             (&["export", "--recorded-from", "yesterday"][..], "RFC 3339"),
             (
                 &["export", "--recorded-to", "0001-01-01T00:00:00Z"][..],

@@ -149,7 +149,7 @@ pub async fn export(
     }
     sql += " ORDER BY position";
     // Only placeholders are spliced in; every value is bound.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(checkpoint.tree_size as i64);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(store::db(checkpoint.tree_size)?);
     if let Some(v) = &filter.dossier {
         query = query.bind(v);
     }
@@ -160,10 +160,10 @@ pub async fn export(
         query = query.bind(v);
     }
     if let Some(v) = filter.from_position {
-        query = query.bind(v as i64);
+        query = query.bind(store::db(v)?);
     }
     if let Some(v) = filter.to_position {
-        query = query.bind(v as i64);
+        query = query.bind(store::db(v)?);
     }
     if let Some(v) = filter.recorded_from {
         query = query.bind(v);
@@ -211,7 +211,11 @@ async fn write_batch(
     tree_size: u64,
     out: &mut impl Write,
 ) -> Result<u64, ExportError> {
-    let positions: Vec<u64> = batch.iter().map(|e| e.position as u64).collect();
+    let positions = batch
+        .iter()
+        .map(|e| e.place().map(|(p, _)| p.get()))
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let proofs = proofs::inclusions(conn, &positions, tree_size).await?;
     for (event, proof) in batch.iter().zip(proofs) {
         let canonical = eventlog::canonical_bytes(event);

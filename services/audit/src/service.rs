@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use api::v1 as pb;
 use api::v1::audit_service_server::AuditService;
+use eventlog::Position;
 use merkle::VerifierKey;
 use sqlx::PgPool;
 use svc::Tokens;
@@ -65,6 +66,14 @@ fn not_found(size: u64) -> Status {
     with_reason(Code::NotFound, "checkpoint_not_found", message)
 }
 
+/// A position or tree size from a request: beyond [`Position::MAX`] no log can reach it, and
+/// it must not reach the database as another number (it was once bound as a negative BIGINT).
+fn in_range(name: &str, value: u64) -> Result<u64, Status> {
+    Position::new(value)
+        .map(Position::get)
+        .map_err(|_| invalid_field(name, format!("must be at most {}", Position::MAX)))
+}
+
 /// The checkpoint of `size`, or the latest when `size` is 0.
 async fn checkpoint(conn: &mut sqlx::PgConnection, size: u64) -> Result<StoredCheckpoint, Status> {
     let found = if size == 0 {
@@ -94,7 +103,8 @@ impl AuditService for Audit {
     ) -> Result<Response<pb::LogCheckpoint>, Status> {
         self.tokens.authenticate(request.metadata())?;
         let mut conn = self.conn().await?;
-        let c = checkpoint(&mut conn, request.get_ref().tree_size).await?;
+        let size = in_range("tree_size", request.get_ref().tree_size)?;
+        let c = checkpoint(&mut conn, size).await?;
         Ok(Response::new(to_pb(&c)))
     }
 
@@ -109,7 +119,7 @@ impl AuditService for Audit {
             Some(pb::get_inclusion_proof_request::Event::Position(0)) => {
                 return Err(invalid_field("position", "positions start at 1"));
             }
-            Some(pb::get_inclusion_proof_request::Event::Position(p)) => p,
+            Some(pb::get_inclusion_proof_request::Event::Position(p)) => in_range("position", p)?,
             Some(pb::get_inclusion_proof_request::Event::EventId(id)) => {
                 let id = uuid::Uuid::parse_str(id.trim())
                     .map_err(|_| invalid_field("event_id", "must be a UUID"))?;
@@ -122,7 +132,7 @@ impl AuditService for Audit {
             }
             None => return Err(invalid_field("event", "give a position or an event_id")),
         };
-        let c = checkpoint(&mut conn, r.tree_size).await?;
+        let c = checkpoint(&mut conn, in_range("tree_size", r.tree_size)?).await?;
         let proof = proofs::inclusion(&mut conn, position, c.tree_size)
             .await
             .map_err(prove_status)?;
@@ -144,8 +154,10 @@ impl AuditService for Audit {
         if r.first_size == 0 {
             return Err(invalid_field("first_size", "must be at least 1"));
         }
+        in_range("first_size", r.first_size)?;
+        let second_size = in_range("second_size", r.second_size)?;
         let mut conn = self.conn().await?;
-        let second = checkpoint(&mut conn, r.second_size).await?;
+        let second = checkpoint(&mut conn, second_size).await?;
         if r.first_size > second.tree_size {
             return Err(invalid_field("first_size", "must not exceed second_size"));
         }

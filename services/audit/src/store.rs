@@ -18,6 +18,22 @@ pub enum StoreError {
     /// A row does not decode (wrong length, bad text): a bug or tampering.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A size or position out of the database's range was passed in: a bug of the caller,
+    /// which must check what it is given (requests: [`eventlog::Position`]).
+    #[error("out of range: {0}")]
+    OutOfRange(#[from] eventlog::PositionError),
+}
+
+/// A tree size or position as bound to a BIGINT, refused rather than wrapped if too large.
+pub(crate) fn db(value: u64) -> Result<eventlog::Position, StoreError> {
+    Ok(eventlog::Position::new(value)?)
+}
+
+/// A tree size or position read from a BIGINT, refused if negative.
+fn from_db(what: &str, value: i64) -> Result<u64, StoreError> {
+    eventlog::Position::try_from(value)
+        .map(eventlog::Position::get)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 /// Applies the audit migrations (versions 40001 and up); the log's (10001…) and other crates'
@@ -73,7 +89,7 @@ pub async fn tree_size(conn: &mut PgConnection) -> Result<u64, StoreError> {
         sqlx::query_scalar("SELECT coalesce(max(idx) + 1, 0) FROM merkle_nodes WHERE level = 0")
             .fetch_one(conn)
             .await?;
-    Ok(next as u64)
+    from_db("merkle tree size", next)
 }
 
 /// The hashes of `ids` that are stored (missing ones are absent from the map).
@@ -151,7 +167,7 @@ fn decode_checkpoint(row: &PgRow) -> Result<StoredCheckpoint, StoreError> {
     let size: i64 = row.try_get("tree_size")?;
     let root: Vec<u8> = row.try_get("root_hash")?;
     Ok(StoredCheckpoint {
-        tree_size: size as u64,
+        tree_size: from_db("checkpoint tree_size", size)?,
         root: root
             .try_into()
             .map_err(|_| StoreError::Corrupt(format!("checkpoint {size}: root_hash")))?,
@@ -182,7 +198,7 @@ pub async fn checkpoint_at(
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE tree_size = $1"
     )))
-    .bind(size as i64)
+    .bind(db(size)?)
     .fetch_optional(conn)
     .await?;
     row.as_ref().map(decode_checkpoint).transpose()
@@ -198,7 +214,7 @@ pub async fn checkpoints_after(
         "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE tree_size > $1 \
          ORDER BY tree_size LIMIT $2"
     )))
-    .bind(after as i64)
+    .bind(db(after)?)
     .bind(limit)
     .fetch_all(conn)
     .await?;
@@ -215,7 +231,7 @@ pub async fn insert_checkpoint(
         "INSERT INTO checkpoints (tree_size, root_hash, origin, key_id, signed_at, note) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(c.size as i64)
+    .bind(db(c.size)?)
     .bind(c.root.to_vec())
     .bind(&c.origin)
     .bind(format!("{key_id:08x}"))
@@ -236,5 +252,5 @@ pub async fn position_of(
             .bind(event_id)
             .fetch_optional(conn)
             .await?;
-    Ok(position.map(|p| p as u64))
+    position.map(|p| from_db("event position", p)).transpose()
 }

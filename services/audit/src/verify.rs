@@ -213,13 +213,18 @@ pub async fn verify_database(
     while let Some(row) = rows.try_next().await? {
         let expected = frontier.size() + 1;
         let position: i64 = row.try_get("position")?;
-        if position as u64 != expected {
-            return tampered(
-                expected,
-                Problem::Missing {
-                    next: Some(position as u64),
-                },
-            );
+        if u64::try_from(position) != Ok(expected) {
+            // Rows come in position order, so a position below `expected` (even negative) is
+            // not a gap but a row that should not exist.
+            return match u64::try_from(position) {
+                Ok(next) if next > expected => {
+                    tampered(expected, Problem::Missing { next: Some(next) })
+                }
+                _ => tampered(
+                    expected,
+                    Problem::Undecodable(format!("a row at position {position}")),
+                ),
+            };
         }
         let event = match store::decode_event(&row) {
             Ok(event) => event,
@@ -280,10 +285,11 @@ pub async fn verify_database(
     if let Some(head) = head {
         let head_position: i64 = head.try_get("position")?;
         let head_chain: Vec<u8> = head.try_get("chain_hash")?;
-        if head_position as u64 > events {
+        let head_size = u64::try_from(head_position).ok();
+        if head_size.is_some_and(|h| h > events) {
             return tampered(events + 1, Problem::Missing { next: None });
         }
-        if head_position as u64 != events || head_chain.as_slice() != chain.as_slice() {
+        if head_size != Some(events) || head_chain.as_slice() != chain.as_slice() {
             return tampered(
                 events,
                 Problem::Head(format!(

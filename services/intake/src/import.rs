@@ -342,80 +342,73 @@ fn parse(
 }
 
 fn action(path: &str, body: &Body) -> Result<Action, Status> {
-    let p = |name: &str, field: &str| at(&at(path, name), field);
+    // The oneof's field names are the event types' names (checked in `svc::convert`).
+    let body_path = at(path, convert::body_type(body).as_str());
+    let p = |field: &str| at(&body_path, field);
     Ok(match body {
         Body::Received(b) => Action::Receive {
-            profile: convert::profile(&p("received", "profile"), b.profile.as_ref())?,
+            profile: convert::profile(&p("profile"), b.profile.as_ref())?,
             statutory_time: convert::statutory_time(
-                &p("received", "statutory_time"),
+                &p("statutory_time"),
                 b.statutory_time.as_ref(),
             )?,
             fee_required: b.fee_required,
-            components: convert::components(&p("received", "components"), &b.components)?,
+            components: convert::components(&p("components"), &b.components)?,
             due_at: b
                 .due_at
                 .as_ref()
-                .map(|t| timestamp(&p("received", "due_at"), Some(t)))
+                .map(|t| timestamp(&p("due_at"), Some(t)))
                 .transpose()?,
         },
         Body::ComponentsDigitized(b) => Action::RecordDigitized {
-            digitized: convert::components(&p("components_digitized", "digitized"), &b.digitized)?,
-            reused: convert::components(&p("components_digitized", "reused"), &b.reused)?,
+            digitized: convert::components(&p("digitized"), &b.digitized)?,
+            reused: convert::components(&p("reused"), &b.reused)?,
         },
         Body::RefusedAtIntake(b) => Action::RefuseAtIntake {
-            profile: convert::profile(&p("refused_at_intake", "profile"), b.profile.as_ref())?,
-            reason: convert::text(&p("refused_at_intake", "reason"), &b.reason)?,
+            profile: convert::profile(&p("profile"), b.profile.as_ref())?,
+            reason: convert::text(&p("reason"), &b.reason)?,
         },
         Body::Transferred(b) => Action::Transfer {
-            to_agency: convert::agency(&p("transferred", "to_agency"), &b.to_agency)?,
-            mode: convert::transfer_mode(&p("transferred", "mode"), b.mode)?,
+            to_agency: convert::agency(&p("to_agency"), &b.to_agency)?,
+            mode: convert::transfer_mode(&p("mode"), b.mode)?,
         },
         Body::SupplementRequested(b) => Action::RequestSupplement {
-            reason: convert::text(&p("supplement_requested", "reason"), &b.reason)?,
+            reason: convert::text(&p("reason"), &b.reason)?,
         },
         Body::SupplementReceived(_) => Action::ReceiveSupplement,
         Body::Late(_) => Action::MarkLate,
         Body::ApologyIssued(b) => Action::IssueApology {
-            reason: convert::text(&p("apology_issued", "reason"), &b.reason)?,
-            new_appointment: timestamp(
-                &p("apology_issued", "new_appointment"),
-                b.new_appointment.as_ref(),
-            )?,
+            reason: convert::text(&p("reason"), &b.reason)?,
+            new_appointment: timestamp(&p("new_appointment"), b.new_appointment.as_ref())?,
         },
         Body::FeeAssessed(b) => Action::AssessFee {
-            amount_vnd: convert::amount_vnd(&p("fee_assessed", "amount_vnd"), b.amount_vnd)?,
-            kind: convert::fee_kind(&p("fee_assessed", "kind"), b.kind)?,
+            amount_vnd: convert::amount_vnd(&p("amount_vnd"), b.amount_vnd)?,
+            kind: convert::fee_kind(&p("kind"), b.kind)?,
         },
         Body::Paid(b) => Action::RecordPayment {
-            amount_vnd: convert::amount_vnd(&p("paid", "amount_vnd"), b.amount_vnd)?,
-            channel: convert::payment_channel(&p("paid", "channel"), b.channel)?,
-            transaction_id: convert::transaction_id(
-                &p("paid", "transaction_id"),
-                &b.transaction_id,
-            )?,
+            amount_vnd: convert::amount_vnd(&p("amount_vnd"), b.amount_vnd)?,
+            channel: convert::payment_channel(&p("channel"), b.channel)?,
+            transaction_id: convert::transaction_id(&p("transaction_id"), &b.transaction_id)?,
         },
         Body::Resolved(b) => Action::Resolve {
-            outcome: convert::outcome(&p("resolved", "outcome"), b.outcome)?,
-            deciding_agency: convert::agency(
-                &p("resolved", "deciding_agency"),
-                &b.deciding_agency,
-            )?,
+            outcome: convert::outcome(&p("outcome"), b.outcome)?,
+            deciding_agency: convert::agency(&p("deciding_agency"), &b.deciding_agency)?,
         },
         Body::Withdrawn(b) => Action::Withdraw {
-            reason: convert::text(&p("withdrawn", "reason"), &b.reason)?,
+            reason: convert::text(&p("reason"), &b.reason)?,
         },
         Body::Stopped(b) => Action::Stop {
-            reason: convert::text(&p("stopped", "reason"), &b.reason)?,
+            reason: convert::text(&p("reason"), &b.reason)?,
         },
         Body::ResultDigitized(b) => Action::AttachResult {
-            document_ref: convert::text(&p("result_digitized", "document_ref"), &b.document_ref)?,
+            document_ref: convert::text(&p("document_ref"), &b.document_ref)?,
             sha256: b.sha256.clone(),
         },
         Body::ResultReturned(b) => Action::ReturnResult {
-            method: convert::return_method(&p("result_returned", "method"), b.method)?,
+            method: convert::return_method(&p("method"), b.method)?,
         },
         Body::SatisfactionRated(b) => Action::Rate {
-            rating: convert::rating(&p("satisfaction_rated", "rating"), b.rating)?,
+            rating: convert::rating(&p("rating"), b.rating)?,
         },
     })
 }

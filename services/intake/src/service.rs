@@ -54,7 +54,7 @@ impl IntakeService for Intake {
             return Err(unexpected(&event));
         };
         Ok(Response::new(pb::ReceiveDossierResponse {
-            event: Some(svc::recorded_event(&event, duplicate)),
+            event: Some(svc::recorded_event(&event, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
         }))
     }
@@ -68,7 +68,7 @@ impl IntakeService for Intake {
         let action = record_digitized_components_action(req)?;
         let print = fingerprint("dossier.v1.IntakeService/RecordDigitizedComponents", req);
         let outcome = self.desk.execute(envelope, action, print).await?;
-        Ok(write_response(first_event(outcome)?))
+        write_response(first_event(outcome)?)
     }
 
     async fn refuse_at_counter(
@@ -83,9 +83,9 @@ impl IntakeService for Intake {
         let (agency, action) = refuse_at_counter_action(req)?;
         envelope.principal.may_write_for(&agency)?;
         let print = fingerprint("dossier.v1.IntakeService/RefuseAtCounter", req);
-        Ok(write_response(first_event(
+        write_response(first_event(
             self.desk.execute(envelope, action, print).await?,
-        )?))
+        )?)
     }
 
     type ImportHistoryStream = ReceiverStream<Result<pb::ImportBatchResult, Status>>;

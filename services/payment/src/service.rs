@@ -81,7 +81,7 @@ impl PaymentService for Payment {
         let action = assess_fee_action(r)?;
         let fp = fingerprint("dossier.v1.PaymentService/AssessFee", r);
         let outcome = self.desk.execute(envelope, action, fp).await?;
-        Ok(write_response(first_event(outcome)?))
+        write_response(first_event(outcome)?)
     }
 
     async fn record_payment(
@@ -100,6 +100,6 @@ impl PaymentService for Payment {
             }
             outcome => first_event(outcome)?,
         };
-        Ok(write_response(answer))
+        write_response(answer)
     }
 }

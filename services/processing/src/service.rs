@@ -88,9 +88,7 @@ impl ProcessingService for Processing {
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
         let action = transfer_action(r)?;
         let fp = fingerprint("dossier.v1.ProcessingService/Transfer", r);
-        Ok(write_response(first_event(
-            self.desk.execute(envelope, action, fp).await?,
-        )?))
+        write_response(first_event(self.desk.execute(envelope, action, fp).await?)?)
     }
 
     async fn request_supplement(
@@ -101,9 +99,7 @@ impl ProcessingService for Processing {
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
         let action = request_supplement_action(r)?;
         let fp = fingerprint("dossier.v1.ProcessingService/RequestSupplement", r);
-        Ok(write_response(first_event(
-            self.desk.execute(envelope, action, fp).await?,
-        )?))
+        write_response(first_event(self.desk.execute(envelope, action, fp).await?)?)
     }
 
     async fn receive_supplement(
@@ -122,7 +118,7 @@ impl ProcessingService for Processing {
             return Err(unexpected(&event));
         };
         Ok(Response::new(pb::ReceiveSupplementResponse {
-            event: Some(svc::recorded_event(&event, duplicate)),
+            event: Some(svc::recorded_event(&event, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
             paused_minutes: paused.minutes(),
         }))
@@ -144,7 +140,7 @@ impl ProcessingService for Processing {
             return Err(unexpected(&event));
         };
         Ok(Response::new(pb::ResolveResponse {
-            event: Some(svc::recorded_event(&event, duplicate)),
+            event: Some(svc::recorded_event(&event, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
             timeliness: convert::pb_timeliness(timeliness) as i32,
         }))
@@ -158,9 +154,7 @@ impl ProcessingService for Processing {
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
         let action = stop_processing_action(r)?;
         let fp = fingerprint("dossier.v1.ProcessingService/StopProcessing", r);
-        Ok(write_response(first_event(
-            self.desk.execute(envelope, action, fp).await?,
-        )?))
+        write_response(first_event(self.desk.execute(envelope, action, fp).await?)?)
     }
 
     async fn withdraw(
@@ -171,8 +165,6 @@ impl ProcessingService for Processing {
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
         let action = withdraw_action(r)?;
         let fp = fingerprint("dossier.v1.ProcessingService/Withdraw", r);
-        Ok(write_response(first_event(
-            self.desk.execute(envelope, action, fp).await?,
-        )?))
+        write_response(first_event(self.desk.execute(envelope, action, fp).await?)?)
     }
 }

@@ -199,13 +199,24 @@ async fn refresh_failing(log: &EventLog, status: &watch::Sender<ConsumerStatus>)
     }
 }
 
-/// The message's log position (`Dossier-Position`), if it carries a valid one.
+/// The message's log position (`Dossier-Position`), if it carries a valid one; a malformed one
+/// (not a decimal event position ≥ 1) is logged and ignored, never read as another number.
 fn position(message: &jetstream::Message) -> Option<i64> {
-    message
+    let value = message
         .headers
         .as_ref()
-        .and_then(|h| h.get(relay::HEADER_POSITION))
-        .and_then(|v| v.as_str().parse().ok())
+        .and_then(|h| h.get(relay::HEADER_POSITION))?
+        .as_str();
+    match value
+        .parse::<eventlog::Position>()
+        .and_then(|p| eventlog::Position::of_event(p.get()))
+    {
+        Ok(p) => Some(p.as_i64()),
+        Err(e) => {
+            tracing::warn!(subject = %message.subject, error = %e, "malformed Dossier-Position header; not counted as the stream position");
+            None
+        }
+    }
 }
 
 /// Applies one message's dossier and acks it once committed.

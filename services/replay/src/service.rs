@@ -6,8 +6,8 @@ use std::sync::Arc;
 use api::v1 as pb;
 use api::v1::replay_service_server::ReplayService;
 use chrono::{DateTime, Utc};
-use domain::{AgencyCode, Phase, SectorCode};
-use eventlog::{EventLog, ReadError};
+use domain::{AgencyCode, EventType, Phase, SectorCode};
+use eventlog::{EventLog, Position, ReadError};
 use svc::Tokens;
 use svc::status::{field, invalid_field, timestamp, to_timestamp, with_reason};
 use tokio::sync::watch;
@@ -18,26 +18,6 @@ use crate::convert;
 use crate::query::{Filter, Reader, Selection};
 use crate::stream::{self, EventStream, Plan};
 use crate::timeline::{self, ChangeKind};
-
-/// The event types a filter may name: those of `domain::DossierEvent`, as stored.
-pub const EVENT_TYPES: [&str; 16] = [
-    "received",
-    "components_digitized",
-    "refused_at_intake",
-    "transferred",
-    "supplement_requested",
-    "supplement_received",
-    "late",
-    "apology_issued",
-    "fee_assessed",
-    "paid",
-    "resolved",
-    "withdrawn",
-    "stopped",
-    "result_digitized",
-    "result_returned",
-    "satisfaction_rated",
-];
 
 /// The gRPC replay service. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -150,10 +130,11 @@ impl ReplayService for Replay {
             .iter()
             .map(|c| {
                 let source = &stored[c.index];
-                pb::DueTimeChange {
+                let (position, version) = source.place().map_err(read_status)?;
+                Ok(pb::DueTimeChange {
                     kind: change_kind(c.kind) as i32,
-                    position: u64::try_from(source.position).unwrap_or_default(),
-                    version: u32::try_from(source.version).unwrap_or_default(),
+                    position: position.get(),
+                    version: version.get(),
                     event_id: source.event_id.to_string(),
                     occurred_at: Some(to_timestamp(source.occurred_at)),
                     recorded_at: Some(to_timestamp(source.recorded_at)),
@@ -166,14 +147,15 @@ impl ReplayService for Replay {
                         .timeliness
                         .map_or(pb::Timeliness::Unspecified, svc::convert::pb_timeliness)
                         as i32,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, Status>>()?;
         let events = stored
             .iter()
             .zip(&events)
             .map(|(s, e)| convert::replayed_event_with(s, Some(convert::body(&e.body))))
-            .collect();
+            .collect::<Result<_, _>>()
+            .map_err(read_status)?;
         Ok(Response::new(pb::GetTimelineResponse {
             dossier_id: dossier_id.as_str().to_owned(),
             events,
@@ -228,14 +210,15 @@ pub fn selection(r: &pb::StreamEventsRequest) -> Result<Selection, Status> {
     let level = svc::convert::optional("level", r.level, svc::convert::level)?;
     let mut event_types = Vec::with_capacity(r.event_types.len());
     for (i, name) in r.event_types.iter().enumerate() {
-        if !EVENT_TYPES.contains(&name.as_str()) {
+        let Ok(event_type) = name.parse::<EventType>() else {
             return Err(invalid_field(
                 &format!("event_types[{i}]"),
                 "is not an event type (received, supplement_requested, …)",
             ));
-        }
-        if !event_types.contains(name) {
-            event_types.push(name.clone());
+        };
+        let name = event_type.as_str().to_owned();
+        if !event_types.contains(&name) {
+            event_types.push(name);
         }
     }
     Ok(Selection {
@@ -257,7 +240,9 @@ pub fn selection(r: &pb::StreamEventsRequest) -> Result<Selection, Status> {
 }
 
 fn position(name: &str, value: u64) -> Result<i64, Status> {
-    i64::try_from(value).map_err(|_| invalid_field(name, "is beyond any position"))
+    Position::new(value)
+        .map(Position::as_i64)
+        .map_err(|_| invalid_field(name, "is beyond any position"))
 }
 
 fn non_empty(value: &str) -> Option<&str> {

@@ -142,7 +142,7 @@ async fn produce(
             for stored in page {
                 let stored = stored?;
                 last = Some(stored.position);
-                let event = Msg::Event(Box::new(convert::replayed_event(&stored)));
+                let event = Msg::Event(Box::new(convert::replayed_event(&stored)?));
                 tokio::select! {
                     sent = tx.send(event) => sent.map_err(|_| Stop::ClientGone)?,
                     () = stopping.cancelled() => return Err(Stop::Stopping),

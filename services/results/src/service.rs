@@ -63,7 +63,7 @@ impl ResultsService for Results {
         let action = attach_result_action(r)?;
         let fp = fingerprint("dossier.v1.ResultsService/AttachResult", r);
         let outcome = self.desk.execute(envelope, action, fp).await?;
-        Ok(write_response(first_event(outcome)?))
+        write_response(first_event(outcome)?)
     }
 
     async fn return_result(
@@ -75,7 +75,7 @@ impl ResultsService for Results {
         let action = return_result_action(r)?;
         let fp = fingerprint("dossier.v1.ResultsService/ReturnResult", r);
         let outcome = self.desk.execute(envelope, action, fp).await?;
-        Ok(write_response(first_event(outcome)?))
+        write_response(first_event(outcome)?)
     }
 
     async fn issue_apology(
@@ -91,7 +91,7 @@ impl ResultsService for Results {
             return Err(unexpected(&event));
         };
         Ok(Response::new(pb::IssueApologyResponse {
-            event: Some(svc::recorded_event(&event, duplicate)),
+            event: Some(svc::recorded_event(&event, duplicate)?),
             on_time,
         }))
     }
@@ -105,6 +105,6 @@ impl ResultsService for Results {
         let action = record_rating_action(r)?;
         let fp = fingerprint("dossier.v1.ResultsService/RecordRating", r);
         let outcome = self.desk.execute(envelope, action, fp).await?;
-        Ok(write_response(first_event(outcome)?))
+        write_response(first_event(outcome)?)
     }
 }

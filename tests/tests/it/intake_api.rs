@@ -217,7 +217,7 @@ async fn receive_records_the_event_and_answers_the_due_time() {
     assert_eq!(s.event_type, "received");
     assert_eq!(s.occurred_at, monday_morning());
     assert_eq!(s.event_hash.to_vec(), event.event_hash);
-    assert_eq!(svc::recorded_event(s, false), event);
+    assert_eq!(svc::recorded_event(s, false).unwrap(), event);
     assert_eq!(s.routing.level, "district");
     assert_eq!(s.routing.agency, DISTRICT_AGENCY);
     assert_eq!(s.routing.sector, "land");
@@ -987,7 +987,7 @@ async fn a_dossier_refused_at_the_counter_is_ended() {
     let stored = env.log.load_dossier("H40-REF-1").await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].event_type, "refused_at_intake");
-    assert_eq!(svc::recorded_event(&stored[0], false), event);
+    assert_eq!(svc::recorded_event(&stored[0], false).unwrap(), event);
     match svc::write::decode(&stored[0]).unwrap().body {
         DossierEvent::RefusedAtIntake { profile, reason } => {
             assert_eq!(profile.agency.as_str(), DISTRICT_AGENCY);
@@ -1090,7 +1090,7 @@ async fn concurrent_receives_get_gapless_positions() {
     let stored = env.log.read_after(0, 100).await.unwrap();
     assert_eq!(stored.len(), 32);
     for ((_, event), s) in answers.iter().zip(&stored) {
-        assert_eq!(&svc::recorded_event(s, false), event);
+        assert_eq!(&svc::recorded_event(s, false).unwrap(), event);
     }
     assert!(
         stored

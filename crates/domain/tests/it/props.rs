@@ -171,7 +171,7 @@ fn action(step: &Step, at: DateTime<Utc>) -> Action {
 
 fn count(log: &[Event], event_type: &str) -> usize {
     log.iter()
-        .filter(|e| e.body.event_type() == event_type)
+        .filter(|e| e.body.event_type().as_str() == event_type)
         .count()
 }
 

@@ -111,7 +111,7 @@ fn every_event_round_trips_through_the_log_parts() {
 fn event_type_is_the_serde_tag() {
     for event in every_event() {
         let json = serde_json::to_value(&event).expect("serialises");
-        assert_eq!(json["type"], event.event_type());
+        assert_eq!(json["type"], event.event_type().as_str());
     }
 }
 

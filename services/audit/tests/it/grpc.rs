@@ -169,6 +169,47 @@ async fn checkpoints_proofs_and_key_over_grpc_and_nats() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
+    // Sizes and positions beyond the log's BIGINT range name their field. They were once bound
+    // as negative numbers: NOT_FOUND "no checkpoint of size 9223372036854775808" after a lookup
+    // of size -9223372036854775808, and FAILED_PRECONDITION `event_not_checkpointed` for a
+    // position no log can hold.
+    let beyond = 1_u64 << 63;
+    let field = |err: tonic::Status| {
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        use tonic_types::StatusExt;
+        let details = err.get_details_bad_request().expect("BadRequest details");
+        details.field_violations[0].field.clone()
+    };
+    let err = client
+        .get_checkpoint(authorized(pb::GetCheckpointRequest { tree_size: beyond }))
+        .await
+        .unwrap_err();
+    assert_eq!(field(err), "tree_size");
+    let err = client
+        .get_inclusion_proof(authorized(pb::GetInclusionProofRequest {
+            event: Some(pb::get_inclusion_proof_request::Event::Position(u64::MAX)),
+            tree_size: 0,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(field(err), "position");
+    let err = client
+        .get_inclusion_proof(authorized(pb::GetInclusionProofRequest {
+            event: Some(pb::get_inclusion_proof_request::Event::Position(1)),
+            tree_size: beyond,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(field(err), "tree_size");
+    let err = client
+        .get_consistency_proof(authorized(pb::GetConsistencyProofRequest {
+            first_size: 6,
+            second_size: u64::MAX,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(field(err), "second_size");
+
     // Published: the latest checkpoint's note, on the checkpoints subject of a stream of its
     // own, not in the event stream's subject space.
     assert!(

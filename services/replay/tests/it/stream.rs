@@ -81,27 +81,6 @@ async fn seed(env: &mut Env, prefix: &str, n: usize) -> Vec<StoredEvent> {
     stored
 }
 
-fn body_type(body: &Body) -> &'static str {
-    match body {
-        Body::Received(_) => "received",
-        Body::ComponentsDigitized(_) => "components_digitized",
-        Body::RefusedAtIntake(_) => "refused_at_intake",
-        Body::Transferred(_) => "transferred",
-        Body::SupplementRequested(_) => "supplement_requested",
-        Body::SupplementReceived(_) => "supplement_received",
-        Body::Late(_) => "late",
-        Body::ApologyIssued(_) => "apology_issued",
-        Body::FeeAssessed(_) => "fee_assessed",
-        Body::Paid(_) => "paid",
-        Body::Resolved(_) => "resolved",
-        Body::Withdrawn(_) => "withdrawn",
-        Body::Stopped(_) => "stopped",
-        Body::ResultDigitized(_) => "result_digitized",
-        Body::ResultReturned(_) => "result_returned",
-        Body::SatisfactionRated(_) => "satisfaction_rated",
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_in_position_order_with_its_content_and_hashes() {
     let mut env = Env::start().await;
@@ -156,7 +135,10 @@ async fn every_event_in_position_order_with_its_content_and_hashes() {
             (event.occurred_at, event.recorded_at),
             (r.occurred_at, r.recorded_at)
         );
-        assert_eq!(body_type(event.body.as_ref().unwrap()), r.event_type);
+        assert_eq!(
+            svc::convert::body_type(event.body.as_ref().unwrap()).as_str(),
+            r.event_type
+        );
         let payload: serde_json::Value = serde_json::from_slice(&r.canonical_json).unwrap();
         assert_eq!(payload["payload"], s.payload);
     }
