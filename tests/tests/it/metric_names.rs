@@ -1,7 +1,8 @@
 //! Every metric name the shipped dashboard (`deploy/grafana/motcua.json`) and alert rules
 //! (`deploy/prometheus/alerts.yml`) use is exported by some service: the names are gathered from
-//! the `/metrics` exposition of every service's app as the service builds it (intake, processing
-//! with its watcher, payment, results, replay, relay, projection, audit). A name that the
+//! the `/metrics` of every service's app, built as the service builds it and running (intake,
+//! processing with its watcher, payment, results, replay, relay, projection, audit), after one
+//! gRPC call on each gRPC port (a family is exported from its first sample on). A name that the
 //! dashboard shows and no service exports would be an empty panel, an alert that never fires.
 
 use std::collections::BTreeSet;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use eventlog::EventLog;
 use svc::{App, ServiceDeps};
 use tests::test_tokens;
+use tokio_util::sync::CancellationToken;
 
 const DASHBOARD: &str = include_str!("../../../deploy/grafana/motcua.json");
 const ALERTS: &str = include_str!("../../../deploy/prometheus/alerts.yml");
@@ -61,6 +63,29 @@ fn exported(exposition: &str) -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// One call on a gRPC port: `ListServices` through reflection v1.
+async fn list_services(addr: SocketAddr) {
+    use tonic_reflection::pb::v1;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = client
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("reflection is served")
+        .into_inner();
+    while answers.message().await.expect("an answer").is_some() {}
 }
 
 async fn log() -> (testkit::TestDb, EventLog) {
@@ -133,10 +158,43 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported_by_a_service(
         .into_app(),
     );
 
-    let mut exported_by: Vec<(&'static str, BTreeSet<String>)> = Vec::new();
-    for app in &apps {
-        exported_by.push((app.name(), exported(&app.telemetry().encode())));
+    let stop = CancellationToken::new();
+    let mut running = Vec::new();
+    for app in apps {
+        let app = match app.metrics_addr() {
+            Some(_) => app,
+            None => app.metrics(svc::Listener::bind(any_port()).await.expect("bind")),
+        };
+        let (name, grpc) = (app.name(), app.local_addr());
+        let metrics = app.metrics_addr().expect("a metrics listener");
+        running.push((name, grpc, metrics));
+        tokio::spawn(app.run_until_stopped(stop.clone()));
     }
+    let mut exported_by: Vec<(&'static str, BTreeSet<String>)> = Vec::new();
+    for (name, grpc, metrics) in running {
+        let serves_grpc = grpc.port() != 0;
+        if serves_grpc {
+            list_services(grpc).await;
+        }
+        // The call is recorded when its answer ends: scrape until it shows (bounded).
+        let names = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                let (code, text) = testkit::http::get(metrics, "/metrics")
+                    .await
+                    .expect("scrape");
+                assert_eq!(code, 200, "{name}: {text}");
+                let names = exported(&text);
+                if !serves_grpc || names.contains("motcua_grpc_requests_total") {
+                    return names;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the gRPC call never showed in /metrics"));
+        exported_by.push((name, names));
+    }
+    stop.cancel();
     let all: BTreeSet<&String> = exported_by.iter().flat_map(|(_, n)| n).collect();
     for (file, text) in [("dashboard", DASHBOARD), ("alerts", ALERTS)] {
         let names = used(text);

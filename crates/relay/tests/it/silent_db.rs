@@ -23,8 +23,11 @@ async fn a_silent_database_stalls_the_relay_visibly_and_it_resumes_after() {
         .expect("an address for PostgreSQL");
     let proxy = TcpProxy::start(upstream).await;
     let through_proxy = EventLog::from_pool(
+        // A pool that waits long for a connection: only the bound under test can end the wait
+        // (a read already in flight when the database goes silent is not bounded by the pool).
         PgPoolOptions::new()
             .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(600))
             .connect_with(options.host("127.0.0.1").port(proxy.addr().port()))
             .await
             .expect("connect through the proxy"),
