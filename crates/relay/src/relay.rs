@@ -336,7 +336,10 @@ impl Relay {
                 count = batch.len(),
                 "published a batch"
             );
-            self.report_progress(at.position, self.bounded("head", self.log.head()).await.ok());
+            self.report_progress(
+                at.position,
+                self.bounded("head", self.log.head()).await.ok(),
+            );
         }
     }
 
@@ -435,7 +438,10 @@ impl Relay {
         stream_event_id: String,
     ) -> Result<(), RelayError> {
         let found = self
-            .bounded("read the stream's last event", self.log.read_after(position - 1, 1))
+            .bounded(
+                "read the stream's last event",
+                self.log.read_after(position - 1, 1),
+            )
             .await?;
         let log_event_id = found
             .first()

@@ -108,7 +108,10 @@ impl RunningApp {
 
     async fn stop(self) {
         self.stop.cancel();
-        self.task.await.unwrap().expect("the relay app stops cleanly");
+        self.task
+            .await
+            .unwrap()
+            .expect("the relay app stops cleanly");
     }
 }
 
@@ -141,12 +144,7 @@ async fn metrics_and_health_show_the_relay_publishing_diverged_and_recovered() {
         "{text}"
     );
     assert!(
-        http::sample(
-            &text,
-            "motcua_db_pool_max_connections",
-            "service=\"relay\""
-        )
-        .is_some(),
+        http::sample(&text, "motcua_db_pool_max_connections", "service=\"relay\"").is_some(),
         "{text}"
     );
     app.stop().await;

@@ -26,15 +26,15 @@ pub const PAGE: i64 = 256;
 pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `read`, failing as [`ReadError::Unavailable`] (an I/O timeout) past [`READ_TIMEOUT`].
-async fn bounded<T>(
-    read: impl Future<Output = Result<T, sqlx::Error>>,
-) -> Result<T, ReadError> {
+async fn bounded<T>(read: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, ReadError> {
     match tokio::time::timeout(READ_TIMEOUT, read).await {
         Ok(result) => result.map_err(ReadError::Unavailable),
-        Err(_) => Err(ReadError::Unavailable(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no answer from PostgreSQL within {READ_TIMEOUT:?}"),
-        )))),
+        Err(_) => Err(ReadError::Unavailable(sqlx::Error::Io(
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from PostgreSQL within {READ_TIMEOUT:?}"),
+            ),
+        ))),
     }
 }
 
@@ -174,8 +174,8 @@ impl Reader {
         )
         .await?
         .ok_or_else(|| ReadError::Corrupt {
-                position,
-                reason: format!("no event at this position although the head is at {head}"),
-            })
+            position,
+            reason: format!("no event at this position although the head is at {head}"),
+        })
     }
 }

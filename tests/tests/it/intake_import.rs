@@ -722,7 +722,11 @@ async fn a_batch_facing_a_silent_database_is_answered_unavailable_and_can_be_res
     let due = local(2024, 3, 18, 9, 0);
     let batches = vec![batch(
         1,
-        vec![event("SILENT-IMPORT", at, received(DISTRICT_AGENCY, false, due))],
+        vec![event(
+            "SILENT-IMPORT",
+            at,
+            received(DISTRICT_AGENCY, false, due),
+        )],
     )];
 
     proxy.freeze();

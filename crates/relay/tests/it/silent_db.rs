@@ -64,7 +64,10 @@ async fn a_silent_database_stalls_the_relay_visibly_and_it_resumes_after() {
         matches!(&stalled.state, RelayState::Stalled { reason, .. } if reason.contains("event log")),
         "{stalled:?}"
     );
-    assert!(!relay.is_finished(), "a silent database is not a reason to exit");
+    assert!(
+        !relay.is_finished(),
+        "a silent database is not a reason to exit"
+    );
     // The log grows meanwhile (through another connection).
     let after = support::append_dossiers(&direct, "during", 3, 2).await;
 
