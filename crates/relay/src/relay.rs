@@ -312,7 +312,7 @@ impl Relay {
             let read = self.log.read_after(at.position, self.max_batch());
             let batch = match self.bounded("read a batch", read).await {
                 Ok(batch) => batch,
-                Err(error) => return Interruption::Failed(error.into()),
+                Err(error) => return Interruption::Failed(error),
             };
             if batch.is_empty() {
                 // Caught up: the log ends where the stream does.
