@@ -42,6 +42,14 @@ pub struct RelayConfig {
     /// `Stalled` rather than `Retrying` (it keeps retrying). Default 60 s.
     #[serde(deserialize_with = "duration::deserialize")]
     pub stall_after: Duration,
+    /// Bound on each read of the event log (a batch, the head, a resync's check) and on opening
+    /// the `LISTEN` connection. A database that went silent (a partition, a frozen host: no
+    /// reset, so the connection looks healthy) would otherwise hold the relay, reporting
+    /// `Running`, until TCP gives up; past this bound the read is a transient failure (the
+    /// status goes `Retrying`, then `Stalled`). A healthy read of `max_batch` events takes
+    /// milliseconds. Default 15 s.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub db_timeout: Duration,
 }
 
 impl Default for RelayConfig {
@@ -56,6 +64,7 @@ impl Default for RelayConfig {
             max_backoff: Duration::from_secs(30),
             poll_interval: Duration::from_secs(5),
             stall_after: Duration::from_secs(60),
+            db_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -104,6 +113,7 @@ impl RelayConfig {
             ("max_backoff", self.max_backoff),
             ("poll_interval", self.poll_interval),
             ("stall_after", self.stall_after),
+            ("db_timeout", self.db_timeout),
         ] {
             if value.is_zero() {
                 return bad(format!("{name} must be positive"));
@@ -207,6 +217,7 @@ mod tests {
         assert!(with(|c| c.replicas = 0).is_err());
         assert!(with(|c| c.max_batch = 0).is_err());
         assert!(with(|c| c.publish_timeout = Duration::ZERO).is_err());
+        assert!(with(|c| c.db_timeout = Duration::ZERO).is_err());
         assert!(with(|c| c.subject_prefix = "t1.dossier".into()).is_ok());
     }
 }

@@ -72,6 +72,15 @@ pub enum RelayError {
     #[error("event log: {0}")]
     EventLog(#[from] eventlog::ReadError),
 
+    /// The event log did not answer within the configuration's `db_timeout` (a silent
+    /// database: a partition or a frozen host, where the connection looks healthy). Transient:
+    /// back off and retry, as `run` does; the status shows `Retrying`, then `Stalled`.
+    #[error("event log: no answer to {what} within {after:?}")]
+    EventLogTimeout {
+        what: &'static str,
+        after: std::time::Duration,
+    },
+
     /// A message in the relay's subjects lacks a valid `Dossier-Position` header: something else
     /// publishes into `{prefix}.>`, so the stream cannot say where the relay stands.
     /// Permanent: stop that publisher, or give the relay its own stream and prefix.
@@ -119,7 +128,9 @@ impl RelayError {
                 | CreateStreamErrorKind::InvalidStreamName
                 | CreateStreamErrorKind::DomainAndExternalSet => false,
             },
-            RelayError::Nats { .. } | RelayError::Duplicate { .. } => true,
+            RelayError::Nats { .. }
+            | RelayError::Duplicate { .. }
+            | RelayError::EventLogTimeout { .. } => true,
             RelayError::EventLog(e) => matches!(e, eventlog::ReadError::Unavailable(_)),
         }
     }

@@ -290,7 +290,7 @@ impl Relay {
     ) -> Interruption {
         // Listen before the first read, so no notification falls between a read and the wait.
         if changes.is_none() {
-            match self.log.changes().await {
+            match self.bounded("LISTEN", self.log.changes()).await {
                 Ok(listener) => *changes = Some(listener),
                 Err(error) => tracing::warn!(%error, "no change notifications; polling the log"),
             }
@@ -309,9 +309,10 @@ impl Relay {
         self.progress.send_replace(at.position);
         self.status.send_modify(|s| s.published = at.position);
         loop {
-            let batch = match self.log.read_after(at.position, self.max_batch()).await {
+            let read = self.log.read_after(at.position, self.max_batch());
+            let batch = match self.bounded("read a batch", read).await {
                 Ok(batch) => batch,
-                Err(error) => return Interruption::Failed(error.into()),
+                Err(error) => return Interruption::Failed(error),
             };
             if batch.is_empty() {
                 // Caught up: the log ends where the stream does.
@@ -335,7 +336,10 @@ impl Relay {
                 count = batch.len(),
                 "published a batch"
             );
-            self.report_progress(at.position, self.log.head().await.ok());
+            self.report_progress(
+                at.position,
+                self.bounded("head", self.log.head()).await.ok(),
+            );
         }
     }
 
@@ -362,6 +366,20 @@ impl Relay {
             .load(Ordering::Relaxed)
     }
 
+    /// One read of the event log, bounded by `db_timeout`: a silent database becomes a
+    /// transient failure ([`RelayError::EventLogTimeout`]) instead of a relay stuck `Running`.
+    async fn bounded<T>(
+        &self,
+        what: &'static str,
+        read: impl std::future::Future<Output = Result<T, eventlog::ReadError>>,
+    ) -> Result<T, RelayError> {
+        let after = self.cfg.db_timeout;
+        match tokio::time::timeout(after, read).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(RelayError::EventLogTimeout { what, after }),
+        }
+    }
+
     fn max_batch(&self) -> i64 {
         i64::try_from(self.cfg.max_batch).unwrap_or(i64::MAX)
     }
@@ -369,7 +387,7 @@ impl Relay {
     async fn wait_for_changes(&self, changes: &mut Option<Changes>) {
         if changes.is_none() {
             // Retry listening; the read that follows the wait catches anything committed before.
-            if let Ok(listener) = self.log.changes().await {
+            if let Ok(listener) = self.bounded("LISTEN", self.log.changes()).await {
                 *changes = Some(listener);
             }
         }
@@ -419,7 +437,12 @@ impl Relay {
         position: i64,
         stream_event_id: String,
     ) -> Result<(), RelayError> {
-        let found = self.log.read_after(position - 1, 1).await?;
+        let found = self
+            .bounded(
+                "read the stream's last event",
+                self.log.read_after(position - 1, 1),
+            )
+            .await?;
         let log_event_id = found
             .first()
             .filter(|e| e.position == position)

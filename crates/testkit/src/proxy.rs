@@ -82,8 +82,9 @@ impl TcpProxy {
         self.frozen.send_replace(true);
     }
 
-    /// Forwards new connections again.
+    /// Forwards new connections again (after [`cut`](Self::cut), which also ends a freeze).
     pub fn restore(&self) {
+        self.frozen.send_replace(false);
         self.open.send_replace(true);
     }
 

@@ -29,6 +29,22 @@ use tonic::{Code, Status};
 /// At most this many events per batch: bounds memory and transaction size.
 pub const MAX_BATCH: usize = domain::limits::MAX_IMPORT_BATCH;
 
+/// The longest one full batch ([`MAX_BATCH`] events) may take, checks and append included: a
+/// batch of 10,000 events takes a few seconds on a healthy database. A smaller batch gets
+/// [`svc::write::WRITE_TIMEOUT`] plus its share of the rest ([`batch_timeout`]). Past it, a
+/// database that went silent (a partition, a frozen host: the connection looks healthy) gives
+/// that batch UNAVAILABLE instead of holding the import stream until TCP gives up; re-sending
+/// the batch is safe (events already stored count as duplicates).
+pub const IMPORT_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The bound of one batch of `events` events: [`svc::write::WRITE_TIMEOUT`] for a small batch,
+/// growing linearly to [`IMPORT_BATCH_TIMEOUT`] for a full one.
+pub fn batch_timeout(events: usize) -> std::time::Duration {
+    let base = svc::write::WRITE_TIMEOUT;
+    let share = events.min(MAX_BATCH) as u32;
+    base + IMPORT_BATCH_TIMEOUT.saturating_sub(base) * share / MAX_BATCH as u32
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Importer {
     write: WritePath,
@@ -66,9 +82,24 @@ impl Importer {
         batch: pb::ImportBatch,
     ) -> Result<pb::ImportBatchResult, Status> {
         let items = parse_batch(&batch, self.clock.now())?;
+        let bound = batch_timeout(items.len());
+        match tokio::time::timeout(bound, self.import_items(batch.batch_seq, &items)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(unavailable(format!(
+                "batch {}: no answer from the event log within {bound:?}",
+                batch.batch_seq
+            ))),
+        }
+    }
+
+    async fn import_items(
+        &self,
+        batch_seq: u64,
+        items: &[ImportItem],
+    ) -> Result<pb::ImportBatchResult, Status> {
         let mut raced = None;
         for _ in 0..MAX_ATTEMPTS {
-            match self.attempt(batch.batch_seq, &items).await? {
+            match self.attempt(batch_seq, items).await? {
                 Ok(result) => return Ok(result),
                 Err(race) => {
                     tracing::debug!(dossier = %race.dossier_id, "import lost a race; checking the batch again");

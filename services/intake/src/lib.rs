@@ -10,7 +10,9 @@ pub mod service;
 use api::v1::intake_service_server::IntakeServiceServer;
 use svc::{App, Config, ServiceDeps, StartError};
 
-pub use import::{ImportItem, MAX_BATCH, decide_items, parse_batch};
+pub use import::{
+    IMPORT_BATCH_TIMEOUT, ImportItem, MAX_BATCH, batch_timeout, decide_items, parse_batch,
+};
 pub use service::Intake;
 
 /// The intake service, bound and ready to run.

@@ -6,7 +6,7 @@
 //! | `GET /v1/indicators` | S1–S14 in total and per group (JSON) |
 //! | `GET /v1/reports/{form}` | a form as a table (JSON); `{form}.csv` or `?format=csv`: CSV |
 //! | `GET /v1/dossiers/{id}/status` | the dossier's status and national portal code (JSON) |
-//! | `GET /healthz` | `ok` |
+//! | `GET /healthz` | `ok`, or 503 and one line per failing part (a dossier that fails to apply…), as the metrics port's `/healthz` |
 //!
 //! Query parameters: `from`, `to` (local dates `YYYY-MM-DD`, `to` excluded), `level`,
 //! `agency_code`, `sector_code`, `procedure_code`, `channel`, `applicant_type` (values as
@@ -48,18 +48,38 @@ use crate::service::may_ask;
 struct HttpState {
     reader: Reader,
     tokens: Arc<Tokens>,
+    health: svc::Telemetry,
 }
 
-/// The HTTP routes over the projection's database.
-pub fn router(reader: Reader, tokens: Arc<Tokens>) -> Router {
+/// The HTTP routes over the projection's database; `/healthz` reports the problems of
+/// `health` (the service's telemetry: the consumer's failing dossiers…).
+pub fn router(reader: Reader, tokens: Arc<Tokens>, health: svc::Telemetry) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/v1/indicators", get(indicators))
         .route("/v1/reports/{form}", get(report))
         .route("/v1/dossiers/{id}/status", get(dossier_status))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(HttpState { reader, tokens })
+        .with_state(HttpState {
+            reader,
+            tokens,
+            health,
+        })
+}
+
+/// 200 `ok`, or 503 with one line `part: reason` per failing part: a load balancer or probe
+/// that watches the queries port sees what the metrics port's `/healthz` says.
+async fn healthz(State(state): State<HttpState>) -> (StatusCode, String) {
+    let problems = state.health.problems();
+    if problems.is_empty() {
+        return (StatusCode::OK, "ok\n".to_owned());
+    }
+    let text = problems
+        .iter()
+        .map(|(part, reason)| format!("{part}: {reason}\n"))
+        .collect();
+    (StatusCode::SERVICE_UNAVAILABLE, text)
 }
 
 async fn not_found() -> HttpError {

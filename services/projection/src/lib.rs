@@ -192,12 +192,17 @@ impl ProjectionApp {
         register_status(app.telemetry(), status.subscribe());
         register_rejections(app.telemetry(), rejections.clone());
         let receiver = status.subscribe();
+        let health = app.telemetry().clone();
         let app = app
             .serve(StatsServiceServer::new(Stats::new(
                 reader.clone(),
                 tokens.clone(),
             )))
-            .http("queries", http_listener, http::router(reader, tokens))
+            .http(
+                "queries",
+                http_listener,
+                http::router(reader, tokens, health),
+            )
             .task("consumer", move |stop| async move {
                 consumer::run(log, jetstream, consumer, status, stop).await;
                 Ok::<(), std::convert::Infallible>(())

@@ -45,12 +45,19 @@ impl Section for RelaySection {
 pub async fn build(config: &Config) -> anyhow::Result<App> {
     let section: RelaySection = config.section()?;
     let relay: Relay = crate::build(config).await?;
-    let app = App::new("relay").metrics(Listener::bind(section.metrics_listen).await?);
+    let metrics = Listener::bind(section.metrics_listen).await?;
+    tracing::info!(stream = %relay.config().stream, prefix = %relay.config().subject_prefix, "relay starting");
+    Ok(app(relay, metrics))
+}
+
+/// The app of `relay` (built by [`crate::build`], or by a test): the relay loop as its task,
+/// its pool's gauges and its status ([`register_status`]) served on `metrics`.
+pub fn app(relay: Relay, metrics: Listener) -> App {
+    let app = App::new("relay").metrics(metrics);
     let telemetry = app.telemetry();
     telemetry.pool(relay.log().pool());
     register_status(telemetry, relay.status());
-    tracing::info!(stream = %relay.config().stream, prefix = %relay.config().subject_prefix, "relay starting");
-    Ok(app.task("relay", move |stop| relay.run(stop)))
+    app.task("relay", move |stop| relay.run(stop))
 }
 
 /// Exposes the relay's status as metrics and as a health check.

@@ -19,6 +19,24 @@ use sqlx::PgPool;
 pub const WINDOW: i64 = 10_000;
 /// How many events a page returns at most.
 pub const PAGE: i64 = 256;
+/// The longest one read (the head, a page, a point read of the search) may take. A database
+/// that went silent (a partition, a frozen host: the connection looks healthy) would otherwise
+/// hold a stream or a follower until TCP gives up; past it the read fails as unavailable
+/// (`UNAVAILABLE`: resume after the last position received). A healthy page takes milliseconds.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `read`, failing as [`ReadError::Unavailable`] (an I/O timeout) past [`READ_TIMEOUT`].
+async fn bounded<T>(read: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, ReadError> {
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(result) => result.map_err(ReadError::Unavailable),
+        Err(_) => Err(ReadError::Unavailable(sqlx::Error::Io(
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from PostgreSQL within {READ_TIMEOUT:?}"),
+            ),
+        ))),
+    }
+}
 
 /// Which events to deliver, besides where to start and stop. `None` / empty does not filter.
 /// The values are already validated (codes parsed, ranges ordered).
@@ -94,10 +112,7 @@ impl Reader {
     /// The highest committed position (0 when the log is empty). Every position up to it is
     /// visible to any later statement (positions become visible in order).
     pub async fn head(&self) -> Result<i64, ReadError> {
-        sqlx::query_scalar("SELECT position FROM log_head")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(ReadError::Unavailable)
+        bounded(sqlx::query_scalar("SELECT position FROM log_head").fetch_one(&self.pool)).await
     }
 
     /// Up to `limit` events with `after < position <= through` matching `filter`, in position
@@ -131,10 +146,7 @@ impl Reader {
         if let Some(dossier) = &filter.dossier_id {
             query = query.bind(dossier.as_str());
         }
-        let rows = query
-            .fetch_all(&self.pool)
-            .await
-            .map_err(ReadError::Unavailable)?;
+        let rows = bounded(query.fetch_all(&self.pool)).await?;
         Ok(rows.iter().map(eventlog::decode_row).collect())
     }
 
@@ -155,14 +167,15 @@ impl Reader {
     }
 
     async fn recorded_at(&self, position: i64, head: i64) -> Result<DateTime<Utc>, ReadError> {
-        sqlx::query_scalar("SELECT recorded_at FROM events WHERE position = $1")
-            .bind(position)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(ReadError::Unavailable)?
-            .ok_or_else(|| ReadError::Corrupt {
-                position,
-                reason: format!("no event at this position although the head is at {head}"),
-            })
+        bounded(
+            sqlx::query_scalar("SELECT recorded_at FROM events WHERE position = $1")
+                .bind(position)
+                .fetch_optional(&self.pool),
+        )
+        .await?
+        .ok_or_else(|| ReadError::Corrupt {
+            position,
+            reason: format!("no event at this position although the head is at {head}"),
+        })
     }
 }

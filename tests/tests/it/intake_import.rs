@@ -687,3 +687,67 @@ async fn a_batch_resent_while_the_first_send_is_running_is_counted_as_duplicates
         );
     }
 }
+
+/// A database that goes silent during an import (a partition, a frozen host: no reset, so the
+/// connection looks healthy): the batch is answered UNAVAILABLE within its bound
+/// (`intake::batch_timeout`) instead of holding the stream until TCP gives up; re-sent once the
+/// database answers, it is written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_facing_a_silent_database_is_answered_unavailable_and_can_be_resent() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    let db = testkit::TestDb::new().await;
+    let direct = EventLog::from_pool(db.pool.clone());
+    direct.migrate().await.expect("migrate");
+    let options: PgConnectOptions = db.url.parse().expect("test database url");
+    let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .expect("resolve PostgreSQL")
+        .next()
+        .expect("an address for PostgreSQL");
+    let proxy = testkit::TcpProxy::start(upstream).await;
+    let through_proxy = EventLog::from_pool(
+        // A pool that waits long for a connection: only the bound under test can end the wait
+        // (a read already in flight when the database goes silent is not bounded by the pool).
+        PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(600))
+            .connect_with(options.host("127.0.0.1").port(proxy.addr().port()))
+            .await
+            .expect("connect through the proxy"),
+    );
+    let intake = RunningIntake::start(through_proxy).await;
+    let mut client = intake.client().await;
+    let at = local(2024, 3, 4, 9, 0);
+    let due = local(2024, 3, 18, 9, 0);
+    let batches = vec![batch(
+        1,
+        vec![event(
+            "SILENT-IMPORT",
+            at,
+            received(DISTRICT_AGENCY, false, due),
+        )],
+    )];
+
+    proxy.freeze();
+    // Only a bound so that the defect (no bound) fails instead of hanging.
+    let patience = intake::batch_timeout(1) + std::time::Duration::from_secs(30);
+    let (answers, status) =
+        tokio::time::timeout(patience, import(&mut client, IMPORTER, batches.clone()))
+            .await
+            .expect("the batch is answered within its bound");
+    assert!(answers.is_empty(), "{answers:?}");
+    let status = status.expect("the batch is refused");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    proxy.cut().await;
+    proxy.restore();
+    let (answers, status) = import(&mut client, IMPORTER, batches).await;
+    assert!(status.is_none(), "{status:?}");
+    assert_eq!(
+        (answers.len(), answers[0].appended, answers[0].duplicates),
+        (1, 1, 0)
+    );
+    assert_eq!(direct.load_dossier("SILENT-IMPORT").await.unwrap().len(), 1);
+    intake.stop().await;
+}

@@ -4,6 +4,7 @@ mod faults;
 mod intake_api;
 mod intake_import;
 mod limits;
+mod metric_names;
 mod model;
 mod operations;
 mod payment;

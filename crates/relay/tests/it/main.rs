@@ -10,5 +10,6 @@ mod oversized;
 mod publish;
 mod recovery;
 mod safety;
+mod silent_db;
 mod stream_setup;
 mod support;

@@ -1,6 +1,8 @@
 //! F2 of issue 9: a dossier whose apply keeps failing is never silently missing. Its failures
 //! are recorded and counted, gRPC health says NOT_SERVING, `verify` lists it, its redeliveries
-//! back off, and everything clears once it applies.
+//! back off, and everything clears once it applies. The wiring too: the runner's `/metrics`
+//! shows the consumer's positions and failures and the queries refused by a bound, and both
+//! `/healthz` (the metrics port's and the queries port's) answer 503 naming the failure.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::support::{append_dossier, migrated_db};
 
 const BAD: &str = "HS-F-BAD";
+const AUDITOR: &str = "test-auditor";
 /// Far more than the test needs; only a bound so that a broken build fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -75,6 +78,29 @@ async fn wait_health(addr: SocketAddr, expected: ServingStatus) {
     assert!(reached.is_ok(), "health never became {expected:?}");
 }
 
+/// `GET path` with a bearer token: status and body.
+async fn get_authed(addr: SocketAddr, path: &str, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// The value of an unlabelled sample of the runner's `/metrics`.
+async fn metric(metrics: SocketAddr, name: &str, labels: &str) -> f64 {
+    let (code, text) = testkit::http::get(metrics, "/metrics").await.unwrap();
+    assert_eq!(code, 200, "{text}");
+    testkit::http::sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
 async fn health(addr: SocketAddr) -> ServingStatus {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -122,11 +148,20 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
     consumer.first_failure_delay = Duration::from_millis(200);
     consumer.max_failure_delay = Duration::from_millis(800);
     consumer.status_refresh = Duration::from_millis(200);
-    let tokens = svc::Tokens::parse(
+    let mut tokens = svc::Tokens::parse(
         "[[token]]\nname = \"t\"\nagency = \"H40\"\nlevel = \"district\"\nrole = \"counter\"\n\
          sha256 = \"2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b\"\n",
     )
     .unwrap();
+    tokens.insert(
+        AUDITOR,
+        svc::Principal {
+            name: "auditor".into(),
+            agency: None,
+            level: None,
+            role: svc::Role::Auditor,
+        },
+    );
     let app = ProjectionApp::build_with(
         log.clone(),
         tokens,
@@ -134,7 +169,11 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
             grpc: SocketAddr::from(([127, 0, 0, 1], 0)),
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             targets: stats::Targets::default(),
-            limits: projection::QueryLimits::default(),
+            // One group at most: a query grouped by procedure over two dossiers is refused.
+            limits: projection::QueryLimits {
+                max_groups: 1,
+                ..projection::QueryLimits::default()
+            },
         },
         js.clone(),
         consumer,
@@ -142,7 +181,14 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
     .await
     .unwrap();
     let addr = app.local_addr();
+    let queries = app.http_addr();
     let mut status = app.status();
+    let app = app.into_app().metrics(
+        svc::Listener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap(),
+    );
+    let metrics = app.metrics_addr().unwrap();
     let serving = tokio::spawn(app.run_until_stopped(stop.clone()));
 
     append_dossier(&log, "HS-F-001", 1, date(2024, 3, 4), None).await;
@@ -162,6 +208,54 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
     assert!(seen.apply_failures_total >= 1, "{seen:?}");
     wait_health(addr, ServingStatus::NotServing).await;
     assert_eq!(not_counted(&db.pool).await, 1);
+    // Both HTTP health checks fail, naming the cause.
+    for (port, at) in [("metrics", metrics), ("queries", queries)] {
+        let (code, body) = testkit::http::get(at, "/healthz").await.unwrap();
+        assert_eq!(code, 503, "{port}: {body}");
+        assert!(
+            body.contains("consumer: 1 dossier(s) fail to apply"),
+            "{port}: {body}"
+        );
+    }
+    // The metrics say the same as the status.
+    let now = *status.borrow();
+    assert_eq!(now.failing_dossiers, 1);
+    assert_eq!(
+        metric(metrics, "motcua_projection_failing_dossiers", "").await,
+        1.0
+    );
+    assert_eq!(
+        metric(metrics, "motcua_projection_stream_position", "").await,
+        head as f64
+    );
+    assert!(metric(metrics, "motcua_projection_apply_failures_total", "").await >= 1.0);
+    // A query beyond a bound is refused and counted by reason.
+    let (code, body) = get_authed(
+        queries,
+        "/v1/indicators?from=2024-01-01&to=2025-01-01&group_by=procedure",
+        AUDITOR,
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("too_many_groups"), "{body}");
+    assert_eq!(
+        metric(
+            metrics,
+            "motcua_stats_queries_rejected_total",
+            "reason=\"too_many_groups\""
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            metrics,
+            "motcua_stats_queries_rejected_total",
+            "reason=\"query_timeout\""
+        )
+        .await,
+        0.0
+    );
     wait_for(&mut status, "the other dossiers", |s| {
         s.applied_position >= 1
     })
@@ -226,6 +320,20 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
     assert_eq!(store::failing_dossiers(&db.pool).await.unwrap(), 0);
     wait_health(addr, ServingStatus::Serving).await;
     assert_eq!(not_counted(&db.pool).await, 0);
+    for at in [metrics, queries] {
+        assert_eq!(
+            testkit::http::get(at, "/healthz").await.unwrap(),
+            (200, "ok\n".to_owned())
+        );
+    }
+    assert_eq!(
+        metric(metrics, "motcua_projection_failing_dossiers", "").await,
+        0.0
+    );
+    assert_eq!(
+        metric(metrics, "motcua_projection_applied_position", "").await,
+        head as f64
+    );
     let report = verify(&db.pool, 100).await.unwrap();
     assert!(report.is_exact(), "{report}");
 
