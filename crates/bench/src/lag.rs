@@ -56,6 +56,9 @@ pub struct Lag {
     pub relayed: Vec<Duration>,
     /// Appends whose figure was not visible within the drain timeout.
     pub unseen: u64,
+    /// From the first append to the poll that saw the last figure: the projection's sustained
+    /// apply rate is `visible.len() / applied_seconds` (the append rate when it keeps up).
+    pub applied_seconds: f64,
 }
 
 /// One append whose visibility is awaited.
@@ -124,9 +127,11 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
     // The poller.
     let pending: Arc<Mutex<Vec<Pending>>> = Arc::default();
     let visible: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let last_visible: Arc<Mutex<Option<Instant>>> = Arc::default();
     let polling = {
         let pending = pending.clone();
         let visible = visible.clone();
+        let last_visible = last_visible.clone();
         let pool = pool.clone();
         let stop = CancellationToken::new();
         let token = stop.clone();
@@ -156,6 +161,7 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
                 let applied: HashMap<String, i32> = rows.into_iter().collect();
                 let mut p = pending.lock().expect("not poisoned");
                 let mut v = visible.lock().expect("not poisoned");
+                let seen = v.len();
                 p.retain(|e| {
                     if applied.get(&e.dossier_id).is_some_and(|a| *a >= e.version) {
                         // Committed before the poll's statement started.
@@ -165,6 +171,9 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
                         true
                     }
                 });
+                if v.len() > seen {
+                    *last_visible.lock().expect("not poisoned") = Some(asked);
+                }
             }
         });
         (stop, handle)
@@ -244,6 +253,10 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let unseen = pending.lock().expect("not poisoned").len() as u64;
+    let applied_seconds = last_visible
+        .lock()
+        .expect("not poisoned")
+        .map_or(seconds, |t| t.saturating_duration_since(started).as_secs_f64());
     polling.0.cancel();
     pending.lock().expect("not poisoned").clear();
     polling.1.await?.context("poller")?;
@@ -277,6 +290,7 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
         visible,
         relayed,
         unseen,
+        applied_seconds,
     })
 }
 
