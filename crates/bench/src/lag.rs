@@ -256,7 +256,9 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
     let applied_seconds = last_visible
         .lock()
         .expect("not poisoned")
-        .map_or(seconds, |t| t.saturating_duration_since(started).as_secs_f64());
+        .map_or(seconds, |t| {
+            t.saturating_duration_since(started).as_secs_f64()
+        });
     polling.0.cancel();
     pending.lock().expect("not poisoned").clear();
     polling.1.await?.context("poller")?;
