@@ -53,6 +53,9 @@ pub struct Lag {
     pub relayed: Vec<Duration>,
     /// Appends whose figure was not visible within the drain timeout.
     pub unseen: u64,
+    /// From the first append to the poll that saw the last figure: the projection's sustained
+    /// apply rate is `visible.len() / applied_seconds` (the append rate when it keeps up).
+    pub applied_seconds: f64,
 }
 
 pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
@@ -150,6 +153,9 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
     let visibility = poller.drain(Duration::from_secs(120)).await?;
     let committed = std::mem::take(&mut *committed.lock().expect("not poisoned"));
     let relayed = observer.stop(&committed).await?;
+    let applied_seconds = visibility.last_visible.map_or(seconds, |t| {
+        t.saturating_duration_since(started).as_secs_f64()
+    });
     shutdown.cancel();
     for c in consumers {
         c.await?;
@@ -167,6 +173,7 @@ pub async fn run(pool: &PgPool, config: LagConfig) -> Result<Lag> {
         visible: visibility.lags,
         relayed,
         unseen: visibility.unseen,
+        applied_seconds,
     })
 }
 

@@ -98,9 +98,9 @@ fn render_lag(out: &mut String, f: &Figures) {
     let base = f.lag_baseline.as_ref().map(|(_, _, l)| l.as_slice());
     let _ = writeln!(
         out,
-        "| scenario | samples | achieved rate | p50 / p99 (ms) | max (ms) | ratio to L0 (p50 · p99) |"
+        "| scenario | samples | achieved rate | applied rate | p50 / p99 (ms) | max (ms) | ratio to L0 (p50 · p99) |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     let ratios = |sorted: &[Duration]| match base {
         Some(b) if !b.is_empty() && !sorted.is_empty() => format!(
             "{} · {}",
@@ -113,7 +113,7 @@ fn render_lag(out: &mut String, f: &Figures) {
         let rate = l.appended as f64 / l.seconds;
         let _ = writeln!(
             out,
-            "| **L** append → figure visible, {} consumer(s){} | {} | {:.0}/s | {} | {:.1} | {} |",
+            "| **L** append → figure visible, {} consumer(s){} | {} | {:.0}/s | {:.0}/s | {} | {:.1} | {} |",
             l.config.consumers,
             if l.unseen > 0 {
                 format!(" ({} never visible)", l.unseen)
@@ -122,13 +122,14 @@ fn render_lag(out: &mut String, f: &Figures) {
             },
             thousands(l.visible.len() as u64),
             rate,
+            l.visible.len() as f64 / l.applied_seconds.max(f64::EPSILON),
             p50_p99(&l.visible),
             ms(l.visible.last().copied().unwrap_or_default()),
             ratios(&l.visible),
         );
         let _ = writeln!(
             out,
-            "| of which relay: append → message received from the stream, {} consumer(s) run | {} | {:.0}/s | {} | {:.1} | {} |",
+            "| of which relay: append → message received from the stream, {} consumer(s) run | {} | {:.0}/s | — | {} | {:.1} | {} |",
             l.config.consumers,
             thousands(l.relayed.len() as u64),
             rate,
@@ -140,7 +141,7 @@ fn render_lag(out: &mut String, f: &Figures) {
     if let Some((n, secs, lags)) = &f.lag_baseline {
         let _ = writeln!(
             out,
-            "| L0 baseline: raw JetStream publish → pull consumer receipt (explicit ack), same rate | {} | {:.0}/s | {} | {:.1} | 1 |",
+            "| L0 baseline: raw JetStream publish → pull consumer receipt (explicit ack), same rate | {} | {:.0}/s | — | {} | {:.1} | 1 |",
             thousands(*n),
             *n as f64 / secs,
             p50_p99(lags),
@@ -152,7 +153,8 @@ fn render_lag(out: &mut String, f: &Figures) {
         "\nL: from `EventLog::append` returning to the first poll (every {} ms) that sees the \
          dossier's applied version; apply commits the contribution and the rollup cells in one \
          transaction, so that is when `store::query` shows the figure. L0: from the publish call \
-         to the receipt.\n",
+         to the receipt. Applied rate: figures made visible per second, from the first append to \
+         the last figure (below the achieved rate when the projection falls behind).\n",
         crate::visible::POLL.as_millis()
     );
 }

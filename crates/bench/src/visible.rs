@@ -37,6 +37,7 @@ struct Pending {
 pub struct Poller {
     pending: Arc<Mutex<Vec<Pending>>>,
     visible: Arc<Mutex<Vec<Duration>>>,
+    last_visible: Arc<Mutex<Option<Instant>>>,
     stop: CancellationToken,
     handle: JoinHandle<Result<(), sqlx::Error>>,
 }
@@ -48,16 +49,20 @@ pub struct Visibility {
     pub lags: Vec<Duration>,
     /// Awaited appends not visible within the drain timeout.
     pub unseen: u64,
+    /// When the last awaited figure was seen visible (None: none was).
+    pub last_visible: Option<Instant>,
 }
 
 impl Poller {
     pub fn start(pool: &PgPool) -> Poller {
         let pending: Arc<Mutex<Vec<Pending>>> = Arc::default();
         let visible: Arc<Mutex<Vec<Duration>>> = Arc::default();
+        let last_visible: Arc<Mutex<Option<Instant>>> = Arc::default();
         let stop = CancellationToken::new();
         let handle = {
             let (pending, visible, pool, stop) =
                 (pending.clone(), visible.clone(), pool.clone(), stop.clone());
+            let last_visible = last_visible.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(POLL);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -86,6 +91,7 @@ impl Poller {
                     let applied: HashMap<String, i32> = rows.into_iter().collect();
                     let mut p = pending.lock().expect("not poisoned");
                     let mut v = visible.lock().expect("not poisoned");
+                    let seen = v.len();
                     p.retain(|e| {
                         if applied.get(&e.dossier_id).is_some_and(|a| *a >= e.version) {
                             // Committed before the poll's statement started.
@@ -95,12 +101,16 @@ impl Poller {
                             true
                         }
                     });
+                    if v.len() > seen {
+                        *last_visible.lock().expect("not poisoned") = Some(asked);
+                    }
                 }
             })
         };
         Poller {
             pending,
             visible,
+            last_visible,
             stop,
             handle,
         }
@@ -129,6 +139,7 @@ impl Poller {
         let Poller {
             pending,
             visible,
+            last_visible,
             stop,
             handle,
         } = self;
@@ -137,7 +148,12 @@ impl Poller {
         let unseen = pending.lock().expect("not poisoned").len() as u64;
         let mut lags = std::mem::take(&mut *visible.lock().expect("not poisoned"));
         lags.sort_unstable();
-        Ok(Visibility { lags, unseen })
+        let last_visible = *last_visible.lock().expect("not poisoned");
+        Ok(Visibility {
+            lags,
+            unseen,
+            last_visible,
+        })
     }
 }
 

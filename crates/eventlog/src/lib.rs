@@ -69,6 +69,25 @@ pub async fn load_dossier_on(
     decode_events(&rows)
 }
 
+/// The events of several dossiers, ordered by dossier and version, read on the caller's
+/// connection (inside its transaction, as [`load_dossier_on`]): the projection's batched apply
+/// reads every dossier of a batch in one statement.
+pub async fn load_dossiers_on(
+    conn: &mut sqlx::PgConnection,
+    ids: &[&str],
+) -> Result<Vec<StoredEvent>, ReadError> {
+    let rows = sqlx::query(select_events!(
+        "WHERE dossier_id = ANY($1) ORDER BY dossier_id, version"
+    ))
+    // Batch lookups are planned for each call (see `append::LOOKUP_EVENTS`).
+    .persistent(false)
+    .bind(ids)
+    .fetch_all(conn)
+    .await
+    .map_err(ReadError::Unavailable)?;
+    decode_events(&rows)
+}
+
 /// Decodes a row of `events` selected with every column under its own name, with the same
 /// checks as the log's own reads: for readers with queries of their own (the replay service's
 /// filtered scans) that must not decode rows differently from the log.

@@ -4,11 +4,13 @@
 //! - [`store`]: the tables (`projection_contributions`, `stats_rollup` at day, month and year
 //!   grain for a few rollups; migrations 30001+), [`store::apply_dossier`], which recomputes one
 //!   dossier's contribution from the log and applies the difference to every rollup and grain,
-//!   in one transaction (exactly-once effect under any delivery), and [`store::query`], whose
+//!   in one transaction (exactly-once effect under any delivery), [`store::apply_batch`], the
+//!   same for many dossiers in one transaction, and [`store::query`], whose
 //!   cost does not grow with the number of dossiers.
 //! - [`rebuild`]: the read models rebuilt from the log into shadow tables and swapped in;
 //!   [`verify`]: every figure recomputed from the log and compared with the read models.
-//! - [`consumer`]: a durable JetStream pull consumer on `{prefix}.>`; apply, commit, then ack.
+//! - [`consumer`]: a durable JetStream pull consumer on `{prefix}.>`; batches of messages, each
+//!   touched dossier applied once in one transaction, commit, then ack.
 //! - [`scope`] parses what a request asks ([`stats::Query`] and [`scope::Source`]: live, or as
 //!   recorded at a past instant), once for both transports; [`figures`] answers it from the
 //!   aggregates or from the log; [`answers`] builds indicators (with S5 and S14) and report
@@ -44,10 +46,10 @@ use svc::config::{ConfigError, Env, Section};
 use svc::{App, Config, Listener, RunError, StartError, Tokens};
 use tokio_util::sync::CancellationToken;
 
-pub use consumer::{ConsumerConfig, ConsumerStatus};
+pub use consumer::{ApplySettings, ConsumerConfig, ConsumerStatus};
 pub use read::QueryLimits;
 pub use service::Stats;
-pub use store::{Applied, ApplyError, QueryError, applied_version, apply_dossier};
+pub use store::{Applied, ApplyError, QueryError, applied_version, apply_batch, apply_dossier};
 
 /// The `[projection]` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +68,8 @@ pub struct ProjectionConfig {
     pub targets: stats::Targets,
     /// What one statistics query may cost (`[projection.limits]`).
     pub limits: QueryLimits,
+    /// How the consumer batches its applies (`[projection.apply]`).
+    pub apply: consumer::ApplySettings,
 }
 
 impl Default for ProjectionConfig {
@@ -77,6 +81,7 @@ impl Default for ProjectionConfig {
             consumer: "projection".to_owned(),
             targets: stats::Targets::default(),
             limits: QueryLimits::default(),
+            apply: consumer::ApplySettings::default(),
         }
     }
 }
@@ -140,6 +145,13 @@ impl ProjectionApp {
     /// Connects to PostgreSQL (migrating) and NATS, loads tokens, binds.
     pub async fn build(config: &Config) -> Result<ProjectionApp, ProjectionStartError> {
         let section: ProjectionConfig = config.section()?;
+        section
+            .apply
+            .validate()
+            .map_err(|message| ConfigError::Section {
+                section: "projection",
+                message,
+            })?;
         let log = config
             .database
             .connect("projection")
@@ -150,11 +162,12 @@ impl ProjectionApp {
             .retry_on_initial_connect()
             .connect(&config.nats.url)
             .await?;
-        let consumer = ConsumerConfig::new(
+        let mut consumer = ConsumerConfig::new(
             &config.nats.stream,
             &config.nats.subject_prefix,
             &section.consumer,
         );
+        section.apply.apply_to(&mut consumer);
         let endpoints = Endpoints {
             grpc: section.listen,
             http: section.http_listen,
@@ -276,6 +289,18 @@ fn register_status(
         "motcua_projection_apply_failures",
         "failed applies by this instance since it started",
         move || s.borrow().apply_failures_total,
+    );
+    let s = status.clone();
+    telemetry.counter_fn(
+        "motcua_projection_batches",
+        "transactions of several dossiers committed by this instance since it started",
+        move || s.borrow().batches_total,
+    );
+    let s = status.clone();
+    telemetry.counter_fn(
+        "motcua_projection_batch_fallbacks",
+        "batches whose transaction failed, then applied one dossier at a time",
+        move || s.borrow().batch_fallbacks_total,
     );
     telemetry.health_check("consumer", move || {
         let failing = status.borrow().failing_dossiers;

@@ -128,6 +128,14 @@ async fn load_events(
             eventlog::ReadError::Unavailable(e) => ApplyError::Database(e),
             other => ApplyError::Corrupt(format!("dossier {dossier_id}: {other}")),
         })?;
+    decode_events(dossier_id, stored)
+}
+
+/// A dossier's stored events decoded into domain events, with their versions.
+fn decode_events(
+    dossier_id: &str,
+    stored: Vec<eventlog::StoredEvent>,
+) -> Result<Vec<(i32, domain::Event)>, ApplyError> {
     stored
         .into_iter()
         .map(|e| {
@@ -150,8 +158,8 @@ async fn load_events(
 }
 
 /// Adds a dossier's diff to every rollup and grain of `stats_rollup` (see [`rollup_cells`]),
-/// inside the caller's transaction. [`apply_dossier`] is its only caller in the service; it is
-/// public so that tests and benchmarks can load aggregates exactly as apply writes them.
+/// inside the caller's transaction. [`apply_dossier`] and [`apply_batch`] (all of a batch's
+/// diffs at once) are its callers in the service; it is public so that tests and benchmarks can load aggregates exactly as apply writes them.
 pub async fn add_diff(
     tx: &mut PgTransaction<'_>,
     diff: &[(stats::Slice, NaiveDate, Metric, i128)],
@@ -198,6 +206,155 @@ pub async fn failing_dossiers(pool: &PgPool) -> Result<i64, sqlx::Error> {
 pub async fn apply_and_commit(log: &EventLog, dossier_id: &str) -> Result<Applied, ApplyError> {
     let mut tx = log.pool().begin().await?;
     let applied = apply_dossier(&mut tx, dossier_id).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Brings the aggregates up to date with several dossiers' events in the log, inside `tx`:
+/// [`apply_dossier`] for many dossiers at once, with one statement per step instead of several
+/// per dossier. Returns what was done for each distinct dossier of `dossier_ids` (a dossier
+/// named twice is applied once).
+///
+/// 1. Creates the missing contribution rows and locks every row (`SELECT … ORDER BY dossier_id
+///    FOR UPDATE`), both in byte order of the ids (`COLLATE "C"`): two batches sharing dossiers
+///    lock them in the same order, so they wait for each other and never deadlock; against
+///    [`apply_dossier`], which locks one row, the order is the same as between two applies
+///    (contribution rows first, then cells).
+/// 2. Reads every event of those dossiers in one statement ([`eventlog::load_dossiers_on`]),
+///    after the locks, in the same transaction: as in [`apply_dossier`], whatever another
+///    instance applied is committed by now and this read sees at least the events it saw.
+/// 3. Recomputes each dossier's [`stats::contribution`] once, and adds the `new − old` diffs
+///    of all the dossiers behind the log together through [`add_diff`] (one sorted set of
+///    cells, summed across dossiers: a hot cell is written once per batch).
+/// 4. Stores the new contributions and versions in one statement, and deletes the dossiers'
+///    rows of `projection_failures`.
+///
+/// The caller commits; only then are the batch's messages to be acknowledged. On an error
+/// nothing of the batch is to be kept (roll back): applying again, as a batch or one dossier at
+/// a time, is safe.
+pub async fn apply_batch(
+    tx: &mut PgTransaction<'_>,
+    dossier_ids: &[String],
+) -> Result<BTreeMap<String, Applied>, ApplyError> {
+    let mut ids: Vec<&str> = dossier_ids.iter().map(String::as_str).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    sqlx::query(
+        "INSERT INTO projection_contributions (dossier_id) \
+         SELECT id FROM UNNEST($1::text[]) AS u(id) ORDER BY id COLLATE \"C\" \
+         ON CONFLICT (dossier_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await?;
+    let rows = sqlx::query(
+        "SELECT dossier_id, contribution::text AS contribution, version \
+         FROM projection_contributions WHERE dossier_id = ANY($1) \
+         ORDER BY dossier_id COLLATE \"C\" FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut stored: BTreeMap<String, (Option<String>, i32)> = BTreeMap::new();
+    for row in rows {
+        stored.insert(
+            row.try_get("dossier_id")?,
+            (row.try_get("contribution")?, row.try_get("version")?),
+        );
+    }
+    let mut events: BTreeMap<String, Vec<eventlog::StoredEvent>> = BTreeMap::new();
+    for e in eventlog::load_dossiers_on(tx, &ids)
+        .await
+        .map_err(|e| match e {
+            eventlog::ReadError::Unavailable(e) => ApplyError::Database(e),
+            other => ApplyError::Corrupt(format!("the events of a batch of dossiers: {other}")),
+        })?
+    {
+        events.entry(e.dossier_id.clone()).or_default().push(e);
+    }
+    sqlx::query("DELETE FROM projection_failures WHERE dossier_id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut **tx)
+        .await?;
+
+    let mut applied: BTreeMap<String, Applied> = BTreeMap::new();
+    // Every diff of the batch, added to the cells together.
+    let mut deltas: Vec<(Slice, NaiveDate, Metric, i128)> = Vec::new();
+    let mut updated: Vec<&str> = Vec::new();
+    let mut contributions: Vec<Option<String>> = Vec::new();
+    let mut versions: Vec<i32> = Vec::new();
+    for id in &ids {
+        let Some((stored_json, stored_version)) = stored.remove(*id) else {
+            // Inserted or present, and locked, above: the database answered something else.
+            return Err(ApplyError::Corrupt(format!(
+                "the contribution row of dossier {id} is missing under its lock"
+            )));
+        };
+        let decoded = decode_events(id, events.remove(*id).unwrap_or_default())?;
+        let log_version = decoded.last().map_or(0, |(version, _)| *version);
+        if stored_version >= log_version {
+            applied.insert(
+                (*id).to_owned(),
+                Applied::UpToDate {
+                    version: stored_version,
+                },
+            );
+            continue;
+        }
+        let decoded: Vec<domain::Event> = decoded.into_iter().map(|(_, e)| e).collect();
+        let new = stats::contribution(&decoded);
+        let old: Option<Contribution> = stored_json
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| {
+                ApplyError::Corrupt(format!("stored contribution of dossier {id}: {e}"))
+            })?;
+        let diff = stats::diff(old.as_ref(), new.as_ref());
+        let new_json = new
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| ApplyError::Corrupt(format!("contribution of dossier {id}: {e}")))?;
+        applied.insert(
+            (*id).to_owned(),
+            Applied::Updated {
+                version: log_version,
+                cells: diff.len(),
+            },
+        );
+        deltas.extend(diff);
+        updated.push(id);
+        contributions.push(new_json);
+        versions.push(log_version);
+    }
+    add_diff(tx, &deltas).await?;
+    if !updated.is_empty() {
+        sqlx::query(
+            "UPDATE projection_contributions AS c \
+             SET contribution = u.contribution::jsonb, version = u.version \
+             FROM UNNEST($1::text[], $2::text[], $3::integer[]) \
+               AS u(dossier_id, contribution, version) \
+             WHERE c.dossier_id = u.dossier_id",
+        )
+        .bind(&updated)
+        .bind(&contributions)
+        .bind(&versions)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(applied)
+}
+
+/// [`apply_batch`] in a transaction of its own, committed.
+pub async fn apply_batch_and_commit(
+    log: &EventLog,
+    dossier_ids: &[String],
+) -> Result<BTreeMap<String, Applied>, ApplyError> {
+    let mut tx = log.pool().begin().await?;
+    let applied = apply_batch(&mut tx, dossier_ids).await?;
     tx.commit().await?;
     Ok(applied)
 }

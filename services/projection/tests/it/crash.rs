@@ -436,13 +436,15 @@ fn write_config(dir: &Path, db: &TestDb, nats: &TestNats, durable: &str) -> Path
         "[database]\nurl = {}\nmax_connections = 4\n\n\
          [nats]\nurl = {}\nstream = {}\nsubject_prefix = {}\n\n\
          [auth]\ntokens_file = {}\n\n\
-         [projection]\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nconsumer = {}\n",
+         [projection]\nlisten = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nconsumer = {}\n\n\
+         [projection.apply]\nack_wait_secs = {}\n",
         toml_str(&db.url),
         toml_str(&nats.url),
         toml_str(&nats.stream),
         toml_str(&nats.prefix),
         toml_str(tokens.to_str().expect("UTF-8 path")),
         toml_str(durable),
+        ACK_WAIT.as_secs(),
     );
     let path = dir.join("projection.toml");
     std::fs::write(&path, text).expect("write config");
@@ -559,8 +561,8 @@ async fn kill_9_at_random_moments_leaves_the_figures_exact() {
     let config = write_config(&dir, &db, &nats, &durable);
     eprintln!("instance logs in {}", dir.display());
 
-    // The stream, and the durable consumer with a short ack_wait: the binary binds to the
-    // existing consumer (`get_or_create_consumer`) and so inherits it.
+    // The stream, and the durable consumer with a short ack_wait (the instances' configuration
+    // sets the same, `[projection.apply] ack_wait_secs`, so they keep it).
     let relay_config = relay::RelayConfig {
         stream: nats.stream.clone(),
         subject_prefix: nats.prefix.clone(),

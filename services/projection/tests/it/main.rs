@@ -4,6 +4,7 @@
 
 mod support;
 
+mod batch;
 mod crash;
 mod failing;
 mod limits;
