@@ -1071,3 +1071,83 @@ pub async fn rebuild_with(
     let shadow = prepare_with(pool, options, progress).await?;
     shadow.swap(Duration::from_secs(30)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn copy_text_is_escaped_and_numbers_and_dates_are_exact() {
+        assert_eq!(
+            text(|o| push_escaped(o, "a\\b\tc\nd\re\"é")),
+            "a\\\\b\\tc\\nd\\re\"é"
+        );
+        assert_eq!(text(|o| push_int(o, 0)), "0");
+        assert_eq!(text(|o| push_int(o, -42)), "-42");
+        assert_eq!(text(|o| push_int(o, i128::MAX)), i128::MAX.to_string());
+        assert_eq!(text(|o| push_int(o, i128::MIN)), i128::MIN.to_string());
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(text(|o| push_date(o, day(2024, 3, 5))), "2024-03-05");
+        assert_eq!(text(|o| push_date(o, day(987, 12, 31))), "0987-12-31");
+        assert_eq!(text(|o| push_date(o, day(0, 1, 1))), "0001-01-01 BC");
+        assert_eq!(text(|o| push_date(o, day(12345, 6, 7))), "12345-06-07");
+    }
+
+    #[test]
+    fn cell_sums_add_up_equal_cells_and_ask_to_spill_only_past_the_budget() {
+        let slice = |agency: &str| stats::Slice {
+            level: domain::Level::District,
+            agency: domain::AgencyCode::parse(agency).unwrap(),
+            sector: domain::SectorCode::parse("land").unwrap(),
+            procedure: domain::ProcedureCode::parse("1.001").unwrap(),
+            channel: domain::Channel::Online,
+            applicant_type: domain::ApplicantType::Citizen,
+        };
+        let day = NaiveDate::from_ymd_opt(2024, 3, 5).unwrap();
+        let (a, b) = (slice("A"), slice("B"));
+        let one = store::rollup_cells([(&a, day, Metric::Received, 1)]);
+        let other = store::rollup_cells([(&b, day, Metric::Received, 2)]);
+        let mut sums = CellSums::new(DEFAULT_MEMORY_BYTES);
+        for _ in 0..3 {
+            assert!(!sums.add(&one));
+            assert!(!sums.add(&other));
+        }
+        sums.compact();
+        let expected = store::rollup_cells([
+            (&a, day, Metric::Received, 3),
+            (&b, day, Metric::Received, 6),
+        ]);
+        assert_eq!(sums.cells.len(), expected.len());
+        let found: std::collections::BTreeMap<(u8, Grain, NaiveDate, Vec<u8>, Metric), i128> = sums
+            .cells
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (k.rollup, k.grain, k.period, sums.dims.text(k.dims).to_vec(), k.metric),
+                    *v,
+                )
+            })
+            .collect();
+        for (cell, value) in &expected {
+            let dims = cell.dims.join("\t").into_bytes();
+            let key = (cell.rollup, cell.grain, cell.period, dims, cell.metric);
+            assert_eq!(found.get(&key), Some(value), "{cell:?}");
+        }
+
+        // With room for the minimum only, adding past three quarters of it asks to spill.
+        let mut small = CellSums::new(0);
+        let mut asked = false;
+        for i in 0..200 {
+            let s = slice(&format!("X{i}"));
+            let cells = store::rollup_cells([(&s, day, Metric::Received, 1)]);
+            asked |= small.add(&cells);
+        }
+        assert!(asked);
+    }
+}
