@@ -274,4 +274,16 @@ fn render_rebuild(out: &mut String, r: &Rebuilt) {
         r.rebuild_fill.as_secs_f64(),
         thousands(r.cells.max(0) as u64)
     );
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|(phase, at)| format!("{phase:?} from {at:.1} s"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Phases of the fill (first reported; reports come about once a second): {}; {} runs \
+         spilled.\n",
+        phases.join(", "),
+        r.spilled_runs
+    );
 }

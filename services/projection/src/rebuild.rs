@@ -492,7 +492,8 @@ async fn read_snapshot(
             Some(d) if d.id == dossier_id => d.events.push(event),
             _ => {
                 if batch.len() >= DOSSIERS_PER_BATCH || batch_events >= EVENTS_PER_BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(DOSSIERS_PER_BATCH));
+                    let full =
+                        std::mem::replace(&mut batch, Vec::with_capacity(DOSSIERS_PER_BATCH));
                     out.send(Batch::Dossiers(full)).await.map_err(|_| gone())?;
                     batch_events = 0;
                 }
@@ -642,10 +643,9 @@ fn compute(
             computed.push(contribution);
         }
         if rows.len() >= COPY_CHUNK {
-            let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4));
-            contributions
-                .blocking_send(chunk)
-                .map_err(|_| Stopped)?;
+            let chunk =
+                std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4));
+            contributions.blocking_send(chunk).map_err(|_| Stopped)?;
         }
         let deltas = computed.iter().flatten().flat_map(|c| {
             c.deltas
@@ -659,9 +659,7 @@ fn compute(
         }
     }
     if !rows.is_empty() {
-        contributions
-            .blocking_send(rows)
-            .map_err(|_| Stopped)?;
+        contributions.blocking_send(rows).map_err(|_| Stopped)?;
     }
     drop(contributions);
     counters.set_phase(Phase::Writing);
@@ -700,13 +698,11 @@ fn spill(
         rows.push(b'\n');
         if rows.len() >= COPY_CHUNK {
             let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + 1024));
-            out.blocking_send((target, chunk))
-                .map_err(|_| Stopped)?;
+            out.blocking_send((target, chunk)).map_err(|_| Stopped)?;
         }
     }
     if !rows.is_empty() {
-        out.blocking_send((target, rows))
-            .map_err(|_| Stopped)?;
+        out.blocking_send((target, rows)).map_err(|_| Stopped)?;
     }
     sums.clear();
     Ok(())
@@ -778,7 +774,8 @@ impl CellSums {
         let n = batch.len();
         let limit = self.limit();
         let mut spill = false;
-        if self.cells.len() + n > limit || self.cells.len() >= 2 * self.compacted.max(Self::MIN_CELLS)
+        if self.cells.len() + n > limit
+            || self.cells.len() >= 2 * self.compacted.max(Self::MIN_CELLS)
         {
             self.compact();
             // Summing up left more than three quarters of the budget: spill, so that the next
@@ -893,7 +890,9 @@ impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            self.add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+            self.add(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
@@ -948,7 +947,11 @@ fn push_int(out: &mut Vec<u8>, n: i128) {
 /// ` BC` for years before 1 (chrono's year 0 is 1 BC).
 fn push_date(out: &mut Vec<u8>, day: NaiveDate) {
     let year = day.year();
-    let (shown, bc) = if year >= 1 { (year, false) } else { (1 - year, true) };
+    let (shown, bc) = if year >= 1 {
+        (year, false)
+    } else {
+        (1 - year, true)
+    };
     push_padded(out, i128::from(shown), 4);
     out.push(b'-');
     push_padded(out, i128::from(day.month()), 2);
@@ -1129,7 +1132,13 @@ mod tests {
             .iter()
             .map(|(k, v)| {
                 (
-                    (k.rollup, k.grain, k.period, sums.dims.text(k.dims).to_vec(), k.metric),
+                    (
+                        k.rollup,
+                        k.grain,
+                        k.period,
+                        sums.dims.text(k.dims).to_vec(),
+                        k.metric,
+                    ),
                     *v,
                 )
             })

@@ -247,10 +247,11 @@ async fn a_rebuild_short_of_memory_spills_sorted_runs_and_writes_exactly_the_sam
     assert!(phases.contains(&rebuild::Phase::Merging), "{phases:?}");
     assert_eq!(spilled.cells, in_memory.cells);
     assert_same(&tables(&db.pool).await, &applied);
-    let scratch: Option<String> = sqlx::query_scalar("SELECT to_regclass('stats_rollup_runs')::text")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let scratch: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('stats_rollup_runs')::text")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(scratch, None, "the scratch table is dropped");
     let verified = projection::verify::verify(&db.pool, 10).await.unwrap();
     assert!(verified.is_exact(), "{verified}");
