@@ -42,6 +42,7 @@ pub struct Rebuilt {
     /// reports come about once a second, and at each phase the fill itself enters).
     pub phases: Vec<(projection::rebuild::Phase, f64)>,
     pub spilled_runs: u64,
+    pub compute_times: projection::rebuild::ComputeTimes,
 }
 
 pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
@@ -96,6 +97,7 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
     let rebuild = Timing::new(report.events, t.elapsed(), Vec::new());
     eprintln!("bench: R  {}", rebuild.summary());
     eprintln!("bench: R  phases (first reported at, s): {phases:?}");
+    eprintln!("bench: R  computing thread: {:?}", report.compute_times);
     if report.events != appended || report.dossiers != dossiers || report.reapplied != 0 {
         bail!(
             "the rebuild read {} events of {} dossiers (re-applied {}); the log holds {appended} \
@@ -134,6 +136,7 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
         cells: report.cells,
         phases,
         spilled_runs: report.spilled_runs,
+        compute_times: report.compute_times,
     })
 }
 

@@ -192,6 +192,8 @@ pub struct RebuildReport {
     /// Sorted runs spilled because the cells did not fit in [`RebuildOptions::memory_bytes`]
     /// (0: summed wholly in memory).
     pub spilled_runs: u64,
+    /// Where the computing thread spent the fill.
+    pub compute_times: ComputeTimes,
     /// Dossiers with events after `position`, applied again after the swap.
     pub reapplied: u64,
 }
@@ -207,6 +209,7 @@ pub struct Shadow {
     pub dossiers: u64,
     pub fill: Duration,
     pub spilled_runs: u64,
+    pub compute_times: ComputeTimes,
 }
 
 /// [`prepare_with`] with the default [`RebuildOptions`].
@@ -244,6 +247,7 @@ pub async fn prepare_with(
             dossiers: filled.dossiers,
             fill: started.elapsed(),
             spilled_runs: filled.spilled_runs,
+            compute_times: filled.times,
         }),
         Err(e) => {
             let _ = conn.close().await;
@@ -258,6 +262,7 @@ struct Filled {
     events: u64,
     dossiers: u64,
     spilled_runs: u64,
+    times: ComputeTimes,
 }
 
 /// The counters the progress reports read, shared by the reader, the computing thread and the
@@ -415,6 +420,7 @@ async fn fill(
         events,
         dossiers,
         spilled_runs: computed.spilled_runs,
+        times: computed.times,
     })
 }
 
@@ -588,6 +594,7 @@ async fn write_cells(
 /// What the computing thread did.
 struct Computed {
     spilled_runs: u64,
+    times: ComputeTimes,
 }
 
 /// The computing thread stopped early because the reader failed (it closed its channel without
@@ -614,16 +621,22 @@ fn compute(
     let mut sums = CellSums::new(memory_bytes);
     let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
     let mut spilled_runs = 0u64;
+    let mut times = ComputeTimes::default();
     loop {
+        let t = Instant::now();
         let batch = match batches.blocking_recv() {
             Some(Batch::Dossiers(batch)) => batch,
             Some(Batch::End) => break,
             None => return Err(Stopped.into()),
         };
+        times.waiting_for_reader += t.elapsed();
         let mut computed: Vec<Option<Contribution>> = Vec::with_capacity(batch.len());
         for dossier in batch {
+            let t = Instant::now();
             let version = dossier.events.last().map_or(0, |e| e.version);
             let events = decode(&dossier)?;
+            let decoded = Instant::now();
+            times.decoding += decoded - t;
             let contribution = stats::contribution(&events);
             push_escaped(&mut rows, &dossier.id);
             rows.push(b'\t');
@@ -641,20 +654,30 @@ fn compute(
             push_int(&mut rows, i128::from(version));
             rows.push(b'\n');
             computed.push(contribution);
+            times.contributions += decoded.elapsed();
         }
         if rows.len() >= COPY_CHUNK {
+            let t = Instant::now();
             let chunk =
                 std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4));
             contributions.blocking_send(chunk).map_err(|_| Stopped)?;
+            times.waiting_for_writers += t.elapsed();
         }
+        let t = Instant::now();
         let deltas = computed.iter().flatten().flat_map(|c| {
             c.deltas
                 .iter()
                 .map(move |((day, metric), delta)| (&c.slice, *day, *metric, *delta))
         });
         let batch_cells = store::rollup_cells(deltas);
-        if sums.add(&batch_cells) {
+        let expanded = Instant::now();
+        times.expanding += expanded - t;
+        let full = sums.add(&batch_cells);
+        times.summing += expanded.elapsed();
+        if full {
+            let t = Instant::now();
             spill(&mut sums, Target::Runs, &cells)?;
+            times.writing_cells += t.elapsed();
             spilled_runs += 1;
         }
     }
@@ -663,13 +686,37 @@ fn compute(
     }
     drop(contributions);
     counters.set_phase(Phase::Writing);
+    let t = Instant::now();
     if spilled_runs > 0 {
         spill(&mut sums, Target::Runs, &cells)?;
         spilled_runs += 1;
     } else {
         spill(&mut sums, Target::Shadow, &cells)?;
     }
-    Ok(Computed { spilled_runs })
+    times.writing_cells += t.elapsed();
+    Ok(Computed {
+        spilled_runs,
+        times,
+    })
+}
+
+/// Where the rebuild's computing thread spent its time (for benchmarks and tuning).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ComputeTimes {
+    /// Waiting for the next batch of dossiers: the reader is the slower side.
+    pub waiting_for_reader: Duration,
+    /// Decoding events into domain events.
+    pub decoding: Duration,
+    /// `stats::contribution` and the contribution rows (JSON, `COPY` text).
+    pub contributions: Duration,
+    /// Waiting for the contributions' `COPY` to take a chunk.
+    pub waiting_for_writers: Duration,
+    /// `store::rollup_cells` over each batch.
+    pub expanding: Duration,
+    /// Adding the cells to the compact sums (numbering dimension tuples, sorting, summing up).
+    pub summing: Duration,
+    /// Formatting the cell rows and handing them to their `COPY` (which waits for the server).
+    pub writing_cells: Duration,
 }
 
 /// Sums up `sums` and sends every non-zero cell to `target`, in key order; empties `sums`.
@@ -997,6 +1044,7 @@ impl Shadow {
             cells,
             fill: self.fill,
             spilled_runs: self.spilled_runs,
+            compute_times: self.compute_times,
             reapplied,
         })
     }
