@@ -276,4 +276,30 @@ fn render_rebuild(out: &mut String, r: &Rebuilt) {
         r.rebuild_fill.as_secs_f64(),
         thousands(r.cells.max(0) as u64)
     );
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|(phase, at)| format!("{phase:?} from {at:.1} s"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Phases of the fill (first reported; reports come about once a second): {}; {} runs \
+         spilled.\n",
+        phases.join(", "),
+        r.spilled_runs
+    );
+    let t = &r.compute_times;
+    let _ = writeln!(
+        out,
+        "The computing thread (overlapping the read): waiting for the reader {:.2} s, decoding \
+         {:.2} s, contributions {:.2} s, waiting for their `COPY` {:.2} s, `rollup_cells` {:.2} \
+         s, summing {:.2} s, writing the cells {:.2} s.\n",
+        t.waiting_for_reader.as_secs_f64(),
+        t.decoding.as_secs_f64(),
+        t.contributions.as_secs_f64(),
+        t.waiting_for_writers.as_secs_f64(),
+        t.expanding.as_secs_f64(),
+        t.summing.as_secs_f64(),
+        t.writing_cells.as_secs_f64()
+    );
 }

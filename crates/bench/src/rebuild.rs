@@ -9,7 +9,8 @@
 //!   and each column decoded into its Rust type (the payload into a `serde_json::Value`);
 //! - **R1** the rebuild's own read: its query (`ORDER BY dossier_id, version`), each row decoded
 //!   into a `domain::Event`, nothing computed or written;
-//! - **R** the rebuild: shadow tables filled from one snapshot, swapped in.
+//! - **R** the rebuild: shadow tables filled from one snapshot, swapped in; the time each of its
+//!   phases (read and sum, write the cells, build the keys) was first reported.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,11 @@ pub struct Rebuilt {
     /// The rebuild's time to read the log and fill the shadow tables (before the swap).
     pub rebuild_fill: Duration,
     pub cells: i64,
+    /// Each phase of the fill and when it was first reported (seconds from the start; the
+    /// reports come about once a second, and at each phase the fill itself enters).
+    pub phases: Vec<(projection::rebuild::Phase, f64)>,
+    pub spilled_runs: u64,
+    pub compute_times: projection::rebuild::ComputeTimes,
 }
 
 pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
@@ -80,9 +86,18 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
     crate::settle(pool, true).await?;
     eprintln!("bench: R  projection rebuild");
     let t = Instant::now();
-    let report = projection::rebuild::rebuild(pool, |p| eprintln!("bench: R  {p}")).await?;
+    let mut phases: Vec<(projection::rebuild::Phase, f64)> = Vec::new();
+    let report = projection::rebuild::rebuild(pool, |p| {
+        eprintln!("bench: R  {p}");
+        if phases.last().is_none_or(|(phase, _)| *phase != p.phase) {
+            phases.push((p.phase, p.elapsed.as_secs_f64()));
+        }
+    })
+    .await?;
     let rebuild = Timing::new(report.events, t.elapsed(), Vec::new());
     eprintln!("bench: R  {}", rebuild.summary());
+    eprintln!("bench: R  phases (first reported at, s): {phases:?}");
+    eprintln!("bench: R  computing thread: {:?}", report.compute_times);
     if report.events != appended || report.dossiers != dossiers || report.reapplied != 0 {
         bail!(
             "the rebuild read {} events of {} dossiers (re-applied {}); the log holds {appended} \
@@ -119,6 +134,9 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
         rebuild,
         rebuild_fill: report.fill,
         cells: report.cells,
+        phases,
+        spilled_runs: report.spilled_runs,
+        compute_times: report.compute_times,
     })
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! projection [serve]  [--config FILE]                     consume and answer queries
-//! projection rebuild  [--config FILE]                     rebuild the read models from the log
+//! projection rebuild  [--config FILE] [--memory-mb N]      rebuild the read models from the log
 //! projection verify   [--config FILE] [--allow-lag] [--max-cells N]
 //!                                                         recompute every figure from the log
 //!                                                         and list every difference
@@ -17,7 +17,8 @@ use anyhow::{Context, bail};
 use eventlog::EventLog;
 
 const USAGE: &str = "\
-Usage: projection [serve|rebuild|verify] [--config FILE] [--allow-lag] [--max-cells N]
+Usage: projection [serve|rebuild|verify] [--config FILE] [--memory-mb N] [--allow-lag]
+                  [--max-cells N]
 
   serve      consume the stream and answer queries (the default)
   rebuild    rebuild the read models from the event log in PostgreSQL; the service keeps
@@ -25,6 +26,8 @@ Usage: projection [serve|rebuild|verify] [--config FILE] [--allow-lag] [--max-ce
   verify     recompute every figure from the log and list each difference from the read
              models; exit 1 if there is one
   --config FILE   configuration (default: $MOTCUA_CONFIG or deploy/config/local.toml)
+  --memory-mb N   rebuild: memory for summing the figures (default 1024); past it the sums
+                  are spilled to a scratch table and added up there (slower, same result)
   --allow-lag     verify: dossiers the consumer has not yet applied are not a failure
   --max-cells N   verify: list at most N differing cells (default 1000; all are counted)
 ";
@@ -32,7 +35,7 @@ Usage: projection [serve|rebuild|verify] [--config FILE] [--allow-lag] [--max-ce
 #[derive(Debug, PartialEq)]
 enum Command {
     Serve,
-    Rebuild,
+    Rebuild { memory_mb: usize },
     Verify { allow_lag: bool, max_cells: usize },
 }
 
@@ -40,6 +43,7 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
     let mut command = None;
     let mut allow_lag = false;
     let mut max_cells = 1000;
+    let mut memory_mb = projection::rebuild::DEFAULT_MEMORY_BYTES >> 20;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -48,6 +52,13 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
             }
             a if a.starts_with("--config=") => {}
             "--allow-lag" => allow_lag = true,
+            "--memory-mb" => {
+                let n = it.next().context("--memory-mb needs a number")?;
+                memory_mb = n.parse().with_context(|| format!("--memory-mb {n:?}"))?;
+                if memory_mb == 0 {
+                    bail!("--memory-mb must be at least 1");
+                }
+            }
             "--max-cells" => {
                 let n = it.next().context("--max-cells needs a number")?;
                 max_cells = n.parse().with_context(|| format!("--max-cells {n:?}"))?;
@@ -58,7 +69,7 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
     }
     Ok(match command.as_deref() {
         None | Some("serve") => Command::Serve,
-        Some("rebuild") => Command::Rebuild,
+        Some("rebuild") => Command::Rebuild { memory_mb },
         _ => Command::Verify {
             allow_lag,
             max_cells,
@@ -102,21 +113,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rebuild => {
+        Command::Rebuild { memory_mb } => {
             let log = connect(&config).await?;
-            let report = projection::rebuild::rebuild(log.pool(), |p| {
+            let options = projection::rebuild::RebuildOptions {
+                memory_bytes: memory_mb.saturating_mul(1 << 20),
+            };
+            let report = projection::rebuild::rebuild_with(log.pool(), options, |p| {
                 eprintln!("rebuild: {p}");
             })
             .await
             .context("rebuild")?;
             eprintln!(
-                "rebuild: done: {} events of {} dossiers up to position {} in {:.1} s, {} cells; \
-                 swapped in; {} dossiers with later events applied again",
+                "rebuild: done: {} events of {} dossiers up to position {} in {:.1} s, {} cells \
+                 ({} runs spilled); swapped in; {} dossiers with later events applied again",
                 report.events,
                 report.dossiers,
                 report.position,
                 report.fill.as_secs_f64(),
                 report.cells,
+                report.spilled_runs,
                 report.reapplied
             );
             Ok(ExitCode::SUCCESS)
@@ -172,8 +187,13 @@ mod tests {
         );
         assert_eq!(
             parse(&args(&["rebuild", "--config=x.toml"])).unwrap(),
-            Command::Rebuild
+            Command::Rebuild { memory_mb: 1024 }
         );
+        assert_eq!(
+            parse(&args(&["rebuild", "--memory-mb", "64"])).unwrap(),
+            Command::Rebuild { memory_mb: 64 }
+        );
+        assert!(parse(&args(&["rebuild", "--memory-mb", "0"])).is_err());
         assert_eq!(
             parse(&args(&["verify", "--allow-lag", "--max-cells", "5"])).unwrap(),
             Command::Verify {
