@@ -133,6 +133,15 @@ impl Relay {
                     );
                     continue;
                 }
+                Some(Interruption::LogBehind { head, published }) => {
+                    tracing::warn!(
+                        stream = %self.cfg.stream,
+                        head,
+                        published,
+                        "the event log's head is below what the stream holds; resyncing"
+                    );
+                    continue;
+                }
                 Some(Interruption::Failed(error)) => error,
             };
             // For the status only: bounded, so that PostgreSQL being down does not delay the retry.
@@ -315,7 +324,19 @@ impl Relay {
                 Err(error) => return Interruption::Failed(error),
             };
             if batch.is_empty() {
-                // Caught up: the log ends where the stream does.
+                // Caught up — unless the log now ends before the stream does: a database
+                // restored from an older backup (or recreated) under the running relay, whose
+                // reads succeed on fresh connections. Resync then: it reports the divergence.
+                let head = match self.bounded("head", self.log.head()).await {
+                    Ok(head) => head,
+                    Err(error) => return Interruption::Failed(error),
+                };
+                if head < at.position {
+                    return Interruption::LogBehind {
+                        head,
+                        published: at.position,
+                    };
+                }
                 self.report_progress(at.position, Some(at.position));
                 backoff.reset();
                 // (From 0, the client's first connection: nothing was lost.)
@@ -624,6 +645,12 @@ fn header<'a>(message: &'a jetstream::message::StreamMessage, name: &str) -> Opt
 enum Interruption {
     Failed(RelayError),
     Reconnected,
+    /// The log's head is below the position the stream holds (the database was restored from
+    /// an older backup, or recreated): resync, which reports the divergence.
+    LogBehind {
+        head: i64,
+        published: i64,
+    },
 }
 
 /// Exponential backoff with equal jitter: the n-th consecutive failure waits between half and
