@@ -144,6 +144,8 @@ fn lost() -> AppendError {
 }
 
 /// Takes the queued calls into groups, one group per free slot, and starts each in a task.
+/// A call whose caller has stopped waiting (its own timeout) before its group starts is dropped
+/// unwritten.
 async fn dispatch(pool: PgPool, mut jobs: mpsc::UnboundedReceiver<Job>, stats: Arc<Stats>) {
     let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     let mut carried: Option<Job> = None;
@@ -151,31 +153,40 @@ async fn dispatch(pool: PgPool, mut jobs: mpsc::UnboundedReceiver<Job>, stats: A
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match jobs.recv().await {
+        let mut group: Vec<Job> = Vec::new();
+        let (mut events, mut bytes) = (0, 0);
+        while group.is_empty() {
+            let job = match carried.take() {
                 Some(job) => job,
-                // Every handle is gone.
-                None => return,
-            },
-        };
-        let mut events = first.prepared.event_ids.len();
-        let mut bytes = first.prepared.bytes;
-        let mut group = vec![first];
+                None => match jobs.recv().await {
+                    Some(job) => job,
+                    // Every handle is gone.
+                    None => return,
+                },
+            };
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
+            if !job.reply.is_closed() {
+                events = job.prepared.event_ids.len();
+                bytes = job.prepared.bytes;
+                group.push(job);
+            }
+        }
         // Whatever is queued right now, within the bounds; never wait for more.
         while let Ok(job) = jobs.try_recv() {
             let (more_events, more_bytes) = (job.prepared.event_ids.len(), job.prepared.bytes);
-            if events + more_events > GROUP_MAX_EVENTS || bytes + more_bytes > GROUP_MAX_BYTES {
+            if !job.reply.is_closed()
+                && (events + more_events > GROUP_MAX_EVENTS || bytes + more_bytes > GROUP_MAX_BYTES)
+            {
                 carried = Some(job);
                 break;
             }
-            events += more_events;
-            bytes += more_bytes;
-            group.push(job);
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
+            if !job.reply.is_closed() {
+                events += more_events;
+                bytes += more_bytes;
+                group.push(job);
+            }
         }
-        stats
-            .queued
-            .fetch_sub(group.len() as u64, Ordering::Relaxed);
         stats.record(group.len());
         tokio::spawn(run_group(pool.clone(), group, slot, stats.clone()));
     }

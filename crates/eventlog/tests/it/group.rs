@@ -686,3 +686,27 @@ async fn the_same_call_through_two_handles_at_once_is_written_once() {
     );
     assert_eq!(all.len(), written_ids.len());
 }
+
+/// A caller that stops waiting (its own timeout) before its group starts gets nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_call_given_up_before_its_group_starts_is_not_written() {
+    let (db, log) = log().await;
+    let (holder, plugs) = plug(&db, &log).await;
+    let mut calls = queue(
+        &log,
+        vec![
+            vec![dossier("GONE", ExpectedVersion::NoStream, events(1))],
+            vec![dossier("KEPT", ExpectedVersion::NoStream, events(1))],
+        ],
+    )
+    .await;
+    let kept = calls.pop().unwrap();
+    let gone = calls.pop().unwrap();
+    gone.abort();
+    assert!(gone.await.unwrap_err().is_cancelled());
+    release(holder, plugs).await;
+    kept.await.unwrap().expect("the other call is written");
+    assert!(log.load_dossier("GONE").await.unwrap().is_empty());
+    assert_eq!(log.group_commit_stats().queued, 0);
+    assert_eq!(count_rows(&log).await, GROUPS_IN_FLIGHT as i64 + 1);
+}
