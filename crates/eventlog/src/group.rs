@@ -460,3 +460,33 @@ pub struct GroupCommitStats {
     /// Group tasks that panicked.
     pub panics: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_sizes_are_a_cumulative_histogram() {
+        let stats = Stats::default();
+        for size in [1, 3, 3, 64, 2_000] {
+            stats.record(size);
+        }
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.groups, 5);
+        assert_eq!(snapshot.calls, 2_071);
+        assert_eq!(snapshot.largest, 2_000);
+        let le = |bound: u64| {
+            snapshot
+                .size_buckets
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map(|(_, n)| *n)
+        };
+        assert_eq!(le(1), Some(1));
+        assert_eq!(le(2), Some(1));
+        assert_eq!(le(4), Some(3));
+        assert_eq!(le(64), Some(4));
+        assert_eq!(le(1024), Some(4));
+        assert_eq!(le(u64::MAX), Some(5));
+    }
+}
