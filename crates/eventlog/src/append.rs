@@ -73,6 +73,9 @@ const MAX_ATTEMPTS: u32 = 2;
 pub const MAX_DOSSIER_ID_CHARS: usize = 128;
 /// Deepest nesting of arrays and objects accepted in a payload.
 pub const MAX_PAYLOAD_DEPTH: usize = 64;
+/// What an event costs in [`Prepared::bytes`] besides its payload and strings: the ids, the
+/// time, the fingerprint and the hashes, roughly.
+const EVENT_OVERHEAD_BYTES: usize = 200;
 
 /// The batch lookups (`= ANY($1)` over up to thousands of ids) run unprepared
 /// (`persistent(false)`), so PostgreSQL plans each call for its array and its table. A cached
@@ -128,12 +131,16 @@ WITH inserted AS (
 SELECT pg_notify('eventlog', $16)";
 
 /// A validated call: occurred_at truncated to microseconds, ids unique.
-struct Prepared {
-    appends: Vec<DossierAppend>,
-    event_ids: Vec<Uuid>,
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) appends: Vec<DossierAppend>,
+    pub(crate) event_ids: Vec<Uuid>,
+    /// A rough size of the call's events (their payloads' strings and keys, ids, types,
+    /// routing), to bound a group of calls; not the canonical size.
+    pub(crate) bytes: usize,
 }
 
-enum AttemptError {
+pub(crate) enum AttemptError {
     /// A final answer.
     Failed(AppendError),
     /// Lost a race on a unique constraint: roll back and start again from the top.
@@ -141,7 +148,7 @@ enum AttemptError {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Race {
+pub(crate) enum Race {
     EventId,
     DossierVersion,
 }
@@ -152,33 +159,31 @@ impl From<AppendError> for AttemptError {
     }
 }
 
-struct Outcome {
-    appended: Appended,
-    /// Whether anything was written (otherwise every dossier was a duplicate).
-    wrote: bool,
+/// What one attempt over one or more calls did (before the COMMIT): each call's answer, in the
+/// order given, and whether anything was written (otherwise the transaction only read).
+pub(crate) struct Attempt {
+    pub(crate) answers: Vec<Result<Appended, AppendError>>,
+    pub(crate) wrote: bool,
 }
 
-/// `EventLog::append`: one transaction of our own, committed here.
-pub(crate) async fn append(
+/// A plain append of one call in a transaction of its own, committed here: the path of calls
+/// too large for a group (bulk import), and of a group's calls run one by one.
+pub(crate) async fn append_prepared(
     pool: &PgPool,
-    batch: Vec<DossierAppend>,
+    prepared: &Prepared,
 ) -> Result<Appended, AppendError> {
-    let prepared = prepare(batch)?;
-    if prepared.appends.is_empty() {
-        return Ok(empty());
-    }
     let mut attempt_no = 1;
     loop {
         let mut tx = pool.begin().await.map_err(AppendError::Unavailable)?;
-        match attempt(&mut tx, &prepared).await {
-            Ok(outcome) => {
-                if outcome.wrote {
+        match attempt_one(&mut tx, prepared).await {
+            Ok((appended, wrote)) => {
+                if wrote {
                     tx.commit().await.map_err(AppendError::Unavailable)?;
                 } else {
                     // Read-only: nothing to keep. A failed rollback does not change the answer.
                     let _ = tx.rollback().await;
                 }
-                return Ok(outcome.appended);
+                return Ok(appended);
             }
             Err(AttemptError::Failed(error)) => {
                 let _ = tx.rollback().await;
@@ -188,7 +193,7 @@ pub(crate) async fn append(
                 let _ = tx.rollback().await;
                 if attempt_no >= MAX_ATTEMPTS {
                     let mut conn = pool.acquire().await.map_err(AppendError::Unavailable)?;
-                    return Err(after_lost_race(&mut conn, &prepared, race, error).await);
+                    return Err(after_lost_race(&mut conn, prepared, race, error).await);
                 }
                 tracing::debug!(?race, "eventlog: append lost a race, retrying from the top");
                 attempt_no += 1;
@@ -211,10 +216,10 @@ pub(crate) async fn append_in(
     loop {
         let conn: &mut PgConnection = tx;
         let mut savepoint = conn.begin().await.map_err(AppendError::Unavailable)?;
-        match attempt(&mut savepoint, &prepared).await {
-            Ok(outcome) => {
+        match attempt_one(&mut savepoint, &prepared).await {
+            Ok((appended, _)) => {
                 savepoint.commit().await.map_err(AppendError::Unavailable)?;
-                return Ok(outcome.appended);
+                return Ok(appended);
             }
             Err(AttemptError::Failed(error)) => {
                 savepoint
@@ -238,113 +243,284 @@ pub(crate) async fn append_in(
     }
 }
 
-fn empty() -> Appended {
+pub(crate) fn empty() -> Appended {
     Appended {
         events: Vec::new(),
         duplicate: Vec::new(),
     }
 }
 
-/// One attempt: lookups, checks, then the sequencing section (without the COMMIT).
-async fn attempt(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome, AttemptError> {
+/// One attempt of one call: its answer (`Failed` when refused) and whether it wrote.
+async fn attempt_one(
+    conn: &mut PgConnection,
+    prepared: &Prepared,
+) -> Result<(Appended, bool), AttemptError> {
+    let Attempt { answers, wrote } = attempt(conn, &[prepared]).await?;
+    match answers.into_iter().next() {
+        Some(Ok(appended)) => Ok((appended, wrote)),
+        Some(Err(error)) => Err(AttemptError::Failed(error)),
+        None => Ok((empty(), false)),
+    }
+}
+
+/// One attempt over a group of calls (one call for a plain append): the lookups for all of
+/// them, each call resolved in order against the log and the calls before it, then one
+/// sequencing section for everything the accepted calls write (without the COMMIT).
+pub(crate) async fn attempt(
+    conn: &mut PgConnection,
+    calls: &[&Prepared],
+) -> Result<Attempt, AttemptError> {
     // The dossiers' current versions are read BEFORE the event ids. Each statement sees every
     // commit the previous one saw (READ COMMITTED), so an identical append that committed in
     // between shows up as duplicates below, never as a version conflict.
-    let current =
-        current_versions(conn, prepared.appends.iter().map(|a| a.dossier_id.as_str())).await?;
+    let mut dossier_ids: Vec<&str> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for call in calls {
+        for append in &call.appends {
+            if seen.insert(append.dossier_id.as_str()) {
+                dossier_ids.push(append.dossier_id.as_str());
+            }
+        }
+    }
+    let current = current_versions(conn, dossier_ids.into_iter()).await?;
 
-    // 1. Idempotency: which of the call's events are already stored?
+    // 1. Idempotency: which of the calls' events are already stored?
+    let event_ids: Vec<Uuid> = calls
+        .iter()
+        .flat_map(|call| call.event_ids.iter().copied())
+        .collect();
     let rows = sqlx::query(LOOKUP_EVENTS)
         .persistent(false)
-        .bind(&prepared.event_ids)
+        .bind(&event_ids)
         .fetch_all(&mut *conn)
         .await
         .map_err(AppendError::Unavailable)?;
-    let mut stored: HashMap<Uuid, StoredEvent> = decode_events(&rows)
+    let stored: HashMap<Uuid, StoredEvent> = decode_events(&rows)
         .map_err(AppendError::from)?
         .into_iter()
         .map(|e| (e.event_id, e))
         .collect();
 
-    // Per dossier append: Some(stored events) when it is a duplicate, None when new.
-    let mut duplicates: Vec<Option<Vec<StoredEvent>>> = Vec::with_capacity(prepared.appends.len());
-    for append in &prepared.appends {
-        duplicates.push(classify(append, &mut stored)?);
+    // 2. Each call in order: duplicates, reused ids, expected versions, sizes.
+    let mut group = Group {
+        versions: current,
+        stored,
+        claimed: HashMap::new(),
+        written: Vec::new(),
+        canonical: Vec::new(),
+    };
+    let resolved: Vec<Result<Vec<Part>, AppendError>> =
+        calls.iter().map(|call| group.resolve(call)).collect();
+    let Group {
+        mut written,
+        canonical,
+        ..
+    } = group;
+
+    // 3. Sequencing: from here to COMMIT, the head row is locked.
+    let wrote = !written.is_empty();
+    if wrote {
+        sequence_and_insert(conn, &mut written, &canonical).await?;
     }
 
-    // 2. Optimistic concurrency for the dossiers that are new in this call.
-    let fresh: Vec<&DossierAppend> = prepared
-        .appends
-        .iter()
-        .zip(&duplicates)
-        .filter(|(_, dup)| dup.is_none())
-        .map(|(append, _)| append)
-        .collect();
-    if fresh.is_empty() {
-        let duplicate = vec![true; duplicates.len()];
-        let events = duplicates.into_iter().flatten().flatten().collect();
-        return Ok(Outcome {
-            appended: Appended { events, duplicate },
-            wrote: false,
-        });
-    }
-    let mut starts: HashMap<&str, (i32, &Routing)> = HashMap::with_capacity(fresh.len());
-    for append in &fresh {
-        let (version, routing) = match current.get(&append.dossier_id) {
-            Some((version, routing)) => (*version, routing),
-            None => (0, &append.routing),
-        };
-        if !matches_expected(append.expected_version, version) {
-            return Err(conflict(append, version).into());
-        }
-        if i64::from(version) + append.events.len() as i64 > i64::from(i32::MAX) {
-            return Err(invalid(
-                append.events[0].event_id,
-                "the dossier's version would overflow",
-            )
-            .into());
-        }
-        starts.insert(append.dossier_id.as_str(), (version, routing));
-    }
-    let count: usize = fresh.iter().map(|a| a.events.len()).sum();
-
-    // Everything that does not depend on the positions, prepared before taking the sequencer:
-    // the events themselves, their canonical bytes but for two values, and most of the binds.
-    let mut written: Vec<StoredEvent> = Vec::with_capacity(count);
-    for append in &fresh {
-        let (mut version, routing) = starts[append.dossier_id.as_str()];
-        for event in &append.events {
-            version += 1;
-            written.push(StoredEvent {
-                position: 0,
-                event_id: event.event_id,
-                dossier_id: append.dossier_id.clone(),
-                version,
-                event_type: event.event_type.clone(),
-                occurred_at: event.occurred_at,
-                recorded_at: DateTime::<Utc>::UNIX_EPOCH,
-                routing: routing.clone(),
-                payload: event.payload.clone(),
-                fingerprint: event.fingerprint,
-                event_hash: [0; 32],
-                chain_hash: [0; 32],
-            });
-        }
-    }
-    let canonical: Vec<Canonical> = written.iter().map(Canonical::of).collect();
-    // The last guard of "every stored event can be published": the request bounds keep events
-    // far below the limit; should one slip through, nothing of the call is written.
-    for (event, canonical) in written.iter().zip(&canonical) {
-        let bytes = canonical.max_len();
-        if bytes > MAX_EVENT_BYTES {
-            return Err(AppendError::EventTooLarge {
-                event_id: event.event_id,
-                bytes,
-                max: MAX_EVENT_BYTES,
+    // The answers, in the order of the calls and of each call's dossiers.
+    let answers = resolved
+        .into_iter()
+        .map(|parts| {
+            let parts = parts?;
+            let mut events = Vec::new();
+            let mut duplicate = Vec::with_capacity(parts.len());
+            for part in parts {
+                duplicate.push(!matches!(part, Part::New(_)));
+                match part {
+                    Part::Stored(stored) => events.extend(stored),
+                    Part::InGroup(indices) => {
+                        events.extend(indices.into_iter().map(|i| written[i].clone()));
+                    }
+                    Part::New(range) => events.extend(written[range].iter().cloned()),
+                }
             }
-            .into());
+            Ok(Appended { events, duplicate })
+        })
+        .collect();
+    Ok(Attempt { answers, wrote })
+}
+
+/// What one dossier append of an accepted call comes to.
+enum Part {
+    /// A duplicate of events stored before this attempt.
+    Stored(Vec<StoredEvent>),
+    /// A duplicate of events an earlier call of the same group writes (indices into `written`).
+    InGroup(Vec<usize>),
+    /// New: written now (a range of `written`).
+    New(std::ops::Range<usize>),
+}
+
+/// How a dossier append of a call relates to what is stored or written before it.
+enum Class {
+    New,
+    Stored(Vec<StoredEvent>),
+    InGroup(Vec<usize>),
+}
+
+/// The state of an attempt while its calls are resolved one after another.
+struct Group {
+    /// Each dossier's version and routing: as read, then as left by the calls accepted so far.
+    versions: HashMap<String, (i32, Routing)>,
+    /// The calls' events already stored, by id.
+    stored: HashMap<Uuid, StoredEvent>,
+    /// The events the accepted calls write, by id (index into `written`).
+    claimed: HashMap<Uuid, usize>,
+    /// What the accepted calls write, in position order (positions and hashes filled later).
+    written: Vec<StoredEvent>,
+    canonical: Vec<Canonical>,
+}
+
+impl Group {
+    /// One call, against the log and the calls accepted before it: refused as a whole (nothing
+    /// of it written, nothing of the state changed) or accepted.
+    fn resolve(&mut self, call: &Prepared) -> Result<Vec<Part>, AppendError> {
+        let mut classes = Vec::with_capacity(call.appends.len());
+        for append in &call.appends {
+            classes.push(self.classify(append)?);
+        }
+
+        // Optimistic concurrency for the dossiers that are new in this call.
+        let mut new_events: Vec<StoredEvent> = Vec::new();
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut moved: Vec<(&str, i32, Routing)> = Vec::new();
+        for (append, class) in call.appends.iter().zip(&classes) {
+            if !matches!(class, Class::New) {
+                continue;
+            }
+            let (version, routing) = match self.versions.get(&append.dossier_id) {
+                Some((version, routing)) => (*version, routing.clone()),
+                None => (0, append.routing.clone()),
+            };
+            if !matches_expected(append.expected_version, version) {
+                return Err(conflict(append, version));
+            }
+            if i64::from(version) + append.events.len() as i64 > i64::from(i32::MAX) {
+                return Err(invalid(
+                    append.events[0].event_id,
+                    "the dossier's version would overflow",
+                ));
+            }
+            let start = self.written.len() + new_events.len();
+            let mut next = version;
+            for event in &append.events {
+                next += 1;
+                new_events.push(StoredEvent {
+                    position: 0,
+                    event_id: event.event_id,
+                    dossier_id: append.dossier_id.clone(),
+                    version: next,
+                    event_type: event.event_type.clone(),
+                    occurred_at: event.occurred_at,
+                    recorded_at: DateTime::<Utc>::UNIX_EPOCH,
+                    routing: routing.clone(),
+                    payload: event.payload.clone(),
+                    fingerprint: event.fingerprint,
+                    event_hash: [0; 32],
+                    chain_hash: [0; 32],
+                });
+            }
+            ranges.push(start..start + append.events.len());
+            moved.push((append.dossier_id.as_str(), next, routing));
+        }
+
+        // Everything that does not depend on the positions, prepared before taking the
+        // sequencer: the canonical bytes but for two values. The last guard of "every stored
+        // event can be published": the request bounds keep events far below the limit; should
+        // one slip through, nothing of the call is written.
+        let canonical: Vec<Canonical> = new_events.iter().map(Canonical::of).collect();
+        for (event, canonical) in new_events.iter().zip(&canonical) {
+            let bytes = canonical.max_len();
+            if bytes > MAX_EVENT_BYTES {
+                return Err(AppendError::EventTooLarge {
+                    event_id: event.event_id,
+                    bytes,
+                    max: MAX_EVENT_BYTES,
+                });
+            }
+        }
+
+        // Accepted: later calls of the group see its versions and its event ids.
+        for (dossier_id, version, routing) in moved {
+            self.versions
+                .insert(dossier_id.to_owned(), (version, routing));
+        }
+        for (i, event) in new_events.iter().enumerate() {
+            self.claimed.insert(event.event_id, self.written.len() + i);
+        }
+        self.written.extend(new_events);
+        self.canonical.extend(canonical);
+        let mut ranges = ranges.into_iter();
+        Ok(classes
+            .into_iter()
+            .map(|class| match class {
+                Class::Stored(events) => Part::Stored(events),
+                Class::InGroup(indices) => Part::InGroup(indices),
+                Class::New => Part::New(ranges.next().unwrap_or_default()),
+            })
+            .collect())
+    }
+
+    /// A dossier append whose events are all stored (or all written by one earlier call of the
+    /// group) with the same fingerprint and dossier is a duplicate; one with none of them known
+    /// is new; anything else is a reused id.
+    fn classify(&self, append: &DossierAppend) -> Result<Class, AppendError> {
+        let mut first_found = None;
+        let (mut in_log, mut in_group) = (0, 0);
+        for event in &append.events {
+            let existing = if let Some(existing) = self.stored.get(&event.event_id) {
+                in_log += 1;
+                existing
+            } else if let Some(&i) = self.claimed.get(&event.event_id) {
+                in_group += 1;
+                &self.written[i]
+            } else {
+                continue;
+            };
+            if existing.fingerprint != event.fingerprint || existing.dossier_id != append.dossier_id
+            {
+                return Err(AppendError::EventIdReused {
+                    event_id: event.event_id,
+                });
+            }
+            first_found.get_or_insert(event.event_id);
+        }
+        let n = append.events.len();
+        match first_found {
+            None => Ok(Class::New),
+            Some(_) if in_log == n => Ok(Class::Stored(
+                append
+                    .events
+                    .iter()
+                    .filter_map(|e| self.stored.get(&e.event_id).cloned())
+                    .collect(),
+            )),
+            Some(_) if in_group == n => Ok(Class::InGroup(
+                append
+                    .events
+                    .iter()
+                    .filter_map(|e| self.claimed.get(&e.event_id).copied())
+                    .collect(),
+            )),
+            Some(event_id) => Err(AppendError::EventIdReused { event_id }),
         }
     }
+}
+
+/// The sequencing section but for the COMMIT: takes the head row, fills in positions,
+/// `recorded_at` and hashes, and inserts everything with the head update and the wake-up.
+async fn sequence_and_insert(
+    conn: &mut PgConnection,
+    written: &mut [StoredEvent],
+    canonical: &[Canonical],
+) -> Result<(), AttemptError> {
+    let count = written.len();
+    // The binds that do not depend on the positions, encoded before taking the sequencer.
     let insert = sqlx::query(INSERT)
         .bind(written.iter().map(|e| e.event_id).collect::<Vec<Uuid>>())
         .bind(
@@ -387,7 +563,6 @@ async fn attempt(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome
                 .collect::<Vec<&[u8]>>(),
         );
 
-    // 3. Sequencing: from here to COMMIT, the head row is locked.
     let head = sqlx::query(SEQUENCE)
         .bind(count as i64)
         .fetch_one(&mut *conn)
@@ -407,92 +582,37 @@ async fn attempt(conn: &mut PgConnection, prepared: &Prepared) -> Result<Outcome
     })?;
 
     let recorded_text = format_timestamp(&recorded_at);
+    let mut positions = Vec::with_capacity(count);
+    let mut event_hashes = Vec::with_capacity(count);
+    let mut chain_hashes = Vec::with_capacity(count);
     let mut position = head_position - count as i64;
-    for (stored, canonical) in written.iter_mut().zip(&canonical) {
+    for (stored, canonical) in written.iter_mut().zip(canonical) {
         position += 1;
         stored.position = position;
         stored.recorded_at = recorded_at;
         stored.event_hash = event_hash(&canonical.bytes(position, &recorded_text));
         chain = chain_hash(&chain, &stored.event_hash);
         stored.chain_hash = chain;
+        positions.push(position);
+        event_hashes.push(stored.event_hash);
+        chain_hashes.push(chain);
     }
 
     let result = insert
-        .bind(written.iter().map(|e| e.position).collect::<Vec<i64>>())
-        .bind(
-            written
-                .iter()
-                .map(|e| &e.event_hash[..])
-                .collect::<Vec<&[u8]>>(),
-        )
-        .bind(
-            written
-                .iter()
-                .map(|e| &e.chain_hash[..])
-                .collect::<Vec<&[u8]>>(),
-        )
+        .bind(positions)
+        .bind(event_hashes.iter().map(|h| &h[..]).collect::<Vec<&[u8]>>())
+        .bind(chain_hashes.iter().map(|h| &h[..]).collect::<Vec<&[u8]>>())
         .bind(recorded_at)
         .bind(&chain[..])
         .bind(head_position.to_string())
         .execute(&mut *conn)
         .await;
-    if let Err(error) = result {
-        return Err(match race_of(&error) {
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) => Err(match race_of(&error) {
             Some(race) => AttemptError::Raced(race, error),
             None => AttemptError::Failed(AppendError::Unavailable(error)),
-        });
-    }
-
-    // The answer, in the order of the call.
-    let mut written = written.into_iter();
-    let mut events = Vec::with_capacity(prepared.event_ids.len());
-    let mut duplicate = Vec::with_capacity(duplicates.len());
-    for (append, dup) in prepared.appends.iter().zip(duplicates) {
-        duplicate.push(dup.is_some());
-        match dup {
-            Some(stored) => events.extend(stored),
-            None => events.extend(written.by_ref().take(append.events.len())),
-        }
-    }
-    Ok(Outcome {
-        appended: Appended { events, duplicate },
-        wrote: true,
-    })
-}
-
-/// A dossier append whose events are all stored with the same fingerprint and dossier is a
-/// duplicate (returns them); one with none stored is new (returns None); anything else is a
-/// reused id.
-fn classify(
-    append: &DossierAppend,
-    stored: &mut HashMap<Uuid, StoredEvent>,
-) -> Result<Option<Vec<StoredEvent>>, AppendError> {
-    let mut first_found = None;
-    let mut found = 0;
-    for event in &append.events {
-        if let Some(existing) = stored.get(&event.event_id) {
-            if existing.fingerprint != event.fingerprint || existing.dossier_id != append.dossier_id
-            {
-                return Err(AppendError::EventIdReused {
-                    event_id: event.event_id,
-                });
-            }
-            found += 1;
-            first_found.get_or_insert(event.event_id);
-        }
-    }
-    match first_found {
-        None => Ok(None),
-        Some(event_id) if found < append.events.len() => {
-            Err(AppendError::EventIdReused { event_id })
-        }
-        Some(_) => Ok(Some(
-            append
-                .events
-                .iter()
-                .filter_map(|e| stored.remove(&e.event_id))
-                .collect(),
-        )),
+        }),
     }
 }
 
@@ -589,10 +709,11 @@ fn invalid(event_id: Uuid, reason: impl Into<String>) -> AppendError {
 
 /// Validates a call without touching the database, and normalises it (occurred_at truncated to
 /// microseconds, the precision of `timestamptz`).
-fn prepare(mut batch: Vec<DossierAppend>) -> Result<Prepared, AppendError> {
+pub(crate) fn prepare(mut batch: Vec<DossierAppend>) -> Result<Prepared, AppendError> {
     let mut dossiers: HashSet<&str> = HashSet::with_capacity(batch.len());
     let mut event_ids: Vec<Uuid> = Vec::new();
     let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut bytes = 0usize;
     for append in &batch {
         let Some(first) = append.events.first() else {
             return Err(invalid(
@@ -654,7 +775,13 @@ fn prepare(mut batch: Vec<DossierAppend>) -> Result<Prepared, AppendError> {
                     format!("occurred_at year {year} is outside 1..=9999"),
                 ));
             }
-            check_payload(&event.payload).map_err(|reason| invalid(id, reason))?;
+            bytes += check_payload(&event.payload).map_err(|reason| invalid(id, reason))?;
+            bytes += EVENT_OVERHEAD_BYTES
+                + event.event_type.len()
+                + append.dossier_id.len()
+                + append.routing.level.len()
+                + append.routing.agency.len()
+                + append.routing.sector.len();
             event_ids.push(id);
         }
     }
@@ -666,6 +793,7 @@ fn prepare(mut batch: Vec<DossierAppend>) -> Result<Prepared, AppendError> {
     Ok(Prepared {
         appends: batch,
         event_ids,
+        bytes,
     })
 }
 
@@ -687,10 +815,13 @@ fn check_dossier_id(id: &str) -> Result<(), String> {
 }
 
 /// No floats (they would not survive `jsonb` byte for byte), no NUL (`jsonb` cannot store it),
-/// bounded nesting. Iterative, so a hostile payload cannot overflow the stack here.
-fn check_payload(payload: &Value) -> Result<(), String> {
+/// bounded nesting. Iterative, so a hostile payload cannot overflow the stack here. Returns a
+/// rough size: the bytes of its strings and keys, and a few per value.
+fn check_payload(payload: &Value) -> Result<usize, String> {
     let mut stack = vec![(payload, 1usize)];
+    let mut bytes = 0usize;
     while let Some((value, depth)) = stack.pop() {
+        bytes += 4;
         match value {
             Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
                 return Err(format!(
@@ -718,13 +849,16 @@ fn check_payload(payload: &Value) -> Result<(), String> {
                     if key.contains('\0') {
                         return Err("a payload key contains a NUL character".into());
                     }
+                    bytes += key.len();
                     stack.push((item, depth + 1));
                 }
             }
+            Value::String(s) => bytes += s.len(),
+            Value::Number(_) => bytes += 16,
             _ => {}
         }
     }
-    Ok(())
+    Ok(bytes)
 }
 
 #[cfg(test)]

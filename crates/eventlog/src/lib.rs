@@ -18,6 +18,7 @@
 
 pub mod append;
 mod error;
+pub mod group;
 mod hash;
 pub mod limits;
 mod model;
@@ -26,6 +27,7 @@ mod read;
 mod recover;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
@@ -37,6 +39,7 @@ pub use append::{
     SEQUENCER_IDLE_TIMEOUT,
 };
 pub use error::{AppendError, ConnectError, MigrateError, ReadError};
+pub use group::GroupCommitStats;
 pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};
 pub use limits::MAX_EVENT_BYTES;
 pub use model::{Appended, DossierAppend, ExpectedVersion, NewEvent, Routing, StoredEvent};
@@ -46,10 +49,12 @@ pub use recover::{LogHead, RecoverError, parse_canonical};
 
 use read::{decode_events, select_events};
 
-/// The event log: a handle on the PostgreSQL pool. Cheap to clone.
+/// The event log: a handle on the PostgreSQL pool and its group committer ([`group`]). Cheap to
+/// clone; clones share the committer (make one handle per process and clone it).
 #[derive(Debug, Clone)]
 pub struct EventLog {
     pool: PgPool,
+    committer: Arc<group::Committer>,
 }
 
 const LOAD_DOSSIER: &str = select_events!("WHERE dossier_id = $1 ORDER BY version");
@@ -107,12 +112,15 @@ impl EventLog {
                 sqlx::Error::Configuration(_) => ConnectError::Invalid(e),
                 e => ConnectError::Unavailable(e),
             })?;
-        Ok(EventLog { pool })
+        Ok(EventLog::from_pool(pool))
     }
 
     /// Wraps an existing pool (e.g. one shared with other crates of the same service).
     pub fn from_pool(pool: PgPool) -> EventLog {
-        EventLog { pool }
+        EventLog {
+            committer: Arc::new(group::Committer::new(pool.clone())),
+            pool,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -150,10 +158,27 @@ impl EventLog {
     /// `INSERT … SELECT FROM UNNEST` of the whole batch with the head update and `pg_notify`,
     /// and `COMMIT`.
     ///
+    /// Calls that arrive together share that transaction (group commit, see [`group`]): each
+    /// still gets its own answer, exactly as if the calls had come one after another — a
+    /// conflict or a reused id refuses only its own call.
+    ///
     /// Built for bulk import as well: a call of thousands of events costs a fixed handful of
-    /// round trips.
+    /// round trips (a call over [`group::GROUP_MAX_EVENTS`] runs in a transaction of its own).
     pub async fn append(&self, batch: Vec<DossierAppend>) -> Result<Appended, AppendError> {
-        append::append(&self.pool, batch).await
+        let prepared = append::prepare(batch)?;
+        if prepared.appends.is_empty() {
+            return Ok(append::empty());
+        }
+        if group::Committer::takes(&prepared) {
+            self.committer.append(prepared).await
+        } else {
+            append::append_prepared(&self.pool, &prepared).await
+        }
+    }
+
+    /// What this handle's group committer has done (group sizes, queue, reruns), for metrics.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.committer.stats()
     }
 
     /// Like [`append`](Self::append), inside the caller's transaction, which must be READ

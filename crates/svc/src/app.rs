@@ -183,6 +183,7 @@ impl Prepared {
             app = app.metrics(metrics);
         }
         app.telemetry().pool(self.write.log().pool());
+        register_group_commit(app.telemetry(), self.write.log());
         app.serve(service(self.write, self.tokens, self.clock))
     }
 }
@@ -523,4 +524,28 @@ async fn set_all(
     for service in services {
         reporter.set_service_status(service, status).await;
     }
+}
+
+/// Exposes the log's group commit: `motcua_append_groups_total` and
+/// `motcua_append_group_calls_total` (their ratio is the mean group size) and
+/// `motcua_append_calls_queued` (calls waiting for a group slot now).
+fn register_group_commit(telemetry: &crate::Telemetry, log: &eventlog::EventLog) {
+    let l = log.clone();
+    telemetry.counter_fn(
+        "motcua_append_groups",
+        "groups of appends committed in one transaction each",
+        move || l.group_commit_stats().groups,
+    );
+    let l = log.clone();
+    telemetry.counter_fn(
+        "motcua_append_group_calls",
+        "append calls taken into groups (divided by the groups: the mean group size)",
+        move || l.group_commit_stats().calls,
+    );
+    let l = log.clone();
+    telemetry.gauge_fn(
+        "motcua_append_calls_queued",
+        "append calls waiting for a free group slot now",
+        move || i64::try_from(l.group_commit_stats().queued).unwrap_or(i64::MAX),
+    );
 }

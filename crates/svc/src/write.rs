@@ -248,8 +248,8 @@ impl WritePath {
 
     /// Applies one command. `authorize` sees the dossier as loaded (not received yet: version 0)
     /// and may refuse with PERMISSION_DENIED. Bounded by [`WRITE_TIMEOUT`]: past it the answer
-    /// is `Unavailable` (the outcome is then unknown only if the COMMIT had been sent; a retry
-    /// with the same event id tells).
+    /// is `Unavailable` (the outcome is then unknown if the append's group had started — it may
+    /// still commit; a retry with the same event id tells).
     pub async fn execute(
         &self,
         request: &WriteRequest,

@@ -3,6 +3,7 @@
 mod append;
 mod concurrency;
 mod follow;
+mod group;
 mod idempotency;
 mod immutability;
 mod recover;
