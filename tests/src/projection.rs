@@ -23,6 +23,8 @@ pub struct RunningProjection {
     /// The HTTP/JSON and CSV endpoint.
     pub http_addr: SocketAddr,
     pub log: EventLog,
+    /// The consumer's status (positions, failed applies, batch fallbacks).
+    pub status: tokio::sync::watch::Receiver<projection::ConsumerStatus>,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
 }
@@ -60,6 +62,7 @@ impl RunningProjection {
         .expect("projection starts");
         let addr = app.local_addr();
         let http_addr = app.http_addr();
+        let status = app.status();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
@@ -71,6 +74,7 @@ impl RunningProjection {
             addr,
             http_addr,
             log,
+            status,
             shutdown,
             handle: Some(handle),
         }

@@ -645,10 +645,17 @@ async fn postgres_crash_and_restart_under_load() {
         .expect("verify");
     assert!(report.is_exact(), "projection verify: {report:?}");
     assert_eq!(report.position, head);
-    // Not vacuous: the faults failed applies, which the projection asked to be redelivered.
+    // Not vacuous: the faults failed applies, which the projection retried — by asking the
+    // server to redeliver, or (batched apply) by falling back to one dossier at a time.
     let info = consumer(&stack).await;
     let redelivered = info.delivered.consumer_sequence - info.delivered.stream_sequence;
-    assert!(redelivered > 0, "no message was redelivered: {info:?}");
+    let consumer_status = *stack.projection.status.borrow();
+    assert!(
+        redelivered > 0
+            || consumer_status.apply_failures_total > 0
+            || consumer_status.batch_fallbacks_total > 0,
+        "the faults failed no apply: {info:?}, {consumer_status:?}"
+    );
 
     eprintln!(
         "faults: {} commands, {retried} retried after UNAVAILABLE ({written_before_unavailable} \
