@@ -19,6 +19,24 @@ pub enum ApplyError {
     /// A stored event or contribution does not decode: a bug or a corrupt row.
     #[error("undecodable data: {0}")]
     Corrupt(String),
+    /// PostgreSQL did not finish the apply within [`APPLY_TIMEOUT`] (a database gone silent:
+    /// a partition or a frozen host, where the connection looks healthy). Retried like any
+    /// failed apply; the transaction is dropped, so nothing of it is committed.
+    #[error("no answer from PostgreSQL within {0:?}")]
+    TimedOut(std::time::Duration),
+}
+
+/// The longest one apply (one dossier, or one batch) may take before it counts as failed.
+/// A healthy batch of hundreds of dossiers takes milliseconds to a few hundred ms.
+pub const APPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `apply` bounded by [`APPLY_TIMEOUT`].
+async fn bounded<T>(
+    apply: impl std::future::Future<Output = Result<T, ApplyError>>,
+) -> Result<T, ApplyError> {
+    tokio::time::timeout(APPLY_TIMEOUT, apply)
+        .await
+        .unwrap_or(Err(ApplyError::TimedOut(APPLY_TIMEOUT)))
 }
 
 /// What [`apply_dossier`] did.
@@ -204,10 +222,13 @@ pub async fn failing_dossiers(pool: &PgPool) -> Result<i64, sqlx::Error> {
 
 /// [`apply_dossier`] in a transaction of its own, committed.
 pub async fn apply_and_commit(log: &EventLog, dossier_id: &str) -> Result<Applied, ApplyError> {
-    let mut tx = log.pool().begin().await?;
-    let applied = apply_dossier(&mut tx, dossier_id).await?;
-    tx.commit().await?;
-    Ok(applied)
+    bounded(async {
+        let mut tx = log.pool().begin().await?;
+        let applied = apply_dossier(&mut tx, dossier_id).await?;
+        tx.commit().await?;
+        Ok(applied)
+    })
+    .await
 }
 
 /// Brings the aggregates up to date with several dossiers' events in the log, inside `tx`:
@@ -353,10 +374,13 @@ pub async fn apply_batch_and_commit(
     log: &EventLog,
     dossier_ids: &[String],
 ) -> Result<BTreeMap<String, Applied>, ApplyError> {
-    let mut tx = log.pool().begin().await?;
-    let applied = apply_batch(&mut tx, dossier_ids).await?;
-    tx.commit().await?;
-    Ok(applied)
+    bounded(async {
+        let mut tx = log.pool().begin().await?;
+        let applied = apply_batch(&mut tx, dossier_ids).await?;
+        tx.commit().await?;
+        Ok(applied)
+    })
+    .await
 }
 
 /// The version of the dossier the aggregates reflect (0 when none was applied).
