@@ -74,9 +74,10 @@ async fn follower_sees_commit_order_and_skips_nothing() {
                 .await
         })
     };
+    let before = log.group_commit_stats().calls;
     let b = writer("B", 3);
     let c = writer("C", 1);
-    wait_for_blocked_writers(&log, 2).await;
+    wait_for_racing_appends(&log, before, 2).await;
 
     // Nothing of A, B, C is visible yet: not to a reader, not to the follower. Asserting an
     // absence takes a while: 1.5 s spans at least one of the follower's 1 s fallback polls.

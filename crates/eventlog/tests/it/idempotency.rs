@@ -115,6 +115,7 @@ async fn identical_retries_racing_store_once() {
     .unwrap();
 
     let call = vec![dossier("D", ExpectedVersion::NoStream, events(3))];
+    let before = log.group_commit_stats().calls;
     let one = tokio::spawn({
         let (log, call) = (log.clone(), call.clone());
         async move { log.append(call).await }
@@ -123,7 +124,7 @@ async fn identical_retries_racing_store_once() {
         let (log, call) = (log.clone(), call.clone());
         async move { log.append(call).await }
     });
-    wait_for_blocked_writers(&log, 2).await;
+    wait_for_racing_appends(&log, before, 2).await;
     holder.commit().await.unwrap();
 
     let one = one.await.unwrap().expect("first retry");
@@ -206,8 +207,9 @@ async fn racing_writers_on_one_dossier_conflict() {
                 .await
         })
     };
+    let before = log.group_commit_stats().calls;
     let (one, two) = (spawn(2), spawn(3));
-    wait_for_blocked_writers(&log, 2).await;
+    wait_for_racing_appends(&log, before, 2).await;
     holder.commit().await.unwrap();
 
     let results = [one.await.unwrap(), two.await.unwrap()];

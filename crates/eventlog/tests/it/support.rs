@@ -127,6 +127,22 @@ pub async fn waiting_at_sequencer(log: &EventLog) -> i64 {
     .expect("pg_stat_activity")
 }
 
+/// Waits until `n` appends made through `log` after `before` (its `group_commit_stats().calls`
+/// then) are taken into groups (or queued for one) and at least one group is blocked at the
+/// sequencer. With group commit, concurrent appends of one handle may share a group, so fewer
+/// than `n` sessions may be blocked: counting sessions alone would wait forever.
+pub async fn wait_for_racing_appends(log: &EventLog, before: u64, n: u64) {
+    eventually(
+        Duration::from_secs(20),
+        "appends taken into groups, one blocked at the sequencer",
+        || async {
+            let stats = log.group_commit_stats();
+            stats.calls + stats.queued >= before + n && waiting_at_sequencer(log).await >= 1
+        },
+    )
+    .await;
+}
+
 /// Waits until `n` appends are blocked at the sequencer.
 pub async fn wait_for_blocked_writers(log: &EventLog, n: i64) {
     eventually(
