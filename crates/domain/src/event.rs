@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgencyCode, ComponentCode, ProcedureCode, SectorCode, Text, TransactionId};
+use crate::procedure::ProcedureRules;
 
 macro_rules! wire_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
@@ -119,6 +120,10 @@ pub enum DossierEvent {
         /// The appointment (ngày hẹn trả), computed from the statutory time in working time
         /// (or, for imported history, the old system's appointment).
         due_at: DateTime<Utc>,
+        /// The procedure's rules from the catalogue version in force at reception; absent for
+        /// a procedure not in the catalogue (and in events written before the catalogue).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        procedure: Option<ProcedureRules>,
     },
     /// Components scanned as valid electronic copies, or taken from a national database.
     ComponentsDigitized {
@@ -138,6 +143,10 @@ pub enum DossierEvent {
     /// The clock stops.
     SupplementRequested {
         reason: Text,
+        /// When the dossier closes by itself if the supplement has not arrived (the procedure's
+        /// `close_after_working_days` counted from the request); absent when it never does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        closes_at: Option<DateTime<Utc>>,
     },
     /// The clock restarts; `due_at` is the due time now in force, `paused` the working time the
     /// dossier waited.
@@ -178,6 +187,9 @@ pub enum DossierEvent {
     /// Processing stopped by the agency: ends the dossier without a result.
     Stopped {
         reason: Text,
+        /// Set when the system stopped it by a procedure's rule rather than a clerk.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<StopCause>,
     },
     /// The signed electronic result attached to the dossier.
     ResultDigitized {
@@ -191,6 +203,30 @@ pub enum DossierEvent {
     },
     SatisfactionRated {
         rating: Rating,
+    },
+    /// The agency asks the applicant to fulfil a financial obligation (portal status 6).
+    FinancialObligationRequested {
+        reason: Text,
+        /// The procedure says the time waiting for it does not count: the clock stops.
+        pauses_clock: bool,
+    },
+    /// The obligation was fulfilled. `due_at` is the due time now in force (moved later by the
+    /// working time paused when the clock stopped), `paused` that working time (zero otherwise).
+    FinancialObligationFulfilled {
+        due_at: DateTime<Utc>,
+        paused: WorkingDuration,
+    },
+}
+
+/// Why the system itself stopped a dossier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StopCause {
+    /// The supplement requested at `requested_at` had not arrived by `closes_at` (the
+    /// procedure's automatic closing); the `stopped` event is dated `closes_at`.
+    SupplementNotReceived {
+        requested_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
     },
 }
 
@@ -226,11 +262,13 @@ pub enum EventType {
     ResultDigitized,
     ResultReturned,
     SatisfactionRated,
+    FinancialObligationRequested,
+    FinancialObligationFulfilled,
 }
 
 impl EventType {
     /// Every kind, in the order of the proto's `Event.body` oneof.
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 18] = [
         EventType::Received,
         EventType::ComponentsDigitized,
         EventType::RefusedAtIntake,
@@ -247,6 +285,8 @@ impl EventType {
         EventType::ResultDigitized,
         EventType::ResultReturned,
         EventType::SatisfactionRated,
+        EventType::FinancialObligationRequested,
+        EventType::FinancialObligationFulfilled,
     ];
 
     /// The stable snake_case name (`received`, `refused_at_intake`, …).
@@ -268,6 +308,8 @@ impl EventType {
             EventType::ResultDigitized => "result_digitized",
             EventType::ResultReturned => "result_returned",
             EventType::SatisfactionRated => "satisfaction_rated",
+            EventType::FinancialObligationRequested => "financial_obligation_requested",
+            EventType::FinancialObligationFulfilled => "financial_obligation_fulfilled",
         }
     }
 }
@@ -314,6 +356,12 @@ impl DossierEvent {
             DossierEvent::ResultDigitized { .. } => EventType::ResultDigitized,
             DossierEvent::ResultReturned { .. } => EventType::ResultReturned,
             DossierEvent::SatisfactionRated { .. } => EventType::SatisfactionRated,
+            DossierEvent::FinancialObligationRequested { .. } => {
+                EventType::FinancialObligationRequested
+            }
+            DossierEvent::FinancialObligationFulfilled { .. } => {
+                EventType::FinancialObligationFulfilled
+            }
         }
     }
 

@@ -13,6 +13,7 @@ pub mod dossier;
 pub mod event;
 pub mod ids;
 pub mod limits;
+pub mod procedure;
 pub mod refusal;
 
 pub use command::{Action, Command, Rules, SupplementPolicy};
@@ -20,11 +21,12 @@ pub use decide::{MAX_AMOUNT_VND, decide, event_time};
 pub use dossier::{Apology, Dossier, PaymentRecord, Phase, Resolution};
 pub use event::{
     ApplicantType, Channel, DecodeError, DossierEvent, Event, EventType, FeeKind, Level,
-    OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, TransferMode,
-    UnknownEventType,
+    OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, StopCause,
+    TransferMode, UnknownEventType,
 };
 pub use ids::{
     AgencyCode, ComponentCode, DossierId, EventId, FieldError, ProcedureCode, SectorCode, Text,
     TransactionId,
 };
+pub use procedure::{ProcedureRules, same_day_due};
 pub use refusal::{Refusal, RefusalKind};

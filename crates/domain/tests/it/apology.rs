@@ -60,6 +60,7 @@ fn the_working_day_before_spans_the_weekend() {
     let history = [ev(
         received_at(),
         DossierEvent::Received {
+            procedure: None,
             profile: profile(),
             statutory_time: StatutoryTime::Days(5),
             fee_required: true,
@@ -92,6 +93,7 @@ fn while_waiting_for_a_supplement() {
         ev(
             vn(2024, 3, 5, 9, 0),
             DossierEvent::SupplementRequested {
+                closes_at: None,
                 reason: text("map"),
             },
         ),

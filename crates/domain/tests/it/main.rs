@@ -4,6 +4,7 @@ mod apology;
 mod intake;
 mod lifecycle;
 mod payment;
+mod procedure;
 mod processing;
 mod props;
 mod refusals;
