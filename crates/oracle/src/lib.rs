@@ -64,7 +64,9 @@ struct Counts {
 
 /// Pending, within time, overdue, 766 within time of one dossier at the instant `t`:
 /// pending when received before `t` and neither resolved nor ended before `t`; within time when
-/// the due time in force at `t` is at or after `t`, or when it is paused for a supplement at
+/// the due time in force at `t` is at or after `t` (set by reception, a received supplement or a
+/// fulfilled financial obligation), or when it is paused for a supplement or a financial
+/// obligation that stops the clock at
 /// `t`; for 766, also fewer than two supplement requests before `t`. "In force at `t`" and
 /// "paused at `t`" look at what happened before `t`, in business-time order.
 pub fn naive_stocks(events: &[Event], t: DateTime<Utc>) -> [i64; 4] {
@@ -97,7 +99,11 @@ pub fn naive_stocks(events: &[Event], t: DateTime<Utc>) -> [i64; 4] {
                 paused = true;
                 requests += 1;
             }
-            DossierEvent::SupplementReceived { due_at, .. } => {
+            DossierEvent::FinancialObligationRequested {
+                pauses_clock: true, ..
+            } => paused = true,
+            DossierEvent::SupplementReceived { due_at, .. }
+            | DossierEvent::FinancialObligationFulfilled { due_at, .. } => {
                 paused = false;
                 due = *due_at;
             }
@@ -205,7 +211,10 @@ pub fn indicators(
                     .rev()
                     .find_map(|e| match &e.body {
                         DossierEvent::Received { due_at, .. }
-                        | DossierEvent::SupplementReceived { due_at, .. } => Some(*due_at),
+                        | DossierEvent::SupplementReceived { due_at, .. }
+                        | DossierEvent::FinancialObligationFulfilled { due_at, .. } => {
+                            Some(*due_at)
+                        }
                         _ => None,
                     })
                     .expect("received first");

@@ -135,6 +135,7 @@ pub fn receive_dossier_action(
     }
     let agency = profile.agency.clone();
     let action = Action::Receive {
+        procedure: None,
         profile,
         statutory_time: convert::statutory_time("statutory_time", req.statutory_time.as_ref())?,
         fee_required: req.fee_required,

@@ -3,10 +3,9 @@
 
 use api::v1 as pb;
 use api::v1::event::Body;
-use calendar::StatutoryTime;
 use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, ReturnMethod, TransferMode};
 use eventlog::{ReadError, StoredEvent};
-use svc::convert::{pb_level, pb_profile, pb_timeliness};
+use svc::convert::{pb_level, pb_procedure_rules, pb_profile, pb_statutory_time, pb_timeliness};
 use svc::status::to_timestamp;
 
 /// The replay form of a stored event. The typed `event` is absent if the payload does not
@@ -72,12 +71,14 @@ pub fn body(event: &DossierEvent) -> Body {
             fee_required,
             components,
             due_at,
+            procedure,
         } => Body::Received(pb::Received {
             profile: Some(pb_profile(p)),
-            statutory_time: Some(statutory(*statutory_time)),
+            statutory_time: Some(pb_statutory_time(*statutory_time)),
             fee_required: *fee_required,
             components: components.iter().map(|c| c.as_str().to_owned()).collect(),
             due_at: Some(to_timestamp(*due_at)),
+            procedure: procedure.as_ref().map(pb_procedure_rules),
         }),
         DossierEvent::ComponentsDigitized { digitized, reused } => {
             Body::ComponentsDigitized(pb::ComponentsDigitized {
@@ -100,9 +101,10 @@ pub fn body(event: &DossierEvent) -> Body {
             to_agency: to_agency.as_str().to_owned(),
             mode: transfer_mode(*mode) as i32,
         }),
-        DossierEvent::SupplementRequested { reason } => {
+        DossierEvent::SupplementRequested { reason, closes_at } => {
             Body::SupplementRequested(pb::SupplementRequested {
                 reason: reason.as_str().to_owned(),
+                closes_at: closes_at.map(to_timestamp),
             })
         }
         DossierEvent::SupplementReceived { due_at, paused } => {
@@ -150,8 +152,17 @@ pub fn body(event: &DossierEvent) -> Body {
         DossierEvent::Withdrawn { reason } => Body::Withdrawn(pb::Withdrawn {
             reason: reason.as_str().to_owned(),
         }),
-        DossierEvent::Stopped { reason } => Body::Stopped(pb::Stopped {
+        DossierEvent::Stopped { reason, cause } => Body::Stopped(pb::Stopped {
             reason: reason.as_str().to_owned(),
+            supplement_not_received: cause.as_ref().map(|cause| match cause {
+                domain::StopCause::SupplementNotReceived {
+                    requested_at,
+                    closes_at,
+                } => pb::SupplementNotReceived {
+                    requested_at: Some(to_timestamp(*requested_at)),
+                    closes_at: Some(to_timestamp(*closes_at)),
+                },
+            }),
         }),
         DossierEvent::ResultDigitized {
             document_ref,
@@ -168,16 +179,19 @@ pub fn body(event: &DossierEvent) -> Body {
                 rating: rating(*r) as i32,
             })
         }
-    }
-}
-
-fn statutory(t: StatutoryTime) -> pb::StatutoryTime {
-    use pb::statutory_time::Unit;
-    pb::StatutoryTime {
-        unit: Some(match t {
-            StatutoryTime::Days(d) => Unit::WorkingDays(d),
-            StatutoryTime::Hours(h) => Unit::WorkingHours(h),
+        DossierEvent::FinancialObligationRequested {
+            reason,
+            pauses_clock,
+        } => Body::FinancialObligationRequested(pb::FinancialObligationRequested {
+            reason: reason.as_str().to_owned(),
+            pauses_clock: *pauses_clock,
         }),
+        DossierEvent::FinancialObligationFulfilled { due_at, paused } => {
+            Body::FinancialObligationFulfilled(pb::FinancialObligationFulfilled {
+                due_at: Some(to_timestamp(*due_at)),
+                paused_minutes: paused.minutes(),
+            })
+        }
     }
 }
 
@@ -265,8 +279,9 @@ mod tests {
     fn samples() -> Vec<DossierEvent> {
         vec![
             DossierEvent::Received {
+                procedure: None,
                 profile: domain_profile(),
-                statutory_time: StatutoryTime::Hours(12),
+                statutory_time: calendar::StatutoryTime::Hours(12),
                 fee_required: true,
                 components: vec![ComponentCode::parse("a").unwrap()],
                 due_at: t(3600),
@@ -285,6 +300,7 @@ mod tests {
                 mode: TransferMode::Paper,
             },
             DossierEvent::SupplementRequested {
+                closes_at: None,
                 reason: text("bổ sung"),
             },
             DossierEvent::SupplementReceived {
@@ -316,6 +332,7 @@ mod tests {
                 reason: text("rút"),
             },
             DossierEvent::Stopped {
+                cause: None,
                 reason: text("dừng"),
             },
             DossierEvent::ResultDigitized {
