@@ -20,8 +20,8 @@ use svc::{App, Config, ServiceDeps, StartError};
 
 pub use service::Processing;
 pub use watcher::{
-    MARK_LATE_NAMESPACE, TickReport, Watcher, WatcherConfig, WatcherError, WatcherStatus,
-    mark_late_event_id, migrate,
+    CLOSE_NAMESPACE, MARK_LATE_NAMESPACE, TickReport, Watcher, WatcherConfig, WatcherError,
+    WatcherStatus, mark_late_event_id, migrate,
 };
 
 /// The `[processing]` section.

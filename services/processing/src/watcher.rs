@@ -32,6 +32,14 @@
 //! The event's business time is the due time itself (`domain::event_time`), so the statistics
 //! never depend on when a watcher noticed; `recorded_at` says when.
 //!
+//! # Automatic closing (procedure catalogue)
+//!
+//! The same way, and after marking, a tick closes every dossier whose supplement request went
+//! unanswered past its procedure's `closes_at` (carried by `supplement_requested`, kept in
+//! `deadline_watch.closes_at`, migration 20020): `CloseUnsupplemented` through the write path,
+//! with an id derived from ([`CLOSE_NAMESPACE`], `dossier_id@closes_at`). The rules refuse it
+//! once the supplement arrived or the dossier ended; the `stopped` event is dated `closes_at`.
+//!
 //! The clock is injected ([`svc::Clock`]): tests set the time and call [`Watcher::tick`].
 
 use std::collections::HashMap;
@@ -50,6 +58,51 @@ use uuid::Uuid;
 /// The namespace of the `late` event ids the watcher derives (UUID v5). Never change it: ids
 /// derived with another namespace would not be recognised as the same request.
 pub const MARK_LATE_NAMESPACE: Uuid = Uuid::from_u128(0x6d0c_5a4e_3f1b_4c8e_9a27_5be1_d4f0_a6c3);
+
+/// The namespace of the automatic-closing `stopped` event ids (UUID v5 of
+/// `dossier_id@closes_at`). Never change it.
+pub const CLOSE_NAMESPACE: Uuid = Uuid::from_u128(0x3a51_9c0e_77d2_4f65_b1a8_0c4e_92d7_5f13);
+
+/// What the watcher records when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duty {
+    /// The due time passed: `late`.
+    MarkLate,
+    /// A supplement request went unanswered past the procedure's deadline: `stopped`.
+    Close,
+}
+
+impl Duty {
+    fn event_id(self, dossier_id: &str, deadline: DateTime<Utc>) -> Uuid {
+        match self {
+            Duty::MarkLate => mark_late_event_id(dossier_id, deadline),
+            Duty::Close => Uuid::new_v5(
+                &CLOSE_NAMESPACE,
+                mark_late_key(dossier_id, deadline).as_bytes(),
+            ),
+        }
+    }
+
+    fn fingerprint(self, dossier_id: &str, deadline: DateTime<Utc>) -> [u8; 32] {
+        match self {
+            Duty::MarkLate => mark_late_fingerprint(dossier_id, deadline),
+            Duty::Close => {
+                let mut h = Sha256::new();
+                h.update(b"dossier.v1.DeadlineWatcher/CloseUnsupplemented");
+                h.update([0u8]);
+                h.update(mark_late_key(dossier_id, deadline).as_bytes());
+                h.finalize().into()
+            }
+        }
+    }
+
+    fn action(self) -> Action {
+        match self {
+            Duty::MarkLate => Action::MarkLate,
+            Duty::Close => Action::CloseUnsupplemented,
+        }
+    }
+}
 
 /// How long a tick in progress may go on after a stop signal before it is abandoned (safe at
 /// any point: everything it writes is transactional).
@@ -130,6 +183,9 @@ pub struct TickReport {
     pub position: i64,
     /// Dossiers this tick recorded `late` for.
     pub marked: Vec<String>,
+    /// Dossiers this tick closed (`stopped`) because a supplement request went unanswered
+    /// past the procedure's deadline.
+    pub closed: Vec<String>,
     /// Dossiers whose identical `late` was already recorded (by another watcher, or before a
     /// crash): nothing written.
     pub duplicates: Vec<String>,
@@ -238,11 +294,16 @@ impl Watcher {
             };
             self.set_failing(outcome.as_ref().err().map(ToString::to_string));
             match outcome {
-                Ok(report) if report.marked.is_empty() && report.failed.is_empty() => {
+                Ok(report)
+                    if report.marked.is_empty()
+                        && report.closed.is_empty()
+                        && report.failed.is_empty() =>
+                {
                     tracing::debug!(?report, "deadline watcher tick");
                 }
                 Ok(report) => tracing::info!(
                     marked = report.marked.len(),
+                    closed = report.closed.len(),
                     duplicates = report.duplicates.len(),
                     refused = report.refused.len(),
                     failed = report.failed.len(),
@@ -290,26 +351,66 @@ impl Watcher {
                 if stop.is_cancelled() {
                     break;
                 }
-                self.mark(&dossier_id, due_at, &mut report).await?;
+                self.mark(Duty::MarkLate, &dossier_id, due_at, &mut report)
+                    .await?;
                 after = (due_at, dossier_id);
             }
             if !full_page {
                 break;
             }
         }
+        self.close_unsupplemented(now, stop, &mut report).await?;
         Ok(report)
     }
 
-    /// Runs `MarkLate` for one dossier through the write path with the deterministic id.
+    /// Closes every dossier whose supplement request's closing deadline is before `now`.
+    async fn close_unsupplemented(
+        &self,
+        now: DateTime<Utc>,
+        stop: &CancellationToken,
+        report: &mut TickReport,
+    ) -> Result<(), WatcherError> {
+        let mut after = (DateTime::<Utc>::UNIX_EPOCH, String::new());
+        while !stop.is_cancelled() {
+            let due: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT dossier_id, closes_at FROM deadline_watch \
+                 WHERE closes_at < $1 AND closes_at IS NOT NULL AND NOT closed \
+                   AND (closes_at, dossier_id) > ($2, $3) \
+                 ORDER BY closes_at, dossier_id LIMIT $4",
+            )
+            .bind(now)
+            .bind(after.0)
+            .bind(&after.1)
+            .bind(self.config.mark_page)
+            .fetch_all(self.write.log().pool())
+            .await?;
+            let full_page = i64::try_from(due.len()).unwrap_or(i64::MAX) >= self.config.mark_page;
+            for (dossier_id, closes_at) in due {
+                if stop.is_cancelled() {
+                    break;
+                }
+                self.mark(Duty::Close, &dossier_id, closes_at, report)
+                    .await?;
+                after = (closes_at, dossier_id);
+            }
+            if !full_page {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the duty's command for one dossier through the write path with the deterministic
+    /// id derived from the dossier and the deadline (`due_at`: the due time or closing time).
     async fn mark(
         &self,
+        duty: Duty,
         dossier_id: &str,
         due_at: DateTime<Utc>,
         report: &mut TickReport,
     ) -> Result<(), WatcherError> {
-        let ids = DossierId::parse(dossier_id).and_then(|id| {
-            EventId::from_uuid(mark_late_event_id(dossier_id, due_at)).map(|e| (id, e))
-        });
+        let ids = DossierId::parse(dossier_id)
+            .and_then(|id| EventId::from_uuid(duty.event_id(dossier_id, due_at)).map(|e| (id, e)));
         let (id, event_id) = match ids {
             Ok(ids) => ids,
             Err(e) => {
@@ -323,12 +424,16 @@ impl Watcher {
             dossier_id: id,
             command: Command {
                 occurred_at: self.clock.now(),
-                action: Action::MarkLate,
+                action: duty.action(),
             },
             expected_version: None,
-            fingerprint: mark_late_fingerprint(dossier_id, due_at),
+            fingerprint: duty.fingerprint(dossier_id, due_at),
         };
         match self.write.execute(&request, |_| Ok(())).await {
+            Ok(WriteOutcome::Written(_)) if duty == Duty::Close => {
+                tracing::info!(dossier = dossier_id, closes_at = %due_at, "dossier closed: supplement not received");
+                report.closed.push(dossier_id.to_owned());
+            }
             Ok(WriteOutcome::Written(_)) => {
                 tracing::info!(dossier = dossier_id, %due_at, "dossier is late");
                 self.status
@@ -408,6 +513,8 @@ struct Patch {
     paused: Option<bool>,
     closed: Option<bool>,
     late_marked: Option<bool>,
+    /// The pending supplement request's closing deadline: `Some(None)` clears it.
+    closes_at: Option<Option<DateTime<Utc>>>,
 }
 
 /// The event types that change the read model.
@@ -421,6 +528,8 @@ fn watched(event_type: &str) -> bool {
             | "resolved"
             | "withdrawn"
             | "stopped"
+            | "financial_obligation_requested"
+            | "financial_obligation_fulfilled"
     )
 }
 
@@ -446,12 +555,23 @@ async fn apply(
                     paused: Some(false),
                     closed: Some(false),
                     late_marked: Some(false),
+                    closes_at: Some(None),
                 };
             }
-            DossierEvent::SupplementRequested { .. } => patch.paused = Some(true),
-            DossierEvent::SupplementReceived { due_at, .. } => {
+            DossierEvent::SupplementRequested { closes_at, .. } => {
+                patch.paused = Some(true);
+                patch.closes_at = Some(closes_at);
+            }
+            DossierEvent::FinancialObligationRequested { pauses_clock, .. } => {
+                if pauses_clock {
+                    patch.paused = Some(true);
+                }
+            }
+            DossierEvent::SupplementReceived { due_at, .. }
+            | DossierEvent::FinancialObligationFulfilled { due_at, .. } => {
                 patch.paused = Some(false);
                 patch.due_at = Some(due_at);
+                patch.closes_at = Some(None);
             }
             DossierEvent::Late { .. } => patch.late_marked = Some(true),
             DossierEvent::Resolved { .. }
@@ -468,24 +588,28 @@ async fn apply(
         let mut paused = Vec::with_capacity(new.len());
         let mut closed = Vec::with_capacity(new.len());
         let mut late = Vec::with_capacity(new.len());
+        let mut closes = Vec::with_capacity(new.len());
         for (id, p) in new {
             ids.push(id.to_owned());
             due.push(p.due_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
             paused.push(p.paused.unwrap_or(false));
             closed.push(p.closed.unwrap_or(false));
             late.push(p.late_marked.unwrap_or(false));
+            closes.push(p.closes_at.flatten());
         }
         sqlx::query(
-            "INSERT INTO deadline_watch (dossier_id, due_at, paused, closed, late_marked) \
-             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::bool[], $5::bool[]) \
+            "INSERT INTO deadline_watch (dossier_id, due_at, paused, closed, late_marked, closes_at) \
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::bool[], $5::bool[], $6::timestamptz[]) \
              ON CONFLICT (dossier_id) DO UPDATE SET due_at = EXCLUDED.due_at, \
-               paused = EXCLUDED.paused, closed = EXCLUDED.closed, late_marked = EXCLUDED.late_marked",
+               paused = EXCLUDED.paused, closed = EXCLUDED.closed, late_marked = EXCLUDED.late_marked, \
+               closes_at = EXCLUDED.closes_at",
         )
         .bind(ids)
         .bind(due)
         .bind(paused)
         .bind(closed)
         .bind(late)
+        .bind(closes)
         .execute(&mut **tx)
         .await?;
     }
@@ -495,21 +619,26 @@ async fn apply(
         let mut paused = Vec::with_capacity(changed.len());
         let mut closed = Vec::with_capacity(changed.len());
         let mut late = Vec::with_capacity(changed.len());
+        let mut set_closes = Vec::with_capacity(changed.len());
+        let mut closes = Vec::with_capacity(changed.len());
         for (id, p) in changed {
             ids.push(id.to_owned());
             due.push(p.due_at);
             paused.push(p.paused);
             closed.push(p.closed);
             late.push(p.late_marked);
+            set_closes.push(p.closes_at.is_some());
+            closes.push(p.closes_at.flatten());
         }
         sqlx::query(
             "UPDATE deadline_watch AS w SET \
                due_at = COALESCE(u.due_at, w.due_at), \
                paused = COALESCE(u.paused, w.paused), \
                closed = COALESCE(u.closed, w.closed), \
-               late_marked = COALESCE(u.late_marked, w.late_marked) \
-             FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::bool[], $5::bool[]) \
-               AS u(dossier_id, due_at, paused, closed, late_marked) \
+               late_marked = COALESCE(u.late_marked, w.late_marked), \
+               closes_at = CASE WHEN u.set_closes THEN u.closes_at ELSE w.closes_at END \
+             FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::bool[], $5::bool[], $6::bool[], $7::timestamptz[]) \
+               AS u(dossier_id, due_at, paused, closed, late_marked, set_closes, closes_at) \
              WHERE w.dossier_id = u.dossier_id",
         )
         .bind(ids)
@@ -517,6 +646,8 @@ async fn apply(
         .bind(paused)
         .bind(closed)
         .bind(late)
+        .bind(set_closes)
+        .bind(closes)
         .execute(&mut **tx)
         .await?;
     }
