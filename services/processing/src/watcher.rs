@@ -562,11 +562,9 @@ async fn apply(
                 patch.paused = Some(true);
                 patch.closes_at = Some(closes_at);
             }
-            DossierEvent::FinancialObligationRequested { pauses_clock, .. } => {
-                if pauses_clock {
-                    patch.paused = Some(true);
-                }
-            }
+            DossierEvent::FinancialObligationRequested {
+                pauses_clock: true, ..
+            } => patch.paused = Some(true),
             DossierEvent::SupplementReceived { due_at, .. }
             | DossierEvent::FinancialObligationFulfilled { due_at, .. } => {
                 patch.paused = Some(false);
