@@ -345,6 +345,14 @@ mod tests {
             DossierEvent::SatisfactionRated {
                 rating: Rating::Unsatisfied,
             },
+            DossierEvent::FinancialObligationRequested {
+                reason: text("land use levy"),
+                pauses_clock: true,
+            },
+            DossierEvent::FinancialObligationFulfilled {
+                due_at: t(7200),
+                paused: calendar::WorkingDuration::from_hours(8),
+            },
         ]
     }
 
