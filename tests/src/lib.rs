@@ -9,6 +9,7 @@ pub mod projection;
 use std::net::SocketAddr;
 
 use api::v1 as pb;
+use api::v1::catalogue_service_client::CatalogueServiceClient;
 use api::v1::intake_service_client::IntakeServiceClient;
 use chrono::{DateTime, TimeZone, Utc};
 use eventlog::EventLog;
@@ -24,6 +25,8 @@ pub const COUNTER_PROVINCE: &str = "test-counter-province"; // agency 000.00.01.
 pub const COUNTER_DISTRICT: &str = "test-counter-district"; // agency 000.00.12.H40
 pub const IMPORTER: &str = "test-importer";
 pub const AUDITOR: &str = "test-auditor";
+/// An administrator token: changes the procedure catalogue, never a dossier.
+pub const ADMIN: &str = "test-admin";
 pub const PROVINCE_AGENCY: &str = "000.00.01.H40";
 pub const DISTRICT_AGENCY: &str = "000.00.12.H40";
 
@@ -55,6 +58,7 @@ pub fn test_tokens() -> Tokens {
     );
     tokens.insert(IMPORTER, principal("importer", None, None, Role::Importer));
     tokens.insert(AUDITOR, principal("auditor", None, None, Role::Auditor));
+    tokens.insert(ADMIN, principal("catalogue admin", None, None, Role::Admin));
     tokens
 }
 
@@ -95,6 +99,13 @@ impl RunningIntake {
         IntakeServiceClient::connect(format!("http://{}", self.addr))
             .await
             .expect("connect to intake")
+    }
+
+    /// The procedure catalogue, served on the same port.
+    pub async fn catalogue_client(&self) -> CatalogueServiceClient<Channel> {
+        CatalogueServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to the catalogue")
     }
 
     /// Stops accepting, drains, and waits for the server task.
