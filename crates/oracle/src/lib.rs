@@ -6,6 +6,10 @@
 //!
 //! Deliberately slow and simple: every figure re-scans every dossier's events.
 
+mod rules;
+
+pub use rules::rule_violations;
+
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use domain::{
     Channel, DossierEvent, Event, OnlineServiceLevel, PaymentChannel, Profile, Rating, TransferMode,
