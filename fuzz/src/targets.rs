@@ -71,14 +71,30 @@ pub fn intake(data: &[u8]) {
         return;
     };
     match rpc {
-        0 => write(
-            data,
-            "dossier.v1.IntakeService/ReceiveDossier",
-            |r: &pb::ReceiveDossierRequest| {
-                new_dossier_fields(&r.event_id, &r.dossier_id, &r.occurred_at)
-            },
-            |r| with_agency(receive_dossier_action(r)),
-        ),
+        0 => {
+            // Outside the catalogue (the full profile), then completed from and checked
+            // against a catalogue version of the same procedure code.
+            write(
+                data,
+                "dossier.v1.IntakeService/ReceiveDossier",
+                |r: &pb::ReceiveDossierRequest| {
+                    new_dossier_fields(&r.event_id, &r.dossier_id, &r.occurred_at)
+                },
+                |r| with_agency(receive_dossier_action(r)),
+            );
+            write(
+                data,
+                "dossier.v1.IntakeService/ReceiveDossier",
+                |r: &pb::ReceiveDossierRequest| {
+                    new_dossier_fields(&r.event_id, &r.dossier_id, &r.occurred_at)
+                },
+                |r| {
+                    let reception = Reception::parse(r)?;
+                    let version = fixtures::catalogued(&reception.procedure);
+                    reception.into_action(Some(&version))
+                },
+            );
+        }
         1 => write(
             data,
             "dossier.v1.IntakeService/RecordDigitizedComponents",
@@ -98,7 +114,7 @@ pub fn intake(data: &[u8]) {
 
 pub fn processing(data: &[u8]) {
     use processing::service::*;
-    let Some((rpc, data)) = split(data, 6) else {
+    let Some((rpc, data)) = split(data, 8) else {
         return;
     };
     let principal = fixtures::counter();
@@ -133,11 +149,23 @@ pub fn processing(data: &[u8]) {
             |r: &pb::StopProcessingRequest| svc::common_fields!(r),
             stop_processing_action,
         ),
-        _ => write(
+        5 => write(
             data,
             "dossier.v1.ProcessingService/Withdraw",
             |r: &pb::WithdrawRequest| svc::common_fields!(r),
             withdraw_action,
+        ),
+        6 => write(
+            data,
+            "dossier.v1.ProcessingService/RequestFinancialObligation",
+            |r: &pb::RequestFinancialObligationRequest| svc::common_fields!(r),
+            request_financial_obligation_action,
+        ),
+        _ => write(
+            data,
+            "dossier.v1.ProcessingService/FulfilFinancialObligation",
+            |r: &pb::FulfilFinancialObligationRequest| svc::common_fields!(r),
+            fulfil_financial_obligation_action,
         ),
     }
 }
