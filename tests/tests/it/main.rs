@@ -12,3 +12,4 @@ mod processing;
 mod projection;
 mod publication;
 mod results;
+mod warnings;
