@@ -32,6 +32,12 @@
 //! The event's business time is the due time itself (`domain::event_time`), so the statistics
 //! never depend on when a watcher noticed; `recorded_at` says when.
 //!
+//! # The early warning
+//!
+//! The same read model holds each dossier's agencies, apology and deadlines; after catching up,
+//! a tick syncs the list of dossiers due soon with it (`crate::warnings`), marks, and then
+//! publishes the list's changes from their outbox (`crate::publish`).
+//!
 //! The clock is injected ([`svc::Clock`]): tests set the time and call [`Watcher::tick`].
 
 use std::collections::HashMap;
