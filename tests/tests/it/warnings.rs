@@ -586,3 +586,81 @@ async fn the_http_route_checks_its_parameters_and_answers_cors_for_configured_or
     assert_eq!(status, 405);
     processing.stop().await;
 }
+
+/// A watcher with `horizon` over `log` (schemas applied by [`watcher`] first).
+async fn watcher_with(
+    log: &EventLog,
+    clock: std::sync::Arc<ManualClock>,
+    horizon: domain::WarningHorizon,
+) -> processing::Watcher {
+    drop(watcher(log, clock.clone()).await);
+    let write = svc::WritePath::new(
+        log.clone(),
+        std::sync::Arc::new(calendar::Calendar::vietnam_default()),
+        SupplementPolicy::Restart,
+    );
+    processing::Watcher::new(
+        write,
+        clock,
+        processing::WatcherConfig {
+            horizon,
+            ..processing::WatcherConfig::default()
+        },
+    )
+}
+
+async fn outbox(log: &EventLog) -> Vec<(String, String, Option<String>)> {
+    sqlx::query_as("SELECT kind, dossier_id, reason FROM deadline_warning_outbox ORDER BY seq")
+        .fetch_all(log.pool())
+        .await
+        .expect("outbox")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_watchers_raise_each_warning_once_and_a_changed_horizon_is_applied_at_start() {
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let intake = RunningIntake::start(log.clone()).await;
+    let mut intake_client = intake.client().await;
+    let ids: Vec<String> = (0..30).map(|i| format!("HS-TWO-{i:02}")).collect();
+    for id in &ids {
+        intake_client
+            .receive_dossier(authed(
+                COUNTER_DISTRICT,
+                receive_days(id, local(2024, 4, 22, 9, 0), 3),
+            ))
+            .await
+            .expect("receive");
+    }
+    // Two working days ahead: from Tuesday 23 April 09:00 (due Thursday 25 09:00).
+    let two_days = domain::WarningHorizon::Working(calendar::WorkingDuration::from_minutes(960));
+    let clock = ManualClock::new(local(2024, 4, 23, 9, 0));
+    let (a, b) = (
+        watcher_with(&log, clock.clone(), two_days).await,
+        watcher_with(&log, clock.clone(), two_days).await,
+    );
+    let (ra, rb) = tokio::join!(a.tick(), b.tick());
+    let (ra, rb) = (ra.expect("tick"), rb.expect("tick"));
+    let mut raised: Vec<String> = ra.raised.into_iter().chain(rb.raised).collect();
+    raised.sort();
+    assert_eq!(raised, ids, "each raised once, by one of them");
+    let changes = outbox(&log).await;
+    assert_eq!(changes.len(), ids.len());
+    assert!(changes.iter().all(|(kind, _, _)| kind == "raised"));
+
+    // Restarted with the default horizon (from Wednesday 09:00): at its first tick the stored
+    // deadlines are recomputed and every warning is withdrawn, not raised again before then.
+    let default = watcher_with(&log, clock.clone(), domain::WarningHorizon::default()).await;
+    let report = default.tick().await.expect("tick");
+    assert_eq!(report.withdrawn.len(), ids.len());
+    assert!(
+        report
+            .withdrawn
+            .iter()
+            .all(|(_, r)| *r == "deadline_changed")
+    );
+    assert!(report.raised.is_empty());
+    clock.set(local(2024, 4, 24, 9, 0));
+    assert_eq!(default.tick().await.expect("tick").raised, ids);
+    assert_eq!(outbox(&log).await.len(), 3 * ids.len());
+}
