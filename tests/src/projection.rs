@@ -54,6 +54,7 @@ impl RunningProjection {
                 http: SocketAddr::from(([127, 0, 0, 1], 0)),
                 targets: stats::Targets::default(),
                 limits: projection::QueryLimits::default(),
+                dashboard: projection::dashboard::DashboardConfig::default(),
             },
             async_nats::jetstream::new(client),
             consumer,
