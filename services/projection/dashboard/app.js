@@ -267,7 +267,8 @@ function renderTrend(months, answers) {
     height,
     scales: { x: { time: false }, pct: { range: [0, 100] } },
     axes: [
-      { values: (u, splits) => splits.map((s) => months[Math.round(s)]?.label ?? '') },
+      // One tick per month.
+      { incrs: [1], values: (u, splits) => splits.map((s) => (Number.isInteger(s) ? months[s]?.label ?? '' : '')) },
       { values: (u, splits) => splits.map(count) },
       { scale: 'pct', side: 1, grid: { show: false }, values: (u, splits) => splits.map((s) => `${s}%`) },
     ],
