@@ -509,7 +509,7 @@ function onControls(event) {
   if (me?.mayAskAsRecordedAt && $('as-recorded').value.trim()) {
     asRecordedAt = f.readInstant($('as-recorded').value);
     if (!asRecordedAt) {
-      $('controls-error').textContent = 'dd/mm/yyyy HH:MM';
+      $('controls-error').textContent = 'dd/mm/yyyy HH:MM[:SS]';
       return;
     }
   }

@@ -71,12 +71,13 @@ export function readDate(text) {
   return iso === `${m[3]}-${pad(mo)}-${pad(d)}` ? iso : null;
 }
 
-// "dd/mm/yyyy HH:MM" typed by a user (Vietnam's time) as RFC 3339, or null.
+// "dd/mm/yyyy HH:MM[:SS]" typed by a user (Vietnam's time) as RFC 3339, or null.
 export function readInstant(text) {
-  const m = /^\s*(\S+)\s+(\d{1,2}):(\d{2})\s*$/.exec(text);
+  const m = /^\s*(\S+)\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$/.exec(text);
   const date = m && readDate(m[1]);
-  if (!date || Number(m[2]) > 23 || Number(m[3]) > 59) return null;
-  return `${date}T${pad(Number(m[2]))}:${m[3]}:00+07:00`;
+  const secs = m?.[4] ?? '00';
+  if (!date || Number(m[2]) > 23 || Number(m[3]) > 59 || Number(secs) > 59) return null;
+  return `${date}T${pad(Number(m[2]))}:${m[3]}:${secs}+07:00`;
 }
 
 // The day after (or `days` after) a "YYYY-MM-DD" date.

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use chrono::Timelike;
+
 use api::v1 as pb;
 use eventlog::EventLog;
 use fantoccini::Locator;
@@ -110,6 +112,16 @@ async fn shows_the_api_figures(browser: &Browser, http: std::net::SocketAddr, qu
         .await;
 }
 
+async fn submit(client: &fantoccini::Client) {
+    client
+        .find(Locator::Css("#controls button[type=submit]"))
+        .await
+        .expect("the controls' button")
+        .click()
+        .await
+        .expect("apply the controls");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
     let db = TestDb::new().await;
@@ -204,7 +216,13 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
     let before = int(&api_indicators(http, &agency).await["total"]["received"]);
     assert_eq!(before, 3, "HS-D-0001, 3, 5");
 
-    // A new dossier through the real write path: the page shows it without reloading.
+    // A new dossier through the real write path, recorded after the whole second `past`:
+    // the page shows it without reloading.
+    let past = chrono::Utc::now()
+        .with_nanosecond(0)
+        .expect("a whole second")
+        + chrono::Duration::seconds(1);
+    tokio::time::sleep((past - chrono::Utc::now()).to_std().unwrap_or_default()).await;
     receive(&intake, 7..8).await;
     browser
         .text_when("#kpi-S1 .value", WAIT, |t| t == vi_count(before + 1))
@@ -215,6 +233,36 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
         .await
         .expect("read the mark");
     assert_eq!(kept, serde_json::Value::Bool(true), "the page was reloaded");
+
+    // The auditor's "as recorded at" picker: the same screen as it stood at `past`, the
+    // banner saying so; then live again.
+    let vn = past.with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).expect("UTC+7"));
+    let picker = client
+        .find(Locator::Css("#as-recorded"))
+        .await
+        .expect("the picker's input");
+    picker
+        .send_keys(&vn.format("%d/%m/%Y %H:%M:%S").to_string())
+        .await
+        .expect("type the instant");
+    submit(client).await;
+    browser
+        .text_when("#kpi-S1 .value", SHOWN, |t| t == vi_count(before))
+        .await;
+    let banner = browser
+        .text_when("#banner", SHOWN, |t| {
+            t.starts_with("Số liệu như đã ghi nhận lúc")
+        })
+        .await;
+    assert!(
+        banner.ends_with(&vn.format("%d/%m/%Y %H:%M").to_string()),
+        "{banner}"
+    );
+    picker.clear().await.expect("clear the picker");
+    submit(client).await;
+    browser
+        .text_when("#kpi-S1 .value", SHOWN, |t| t == vi_count(before + 1))
+        .await;
 
     // The English switch: the same figures, English words.
     client
