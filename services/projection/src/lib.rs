@@ -349,3 +349,17 @@ fn register_rejections(telemetry: &svc::Telemetry, rejections: Arc<read::Rejecti
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_projection_section_parses() {
+        let config = Config::parse(include_str!("../../../deploy/config/local.toml")).unwrap();
+        let section: ProjectionConfig = config.section().unwrap();
+        assert_eq!(section.http_listen.port(), 8055);
+        assert_eq!(section.dashboard.max_stream_subscribers, 64);
+        section.dashboard.validate().unwrap();
+    }
+}
