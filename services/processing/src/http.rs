@@ -7,10 +7,10 @@
 //!
 //! Query parameters (each at most once; the proto field name or its lowerCamelCase JSON name):
 //! `agency_code`, `page_size`, `page_token`, as in `ListDueSoonRequest`. `Authorization: Bearer
-//! <token>` as for gRPC (never in the URL). The answer is exactly the gRPC answer's standard JSON
-//! mapping: `{"warnings":[{"dossierId","agencyCode","holdingAgencyCode","dueAt",
-//! "apologyDeadline","warnFrom","raisedAt"}],"nextPageToken"}`, timestamps RFC 3339 UTC, every
-//! field present.
+//! <token>` as for gRPC (never in the URL). The answer is the gRPC answer's standard proto3 JSON
+//! mapping (the `api` crate's serde): `{"warnings":[{"dossierId","agencyCode",
+//! "holdingAgencyCode","dueAt","apologyDeadline","warnFrom","raisedAt"}],"nextPageToken"}`,
+//! timestamps RFC 3339 UTC, every field present.
 //!
 //! Errors are JSON `{"code", "message", "field"?}`: 400 `invalid_argument` (a malformed, unknown
 //! or repeated parameter, naming it), 401 `unauthenticated`, 403 `permission_denied`, 404, 405,
@@ -30,7 +30,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -95,11 +94,11 @@ async fn warnings(
     State(list): State<WarningList>,
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<axum::Json<ListJson>, HttpError> {
+) -> Result<axum::Json<pb::ListDueSoonResponse>, HttpError> {
     let request = request(query)?;
     let metadata = tonic::metadata::MetadataMap::from_headers(headers);
     let answer = list.answer(&metadata, &request).await?;
-    Ok(axum::Json(ListJson::from(answer)))
+    Ok(axum::Json(answer))
 }
 
 /// The query string as a `ListDueSoonRequest`: each parameter once, known names only.
@@ -139,55 +138,6 @@ fn request(
         page_size,
         page_token: seen.remove("page_token").unwrap_or_default(),
     })
-}
-
-/// `ListDueSoonResponse` in the proto3 JSON mapping (lowerCamelCase names, RFC 3339 times).
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct ListJson {
-    pub warnings: Vec<DueSoonJson>,
-    pub next_page_token: String,
-}
-
-/// `DueSoon` in the proto3 JSON mapping.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct DueSoonJson {
-    pub dossier_id: String,
-    pub agency_code: String,
-    pub holding_agency_code: String,
-    pub due_at: String,
-    pub apology_deadline: String,
-    pub warn_from: String,
-    pub raised_at: String,
-}
-
-impl From<pb::ListDueSoonResponse> for ListJson {
-    fn from(r: pb::ListDueSoonResponse) -> Self {
-        ListJson {
-            warnings: r
-                .warnings
-                .into_iter()
-                .map(|w| DueSoonJson {
-                    dossier_id: w.dossier_id,
-                    agency_code: w.agency_code,
-                    holding_agency_code: w.holding_agency_code,
-                    due_at: json_time(w.due_at),
-                    apology_deadline: json_time(w.apology_deadline),
-                    warn_from: json_time(w.warn_from),
-                    raised_at: json_time(w.raised_at),
-                })
-                .collect(),
-            next_page_token: r.next_page_token,
-        }
-    }
-}
-
-/// A `Timestamp` as the proto3 JSON mapping writes it: RFC 3339, `Z`, 0/3/6/9 fractional digits.
-pub fn json_time(t: Option<prost_types::Timestamp>) -> String {
-    t.and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
-        .unwrap_or_default()
 }
 
 /// An error answer.
@@ -283,19 +233,5 @@ mod tests {
         ] {
             assert!(cors_origins(&[bad.to_owned()]).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn timestamps_follow_the_json_mapping() {
-        let t = |seconds, nanos| Some(prost_types::Timestamp { seconds, nanos });
-        assert_eq!(json_time(t(1_714_615_200, 0)), "2024-05-02T02:00:00Z");
-        assert_eq!(
-            json_time(t(1_714_615_200, 120_000_000)),
-            "2024-05-02T02:00:00.120Z"
-        );
-        assert_eq!(
-            json_time(t(1_714_615_200, 123_456_000)),
-            "2024-05-02T02:00:00.123456Z"
-        );
     }
 }

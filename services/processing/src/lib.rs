@@ -212,3 +212,20 @@ impl ProcessingApp {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_processing_section_parses() {
+        let config = Config::parse(include_str!("../../../deploy/config/local.toml")).unwrap();
+        let section: ProcessingConfig = config.section().unwrap();
+        assert_eq!(section.http_listen.port(), 8052);
+        assert_eq!(http::cors_origins(&section.cors_origins).unwrap().len(), 2);
+        assert_eq!(
+            WatcherConfig::from_config(&section).horizon,
+            domain::WarningHorizon::ApologyNotice
+        );
+    }
+}

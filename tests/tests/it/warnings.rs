@@ -14,7 +14,6 @@ use domain::SupplementPolicy;
 use eventlog::EventLog;
 use futures::StreamExt;
 use processing::WarningChange;
-use processing::http::ListJson;
 use testkit::{TestDb, TestNats};
 use tests::lifecycle::{RunningService, issue_apology};
 use tests::processing::{
@@ -116,7 +115,7 @@ impl World {
     }
 
     /// One page over HTTP.
-    async fn http_list(&self, token: &str, query: &str) -> ListJson {
+    async fn http_list(&self, token: &str, query: &str) -> pb::ListDueSoonResponse {
         let auth = format!("Bearer {token}");
         let (status, _, body) = http(
             self.processing.http_addr.expect("HTTP route"),
@@ -134,10 +133,7 @@ impl World {
     async fn listed(&self) -> Vec<String> {
         let whole = self.grpc_list(AUDITOR, "", 0).await;
         assert_eq!(self.grpc_list(AUDITOR, "", 1).await, whole, "paging by one");
-        assert_eq!(
-            self.http_list(AUDITOR, "").await,
-            ListJson::from(whole.clone())
-        );
+        assert_eq!(self.http_list(AUDITOR, "").await, whole);
         whole.warnings.into_iter().map(|w| w.dossier_id).collect()
     }
 }
@@ -319,10 +315,7 @@ async fn the_early_warning_list_is_exact_across_holidays_supplements_apologies_a
     assert_eq!(province.warnings.len(), 1);
     assert_eq!(province.warnings[0].dossier_id, "HS-F");
     assert_eq!(province.warnings[0].holding_agency_code, PROVINCE_AGENCY);
-    assert_eq!(
-        world.http_list(COUNTER_PROVINCE, "").await,
-        ListJson::from(province)
-    );
+    assert_eq!(world.http_list(COUNTER_PROVINCE, "").await, province);
     assert!(
         world
             .grpc_list(COUNTER_COMMUNE, "", 0)
