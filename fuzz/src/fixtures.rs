@@ -52,6 +52,7 @@ pub fn counter() -> Principal {
         agency: Some(agency(AGENCY)),
         level: Some(Level::District),
         role: Role::Counter,
+scopes: Vec::new(),
     }
 }
 

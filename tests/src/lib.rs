@@ -34,6 +34,7 @@ pub fn test_tokens() -> Tokens {
         agency: agency.map(|a| domain::AgencyCode::parse(a).unwrap()),
         level,
         role,
+        scopes: Vec::new(),
     };
     tokens.insert(
         COUNTER_PROVINCE,

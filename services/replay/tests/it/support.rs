@@ -226,6 +226,7 @@ pub fn tokens() -> Tokens {
             agency: None,
             level: None,
             role: Role::Auditor,
+            scopes: Vec::new(),
         },
     );
     tokens.insert(
@@ -235,6 +236,7 @@ pub fn tokens() -> Tokens {
             agency: Some(AgencyCode::parse(DISTRICT).unwrap()),
             level: Some(Level::District),
             role: Role::Counter,
+            scopes: Vec::new(),
         },
     );
     tokens
