@@ -227,6 +227,8 @@ pub fn receive_request(dossier_id: &str, occurred_at: DateTime<Utc>) -> pb::Rece
         }),
         fee_required: true,
         components: vec!["don-de-nghi".to_owned(), "ban-ve".to_owned()],
+        applicant: None,
+        return_method: 0,
     }
 }
 

@@ -20,4 +20,6 @@ pub use applicant::{
     Representative, RepresentativeInput,
 };
 pub use crypto::{CryptoError, DataKey, Keyring, KeyringError, LookupSecret, SCHEME, WrappedKey};
-pub use vault::{Access, DossierKey, KeyState, Opened, Reader, Vault, VaultError, migrate};
+pub use vault::{
+    Access, DossierKey, KeyState, Opened, Reader, Vault, VaultError, erased_among, migrate,
+};

@@ -17,6 +17,24 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     migrator.run(pool).await
 }
 
+/// Which of `dossiers` had their applicant data erased (readers that show "erased" without
+/// decrypting: replay). Needs no keyring.
+pub async fn erased_among(
+    pool: &PgPool,
+    dossiers: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if dossiers.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT dossier_id FROM personal_keys WHERE dossier_id = ANY($1) AND erased_at IS NOT NULL",
+    )
+    .bind(dossiers)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
 /// Who reads personal data and why, as the access log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reader {

@@ -422,6 +422,14 @@ fn document<'a>(
     }))
 }
 
+pub fn pb_return_method(v: ReturnMethod) -> pb::ReturnMethod {
+    match v {
+        ReturnMethod::Counter => pb::ReturnMethod::Counter,
+        ReturnMethod::Post => pb::ReturnMethod::Post,
+        ReturnMethod::Online => pb::ReturnMethod::Online,
+    }
+}
+
 /// The applicant as the contract shows it.
 pub fn pb_applicant(a: &personal::Applicant) -> pb::Applicant {
     let doc = |d: &personal::IdentityDocument| pb::IdentityDocument {

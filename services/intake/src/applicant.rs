@@ -273,20 +273,11 @@ impl Lookup {
             status: u32::from(status),
             due_at: state.due_at.map(to_timestamp),
             result_ready: state.resolution.is_some(),
-            return_method: state
-                .return_method
-                .or(state.requested_return)
-                .map_or(pb::ReturnMethod::Unspecified, pb_return_method)
-                as i32,
+            return_method: state.return_method.or(state.requested_return).map_or(
+                pb::ReturnMethod::Unspecified,
+                svc::convert::pb_return_method,
+            ) as i32,
         })
-    }
-}
-
-fn pb_return_method(m: domain::ReturnMethod) -> pb::ReturnMethod {
-    match m {
-        domain::ReturnMethod::Counter => pb::ReturnMethod::Counter,
-        domain::ReturnMethod::Post => pb::ReturnMethod::Post,
-        domain::ReturnMethod::Online => pb::ReturnMethod::Online,
     }
 }
 

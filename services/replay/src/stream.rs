@@ -139,10 +139,18 @@ async fn produce(
                 .await?;
             let full = page.len() as i64 == PAGE;
             let mut last = None;
+            let mut events = Vec::with_capacity(page.len());
             for stored in page {
                 let stored = stored?;
                 last = Some(stored.position);
-                let event = Msg::Event(Box::new(convert::replayed_event(&stored)?));
+                events.push(convert::replayed_event(&stored)?);
+            }
+            let erased = reader
+                .erased_among(&convert::sealed_dossiers(&events))
+                .await?;
+            for mut event in events {
+                convert::mark_erased(&mut event, &erased);
+                let event = Msg::Event(Box::new(event));
                 tokio::select! {
                     sent = tx.send(event) => sent.map_err(|_| Stop::ClientGone)?,
                     () = stopping.cancelled() => return Err(Stop::Stopping),

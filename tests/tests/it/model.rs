@@ -133,6 +133,8 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         }),
         fee_required,
         components: components.clone(),
+        applicant: None,
+        return_method: 0,
     }));
     // The gap to the next step: minutes to a few days, sometimes across a weekend or holiday.
     let step = |rng: &mut Rng, t: &mut DateTime<Utc>| {

@@ -303,6 +303,8 @@ pub fn received(profile: Profile, due_at: DateTime<Utc>) -> DossierEvent {
         fee_required: false,
         components: vec![ComponentCode::parse("don-de-nghi").unwrap()],
         due_at,
+        applicant: None,
+        return_method: None,
     }
 }
 
