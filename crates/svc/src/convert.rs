@@ -268,99 +268,6 @@ pub fn body_type(body: &pb::event::Body) -> EventType {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tonic_types::StatusExt;
-
-    fn violation(s: Status) -> String {
-        s.get_details_bad_request().unwrap().field_violations[0]
-            .field
-            .clone()
-    }
-
-    #[test]
-    fn profile_errors_name_the_nested_field() {
-        let mut p = pb::Profile {
-            procedure_code: "1.001".into(),
-            online_level: pb::OnlineServiceLevel::FullOnline as i32,
-            sector_code: "land".into(),
-            agency_code: "000.00.12.H40".into(),
-            level: pb::Level::District as i32,
-            channel: pb::Channel::Online as i32,
-            applicant_type: pb::ApplicantType::Citizen as i32,
-        };
-        assert!(profile("profile", Some(&p)).is_ok());
-        p.level = 0;
-        assert_eq!(
-            violation(profile("profile", Some(&p)).unwrap_err()),
-            "profile.level"
-        );
-        p.level = 99;
-        assert_eq!(
-            violation(profile("profile", Some(&p)).unwrap_err()),
-            "profile.level"
-        );
-        p.level = 1;
-        p.agency_code = "bad_code".into();
-        assert_eq!(
-            violation(profile("profile", Some(&p)).unwrap_err()),
-            "profile.agency_code"
-        );
-        assert_eq!(violation(profile("profile", None).unwrap_err()), "profile");
-        assert_eq!(optional("f", 0, level).unwrap(), None);
-        assert_eq!(optional("f", 2, level).unwrap(), Some(Level::District));
-        assert_eq!(violation(optional("f", 42, level).unwrap_err()), "f");
-        p.agency_code = "000.00.12.H40".into();
-        assert_eq!(pb_profile(&profile("profile", Some(&p)).unwrap()), p);
-    }
-
-    #[test]
-    fn statutory_time_bounds() {
-        use pb::statutory_time::Unit;
-        let st = |u| pb::StatutoryTime { unit: Some(u) };
-        assert_eq!(
-            statutory_time("s", Some(&st(Unit::WorkingDays(15)))).unwrap(),
-            StatutoryTime::Days(15)
-        );
-        assert_eq!(
-            violation(statutory_time("s", Some(&st(Unit::WorkingDays(0)))).unwrap_err()),
-            "s.working_days"
-        );
-        assert_eq!(violation(statutory_time("s", None).unwrap_err()), "s");
-        assert_eq!(
-            violation(components("c", &["ok".into(), "".into()]).unwrap_err()),
-            "c[1]"
-        );
-    }
-
-    #[test]
-    fn event_types_are_the_proto_bodies() {
-        use prost::Message;
-        let set = prost_types::FileDescriptorSet::decode(api::FILE_DESCRIPTOR_SET).unwrap();
-        let event = set
-            .file
-            .iter()
-            .filter(|f| f.package() == "dossier.v1")
-            .flat_map(|f| &f.message_type)
-            .find(|m| m.name() == "Event")
-            .expect("dossier.v1.Event");
-        let body = event
-            .oneof_decl
-            .iter()
-            .position(|o| o.name() == "body")
-            .expect("Event.body");
-        let bodies: Vec<&str> = event
-            .field
-            .iter()
-            .filter(|f| f.oneof_index == i32::try_from(body).ok())
-            .map(|f| f.name())
-            .collect();
-        let types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-        assert_eq!(bodies, types, "Event.body and EventType::ALL, in order");
-    }
-}
-
 /// The request's applicant, validated for a dossier of `applicant_type` (`None` when absent).
 /// Errors name the field and never repeat the value.
 pub fn applicant(
@@ -453,5 +360,98 @@ pub fn pb_applicant(a: &personal::Applicant) -> pb::Applicant {
             document: r.document.as_ref().map(doc),
             phone: r.phone.clone().unwrap_or_default(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::StatusExt;
+
+    fn violation(s: Status) -> String {
+        s.get_details_bad_request().unwrap().field_violations[0]
+            .field
+            .clone()
+    }
+
+    #[test]
+    fn profile_errors_name_the_nested_field() {
+        let mut p = pb::Profile {
+            procedure_code: "1.001".into(),
+            online_level: pb::OnlineServiceLevel::FullOnline as i32,
+            sector_code: "land".into(),
+            agency_code: "000.00.12.H40".into(),
+            level: pb::Level::District as i32,
+            channel: pb::Channel::Online as i32,
+            applicant_type: pb::ApplicantType::Citizen as i32,
+        };
+        assert!(profile("profile", Some(&p)).is_ok());
+        p.level = 0;
+        assert_eq!(
+            violation(profile("profile", Some(&p)).unwrap_err()),
+            "profile.level"
+        );
+        p.level = 99;
+        assert_eq!(
+            violation(profile("profile", Some(&p)).unwrap_err()),
+            "profile.level"
+        );
+        p.level = 1;
+        p.agency_code = "bad_code".into();
+        assert_eq!(
+            violation(profile("profile", Some(&p)).unwrap_err()),
+            "profile.agency_code"
+        );
+        assert_eq!(violation(profile("profile", None).unwrap_err()), "profile");
+        assert_eq!(optional("f", 0, level).unwrap(), None);
+        assert_eq!(optional("f", 2, level).unwrap(), Some(Level::District));
+        assert_eq!(violation(optional("f", 42, level).unwrap_err()), "f");
+        p.agency_code = "000.00.12.H40".into();
+        assert_eq!(pb_profile(&profile("profile", Some(&p)).unwrap()), p);
+    }
+
+    #[test]
+    fn statutory_time_bounds() {
+        use pb::statutory_time::Unit;
+        let st = |u| pb::StatutoryTime { unit: Some(u) };
+        assert_eq!(
+            statutory_time("s", Some(&st(Unit::WorkingDays(15)))).unwrap(),
+            StatutoryTime::Days(15)
+        );
+        assert_eq!(
+            violation(statutory_time("s", Some(&st(Unit::WorkingDays(0)))).unwrap_err()),
+            "s.working_days"
+        );
+        assert_eq!(violation(statutory_time("s", None).unwrap_err()), "s");
+        assert_eq!(
+            violation(components("c", &["ok".into(), "".into()]).unwrap_err()),
+            "c[1]"
+        );
+    }
+
+    #[test]
+    fn event_types_are_the_proto_bodies() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(api::FILE_DESCRIPTOR_SET).unwrap();
+        let event = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "dossier.v1")
+            .flat_map(|f| &f.message_type)
+            .find(|m| m.name() == "Event")
+            .expect("dossier.v1.Event");
+        let body = event
+            .oneof_decl
+            .iter()
+            .position(|o| o.name() == "body")
+            .expect("Event.body");
+        let bodies: Vec<&str> = event
+            .field
+            .iter()
+            .filter(|f| f.oneof_index == i32::try_from(body).ok())
+            .map(|f| f.name())
+            .collect();
+        let types: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(bodies, types, "Event.body and EventType::ALL, in order");
     }
 }
