@@ -139,11 +139,20 @@ async fn produce(
                 .await?;
             let full = page.len() as i64 == PAGE;
             let mut last = None;
+            // A corrupt row ends the stream, after the events before it are sent.
             let mut events = Vec::with_capacity(page.len());
+            let mut corrupt = None;
             for stored in page {
-                let stored = stored?;
-                last = Some(stored.position);
-                events.push(convert::replayed_event(&stored)?);
+                match stored.and_then(|stored| {
+                    last = Some(stored.position);
+                    convert::replayed_event(&stored)
+                }) {
+                    Ok(event) => events.push(event),
+                    Err(error) => {
+                        corrupt = Some(error);
+                        break;
+                    }
+                }
             }
             let erased = reader
                 .erased_among(&convert::sealed_dossiers(&events))
@@ -155,6 +164,9 @@ async fn produce(
                     sent = tx.send(event) => sent.map_err(|_| Stop::ClientGone)?,
                     () = stopping.cancelled() => return Err(Stop::Stopping),
                 }
+            }
+            if let Some(error) = corrupt {
+                return Err(error.into());
             }
             cursor = match last {
                 Some(last) if full => last,
