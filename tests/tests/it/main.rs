@@ -9,6 +9,7 @@ mod metric_names;
 mod model;
 mod operations;
 mod payment;
+mod personal_data;
 mod processing;
 mod projection;
 mod publication;

@@ -37,6 +37,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// One gRPC call of a dossier's life.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a test plan of calls; the receive request grew with the applicant
 enum Call {
     Receive(pb::ReceiveDossierRequest),
     Refuse(pb::RefuseAtCounterRequest),
@@ -133,6 +134,8 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         }),
         fee_required,
         components: components.clone(),
+        applicant: None,
+        return_method: 0,
     }));
     // The gap to the next step: minutes to a few days, sometimes across a weekend or holiday.
     let step = |rng: &mut Rng, t: &mut DateTime<Utc>| {
