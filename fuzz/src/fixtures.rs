@@ -52,6 +52,7 @@ pub fn counter() -> Principal {
         agency: Some(agency(AGENCY)),
         level: Some(Level::District),
         role: Role::Counter,
+scopes: Vec::new(),
     }
 }
 
@@ -115,6 +116,8 @@ fn build_states() -> Vec<Dossier> {
                 .to_vec(),
             due_at: None,
             procedure: None,
+            applicant: None,
+            return_method: None,
         },
     )];
     // The same procedure from the catalogue: one supplement request at most, closed 3 working

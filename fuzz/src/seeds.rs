@@ -381,6 +381,8 @@ fn receive() -> pb::ReceiveDossierRequest {
         }),
         fee_required: true,
         components: vec!["don-de-nghi".into(), "ban-ve".into()],
+        applicant: None,
+        return_method: 0,
     }
 }
 
@@ -424,6 +426,9 @@ fn lifecycle() -> pb::ImportBatch {
                     components: r.components,
                     due_at: ts(local(2024, 3, 7, 9, 0)),
                     procedure: None,
+                    applicant: None,
+                    applicant_data: 0,
+                    return_method: 0,
                 }),
             ),
             event(

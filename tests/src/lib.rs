@@ -2,6 +2,7 @@
 //! on port 0 against an isolated database and JetStream namespace, and talk to them over real
 //! gRPC with real tokens.
 
+pub mod browser;
 pub mod lifecycle;
 pub mod processing;
 pub mod projection;
@@ -37,6 +38,7 @@ pub fn test_tokens() -> Tokens {
         agency: agency.map(|a| domain::AgencyCode::parse(a).unwrap()),
         level,
         role,
+        scopes: Vec::new(),
     };
     tokens.insert(
         COUNTER_PROVINCE,
@@ -237,6 +239,8 @@ pub fn receive_request(dossier_id: &str, occurred_at: DateTime<Utc>) -> pb::Rece
         }),
         fee_required: true,
         components: vec!["don-de-nghi".to_owned(), "ban-ve".to_owned()],
+        applicant: None,
+        return_method: 0,
     }
 }
 

@@ -5,7 +5,9 @@ use calendar::{Calendar, StatutoryTime};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{FeeKind, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, TransferMode};
+use crate::event::{
+    FeeKind, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, SealedApplicant, TransferMode,
+};
 use crate::ids::{AgencyCode, ComponentCode, Text, TransactionId};
 use crate::procedure::ProcedureRules;
 
@@ -48,6 +50,10 @@ pub enum Action {
         /// The procedure's rules from the catalogue in force at the reception time, when the
         /// procedure is in the catalogue; stored in the `received` event.
         procedure: Option<ProcedureRules>,
+        /// The applicant, already encrypted at the edge (the domain never sees plaintext).
+        applicant: Option<SealedApplicant>,
+        /// How the applicant asked to get the result, if the counter recorded it.
+        return_method: Option<ReturnMethod>,
     },
     RecordDigitized {
         digitized: Vec<ComponentCode>,

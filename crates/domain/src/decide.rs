@@ -67,6 +67,8 @@ pub fn decide(
             components,
             due_at,
             procedure,
+            applicant,
+            return_method,
         } => {
             let due_at = match due_at {
                 Some(given) if *given < at => {
@@ -88,6 +90,8 @@ pub fn decide(
                 components: components.clone(),
                 due_at,
                 procedure: procedure.clone(),
+                applicant: applicant.clone(),
+                return_method: *return_method,
             }
         }
         Action::RefuseAtIntake { profile, reason } => DossierEvent::RefusedAtIntake {

@@ -138,6 +138,8 @@ fn largest_events_fit() {
             same_day_cutoff: chrono::NaiveTime::from_hms_opt(15, 0, 0),
             obligation_pauses_clock: true,
         }),
+        applicant: None,
+        return_method: None,
     };
     let text = || convert::text("reason", &worst_text()).unwrap();
     let mut sizes = BTreeMap::new();

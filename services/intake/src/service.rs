@@ -9,12 +9,12 @@ use std::collections::HashMap;
 use catalogue::{Catalogue, ProcedureVersion, ResolveError, Stated};
 use domain::{
     Action, AgencyCode, ApplicantType, Channel, ComponentCode, DossierEvent, Level, ProcedureCode,
-    Profile, SectorCode,
+    Profile, ReturnMethod, SectorCode,
 };
 use svc::convert;
 use svc::handler::{CommonFields, Desk, body, first_event, unexpected, write_response};
 use svc::status::{field, invalid_field, to_timestamp};
-use svc::write::fingerprint;
+use svc::write::{fingerprint, fingerprint_with_personal};
 use svc::{Clock, Tokens, WritePath};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -31,18 +31,74 @@ pub struct Intake {
     tokens: Arc<Tokens>,
     write: WritePath,
     clock: Arc<dyn Clock>,
+    /// The applicants' keys (`None`: no master keys configured; an applicant is refused).
+    vault: Option<personal::Vault>,
 }
 
 impl Intake {
-    pub fn new(write: WritePath, tokens: Arc<Tokens>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        write: WritePath,
+        tokens: Arc<Tokens>,
+        clock: Arc<dyn Clock>,
+        vault: Option<personal::Vault>,
+    ) -> Self {
         Intake {
             desk: Desk::new(write.clone(), tokens.clone(), clock.clone()),
             catalogue: Catalogue::new(write.log().pool().clone()),
             tokens,
             write,
             clock,
+            vault,
         }
     }
+}
+
+const RECEIVE_METHOD: &str = "dossier.v1.IntakeService/ReceiveDossier";
+
+/// The vault, or FAILED_PRECONDITION for a request that carries personal data.
+pub(crate) fn vault_or_refuse(vault: &Option<personal::Vault>) -> Result<&personal::Vault, Status> {
+    vault.as_ref().ok_or_else(|| {
+        svc::status::with_reason(
+            tonic::Code::FailedPrecondition,
+            "no_master_keys",
+            "this installation has no master keys configured (auth.master_keys_file): it cannot record an applicant",
+        )
+    })
+}
+
+/// A vault failure as a status: never a value, never a key.
+pub(crate) fn vault_status(e: personal::VaultError) -> Status {
+    match e {
+        personal::VaultError::Unavailable(e) => svc::status::unavailable(e),
+        personal::VaultError::NoKey(d) => {
+            Status::not_found(format!("dossier {d} is unknown or has no applicant data"))
+        }
+        e @ personal::VaultError::Erased { .. } => svc::status::with_reason(
+            tonic::Code::FailedPrecondition,
+            "applicant_erased",
+            e.to_string(),
+        ),
+        e @ personal::VaultError::Crypto { .. } => {
+            tracing::error!(error = %e, "personal data does not open");
+            svc::status::internal(e)
+        }
+    }
+}
+
+/// Seals `applicant` into the dossier's key: the sealed record, the data key's digest of the
+/// plaintext (for the request fingerprint) and the lookup secret.
+pub(crate) async fn seal(
+    vault: &personal::Vault,
+    dossier: &domain::DossierId,
+    applicant: &personal::Applicant,
+) -> Result<(domain::SealedApplicant, [u8; 32], personal::LookupSecret), Status> {
+    let key = vault.dossier_key(dossier).await.map_err(vault_status)?.key;
+    let plaintext = serde_json::to_vec(applicant).map_err(svc::status::internal)?;
+    Ok((
+        key.seal(dossier, applicant),
+        key.fingerprint(&plaintext),
+        key.lookup_secret(dossier),
+    ))
 }
 
 #[tonic::async_trait]
@@ -56,17 +112,33 @@ impl IntakeService for Intake {
             &request,
             new_dossier_fields(&req.event_id, &req.dossier_id, &req.occurred_at),
         )?;
-        let reception = Reception::parse(req)?;
+        let mut reception = Reception::parse(req)?;
         envelope
             .principal
             .may_write_for(&reception.profile_agency)?;
+        let applicant = reception.applicant.take();
         let in_force = self
             .catalogue
             .in_force(&reception.procedure, envelope.occurred_at)
             .await
             .map_err(crate::catalogue::store_status)?;
-        let action = reception.into_action(in_force.as_ref())?;
-        let print = fingerprint("dossier.v1.IntakeService/ReceiveDossier", req);
+        let mut action = reception.into_action(in_force.as_ref())?;
+        let (print, secret) = match applicant {
+            None => (fingerprint(RECEIVE_METHOD, req), None),
+            Some(applicant) => {
+                let vault = vault_or_refuse(&self.vault)?;
+                let (sealed, mac, secret) = seal(vault, &envelope.dossier_id, &applicant).await?;
+                if let Action::Receive { applicant, .. } = &mut action {
+                    *applicant = Some(sealed);
+                }
+                let mut without = req.clone();
+                without.applicant = None;
+                (
+                    fingerprint_with_personal(RECEIVE_METHOD, &without, mac),
+                    Some(secret),
+                )
+            }
+        };
         let (event, duplicate) = first_event(self.desk.execute(envelope, action, print).await?)?;
         let DossierEvent::Received { due_at, .. } = body(&event)? else {
             return Err(unexpected(&event));
@@ -74,6 +146,7 @@ impl IntakeService for Intake {
         Ok(Response::new(pb::ReceiveDossierResponse {
             event: Some(svc::recorded_event(&event, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
+            lookup_secret: secret.map(|s| s.printed()).unwrap_or_default(),
         }))
     }
 
@@ -116,7 +189,7 @@ impl IntakeService for Intake {
             .authenticate(request.metadata())?
             .require_importer()?;
         let mut inbound = request.into_inner();
-        let importer = Importer::new(self.write.clone(), self.clock.clone());
+        let importer = Importer::new(self.write.clone(), self.clock.clone(), self.vault.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             loop {
@@ -153,6 +226,9 @@ pub struct Reception {
     applicant_type: ApplicantType,
     stated: Stated,
     components: Vec<ComponentCode>,
+    /// The validated applicant, not yet sealed (that needs the dossier's key).
+    pub applicant: Option<personal::Applicant>,
+    return_method: Option<ReturnMethod>,
 }
 
 impl Reception {
@@ -161,6 +237,8 @@ impl Reception {
             .profile
             .as_ref()
             .ok_or_else(|| invalid_field("profile", "is required"))?;
+        let applicant_type = convert::applicant_type("profile.applicant_type", p.applicant_type)?;
+        let applicant = convert::applicant("applicant", req.applicant.as_ref(), applicant_type)?;
         let components = convert::components("components", &req.components)?;
         if components.is_empty() {
             return Err(invalid_field(
@@ -176,7 +254,7 @@ impl Reception {
             profile_agency: convert::agency("profile.agency_code", &p.agency_code)?,
             level: convert::level("profile.level", p.level)?,
             channel: convert::channel("profile.channel", p.channel)?,
-            applicant_type: convert::applicant_type("profile.applicant_type", p.applicant_type)?,
+            applicant_type,
             stated: Stated {
                 online_level: convert::optional(
                     "profile.online_level",
@@ -195,6 +273,12 @@ impl Reception {
                 fee_required: req.fee_required,
             },
             components,
+            applicant,
+            return_method: convert::optional(
+                "return_method",
+                req.return_method,
+                convert::return_method,
+            )?,
         })
     }
 
@@ -232,18 +316,22 @@ impl Reception {
             components: self.components,
             due_at: None,
             procedure: resolved.rules,
+            applicant: None,
+            return_method: self.return_method,
         })
     }
 }
 
 /// `ReceiveDossier`'s own fields as a command for a procedure outside the catalogue (the full
-/// profile), and the agency whose counter may send it.
+/// profile; its applicant not yet sealed: that needs the dossier's key), the agency whose
+/// counter may send it, and the validated applicant.
 pub fn receive_dossier_action(
     req: &pb::ReceiveDossierRequest,
-) -> Result<(AgencyCode, Action), Status> {
-    let reception = Reception::parse(req)?;
+) -> Result<(AgencyCode, Action, Option<personal::Applicant>), Status> {
+    let mut reception = Reception::parse(req)?;
     let agency = reception.profile_agency.clone();
-    Ok((agency, reception.into_action(None)?))
+    let applicant = reception.applicant.take();
+    Ok((agency, reception.into_action(None)?, applicant))
 }
 
 /// `RecordDigitizedComponents`' own fields as a command.

@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary, modules per topic.
 mod auditor;
 mod catalogue;
+mod dashboard;
 mod faults;
 mod intake_api;
 mod intake_import;
@@ -9,7 +10,9 @@ mod metric_names;
 mod model;
 mod operations;
 mod payment;
+mod personal_data;
 mod processing;
 mod projection;
 mod publication;
 mod results;
+mod warnings;

@@ -14,6 +14,8 @@ fn receive(statutory_time: StatutoryTime, components: Vec<domain::ComponentCode>
         fee_required: true,
         components,
         due_at: None,
+        applicant: None,
+        return_method: None,
     }
 }
 
@@ -28,6 +30,8 @@ fn received_with_due(
         fee_required: true,
         components: components(),
         due_at,
+        applicant: None,
+        return_method: None,
     }
 }
 
@@ -121,6 +125,8 @@ mod receive {
                     fee_required: true,
                     components: components(),
                     due_at: Some(appointment),
+                    applicant: None,
+                    return_method: None,
                 },
             ))
             .then(received_with_due(StatutoryTime::Days(3), appointment));
@@ -139,6 +145,8 @@ mod receive {
                     fee_required: true,
                     components: components(),
                     due_at: Some(appointment),
+                    applicant: None,
+                    return_method: None,
                 },
             ))
             .then(Refusal::DueBeforeReception {

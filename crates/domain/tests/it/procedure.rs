@@ -43,6 +43,8 @@ fn received_with(rules: ProcedureRules) -> Event {
             components,
             due_at,
             procedure: Some(rules),
+            applicant: None,
+            return_method: None,
         },
     )
 }
@@ -76,6 +78,8 @@ fn reception_records_the_rules_it_used() {
                 components: components(),
                 due_at: None,
                 procedure: Some(rules.clone()),
+                applicant: None,
+                return_method: None,
             },
         ))
         .accepted();
@@ -273,6 +277,8 @@ fn same_day_procedures_are_due_at_the_close_of_the_day_before_the_cutoff() {
                     components: components(),
                     due_at: None,
                     procedure: Some(rules.clone()),
+                    applicant: None,
+                    return_method: None,
                 },
             ))
             .accepted();

@@ -49,6 +49,7 @@ impl Running {
                 agency: None,
                 level: None,
                 role: Role::Auditor,
+                scopes: Vec::new(),
             },
         );
         tokens.insert(
@@ -58,6 +59,7 @@ impl Running {
                 agency: Some(domain::AgencyCode::parse("000.00.12.H40").unwrap()),
                 level: Some(Level::District),
                 role: Role::Counter,
+                scopes: Vec::new(),
             },
         );
         let nats = TestNats::new().await;
@@ -69,6 +71,7 @@ impl Running {
                 http: SocketAddr::from(([127, 0, 0, 1], 0)),
                 targets: stats::Targets::default(),
                 limits,
+                dashboard: projection::dashboard::DashboardConfig::default(),
             },
             nats.jetstream(),
             ConsumerConfig::new(&nats.stream, &nats.prefix, "limits"),
