@@ -85,9 +85,14 @@ pub struct OnTimeRow {
     pub rate: Rate,
 }
 
-/// Biểu mẫu 3, section 3: the three levels always, in order; a level with no totals (unused
-/// since the two-tier reform, or filtered out) has zero counts and an absent rate.
-pub fn bieu_mau_3_section_3(by_level: &BTreeMap<Level, Totals>) -> [OnTimeRow; 3] {
+/// Biểu mẫu 3, section 3: the three levels in order; a level with no totals (unused, or
+/// filtered out) has zero counts and an absent rate, and is left out when `in_use` says the
+/// level no longer exists (a province with two tiers since 1 July 2025 prints no empty
+/// district row). A level with figures is always listed.
+pub fn bieu_mau_3_section_3(
+    by_level: &BTreeMap<Level, Totals>,
+    in_use: impl Fn(Level) -> bool,
+) -> Vec<OnTimeRow> {
     let row = |code: &'static str, level: Level| {
         let (early, on_time, late, resolved) = by_level.get(&level).map_or((0, 0, 0, 0), |t| {
             (
@@ -108,10 +113,14 @@ pub fn bieu_mau_3_section_3(by_level: &BTreeMap<Level, Totals>) -> [OnTimeRow; 3
         }
     };
     [
-        row("3.1", Level::Province),
-        row("3.2", Level::District),
-        row("3.3", Level::Commune),
+        ("3.1", Level::Province),
+        ("3.2", Level::District),
+        ("3.3", Level::Commune),
     ]
+    .into_iter()
+    .filter(|(_, level)| by_level.contains_key(level) || in_use(*level))
+    .map(|(code, level)| row(code, level))
+    .collect()
 }
 
 /// One line of Biểu mẫu 7, section 6: the share of dossiers submitted online among those of

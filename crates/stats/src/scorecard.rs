@@ -145,7 +145,6 @@ pub enum Rule {
 
 /// One sub-indicator of a version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SubIndicator {
     /// Stable id (a column id of the form, a CSV header): `tdgq_progress`…
     pub id: String,
@@ -211,7 +210,10 @@ impl ScoringConfig {
             let mut ids = BTreeSet::new();
             for s in &v.indicators {
                 if s.id.is_empty() || !ids.insert(s.id.as_str()) {
-                    return Err(err(format!("sub-indicator id {:?} empty or repeated", s.id)));
+                    return Err(err(format!(
+                        "sub-indicator id {:?} empty or repeated",
+                        s.id
+                    )));
                 }
                 let max = hundredths(s.max_points).ok_or_else(|| {
                     err(format!(
@@ -339,7 +341,10 @@ pub fn score(s: &SubIndicator, t: &Totals) -> SubScore {
         }
         Rule::Proportional { measure } => {
             let rate = measure.rate(t);
-            (rate, (rate.denominator > 0).then(|| proportional(max, rate)))
+            (
+                rate,
+                (rate.denominator > 0).then(|| proportional(max, rate)),
+            )
         }
         Rule::Threshold {
             measure,
