@@ -125,3 +125,25 @@ pub async fn publish(
     tx.commit().await?;
     Ok(Published { added, unchanged })
 }
+
+/// Every recorded row: sequence, entry (JSON), who recorded it, when.
+pub async fn recorded(
+    pool: &PgPool,
+) -> Result<Vec<(i64, String, String, chrono::DateTime<chrono::Utc>)>, StructureStoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, entry::text AS entry, recorded_by, recorded_at \
+         FROM agency_structure_entries ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("seq")?,
+                r.try_get("entry")?,
+                r.try_get("recorded_by")?,
+                r.try_get("recorded_at")?,
+            ))
+        })
+        .collect()
+}
