@@ -13,3 +13,4 @@ mod processing;
 mod projection;
 mod publication;
 mod results;
+mod warnings;
