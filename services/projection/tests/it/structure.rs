@@ -109,6 +109,8 @@ async fn dossier(
             fee_required: false,
             components: vec![domain::ComponentCode::parse("don").unwrap()],
             due_at: due,
+            applicant: None,
+            return_method: None,
         },
         nine(received),
     )];
