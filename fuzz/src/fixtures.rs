@@ -52,7 +52,7 @@ pub fn counter() -> Principal {
         agency: Some(agency(AGENCY)),
         level: Some(Level::District),
         role: Role::Counter,
-scopes: Vec::new(),
+        scopes: Vec::new(),
     }
 }
 
@@ -138,6 +138,8 @@ fn build_states() -> Vec<Dossier> {
                 same_day_cutoff: None,
                 obligation_pauses_clock: true,
             }),
+            applicant: None,
+            return_method: None,
         },
     )];
     let mut closing = catalogued.clone();
