@@ -28,6 +28,17 @@ fn write<M: Message + Default>(
     common: impl Fn(&M) -> CommonFields<'_>,
     action: impl Fn(&M) -> Result<Action, Status>,
 ) {
+    write_refusing(data, method, common, action, &[Code::PermissionDenied]);
+}
+
+/// [`write`], where the request may also be refused with one of `also` (checked by `action`).
+fn write_refusing<M: Message + Default>(
+    data: &[u8],
+    method: &str,
+    common: impl Fn(&M) -> CommonFields<'_>,
+    action: impl Fn(&M) -> Result<Action, Status>,
+    also: &[Code],
+) {
     let Ok(request) = M::decode(data) else {
         return;
     };
@@ -36,7 +47,7 @@ fn write<M: Message + Default>(
         .and_then(|common| Ok((common, action(&request)?)));
     let ((event_id, dossier_id, occurred_at), action) = match parsed {
         Ok(parsed) => parsed,
-        Err(status) => return check::refusal(&status, &[Code::PermissionDenied]),
+        Err(status) => return check::refusal(&status, also),
     };
     let command = Command {
         occurred_at,
@@ -84,7 +95,9 @@ pub fn intake(data: &[u8]) {
                 // the dossier's key from the database.
                 |r| receive_dossier_action(r).map(|(_, action, _)| action),
             );
-            write(
+            // A disagreement with the catalogue is FAILED_PRECONDITION `catalogue_mismatch`
+            // naming the field and the version.
+            write_refusing(
                 data,
                 "dossier.v1.IntakeService/ReceiveDossier",
                 |r: &pb::ReceiveDossierRequest| {
@@ -94,8 +107,11 @@ pub fn intake(data: &[u8]) {
                     let mut reception = Reception::parse(r)?;
                     reception.applicant = None;
                     let version = fixtures::catalogued(&reception.procedure);
-                    reception.into_action(Some(&version))
+                    reception
+                        .into_action(Some(&version))
+                        .inspect_err(check::catalogue_mismatch)
                 },
+                &[Code::PermissionDenied, Code::FailedPrecondition],
             );
         }
         1 => write(
