@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use crate::command::{Action, Command, Rules, SupplementPolicy};
 use crate::dossier::{Dossier, Phase};
-use crate::event::DossierEvent;
+use crate::event::{DossierEvent, NoticeUnit};
 use crate::ids::ComponentCode;
 use crate::refusal::Refusal;
 
@@ -149,6 +149,8 @@ pub fn decide(
         Action::IssueApology {
             reason,
             new_appointment,
+            signer,
+            delivery,
         } => {
             if state.apology.is_some() {
                 return Err(Refusal::ApologyAlreadyIssued);
@@ -165,13 +167,14 @@ pub fn decide(
             if *new_appointment <= at || *new_appointment <= due_at {
                 return Err(Refusal::NewAppointmentTooEarly { due_at });
             }
-            let on_time = at < due_at
-                && rules.calendar.working_time_between(at, due_at)
-                    >= rules.calendar.to_duration(StatutoryTime::Days(1));
             DossierEvent::ApologyIssued {
                 reason: reason.clone(),
                 new_appointment: *new_appointment,
-                on_time,
+                on_time: apology_on_time(rules, at, due_at),
+                original_due_at: Some(due_at),
+                signer: signer.clone(),
+                delivery: *delivery,
+                notice: Some(rules.apology_notice),
             }
         }
         Action::AssessFee { amount_vnd, kind } => {
@@ -223,12 +226,23 @@ pub fn decide(
                 return Err(Refusal::AwaitingSupplement);
             }
             let due_at = due_at(state);
-            DossierEvent::Resolved {
+            let timeliness = classify(at, due_at);
+            let resolved = DossierEvent::Resolved {
                 outcome: *outcome,
                 deciding_agency: deciding_agency.clone(),
                 due_at,
-                timeliness: classify(at, due_at),
+                timeliness,
+            };
+            // A counter that was offline sends a resolution dated before the due time after the
+            // watcher marked the dossier late: the mark is withdrawn in the same append, so
+            // exactly once and never without the resolution that contradicts it.
+            if state.late_marked && timeliness != Timeliness::Late {
+                return Ok(vec![
+                    resolved,
+                    DossierEvent::LateWithdrawn { due_at, timeliness },
+                ]);
             }
+            resolved
         }
         Action::Withdraw { reason } => {
             require_unresolved(state)?;
@@ -288,6 +302,22 @@ pub fn event_time(command: &Command, event: &DossierEvent) -> DateTime<Utc> {
     match event {
         DossierEvent::Late { due_at } => *due_at,
         _ => command.occurred_at,
+    }
+}
+
+/// Whether an apology issued at `at` is "on time": at least one day before the due time in
+/// force (Mẫu 04: "chậm nhất 01 ngày trước ngày hết hạn"), the day counted in the province's
+/// unit: one working day of working time, or 24 hours.
+fn apology_on_time(rules: Rules<'_>, at: DateTime<Utc>, due_at: DateTime<Utc>) -> bool {
+    if at >= due_at {
+        return false;
+    }
+    match rules.apology_notice {
+        NoticeUnit::WorkingDay => {
+            rules.calendar.working_time_between(at, due_at)
+                >= rules.calendar.to_duration(StatutoryTime::Days(1))
+        }
+        NoticeUnit::CalendarDay => due_at - at >= chrono::TimeDelta::days(1),
     }
 }
 

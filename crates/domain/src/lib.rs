@@ -19,9 +19,9 @@ pub use command::{Action, Command, Rules, SupplementPolicy};
 pub use decide::{MAX_AMOUNT_VND, decide, event_time};
 pub use dossier::{Apology, Dossier, PaymentRecord, Phase, Resolution};
 pub use event::{
-    ApplicantType, Channel, DecodeError, DossierEvent, Event, EventType, FeeKind, Level,
-    OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, TransferMode,
-    UnknownEventType,
+    ApologyDelivery, ApplicantType, Channel, DecodeError, DossierEvent, Event, EventType, FeeKind,
+    Level, NoticeUnit, OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod,
+    TransferMode, UnknownEventType,
 };
 pub use ids::{
     AgencyCode, ComponentCode, DossierId, EventId, FieldError, ProcedureCode, SectorCode, Text,
