@@ -258,6 +258,9 @@ pub struct AuthConfig {
 pub struct Rules {
     #[serde(default)]
     pub supplement_policy: domain::SupplementPolicy,
+    /// The unit of the apology's "at least one day before the due time" (`apology_notice`).
+    #[serde(default)]
+    pub apology_notice: domain::NoticeUnit,
 }
 
 /// A service's own section of the file, defined in the service's crate.
@@ -405,25 +408,28 @@ impl Config {
         Ok(section)
     }
 
-    /// The rules every write service applies (`[processing] supplement_policy`).
+    /// The rules every write service applies (`[processing] supplement_policy` and
+    /// `apology_notice`).
     pub fn rules(&self) -> Result<Rules, ConfigError> {
-        match self.raw("processing") {
-            Some(table) => {
-                let policy = table.get("supplement_policy").cloned();
-                match policy {
-                    Some(value) => Ok(Rules {
-                        supplement_policy: domain::SupplementPolicy::deserialize(value).map_err(
-                            |e| ConfigError::Section {
-                                section: "processing",
-                                message: format!("supplement_policy: {e}"),
-                            },
-                        )?,
-                    }),
-                    None => Ok(Rules::default()),
-                }
+        let Some(table) = self.raw("processing") else {
+            return Ok(Rules::default());
+        };
+        fn key<T: DeserializeOwned + Default>(
+            table: &toml::Table,
+            name: &str,
+        ) -> Result<T, ConfigError> {
+            match table.get(name) {
+                Some(value) => T::deserialize(value.clone()).map_err(|e| ConfigError::Section {
+                    section: "processing",
+                    message: format!("{name}: {e}"),
+                }),
+                None => Ok(T::default()),
             }
-            None => Ok(Rules::default()),
         }
+        Ok(Rules {
+            supplement_policy: key(table, "supplement_policy")?,
+            apology_notice: key(table, "apology_notice")?,
+        })
     }
 }
 

@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use calendar::Calendar;
 use chrono::{DateTime, Utc};
-use domain::{Command, Dossier, DossierEvent, DossierId, Event, EventId, Rules, SupplementPolicy};
+use domain::{
+    Command, Dossier, DossierEvent, DossierId, Event, EventId, NoticeUnit, Rules, SupplementPolicy,
+};
 use eventlog::{
     AppendError, DossierAppend, EventLog, ExpectedVersion, NewEvent, ReadError, Routing,
     StoredEvent,
@@ -216,6 +218,7 @@ pub struct WritePath {
     log: EventLog,
     calendar: Arc<Calendar>,
     supplement_policy: SupplementPolicy,
+    apology_notice: NoticeUnit,
 }
 
 impl WritePath {
@@ -228,7 +231,14 @@ impl WritePath {
             log,
             calendar,
             supplement_policy,
+            apology_notice: NoticeUnit::default(),
         }
+    }
+
+    /// The unit of the apology's "at least one day before the due time" (default: working day).
+    pub fn with_apology_notice(mut self, unit: NoticeUnit) -> Self {
+        self.apology_notice = unit;
+        self
     }
 
     pub fn log(&self) -> &EventLog {
@@ -243,6 +253,7 @@ impl WritePath {
         Rules {
             calendar: &self.calendar,
             supplement_policy: self.supplement_policy,
+            apology_notice: self.apology_notice,
         }
     }
 

@@ -34,6 +34,10 @@ pub struct ProcessingConfig {
     pub metrics_listen: SocketAddr,
     /// Read by every write service (through [`svc::Config::rules`]).
     pub supplement_policy: domain::SupplementPolicy,
+    /// Read by every write service (through [`svc::Config::rules`]): the unit of the
+    /// apology's "at least one day before the due time", `working_day` (default) or
+    /// `calendar_day`.
+    pub apology_notice: domain::NoticeUnit,
     /// How often the deadline watcher looks for dossiers that fell due.
     pub watcher_interval_secs: u64,
 }
@@ -44,6 +48,7 @@ impl Default for ProcessingConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9452)),
             supplement_policy: domain::SupplementPolicy::default(),
+            apology_notice: domain::NoticeUnit::default(),
             watcher_interval_secs: 30,
         }
     }

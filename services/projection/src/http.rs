@@ -415,6 +415,8 @@ struct StatusBody {
     paused: bool,
     supplement_requests: u32,
     late_marked: bool,
+    /// A late mark withdrawn by a resolution dated before the due time (offline counter).
+    late_withdrawn: bool,
     resolved_at: Option<DateTime<Utc>>,
     timeliness: Option<calendar::Timeliness>,
     outstanding_vnd: i64,
@@ -448,6 +450,7 @@ async fn dossier_status(
         paused: d.is_paused(),
         supplement_requests: d.supplement_requests,
         late_marked: d.late_marked,
+        late_withdrawn: d.late_withdrawn,
         resolved_at: d.resolution.as_ref().map(|r| r.at),
         timeliness: d.resolution.as_ref().map(|r| r.timeliness),
         outstanding_vnd: d.outstanding_vnd(),

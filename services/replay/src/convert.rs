@@ -6,7 +6,7 @@ use api::v1::event::Body;
 use calendar::StatutoryTime;
 use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, ReturnMethod, TransferMode};
 use eventlog::{ReadError, StoredEvent};
-use svc::convert::{pb_level, pb_profile, pb_timeliness};
+use svc::convert::{pb_apology_delivery, pb_level, pb_notice_unit, pb_profile, pb_timeliness};
 use svc::status::to_timestamp;
 
 /// The replay form of a stored event. The typed `event` is absent if the payload does not
@@ -118,10 +118,21 @@ pub fn body(event: &DossierEvent) -> Body {
             reason,
             new_appointment,
             on_time,
+            original_due_at,
+            signer,
+            delivery,
+            notice,
         } => Body::ApologyIssued(pb::ApologyIssued {
             reason: reason.as_str().to_owned(),
             new_appointment: Some(to_timestamp(*new_appointment)),
             on_time: *on_time,
+            original_due_at: original_due_at.map(to_timestamp),
+            signer: signer
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            delivery: delivery.map_or(pb::ApologyDelivery::Unspecified, pb_apology_delivery) as i32,
+            notice_unit: notice.map_or(pb::NoticeUnit::Unspecified, pb_notice_unit) as i32,
         }),
         DossierEvent::FeeAssessed { amount_vnd, kind } => Body::FeeAssessed(pb::FeeAssessed {
             amount_vnd: *amount_vnd,
@@ -166,6 +177,12 @@ pub fn body(event: &DossierEvent) -> Body {
         DossierEvent::SatisfactionRated { rating: r } => {
             Body::SatisfactionRated(pb::SatisfactionRated {
                 rating: rating(*r) as i32,
+            })
+        }
+        DossierEvent::LateWithdrawn { due_at, timeliness } => {
+            Body::LateWithdrawn(pb::LateWithdrawn {
+                due_at: Some(to_timestamp(*due_at)),
+                timeliness: pb_timeliness(*timeliness) as i32,
             })
         }
     }
