@@ -329,6 +329,9 @@ pub fn issue_apology(
         expected_version: None,
         reason: "Chờ kết quả đo đạc thực địa".to_owned(),
         new_appointment: Some(ts(new_appointment)),
+        // As a client older than Mẫu 04 sends it: no signer, no delivery channel.
+        signer: String::new(),
+        delivery: pb::ApologyDelivery::Unspecified as i32,
     }
 }
 

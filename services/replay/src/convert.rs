@@ -313,6 +313,10 @@ mod tests {
                 reason: text("xin lỗi"),
                 new_appointment: t(9000),
                 on_time: true,
+                original_due_at: Some(t(7200)),
+                signer: Some(text("Giám đốc")),
+                delivery: Some(domain::ApologyDelivery::Email),
+                notice: Some(domain::NoticeUnit::CalendarDay),
             },
             DossierEvent::FeeAssessed {
                 amount_vnd: 150_000,
@@ -345,6 +349,10 @@ mod tests {
             DossierEvent::SatisfactionRated {
                 rating: Rating::Unsatisfied,
             },
+            DossierEvent::LateWithdrawn {
+                due_at: t(7200),
+                timeliness: Timeliness::OnTime,
+            },
         ]
     }
 
@@ -358,6 +366,27 @@ mod tests {
         for event in &samples {
             assert_eq!(svc::convert::body_type(&body(event)), event.event_type());
         }
+    }
+
+    #[test]
+    fn apology_of_mau_04_and_late_withdrawn_carry_their_fields() {
+        let samples = samples();
+        let apology = samples
+            .iter()
+            .find(|e| e.event_type() == EventType::ApologyIssued)
+            .unwrap();
+        let Body::ApologyIssued(a) = body(apology) else {
+            panic!()
+        };
+        assert_eq!(a.original_due_at, Some(to_timestamp(t(7200))));
+        assert_eq!(a.signer, "Giám đốc");
+        assert_eq!(a.delivery, pb::ApologyDelivery::Email as i32);
+        assert_eq!(a.notice_unit, pb::NoticeUnit::CalendarDay as i32);
+        let Body::LateWithdrawn(w) = body(samples.last().unwrap()) else {
+            panic!()
+        };
+        assert_eq!(w.due_at, Some(to_timestamp(t(7200))));
+        assert_eq!(w.timeliness, pb::Timeliness::OnTime as i32);
     }
 
     #[test]

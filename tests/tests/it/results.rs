@@ -148,7 +148,7 @@ async fn late_dossier_apology_resolution_return_and_rating() {
         due(),
         "the apology never moves the due time"
     );
-    let apology = state.apology.unwrap();
+    let apology = state.apology.clone().unwrap();
     assert_eq!(apology.new_appointment, new_appointment);
     assert!(!apology.on_time);
     assert!(state.late_marked && state.result_digitized);

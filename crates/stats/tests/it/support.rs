@@ -95,6 +95,7 @@ impl Life {
         let rules = Rules {
             calendar: &CALENDAR,
             supplement_policy: self.policy,
+            apology_notice: domain::NoticeUnit::WorkingDay,
         };
         for body in decide(&self.state, &command, rules)? {
             let event = Event {
@@ -166,6 +167,8 @@ pub fn apology(new_appointment: DateTime<Utc>) -> Action {
     Action::IssueApology {
         reason: text("survey delayed"),
         new_appointment,
+        signer: None,
+        delivery: None,
     }
 }
 pub fn assess(amount_vnd: i64) -> Action {
