@@ -65,6 +65,16 @@ impl WriteOutcome {
     pub fn is_duplicate(&self) -> bool {
         !matches!(self, WriteOutcome::Written(_))
     }
+
+    /// Whether the command wrote (now, or the first time) an event of this type.
+    pub fn wrote(&self, event_type: domain::EventType) -> bool {
+        match self {
+            WriteOutcome::Written(events) | WriteOutcome::Duplicate(events) => {
+                events.iter().any(|e| e.event_type == event_type.as_str())
+            }
+            WriteOutcome::AlreadyApplied(_) => false,
+        }
+    }
 }
 
 /// Why a write did not happen. Every variant means nothing was written, except `Unavailable`
