@@ -7,6 +7,9 @@
 //! every cell of every report form must equal `oracle`'s plain recomputation from the raw
 //! events in the log — and the figures "as recorded at" the instant between two waves of calls
 //! must equal what the live service answered at that instant, late events notwithstanding.
+//! Every tenth life is an offline counter's, resolved before its due time but sent after the
+//! watcher marked it late: each dossier's status and timeline must show the mark withdrawn
+//! exactly when the oracle says so, and the figures stay the oracle's (business time).
 //!
 //! The seed is printed; `MODEL_SEED=<n>` replays a failure.
 
@@ -59,6 +62,10 @@ enum Call {
 struct Life {
     token: &'static str,
     calls: Vec<Call>,
+    /// A counter that was offline: everything after the reception reaches the server in the
+    /// second wave, after the deadline watcher marked the dossier late, though it was resolved
+    /// before its due time.
+    offline: bool,
 }
 
 const SECTORS: [&str; 3] = ["land", "tax", "justice"];
@@ -115,7 +122,11 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             profile: Some(profile),
             reason: "Hồ sơ không đủ thành phần".to_owned(),
         }));
-        return Life { token, calls };
+        return Life {
+            token,
+            calls,
+            offline: false,
+        };
     }
     let components: Vec<String> = (0..1 + rng.below(3)).map(|i| format!("tp-{i}")).collect();
     let fee_required = rng.chance(50);
@@ -165,7 +176,10 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             }));
         }
     }
-    if n % 10 == 0 || rng.chance(30) {
+    // Every tenth life is an offline counter's: resolved within the hour after reception (the
+    // shortest statutory time is four working hours), nothing else in between.
+    let offline = n % 10 == 5;
+    if !offline && (n % 10 == 0 || rng.chance(30)) {
         let mode = *rng.pick(&[pb::TransferMode::Electronic, pb::TransferMode::Paper]);
         calls.push(Call::Transfer(transfer(
             &id,
@@ -174,7 +188,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             mode,
         )));
     }
-    if rng.chance(35) {
+    if !offline && rng.chance(35) {
         calls.push(Call::RequestSupplement(request_supplement(
             &id,
             step(rng, &mut t),
@@ -196,7 +210,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             }
         }
     }
-    if fee_required && rng.chance(75) {
+    if !offline && fee_required && rng.chance(75) {
         let amount = 50_000 * (1 + rng.below(10) as i64);
         let kind = *rng.pick(&[pb::FeeKind::Fee, pb::FeeKind::Charge, pb::FeeKind::Tax]);
         calls.push(Call::Fee(assess_fee(&id, step(rng, &mut t), amount, kind)));
@@ -216,7 +230,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             )));
         }
     }
-    if rng.chance(35) {
+    if !offline && rng.chance(35) {
         let issued = step(rng, &mut t);
         calls.push(Call::Apology(issue_apology(
             &id,
@@ -228,6 +242,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     let end = match n % 10 {
         3 => 75,
         4 => 83,
+        5 => 0,
         _ => rng.below(100),
     };
     if end < 70 {
@@ -236,10 +251,16 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         } else {
             pb::Outcome::Refused
         };
+        let resolved_at = if offline {
+            t += chrono::Duration::minutes(5 + rng.below(60) as i64);
+            t
+        } else {
+            step(rng, &mut t)
+        };
         calls.push(Call::Resolve(pb::ResolveRequest {
             event_id: new_event_id(),
             dossier_id: id.clone(),
-            occurred_at: at(step(rng, &mut t)),
+            occurred_at: at(resolved_at),
             expected_version: None,
             outcome: outcome as i32,
             deciding_agency: agency.to_owned(),
@@ -268,7 +289,11 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     } else if end < 87 {
         calls.push(Call::Stop(stop_processing(&id, step(rng, &mut t))));
     }
-    Life { token, calls }
+    Life {
+        token,
+        calls,
+        offline,
+    }
 }
 
 struct Services {
@@ -748,6 +773,83 @@ async fn check_all(
     }
 }
 
+/// Each received dossier's status (projection `GetDossierStatus`) and due-time history (the
+/// replay service's timeline) show lateness as the oracle reads it from the raw events: a late
+/// mark contradicted by a resolution dated before the due time is withdrawn, once, right after
+/// that resolution, and the resolution's timeliness is shown. Returns how many were withdrawn.
+async fn check_lateness(projection: &RunningProjection, log: &EventLog) -> usize {
+    let mut client = projection.client().await;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT dossier_id FROM events ORDER BY dossier_id")
+            .fetch_all(log.pool())
+            .await
+            .expect("dossier ids");
+    let mut withdrawn = 0;
+    for (dossier_id, stored) in log.load_dossiers(&ids).await.expect("load dossiers") {
+        let events: Vec<Event> = stored
+            .iter()
+            .map(|e| Event {
+                occurred_at: e.occurred_at,
+                body: DossierEvent::from_parts(&e.event_type, &e.payload).expect("decodes"),
+            })
+            .collect();
+        let DossierEvent::Received { .. } = &events[0].body else {
+            continue;
+        };
+        let expected = oracle::lateness(&events);
+        withdrawn += usize::from(expected.late_withdrawn);
+        let status = client
+            .get_dossier_status(authed(
+                AUDITOR,
+                pb::GetDossierStatusRequest {
+                    dossier_id: dossier_id.clone(),
+                },
+            ))
+            .await
+            .expect("GetDossierStatus")
+            .into_inner();
+        let timeliness = expected
+            .timeliness
+            .map_or(pb::Timeliness::Unspecified, svc::convert::pb_timeliness);
+        assert_eq!(
+            (status.late_marked, status.late_withdrawn, status.timeliness),
+            (
+                expected.late_marked,
+                expected.late_withdrawn,
+                timeliness as i32
+            ),
+            "status of {dossier_id}"
+        );
+        let (history, state) = replay::timeline::history(&events);
+        let kinds: Vec<_> = history.iter().map(|c| c.kind).collect();
+        let withdrawals: Vec<usize> = kinds
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k == replay::timeline::ChangeKind::LateWithdrawn)
+            .map(|(j, _)| j)
+            .collect();
+        assert_eq!(
+            withdrawals.len(),
+            usize::from(expected.late_withdrawn),
+            "timeline of {dossier_id}: {kinds:?}"
+        );
+        if let Some(&j) = withdrawals.first() {
+            assert_eq!(history[j].timeliness, expected.timeliness, "{dossier_id}");
+            assert_eq!(
+                kinds[j - 1],
+                replay::timeline::ChangeKind::Resolved,
+                "{dossier_id}: withdrawn right after the resolution"
+            );
+        }
+        assert_eq!(
+            (state.late_marked, state.late_withdrawn),
+            (expected.late_marked, expected.late_withdrawn),
+            "timeline state of {dossier_id}"
+        );
+    }
+    withdrawn
+}
+
 /// Every answer of the service for the periods, groupings and forms `check_all` asks, live or
 /// as recorded at `at` (the echoed instant cleared, so the two can be compared).
 async fn every_answer(projection: &RunningProjection, at: Option<DateTime<Utc>>) -> Vec<String> {
@@ -820,7 +922,11 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
     let lives: Vec<Life> = (0..48).map(|n| life(&mut rng, n)).collect();
     let mut waves: [Vec<(usize, usize)>; 2] = [Vec::new(), Vec::new()];
     for (d, l) in lives.iter().enumerate() {
-        let split = 1 + rng.below(l.calls.len() as u64) as usize;
+        let split = if l.offline {
+            1
+        } else {
+            1 + rng.below(l.calls.len() as u64) as usize
+        };
         for c in 0..l.calls.len() {
             waves[usize::from(c >= split)].push((d, c));
         }
@@ -857,6 +963,8 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
             .collect();
         eprintln!("wave {w}: {} dossiers, event types {types:?}", all.len());
         check_all(&projection, &recorded_by(&all, None), None).await;
+        let withdrawn = check_lateness(&projection, &log).await;
+        eprintln!("wave {w}: {withdrawn} late marks withdrawn");
         if w == 0 {
             answered_then = every_answer(&projection, None).await;
             first_at = Some(db_now(&log).await);
