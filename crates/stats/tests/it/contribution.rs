@@ -170,3 +170,34 @@ fn a_refused_dossier_ignores_anything_else_in_its_log() {
     assert_eq!(c.deltas.len(), 1);
     assert_eq!(c.get(date(2024, 3, 4), Metric::RefusedAtIntake), 1);
 }
+
+/// A counter that was offline: its resolution, dated before the due time, arrives after the
+/// deadline watcher's `late`, and the resolve path withdraws the mark (`late_withdrawn`). The
+/// statistics go by business time: the contribution is exactly that of the same dossier
+/// resolved in time with no mark at all.
+#[test]
+fn a_withdrawn_late_mark_changes_no_figure() {
+    let received_at = vn(2024, 3, 4, 9, 0);
+    let mut offline = received(received_at, false, None);
+    let due = offline.due();
+    offline
+        .act(due + chrono::Duration::hours(1), domain::Action::MarkLate)
+        .act(vn(2024, 3, 6, 15, 0), resolve());
+    let types: Vec<_> = offline.events.iter().map(|e| e.body.event_type()).collect();
+    assert_eq!(
+        types,
+        [
+            domain::EventType::Received,
+            domain::EventType::Late,
+            domain::EventType::Resolved,
+            domain::EventType::LateWithdrawn,
+        ]
+    );
+    let mut online = received(received_at, false, None);
+    online.act(vn(2024, 3, 6, 15, 0), resolve());
+    assert_eq!(offline.contribution(), online.contribution());
+    assert_eq!(
+        totals_of([&offline], date(2024, 3, 1), date(2024, 4, 1)),
+        totals_of([&online], date(2024, 3, 1), date(2024, 4, 1))
+    );
+}
