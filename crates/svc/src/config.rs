@@ -507,6 +507,7 @@ mod tests {
         listen = "0.0.0.0:7000"
         [processing]
         supplement_policy = "extend"
+        apology_notice = "calendar_day"
     "#;
 
     /// A section as a service crate defines one.
@@ -547,6 +548,24 @@ mod tests {
         assert_eq!(
             c.rules().unwrap().supplement_policy,
             domain::SupplementPolicy::Extend
+        );
+        assert_eq!(
+            c.rules().unwrap().apology_notice,
+            domain::NoticeUnit::CalendarDay
+        );
+        // Left out: one working day; an unknown unit is refused, naming the key.
+        let default =
+            Config::parse(&SAMPLE.replace("apology_notice = \"calendar_day\"", "")).unwrap();
+        assert_eq!(
+            default.rules().unwrap().apology_notice,
+            domain::NoticeUnit::WorkingDay
+        );
+        let bad = Config::parse(&SAMPLE.replace("calendar_day", "fortnight")).unwrap();
+        assert!(
+            bad.rules()
+                .unwrap_err()
+                .to_string()
+                .contains("apology_notice")
         );
     }
 
