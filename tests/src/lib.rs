@@ -2,6 +2,7 @@
 //! on port 0 against an isolated database and JetStream namespace, and talk to them over real
 //! gRPC with real tokens.
 
+pub mod browser;
 pub mod lifecycle;
 pub mod processing;
 pub mod projection;
@@ -180,7 +181,7 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub fn ts(t: DateTime<Utc>) -> api::Timestamp {
     svc::status::to_timestamp(t)
 }
 
