@@ -53,6 +53,7 @@ pub fn counter() -> Principal {
         agency: Some(agency(AGENCY)),
         level: Some(Level::District),
         role: Role::Counter,
+scopes: Vec::new(),
     }
 }
 
@@ -90,6 +91,8 @@ fn build_states() -> Vec<Dossier> {
                 .map(|c| ComponentCode::parse(c).expect("valid component"))
                 .to_vec(),
             due_at: None,
+            applicant: None,
+            return_method: None,
         },
     )];
     let mut supplement = received.clone();

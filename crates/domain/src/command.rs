@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::event::{
     ApologyDelivery, FeeKind, NoticeUnit, Outcome, PaymentChannel, Profile, Rating, ReturnMethod,
-    TransferMode,
+    SealedApplicant, TransferMode,
 };
 use crate::ids::{AgencyCode, ComponentCode, Text, TransactionId};
 
@@ -49,6 +49,10 @@ pub enum Action {
         /// Only for imported history: the old system's appointment. Live intake leaves it
         /// `None` and the due time is computed from the statutory time.
         due_at: Option<DateTime<Utc>>,
+        /// The applicant, already encrypted at the edge (the domain never sees plaintext).
+        applicant: Option<SealedApplicant>,
+        /// How the applicant asked to get the result, if the counter recorded it.
+        return_method: Option<ReturnMethod>,
     },
     RecordDigitized {
         digitized: Vec<ComponentCode>,

@@ -16,9 +16,10 @@ use std::collections::BTreeSet;
 use calendar::{StatutoryTime, Timeliness, classify};
 use chrono::{DateTime, Utc};
 
+use crate::apology::apology_on_time;
 use crate::command::{Action, Command, Rules, SupplementPolicy};
 use crate::dossier::{Dossier, Phase};
-use crate::event::{DossierEvent, NoticeUnit};
+use crate::event::DossierEvent;
 use crate::ids::ComponentCode;
 use crate::refusal::Refusal;
 
@@ -65,6 +66,8 @@ pub fn decide(
             fee_required,
             components,
             due_at,
+            applicant,
+            return_method,
         } => {
             let due_at = match due_at {
                 Some(given) if *given < at => {
@@ -82,6 +85,8 @@ pub fn decide(
                 fee_required: *fee_required,
                 components: components.clone(),
                 due_at,
+                applicant: applicant.clone(),
+                return_method: *return_method,
             }
         }
         Action::RefuseAtIntake { profile, reason } => DossierEvent::RefusedAtIntake {
@@ -170,7 +175,7 @@ pub fn decide(
             DossierEvent::ApologyIssued {
                 reason: reason.clone(),
                 new_appointment: *new_appointment,
-                on_time: apology_on_time(rules, at, due_at),
+                on_time: apology_on_time(rules.calendar, rules.apology_notice, at, due_at),
                 original_due_at: Some(due_at),
                 signer: signer.clone(),
                 delivery: *delivery,
@@ -302,22 +307,6 @@ pub fn event_time(command: &Command, event: &DossierEvent) -> DateTime<Utc> {
     match event {
         DossierEvent::Late { due_at } => *due_at,
         _ => command.occurred_at,
-    }
-}
-
-/// Whether an apology issued at `at` is "on time": at least one day before the due time in
-/// force (Mẫu 04: "chậm nhất 01 ngày trước ngày hết hạn"), the day counted in the province's
-/// unit: one working day of working time, or 24 hours.
-fn apology_on_time(rules: Rules<'_>, at: DateTime<Utc>, due_at: DateTime<Utc>) -> bool {
-    if at >= due_at {
-        return false;
-    }
-    match rules.apology_notice {
-        NoticeUnit::WorkingDay => {
-            rules.calendar.working_time_between(at, due_at)
-                >= rules.calendar.to_duration(StatutoryTime::Days(1))
-        }
-        NoticeUnit::CalendarDay => due_at - at >= chrono::TimeDelta::days(1),
     }
 }
 

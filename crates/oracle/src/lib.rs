@@ -39,6 +39,7 @@ struct Counts {
     on_time: i64,
     late: i64,
     late_with_apology: i64,
+    late_with_timely_apology: i64,
     withdrawn: i64,
     stopped: i64,
     all_digitized: i64,
@@ -255,6 +256,12 @@ pub fn indicators(
                             && e.occurred_at < resolved_at
                     });
                     n.late_with_apology += i64::from(apology_before);
+                    // The apology is at most once; "on time" is what it recorded when issued.
+                    let timely_before = events.iter().any(|e| {
+                        matches!(e.body, DossierEvent::ApologyIssued { on_time: true, .. })
+                            && e.occurred_at < resolved_at
+                    });
+                    n.late_with_timely_apology += i64::from(timely_before);
                 }
                 Timeliness::Early => n.early += 1,
                 Timeliness::OnTime => n.on_time += 1,
@@ -342,6 +349,7 @@ pub fn indicators(
         },
         refused_at_intake: n.refused,
         apology_rate: r(n.late_with_apology, n.late),
+        timely_apology_rate: r(n.late_with_timely_apology, n.late),
         components_digitized: r(n.all_digitized, n.received),
         results_digitized: r(n.result_digitized, n.resolved),
         data_reuse: r(n.reused, n.received),
@@ -368,4 +376,36 @@ pub fn indicators(
     };
     let progress_766 = r(n.in_time_766 + n.end[3], n.resolved + n.end[0]);
     (indicators, progress_766)
+}
+
+/// The 766 points (hundredths) of the sub-indicators the events give, recomputed plainly from
+/// the rates, as `deploy/config/scorecard-766.toml`'s first version reads DOMAIN.md ("The 766
+/// index in points"): `None` when the rate has no denominator (no dossiers to judge).
+pub fn points_766(i: &Indicators, progress_766: Rate) -> Vec<(&'static str, Option<i64>)> {
+    // max × n / d in hundredths, half up: floor((200·max·n + d) / 2d).
+    let share = |max: i64, r: Rate| {
+        (r.denominator > 0).then(|| (200 * max * r.numerator + r.denominator) / (2 * r.denominator))
+    };
+    // max when n / d ≥ at %, else below.
+    let reach = |max: i64, below: i64, at: i64, r: Rate| {
+        (r.denominator > 0).then(|| {
+            if 100 * r.numerator >= at * r.denominator {
+                100 * max
+            } else {
+                100 * below
+            }
+        })
+    };
+    vec![
+        ("tdgq_progress", share(20, progress_766)),
+        ("clgq_online_submission", reach(6, 3, 50, i.online.all)),
+        ("tttt_paid_online", reach(6, 0, 30, i.payment.rate)),
+        ("mdhl_satisfaction", reach(6, 0, 90, i.satisfaction.rate)),
+        ("mdsh_results_digitized", share(6, i.results_digitized)),
+        (
+            "mdsh_dossiers_digitized",
+            reach(4, 0, 80, i.components_digitized),
+        ),
+        ("mdsh_data_reuse", reach(2, 0, 80, i.data_reuse)),
+    ]
 }

@@ -102,6 +102,11 @@ metrics! {
     Stopped => "stopped", Flow;
     /// Resolved late, with the apology issued before the resolution (S6); date of resolution.
     ResolvedLateWithApology => "resolved_late_with_apology", Flow;
+    /// Resolved late, with the apology issued on time: at least one day before the due time in
+    /// force, in the unit the province had when it was issued, as `ApologyIssued.on_time`
+    /// recorded it (never recomputed with today's `apology_notice`; added with the early
+    /// warning, a projection built before it needs `projection rebuild`); date of resolution.
+    ResolvedLateWithTimelyApology => "resolved_late_with_timely_apology", Flow;
     /// Received, every submitted component digitized (S7); date of reception.
     ReceivedAllDigitized => "received_all_digitized", Flow;
     /// Received, at least one component reused from a database (S9); date of reception.
@@ -141,6 +146,9 @@ metrics! {
     /// Decision 766: resolved early or on time with fewer than two supplement requests; date of
     /// resolution.
     Resolved766InTime => "resolved_766_in_time", Flow;
+    /// Minutes from reception to resolution (business times), summed over the dossiers
+    /// resolved: the 766 average processing time; date of resolution.
+    ResolvedProcessingMinutes => "resolved_processing_minutes", Flow;
     /// Received and neither resolved nor ended: a stock.
     Pending => "pending", Stock;
     /// Pending, with its due time in force at or after the instant, or paused for a supplement.

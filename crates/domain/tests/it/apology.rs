@@ -82,6 +82,8 @@ fn the_working_day_before_spans_the_weekend() {
             fee_required: true,
             components: components(),
             due_at: due_monday,
+            applicant: None,
+            return_method: None,
         },
     )];
     given(history.clone())
@@ -208,6 +210,8 @@ fn calendar_day_unit_counts_24_hours_weekends_included() {
             fee_required: true,
             components: components(),
             due_at: due_monday,
+            applicant: None,
+            return_method: None,
         },
     )];
     let in_calendar_days =
@@ -296,5 +300,115 @@ fn an_apology_recorded_before_mau_04_still_decodes() {
             delivery: None,
             notice: None,
         }
+    );
+}
+
+/// The apology deadline is the last moment `decide` answers `on_time`, in either unit, across a
+/// weekend and Tết 2024 (8–14 February off): every quarter hour of the ten days before each due
+/// time.
+#[test]
+fn the_apology_deadline_is_the_last_on_time_moment() {
+    // (due time, deadline in working days, deadline in calendar days)
+    let cases = [
+        // Thursday 09:00 → Wednesday 09:00 either way.
+        (
+            vn(2024, 3, 7, 9, 0),
+            vn(2024, 3, 6, 9, 0),
+            vn(2024, 3, 6, 9, 0),
+        ),
+        // Monday 07:30 → Friday 07:30 (half an hour on Monday, 7.5 hours on Friday); Sunday
+        // 07:30 in calendar days.
+        (
+            vn(2024, 3, 11, 7, 30),
+            vn(2024, 3, 8, 7, 30),
+            vn(2024, 3, 10, 7, 30),
+        ),
+        // Monday 13:30, just after lunch → Friday 13:30; Sunday 13:30.
+        (
+            vn(2024, 3, 11, 13, 30),
+            vn(2024, 3, 8, 13, 30),
+            vn(2024, 3, 10, 13, 30),
+        ),
+        // Thursday 15 February 2024 10:00, after the Tết days off → Wednesday 7 February 10:00;
+        // Wednesday 14 February 10:00, a day off, in calendar days.
+        (
+            vn(2024, 2, 15, 10, 0),
+            vn(2024, 2, 7, 10, 0),
+            vn(2024, 2, 14, 10, 0),
+        ),
+    ];
+    for (due_at, working, calendar_day) in cases {
+        for (unit, deadline) in [
+            (NoticeUnit::WorkingDay, working),
+            (NoticeUnit::CalendarDay, calendar_day),
+        ] {
+            assert_eq!(
+                domain::apology_deadline(&CALENDAR, unit, due_at),
+                deadline,
+                "due {due_at} in {unit:?}"
+            );
+            let mut received = received_event(true);
+            if let DossierEvent::Received { due_at: d, .. } = &mut received {
+                *d = due_at;
+            }
+            let rules = domain::Rules {
+                apology_notice: unit,
+                ..rules(domain::SupplementPolicy::Restart)
+            };
+            let mut at = due_at - chrono::Duration::days(10);
+            while at < due_at + chrono::Duration::hours(2) {
+                let events = domain::decide(
+                    &domain::Dossier::from_events(&[ev(
+                        at - chrono::Duration::days(20),
+                        received.clone(),
+                    )]),
+                    &cmd(at, apologise(due_at + chrono::Duration::days(30))),
+                    rules,
+                )
+                .expect("an apology is accepted while open");
+                let [DossierEvent::ApologyIssued { on_time, .. }] = events.as_slice() else {
+                    panic!("one apology event: {events:?}");
+                };
+                assert_eq!(
+                    *on_time,
+                    at <= deadline,
+                    "due {due_at}, apology at {at}, {unit:?}"
+                );
+                assert_eq!(
+                    *on_time,
+                    domain::apology_on_time(&CALENDAR, unit, at, due_at)
+                );
+                at += chrono::Duration::minutes(15);
+            }
+        }
+    }
+}
+
+/// The warning starts at the apology deadline by default (in the apology's unit), or the
+/// configured working time before the due time (whatever the unit).
+#[test]
+fn the_warning_starts_the_horizon_before_the_due_time() {
+    use domain::WarningHorizon;
+    let due_at = vn(2024, 3, 11, 7, 30);
+    for unit in [NoticeUnit::WorkingDay, NoticeUnit::CalendarDay] {
+        assert_eq!(
+            WarningHorizon::default().warn_from(&CALENDAR, unit, due_at),
+            domain::apology_deadline(&CALENDAR, unit, due_at)
+        );
+        let two_days = WarningHorizon::Working(CALENDAR.to_duration(StatutoryTime::Days(2)));
+        assert_eq!(
+            two_days.warn_from(&CALENDAR, unit, due_at),
+            vn(2024, 3, 7, 7, 30)
+        );
+        let one_hour = WarningHorizon::Working(CALENDAR.to_duration(StatutoryTime::Hours(1)));
+        assert_eq!(
+            one_hour.warn_from(&CALENDAR, unit, due_at),
+            vn(2024, 3, 8, 16, 30)
+        );
+    }
+    // Sunday 07:30 in calendar days, Friday 07:30 in working days.
+    assert_eq!(
+        WarningHorizon::default().warn_from(&CALENDAR, NoticeUnit::CalendarDay, due_at),
+        vn(2024, 3, 10, 7, 30)
     );
 }

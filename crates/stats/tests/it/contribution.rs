@@ -86,6 +86,13 @@ fn diff_is_new_minus_old_without_zeros() {
                 Metric::Resolved766InTime,
                 1
             ),
+            // Two days from reception to resolution.
+            (
+                slice.clone(),
+                date(2024, 3, 6),
+                Metric::ResolvedProcessingMinutes,
+                2880
+            ),
             (slice.clone(), date(2024, 3, 7), Metric::Pending, -1),
             (
                 slice.clone(),
@@ -200,4 +207,32 @@ fn a_withdrawn_late_mark_changes_no_figure() {
         totals_of([&offline], date(2024, 3, 1), date(2024, 4, 1)),
         totals_of([&online], date(2024, 3, 1), date(2024, 4, 1))
     );
+}
+
+/// Late with an apology counts once for S6, and for its timely share only when the apology was
+/// on time (at least one working day before the due time), on the resolution's date.
+#[test]
+fn a_timely_apology_counts_on_the_resolution_date() {
+    let counted = |apology_at| {
+        // Received Monday 4 March 2024 09:00, due Thursday 7 March 09:00 (three working days).
+        let mut life = received(vn(2024, 3, 4, 9, 0), false, None);
+        life.act(apology_at, apology(vn(2024, 3, 12, 9, 0)))
+            .act(vn(2024, 3, 8, 10, 0), resolve());
+        let c = life.contribution();
+        let on = |m| {
+            flows(&c)
+                .into_iter()
+                .filter(|(d, metric, _)| *metric == m && *d == date(2024, 3, 8))
+                .map(|(_, _, v)| v)
+                .sum::<i128>()
+        };
+        (
+            on(Metric::ResolvedLate),
+            on(Metric::ResolvedLateWithApology),
+            on(Metric::ResolvedLateWithTimelyApology),
+        )
+    };
+    // Wednesday 09:00 is the last on-time moment; a minute later is not.
+    assert_eq!(counted(vn(2024, 3, 6, 9, 0)), (1, 1, 1));
+    assert_eq!(counted(vn(2024, 3, 6, 9, 1)), (1, 1, 0));
 }
