@@ -236,3 +236,46 @@ fn a_timely_apology_counts_on_the_resolution_date() {
     assert_eq!(counted(vn(2024, 3, 6, 9, 0)), (1, 1, 1));
     assert_eq!(counted(vn(2024, 3, 6, 9, 1)), (1, 1, 0));
 }
+
+/// The timely share counts the `on_time` the apology recorded, in the unit the province had when
+/// it was issued; the contribution takes no rules, so today's `apology_notice` never changes it.
+/// Due Monday 11 March 09:00: an apology on Sunday 10 March 09:00 is on time in calendar days,
+/// not in working days (Friday 09:00 was the last such moment).
+#[test]
+fn the_timely_apology_is_the_one_recorded_in_its_unit() {
+    let counted = |notice| {
+        let mut life = received(vn(2024, 3, 6, 9, 0), false, None);
+        life.notice = notice;
+        assert_eq!(life.due(), vn(2024, 3, 11, 9, 0));
+        life.act(vn(2024, 3, 10, 9, 0), apology(vn(2024, 3, 13, 9, 0)))
+            .act(vn(2024, 3, 11, 10, 0), resolve());
+        let Some(domain::DossierEvent::ApologyIssued {
+            on_time,
+            notice: recorded,
+            ..
+        }) = life
+            .events
+            .iter()
+            .map(|e| &e.body)
+            .find(|b| matches!(b, domain::DossierEvent::ApologyIssued { .. }))
+        else {
+            panic!("apology recorded");
+        };
+        assert_eq!(*recorded, Some(notice));
+        let c = life.contribution();
+        let on = |m| {
+            flows(&c)
+                .into_iter()
+                .filter(|(d, metric, _)| *metric == m && *d == date(2024, 3, 11))
+                .map(|(_, _, v)| v)
+                .sum::<i128>()
+        };
+        (
+            *on_time,
+            on(Metric::ResolvedLateWithApology),
+            on(Metric::ResolvedLateWithTimelyApology),
+        )
+    };
+    assert_eq!(counted(domain::NoticeUnit::CalendarDay), (true, 1, 1));
+    assert_eq!(counted(domain::NoticeUnit::WorkingDay), (false, 1, 0));
+}
