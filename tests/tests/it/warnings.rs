@@ -748,6 +748,12 @@ async fn the_apology_notice_unit_moves_the_warning_and_an_offline_resolution_wit
     let report = calendar_days.tick().await.expect("tick");
     assert_eq!(ids(&report.marked), ["HS-UNIT"]);
     assert!(report.withdrawn.is_empty(), "{report:?}");
+    // The next tick folds the `late` it wrote.
+    let report = calendar_days.tick().await.expect("tick");
+    assert!(
+        report.marked.is_empty() && report.withdrawn.is_empty(),
+        "{report:?}"
+    );
     assert!(watched(&log, "HS-UNIT").await.2);
 
     // The offline counter's resolution, dated 08:00 before the due time, arrives now.
