@@ -3,6 +3,7 @@
 //! gRPC with real tokens.
 
 pub mod lifecycle;
+pub mod portal;
 pub mod processing;
 pub mod projection;
 
