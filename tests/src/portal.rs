@@ -137,6 +137,11 @@ impl PortalReceiver {
         self.lock().refuse.insert(dossier_id.to_owned(), error_code);
     }
 
+    /// Stops refusing the dossier.
+    pub fn clear_refusal(&self, dossier_id: &str) {
+        self.lock().refuse.remove(dossier_id);
+    }
+
     /// Every request so far.
     pub fn received(&self) -> Vec<Received> {
         self.lock().received.clone()
@@ -475,7 +480,7 @@ pub struct SyncSettings {
 
 impl SyncSettings {
     /// For the test's database, JetStream namespace and receiver: retries from 50 ms (capped at
-    /// 400 ms), requests bounded by 5 s, unhealthy after 3 failures in a row.
+    /// 400 ms), requests bounded by 2 s (a killed instance's dossiers are free 5 s later), unhealthy after 3 failures in a row.
     pub fn new(
         db: &testkit::TestDb,
         nats: &testkit::TestNats,
@@ -489,7 +494,7 @@ impl SyncSettings {
             endpoint: receiver.url(),
             credentials: receiver.shared.credentials.clone(),
             first_retry: Duration::from_millis(50),
-            request_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(2),
             unhealthy_after_failures: 3,
         }
     }

@@ -11,8 +11,9 @@
 //! 4. release the dossier, counting the turn late when the portal acknowledged it more than
 //!    `late_after` after the oldest event it carried was recorded.
 //!
-//! Guarantees. *Ordered per dossier*: one turn per dossier at a time (the lease; one instance
-//! works on a dossier until its lease ends, and the lease is longer than a turn can take), and
+//! Guarantees. *Ordered per dossier*: one turn per dossier at a time (the lease, taken at the
+//! claim and extended before each request by twice the request timeout, so it outlives any
+//! request of a live instance; a crashed instance's dossiers are free once it ends), and
 //! versions only grow (every store update is `GREATEST`). *At most one effect per version*:
 //! the acknowledged version is stored after each acknowledgement, and a version at or below it
 //! is never sent again; a crash between the portal's answer and that store resends the same
@@ -69,13 +70,13 @@ impl SenderConfig {
             .min(self.max_retry)
     }
 
-    /// How long a claimed dossier is held: longer than a whole turn (the record and every
-    /// chunk, each bounded by the request timeout), plus a margin for the database.
+    /// How long a claimed dossier is held from the claim and again before each request: one
+    /// request's bound twice over, plus a second for the database. A crashed instance's
+    /// dossiers are taken by the next round after that.
     pub fn lease(&self) -> Duration {
-        let requests = u32::try_from(self.max_chunks_per_turn + 1).unwrap_or(u32::MAX);
         self.request_timeout
-            .saturating_mul(requests)
-            .saturating_add(Duration::from_secs(30))
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(1))
     }
 }
 
@@ -187,13 +188,11 @@ impl Sender {
 
     /// One round: the dossiers claimed now, each turned. Returns how many were claimed.
     pub async fn round(&self) -> Result<usize, sqlx::Error> {
-        let lease = chrono::Duration::from_std(self.config.lease())
-            .unwrap_or_else(|_| chrono::Duration::hours(1));
         let claimed = store::claim(
             self.log.pool(),
             self.config.batch_size,
             self.clock.now(),
-            lease,
+            self.lease(),
         )
         .await?;
         let n = claimed.len();
@@ -267,7 +266,7 @@ impl Sender {
                 Ok(r) => r,
                 Err(e) => return self.refuse(id, version, &e.to_string()).await,
             };
-            match self.post(DOSSIER_SERVICE, &[record]).await {
+            match self.post(id, DOSSIER_SERVICE, &[record]).await? {
                 Outcome::Accepted => store::record_acked(pool, id, version).await?,
                 Outcome::Transient(e) => {
                     return Ok(Turn::Failed(format!("{DOSSIER_SERVICE}: {e}")));
@@ -285,7 +284,7 @@ impl Sender {
             let upto = chunk.last().map_or(0, |(v, _)| *v);
             let upto = i32::try_from(upto).unwrap_or(i32::MAX);
             let data: Vec<&shapes::ProgressEntry> = chunk.iter().map(|(_, e)| e).collect();
-            match self.post(PROGRESS_SERVICE, &data).await {
+            match self.post(id, PROGRESS_SERVICE, &data).await? {
                 Outcome::Accepted => store::progress_acked(pool, id, upto).await?,
                 Outcome::Transient(e) => {
                     return Ok(Turn::Failed(format!("{PROGRESS_SERVICE}: {e}")));
@@ -316,10 +315,22 @@ impl Sender {
         self.clock.now() - recorded_at > late_after
     }
 
-    async fn post<T: serde::Serialize>(&self, service: &'static str, data: &[T]) -> Outcome {
+    /// Extends the dossier's lease, then POSTs.
+    async fn post<T: serde::Serialize>(
+        &self,
+        id: &str,
+        service: &'static str,
+        data: &[T],
+    ) -> Result<Outcome, sqlx::Error> {
+        store::hold(self.log.pool(), id, self.clock.now() + self.lease()).await?;
         let outcome = self.client.post(service, data).await;
         self.stats.count(&outcome);
-        outcome
+        Ok(outcome)
+    }
+
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.config.lease())
+            .unwrap_or_else(|_| chrono::Duration::hours(1))
     }
 
     async fn refuse(&self, id: &str, version: i32, reason: &str) -> Result<Turn, sqlx::Error> {
@@ -362,6 +373,6 @@ mod tests {
         let delays: Vec<u64> = (1..=8).map(|a| config.retry_delay(a).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
         assert_eq!(config.retry_delay(i32::MAX).as_secs(), 60);
-        assert_eq!(config.lease(), Duration::from_secs(50));
+        assert_eq!(config.lease(), Duration::from_secs(21));
     }
 }

@@ -85,6 +85,20 @@ pub async fn claim(
         .collect())
 }
 
+/// Extends the lease of a dossier this instance works on.
+pub async fn hold(
+    pool: &PgPool,
+    dossier_id: &str,
+    until: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE portal_sync SET leased_until = $2 WHERE dossier_id = $1")
+        .bind(dossier_id)
+        .bind(until)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// The portal acknowledged the dossier record at `version`.
 pub async fn record_acked(
     pool: &PgPool,

@@ -8,6 +8,7 @@ mod metric_names;
 mod model;
 mod operations;
 mod payment;
+mod portal;
 mod processing;
 mod projection;
 mod publication;
