@@ -428,7 +428,7 @@ fn check_object(value: &Value, fields: &[Field], path: &str, out: &mut Vec<Strin
 fn check_value(v: &Value, kind: Kind, at: &str, out: &mut Vec<String>) {
     match kind {
         Kind::Text => {
-            if !v.as_str().is_some_and(|s| !s.trim().is_empty()) {
+            if v.as_str().is_none_or(|s| s.trim().is_empty()) {
                 out.push(format!("{at}: a non-empty string expected, got {v}"));
             }
         }
@@ -449,7 +449,7 @@ fn check_value(v: &Value, kind: Kind, at: &str, out: &mut Vec<String>) {
             }
         }
         Kind::Amount => {
-            if !v.as_i64().is_some_and(|n| n >= 0) {
+            if v.as_i64().is_none_or(|n| n < 0) {
                 out.push(format!("{at}: an amount ≥ 0 expected, got {v}"));
             }
         }
