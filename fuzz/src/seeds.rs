@@ -323,12 +323,12 @@ fn id(n: u128) -> String {
     uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | n).to_string()
 }
 
-fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+fn ts(t: DateTime<Utc>) -> Option<api::Timestamp> {
     Some(svc::status::to_timestamp(t))
 }
 
 /// After every fixture dossier's events, before the fixed clock.
-fn at() -> Option<prost_types::Timestamp> {
+fn at() -> Option<api::Timestamp> {
     ts(local(2024, 3, 20, 9, 30))
 }
 

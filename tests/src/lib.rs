@@ -181,7 +181,7 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
     request
 }
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub fn ts(t: DateTime<Utc>) -> api::Timestamp {
     svc::status::to_timestamp(t)
 }
 

@@ -21,7 +21,7 @@ use crate::{Clock, Principal, Tokens, WriteOutcome, WritePath, WriteRequest, con
 pub struct CommonFields<'a> {
     pub event_id: &'a str,
     pub dossier_id: &'a str,
-    pub occurred_at: Option<&'a prost_types::Timestamp>,
+    pub occurred_at: Option<&'a api::Timestamp>,
     pub expected_version: Option<u32>,
 }
 

@@ -76,7 +76,7 @@ pub const MAX_CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 /// truncated to microseconds (what PostgreSQL keeps, so a stored event reads back identical).
 pub fn business_time(
     path: &str,
-    value: Option<&prost_types::Timestamp>,
+    value: Option<&api::Timestamp>,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, Status> {
     let t = timestamp(path, value)?;
@@ -93,10 +93,7 @@ pub const SUPPORTED_YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
 
 /// A required timestamp within [`SUPPORTED_YEARS`], truncated to microseconds; no check
 /// against the clock.
-pub fn timestamp(
-    path: &str,
-    value: Option<&prost_types::Timestamp>,
-) -> Result<DateTime<Utc>, Status> {
+pub fn timestamp(path: &str, value: Option<&api::Timestamp>) -> Result<DateTime<Utc>, Status> {
     let value = value.ok_or_else(|| invalid_field(path, "is required"))?;
     if !(0..1_000_000_000).contains(&value.nanos) {
         return Err(invalid_field(path, "nanos must be within 0..1e9"));
@@ -114,8 +111,8 @@ pub fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t - chrono::Duration::nanoseconds(i64::from(nanos % 1000))
 }
 
-pub fn to_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+pub fn to_timestamp(t: DateTime<Utc>) -> api::Timestamp {
+    api::Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,
     }
@@ -228,7 +225,7 @@ mod tests {
     #[test]
     fn timestamps_are_checked_and_truncated() {
         let now = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
-        let ts = |s, n| prost_types::Timestamp {
+        let ts = |s, n| api::Timestamp {
             seconds: s,
             nanos: n,
         };
@@ -243,7 +240,7 @@ mod tests {
 
     #[test]
     fn timestamps_outside_the_supported_years_are_refused() {
-        let ts = |s| prost_types::Timestamp {
+        let ts = |s| api::Timestamp {
             seconds: s,
             nanos: 0,
         };

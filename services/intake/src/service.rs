@@ -176,7 +176,7 @@ pub fn refuse_at_counter_action(
 pub fn new_dossier_fields<'a>(
     event_id: &'a str,
     dossier_id: &'a str,
-    occurred_at: &'a Option<prost_types::Timestamp>,
+    occurred_at: &'a Option<api::Timestamp>,
 ) -> CommonFields<'a> {
     CommonFields {
         event_id,

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use sqlx::PgPool;
 use stats::{Dimension, GroupKey, Indicators, Query, Rate, TargetCheck, Targets, Totals};
 
@@ -13,7 +12,7 @@ use crate::scope::{ScopeError, Source};
 use crate::store::QueryError;
 
 /// Indicators over the whole filter and per group, each with S14.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct IndicatorsAnswer {
     pub from: chrono::NaiveDate,
     pub to: chrono::NaiveDate,
@@ -24,7 +23,7 @@ pub struct IndicatorsAnswer {
     pub dossiers_not_counted: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct GroupAnswer {
     /// One entry per grouping dimension, in the request's order.
     pub key: Vec<(Dimension, String)>,

@@ -1,15 +1,15 @@
-//! The report forms as tables: one shape ([`Table`]) that gRPC (`StatsService.GetReport`), the
-//! HTTP JSON answer and the CSV export all render, so the three can never disagree. The rows
+//! The report forms as tables: one shape ([`Table`]) that gRPC (`StatsService.GetReport`, whose
+//! proto3 JSON mapping is the HTTP JSON answer) and the CSV export render, so they can never
+//! disagree. The rows
 //! themselves come from `stats::reports`; this module only lays them out. No I/O.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
 use stats::reports::{self, Scoring};
 use stats::{Dimension, GroupKey, Query, Rate, Totals};
 
-/// The forms of `shared/DOMAIN.md`, "Report forms". Serialized as its [`Form::slug`].
+/// The forms of `shared/DOMAIN.md`, "Report forms"; named in URLs by its [`Form::slug`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Form {
     /// II.06a (Circular 01/2020/TT-VPCP): one row per group.
@@ -81,15 +81,8 @@ impl Form {
     }
 }
 
-impl Serialize for Form {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.slug())
-    }
-}
-
 /// One cell.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
     Count(i64),
     Rate(Rate),
@@ -97,7 +90,7 @@ pub enum Cell {
 }
 
 /// A column: a stable id (the CSV header) and the form's wording.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub id: String,
     pub label: String,
@@ -111,7 +104,7 @@ fn column(id: &str, label: &str) -> Column {
 }
 
 /// A filled form.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Table {
     pub form: Form,
     pub title: &'static str,

@@ -1,11 +1,12 @@
-//! The statistics over HTTP, for dashboards and BI tools: the same answers as `StatsService`
-//! ([`crate::answers`]), as JSON, and every report form as CSV.
+//! The statistics over HTTP, for dashboards and BI tools: the answers of `StatsService`, as
+//! JSON — each the very gRPC message in its standard proto3 JSON mapping (generated in the
+//! `api` crate; README, "The HTTP JSON answers") —, and every report form as CSV.
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /v1/indicators` | S1–S14 in total and per group (JSON) |
-//! | `GET /v1/reports/{form}` | a form as a table (JSON); `{form}.csv` or `?format=csv`: CSV |
-//! | `GET /v1/dossiers/{id}/status` | the dossier's status and national portal code (JSON) |
+//! | `GET /v1/indicators` | `GetIndicatorsResponse`: S1–S14 in total and per group |
+//! | `GET /v1/reports/{form}` | `Report`: a form as a table; `{form}.csv` or `?format=csv`: CSV |
+//! | `GET /v1/dossiers/{id}/status` | `DossierStatus`: the status and national portal code |
 //! | `GET /healthz` | `ok`, or 503 and one line per failing part (a dossier that fails to apply…), as the metrics port's `/healthz` |
 //!
 //! Query parameters: `from`, `to` (local dates `YYYY-MM-DD`, `to` excluded), `level`,
@@ -17,7 +18,8 @@
 //! `as_recorded_at` an auditor's). The bounds of `[projection.limits]` apply as over gRPC.
 //!
 //! Errors are JSON `{"code", "message", "field"?}`: 400 (a malformed or repeated parameter, a
-//! bound exceeded: `code` `invalid_argument` or `too_many_groups`), 401, 403
+//! bound exceeded: `code` `invalid_argument` or `too_many_groups`; an amount sum beyond the
+//! message's int64: `amount_exceeds_int64`), 401, 403
 //! (`as_recorded_at_auditors_only`), 404 (unknown route, form or dossier), 405, 429
 //! (`too_many_queries`, with `Retry-After`), 500, 503 (database unavailable) or 504
 //! (`query_timeout`). Only a request whose header block hyper refuses before routing (more
@@ -33,16 +35,14 @@ use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use stats::Dimension;
 use svc::{Principal, Tokens};
 
-use crate::answers;
 use crate::forms::{self, Form};
 use crate::read::{RETRY_DELAY, ReadError, Reader};
 use crate::scope::{self, RawScope, ScopeError, Source};
-use crate::service::may_ask;
+use crate::service::{self, AmountTooLarge, may_ask};
 
 #[derive(Debug, Clone)]
 struct HttpState {
@@ -294,19 +294,19 @@ pub fn scope(params: &Params, limits: &QueryLimits) -> Result<(stats::Query, Sou
     Ok((query, source))
 }
 
-#[derive(Serialize)]
-struct IndicatorsBody {
-    #[serde(flatten)]
-    answer: answers::IndicatorsAnswer,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    as_recorded_at: Option<DateTime<Utc>>,
+impl From<AmountTooLarge> for HttpError {
+    fn from(e: AmountTooLarge) -> Self {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            AmountTooLarge::REASON,
+            e.to_string(),
+        )
+    }
 }
 
-fn recorded_at(source: Source) -> Option<DateTime<Utc>> {
-    match source {
-        Source::Live => None,
-        Source::AsRecordedAt(at) => Some(at),
-    }
+/// A message in its proto3 JSON mapping (the gRPC answer's own JSON form).
+fn json<T: Serialize>(message: &T) -> Response {
+    axum::Json(message).into_response()
 }
 
 async fn indicators(
@@ -318,22 +318,8 @@ async fn indicators(
     let params = params(query)?;
     let (query, source) = scope(&params, state.reader.limits())?;
     may_ask(&principal, source)?;
-    let answer: answers::IndicatorsAnswer = state.reader.indicators(&query, source).await?;
-    Ok(axum::Json(IndicatorsBody {
-        answer,
-        as_recorded_at: recorded_at(source),
-    })
-    .into_response())
-}
-
-#[derive(Serialize)]
-struct ReportBody {
-    from: chrono::NaiveDate,
-    to: chrono::NaiveDate,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    as_recorded_at: Option<DateTime<Utc>>,
-    #[serde(flatten)]
-    table: forms::Table,
+    let answer = state.reader.indicators(&query, source).await?;
+    Ok(json(&service::indicators_response(&answer, source)?))
 }
 
 async fn report(
@@ -394,32 +380,7 @@ async fn report(
         )
             .into_response());
     }
-    Ok(axum::Json(ReportBody {
-        from: query.from,
-        to: query.to,
-        as_recorded_at: recorded_at(source),
-        table,
-    })
-    .into_response())
-}
-
-#[derive(Serialize)]
-struct StatusBody {
-    dossier_id: String,
-    phase: &'static str,
-    portal_status_code: Option<u8>,
-    description: &'static str,
-    current_agency_code: Option<String>,
-    received_at: Option<DateTime<Utc>>,
-    due_at: Option<DateTime<Utc>>,
-    paused: bool,
-    supplement_requests: u32,
-    late_marked: bool,
-    resolved_at: Option<DateTime<Utc>>,
-    timeliness: Option<calendar::Timeliness>,
-    outstanding_vnd: i64,
-    returned_at: Option<DateTime<Utc>>,
-    version: u32,
+    Ok(json(&service::report_pb(&table, &query, source)))
 }
 
 async fn dossier_status(
@@ -437,24 +398,7 @@ async fn dossier_status(
             format!("no dossier {id} in the log"),
         )
     })?;
-    Ok(axum::Json(StatusBody {
-        dossier_id: id.as_str().to_owned(),
-        phase: d.phase.as_str(),
-        portal_status_code: d.portal_status(),
-        description: d.phase.describe(),
-        current_agency_code: d.current_agency.as_ref().map(|a| a.as_str().to_owned()),
-        received_at: d.received_at,
-        due_at: d.due_at,
-        paused: d.is_paused(),
-        supplement_requests: d.supplement_requests,
-        late_marked: d.late_marked,
-        resolved_at: d.resolution.as_ref().map(|r| r.at),
-        timeliness: d.resolution.as_ref().map(|r| r.timeliness),
-        outstanding_vnd: d.outstanding_vnd(),
-        returned_at: d.returned_at,
-        version: d.version,
-    })
-    .into_response())
+    Ok(json(&service::status_pb(id.as_str(), &d)))
 }
 
 #[cfg(test)]
@@ -481,5 +425,18 @@ mod tests {
         // Found by fuzzing (`?=202m=201&to=202`): a parameter without a name was reported
         // with an empty field.
         assert_eq!(field(("", "202m=201")), "query");
+    }
+
+    #[test]
+    fn an_amount_beyond_int64_is_a_400_naming_the_reason() {
+        let e = HttpError::from(AmountTooLarge {
+            field: "payment_amount_vnd",
+            value: i128::from(i64::MAX) + 1,
+        });
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::BAD_REQUEST, "amount_exceeds_int64")
+        );
+        assert!(e.message.contains("9223372036854775808"), "{}", e.message);
     }
 }

@@ -107,9 +107,7 @@ impl StatsService for Stats {
         let (query, source) = indicators_request(&r, self.reader.limits())?;
         may_ask(&principal, source)?;
         let answer = self.reader.indicators(&query, source).await?;
-        let mut response = indicators_response(&answer)?;
-        response.as_recorded_at = r.as_recorded_at;
-        Ok(Response::new(response))
+        Ok(Response::new(indicators_response(&answer, source)?))
     }
 
     async fn get_report(
@@ -121,9 +119,7 @@ impl StatsService for Stats {
         let (form, query, source) = report_request(&r, self.reader.limits())?;
         may_ask(&principal, source)?;
         let table = self.reader.report(form, &query, source).await?;
-        let mut report = report_pb(&table, &query);
-        report.as_recorded_at = r.as_recorded_at;
-        Ok(Response::new(report))
+        Ok(Response::new(report_pb(&table, &query, source)))
     }
 
     async fn get_dossier_status(
@@ -144,7 +140,7 @@ impl StatsService for Stats {
 }
 
 /// The source of a request's figures: live, or as recorded at the given instant.
-pub fn source(field: &str, at: Option<&prost_types::Timestamp>) -> Result<Source, Status> {
+pub fn source(field: &str, at: Option<&api::Timestamp>) -> Result<Source, Status> {
     match at {
         None => Ok(Source::Live),
         Some(_) => Ok(Source::AsRecordedAt(svc::status::timestamp(field, at)?)),
@@ -192,24 +188,39 @@ fn pending(p: &stats::PendingFigures) -> Option<pb::PendingFigures> {
     })
 }
 
-/// An amount on the wire. The sums are exact (`i128`); one that does not fit in the proto's
-/// `int64` answers OUT_OF_RANGE with reason `amount_exceeds_int64` rather than a wrong number
-/// (the HTTP/JSON answer carries it exactly).
-fn amount_pb(field: &str, v: i128) -> Result<i64, Status> {
-    i64::try_from(v).map_err(|_| {
-        svc::status::with_reason(
-            tonic::Code::OutOfRange,
-            "amount_exceeds_int64",
-            format!(
-                "{field} is {v} VND, beyond int64; ask the HTTP/JSON API (/v1/indicators), \
-                 which carries it exactly"
-            ),
-        )
-    })
+/// An amount sum that does not fit the wire's `int64` (the sums themselves are exact, `i128`):
+/// gRPC answers OUT_OF_RANGE and HTTP 400, both with reason `amount_exceeds_int64`, rather
+/// than a wrong number; a shorter period or a narrower slice has a smaller sum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{field} is {value} VND, beyond int64: ask a shorter period or a narrower slice \
+     (the figures themselves are exact)"
+)]
+pub struct AmountTooLarge {
+    pub field: &'static str,
+    pub value: i128,
 }
 
-/// The wire form of indicators; OUT_OF_RANGE when an amount exceeds `int64` ([`amount_pb`]).
-pub fn indicators_pb(i: &stats::Indicators) -> Result<pb::Indicators, Status> {
+impl AmountTooLarge {
+    pub const REASON: &'static str = "amount_exceeds_int64";
+}
+
+impl From<AmountTooLarge> for Status {
+    fn from(e: AmountTooLarge) -> Status {
+        svc::status::with_reason(
+            tonic::Code::OutOfRange,
+            AmountTooLarge::REASON,
+            e.to_string(),
+        )
+    }
+}
+
+fn amount_pb(field: &'static str, v: i128) -> Result<i64, AmountTooLarge> {
+    i64::try_from(v).map_err(|_| AmountTooLarge { field, value: v })
+}
+
+/// The wire form of indicators; refused when an amount exceeds `int64` ([`AmountTooLarge`]).
+pub fn indicators_pb(i: &stats::Indicators) -> Result<pb::Indicators, AmountTooLarge> {
     Ok(pb::Indicators {
         received: i.received.total,
         received_online: i.received.online,
@@ -279,8 +290,12 @@ fn day(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
-/// The wire form of an indicators answer.
-pub fn indicators_response(a: &IndicatorsAnswer) -> Result<pb::GetIndicatorsResponse, Status> {
+/// The wire form of an indicators answer (gRPC, and HTTP through its proto3 JSON mapping);
+/// `as_recorded_at` echoes the source.
+pub fn indicators_response(
+    a: &IndicatorsAnswer,
+    source: Source,
+) -> Result<pb::GetIndicatorsResponse, AmountTooLarge> {
     Ok(pb::GetIndicatorsResponse {
         from: day(a.from),
         to: day(a.to),
@@ -304,13 +319,22 @@ pub fn indicators_response(a: &IndicatorsAnswer) -> Result<pb::GetIndicatorsResp
                     late_share: rate(g.late_share),
                 })
             })
-            .collect::<Result<_, Status>>()?,
-        as_recorded_at: None,
+            .collect::<Result<_, AmountTooLarge>>()?,
+        as_recorded_at: recorded_at(source),
         dossiers_not_counted: a.dossiers_not_counted,
     })
 }
 
-fn report_pb(t: &Table, query: &stats::Query) -> pb::Report {
+/// The instant of an "as recorded at" source, on the wire.
+fn recorded_at(source: Source) -> Option<api::Timestamp> {
+    match source {
+        Source::Live => None,
+        Source::AsRecordedAt(at) => Some(svc::status::to_timestamp(at)),
+    }
+}
+
+/// The wire form of a filled form (gRPC, and HTTP through its proto3 JSON mapping).
+pub fn report_pb(t: &Table, query: &stats::Query, source: Source) -> pb::Report {
     pb::Report {
         form: form_pb(t.form) as i32,
         title: t.title.to_owned(),
@@ -340,7 +364,7 @@ fn report_pb(t: &Table, query: &stats::Query) -> pb::Report {
                     .collect(),
             })
             .collect(),
-        as_recorded_at: None,
+        as_recorded_at: recorded_at(source),
     }
 }
 
@@ -353,7 +377,8 @@ fn form_pb(f: Form) -> pb::ReportForm {
     }
 }
 
-fn status_pb(dossier_id: &str, d: &domain::Dossier) -> pb::DossierStatus {
+/// The wire form of a dossier's status (gRPC, and HTTP through its proto3 JSON mapping).
+pub fn status_pb(dossier_id: &str, d: &domain::Dossier) -> pb::DossierStatus {
     let ts = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(svc::status::to_timestamp);
     pb::DossierStatus {
         dossier_id: dossier_id.to_owned(),
@@ -452,7 +477,9 @@ mod tests {
             group_by,
         };
         let answer = crate::answers::indicators_of(&query, &groups, &stats::Targets::default());
-        let bytes = indicators_response(&answer).unwrap().encoded_len();
+        let bytes = indicators_response(&answer, Source::Live)
+            .unwrap()
+            .encoded_len();
         assert!(bytes < 3 * 1024 * 1024, "{bytes} bytes");
     }
 }

@@ -250,7 +250,7 @@ fn non_empty(value: &str) -> Option<&str> {
     (!value.is_empty()).then_some(value)
 }
 
-type TimeField<'a> = (&'a str, &'a Option<prost_types::Timestamp>);
+type TimeField<'a> = (&'a str, &'a Option<api::Timestamp>);
 type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// An optional half-open time range `[from, to)`; `to` after `from` when both are given.
@@ -370,8 +370,8 @@ mod tests {
             .clone()
     }
 
-    fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
-        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    fn ts(seconds: i64) -> Option<api::Timestamp> {
+        Some(api::Timestamp { seconds, nanos: 0 })
     }
 
     const T: i64 = 1_714_000_000; // April 2024
@@ -492,7 +492,7 @@ mod tests {
             ),
             (
                 pb::StreamEventsRequest {
-                    recorded_from: Some(prost_types::Timestamp {
+                    recorded_from: Some(api::Timestamp {
                         seconds: T,
                         nanos: -1,
                     }),

@@ -340,7 +340,7 @@ async fn receive_names_the_offending_field_and_writes_nothing() {
         (
             "occurred_at",
             Box::new(|r| {
-                r.occurred_at = Some(prost_types::Timestamp {
+                r.occurred_at = Some(api::Timestamp {
                     seconds: 1_713_751_200,
                     nanos: -1,
                 })

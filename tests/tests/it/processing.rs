@@ -89,7 +89,7 @@ impl Env {
     }
 }
 
-fn utc(t: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
+fn utc(t: Option<&api::Timestamp>) -> DateTime<Utc> {
     let t = t.expect("timestamp present");
     DateTime::<Utc>::from_timestamp(t.seconds, t.nanos as u32).expect("valid timestamp")
 }

@@ -503,29 +503,37 @@ async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // The HTTP answer is the gRPC message in its proto3 JSON mapping: it parses back into the
+    // very message gRPC answered.
+    let parsed: pb::GetIndicatorsResponse = serde_json::from_str(&body).expect("proto3 JSON");
+    assert_eq!(parsed, grpc);
+    // The mapping's shape: lowerCamelCase, 64-bit integers as strings, enums by name, an
+    // absent optional (a rate's percent without a denominator) left out, defaults emitted.
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let total = grpc.total.expect("total");
-    assert_eq!(json["total"]["received"]["total"], total.received);
-    assert_eq!(json["total"]["received"]["online"], total.received_online);
+    let total = grpc.total.as_ref().expect("total");
+    assert_eq!(json["total"]["received"], total.received.to_string());
+    assert_eq!(json["total"]["receivedOnline"], "3");
     assert_eq!(
         json["total"]["pending"]["total"],
-        total.pending.unwrap().total
+        total.pending.as_ref().unwrap().total.to_string()
     );
-    assert_eq!(json["total"]["online"]["all"]["percent"], 50.0);
-    // An absent rate has no percent at all.
+    assert_eq!(json["total"]["online"]["percent"], 50.0);
     assert!(
-        json["total"]["on_time_rate"].get("percent").is_none(),
+        json["total"]["onTimeRate"].get("percent").is_none(),
         "{body}"
     );
+    assert_eq!(json["total"]["onTimeRate"]["denominator"], "0");
+    assert_eq!(json["dossiersNotCounted"], "0");
+    assert!(json.get("asRecordedAt").is_none(), "{body}");
     assert_eq!(json["targets"].as_array().expect("S14").len(), 7);
     let groups = json["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), grpc.groups.len());
     for (g, p) in groups.iter().zip(&grpc.groups) {
-        assert_eq!(g["key"][0][0], "level");
-        assert_eq!(g["key"][0][1], p.key[0].value.as_str());
+        assert_eq!(g["key"][0]["dimension"], "DIMENSION_LEVEL");
+        assert_eq!(g["key"][0]["value"], p.key[0].value.as_str());
         assert_eq!(
-            g["indicators"]["received"]["total"],
-            p.indicators.as_ref().unwrap().received
+            g["indicators"]["received"],
+            p.indicators.as_ref().unwrap().received.to_string()
         );
     }
 
@@ -540,7 +548,28 @@ async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
             http_get(http, &format!("/v1/reports/{form}?{period}"), Some(AUDITOR)).await;
         assert_eq!(status, 200, "{form}: {body}");
         let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-        assert_eq!(json["form"], form);
+        let parsed: pb::Report = serde_json::from_str(&body).expect("proto3 JSON");
+        let form_pb = match form {
+            "ii06a" => pb::ReportForm::Ii06a,
+            "bieu-mau-3-section-3" => pb::ReportForm::BieuMau3Section3,
+            "bieu-mau-7-section-6" => pb::ReportForm::BieuMau7Section6,
+            _ => pb::ReportForm::Scorecard766,
+        };
+        assert_eq!(json["form"], form_pb.as_str_name());
+        let grpc = client
+            .get_report(authed(
+                AUDITOR,
+                pb::GetReportRequest {
+                    form: form_pb as i32,
+                    from: "2024-04-01".to_owned(),
+                    to: "2024-05-01".to_owned(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("GetReport")
+            .into_inner();
+        assert_eq!(parsed, grpc, "{form}");
         let (status, headers, csv) = http_get(
             http,
             &format!("/v1/reports/{form}.csv?{period}"),
@@ -678,8 +707,20 @@ async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
     assert!(status.due_at.is_some() && status.profile.is_some());
     let (code, _, body) = http_get(http, "/v1/dossiers/HS-P-0001/status", Some(AUDITOR)).await;
     assert_eq!(code, 200, "{body}");
+    let parsed: pb::DossierStatus = serde_json::from_str(&body).expect("proto3 JSON");
+    assert_eq!(parsed, status);
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(json["portal_status_code"], 2);
+    assert_eq!(json["portalStatusCode"], 2);
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["outstandingVnd"], "0");
+    assert_eq!(json["timeliness"], "TIMELINESS_UNSPECIFIED");
+    assert!(json.get("resolvedAt").is_none(), "{body}");
+    assert!(
+        json["dueAt"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2024-")),
+        "{body}"
+    );
     let refused = client
         .get_dossier_status(authed(
             AUDITOR,

@@ -61,7 +61,8 @@ async fn not_counted(pool: &sqlx::PgPool) -> u64 {
         .indicators(&query, projection::scope::Source::Live)
         .await
         .unwrap();
-    let wire = projection::service::indicators_response(&answer).unwrap();
+    let wire =
+        projection::service::indicators_response(&answer, projection::scope::Source::Live).unwrap();
     assert_eq!(wire.dossiers_not_counted, answer.dossiers_not_counted);
     answer.dossiers_not_counted
 }

@@ -216,7 +216,7 @@ async fn dates_out_of_range_anywhere_are_invalid_naming_the_field() {
     }
     for seconds in [-210_000_000_000_i64, 253_402_300_800, 0] {
         let at = pb::GetIndicatorsRequest {
-            as_recorded_at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            as_recorded_at: Some(api::Timestamp { seconds, nanos: 0 }),
             ..request("2024-01-01", "2024-02-01")
         };
         let err = client
@@ -461,7 +461,7 @@ async fn admission_sheds_queries_beyond_the_limits_over_both_transports() {
 
     // as_recorded_at has its own permits: it is not shed by the live query…
     let at = pb::GetIndicatorsRequest {
-        as_recorded_at: Some(prost_types::Timestamp {
+        as_recorded_at: Some(api::Timestamp {
             seconds: 1_700_000_000,
             nanos: 0,
         }),
@@ -544,7 +544,7 @@ async fn as_recorded_at_is_for_auditors() {
     let running = Running::start(&log, QueryLimits::default()).await;
     let mut client = running.client().await;
     let at = pb::GetIndicatorsRequest {
-        as_recorded_at: Some(prost_types::Timestamp {
+        as_recorded_at: Some(api::Timestamp {
             seconds: 1_700_000_000,
             nanos: 0,
         }),

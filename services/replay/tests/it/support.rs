@@ -269,11 +269,11 @@ pub fn local(y: i32, m: u32, d: u32, hh: u32, mm: u32) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+pub fn ts(t: DateTime<Utc>) -> api::Timestamp {
     svc::status::to_timestamp(t)
 }
 
-pub fn time(t: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
+pub fn time(t: &Option<api::Timestamp>) -> DateTime<Utc> {
     let t = t.as_ref().expect("a timestamp");
     DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
 }
