@@ -476,6 +476,10 @@ pub struct SyncSettings {
     pub first_retry: Duration,
     pub request_timeout: Duration,
     pub unhealthy_after_failures: u64,
+    /// A change acknowledged later than this after it was recorded is late.
+    pub late_after: Duration,
+    /// The sync's clock (the system's by default).
+    pub clock: Arc<dyn svc::Clock>,
 }
 
 impl SyncSettings {
@@ -496,6 +500,8 @@ impl SyncSettings {
             first_retry: Duration::from_millis(50),
             request_timeout: Duration::from_secs(2),
             unhealthy_after_failures: 3,
+            late_after: Duration::from_secs(86_400),
+            clock: Arc::new(svc::SystemClock),
         }
     }
 }
@@ -619,10 +625,10 @@ async fn build(settings: &SyncSettings) -> portal_sync::PortalSyncApp {
             first_retry: settings.first_retry,
             max_retry: settings.first_retry * 8,
             poll_interval: Duration::from_millis(100),
-            late_after: Duration::from_secs(86_400),
+            late_after: settings.late_after,
             request_timeout: settings.request_timeout,
         },
-        clock: Arc::new(svc::SystemClock),
+        clock: settings.clock.clone(),
         http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         unhealthy_after_failures: settings.unhealthy_after_failures,

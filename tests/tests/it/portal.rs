@@ -563,3 +563,40 @@ fn the_receivers_checker_catches_shape_violations() {
     assert!(!check_request(&envelope("CapNhatTienDoHoSoMC", eleven)).is_empty());
     assert!(!check_request(&envelope("Other", serde_json::json!([entry]))).is_empty());
 }
+
+/// "Late" goes by the sync's clock: a change acknowledged more than `late_after` after it was
+/// recorded counts late in the reconciliation, one acknowledged within it does not.
+#[tokio::test]
+async fn a_change_acknowledged_after_late_after_counts_late() {
+    let w = World::start().await;
+    let t0 = local(2025, 3, 7, 9, 0);
+    let (on_time, late) = ("HS-LATE-ON-TIME", "HS-LATE-LATE");
+    let clock = tests::processing::ManualClock::new(Utc::now());
+    let mut settings = w.settings();
+    settings.late_after = Duration::from_secs(3600);
+    settings.clock = clock.clone();
+    let sync = RunningPortalSync::start(settings.clone()).await;
+    w.stack.receive(on_time, t0, false).await;
+    w.wait_synced(on_time).await;
+    sync.stop().await;
+
+    // Received now, acknowledged two hours later by the sync's clock.
+    w.stack.receive(late, t0, false).await;
+    clock.advance(chrono::Duration::hours(2));
+    let sync = RunningPortalSync::start(settings).await;
+    w.wait_synced(late).await;
+    let (status, answer) = w
+        .get(&sync, "/v1/reconciliation?from=2025-03-07&to=2025-03-08")
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["late_after_secs"], 3600);
+    assert_eq!(answer["total"]["should"], 2, "{answer}");
+    assert_eq!(answer["total"]["synchronised"], 2, "{answer}");
+    assert_eq!(answer["total"]["late"], 1, "{answer}");
+    let row = portal_sync::store::sync_row(w.stack.log.pool(), late)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.late_syncs, 1);
+    sync.stop().await;
+}
