@@ -136,7 +136,7 @@ pub async fn progress_acked(
 }
 
 /// The turn ended with the portal holding `version` (record and progress): releases the lease,
-/// and counts the turn late when `late`. The dossier stays due if a later version was announced
+/// forgets a refusal of an earlier version, and counts the turn late when `late`. The dossier stays due if a later version was announced
 /// meanwhile.
 pub async fn turn_done(
     pool: &PgPool,
@@ -151,6 +151,9 @@ pub async fn turn_done(
              last_synced_at = $3,
              late_syncs = late_syncs + $4,
              pending_since = CASE WHEN wanted_version > $2 THEN pending_since ELSE NULL END,
+             refused_at = CASE WHEN refused_version <= $2 THEN NULL ELSE refused_at END,
+             refusal = CASE WHEN refused_version <= $2 THEN NULL ELSE refusal END,
+             refused_version = CASE WHEN refused_version <= $2 THEN NULL ELSE refused_version END,
              leased_until = NULL
          WHERE dossier_id = $1",
     )
@@ -334,7 +337,7 @@ pub struct Reconciliation {
     pub synchronised: i64,
     /// Those the portal has acknowledged at least once.
     pub ever_synchronised: i64,
-    /// Those with a version the portal refused.
+    /// Those whose latest announced version the portal refused.
     pub refused: i64,
     /// Those with at least one turn acknowledged late, or still not acknowledged more than
     /// `late_after` after the stream announced it.
@@ -365,7 +368,7 @@ pub async fn reconciliation(
                 count(*),
                 count(*) FILTER (WHERE s.record_version >= f.head AND s.progress_version >= f.head),
                 count(*) FILTER (WHERE s.first_synced_at IS NOT NULL),
-                count(*) FILTER (WHERE s.refused_version IS NOT NULL),
+                count(*) FILTER (WHERE s.refused_version >= s.wanted_version),
                 count(*) FILTER (WHERE s.late_syncs > 0
                                     OR COALESCE(s.pending_since, $5) < $5 - $4::interval)
          FROM first f LEFT JOIN portal_sync s ON s.dossier_id = f.dossier_id

@@ -448,6 +448,13 @@ async fn a_refused_dossier_is_recorded_and_never_holds_the_others_back() {
     .await;
     w.wait_synced(p).await;
     assert_eq!(w.receiver.records(p).last().unwrap()["TrangThaiHoSo"], 7);
+    let (_, answer) = w
+        .get(&sync, "/v1/reconciliation?from=2025-03-01&to=2025-04-01")
+        .await;
+    assert_eq!(answer["total"]["synchronised"], 4, "{answer}");
+    assert_eq!(answer["total"]["refused"], 0, "{answer}");
+    let (_, listed) = w.get(&sync, "/v1/refusals").await;
+    assert_eq!(listed, serde_json::json!([]));
     assert_eq!(w.receiver.violations(), Vec::<String>::new());
     sync.stop().await;
 }
