@@ -418,3 +418,58 @@ fn register(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str =
+        "[database]\nurl = \"postgres://u@h/db\"\n[auth]\ntokens_file = \"t.toml\"\n";
+
+    #[test]
+    fn the_portal_section_is_read_checked_and_overridden() {
+        let config = Config::parse(&format!(
+            "{BASE}[portal]\nendpoint = \"https://dichvucong.example/api\"\nfirst_retry_ms = 500\nretry_error_codes = [3]\n"
+        ))
+        .unwrap();
+        let section: PortalConfig = config.section().unwrap();
+        assert_eq!(section.endpoint, "https://dichvucong.example/api");
+        assert_eq!(section.sender().first_retry, Duration::from_millis(500));
+        assert_eq!(section.retry_error_codes, [3]);
+        assert_eq!(section.metrics_listen.port(), 9459);
+        section.validate().unwrap();
+
+        let missing: PortalConfig = Config::parse(BASE).unwrap().section().unwrap();
+        assert!(missing.validate().unwrap_err().contains("endpoint"));
+        let overridden: PortalConfig = Config::parse(BASE)
+            .unwrap()
+            .with_env(&[("MOTCUA_PORTAL_ENDPOINT", "http://127.0.0.1:1/x")])
+            .section()
+            .unwrap();
+        overridden.validate().unwrap();
+        let mut bad = overridden.clone();
+        bad.concurrency = 0;
+        assert!(bad.validate().unwrap_err().contains("concurrency"));
+        bad = overridden;
+        bad.max_retry_ms = 1;
+        assert!(bad.validate().unwrap_err().contains("max_retry_ms"));
+        assert!(
+            Config::parse(&format!("{BASE}[portal]\nendpont = \"x\"\n"))
+                .unwrap()
+                .section::<PortalConfig>()
+                .is_err(),
+            "a misspelt key is refused"
+        );
+    }
+
+    #[test]
+    fn an_endpoint_that_is_not_http_is_refused() {
+        let mut section = PortalConfig {
+            endpoint: "ftp://portal/x".to_owned(),
+            ..PortalConfig::default()
+        };
+        assert!(section.client(Credentials::default()).is_err());
+        section.endpoint = "http://127.0.0.1:9/x".to_owned();
+        assert!(section.client(Credentials::default()).is_ok());
+    }
+}
