@@ -102,6 +102,20 @@ impl HttpError {
     }
 
     fn unavailable(e: sqlx::Error) -> HttpError {
+        // 57014: query_canceled, here by the statement timeout.
+        if let sqlx::Error::Database(db) = &e {
+            if db.code().as_deref() == Some("57014") {
+                return HttpError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "deadline_exceeded",
+                    format!(
+                        "the query took longer than {:?}: ask for a shorter period or one agency",
+                        store::RECONCILIATION_TIMEOUT
+                    ),
+                    None,
+                );
+            }
+        }
         tracing::warn!(error = %e, "portal-sync: a query failed");
         HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,

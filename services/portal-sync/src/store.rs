@@ -326,6 +326,9 @@ pub async fn retry_refused(
     Ok(done.rows_affected() > 0)
 }
 
+/// The longest a reconciliation query may run (PostgreSQL `statement_timeout`).
+pub const RECONCILIATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One line of the reconciliation: the dossiers received (or refused at the counter) by an
 /// agency in the period, by business date (Asia/Ho_Chi_Minh).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -354,6 +357,14 @@ pub async fn reconciliation(
     late_after: chrono::Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<Reconciliation>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // A scan of the period's first events: bounded, so a large period cannot hold a connection.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL statement_timeout = {}",
+        RECONCILIATION_TIMEOUT.as_millis()
+    )))
+    .execute(&mut *tx)
+    .await?;
     let rows = sqlx::query(
         "WITH first AS (
              SELECT e.dossier_id, e.agency,
@@ -379,8 +390,9 @@ pub async fn reconciliation(
     .bind(agency)
     .bind(late_after)
     .bind(now)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(rows
         .iter()
         .map(|r| Reconciliation {

@@ -607,3 +607,65 @@ async fn a_change_acknowledged_after_late_after_counts_late() {
     assert_eq!(row.late_syncs, 1);
     sync.stop().await;
 }
+
+/// Two instances share the durable consumer and the work: every event's progress entry still
+/// reaches the portal exactly once, and no dossier gets more records than it has versions.
+#[tokio::test]
+async fn two_instances_share_the_work_without_sending_anything_twice() {
+    let w = World::start().await;
+    let first = RunningPortalSync::start(w.settings()).await;
+    let second = RunningPortalSync::start(w.settings()).await;
+    let t0 = local(2025, 3, 10, 8, 0);
+    let hour = chrono::Duration::hours(1);
+    let ids: Vec<String> = (0..8).map(|i| format!("HS-TWO-{i}")).collect();
+    for id in &ids {
+        w.stack.receive(id, t0, true).await;
+    }
+    for id in &ids {
+        w.act(
+            id,
+            t0 + hour,
+            Action::AssessFee {
+                amount_vnd: 50_000,
+                kind: FeeKind::Fee,
+            },
+        )
+        .await;
+        w.act(
+            id,
+            t0 + hour * 2,
+            Action::Resolve {
+                outcome: Outcome::Approved,
+                deciding_agency: agency(DISTRICT_AGENCY),
+            },
+        )
+        .await;
+    }
+    for id in &ids {
+        w.wait_synced(id).await;
+        let progress: Vec<String> = w
+            .receiver
+            .progress(id)
+            .iter()
+            .map(|p| p["ThoiDiemXuLy"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            progress,
+            w.log_times(id).await,
+            "{id}: each event once, in order"
+        );
+        let records = w.receiver.records(id);
+        assert!(
+            (1..=3).contains(&records.len()),
+            "{id}: {} records",
+            records.len()
+        );
+        assert_eq!(records.last().unwrap()["TrangThaiHoSo"], 9);
+    }
+    let accepted =
+        |s: &RunningPortalSync| s.stats.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(accepted(&first) + accepted(&second) > 0);
+    assert_eq!(w.receiver.violations(), Vec::<String>::new());
+    first.stop().await;
+    second.stop().await;
+}
