@@ -14,3 +14,4 @@ mod processing;
 mod projection;
 mod publication;
 mod results;
+mod warnings;
