@@ -33,6 +33,7 @@ pub fn processing_tokens() -> Tokens {
             agency: Some(domain::AgencyCode::parse(COMMUNE_AGENCY).expect("valid agency")),
             level: Some(domain::Level::Commune),
             role: Role::Counter,
+            scopes: Vec::new(),
         },
     );
     tokens

@@ -22,8 +22,8 @@ pub use decide::{MAX_AMOUNT_VND, decide, event_time};
 pub use dossier::{Apology, Dossier, PaymentRecord, Phase, Resolution};
 pub use event::{
     ApplicantType, Channel, DecodeError, DossierEvent, Event, EventType, FeeKind, Level,
-    OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, TransferMode,
-    UnknownEventType,
+    OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, SealedApplicant,
+    TransferMode, UnknownEventType,
 };
 pub use ids::{
     AgencyCode, ComponentCode, DossierId, EventId, FieldError, ProcedureCode, SectorCode, Text,

@@ -14,7 +14,8 @@
 //! Query parameters: `from`, `to` (local dates `YYYY-MM-DD`, `to` excluded), `level`,
 //! `agency_code`, `sector_code`, `procedure_code`, `channel`, `applicant_type` (values as
 //! stored: `district`, `online`, `citizen`…), `group_by` (comma-separated dimensions: `level`,
-//! `agency`, `sector`, `procedure`, `channel`, `applicant_type`), `as_recorded_at` (RFC 3339).
+//! `agency`, `sector`, `procedure`, `channel`, `applicant_type`), `as_recorded_at` (RFC 3339),
+//! `structure_at` (a local date: counted in the agency structure of that date).
 //! Each parameter at most once (a list such as `group_by` is comma-separated in one value).
 //! Every route but `/healthz` needs `Authorization: Bearer <token>` (any valid token;
 //! `as_recorded_at` an auditor's). The bounds of `[projection.limits]` apply as over gRPC.
@@ -312,7 +313,7 @@ fn named<T>(
         .ok_or_else(|| ScopeError::new(name, format!("unknown value {v:?}")))
 }
 
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 12] = [
     "from",
     "to",
     "level",
@@ -324,6 +325,7 @@ const KNOWN: [&str; 11] = [
     "group_by",
     "as_recorded_at",
     "format",
+    "structure_at",
 ];
 
 /// The query and source the parameters ask for (pure: the fuzz targets call it directly).
@@ -393,9 +395,15 @@ async fn indicators(
     let principal = authenticate(&state, &headers)?;
     let params = params(query)?;
     let (query, source) = scope(&params, state.reader.limits())?;
+    let structure_at = scope::structure_at("structure_at", param(&params, "structure_at"))?;
     may_ask(&principal, source)?;
-    let answer = state.reader.indicators(&query, source).await?;
-    Ok(json(&service::indicators_response(&answer, source)?))
+    let answer = state
+        .reader
+        .indicators(&query, source, structure_at)
+        .await?;
+    let mut response = service::indicators_response(&answer, source)?;
+    response.structure_at = structure_at.map(service::day).unwrap_or_default();
+    Ok(json(&response))
 }
 
 async fn report(
@@ -433,8 +441,12 @@ async fn report(
         }
     };
     let (query, source) = scope(&params, state.reader.limits())?;
+    let structure_at = scope::structure_at("structure_at", param(&params, "structure_at"))?;
     may_ask(&principal, source)?;
-    let table = state.reader.report(form, &query, source).await?;
+    let table = state
+        .reader
+        .report(form, &query, source, structure_at)
+        .await?;
     if csv {
         let name = format!(
             "{}_{}_{}.csv",
@@ -456,7 +468,9 @@ async fn report(
         )
             .into_response());
     }
-    Ok(json(&service::report_pb(&table, &query, source)))
+    let mut report = service::report_pb(&table, &query, source);
+    report.structure_at = structure_at.map(service::day).unwrap_or_default();
+    Ok(json(&report))
 }
 
 async fn dossier_status(

@@ -9,6 +9,7 @@ mod metric_names;
 mod model;
 mod operations;
 mod payment;
+mod personal_data;
 mod portal;
 mod processing;
 mod projection;

@@ -494,7 +494,7 @@ async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
     assert_eq!(json["total"]["onTimeRate"]["denominator"], "0");
     assert_eq!(json["dossiersNotCounted"], "0");
     assert!(json.get("asRecordedAt").is_none(), "{body}");
-    assert_eq!(json["targets"].as_array().expect("S14").len(), 7);
+    assert_eq!(json["targets"].as_array().expect("S14").len(), 8);
     let groups = json["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), grpc.groups.len());
     for (g, p) in groups.iter().zip(&grpc.groups) {
@@ -619,10 +619,16 @@ async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
             Some("colour"),
         ),
         (
-            format!("/v1/reports/scorecard-766?{period}&group_by=sector"),
+            format!("/v1/reports/bieu-mau-7-section-6?{period}&group_by=sector"),
             Some(AUDITOR),
             400,
             Some("group_by"),
+        ),
+        (
+            format!("/v1/reports/scorecard-766?{period}&structure_at=2025-13-01"),
+            Some(AUDITOR),
+            400,
+            Some("structure_at"),
         ),
         (
             format!("/v1/reports/ii06a?{period}&format=xls"),

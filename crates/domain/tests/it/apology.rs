@@ -65,6 +65,8 @@ fn the_working_day_before_spans_the_weekend() {
             fee_required: true,
             components: components(),
             due_at: due_monday,
+            applicant: None,
+            return_method: None,
         },
     )];
     given(history.clone())

@@ -58,7 +58,7 @@ async fn not_counted(pool: &sqlx::PgPool) -> u64 {
         stats::Targets::default(),
     );
     let answer = reader
-        .indicators(&query, projection::scope::Source::Live)
+        .indicators(&query, projection::scope::Source::Live, None)
         .await
         .unwrap();
     let wire =
@@ -161,6 +161,7 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
             agency: None,
             level: None,
             role: svc::Role::Auditor,
+            scopes: Vec::new(),
         },
     );
     let app = ProjectionApp::build_with(

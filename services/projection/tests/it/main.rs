@@ -11,4 +11,5 @@ mod limits;
 mod overflow;
 mod rebuild;
 mod rollup;
+mod structure;
 mod verify;
