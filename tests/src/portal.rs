@@ -480,6 +480,8 @@ pub struct SyncSettings {
     pub late_after: Duration,
     /// The sync's clock (the system's by default).
     pub clock: Arc<dyn svc::Clock>,
+    /// The master keys, as a keyring file's text (`None`: none configured).
+    pub keyring: Option<String>,
 }
 
 impl SyncSettings {
@@ -502,6 +504,7 @@ impl SyncSettings {
             unhealthy_after_failures: 3,
             late_after: Duration::from_secs(86_400),
             clock: Arc::new(svc::SystemClock),
+            keyring: None,
         }
     }
 }
@@ -632,6 +635,10 @@ async fn build(settings: &SyncSettings) -> portal_sync::PortalSyncApp {
         http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         unhealthy_after_failures: settings.unhealthy_after_failures,
+        keyring: settings
+            .keyring
+            .as_deref()
+            .map(|text| personal::Keyring::parse(text).expect("keyring")),
     })
     .await
     .expect("portal-sync builds")

@@ -201,6 +201,10 @@ pub enum PortalStartError {
     Client(#[from] client::ClientError),
     #[error("cannot read portal.credentials_file {0}: {1}")]
     Credentials(PathBuf, std::io::Error),
+    #[error("master keys: {0}")]
+    Keyring(#[from] personal::KeyringError),
+    #[error("personal data migrations refused: {0}")]
+    PersonalMigrate(sqlx::migrate::MigrateError),
 }
 
 impl From<ConfigError> for PortalStartError {
@@ -222,6 +226,9 @@ pub struct Parts {
     pub http_listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub unhealthy_after_failures: u64,
+    /// The master keys that open the applicants' data (`None`: a sealed applicant is an
+    /// error, retried).
+    pub keyring: Option<personal::Keyring>,
 }
 
 /// The service bound to its listeners.
@@ -269,6 +276,7 @@ impl PortalSyncApp {
             http_listen: section.http_listen,
             metrics_listen: Some(section.metrics_listen),
             unhealthy_after_failures: section.unhealthy_after_failures,
+            keyring: config.keyring()?,
         })
         .await
     }
@@ -277,6 +285,12 @@ impl PortalSyncApp {
     pub async fn build_with(parts: Parts) -> Result<PortalSyncApp, PortalStartError> {
         parts.log.migrate().await.map_err(StartError::from)?;
         store::migrate(parts.log.pool()).await?;
+        personal::migrate(parts.log.pool())
+            .await
+            .map_err(PortalStartError::PersonalMigrate)?;
+        let vault = parts
+            .keyring
+            .map(|keyring| personal::Vault::new(parts.log.pool().clone(), keyring));
         let http_listener = Listener::bind(parts.http_listen).await?;
         let mut app = App::new("portal-sync");
         if let Some(addr) = parts.metrics_listen {
@@ -295,7 +309,7 @@ impl PortalSyncApp {
         let sender = Sender {
             log: parts.log.clone(),
             client: parts.client,
-            applicant: applicant::ApplicantReader::new(),
+            applicant: applicant::ApplicantReader::new(vault),
             clock: parts.clock.clone(),
             config: parts.sender.clone(),
             stats: stats.clone(),

@@ -257,7 +257,7 @@ impl Sender {
             Ok(events) => events,
             Err(reason) => return self.refuse(id, version, &reason).await,
         };
-        let applicant = match self.applicant.fields(id, &stored).await {
+        let applicant = match self.applicant.fields(id, &events).await {
             Ok(a) => a,
             Err(e) => return Ok(Turn::Failed(e.to_string())),
         };

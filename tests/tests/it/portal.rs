@@ -519,6 +519,8 @@ fn the_receivers_checker_catches_shape_violations() {
             fee_required: false,
             components: vec![domain::ComponentCode::parse("don").unwrap()],
             due_at: at + chrono::Duration::days(3),
+            applicant: None,
+            return_method: None,
         },
     }];
     let record = portal_sync::shapes::dossier_record(
@@ -668,4 +670,189 @@ async fn two_instances_share_the_work_without_sending_anything_twice() {
     assert_eq!(w.receiver.violations(), Vec::<String>::new());
     first.stop().await;
     second.stop().await;
+}
+
+/// The applicant's data, sealed in the received event, reaches the portal (read through the
+/// vault, each read in the access log); once erased, the next version goes without it, and no
+/// table of the sync holds it.
+#[tokio::test]
+async fn the_applicant_reaches_the_portal_until_erased() {
+    const NAME: &str = "Trần Văn Công Dân";
+    const CCCD: &str = "079188001234";
+    let w = World::start().await;
+    let keyring = personal::Keyring::generate("k1").unwrap();
+    let keyring_text = keyring.to_file_text();
+    let vault = personal::Vault::new(w.stack.log.pool().clone(), keyring);
+    personal::migrate(w.stack.log.pool()).await.unwrap();
+    let mut settings = w.settings();
+    settings.keyring = Some(keyring_text);
+    let sync = RunningPortalSync::start(settings).await;
+
+    let id = "HS-APPLICANT-1";
+    let dossier = domain::DossierId::parse(id).unwrap();
+    let applicant = personal::Applicant {
+        owner_name: NAME.to_owned(),
+        document: personal::IdentityDocument {
+            kind: personal::DocumentKind::Cccd,
+            number: CCCD.to_owned(),
+        },
+        phone: Some("0912000111".to_owned()),
+        email: Some("cong.dan@example.vn".to_owned()),
+        address: None,
+        representative: None,
+    };
+    let sealed = vault
+        .dossier_key(&dossier)
+        .await
+        .unwrap()
+        .key
+        .seal(&dossier, &applicant);
+    let t0 = local(2025, 3, 11, 9, 0);
+    w.act(
+        id,
+        t0,
+        Action::Receive {
+            profile: domain::Profile {
+                procedure: domain::ProcedureCode::parse("1.004227").unwrap(),
+                online_level: domain::OnlineServiceLevel::FullOnline,
+                sector: domain::SectorCode::parse("land").unwrap(),
+                agency: agency(DISTRICT_AGENCY),
+                level: domain::Level::District,
+                channel: domain::Channel::Direct,
+                applicant_type: domain::ApplicantType::Citizen,
+            },
+            statutory_time: calendar::StatutoryTime::Days(3),
+            fee_required: false,
+            components: vec![domain::ComponentCode::parse("don").unwrap()],
+            due_at: None,
+            applicant: Some(sealed),
+            return_method: None,
+        },
+    )
+    .await;
+    w.wait_synced(id).await;
+    let record = w.receiver.records(id).last().cloned().unwrap();
+    assert_eq!(record["ChuHoSo"], NAME);
+    assert_eq!(record["SoGiayToChuHoSo"], CCCD);
+    assert_eq!(record["SoDienThoai"], "0912000111");
+    assert_eq!(record["Email"], "cong.dan@example.vn");
+    assert_eq!(
+        record["DinhDanhCHS"],
+        serde_json::json!([{"LoaiDinhDanh": 1, "SoDinhDanh": CCCD}])
+    );
+    let reads: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM personal_access_log
+         WHERE dossier_id = $1 AND reader = 'portal-sync' AND outcome = 'read'",
+    )
+    .bind(id)
+    .fetch_one(w.stack.log.pool())
+    .await
+    .unwrap();
+    assert!(reads >= 1, "every read is in the access log");
+
+    // Erased: the next version is sent without anything personal.
+    vault
+        .erase(
+            &personal::Reader::service("test", "erasure request"),
+            &dossier,
+            "YC-1",
+        )
+        .await
+        .unwrap();
+    w.act(
+        id,
+        t0 + chrono::Duration::hours(1),
+        Action::Withdraw {
+            reason: text("Rút"),
+        },
+    )
+    .await;
+    w.wait_synced(id).await;
+    let record = w.receiver.records(id).last().cloned().unwrap();
+    assert_eq!(record["TrangThaiHoSo"], 7);
+    for field in ["ChuHoSo", "SoGiayToChuHoSo", "Email", "SoDienThoai"] {
+        assert!(record.get(field).is_none(), "{field} sent after erasure");
+    }
+    assert_eq!(record["DinhDanhCHS"], serde_json::json!([]));
+    let rows: Vec<String> = sqlx::query_scalar("SELECT t::text FROM portal_sync t")
+        .fetch_all(w.stack.log.pool())
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|r| !r.contains(NAME) && !r.contains(CCCD)));
+    assert_eq!(w.receiver.violations(), Vec::<String>::new());
+    sync.stop().await;
+}
+
+/// A sealed applicant without master keys configured is never sent without its data: the
+/// dossier waits, its error recorded; the others go on.
+#[tokio::test]
+async fn a_sealed_applicant_without_master_keys_waits_and_says_why() {
+    let w = World::start().await;
+    let keyring = personal::Keyring::generate("k1").unwrap();
+    let vault = personal::Vault::new(w.stack.log.pool().clone(), keyring);
+    personal::migrate(w.stack.log.pool()).await.unwrap();
+    let sync = RunningPortalSync::start(w.settings()).await;
+    let (sealed_id, plain_id) = ("HS-NOKEYS-1", "HS-NOKEYS-2");
+    let dossier = domain::DossierId::parse(sealed_id).unwrap();
+    let applicant = personal::Applicant {
+        owner_name: "Lê Thị Khóa".to_owned(),
+        document: personal::IdentityDocument {
+            kind: personal::DocumentKind::Cmnd,
+            number: "079188001".to_owned(),
+        },
+        phone: None,
+        email: None,
+        address: None,
+        representative: None,
+    };
+    let sealed = vault
+        .dossier_key(&dossier)
+        .await
+        .unwrap()
+        .key
+        .seal(&dossier, &applicant);
+    let t0 = local(2025, 3, 12, 9, 0);
+    let profile = domain::Profile {
+        procedure: domain::ProcedureCode::parse("1.004227").unwrap(),
+        online_level: domain::OnlineServiceLevel::FullOnline,
+        sector: domain::SectorCode::parse("land").unwrap(),
+        agency: agency(DISTRICT_AGENCY),
+        level: domain::Level::District,
+        channel: domain::Channel::Direct,
+        applicant_type: domain::ApplicantType::Citizen,
+    };
+    let receive = |applicant| Action::Receive {
+        profile: profile.clone(),
+        statutory_time: calendar::StatutoryTime::Days(3),
+        fee_required: false,
+        components: vec![domain::ComponentCode::parse("don").unwrap()],
+        due_at: None,
+        applicant,
+        return_method: None,
+    };
+    w.act(sealed_id, t0, receive(Some(sealed))).await;
+    w.act(plain_id, t0, receive(None)).await;
+    w.wait_synced(plain_id).await;
+    let row = loop {
+        let row = portal_sync::store::sync_row(w.stack.log.pool(), sealed_id)
+            .await
+            .unwrap();
+        if let Some(row) = row.filter(|r| r.attempts > 0) {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(row.record_version, 0);
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap()
+            .contains("no master keys"),
+        "{row:?}"
+    );
+    assert!(
+        w.receiver.records(sealed_id).is_empty(),
+        "never sent without its applicant"
+    );
+    sync.stop().await;
 }
