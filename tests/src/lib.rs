@@ -171,6 +171,29 @@ impl Drop for RunningRelay {
     }
 }
 
+/// Every message of the JetStream `stream` at `url`, read back by sequence.
+pub async fn all_messages(
+    url: &str,
+    stream: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let client = async_nats::connect(url)
+        .await
+        .expect("connect to the test NATS");
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(stream)
+        .await
+        .expect("the relay created the stream");
+    let state = stream.cached_info().state.clone();
+    let mut messages = Vec::new();
+    if state.messages > 0 {
+        for sequence in state.first_sequence..=state.last_sequence {
+            messages.push(stream.get_raw_message(sequence).await.expect("message"));
+        }
+    }
+    messages
+}
+
 /// Wraps a message with `authorization: Bearer <token>`.
 pub fn authed<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
