@@ -15,15 +15,13 @@ use api::v1::event::Body;
 use api::v1::intake_service_client::IntakeServiceClient;
 use api::v1::replay_service_client::ReplayServiceClient;
 use eventlog::EventLog;
-use svc::{Principal, Role, Scope};
 use tests::{
-    AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, RunningRelay, all_messages, authed,
+    AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, ERASURE_ADMIN, RunningRelay, all_messages, authed,
     receive_request, test_tokens,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-const ADMIN: &str = "test-erasure-admin";
 const NAME: &str = "Nguyễn Thị Bí Mật";
 const CCCD: &str = "079188004242";
 const PHONE: &str = "0912777333";
@@ -189,18 +187,7 @@ async fn an_applicant_is_sealed_read_with_a_trace_erased_with_the_log_intact_and
     let _logging = logs.install();
     let db = testkit::TestDb::new().await;
     let log = EventLog::from_pool(db.pool.clone());
-    let mut tokens = test_tokens();
-    tokens.insert(
-        ADMIN,
-        Principal {
-            name: "erasure admin".into(),
-            agency: None,
-            level: None,
-            role: Role::Auditor,
-            scopes: vec![Scope::Erasure],
-        },
-    );
-    let mut deps = svc::ServiceDeps::for_tests(log.clone(), tokens);
+    let mut deps = svc::ServiceDeps::for_tests(log.clone(), test_tokens());
     deps.keyring = Some(personal::Keyring::generate("k1").unwrap());
     // A clock that does not move: the lookup's one-minute window cannot roll over mid-test.
     let clock = tests::processing::ManualClock::new(chrono::Utc::now());
@@ -330,12 +317,12 @@ async fn an_applicant_is_sealed_read_with_a_trace_erased_with_the_log_intact_and
         tonic::Code::PermissionDenied
     );
     let erased = applicants
-        .erase_applicant(authed(ADMIN, erase.clone()))
+        .erase_applicant(authed(ERASURE_ADMIN, erase.clone()))
         .await
         .unwrap()
         .into_inner();
     let twice = applicants
-        .erase_applicant(authed(ADMIN, erase))
+        .erase_applicant(authed(ERASURE_ADMIN, erase))
         .await
         .unwrap()
         .into_inner();
