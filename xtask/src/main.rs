@@ -40,7 +40,8 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   test [-- ARGS...]   Make sure PostgreSQL and NATS with JetStream run on this machine
-                      (starting or installing them if needed), then run
+                      (starting or installing them if needed) and that Debian's chromium
+                      and chromium-driver are installed (the dashboard's browser tests), then run
                       `cargo fmt --all -- --check`, `cargo clippy --workspace --all-targets
                       --locked -- -D warnings` and `cargo test --workspace --locked ARGS...` (without
                       --workspace when ARGS pick packages with -p).
@@ -149,6 +150,8 @@ fn test(test_args: &[String]) -> Result<()> {
     let database_url = services::ensure_postgres(std::env::var("TEST_DATABASE_URL").ok())?;
     step("[2/5] NATS with JetStream");
     let nats_url = services::ensure_nats(std::env::var("TEST_NATS_URL").ok())?;
+    step("[2/5] Chromium and ChromeDriver (the dashboard's browser tests)");
+    services::ensure_chromium()?;
 
     step("[3/5] formatting");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;

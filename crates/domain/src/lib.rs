@@ -7,6 +7,7 @@
 //! This crate does no I/O: no tokio, sqlx, tonic or NATS. Everything here is a pure function of
 //! its arguments, so its tests are instant and exhaustive.
 
+pub mod apology;
 pub mod command;
 pub mod decide;
 pub mod dossier;
@@ -15,6 +16,7 @@ pub mod ids;
 pub mod limits;
 pub mod refusal;
 
+pub use apology::{APOLOGY_NOTICE, WarningHorizon, apology_deadline};
 pub use command::{Action, Command, Rules, SupplementPolicy};
 pub use decide::{MAX_AMOUNT_VND, decide, event_time};
 pub use dossier::{Apology, Dossier, PaymentRecord, Phase, Resolution};

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, modules per topic.
 mod auditor;
+mod dashboard;
 mod faults;
 mod intake_api;
 mod intake_import;
@@ -13,3 +14,4 @@ mod processing;
 mod projection;
 mod publication;
 mod results;
+mod warnings;

@@ -490,6 +490,7 @@ fn expected_indicators(i: &Indicators) -> pb::Indicators {
         stopped: i.ended.stopped,
         refused_at_intake: i.refused_at_intake,
         apology_rate: rate_pb(i.apology_rate),
+        timely_apology_rate: rate_pb(i.timely_apology_rate),
         components_digitized: rate_pb(i.components_digitized),
         results_digitized: rate_pb(i.results_digitized),
         data_reuse: rate_pb(i.data_reuse),
@@ -520,6 +521,7 @@ fn expected_targets(i: &Indicators) -> Vec<(String, Option<bool>)> {
         ("online_payment", i.payment.rate, t.online_payment),
         ("satisfaction", i.satisfaction.rate, t.satisfaction),
         ("apology", i.apology_rate, t.apology),
+        ("timely_apology", i.timely_apology_rate, t.timely_apology),
         (
             "components_digitized",
             i.components_digitized,
