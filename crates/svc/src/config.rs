@@ -564,6 +564,7 @@ mod tests {
     struct Intake {
         listen: SocketAddr,
         metrics_listen: Option<SocketAddr>,
+        lookup_http_listen: Option<SocketAddr>,
     }
 
     impl Default for Intake {
@@ -571,6 +572,7 @@ mod tests {
             Intake {
                 listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
                 metrics_listen: None,
+                lookup_http_listen: None,
             }
         }
     }
@@ -653,6 +655,22 @@ mod tests {
         );
         let p = tokens.authenticate(&meta).unwrap();
         assert_eq!(p.agency.unwrap().as_str(), "000.00.12.H40");
+        meta.insert(
+            "authorization",
+            "Bearer dev-privacy-officer".parse().unwrap(),
+        );
+        let officer = tokens.authenticate(&meta).unwrap();
+        assert!(officer.has_scope(crate::Scope::PersonalData));
+        assert!(officer.has_scope(crate::Scope::Erasure));
+        assert_eq!(
+            intake.lookup_http_listen.map(|a| a.port()),
+            Some(8051),
+            "[intake] lookup_http_listen"
+        );
+        let keys = c.auth.master_keys_file.as_deref().unwrap();
+        assert_eq!(keys, Path::new("deploy/config/master-keys.dev.toml"));
+        personal::Keyring::parse(include_str!("../../../deploy/config/master-keys.dev.toml"))
+            .unwrap();
     }
 
     #[test]
