@@ -1,7 +1,10 @@
 //! Every event survives the log's (type, payload) split, and the type column is the serde tag.
 
 use calendar::{StatutoryTime, Timeliness, WorkingDuration};
-use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, ReturnMethod, TransferMode};
+use domain::{
+    ApologyDelivery, DossierEvent, FeeKind, NoticeUnit, Outcome, PaymentChannel, Rating,
+    ReturnMethod, TransferMode,
+};
 
 use crate::support::*;
 
@@ -35,6 +38,10 @@ fn every_event() -> Vec<DossierEvent> {
             reason: text("site survey delayed"),
             new_appointment: vn(2024, 3, 12, 9, 0),
             on_time: true,
+            original_due_at: Some(due()),
+            signer: Some(text("Trần Thị B")),
+            delivery: Some(ApologyDelivery::Sms),
+            notice: Some(NoticeUnit::CalendarDay),
         },
         DossierEvent::FeeAssessed {
             amount_vnd: 150_000,
@@ -76,6 +83,10 @@ fn every_event() -> Vec<DossierEvent> {
             due_at: vn(2024, 3, 12, 9, 0),
             paused: WorkingDuration::from_minutes(960),
         },
+        DossierEvent::LateWithdrawn {
+            due_at: due(),
+            timeliness: Timeliness::Early,
+        },
     ];
     for event in &events {
         match event {
@@ -96,7 +107,8 @@ fn every_event() -> Vec<DossierEvent> {
             | DossierEvent::ResultReturned { .. }
             | DossierEvent::SatisfactionRated { .. }
             | DossierEvent::FinancialObligationRequested { .. }
-            | DossierEvent::FinancialObligationFulfilled { .. } => {}
+            | DossierEvent::FinancialObligationFulfilled { .. }
+            | DossierEvent::LateWithdrawn { .. } => {}
         }
     }
     events
