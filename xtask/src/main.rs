@@ -3,6 +3,7 @@
 
 mod cmd;
 mod fuzz;
+mod schemathesis;
 mod services;
 mod supervise;
 mod token;
@@ -40,7 +41,8 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   test [-- ARGS...]   Make sure PostgreSQL and NATS with JetStream run on this machine
-                      (starting or installing them if needed), then run
+                      (starting or installing them if needed) and schemathesis is in
+                      target/venv (pip, from PyPI), then run
                       `cargo fmt --all -- --check`, `cargo clippy --workspace --all-targets
                       --locked -- -D warnings` and `cargo test --workspace --locked ARGS...` (without
                       --workspace when ARGS pick packages with -p).
@@ -145,14 +147,17 @@ fn test(test_args: &[String]) -> Result<()> {
         );
     }
 
-    step("[1/5] PostgreSQL");
+    step("[1/6] PostgreSQL");
     let database_url = services::ensure_postgres(std::env::var("TEST_DATABASE_URL").ok())?;
-    step("[2/5] NATS with JetStream");
+    step("[2/6] NATS with JetStream");
     let nats_url = services::ensure_nats(std::env::var("TEST_NATS_URL").ok())?;
 
-    step("[3/5] formatting");
+    step("[3/6] schemathesis (target/venv, for the OpenAPI conformance test)");
+    schemathesis::ensure()?;
+
+    step("[4/6] formatting");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    step("[4/5] clippy");
+    step("[5/6] clippy");
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -162,7 +167,7 @@ fn test(test_args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    step("[5/5] tests");
+    step("[6/6] tests");
     println!("TEST_DATABASE_URL={}", cmd::redact_url(&database_url));
     println!("TEST_NATS_URL={nats_url}");
     let mut test = cargo();

@@ -7,6 +7,7 @@
 //! | `GET /v1/indicators` | `GetIndicatorsResponse`: S1–S14 in total and per group |
 //! | `GET /v1/reports/{form}` | `Report`: a form as a table; `{form}.csv` or `?format=csv`: CSV |
 //! | `GET /v1/dossiers/{id}/status` | `DossierStatus`: the status and national portal code |
+//! | `GET /openapi.json` | the OpenAPI 3 description of these routes ([`crate::openapi`]) |
 //! | `GET /healthz` | `ok`, or 503 and one line per failing part (a dossier that fails to apply…), as the metrics port's `/healthz` |
 //!
 //! Query parameters: `from`, `to` (local dates `YYYY-MM-DD`, `to` excluded), `level`,
@@ -56,6 +57,7 @@ struct HttpState {
 pub fn router(reader: Reader, tokens: Arc<Tokens>, health: svc::Telemetry) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .route("/v1/indicators", get(indicators))
         .route("/v1/reports/{form}", get(report))
         .route("/v1/dossiers/{id}/status", get(dossier_status))
@@ -82,11 +84,21 @@ async fn healthz(State(state): State<HttpState>) -> (StatusCode, String) {
     (StatusCode::SERVICE_UNAVAILABLE, text)
 }
 
+/// The OpenAPI description of these routes ([`crate::openapi`]); no token needed.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
 async fn not_found() -> HttpError {
     HttpError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route: /v1/indicators, /v1/reports/{form}, /v1/dossiers/{id}/status, /healthz",
+        "no such route: /v1/indicators, /v1/reports/{form}, /v1/dossiers/{id}/status, /healthz, \
+         /openapi.json",
     )
 }
 

@@ -28,6 +28,7 @@ pub mod consumer;
 pub mod figures;
 pub mod forms;
 pub mod http;
+pub mod openapi;
 pub mod read;
 pub mod rebuild;
 pub mod scope;
