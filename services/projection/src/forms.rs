@@ -96,20 +96,86 @@ pub struct Column {
     pub label: String,
 }
 
-fn column(id: &str, label: &str) -> Column {
+pub fn column(id: &str, label: &str) -> Column {
     Column {
         id: id.to_owned(),
         label: label.to_owned(),
     }
 }
 
-/// A filled form.
+/// A heading over adjacent columns (`first..=last`), as the printed form groups them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnGroup {
+    pub first: usize,
+    pub last: usize,
+    pub label: &'static str,
+}
+
+/// A filled form, or the indicator table ([`crate::answers::indicators_table`]): the one
+/// shape every rendering (gRPC and its JSON, CSV, XLSX) reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
-    pub form: Form,
+    /// `None`: the indicator table.
+    pub form: Option<Form>,
     pub title: &'static str,
+    /// The unit of the figures, as the form states it ("Đơn vị tính: …").
+    pub unit: &'static str,
     pub columns: Vec<Column>,
+    /// Headings over groups of columns (II.06a: received, resolved, pending).
+    pub column_groups: Vec<ColumnGroup>,
+    /// The leading columns that name a row (group values, a code and a level…).
+    pub key_columns: usize,
     pub rows: Vec<Vec<Cell>>,
+    /// The last row is the total of the others: every count in it is their sum.
+    pub total_row: bool,
+}
+
+impl Table {
+    /// Each column's heading with its group's (`Đã giải quyết — Quá hạn`): unique within the
+    /// form, for a one-line header.
+    pub fn full_label(&self, column: usize) -> String {
+        let label = &self.columns[column].label;
+        match self
+            .column_groups
+            .iter()
+            .find(|g| (g.first..=g.last).contains(&column))
+        {
+            Some(g) => format!("{} — {label}", g.label),
+            None => label.clone(),
+        }
+    }
+}
+
+/// The row key of a total row (`Tổng cộng` in Vietnamese renderings).
+pub const TOTAL_KEY: &str = "total";
+
+/// The Vietnamese heading of a grouping dimension's column.
+pub fn dimension_label(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Level => "Cấp",
+        Dimension::Agency => "Cơ quan, đơn vị",
+        Dimension::Sector => "Lĩnh vực",
+        Dimension::Procedure => "Thủ tục hành chính",
+        Dimension::Channel => "Hình thức nộp",
+        Dimension::ApplicantType => "Đối tượng",
+    }
+}
+
+/// The index of the column with id `id` (the layouts name columns by id).
+fn at(columns: &[Column], id: &str) -> usize {
+    columns
+        .iter()
+        .position(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no column {id}"))
+}
+
+/// A column group from the column with id `first` to the one with id `last`.
+pub fn group(columns: &[Column], first: &str, last: &str, label: &'static str) -> ColumnGroup {
+    ColumnGroup {
+        first: at(columns, first),
+        last: at(columns, last),
+        label,
+    }
 }
 
 /// Fills `form` from the answer to `query`, whose `group_by` must be
@@ -122,13 +188,48 @@ pub fn fill(form: Form, query: &Query, groups: &BTreeMap<GroupKey, Totals>) -> T
         Form::BieuMau7Section6 => bieu_mau_7(&all),
         Form::Scorecard766 => scorecard(&all),
     };
+    let (column_groups, key_columns, unit) = match form {
+        Form::Ii06a => (
+            vec![
+                group(
+                    &columns,
+                    "received_total",
+                    "carried_over",
+                    "Số hồ sơ nhận giải quyết",
+                ),
+                group(
+                    &columns,
+                    "resolved_total",
+                    "resolved_late",
+                    "Số hồ sơ đã giải quyết",
+                ),
+                group(
+                    &columns,
+                    "pending_total",
+                    "pending_overdue",
+                    "Số hồ sơ đang giải quyết",
+                ),
+            ],
+            query.group_by.len(),
+            UNIT_DOSSIERS,
+        ),
+        Form::BieuMau3Section3 | Form::BieuMau7Section6 => (Vec::new(), 2, UNIT_DOSSIERS),
+        Form::Scorecard766 => (Vec::new(), 1, "Đơn vị tính: %"),
+    };
     Table {
-        form,
+        form: Some(form),
         title: form.title(),
+        unit,
         columns,
+        column_groups,
+        key_columns,
         rows,
+        total_row: form == Form::Ii06a,
     }
 }
+
+/// The unit of tables of counts.
+pub const UNIT_DOSSIERS: &str = "Đơn vị tính: hồ sơ";
 
 /// The sum of every group: the figures of the whole filter. Summing is exact because groups
 /// partition the slices.
@@ -147,7 +248,7 @@ fn ii06a(
 ) -> (Vec<Column>, Vec<Vec<Cell>>) {
     let mut columns: Vec<Column> = dims
         .iter()
-        .map(|d| column(d.as_str(), d.as_str()))
+        .map(|d| column(d.as_str(), dimension_label(*d)))
         .collect();
     columns.extend([
         column("received_total", "Tổng số hồ sơ tiếp nhận"),
@@ -199,7 +300,7 @@ fn ii06a(
         .collect();
     // The printed form ends with the total ("Tổng cộng").
     let total_key = (0..dims.len())
-        .map(|i| Cell::Text(if i == 0 { "total" } else { "" }.to_owned()))
+        .map(|i| Cell::Text(if i == 0 { TOTAL_KEY } else { "" }.to_owned()))
         .collect();
     rows.push(row_cells(total_key, &reports::Ii06aRow::new((), all)));
     (columns, rows)
@@ -299,10 +400,22 @@ fn scorecard(t: &Totals) -> (Vec<Column>, Vec<Vec<Cell>>) {
     (columns, rows)
 }
 
-/// The table as CSV (RFC 4180, CRLF line ends, a header line of column ids). A rate column
-/// becomes three: `{id}_numerator`, `{id}_denominator`, `{id}_percent` (empty when absent), so
-/// a spreadsheet gets the counts, not only a rounded percentage.
-pub fn to_csv(table: &Table) -> String {
+/// How a table is written as CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CsvOptions {
+    /// Starts with the UTF-8 byte-order mark, by which Excel recognizes UTF-8.
+    pub bom: bool,
+    /// The header row holds the forms' Vietnamese headings (each with its group's, so none
+    /// repeats) and the total row is named `Tổng cộng`, instead of the ASCII column ids and
+    /// `total`.
+    pub vietnamese: bool,
+}
+
+/// The table as CSV (RFC 4180, CRLF line ends, a header line of column ids, or of the
+/// Vietnamese headings). A rate column becomes three: `{id}_numerator`, `{id}_denominator`,
+/// `{id}_percent` (empty when absent; `(tử số)`, `(mẫu số)`, `(%)` after the heading), so a
+/// spreadsheet gets the counts, not only a rounded percentage.
+pub fn to_csv(table: &Table, options: CsvOptions) -> String {
     let is_rate: Vec<bool> = (0..table.columns.len())
         .map(|i| {
             table
@@ -312,18 +425,34 @@ pub fn to_csv(table: &Table) -> String {
         })
         .collect();
     let mut out = String::new();
+    if options.bom {
+        out.push('\u{feff}');
+    }
     let mut header = Vec::new();
-    for (c, rate) in table.columns.iter().zip(&is_rate) {
-        if *rate {
-            header.push(format!("{}_numerator", c.id));
-            header.push(format!("{}_denominator", c.id));
-            header.push(format!("{}_percent", c.id));
+    for (i, (c, rate)) in table.columns.iter().zip(&is_rate).enumerate() {
+        let name = if options.vietnamese {
+            table.full_label(i)
         } else {
-            header.push(c.id.clone());
+            c.id.clone()
+        };
+        match (*rate, options.vietnamese) {
+            (false, _) => header.push(name),
+            (true, false) => {
+                header.push(format!("{name}_numerator"));
+                header.push(format!("{name}_denominator"));
+                header.push(format!("{name}_percent"));
+            }
+            (true, true) => {
+                header.push(format!("{name} (tử số)"));
+                header.push(format!("{name} (mẫu số)"));
+                header.push(format!("{name} (%)"));
+            }
         }
     }
     push_record(&mut out, header.iter().map(String::as_str));
-    for row in &table.rows {
+    let last = table.rows.len().saturating_sub(1);
+    for (r, row) in table.rows.iter().enumerate() {
+        let total = table.total_row && r == last;
         let mut fields: Vec<String> = Vec::new();
         for (cell, rate) in row.iter().zip(&is_rate) {
             match cell {
@@ -331,6 +460,9 @@ pub fn to_csv(table: &Table) -> String {
                     fields.push(r.numerator.to_string());
                     fields.push(r.denominator.to_string());
                     fields.push(r.percent().map(|p| format!("{p:.2}")).unwrap_or_default());
+                }
+                Cell::Text(t) if total && options.vietnamese && t == TOTAL_KEY => {
+                    fields.push("Tổng cộng".to_owned());
                 }
                 // A rate column whose cell is not a rate keeps its three fields.
                 other if *rate => {
@@ -431,8 +563,12 @@ mod tests {
     #[test]
     fn csv_splits_rates_and_quotes_text() {
         let table = Table {
-            form: Form::Scorecard766,
+            form: Some(Form::Scorecard766),
             title: "t",
+            unit: "",
+            column_groups: Vec::new(),
+            key_columns: 1,
+            total_row: false,
             columns: vec![column("item", "x"), column("rate", "y")],
             rows: vec![
                 vec![
@@ -443,7 +579,7 @@ mod tests {
             ],
         };
         assert_eq!(
-            to_csv(&table),
+            to_csv(&table, CsvOptions::default()),
             "item,rate_numerator,rate_denominator,rate_percent\r\n\
              \"a,\"\"b\"\"\",1,3,33.33\r\n\
              c,0,0,\r\n"

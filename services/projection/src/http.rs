@@ -44,6 +44,7 @@ use crate::forms::{self, Form};
 use crate::read::{RETRY_DELAY, ReadError, Reader};
 use crate::scope::{self, RawScope, ScopeError, Source};
 use crate::service::{self, AmountTooLarge, may_ask};
+use crate::{answers, xlsx};
 
 #[derive(Debug, Clone)]
 struct HttpState {
@@ -59,6 +60,8 @@ pub fn router(reader: Reader, tokens: Arc<Tokens>, health: svc::Telemetry) -> Ro
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .route("/v1/indicators", get(indicators))
+        .route("/v1/indicators.csv", get(indicators_csv))
+        .route("/v1/indicators.xlsx", get(indicators_xlsx))
         .route("/v1/reports/{form}", get(report))
         .route("/v1/dossiers/{id}/status", get(dossier_status))
         .fallback(not_found)
@@ -248,7 +251,7 @@ fn named<T>(
         .ok_or_else(|| ScopeError::new(name, format!("unknown value {v:?}")))
 }
 
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 13] = [
     "from",
     "to",
     "level",
@@ -260,6 +263,8 @@ const KNOWN: [&str; 11] = [
     "group_by",
     "as_recorded_at",
     "format",
+    "bom",
+    "headings",
 ];
 
 /// The query and source the parameters ask for (pure: the fuzz targets call it directly).
@@ -321,17 +326,180 @@ fn json<T: Serialize>(message: &T) -> Response {
     axum::Json(message).into_response()
 }
 
+/// How an answer is rendered: the route's suffix (`.csv`, `.xlsx`) or `format`, and the CSV
+/// options `bom` and `headings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Json,
+    Csv(forms::CsvOptions),
+    Xlsx,
+}
+
+/// The media type of `.xlsx` files.
+pub const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// The rendering the route's suffix and the parameters ask for.
+fn output(suffix: Option<&str>, params: &Params) -> Result<Output, ScopeError> {
+    let format = match param(params, "format") {
+        "" => suffix.unwrap_or("json"),
+        f @ ("json" | "csv" | "xlsx") => match suffix {
+            Some(s) if s != f => {
+                return Err(ScopeError::new(
+                    "format",
+                    format!("{f} contradicts the route's .{s}"),
+                ));
+            }
+            _ => f,
+        },
+        other => {
+            return Err(ScopeError::new(
+                "format",
+                format!("unknown format {other:?}: json, csv or xlsx"),
+            ));
+        }
+    };
+    let bom = match param(params, "bom") {
+        "" | "false" => false,
+        "true" => true,
+        other => {
+            return Err(ScopeError::new("bom", format!("{other:?}: true or false")));
+        }
+    };
+    let vietnamese = match param(params, "headings") {
+        "" | "ids" => false,
+        "vi" => true,
+        other => {
+            return Err(ScopeError::new("headings", format!("{other:?}: ids or vi")));
+        }
+    };
+    if format != "csv" {
+        for name in ["bom", "headings"] {
+            if params.contains_key(name) {
+                return Err(ScopeError::new(name, "applies to CSV only"));
+            }
+        }
+    }
+    Ok(match format {
+        "csv" => Output::Csv(forms::CsvOptions { bom, vietnamese }),
+        "xlsx" => Output::Xlsx,
+        _ => Output::Json,
+    })
+}
+
+/// `name.csv` → (`name`, `Some("csv")`); the same for `.xlsx`.
+fn split_suffix(segment: &str) -> (&str, Option<&'static str>) {
+    for suffix in ["csv", "xlsx"] {
+        if let Some(stem) = segment
+            .strip_suffix(suffix)
+            .and_then(|s| s.strip_suffix('.'))
+        {
+            return (stem, Some(suffix));
+        }
+    }
+    (segment, None)
+}
+
+/// A table as a file download: CSV or XLSX, named `{stem}_{from}_{to}.{ext}`.
+async fn file(
+    table: forms::Table,
+    output: Output,
+    stem: &str,
+    query: &stats::Query,
+    source: Source,
+) -> Result<Response, HttpError> {
+    let (media, ext, body) = match output {
+        Output::Csv(options) => (
+            "text/csv; charset=utf-8",
+            "csv",
+            forms::to_csv(&table, options).into_bytes(),
+        ),
+        Output::Xlsx => {
+            let query = query.clone();
+            let bytes = tokio::task::spawn_blocking(move || {
+                let heading = xlsx::Heading {
+                    query: &query,
+                    as_recorded_at: match source {
+                        Source::Live => None,
+                        Source::AsRecordedAt(at) => Some(at),
+                    },
+                };
+                xlsx::to_xlsx(&table, &heading)
+            })
+            .await
+            .map_err(|e| internal(format!("building the workbook: {e}")))?
+            .map_err(|e| internal(format!("building the workbook: {e}")))?;
+            (XLSX, "xlsx", bytes)
+        }
+        Output::Json => unreachable!("JSON is not a file"),
+    };
+    let name = format!(
+        "{stem}_{}_{}.{ext}",
+        query.from.format("%Y-%m-%d"),
+        query.to.format("%Y-%m-%d")
+    );
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(media)),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn internal(message: String) -> HttpError {
+    tracing::error!("{message}");
+    HttpError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
 async fn indicators(
+    state: State<HttpState>,
+    headers: HeaderMap,
+    query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    indicators_as(None, state, headers, query).await
+}
+
+async fn indicators_csv(
+    state: State<HttpState>,
+    headers: HeaderMap,
+    query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    indicators_as(Some("csv"), state, headers, query).await
+}
+
+async fn indicators_xlsx(
+    state: State<HttpState>,
+    headers: HeaderMap,
+    query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    indicators_as(Some("xlsx"), state, headers, query).await
+}
+
+/// `/v1/indicators` with the suffix `suffix`.
+async fn indicators_as(
+    suffix: Option<&str>,
     State(state): State<HttpState>,
     headers: HeaderMap,
     query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let principal = authenticate(&state, &headers)?;
     let params = params(query)?;
+    let output = output(suffix, &params)?;
     let (query, source) = scope(&params, state.reader.limits())?;
     may_ask(&principal, source)?;
     let answer = state.reader.indicators(&query, source).await?;
-    Ok(json(&service::indicators_response(&answer, source)?))
+    if output == Output::Json {
+        return Ok(json(&service::indicators_response(&answer, source)?));
+    }
+    let table = answers::indicators_table(&answer, &query.group_by);
+    file(table, output, "indicators", &query, source).await
 }
 
 async fn report(
@@ -343,56 +511,25 @@ async fn report(
     let principal = authenticate(&state, &headers)?;
     let form = segment(form, "form")?;
     let params = params(query)?;
-    let (slug, csv_suffix) = match form.strip_suffix(".csv") {
-        Some(slug) => (slug, true),
-        None => (form.as_str(), false),
-    };
+    let (slug, suffix) = split_suffix(&form);
     let form = Form::from_slug(slug).ok_or_else(|| {
         HttpError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!(
-                "no form {slug:?}; forms: {}",
+                "no form {slug:?}; forms: {} (JSON; .csv or .xlsx appended for files)",
                 Form::ALL.map(Form::slug).join(", ")
             ),
         )
     })?;
-    let csv = match param(&params, "format") {
-        "" | "json" => csv_suffix,
-        "csv" => true,
-        other => {
-            return Err(ScopeError::new(
-                "format",
-                format!("unknown format {other:?}: json or csv"),
-            )
-            .into());
-        }
-    };
+    let output = output(suffix, &params)?;
     let (query, source) = scope(&params, state.reader.limits())?;
     may_ask(&principal, source)?;
     let table = state.reader.report(form, &query, source).await?;
-    if csv {
-        let name = format!(
-            "{}_{}_{}.csv",
-            form.slug(),
-            query.from.format("%Y-%m-%d"),
-            query.to.format("%Y-%m-%d")
-        );
-        let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-            .unwrap_or(HeaderValue::from_static("attachment"));
-        return Ok((
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/csv; charset=utf-8"),
-                ),
-                (header::CONTENT_DISPOSITION, disposition),
-            ],
-            forms::to_csv(&table),
-        )
-            .into_response());
+    if output == Output::Json {
+        return Ok(json(&service::report_pb(&table, &query, source)));
     }
-    Ok(json(&service::report_pb(&table, &query, source)))
+    file(table, output, form.slug(), &query, source).await
 }
 
 async fn dossier_status(

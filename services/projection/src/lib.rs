@@ -35,6 +35,7 @@ pub mod scope;
 pub mod service;
 pub mod store;
 pub mod verify;
+pub mod xlsx;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
