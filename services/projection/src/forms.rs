@@ -587,6 +587,63 @@ mod tests {
     }
 
     #[test]
+    fn csv_with_bom_and_vietnamese_headings() {
+        let groups = BTreeMap::from([
+            (vec!["land".to_owned()], totals(5, 2, 1, 2)),
+            (vec!["tax".to_owned()], totals(3, 1, 1, 1)),
+        ]);
+        let t = fill(Form::Ii06a, &query(vec![Dimension::Sector]), &groups);
+        let csv = to_csv(
+            &t,
+            CsvOptions {
+                bom: true,
+                vietnamese: true,
+            },
+        );
+        let body = csv.strip_prefix('\u{feff}').expect("a BOM first");
+        let lines: Vec<&str> = body.split("\r\n").collect();
+        assert_eq!(
+            lines[0],
+            "Lĩnh vực,Số hồ sơ nhận giải quyết — Tổng số hồ sơ tiếp nhận,\
+             Số hồ sơ nhận giải quyết — Trực tuyến,\
+             Số hồ sơ nhận giải quyết — Trực tiếp và qua dịch vụ bưu chính,\
+             Số hồ sơ nhận giải quyết — Từ kỳ trước chuyển qua,\
+             Số hồ sơ đã giải quyết — Tổng số hồ sơ đã giải quyết,\
+             Số hồ sơ đã giải quyết — Trước hạn,Số hồ sơ đã giải quyết — Đúng hạn,\
+             Số hồ sơ đã giải quyết — Quá hạn,\
+             Số hồ sơ đang giải quyết — Tổng số hồ sơ đang giải quyết,\
+             Số hồ sơ đang giải quyết — Trong hạn,Số hồ sơ đang giải quyết — Quá hạn,\
+             \"Rút hoặc dừng giải quyết (ngoài mẫu, để các cột cộng khớp)\""
+        );
+        // The same figures as the ASCII CSV; only the total row's name differs.
+        let ascii = to_csv(&t, CsvOptions::default());
+        assert!(!ascii.starts_with('\u{feff}'));
+        let ascii: Vec<&str> = ascii.split("\r\n").collect();
+        assert_eq!(lines[1..3], ascii[1..3]);
+        assert_eq!(lines[3].replacen("Tổng cộng", "total", 1), ascii[3]);
+        // A rate's three fields under Vietnamese headings.
+        let t = fill(
+            Form::BieuMau3Section3,
+            &query(vec![Dimension::Level]),
+            &BTreeMap::new(),
+        );
+        let csv = to_csv(
+            &t,
+            CsvOptions {
+                bom: false,
+                vietnamese: true,
+            },
+        );
+        assert!(
+            csv.starts_with(
+                "Mã,Cấp,Tổng số hồ sơ đã giải quyết,Trước hạn,Đúng hạn,Quá hạn,\
+                 Tỷ lệ đúng hạn (tử số),Tỷ lệ đúng hạn (mẫu số),Tỷ lệ đúng hạn (%)\r\n"
+            ),
+            "{csv}"
+        );
+    }
+
+    #[test]
     fn slugs_round_trip() {
         for f in Form::ALL {
             assert_eq!(Form::from_slug(f.slug()), Some(f));

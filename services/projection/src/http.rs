@@ -577,6 +577,35 @@ mod tests {
     }
 
     #[test]
+    fn the_output_follows_the_suffix_or_format_and_csv_options_only_go_with_csv() {
+        let out = |suffix, pairs: &[(&str, &str)]| output(suffix, &params(pairs));
+        assert_eq!(out(None, &[]), Ok(Output::Json));
+        assert_eq!(out(None, &[("format", "xlsx")]), Ok(Output::Xlsx));
+        assert_eq!(out(Some("xlsx"), &[]), Ok(Output::Xlsx));
+        assert_eq!(
+            out(Some("csv"), &[("bom", "true"), ("headings", "vi")]),
+            Ok(Output::Csv(forms::CsvOptions {
+                bom: true,
+                vietnamese: true
+            }))
+        );
+        assert_eq!(
+            out(None, &[("format", "csv"), ("headings", "ids")]),
+            Ok(Output::Csv(forms::CsvOptions::default()))
+        );
+        let field = |suffix, pairs: &[(&str, &str)]| out(suffix, pairs).unwrap_err().field;
+        assert_eq!(field(Some("csv"), &[("format", "xlsx")]), "format");
+        assert_eq!(field(None, &[("format", "xls")]), "format");
+        assert_eq!(field(Some("csv"), &[("bom", "yes")]), "bom");
+        assert_eq!(field(Some("csv"), &[("headings", "en")]), "headings");
+        assert_eq!(field(Some("xlsx"), &[("bom", "true")]), "bom");
+        assert_eq!(field(None, &[("headings", "vi")]), "headings");
+        assert_eq!(split_suffix("ii06a.xlsx"), ("ii06a", Some("xlsx")));
+        assert_eq!(split_suffix("ii06a.csv"), ("ii06a", Some("csv")));
+        assert_eq!(split_suffix("ii06acsv"), ("ii06acsv", None));
+    }
+
+    #[test]
     fn an_amount_beyond_int64_is_a_400_naming_the_reason() {
         let e = HttpError::from(AmountTooLarge {
             field: "payment_amount_vnd",
