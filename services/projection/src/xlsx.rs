@@ -230,10 +230,9 @@ fn merged(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::io::{Cursor, Read};
 
-    use calamine::{Data, Reader, Xlsx, open_workbook_from_rs};
     use stats::{Dimension, Metric, Totals};
+    use testkit::xlsx::read;
 
     use super::*;
     use crate::forms;
@@ -266,76 +265,6 @@ mod tests {
         t
     }
 
-    struct ReadBack {
-        values: calamine::Range<Data>,
-        formulas: calamine::Range<String>,
-        /// `xl/worksheets/sheet1.xml` and `xl/styles.xml`.
-        sheet_xml: String,
-        styles_xml: String,
-    }
-
-    fn read(bytes: &[u8], sheet: &str) -> ReadBack {
-        let mut book: Xlsx<_> = open_workbook_from_rs(Cursor::new(bytes.to_vec())).unwrap();
-        let values = book.worksheet_range(sheet).unwrap();
-        let formulas = book.worksheet_formula(sheet).unwrap();
-        let mut zip = zip::ZipArchive::new(Cursor::new(bytes.to_vec())).unwrap();
-        let mut part = |name: &str| {
-            let mut text = String::new();
-            zip.by_name(name)
-                .unwrap()
-                .read_to_string(&mut text)
-                .unwrap();
-            text
-        };
-        ReadBack {
-            values,
-            formulas,
-            sheet_xml: part("xl/worksheets/sheet1.xml"),
-            styles_xml: part("xl/styles.xml"),
-        }
-    }
-
-    fn cell(r: &ReadBack, row: u32, col: u32) -> Data {
-        r.values
-            .get_value((row, col))
-            .cloned()
-            .unwrap_or(Data::Empty)
-    }
-
-    fn formula(r: &ReadBack, row: u32, col: u32) -> String {
-        r.formulas
-            .get_value((row, col))
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// The number format (its code) of a cell: its style `<c r="…" s="N">` → the `N`th
-    /// `cellXfs` entry's `numFmtId` → that `numFmt`'s `formatCode` (`General` for 0).
-    fn num_fmt_of_cell(r: &ReadBack, reference: &str) -> String {
-        let at = r
-            .sheet_xml
-            .find(&format!("<c r=\"{reference}\""))
-            .unwrap_or_else(|| panic!("no cell {reference}"));
-        let tag = &r.sheet_xml[at..at + r.sheet_xml[at..].find('>').unwrap()];
-        let style: usize = tag
-            .split(" s=\"")
-            .nth(1)
-            .map_or(0, |s| s[..s.find('"').unwrap()].parse().unwrap());
-        let xfs = &r.styles_xml[r.styles_xml.find("<cellXfs").unwrap()..];
-        let xf = xfs.split("<xf ").nth(style + 1).unwrap();
-        let id = xf.split("numFmtId=\"").nth(1).unwrap();
-        let id = &id[..id.find('"').unwrap()];
-        if id == "0" {
-            return "General".to_owned();
-        }
-        let def = r
-            .styles_xml
-            .split(&format!("<numFmt numFmtId=\"{id}\" formatCode=\""))
-            .nth(1)
-            .unwrap_or_else(|| panic!("no numFmt {id}"));
-        def[..def.find('"').unwrap()].to_owned()
-    }
-
     #[test]
     fn ii06a_reads_back_with_its_13_numbered_columns_numbers_and_a_sum_total() {
         let groups = BTreeMap::from([
@@ -354,61 +283,41 @@ mod tests {
         .unwrap();
         let r = read(&bytes, "ii06a");
         // The title block: title, agency, period (the last day included), unit.
-        assert_eq!(cell(&r, 0, 0), Data::String(Form::Ii06a.title().to_owned()));
+        assert_eq!(r.text(0, 0), Form::Ii06a.title());
+        assert_eq!(r.text(1, 0), "Đơn vị báo cáo: 000.00.12.H40");
         assert_eq!(
-            cell(&r, 1, 0),
-            Data::String("Đơn vị báo cáo: 000.00.12.H40".to_owned())
+            r.text(2, 0),
+            "Kỳ báo cáo: từ ngày 01/04/2024 đến ngày 30/04/2024"
         );
-        assert_eq!(
-            cell(&r, 2, 0),
-            Data::String("Kỳ báo cáo: từ ngày 01/04/2024 đến ngày 30/04/2024".to_owned())
-        );
-        assert_eq!(
-            cell(&r, 3, 0),
-            Data::String("Đơn vị tính: hồ sơ".to_owned())
-        );
+        assert_eq!(r.text(3, 0), "Đơn vị tính: hồ sơ");
         // Group headings (row 5), headings (row 6), the numbers (1)…(13) (row 7).
-        assert_eq!(cell(&r, 5, 0), Data::String("STT".to_owned()));
-        assert_eq!(cell(&r, 5, 1), Data::String("Lĩnh vực".to_owned()));
-        assert_eq!(
-            cell(&r, 5, 2),
-            Data::String("Số hồ sơ nhận giải quyết".to_owned())
-        );
-        assert_eq!(
-            cell(&r, 6, 2),
-            Data::String("Tổng số hồ sơ tiếp nhận".to_owned())
-        );
-        assert_eq!(
-            cell(&r, 5, 10),
-            Data::String("Số hồ sơ đang giải quyết".to_owned())
-        );
+        assert_eq!(r.text(5, 0), "STT");
+        assert_eq!(r.text(5, 1), "Lĩnh vực");
+        assert_eq!(r.text(5, 2), "Số hồ sơ nhận giải quyết");
+        assert_eq!(r.text(6, 2), "Tổng số hồ sơ tiếp nhận");
+        assert_eq!(r.text(5, 10), "Số hồ sơ đang giải quyết");
         for c in 0..13 {
-            assert_eq!(cell(&r, 7, c), Data::String(format!("({})", c + 1)));
+            assert_eq!(r.text(7, c), format!("({})", c + 1));
         }
-        assert_eq!(cell(&r, 6, 12), Data::String("Quá hạn".to_owned()));
+        assert_eq!(r.text(6, 12), "Quá hạn");
         // Rows: numbered, counts as numbers.
-        assert_eq!(cell(&r, 8, 0), Data::Float(1.0));
-        assert_eq!(cell(&r, 8, 1), Data::String("land".to_owned()));
-        assert_eq!(cell(&r, 8, 2), Data::Float(5.0));
-        assert_eq!(cell(&r, 9, 1), Data::String("tax".to_owned()));
+        assert_eq!(r.number(8, 0), 1.0);
+        assert_eq!(r.text(8, 1), "land");
+        assert_eq!(r.number(8, 2), 5.0);
+        assert_eq!(r.text(9, 1), "tax");
         // The total row: SUM formulas whose cached values are the table's totals.
-        assert_eq!(cell(&r, 10, 1), Data::String("Tổng cộng".to_owned()));
-        assert_eq!(formula(&r, 10, 2), "SUM(C9:C10)");
-        assert_eq!(cell(&r, 10, 2), Data::Float(8.0));
-        assert_eq!(formula(&r, 10, 9), "SUM(J9:J10)");
-        assert_eq!(cell(&r, 10, 9), Data::Float(2.0));
+        assert_eq!(r.text(10, 1), "Tổng cộng");
+        assert_eq!(r.formula(10, 2), "SUM(C9:C10)");
+        assert_eq!(r.number(10, 2), 8.0);
+        assert_eq!(r.formula(10, 9), "SUM(J9:J10)");
+        assert_eq!(r.number(10, 9), 2.0);
         for c in 2..14 {
-            let sum: f64 = (8..10)
-                .map(|row| match cell(&r, row, c) {
-                    Data::Float(f) => f,
-                    other => panic!("{other:?}"),
-                })
-                .sum();
-            assert_eq!(cell(&r, 10, c), Data::Float(sum), "column {c}");
+            let sum: f64 = (8..10).map(|row| r.number(row, c)).sum();
+            assert_eq!(r.number(10, c), sum, "column {c}");
         }
         // Counts carry the count format; the header is frozen below row 8, after the key.
-        assert_eq!(num_fmt_of_cell(&r, "C9"), COUNT_FORMAT);
-        assert_eq!(num_fmt_of_cell(&r, "C11"), COUNT_FORMAT);
+        assert_eq!(r.num_format("C9"), COUNT_FORMAT);
+        assert_eq!(r.num_format("C11"), COUNT_FORMAT);
         assert!(
             r.sheet_xml.contains(
                 r#"xSplit="2" ySplit="8" topLeftCell="C9" activePane="bottomRight" state="frozen""#
@@ -435,19 +344,17 @@ mod tests {
         )
         .unwrap();
         let r = read(&bytes, "bieu-mau-3-section-3");
-        assert!(
-            matches!(cell(&r, 2, 0), Data::String(s) if s.ends_with("lúc 2024-05-02T03:04:05Z"))
-        );
+        assert!(r.text(2, 0).ends_with("lúc 2024-05-02T03:04:05Z"));
         // No STT, no groups: headings on row 5, numbers on row 6, rows from 7.
-        assert_eq!(cell(&r, 5, 6), Data::String("Tỷ lệ đúng hạn".to_owned()));
-        assert_eq!(cell(&r, 7, 0), Data::String("3.1".to_owned()));
+        assert_eq!(r.text(5, 6), "Tỷ lệ đúng hạn");
+        assert_eq!(r.text(7, 0), "3.1");
         // 3.2 districts: 3 on time or early of 4 → 75%, a number shown as a percentage.
-        assert_eq!(cell(&r, 8, 2), Data::Float(4.0));
-        assert_eq!(cell(&r, 8, 6), Data::Float(0.75));
-        assert_eq!(num_fmt_of_cell(&r, "G9"), PERCENT_FORMAT);
+        assert_eq!(r.number(8, 2), 4.0);
+        assert_eq!(r.number(8, 6), 0.75);
+        assert_eq!(r.num_format("G9"), PERCENT_FORMAT);
         // 3.1 provinces: nothing resolved, no rate, a blank percentage cell.
-        assert_eq!(cell(&r, 7, 6), Data::Empty);
-        assert_eq!(num_fmt_of_cell(&r, "G8"), PERCENT_FORMAT);
-        assert!(formula(&r, 9, 2).is_empty(), "no total row");
+        assert!(r.is_empty(7, 6));
+        assert_eq!(r.num_format("G8"), PERCENT_FORMAT);
+        assert!(r.formula(9, 2).is_empty(), "no total row");
     }
 }

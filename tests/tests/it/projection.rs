@@ -437,12 +437,26 @@ async fn concurrent_applies_of_one_dossier_count_it_once() {
     intake.stop().await;
 }
 
-/// A plain HTTP/1.1 GET (no client library needed): status, headers (lower-case names), body.
+/// [`http_get_bytes`] of a text answer.
 async fn http_get(
     addr: std::net::SocketAddr,
     path: &str,
     token: Option<&str>,
 ) -> (u16, Vec<(String, String)>, String) {
+    let (status, headers, body) = http_get_bytes(addr, path, token).await;
+    (
+        status,
+        headers,
+        String::from_utf8(body).expect("utf-8 body"),
+    )
+}
+
+/// A plain HTTP/1.1 GET (no client library needed): status, headers (lower-case names), body.
+async fn http_get_bytes(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -453,8 +467,12 @@ async fn http_get(
         .expect("send request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read response");
-    let raw = String::from_utf8(raw).expect("utf-8 response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("headers end");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8(raw[..end].to_vec()).expect("utf-8 headers");
+    let body = raw[end + 4..].to_vec();
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -465,7 +483,7 @@ async fn http_get(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    (status, headers, body.to_owned())
+    (status, headers, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -602,6 +620,87 @@ async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
         "{csv}"
     );
     assert!(lines.last().unwrap().starts_with("total,6,3,3,0,"), "{csv}");
+    // The same form as CSV for Excel in Vietnamese (a BOM, the forms' headings).
+    let (_, _, csv) = http_get(
+        http,
+        &format!("/v1/reports/ii06a.csv?{period}&bom=true&headings=vi"),
+        Some(AUDITOR),
+    )
+    .await;
+    assert!(
+        csv.starts_with("\u{feff}Lĩnh vực,Số hồ sơ nhận giải quyết — "),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .last()
+            .unwrap()
+            .starts_with("Tổng cộng,6,3,3,0,"),
+        "{csv}"
+    );
+
+    // The same form as .xlsx: read back, its cells are the JSON answer's, the total row sums.
+    let (_, _, body) = http_get(http, &format!("/v1/reports/ii06a?{period}"), Some(AUDITOR)).await;
+    let json: pb::Report = serde_json::from_str(&body).expect("proto3 JSON");
+    let (status, headers, xlsx) = http_get_bytes(
+        http,
+        &format!("/v1/reports/ii06a.xlsx?{period}"),
+        Some(AUDITOR),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.iter().any(|(k, v)| k == "content-disposition"
+            && v == "attachment; filename=\"ii06a_2024-04-01_2024-05-01.xlsx\""),
+        "{headers:?}"
+    );
+    let sheet = testkit::xlsx::read(&xlsx, "ii06a");
+    // Title block, grouped headings, then the numbers (1)…(13): data from row 8 (0-based).
+    assert_eq!(sheet.text(5, 1), "Lĩnh vực");
+    assert_eq!(sheet.text(7, 12), "(13)");
+    let first = 8;
+    for (r, row) in json.rows.iter().enumerate() {
+        let at = first + r as u32;
+        let total = r + 1 == json.rows.len();
+        for (c, cell) in row.cells.iter().enumerate() {
+            let col = 1 + c as u32;
+            match &cell.value {
+                Some(pb::cell::Value::Count(n)) => {
+                    assert_eq!(sheet.number(at, col), *n as f64, "row {r} column {c}");
+                    if total && r > 0 {
+                        assert!(sheet.formula(at, col).starts_with("SUM("), "{r} {c}");
+                    }
+                }
+                Some(pb::cell::Value::Text(t)) if total => {
+                    assert_eq!(sheet.text(at, col), "Tổng cộng", "{t}")
+                }
+                Some(pb::cell::Value::Text(t)) => assert_eq!(&sheet.text(at, col), t),
+                other => panic!("II.06a has no {other:?}"),
+            }
+        }
+    }
+    // The indicator table per level: the gRPC figures, rates as fractions.
+    let (status, _, xlsx) = http_get_bytes(
+        http,
+        &format!("/v1/indicators.xlsx?{period}&group_by=level"),
+        Some(AUDITOR),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sheet = testkit::xlsx::read(&xlsx, "chi-so");
+    assert_eq!(sheet.text(6, 2), "Tổng số");
+    for (r, g) in grpc.groups.iter().enumerate() {
+        let at = 8 + r as u32;
+        let i = g.indicators.as_ref().unwrap();
+        assert_eq!(sheet.text(at, 1), g.key[0].value);
+        assert_eq!(sheet.number(at, 2), i.received as f64);
+        let online = i.online.as_ref().unwrap();
+        match online.percent {
+            Some(p) => assert!((sheet.number(at, 22) * 100.0 - p).abs() < 1e-9),
+            None => assert!(sheet.is_empty(at, 22)),
+        }
+    }
+
     let report = client
         .get_report(authed(
             COUNTER_DISTRICT,
