@@ -357,4 +357,46 @@ mod tests {
         assert_eq!(r.num_format("G8"), PERCENT_FORMAT);
         assert!(r.formula(9, 2).is_empty(), "no total row");
     }
+
+    /// The largest indicator table the default limits allow (`max_groups` rows of three
+    /// grouping dimensions, every figure large) makes a workbook of bounded size (README,
+    /// "Limits").
+    #[test]
+    fn the_largest_workbook_the_default_limits_allow_stays_small() {
+        let limits = crate::QueryLimits::default();
+        let group_by = vec![Dimension::Agency, Dimension::Procedure, Dimension::Sector];
+        let mut t = Totals::empty(day(1), day(30));
+        for metric in Metric::ALL {
+            t.add_delta(day(1), *metric, 1_000_000_000);
+        }
+        let groups: BTreeMap<_, _> = (0..limits.max_groups)
+            .map(|i| {
+                let key = vec![
+                    format!("{i:0>40}"),
+                    format!("{i:0>64}"),
+                    format!("{i:0>40}"),
+                ];
+                (key, t.clone())
+            })
+            .collect();
+        let q = query(group_by.clone());
+        let answer = crate::answers::indicators_of(&q, &groups, &stats::Targets::default());
+        let table = crate::answers::indicators_table(&answer, &group_by);
+        assert_eq!(table.rows.len(), limits.max_groups as usize + 1);
+        let bytes = to_xlsx(
+            &table,
+            &Heading {
+                query: &q,
+                as_recorded_at: None,
+            },
+        )
+        .unwrap();
+        eprintln!("{} rows: {} bytes", table.rows.len(), bytes.len());
+        assert!(bytes.len() < 1024 * 1024, "{} bytes", bytes.len());
+        let r = read(&bytes, "chi-so");
+        let total_row = 8 + limits.max_groups;
+        assert_eq!(r.text(total_row, 1), "Tổng cộng");
+        assert_eq!(r.formula(total_row, 4), format!("SUM(E9:E{})", total_row));
+        assert_eq!(r.number(total_row, 4), 1e9 * f64::from(limits.max_groups));
+    }
 }
