@@ -1,11 +1,12 @@
 //! The statistics over HTTP, for dashboards and BI tools: the answers of `StatsService`, as
 //! JSON — each the very gRPC message in its standard proto3 JSON mapping (generated in the
-//! `api` crate; README, "The HTTP JSON answers") —, and every report form as CSV.
+//! `api` crate; README, "The HTTP JSON answers") —, and every report form and the indicator
+//! table as CSV and `.xlsx` files (README, "Excel and CSV").
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /v1/indicators` | `GetIndicatorsResponse`: S1–S14 in total and per group |
-//! | `GET /v1/reports/{form}` | `Report`: a form as a table; `{form}.csv` or `?format=csv`: CSV |
+//! | `GET /v1/indicators` | `GetIndicatorsResponse`: S1–S14 in total and per group; `.csv`, `.xlsx` or `?format=`: the indicator table as that file |
+//! | `GET /v1/reports/{form}` | `Report`: a form as a table; `{form}.csv`, `{form}.xlsx` or `?format=csv\|xlsx`: that file |
 //! | `GET /v1/dossiers/{id}/status` | `DossierStatus`: the status and national portal code |
 //! | `GET /openapi.json` | the OpenAPI 3 description of these routes ([`crate::openapi`]) |
 //! | `GET /healthz` | `ok`, or 503 and one line per failing part (a dossier that fails to apply…), as the metrics port's `/healthz` |
@@ -13,9 +14,10 @@
 //! Query parameters: `from`, `to` (local dates `YYYY-MM-DD`, `to` excluded), `level`,
 //! `agency_code`, `sector_code`, `procedure_code`, `channel`, `applicant_type` (values as
 //! stored: `district`, `online`, `citizen`…), `group_by` (comma-separated dimensions: `level`,
-//! `agency`, `sector`, `procedure`, `channel`, `applicant_type`), `as_recorded_at` (RFC 3339).
-//! Each parameter at most once (a list such as `group_by` is comma-separated in one value).
-//! Every route but `/healthz` needs `Authorization: Bearer <token>` (any valid token;
+//! `agency`, `sector`, `procedure`, `channel`, `applicant_type`), `as_recorded_at` (RFC 3339),
+//! `format` (`json`, `csv`, `xlsx`), and for CSV `bom` (`true`: a UTF-8 byte-order mark) and
+//! `headings` (`vi`: the Vietnamese headings). Each parameter at most once (a list such as `group_by` is comma-separated in one value).
+//! Every route but `/healthz` and `/openapi.json` needs `Authorization: Bearer <token>` (any valid token;
 //! `as_recorded_at` an auditor's). The bounds of `[projection.limits]` apply as over gRPC.
 //!
 //! Errors are JSON `{"code", "message", "field"?}`: 400 (a malformed or repeated parameter, a
@@ -100,8 +102,8 @@ async fn not_found() -> HttpError {
     HttpError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route: /v1/indicators, /v1/reports/{form}, /v1/dossiers/{id}/status, /healthz, \
-         /openapi.json",
+        "no such route: /v1/indicators(.csv|.xlsx), /v1/reports/{form}(.csv|.xlsx), \
+         /v1/dossiers/{id}/status, /healthz, /openapi.json",
     )
 }
 
