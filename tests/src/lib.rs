@@ -2,6 +2,7 @@
 //! on port 0 against an isolated database and JetStream namespace, and talk to them over real
 //! gRPC with real tokens.
 
+pub mod browser;
 pub mod lifecycle;
 pub mod processing;
 pub mod projection;

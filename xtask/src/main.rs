@@ -41,8 +41,10 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   test [-- ARGS...]   Make sure PostgreSQL and NATS with JetStream run on this machine
-                      (starting or installing them if needed) and schemathesis is in
-                      target/venv (pip, from PyPI), then run
+                      (starting or installing them if needed), that Debian's chromium and
+                      chromium-driver are installed (the dashboard's browser tests) and
+                      schemathesis is in target/venv (pip, from PyPI; the OpenAPI test),
+                      then run
                       `cargo fmt --all -- --check`, `cargo clippy --workspace --all-targets
                       --locked -- -D warnings` and `cargo test --workspace --locked ARGS...` (without
                       --workspace when ARGS pick packages with -p).
@@ -147,17 +149,18 @@ fn test(test_args: &[String]) -> Result<()> {
         );
     }
 
-    step("[1/6] PostgreSQL");
+    step("[1/7] PostgreSQL");
     let database_url = services::ensure_postgres(std::env::var("TEST_DATABASE_URL").ok())?;
-    step("[2/6] NATS with JetStream");
+    step("[2/7] NATS with JetStream");
     let nats_url = services::ensure_nats(std::env::var("TEST_NATS_URL").ok())?;
-
-    step("[3/6] schemathesis (target/venv, for the OpenAPI conformance test)");
+    step("[3/7] Chromium and ChromeDriver (the dashboard's browser tests)");
+    services::ensure_chromium()?;
+    step("[4/7] schemathesis (target/venv, for the OpenAPI conformance test)");
     schemathesis::ensure()?;
 
-    step("[4/6] formatting");
+    step("[5/7] formatting");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    step("[5/6] clippy");
+    step("[6/7] clippy");
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -167,7 +170,7 @@ fn test(test_args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    step("[6/6] tests");
+    step("[7/7] tests");
     println!("TEST_DATABASE_URL={}", cmd::redact_url(&database_url));
     println!("TEST_NATS_URL={nats_url}");
     let mut test = cargo();

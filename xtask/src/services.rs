@@ -159,6 +159,20 @@ fn psql_check(url: &str) -> Result<PgCheck> {
     }
 }
 
+/// Debian's Chromium and its ChromeDriver for the dashboard's browser tests
+/// (`tests/src/browser.rs` runs `/usr/bin/chromium` through `/usr/bin/chromedriver`),
+/// installed with apt-get when missing.
+pub fn ensure_chromium() -> Result<()> {
+    let missing = ["/usr/bin/chromium", "/usr/bin/chromedriver"]
+        .iter()
+        .any(|p| !Path::new(p).is_file());
+    if missing {
+        println!("chromium or chromedriver is missing (the dashboard's browser tests need them)");
+        apt_install(&["chromium", "chromium-driver"])?;
+    }
+    Ok(())
+}
+
 fn ensure_psql() -> Result<()> {
     if find_program("psql").is_none() {
         println!("psql is missing (needed to check the connection)");

@@ -9,6 +9,8 @@
 //! | `GET /v1/reports/{form}` | `Report`: a form as a table; `{form}.csv`, `{form}.xlsx` or `?format=csv\|xlsx`: that file |
 //! | `GET /v1/dossiers/{id}/status` | `DossierStatus`: the status and national portal code |
 //! | `GET /openapi.json` | the OpenAPI 3 description of these routes ([`crate::openapi`]) |
+//! | `GET /v1/whoami` | who the token is: `name`, `role`, `agency`, `level`, `mayAskAsRecordedAt` (JSON) |
+//! | `GET /v1/stream` | live notices (server-sent events, [`crate::dashboard::Notices`]): `event: applied` with `{"position": "<log position>"}` after each committed apply, `: heartbeat` when idle |
 //! | `GET /healthz` | `ok`, or 503 and one line per failing part (a dossier that fails to apply…), as the metrics port's `/healthz` |
 //!
 //! Query parameters: `from`, `to` (local dates `YYYY-MM-DD`, `to` excluded), `level`,
@@ -42,6 +44,7 @@ use serde::Serialize;
 use stats::Dimension;
 use svc::{Principal, Tokens};
 
+use crate::dashboard::{DashboardConfig, Notices};
 use crate::forms::{self, Form};
 use crate::read::{RETRY_DELAY, ReadError, Reader};
 use crate::scope::{self, RawScope, ScopeError, Source};
@@ -53,11 +56,19 @@ struct HttpState {
     reader: Reader,
     tokens: Arc<Tokens>,
     health: svc::Telemetry,
+    notices: Notices,
 }
 
 /// The HTTP routes over the projection's database; `/healthz` reports the problems of
-/// `health` (the service's telemetry: the consumer's failing dossiers…).
-pub fn router(reader: Reader, tokens: Arc<Tokens>, health: svc::Telemetry) -> Router {
+/// `health` (the service's telemetry: the consumer's failing dossiers…); `/v1/stream` serves
+/// `notices`; the dashboard's page ([`crate::dashboard::router`]) is merged in.
+pub fn router(
+    reader: Reader,
+    tokens: Arc<Tokens>,
+    health: svc::Telemetry,
+    notices: Notices,
+    dashboard: &DashboardConfig,
+) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
@@ -66,13 +77,77 @@ pub fn router(reader: Reader, tokens: Arc<Tokens>, health: svc::Telemetry) -> Ro
         .route("/v1/indicators.xlsx", get(indicators_xlsx))
         .route("/v1/reports/{form}", get(report))
         .route("/v1/dossiers/{id}/status", get(dossier_status))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/stream", get(stream))
         .with_state(HttpState {
             reader,
             tokens,
             health,
+            notices,
         })
+        .merge(crate::dashboard::router(dashboard))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Who the token is, for the dashboard (what to offer: the auditors' picker).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WhoamiBody {
+    name: String,
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<&'static str>,
+    may_ask_as_recorded_at: bool,
+}
+
+async fn whoami(State(state): State<HttpState>, headers: HeaderMap) -> Result<Response, HttpError> {
+    let principal = authenticate(&state, &headers)?;
+    let may_ask_as_recorded_at =
+        may_ask(&principal, Source::AsRecordedAt(chrono::Utc::now())).is_ok();
+    Ok(axum::Json(WhoamiBody {
+        role: match principal.role {
+            svc::Role::Counter => "counter",
+            svc::Role::Importer => "importer",
+            svc::Role::Auditor => "auditor",
+        },
+        agency: principal.agency.as_ref().map(|a| a.as_str().to_owned()),
+        level: principal.level.map(domain::Level::as_str),
+        name: principal.name,
+        may_ask_as_recorded_at,
+    })
+    .into_response())
+}
+
+/// The live notices as server-sent events (read with `fetch`, so the token stays in the
+/// `Authorization` header); 503 `too_many_subscribers` past the bound.
+async fn stream(State(state): State<HttpState>, headers: HeaderMap) -> Result<Response, HttpError> {
+    authenticate(&state, &headers)?;
+    let body = state.notices.subscribe().map_err(|e| HttpError {
+        retry_after: Some(RETRY_DELAY.as_secs().max(1)),
+        ..HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            e.to_string(),
+        )
+    })?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// 200 `ok`, or 503 with one line `part: reason` per failing part: a load balancer or probe
@@ -103,7 +178,7 @@ async fn not_found() -> HttpError {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such route: /v1/indicators(.csv|.xlsx), /v1/reports/{form}(.csv|.xlsx), \
-         /v1/dossiers/{id}/status, /healthz, /openapi.json",
+         /v1/dossiers/{id}/status, /v1/whoami, /v1/stream, /dashboard/, /healthz, /openapi.json",
     )
 }
 

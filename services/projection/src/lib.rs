@@ -15,6 +15,8 @@
 //!   recorded at a past instant), once for both transports; [`figures`] answers it from the
 //!   aggregates or from the log; [`answers`] builds indicators (with S5 and S14) and report
 //!   forms ([`forms`]: one table shape for gRPC, JSON and CSV) and a dossier's status.
+//! - [`dashboard`]: the web page on the HTTP port (embedded assets) and the live notices
+//!   (`GET /v1/stream`) fed by the consumer's applied position.
 //! - [`read`]: the queries' bounds (admission, deadline, answer size; `[projection.limits]`)
 //!   and read errors; [`service`]: gRPC `StatsService`; [`http`]: the same over HTTP/JSON and
 //!   CSV.
@@ -25,6 +27,7 @@
 
 pub mod answers;
 pub mod consumer;
+pub mod dashboard;
 pub mod figures;
 pub mod forms;
 pub mod http;
@@ -72,6 +75,8 @@ pub struct ProjectionConfig {
     pub limits: QueryLimits,
     /// How the consumer batches its applies (`[projection.apply]`).
     pub apply: consumer::ApplySettings,
+    /// The dashboard's settings (`[projection.dashboard]`).
+    pub dashboard: dashboard::DashboardConfig,
 }
 
 impl Default for ProjectionConfig {
@@ -84,6 +89,7 @@ impl Default for ProjectionConfig {
             targets: stats::Targets::default(),
             limits: QueryLimits::default(),
             apply: consumer::ApplySettings::default(),
+            dashboard: dashboard::DashboardConfig::default(),
         }
     }
 }
@@ -133,6 +139,8 @@ pub struct Endpoints {
     pub targets: stats::Targets,
     /// The bounds of the queries.
     pub limits: QueryLimits,
+    /// The dashboard and its live notices.
+    pub dashboard: dashboard::DashboardConfig,
 }
 
 /// The projection bound to its listeners: queries over gRPC and HTTP, and the consumer.
@@ -150,6 +158,7 @@ impl ProjectionApp {
         section
             .apply
             .validate()
+            .and_then(|()| section.dashboard.validate())
             .map_err(|message| ConfigError::Section {
                 section: "projection",
                 message,
@@ -175,6 +184,7 @@ impl ProjectionApp {
             http: section.http_listen,
             targets: section.targets,
             limits: section.limits,
+            dashboard: section.dashboard,
         };
         let metrics = Listener::bind(section.metrics_listen).await?;
         let built =
@@ -208,6 +218,11 @@ impl ProjectionApp {
         register_rejections(app.telemetry(), rejections.clone());
         let receiver = status.subscribe();
         let health = app.telemetry().clone();
+        // The notice streams end when the service stops (else they would hold the HTTP
+        // server's graceful shutdown until the drain timeout).
+        let closing = CancellationToken::new();
+        let notices =
+            dashboard::Notices::new(status.subscribe(), &endpoints.dashboard, closing.clone());
         let app = app
             .serve(StatsServiceServer::new(Stats::new(
                 reader.clone(),
@@ -216,8 +231,13 @@ impl ProjectionApp {
             .http(
                 "queries",
                 http_listener,
-                http::router(reader, tokens, health),
+                http::router(reader, tokens, health, notices, &endpoints.dashboard),
             )
+            .task("notices", move |stop| async move {
+                stop.cancelled().await;
+                closing.cancel();
+                Ok::<(), std::convert::Infallible>(())
+            })
             .task("consumer", move |stop| async move {
                 consumer::run(log, jetstream, consumer, status, stop).await;
                 Ok::<(), std::convert::Infallible>(())
@@ -330,4 +350,18 @@ fn register_rejections(telemetry: &svc::Telemetry, rejections: Arc<read::Rejecti
                 .collect()
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_projection_section_parses() {
+        let config = Config::parse(include_str!("../../../deploy/config/local.toml")).unwrap();
+        let section: ProjectionConfig = config.section().unwrap();
+        assert_eq!(section.http_listen.port(), 8055);
+        assert_eq!(section.dashboard.max_stream_subscribers, 64);
+        section.dashboard.validate().unwrap();
+    }
 }

@@ -136,6 +136,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported_by_a_service(
                 http: any_port(),
                 targets: stats::Targets::default(),
                 limits: projection::QueryLimits::default(),
+                dashboard: projection::dashboard::DashboardConfig::default(),
             },
             nats.jetstream(),
             projection::ConsumerConfig::new(&nats.stream, &nats.prefix, "names"),

@@ -175,6 +175,7 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
                 max_groups: 1,
                 ..projection::QueryLimits::default()
             },
+            dashboard: projection::dashboard::DashboardConfig::default(),
         },
         js.clone(),
         consumer,

@@ -69,6 +69,7 @@ impl Running {
                 http: SocketAddr::from(([127, 0, 0, 1], 0)),
                 targets: stats::Targets::default(),
                 limits,
+                dashboard: projection::dashboard::DashboardConfig::default(),
             },
             nats.jetstream(),
             ConsumerConfig::new(&nats.stream, &nats.prefix, "limits"),

@@ -1,0 +1,305 @@
+//! The dashboard in a real browser (headless Chromium over WebDriver) against a real projection
+//! fed through intake, the relay and JetStream: sign in, the figures equal the API's for the
+//! same query, drill down, a new dossier changes a figure without a reload, a screenshot.
+
+use std::time::Duration;
+
+use chrono::Timelike;
+
+use api::v1 as pb;
+use eventlog::EventLog;
+use fantoccini::Locator;
+use testkit::{TestDb, TestNats};
+use tests::browser::Browser;
+use tests::projection::RunningProjection;
+use tests::{
+    AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, DISTRICT_AGENCY, PROVINCE_AGENCY, RunningIntake,
+    RunningRelay, authed, local, profile, receive_request,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+/// How long the page may take to show what the API answers (a bound, not a speed check).
+const SHOWN: Duration = Duration::from_secs(20);
+const PERIOD: &str = "from=2024-04-01&to=2024-05-01";
+
+/// Receives `HS-D-{n}`: even numbers at the province's counter (direct), odd ones online at
+/// the district's.
+async fn receive(intake: &RunningIntake, numbers: std::ops::Range<u32>) {
+    let mut client = intake.client().await;
+    for n in numbers {
+        let mut request = receive_request(&format!("HS-D-{n:04}"), local(2024, 4, 10 + n, 9, 0));
+        let mut token = COUNTER_DISTRICT;
+        if n % 2 == 0 {
+            request.profile = Some(pb::Profile {
+                channel: pb::Channel::Direct as i32,
+                ..profile(PROVINCE_AGENCY)
+            });
+            token = COUNTER_PROVINCE;
+        }
+        client
+            .receive_dossier(authed(token, request))
+            .await
+            .expect("receive");
+    }
+}
+
+/// `GET /v1/indicators?{query}` as the API answers it (proto3 JSON).
+async fn api_indicators(http: std::net::SocketAddr, query: &str) -> serde_json::Value {
+    let (status, _, body) =
+        tests::projection::http_get(http, &format!("/v1/indicators?{query}"), Some(AUDITOR)).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// An int64 of the proto3 JSON mapping: a string, absent when 0.
+fn int(v: &serde_json::Value) -> i64 {
+    match v {
+        serde_json::Value::Null => 0,
+        serde_json::Value::String(s) => s.parse().expect("an int64 string"),
+        other => other.as_i64().expect("an integer"),
+    }
+}
+
+/// A count as the page writes it in Vietnamese (1.234.567).
+fn vi_count(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('.');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// A rate as the page writes it: percent with a comma and at most two decimals, or a dash.
+fn vi_percent(rate: &serde_json::Value) -> String {
+    match rate.get("percent").and_then(serde_json::Value::as_f64) {
+        None => "—".to_owned(),
+        Some(p) => {
+            let s = format!("{:.2}", p);
+            let s = s.trim_end_matches('0').trim_end_matches('.');
+            format!("{}%", s.replace('.', ","))
+        }
+    }
+}
+
+/// The page shows the figures of `query` as the API answers them.
+async fn shows_the_api_figures(browser: &Browser, http: std::net::SocketAddr, query: &str) {
+    let answer = api_indicators(http, query).await;
+    let total = &answer["total"];
+    for (card, want) in [
+        ("S1", vi_count(int(&total["received"]))),
+        ("S2", vi_count(int(&total["resolved"]))),
+        ("S3", vi_percent(&total["onTimeRate"])),
+        ("S4", vi_count(int(&total["pending"]["total"]))),
+        ("S10", vi_percent(&total["online"])),
+    ] {
+        browser
+            .text_when(&format!("#kpi-{card} .value"), SHOWN, |t| t == want)
+            .await;
+    }
+    // The rate's numerator and denominator beside it.
+    let online = &total["online"];
+    let fraction = format!(
+        "{}/{}",
+        vi_count(int(&online["numerator"])),
+        vi_count(int(&online["denominator"]))
+    );
+    browser
+        .text_when("#kpi-S10 .fraction", SHOWN, |t| t == fraction)
+        .await;
+}
+
+async fn submit(client: &fantoccini::Client) {
+    client
+        .find(Locator::Css("#controls button[type=submit]"))
+        .await
+        .expect("the controls' button")
+        .click()
+        .await
+        .expect("apply the controls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let intake = RunningIntake::start(log.clone()).await;
+    let nats = TestNats::new().await;
+    let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
+    let projection =
+        RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "dash").await;
+    receive(&intake, 1..7).await;
+    relay
+        .wait_published(log.head().await.expect("head"), WAIT)
+        .await;
+    projection.wait_caught_up(WAIT).await;
+    let http = projection.http_addr;
+    let browser = Browser::start().await;
+    let client = &browser.client;
+
+    // Signed out: the sign-in form; the token goes in the form, never in the URL.
+    client
+        .goto(&format!("http://{http}/dashboard/?{PERIOD}"))
+        .await
+        .expect("open the dashboard");
+    let token = client
+        .wait()
+        .at_most(SHOWN)
+        .for_element(Locator::Css("#token"))
+        .await
+        .expect("the sign-in form");
+    token.send_keys(AUDITOR).await.expect("type the token");
+    client
+        .find(Locator::Css("#signin-form button[type=submit]"))
+        .await
+        .expect("sign-in button")
+        .click()
+        .await
+        .expect("sign in");
+    assert!(
+        !client
+            .current_url()
+            .await
+            .expect("url")
+            .as_str()
+            .contains(AUDITOR)
+    );
+
+    // The whole province: the figures of the same query over the API, in Vietnamese.
+    shows_the_api_figures(&browser, http, PERIOD).await;
+    browser.text_when("#drill-dim", SHOWN, |t| t == "Cấp").await;
+    // The auditor gets the "as recorded at" picker.
+    let picker = client
+        .find(Locator::Css("#as-recorded-field"))
+        .await
+        .expect("picker");
+    assert!(picker.is_displayed().await.expect("displayed?"));
+    // A mark that a reload would lose.
+    client
+        .execute("window.notReloaded = true; return null;", vec![])
+        .await
+        .expect("mark the page");
+
+    // Drill down: the district level, then its agency.
+    client
+        .wait()
+        .at_most(SHOWN)
+        .for_element(Locator::Css(
+            "#drill button.drill-link[data-value=district]",
+        ))
+        .await
+        .expect("the district row")
+        .click()
+        .await
+        .expect("drill into the district level");
+    let district = format!("{PERIOD}&level=district");
+    shows_the_api_figures(&browser, http, &district).await;
+    browser
+        .text_when("#drill-dim", SHOWN, |t| t == "Cơ quan")
+        .await;
+    client
+        .wait()
+        .at_most(SHOWN)
+        .for_element(Locator::Css(&format!(
+            "#drill button.drill-link[data-value='{DISTRICT_AGENCY}']"
+        )))
+        .await
+        .expect("the district agency's row")
+        .click()
+        .await
+        .expect("drill into the agency");
+    let agency = format!("{district}&agency_code={DISTRICT_AGENCY}");
+    shows_the_api_figures(&browser, http, &agency).await;
+    let before = int(&api_indicators(http, &agency).await["total"]["received"]);
+    assert_eq!(before, 3, "HS-D-0001, 3, 5");
+
+    // A new dossier through the real write path, recorded after the whole second `past`:
+    // the page shows it without reloading.
+    let past = chrono::Utc::now()
+        .with_nanosecond(0)
+        .expect("a whole second")
+        + chrono::Duration::seconds(1);
+    tokio::time::sleep((past - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    receive(&intake, 7..8).await;
+    browser
+        .text_when("#kpi-S1 .value", WAIT, |t| t == vi_count(before + 1))
+        .await;
+    shows_the_api_figures(&browser, http, &agency).await;
+    let kept = client
+        .execute("return window.notReloaded === true;", vec![])
+        .await
+        .expect("read the mark");
+    assert_eq!(kept, serde_json::Value::Bool(true), "the page was reloaded");
+
+    // The auditor's "as recorded at" picker: the same screen as it stood at `past`, the
+    // banner saying so; then live again.
+    let vn = past.with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).expect("UTC+7"));
+    let picker = client
+        .find(Locator::Css("#as-recorded"))
+        .await
+        .expect("the picker's input");
+    picker
+        .send_keys(&vn.format("%d/%m/%Y %H:%M:%S").to_string())
+        .await
+        .expect("type the instant");
+    submit(client).await;
+    browser
+        .text_when("#kpi-S1 .value", SHOWN, |t| t == vi_count(before))
+        .await;
+    let banner = browser
+        .text_when("#banner", SHOWN, |t| {
+            t.starts_with("Số liệu như đã ghi nhận lúc")
+        })
+        .await;
+    assert!(
+        banner.ends_with(&vn.format("%d/%m/%Y %H:%M").to_string()),
+        "{banner}"
+    );
+    picker.clear().await.expect("clear the picker");
+    submit(client).await;
+    browser
+        .text_when("#kpi-S1 .value", SHOWN, |t| t == vi_count(before + 1))
+        .await;
+
+    // The English switch: the same figures, English words.
+    client
+        .find(Locator::Css("#lang"))
+        .await
+        .expect("language switch")
+        .click()
+        .await
+        .expect("switch to English");
+    browser
+        .text_when("#drill-dim", SHOWN, |t| t == "Sector")
+        .await;
+    client
+        .find(Locator::Css("#lang"))
+        .await
+        .expect("language switch")
+        .click()
+        .await
+        .expect("back to Vietnamese");
+    browser
+        .text_when("#drill-dim", SHOWN, |t| t == "Lĩnh vực")
+        .await;
+
+    // Back to the province for the screenshot.
+    client
+        .find(Locator::Css("#crumbs button"))
+        .await
+        .expect("the province crumb")
+        .click()
+        .await
+        .expect("back to the province");
+    shows_the_api_figures(&browser, http, PERIOD).await;
+    let shot = browser.screenshot("dashboard").await;
+    assert!(std::fs::metadata(&shot).expect("screenshot saved").len() > 10_000);
+
+    browser.close().await;
+    projection.stop().await;
+    relay.stop().await;
+    intake.stop().await;
+}
