@@ -408,6 +408,12 @@ fn json<T: Serialize>(message: &T) -> Response {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Output {
     Json,
+    File(FileFormat),
+}
+
+/// A table as a download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileFormat {
     Csv(forms::CsvOptions),
     Xlsx,
 }
@@ -457,8 +463,8 @@ fn output(suffix: Option<&str>, params: &Params) -> Result<Output, ScopeError> {
         }
     }
     Ok(match format {
-        "csv" => Output::Csv(forms::CsvOptions { bom, vietnamese }),
-        "xlsx" => Output::Xlsx,
+        "csv" => Output::File(FileFormat::Csv(forms::CsvOptions { bom, vietnamese })),
+        "xlsx" => Output::File(FileFormat::Xlsx),
         _ => Output::Json,
     })
 }
@@ -479,18 +485,18 @@ fn split_suffix(segment: &str) -> (&str, Option<&'static str>) {
 /// A table as a file download: CSV or XLSX, named `{stem}_{from}_{to}.{ext}`.
 async fn file(
     table: forms::Table,
-    output: Output,
+    format: FileFormat,
     stem: &str,
     query: &stats::Query,
     source: Source,
 ) -> Result<Response, HttpError> {
-    let (media, ext, body) = match output {
-        Output::Csv(options) => (
+    let (media, ext, body) = match format {
+        FileFormat::Csv(options) => (
             "text/csv; charset=utf-8",
             "csv",
             forms::to_csv(&table, options).into_bytes(),
         ),
-        Output::Xlsx => {
+        FileFormat::Xlsx => {
             let query = query.clone();
             let bytes = tokio::task::spawn_blocking(move || {
                 let heading = xlsx::Heading {
@@ -507,7 +513,6 @@ async fn file(
             .map_err(|e| internal(format!("building the workbook: {e}")))?;
             (XLSX, "xlsx", bytes)
         }
-        Output::Json => unreachable!("JSON is not a file"),
     };
     let name = format!(
         "{stem}_{}_{}.{ext}",
@@ -572,11 +577,13 @@ async fn indicators_as(
     let (query, source) = scope(&params, state.reader.limits())?;
     may_ask(&principal, source)?;
     let answer = state.reader.indicators(&query, source).await?;
-    if output == Output::Json {
-        return Ok(json(&service::indicators_response(&answer, source)?));
+    match output {
+        Output::Json => Ok(json(&service::indicators_response(&answer, source)?)),
+        Output::File(format) => {
+            let table = answers::indicators_table(&answer, &query.group_by);
+            file(table, format, "indicators", &query, source).await
+        }
     }
-    let table = answers::indicators_table(&answer, &query.group_by);
-    file(table, output, "indicators", &query, source).await
 }
 
 async fn report(
@@ -603,10 +610,10 @@ async fn report(
     let (query, source) = scope(&params, state.reader.limits())?;
     may_ask(&principal, source)?;
     let table = state.reader.report(form, &query, source).await?;
-    if output == Output::Json {
-        return Ok(json(&service::report_pb(&table, &query, source)));
+    match output {
+        Output::Json => Ok(json(&service::report_pb(&table, &query, source))),
+        Output::File(format) => file(table, format, form.slug(), &query, source).await,
     }
-    file(table, output, form.slug(), &query, source).await
 }
 
 async fn dossier_status(
@@ -657,18 +664,19 @@ mod tests {
     fn the_output_follows_the_suffix_or_format_and_csv_options_only_go_with_csv() {
         let out = |suffix, pairs: &[(&str, &str)]| output(suffix, &params(pairs));
         assert_eq!(out(None, &[]), Ok(Output::Json));
-        assert_eq!(out(None, &[("format", "xlsx")]), Ok(Output::Xlsx));
-        assert_eq!(out(Some("xlsx"), &[]), Ok(Output::Xlsx));
+        let xlsx = Ok(Output::File(FileFormat::Xlsx));
+        assert_eq!(out(None, &[("format", "xlsx")]), xlsx);
+        assert_eq!(out(Some("xlsx"), &[]), xlsx);
         assert_eq!(
             out(Some("csv"), &[("bom", "true"), ("headings", "vi")]),
-            Ok(Output::Csv(forms::CsvOptions {
+            Ok(Output::File(FileFormat::Csv(forms::CsvOptions {
                 bom: true,
                 vietnamese: true
-            }))
+            })))
         );
         assert_eq!(
             out(None, &[("format", "csv"), ("headings", "ids")]),
-            Ok(Output::Csv(forms::CsvOptions::default()))
+            Ok(Output::File(FileFormat::Csv(forms::CsvOptions::default())))
         );
         let field = |suffix, pairs: &[(&str, &str)]| out(suffix, pairs).unwrap_err().field;
         assert_eq!(field(Some("csv"), &[("format", "xlsx")]), "format");
