@@ -52,6 +52,7 @@ pub fn counter() -> Principal {
         agency: Some(agency(AGENCY)),
         level: Some(Level::District),
         role: Role::Counter,
+scopes: Vec::new(),
     }
 }
 
@@ -89,6 +90,8 @@ fn build_states() -> Vec<Dossier> {
                 .map(|c| ComponentCode::parse(c).expect("valid component"))
                 .to_vec(),
             due_at: None,
+            applicant: None,
+            return_method: None,
         },
     )];
     let mut supplement = received.clone();

@@ -347,6 +347,8 @@ fn receive() -> pb::ReceiveDossierRequest {
         }),
         fee_required: true,
         components: vec!["don-de-nghi".into(), "ban-ve".into()],
+        applicant: None,
+        return_method: 0,
     }
 }
 
@@ -389,6 +391,9 @@ fn lifecycle() -> pb::ImportBatch {
                     fee_required: true,
                     components: r.components,
                     due_at: ts(local(2024, 3, 7, 9, 0)),
+                    applicant: None,
+                    applicant_data: 0,
+                    return_method: 0,
                 }),
             ),
             event(

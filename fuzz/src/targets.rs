@@ -77,7 +77,9 @@ pub fn intake(data: &[u8]) {
             |r: &pb::ReceiveDossierRequest| {
                 new_dossier_fields(&r.event_id, &r.dossier_id, &r.occurred_at)
             },
-            |r| with_agency(receive_dossier_action(r)),
+            // The applicant is parsed (and its errors checked) but not sealed: sealing needs the
+            // dossier's key from the database.
+            |r| receive_dossier_action(r).map(|(_, action, _)| action),
         ),
         1 => write(
             data,

@@ -35,6 +35,7 @@ pub fn test_tokens() -> Tokens {
         agency: agency.map(|a| domain::AgencyCode::parse(a).unwrap()),
         level,
         role,
+        scopes: Vec::new(),
     };
     tokens.insert(
         COUNTER_PROVINCE,
@@ -227,6 +228,8 @@ pub fn receive_request(dossier_id: &str, occurred_at: DateTime<Utc>) -> pb::Rece
         }),
         fee_required: true,
         components: vec!["don-de-nghi".to_owned(), "ban-ve".to_owned()],
+        applicant: None,
+        return_method: 0,
     }
 }
 

@@ -33,6 +33,7 @@ pub fn processing_tokens() -> Tokens {
             agency: Some(domain::AgencyCode::parse(COMMUNE_AGENCY).expect("valid agency")),
             level: Some(domain::Level::Commune),
             role: Role::Counter,
+            scopes: Vec::new(),
         },
     );
     tokens
@@ -70,6 +71,8 @@ impl svc::Clock for ManualClock {
 #[derive(Debug)]
 pub struct RunningProcessing {
     pub addr: SocketAddr,
+    /// The HTTP route `GET /v1/warnings`, if started with it.
+    pub http_addr: Option<SocketAddr>,
     pub log: EventLog,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
@@ -89,11 +92,50 @@ impl RunningProcessing {
         deps: svc::ServiceDeps,
         watcher: Option<WatcherConfig>,
     ) -> RunningProcessing {
+        Self::start_parts(
+            deps,
+            processing::Parts {
+                watcher,
+                ..processing::Parts::default()
+            },
+        )
+        .await
+    }
+
+    /// Processing over `log` with [`processing_tokens`], the official calendar, `policy`, no
+    /// watcher, and the HTTP route on 127.0.0.1:0 with CORS for `cors_origins`.
+    pub async fn start_with_http(
+        log: EventLog,
+        policy: SupplementPolicy,
+        cors_origins: &[&str],
+    ) -> RunningProcessing {
+        let mut deps = svc::ServiceDeps::for_tests(log, processing_tokens());
+        deps.supplement_policy = policy;
+        let origins: Vec<String> = cors_origins.iter().map(|o| (*o).to_owned()).collect();
+        let listener = svc::Listener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind the HTTP port");
+        let parts = processing::Parts {
+            http: Some((
+                listener,
+                processing::http::cors_origins(&origins).expect("valid origins"),
+            )),
+            ..processing::Parts::default()
+        };
+        Self::start_parts(deps, parts).await
+    }
+
+    /// Processing with the given parts.
+    pub async fn start_parts(
+        deps: svc::ServiceDeps,
+        parts: processing::Parts,
+    ) -> RunningProcessing {
         let log = deps.log.clone();
-        let app = processing::ProcessingApp::build_with(deps, watcher)
+        let app = processing::ProcessingApp::build_parts(deps, parts)
             .await
             .expect("processing starts");
         let addr = app.local_addr();
+        let http_addr = app.http_addr("warnings");
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
@@ -103,6 +145,7 @@ impl RunningProcessing {
         });
         RunningProcessing {
             addr,
+            http_addr,
             log,
             shutdown,
             handle: Some(handle),
@@ -143,6 +186,17 @@ pub async fn watcher(log: &EventLog, clock: Arc<ManualClock>) -> Watcher {
         SupplementPolicy::Restart,
     );
     Watcher::new(write, clock, WatcherConfig::default())
+}
+
+/// A warnings publisher into `nats`'s private namespace (stream `{stream}_WARNINGS`).
+pub fn warning_publisher(nats: &testkit::TestNats) -> processing::WarningPublisher {
+    let config = svc::config::NatsConfig {
+        url: nats.url.clone(),
+        stream: nats.stream.clone(),
+        subject_prefix: nats.prefix.clone(),
+        ..svc::config::NatsConfig::default()
+    };
+    processing::WarningPublisher::new(nats.jetstream(), &config)
 }
 
 /// Waits, on the log's notifications (no sleeping), until its head reaches `position`.

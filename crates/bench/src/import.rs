@@ -137,6 +137,9 @@ pub fn dossier_events(d: u64) -> Vec<pb::Event> {
                 fee_required: true,
                 components: vec!["don-de-nghi".to_owned(), "ban-ve".to_owned()],
                 due_at: Some(ts(minutes(5 * 24 * 60))),
+                applicant: None,
+                applicant_data: 0,
+                return_method: 0,
             }),
         ),
         event(

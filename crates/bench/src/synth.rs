@@ -231,6 +231,8 @@ pub fn dossier_received_at(
             fee_required: fee,
             components: components.clone(),
             due_at,
+            applicant: None,
+            return_method: None,
         },
     }];
     let push = |events: &mut Vec<Event>, t: DateTime<Utc>, body| {

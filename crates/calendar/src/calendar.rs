@@ -301,6 +301,29 @@ impl Calendar {
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
+    /// The latest instant from which `d` of working time accrues before `end`: walking back
+    /// from `end`, where `d` of working time has passed. Any later instant leaves less than `d`
+    /// before `end` (the result, unless `d` is zero, is a moment where working time was just
+    /// counted); any earlier one leaves at least `d`. So
+    /// `working_time_between(t, end) >= d` exactly when `t <= subtract_working_time(end, d)`
+    /// (for whole-minute `d`). A zero duration returns `end`.
+    ///
+    /// The deadlines before a due time are this: the last moment an apology is on time (one
+    /// working day before), the start of an early warning.
+    ///
+    /// Runs in time proportional to the number of calendar days crossed.
+    pub fn subtract_working_time(&self, end: DateTime<Utc>, d: WorkingDuration) -> DateTime<Utc> {
+        if d.is_zero() {
+            return end;
+        }
+        local_naive(end)
+            .and_then(|local| {
+                self.subtract_local(local, TimeDelta::minutes(i64::from(d.minutes())))
+            })
+            .and_then(utc_of_local)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
     /// The due time (ngày hẹn trả) of a dossier received at `received_at` with statutory
     /// time `t`: [`Calendar::add_working_time`] of [`Calendar::to_duration`]. Received Monday
     /// 08:00 with one working day, it is due Tuesday 08:00.
@@ -361,6 +384,35 @@ impl Calendar {
             }
             day = day.succ_opt()?;
             time = NaiveTime::MIN;
+        }
+    }
+
+    fn subtract_local(
+        &self,
+        end: NaiveDateTime,
+        mut remaining: TimeDelta,
+    ) -> Option<NaiveDateTime> {
+        let mut days = Days::new(self);
+        let mut day = end.date();
+        // `None`: the whole day lies before the instant walked back to.
+        let mut time = Some(end.time());
+        loop {
+            if days.is_working(day) {
+                for &(s, e) in self.hours.periods().iter().rev() {
+                    let to = time.map_or(e, |t| t.min(e));
+                    if to <= s {
+                        continue;
+                    }
+                    let available = to - s;
+                    if remaining <= available {
+                        return Some(day.and_time(to) - remaining);
+                    }
+                    remaining -= available;
+                    time = Some(s);
+                }
+            }
+            day = day.pred_opt()?;
+            time = None;
         }
     }
 

@@ -5,7 +5,9 @@ use calendar::{Calendar, StatutoryTime};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::event::{FeeKind, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, TransferMode};
+use crate::event::{
+    FeeKind, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, SealedApplicant, TransferMode,
+};
 use crate::ids::{AgencyCode, ComponentCode, Text, TransactionId};
 
 /// How the due time is recomputed when a requested supplement arrives; a province's choice.
@@ -44,6 +46,10 @@ pub enum Action {
         /// Only for imported history: the old system's appointment. Live intake leaves it
         /// `None` and the due time is computed from the statutory time.
         due_at: Option<DateTime<Utc>>,
+        /// The applicant, already encrypted at the edge (the domain never sees plaintext).
+        applicant: Option<SealedApplicant>,
+        /// How the applicant asked to get the result, if the counter recorded it.
+        return_method: Option<ReturnMethod>,
     },
     RecordDigitized {
         digitized: Vec<ComponentCode>,

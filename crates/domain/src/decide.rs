@@ -65,6 +65,8 @@ pub fn decide(
             fee_required,
             components,
             due_at,
+            applicant,
+            return_method,
         } => {
             let due_at = match due_at {
                 Some(given) if *given < at => {
@@ -82,6 +84,8 @@ pub fn decide(
                 fee_required: *fee_required,
                 components: components.clone(),
                 due_at,
+                applicant: applicant.clone(),
+                return_method: *return_method,
             }
         }
         Action::RefuseAtIntake { profile, reason } => DossierEvent::RefusedAtIntake {

@@ -134,6 +134,8 @@ pub struct Dossier {
     pub result_digitized: bool,
     pub returned_at: Option<DateTime<Utc>>,
     pub return_method: Option<ReturnMethod>,
+    /// How the applicant asked to get the result at reception, if recorded.
+    pub requested_return: Option<ReturnMethod>,
     pub rating: Option<Rating>,
     /// When the dossier was refused at intake, withdrawn or stopped.
     pub ended_at: Option<DateTime<Utc>>,
@@ -160,8 +162,11 @@ impl Dossier {
                 fee_required,
                 components,
                 due_at,
+                applicant: _,
+                return_method,
             } => {
                 self.phase = Phase::Open;
+                self.requested_return = *return_method;
                 self.current_agency = Some(profile.agency.clone());
                 self.profile = Some(profile.clone());
                 self.received_at = Some(at);

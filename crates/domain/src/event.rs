@@ -104,6 +104,22 @@ pub struct Profile {
     pub applicant_type: ApplicantType,
 }
 
+/// The applicant's personal data as the log holds it: ciphertext only. The data key is the
+/// dossier's own (crate `personal`, table `personal_keys`), so canonical bytes, `event_hash`,
+/// the chain and every Merkle proof cover this ciphertext and stay valid when the key is
+/// destroyed (erasure). The domain never looks inside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedApplicant {
+    /// The sealing scheme's name (`personal::SCHEME`), so a later scheme can coexist.
+    pub alg: String,
+    /// The AEAD nonce, lower-case hex.
+    pub nonce: String,
+    /// The AEAD ciphertext with its tag, lower-case hex; at most
+    /// [`limits::APPLICANT_SEALED_MAX_HEX`](crate::limits::APPLICANT_SEALED_MAX_HEX) digits.
+    pub ciphertext: String,
+}
+
 /// One lifecycle event's content. Common envelope fields (event id, dossier id, occurred_at,
 /// version, position, recorded_at) live outside, in [`Event`] and in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +135,15 @@ pub enum DossierEvent {
         /// The appointment (ngày hẹn trả), computed from the statutory time in working time
         /// (or, for imported history, the old system's appointment).
         due_at: DateTime<Utc>,
+        /// The applicant's personal data, encrypted (crate `personal`); absent for dossiers
+        /// received without it. Omitted from the JSON when absent, so events written before
+        /// it existed keep their canonical bytes and hashes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        applicant: Option<SealedApplicant>,
+        /// How the applicant asked to get the result, when the counter recorded it (told to a
+        /// citizen looking the dossier up). Omitted when absent, as `applicant`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        return_method: Option<ReturnMethod>,
     },
     /// Components scanned as valid electronic copies, or taken from a national database.
     ComponentsDigitized {

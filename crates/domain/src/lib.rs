@@ -7,6 +7,7 @@
 //! This crate does no I/O: no tokio, sqlx, tonic or NATS. Everything here is a pure function of
 //! its arguments, so its tests are instant and exhaustive.
 
+pub mod apology;
 pub mod command;
 pub mod decide;
 pub mod dossier;
@@ -15,13 +16,14 @@ pub mod ids;
 pub mod limits;
 pub mod refusal;
 
+pub use apology::{APOLOGY_NOTICE, WarningHorizon, apology_deadline};
 pub use command::{Action, Command, Rules, SupplementPolicy};
 pub use decide::{MAX_AMOUNT_VND, decide, event_time};
 pub use dossier::{Apology, Dossier, PaymentRecord, Phase, Resolution};
 pub use event::{
     ApplicantType, Channel, DecodeError, DossierEvent, Event, EventType, FeeKind, Level,
-    OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, TransferMode,
-    UnknownEventType,
+    OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, SealedApplicant,
+    TransferMode, UnknownEventType,
 };
 pub use ids::{
     AgencyCode, ComponentCode, DossierId, EventId, FieldError, ProcedureCode, SectorCode, Text,

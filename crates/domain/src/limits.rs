@@ -53,3 +53,29 @@ pub const MAX_REQUEST_MESSAGE_BYTES: usize = 1024 * 1024;
 /// The largest encoded message the intake service decodes: one `ImportHistory` batch (10,000
 /// events of a typical size take 1–3 MiB) and its unary requests.
 pub const MAX_IMPORT_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The applicant (chủ hồ sơ) and the person submitting on their behalf: each name 1–200
+/// Unicode characters (at most 800 bytes of UTF-8).
+pub const APPLICANT_NAME_MAX_CHARS: usize = 200;
+/// An address: 1–500 Unicode characters.
+pub const APPLICANT_ADDRESS_MAX_CHARS: usize = 500;
+/// An e-mail address: 3–254 ASCII characters (RFC 5321's path limit), one `@`.
+pub const APPLICANT_EMAIL_MAX_CHARS: usize = 254;
+/// A phone number: 8–15 digits (E.164), optionally one leading `+`.
+pub const APPLICANT_PHONE_MAX_DIGITS: usize = 15;
+/// An identity document number other than the fixed-format ones (passport, other papers):
+/// 1–20 of `[A-Z0-9]`.
+pub const APPLICANT_DOCUMENT_MAX_CHARS: usize = 20;
+/// The largest plaintext an applicant record can have: every field at its bound, in UTF-8,
+/// with its JSON quoting (each character at most 6 bytes escaped), with room for the keys.
+pub const APPLICANT_PLAINTEXT_MAX_BYTES: usize = 6
+    * (2 * APPLICANT_NAME_MAX_CHARS
+        + 2 * APPLICANT_ADDRESS_MAX_CHARS
+        + 2 * APPLICANT_EMAIL_MAX_CHARS
+        + 2 * (APPLICANT_PHONE_MAX_DIGITS + 1)
+        + 2 * APPLICANT_DOCUMENT_MAX_CHARS)
+    + 1024;
+/// The sealed applicant's ciphertext in the event, in hex digits (plaintext + 16-byte tag, two
+/// digits a byte): under 26 KiB at the bound, so the largest `received` event stays under
+/// `eventlog::MAX_EVENT_BYTES` (64 KiB).
+pub const APPLICANT_SEALED_MAX_HEX: usize = 2 * (APPLICANT_PLAINTEXT_MAX_BYTES + 16);

@@ -38,6 +38,7 @@ struct Counts {
     on_time: i64,
     late: i64,
     late_with_apology: i64,
+    late_with_timely_apology: i64,
     withdrawn: i64,
     stopped: i64,
     all_digitized: i64,
@@ -218,6 +219,12 @@ pub fn indicators(
                             && e.occurred_at < resolved_at
                     });
                     n.late_with_apology += i64::from(apology_before);
+                    // The apology is at most once; "on time" is what it recorded when issued.
+                    let timely_before = events.iter().any(|e| {
+                        matches!(e.body, DossierEvent::ApologyIssued { on_time: true, .. })
+                            && e.occurred_at < resolved_at
+                    });
+                    n.late_with_timely_apology += i64::from(timely_before);
                 } else if day_of(resolved_at) < day_of(due) {
                     n.early += 1;
                 } else {
@@ -307,6 +314,7 @@ pub fn indicators(
         },
         refused_at_intake: n.refused,
         apology_rate: r(n.late_with_apology, n.late),
+        timely_apology_rate: r(n.late_with_timely_apology, n.late),
         components_digitized: r(n.all_digitized, n.received),
         results_digitized: r(n.result_digitized, n.resolved),
         data_reuse: r(n.reused, n.received),

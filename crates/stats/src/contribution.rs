@@ -175,6 +175,8 @@ struct Facts {
     /// Number of supplement requests in the whole log.
     supplement_requests: usize,
     apology_at: Option<DateTime<Utc>>,
+    /// Whether that apology was on time (its recorded flag).
+    apology_on_time: bool,
     closing: Option<(DateTime<Utc>, Closing)>,
     /// (time, online, amount) per payment.
     payments: Vec<(DateTime<Utc>, bool, i64)>,
@@ -207,6 +209,7 @@ impl Facts {
             result_digitized: false,
             supplement_requests: 0,
             apology_at: None,
+            apology_on_time: false,
             closing: None,
             payments: Vec::new(),
             ratings: Vec::new(),
@@ -233,8 +236,11 @@ impl Facts {
                     facts.times.push(*due_at);
                     facts.steps.push((at, Step::Resume(*due_at)));
                 }
-                DossierEvent::ApologyIssued { .. } => {
-                    facts.apology_at.get_or_insert(at);
+                DossierEvent::ApologyIssued { on_time, .. } => {
+                    if facts.apology_at.is_none() {
+                        facts.apology_at = Some(at);
+                        facts.apology_on_time = *on_time;
+                    }
                 }
                 DossierEvent::FeeAssessed { .. } => facts.fee_assessed = true,
                 DossierEvent::Paid {
@@ -304,9 +310,12 @@ impl Facts {
                     count(Metric::ResolvedEarly, timeliness == Timeliness::Early);
                     count(Metric::ResolvedOnTime, timeliness == Timeliness::OnTime);
                     count(Metric::ResolvedLate, timeliness == Timeliness::Late);
+                    let late_with_apology =
+                        timeliness == Timeliness::Late && self.apology_at.is_some_and(|a| a < at);
+                    count(Metric::ResolvedLateWithApology, late_with_apology);
                     count(
-                        Metric::ResolvedLateWithApology,
-                        timeliness == Timeliness::Late && self.apology_at.is_some_and(|a| a < at),
+                        Metric::ResolvedLateWithTimelyApology,
+                        late_with_apology && self.apology_on_time,
                     );
                     count(Metric::ResolvedResultDigitized, self.result_digitized);
                     count(

@@ -193,6 +193,9 @@ pub struct Indicators {
     pub refused_at_intake: i64,
     /// S6: resolved late with an apology issued before the resolution / resolved late.
     pub apology_rate: Rate,
+    /// S6, timely: resolved late with the apology issued on time (at least one working day
+    /// before the due time) / resolved late — the habit the early warning serves.
+    pub timely_apology_rate: Rate,
     /// S7: received with every submitted component digitized / received.
     pub components_digitized: Rate,
     /// S8: resolved with a digitized result / resolved.
@@ -268,6 +271,7 @@ pub fn indicators(totals: &Totals) -> Indicators {
         },
         refused_at_intake: t.flow(Metric::RefusedAtIntake),
         apology_rate: Rate::new(t.flow(Metric::ResolvedLateWithApology), late),
+        timely_apology_rate: Rate::new(t.flow(Metric::ResolvedLateWithTimelyApology), late),
         components_digitized: Rate::new(t.flow(Metric::ReceivedAllDigitized), received),
         results_digitized: Rate::new(t.flow(Metric::ResolvedResultDigitized), resolved),
         data_reuse: Rate::new(t.flow(Metric::ReceivedReused), received),
@@ -397,6 +401,8 @@ pub struct Targets {
     pub satisfaction: f64,
     /// S6 apology rate; default 100.
     pub apology: f64,
+    /// S6 with the apology on time; default 100.
+    pub timely_apology: f64,
     /// S7 components digitized at intake; default 100.
     pub components_digitized: f64,
     /// S8 results digitized; default 100.
@@ -411,6 +417,7 @@ impl Default for Targets {
             online_payment: 30.0,
             satisfaction: 90.0,
             apology: 100.0,
+            timely_apology: 100.0,
             components_digitized: 100.0,
             results_digitized: 100.0,
         }
@@ -437,6 +444,11 @@ pub fn targets(i: &Indicators, targets: &Targets) -> Vec<TargetCheck> {
         ("online_payment", i.payment.rate, targets.online_payment),
         ("satisfaction", i.satisfaction.rate, targets.satisfaction),
         ("apology", i.apology_rate, targets.apology),
+        (
+            "timely_apology",
+            i.timely_apology_rate,
+            targets.timely_apology,
+        ),
         (
             "components_digitized",
             i.components_digitized,

@@ -60,6 +60,10 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("invalid calendar configuration: {0}")]
     Calendar(String),
+    #[error(transparent)]
+    Keyring(#[from] personal::KeyringError),
+    #[error("cannot apply the personal data migrations: {0}")]
+    PersonalMigrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -102,6 +106,8 @@ pub struct ServiceDeps {
     pub listen: SocketAddr,
     /// Where `/metrics` and `/healthz` are served (`None`: not served).
     pub metrics_listen: Option<SocketAddr>,
+    /// The master keys of the applicants' personal data (`None`: not configured).
+    pub keyring: Option<personal::Keyring>,
 }
 
 impl ServiceDeps {
@@ -122,6 +128,7 @@ impl ServiceDeps {
             clock: Arc::new(SystemClock),
             listen,
             metrics_listen: Some(metrics_listen),
+            keyring: config.keyring()?,
         })
     }
 
@@ -136,6 +143,7 @@ impl ServiceDeps {
             clock: Arc::new(SystemClock),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            keyring: None,
         }
     }
 
@@ -437,10 +445,14 @@ impl App {
             spawn(
                 format!("HTTP server {part}"),
                 Box::pin(async move {
-                    axum::serve(listener.listener, router)
-                        .with_graceful_shutdown(stopping.cancelled_owned())
-                        .await
-                        .map_err(|e| e.to_string())
+                    // With the peer's address (`ConnectInfo<SocketAddr>`): rate limits by client.
+                    axum::serve(
+                        listener.listener,
+                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(stopping.cancelled_owned())
+                    .await
+                    .map_err(|e| e.to_string())
                 }),
             );
         }

@@ -8,6 +8,7 @@
 //! level = "province"
 //! role = "counter"              # counter | importer | auditor
 //! sha256 = "…64 hex digits…"
+//! scopes = ["personal_data"]     # optional: personal_data (read any applicant), erasure
 //! ```
 
 use std::collections::HashMap;
@@ -29,6 +30,17 @@ pub enum Role {
     Auditor,
 }
 
+/// A right granted to a token beyond its role (`scopes = [...]` in the tokens file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Read any dossier's applicant (`ApplicantService.GetApplicant`) and the access log; every
+    /// read is recorded.
+    PersonalData,
+    /// Erase an applicant's data and re-wrap data keys (an administrator).
+    Erasure,
+}
+
 /// Who is calling, as established from the bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -37,9 +49,42 @@ pub struct Principal {
     pub agency: Option<AgencyCode>,
     pub level: Option<Level>,
     pub role: Role,
+    /// Rights beyond the role.
+    pub scopes: Vec<Scope>,
 }
 
 impl Principal {
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    /// Whether this principal may read the applicant of `dossier`: a counter of the agency that
+    /// received or holds it, or a token with the `personal_data` scope.
+    pub fn may_read_personal(&self, dossier: &domain::Dossier) -> Result<(), Status> {
+        if self.has_scope(Scope::PersonalData)
+            || (self.role == Role::Counter && self.may_act_on(dossier).is_ok())
+        {
+            return Ok(());
+        }
+        Err(Status::permission_denied(
+            "only the agency holding the dossier, or a token granted the personal_data scope, may read its applicant",
+        ))
+    }
+
+    pub fn require_scope(&self, scope: Scope) -> Result<(), Status> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "this token is not granted the {} scope",
+                match scope {
+                    Scope::PersonalData => "personal_data",
+                    Scope::Erasure => "erasure",
+                }
+            )))
+        }
+    }
+
     /// Whether this principal may write dossiers of `agency` as a counter.
     pub fn may_write_for(&self, agency: &AgencyCode) -> Result<(), Status> {
         match self.role {
@@ -115,6 +160,8 @@ struct TokenEntry {
     level: Option<String>,
     role: Role,
     sha256: String,
+    #[serde(default)]
+    scopes: Vec<Scope>,
 }
 
 /// Why the tokens file was refused at start; the service does not start with a bad file.
@@ -173,6 +220,7 @@ impl Tokens {
                 agency,
                 level,
                 role: entry.role,
+                scopes: entry.scopes.clone(),
             };
             if by_hash.insert(hash, principal).is_some() {
                 return Err(invalid("the same token hash appears twice".into()));

@@ -9,6 +9,8 @@
 //! | `MOTCUA_DATABASE_URL` | `database.url` |
 //! | `MOTCUA_NATS_URL` | `nats.url` |
 //! | `MOTCUA_TOKENS_FILE` | `auth.tokens_file` |
+//! | `MOTCUA_MASTER_KEYS_FILE` | `auth.master_keys_file` |
+//! | `MOTCUA_MASTER_KEYS` | the master keys themselves (the file's text; wins over the file) |
 //! | `MOTCUA_<SERVICE>_LISTEN`, `MOTCUA_<SERVICE>_METRICS_LISTEN`… | the service's section (its crate says which) |
 
 use std::net::SocketAddr;
@@ -59,7 +61,29 @@ pub struct Config {
     relay: Option<toml::Table>,
     /// The environment the overrides were read from (a map in tests).
     #[serde(skip)]
-    env: Vec<(String, String)>,
+    env: EnvVars,
+}
+
+/// The `MOTCUA_*` environment as read at load. `Debug` shows only the names: values include
+/// secrets (`MOTCUA_MASTER_KEYS`, a database URL's password).
+#[derive(Clone, Default)]
+struct EnvVars(Vec<(String, String)>);
+
+impl std::fmt::Debug for EnvVars {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl EnvVars {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// The connection budget of the whole installation: each service's pool opens at most its
@@ -250,6 +274,11 @@ pub struct AuthConfig {
     /// The tokens file (`[[token]]` entries with SHA-256 hashes, see `auth`). Relative paths are
     /// taken from the working directory.
     pub tokens_file: PathBuf,
+    /// The master keys that wrap the applicants' data keys (`personal::Keyring`'s TOML: `active`
+    /// and `[[key]]` `id`, `hex`). Without it (and without `MOTCUA_MASTER_KEYS`) a service that
+    /// handles personal data refuses requests that carry some.
+    #[serde(default)]
+    pub master_keys_file: Option<PathBuf>,
 }
 
 /// The rules every write service applies, read from `[processing]` (where they have always
@@ -332,9 +361,11 @@ impl Config {
             message,
         })?;
         config.apply_env(|name| std::env::var(name).ok())?;
-        config.env = std::env::vars()
-            .filter(|(k, _)| k.starts_with("MOTCUA_"))
-            .collect();
+        config.env = EnvVars(
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with("MOTCUA_"))
+                .collect(),
+        );
         Ok(config)
     }
 
@@ -357,15 +388,19 @@ impl Config {
         if let Some(file) = lookup("MOTCUA_TOKENS_FILE") {
             self.auth.tokens_file = PathBuf::from(file);
         }
+        if let Some(file) = lookup("MOTCUA_MASTER_KEYS_FILE") {
+            self.auth.master_keys_file = Some(PathBuf::from(file));
+        }
         Ok(())
     }
 
     /// Sets the environment the sections' overrides are read from (tests).
     pub fn with_env(mut self, vars: &[(&str, &str)]) -> Config {
-        self.env = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        self.env = EnvVars(
+            vars.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
         self
     }
 
@@ -395,14 +430,22 @@ impl Config {
             })?,
             None => S::default(),
         };
-        let lookup = |name: &str| {
-            self.env
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        };
+        let lookup = |name: &str| self.env.get(name).map(str::to_owned);
         section.apply_env(&Env { lookup: &lookup })?;
         Ok(section)
+    }
+
+    /// The master keys: `MOTCUA_MASTER_KEYS` (the keyring's text, e.g. from a secret
+    /// manager), else `auth.master_keys_file`, else none. Errors never show a key.
+    pub fn keyring(&self) -> Result<Option<personal::Keyring>, personal::KeyringError> {
+        if let Some(text) = self.env.get("MOTCUA_MASTER_KEYS") {
+            return personal::Keyring::parse(text).map(Some);
+        }
+        self.auth
+            .master_keys_file
+            .as_deref()
+            .map(personal::Keyring::load)
+            .transpose()
     }
 
     /// The rules every write service applies (`[processing] supplement_policy`).

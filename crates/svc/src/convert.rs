@@ -268,6 +268,101 @@ pub fn body_type(body: &pb::event::Body) -> EventType {
     }
 }
 
+/// The request's applicant, validated for a dossier of `applicant_type` (`None` when absent).
+/// Errors name the field and never repeat the value.
+pub fn applicant(
+    path: &str,
+    value: Option<&pb::Applicant>,
+    applicant_type: ApplicantType,
+) -> Result<Option<personal::Applicant>, Status> {
+    let Some(a) = value else {
+        return Ok(None);
+    };
+    let doc_path = at(path, "document");
+    let owner_document = document(&doc_path, a.document.as_ref())?
+        .ok_or_else(|| invalid_field(&doc_path, "is required"))?;
+    let representative = match &a.representative {
+        None => None,
+        Some(r) => Some(personal::RepresentativeInput {
+            name: &r.name,
+            document: document(
+                &at(&at(path, "representative"), "document"),
+                r.document.as_ref(),
+            )?,
+            phone: &r.phone,
+        }),
+    };
+    let input = personal::ApplicantInput {
+        owner_name: &a.owner_name,
+        document: owner_document,
+        phone: &a.phone,
+        email: &a.email,
+        address: &a.address,
+        representative,
+    };
+    personal::Applicant::parse(path, &input, applicant_type)
+        .map(Some)
+        .map_err(|e| invalid_field(&e.field, e.reason))
+}
+
+fn document<'a>(
+    path: &str,
+    value: Option<&'a pb::IdentityDocument>,
+) -> Result<Option<personal::DocumentInput<'a>>, Status> {
+    let Some(d) = value else {
+        return Ok(None);
+    };
+    let kind = optional(&at(path, "kind"), d.kind, |path, k| {
+        use personal::DocumentKind as K;
+        match pb::DocumentKind::try_from(k) {
+            Ok(pb::DocumentKind::Cccd) => Ok(K::Cccd),
+            Ok(pb::DocumentKind::Cmnd) => Ok(K::Cmnd),
+            Ok(pb::DocumentKind::Passport) => Ok(K::Passport),
+            Ok(pb::DocumentKind::TaxCode) => Ok(K::TaxCode),
+            Ok(pb::DocumentKind::Other) => Ok(K::Other),
+            Ok(pb::DocumentKind::Unspecified) | Err(_) => Err(invalid_field(path, "unknown value")),
+        }
+    })?;
+    Ok(Some(personal::DocumentInput {
+        kind,
+        number: &d.number,
+    }))
+}
+
+pub fn pb_return_method(v: ReturnMethod) -> pb::ReturnMethod {
+    match v {
+        ReturnMethod::Counter => pb::ReturnMethod::Counter,
+        ReturnMethod::Post => pb::ReturnMethod::Post,
+        ReturnMethod::Online => pb::ReturnMethod::Online,
+    }
+}
+
+/// The applicant as the contract shows it.
+pub fn pb_applicant(a: &personal::Applicant) -> pb::Applicant {
+    let doc = |d: &personal::IdentityDocument| pb::IdentityDocument {
+        kind: match d.kind {
+            personal::DocumentKind::Cccd => pb::DocumentKind::Cccd,
+            personal::DocumentKind::Cmnd => pb::DocumentKind::Cmnd,
+            personal::DocumentKind::Passport => pb::DocumentKind::Passport,
+            personal::DocumentKind::TaxCode => pb::DocumentKind::TaxCode,
+            personal::DocumentKind::Other => pb::DocumentKind::Other,
+        } as i32,
+        number: d.number.clone(),
+    };
+    pb::Applicant {
+        owner_name: a.owner_name.clone(),
+        document: Some(doc(&a.document)),
+        phone: a.phone.clone().unwrap_or_default(),
+        email: a.email.clone().unwrap_or_default(),
+        address: a.address.clone().unwrap_or_default(),
+        representative: a.representative.as_ref().map(|r| pb::Representative {
+            name: r.name.clone(),
+            document: r.document.as_ref().map(doc),
+            phone: r.phone.clone().unwrap_or_default(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ pub mod status;
 pub mod write;
 
 pub use app::{App, GrpcService, Listener, Prepared, RunError, ServiceDeps, StartError};
-pub use auth::{Principal, Role, Tokens};
+pub use auth::{Principal, Role, Scope, Tokens};
 pub use config::Config;
 pub use metrics::{Component, Telemetry};
 pub use write::{Clock, SystemClock, WriteError, WriteOutcome, WritePath, WriteRequest};

@@ -136,6 +136,24 @@ pub fn fingerprint(method: &str, request: &impl prost::Message) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The fingerprint of a request that carries personal data: [`fingerprint`] of the request
+/// with its personal fields cleared, combined with `personal_mac`, a digest of those fields
+/// keyed by the dossier's data key (`personal::DataKey::fingerprint`). A retry still matches,
+/// but the stored fingerprint (also published as the relay's `Dossier-Fingerprint` header) is
+/// no unsalted hash of a phone or identity number that anyone could search by trial, and it
+/// means nothing once the key is erased.
+pub fn fingerprint_with_personal(
+    method: &str,
+    request_without_personal: &impl prost::Message,
+    personal_mac: [u8; 32],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(fingerprint(method, request_without_personal));
+    h.update(b"\0personal\0");
+    h.update(personal_mac);
+    h.finalize().into()
+}
+
 /// The id of the `index`-th event a command writes: the client's id for the first, and ids
 /// derived from it (UUID v5) for any others, so retries produce the same ids.
 pub fn derived_event_id(first: EventId, index: usize) -> Uuid {

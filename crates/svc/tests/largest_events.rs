@@ -129,6 +129,8 @@ fn largest_events_fit() {
         fee_required: true,
         components: convert::components("components", &codes).unwrap(),
         due_at: None,
+        applicant: None,
+        return_method: None,
     };
     let text = || convert::text("reason", &worst_text()).unwrap();
     let mut sizes = BTreeMap::new();

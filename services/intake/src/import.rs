@@ -49,6 +49,7 @@ pub fn batch_timeout(events: usize) -> std::time::Duration {
 pub(crate) struct Importer {
     write: WritePath,
     clock: Arc<dyn Clock>,
+    vault: Option<personal::Vault>,
 }
 
 /// One event of a batch, parsed and validated (not yet decided).
@@ -60,6 +61,9 @@ pub struct ImportItem {
     pub dossier_id: DossierId,
     pub command: Command,
     pub fingerprint: [u8; 32],
+    /// A `received` event's applicant, validated, until [`Importer`] seals it into `command`
+    /// (and folds its keyed digest into `fingerprint`).
+    pub applicant: Option<personal::Applicant>,
 }
 
 /// Attempts per batch: a batch that loses a race with another writer of one of its dossiers
@@ -73,15 +77,48 @@ struct Raced {
 }
 
 impl Importer {
-    pub(crate) fn new(write: WritePath, clock: Arc<dyn Clock>) -> Self {
-        Importer { write, clock }
+    pub(crate) fn new(
+        write: WritePath,
+        clock: Arc<dyn Clock>,
+        vault: Option<personal::Vault>,
+    ) -> Self {
+        Importer {
+            write,
+            clock,
+            vault,
+        }
+    }
+
+    /// Seals each item's applicant under its dossier's key (deterministic, so a re-sent batch
+    /// is recognised as the same events).
+    async fn seal(&self, items: &mut [ImportItem]) -> Result<(), Status> {
+        for item in items.iter_mut() {
+            let Some(applicant) = item.applicant.take() else {
+                continue;
+            };
+            let vault = crate::service::vault_or_refuse(&self.vault)
+                .map_err(|s| prefixed(&item.path, s))?;
+            let (sealed, mac, _) = crate::service::seal(vault, &item.dossier_id, &applicant)
+                .await
+                .map_err(|s| prefixed(&item.path, s))?;
+            if let Action::Receive { applicant, .. } = &mut item.command.action {
+                *applicant = Some(sealed);
+            }
+            let mut h = Sha256::new();
+            h.update(item.fingerprint);
+            h.update(b"\0personal\0");
+            h.update(mac);
+            item.fingerprint = h.finalize().into();
+        }
+        Ok(())
     }
 
     pub(crate) async fn import(
         &self,
         batch: pb::ImportBatch,
     ) -> Result<pb::ImportBatchResult, Status> {
-        let items = parse_batch(&batch, self.clock.now())?;
+        let mut items = parse_batch(&batch, self.clock.now())?;
+        self.seal(&mut items).await?;
         let bound = batch_timeout(items.len());
         match tokio::time::timeout(bound, self.import_items(batch.batch_seq, &items)).await {
             Ok(answer) => answer,
@@ -330,9 +367,13 @@ fn already_stored(item: &ImportItem, existing: &eventlog::StoredEvent) -> Result
     ))
 }
 
-/// The content fingerprint of an imported event: its encoding without the fields the server sets.
+/// The content fingerprint of an imported event: its encoding without the fields the server
+/// sets and without the applicant (whose keyed digest is folded in when it is sealed).
 fn import_fingerprint(event: &pb::Event) -> [u8; 32] {
     let mut content = event.clone();
+    if let Some(Body::Received(received)) = &mut content.body {
+        received.applicant = None;
+    }
     content.recorded_at = None;
     content.position = 0;
     content.version = 0;
@@ -355,6 +396,14 @@ fn parse(
         .as_ref()
         .ok_or_else(|| invalid_field(&at(path, "body"), "is required"))?;
     let action = action(path, body)?;
+    let applicant = match (body, &action) {
+        (Body::Received(b), Action::Receive { profile, .. }) => convert::applicant(
+            &at(&at(path, "received"), "applicant"),
+            b.applicant.as_ref(),
+            profile.applicant_type,
+        )?,
+        _ => None,
+    };
     let occurred_at = match action {
         // The watcher's notice comes after the due time; the event itself is dated at it.
         Action::MarkLate => occurred_at + chrono::Duration::seconds(1),
@@ -369,6 +418,7 @@ fn parse(
             action,
         },
         fingerprint: import_fingerprint(event),
+        applicant,
     })
 }
 
@@ -390,6 +440,12 @@ fn action(path: &str, body: &Body) -> Result<Action, Status> {
                 .as_ref()
                 .map(|t| timestamp(&p("due_at"), Some(t)))
                 .transpose()?,
+            applicant: None,
+            return_method: convert::optional(
+                &p("return_method"),
+                b.return_method,
+                convert::return_method,
+            )?,
         },
         Body::ComponentsDigitized(b) => Action::RecordDigitized {
             digitized: convert::components(&p("digitized"), &b.digitized)?,

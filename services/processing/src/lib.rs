@@ -7,7 +7,10 @@
 //! side. Tests build the app on port 0 with their own database, and start watchers on their own
 //! with a clock they control.
 
+pub mod http;
+pub mod publish;
 pub mod service;
+mod warnings;
 mod watcher;
 
 use std::net::SocketAddr;
@@ -18,7 +21,12 @@ use svc::config::{ConfigError, Env, Section};
 use svc::handler::Desk;
 use svc::{App, Config, ServiceDeps, StartError};
 
+pub use publish::{WarningChange, WarningPublisher};
 pub use service::Processing;
+pub use warnings::{
+    DEFAULT_PAGE_SIZE, ListError, ListQuery, MAX_PAGE_SIZE, Page, ReadError, WITHDRAW_REASONS,
+    Warning, WarningList, list, list_query,
+};
 pub use watcher::{
     MARK_LATE_NAMESPACE, TickReport, Watcher, WatcherConfig, WatcherError, WatcherStatus,
     mark_late_event_id, migrate,
@@ -36,6 +44,14 @@ pub struct ProcessingConfig {
     pub supplement_policy: domain::SupplementPolicy,
     /// How often the deadline watcher looks for dossiers that fell due.
     pub watcher_interval_secs: u64,
+    /// The early warning's HTTP route `GET /v1/warnings` (`MOTCUA_PROCESSING_HTTP_LISTEN`).
+    pub http_listen: SocketAddr,
+    /// Origins (`scheme://host[:port]`) whose pages may call the HTTP route from a browser
+    /// (CORS), e.g. the dashboard's; empty: none.
+    pub cors_origins: Vec<String>,
+    /// Working minutes before its due time from which a running dossier is warned about; absent:
+    /// the apology notice (one working day), so the warning starts at the apology deadline.
+    pub warning_horizon_minutes: Option<u32>,
 }
 
 impl Default for ProcessingConfig {
@@ -45,6 +61,9 @@ impl Default for ProcessingConfig {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9452)),
             supplement_policy: domain::SupplementPolicy::default(),
             watcher_interval_secs: 30,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8052)),
+            cors_origins: Vec::new(),
+            warning_horizon_minutes: None,
         }
     }
 }
@@ -59,6 +78,9 @@ impl Section for ProcessingConfig {
         if let Some(addr) = env.addr("MOTCUA_PROCESSING_METRICS_LISTEN")? {
             self.metrics_listen = addr;
         }
+        if let Some(addr) = env.addr("MOTCUA_PROCESSING_HTTP_LISTEN")? {
+            self.http_listen = addr;
+        }
         Ok(())
     }
 }
@@ -70,6 +92,10 @@ pub enum BuildError {
     Start(#[from] StartError),
     #[error("deadline watcher: {0}")]
     Watcher(#[from] WatcherError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot connect to NATS: {0}")]
+    Nats(#[from] async_nats::ConnectError),
 }
 
 impl From<ConfigError> for BuildError {
@@ -78,35 +104,86 @@ impl From<ConfigError> for BuildError {
     }
 }
 
+/// What the processing service runs besides its gRPC service.
+#[derive(Debug, Default)]
+pub struct Parts {
+    /// The deadline watcher (`None`: tests that drive watchers themselves).
+    pub watcher: Option<WatcherConfig>,
+    /// Where the watcher publishes the early warnings (`None`: they stay in the outbox).
+    pub publisher: Option<WarningPublisher>,
+    /// The HTTP route `GET /v1/warnings`, with its CORS origins (`None`: not served).
+    pub http: Option<(svc::Listener, Vec<axum::http::HeaderValue>)>,
+}
+
 /// The processing service and its deadline watcher, bound and ready to run.
 #[derive(Debug)]
 pub struct ProcessingApp;
 
 impl ProcessingApp {
-    /// Connects to PostgreSQL, applies the migrations (the log's and the watcher's), loads
-    /// tokens and calendar, binds; the watcher runs every `processing.watcher_interval_secs`.
+    /// Connects to PostgreSQL and NATS, applies the migrations (the log's and the watcher's),
+    /// loads tokens and calendar, binds; the watcher runs every
+    /// `processing.watcher_interval_secs` and publishes the early warnings on NATS.
     pub async fn build(config: &Config) -> Result<App, BuildError> {
         let section: ProcessingConfig = config.section()?;
+        let origins = http::cors_origins(&section.cors_origins).map_err(BuildError::Config)?;
         let deps =
             ServiceDeps::from_config(config, "processing", section.listen, section.metrics_listen)
                 .await?;
-        Self::build_with(deps, Some(WatcherConfig::from_config(&section))).await
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(&config.nats.url)
+            .await?;
+        let http = svc::Listener::bind(section.http_listen).await?;
+        Self::build_parts(
+            deps,
+            Parts {
+                watcher: Some(WatcherConfig::from_config(&section)),
+                publisher: Some(WarningPublisher::new(
+                    async_nats::jetstream::new(client),
+                    &config.nats,
+                )),
+                http: Some((http, origins)),
+            },
+        )
+        .await
     }
 
-    /// Builds from prepared dependencies. `watcher: None` serves gRPC only (tests that drive
-    /// watchers themselves); the watcher uses `deps.clock`.
+    /// Builds from prepared dependencies: gRPC and, if given, the watcher (with `deps.clock`),
+    /// no NATS publication and no HTTP route.
     pub async fn build_with(
         deps: ServiceDeps,
         watcher: Option<WatcherConfig>,
     ) -> Result<App, BuildError> {
+        Self::build_parts(
+            deps,
+            Parts {
+                watcher,
+                ..Parts::default()
+            },
+        )
+        .await
+    }
+
+    /// Builds from prepared dependencies and the parts to run (tests start them on port 0).
+    pub async fn build_parts(deps: ServiceDeps, parts: Parts) -> Result<App, BuildError> {
         let ready = deps.prepare().await?;
         watcher::migrate(ready.write.log()).await?;
-        let watcher =
-            watcher.map(|config| Watcher::new(ready.write.clone(), ready.clock.clone(), config));
-        let app = ready.into_app("processing", |w, t, c| {
-            ProcessingServiceServer::new(Processing::new(Desk::new(w, t, c)))
+        let list = WarningList::new(ready.write.log().pool().clone(), ready.tokens.clone());
+        let watcher = parts.watcher.map(|config| {
+            let watcher = Watcher::new(ready.write.clone(), ready.clock.clone(), config);
+            match parts.publisher {
+                Some(publisher) => watcher.with_publisher(publisher),
+                None => watcher,
+            }
+        });
+        let grpc_list = list.clone();
+        let mut app = ready.into_app("processing", |w, t, c| {
+            ProcessingServiceServer::new(Processing::new(Desk::new(w, t, c), grpc_list))
                 .max_decoding_message_size(domain::limits::MAX_REQUEST_MESSAGE_BYTES)
         });
+        if let Some((listener, origins)) = parts.http {
+            app = app.http("warnings", listener, http::router(list, &origins));
+        }
         Ok(match watcher {
             Some(watcher) => {
                 let status = watcher.status();
@@ -133,5 +210,22 @@ impl ProcessingApp {
             }
             None => app,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_processing_section_parses() {
+        let config = Config::parse(include_str!("../../../deploy/config/local.toml")).unwrap();
+        let section: ProcessingConfig = config.section().unwrap();
+        assert_eq!(section.http_listen.port(), 8052);
+        assert_eq!(http::cors_origins(&section.cors_origins).unwrap().len(), 2);
+        assert_eq!(
+            WatcherConfig::from_config(&section).horizon,
+            domain::WarningHorizon::ApologyNotice
+        );
     }
 }

@@ -11,15 +11,18 @@ use svc::status::to_timestamp;
 use svc::write::fingerprint;
 use tonic::{Request, Response, Status};
 
+use crate::warnings::WarningList;
+
 /// The processing service's state: cheap to clone, shared by every call.
 #[derive(Debug, Clone)]
 pub struct Processing {
     desk: Desk,
+    warnings: WarningList,
 }
 
 impl Processing {
-    pub fn new(desk: Desk) -> Self {
-        Processing { desk }
+    pub fn new(desk: Desk, warnings: WarningList) -> Self {
+        Processing { desk, warnings }
     }
 }
 
@@ -166,5 +169,16 @@ impl ProcessingService for Processing {
         let action = withdraw_action(r)?;
         let fp = fingerprint("dossier.v1.ProcessingService/Withdraw", r);
         write_response(first_event(self.desk.execute(envelope, action, fp).await?)?)
+    }
+
+    async fn list_due_soon(
+        &self,
+        request: Request<pb::ListDueSoonRequest>,
+    ) -> Result<Response<pb::ListDueSoonResponse>, Status> {
+        Ok(Response::new(
+            self.warnings
+                .answer(request.metadata(), request.get_ref())
+                .await?,
+        ))
     }
 }

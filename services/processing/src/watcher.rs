@@ -32,6 +32,12 @@
 //! The event's business time is the due time itself (`domain::event_time`), so the statistics
 //! never depend on when a watcher noticed; `recorded_at` says when.
 //!
+//! # The early warning
+//!
+//! The same read model holds each dossier's agencies, apology and deadlines; after catching up,
+//! a tick syncs the list of dossiers due soon with it (`crate::warnings`), marks, and then
+//! publishes the list's changes from their outbox (`crate::publish`).
+//!
 //! The clock is injected ([`svc::Clock`]): tests set the time and call [`Watcher::tick`].
 
 use std::collections::HashMap;
@@ -39,13 +45,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use domain::{Action, Command, DossierEvent, DossierId, EventId};
+use domain::{Action, Command, DossierEvent, DossierId, EventId, WarningHorizon};
 use eventlog::{EventLog, StoredEvent};
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
 use svc::{Clock, WriteError, WriteOutcome, WritePath, WriteRequest};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::publish::WarningPublisher;
+use crate::warnings;
 
 /// The namespace of the `late` event ids the watcher derives (UUID v5). Never change it: ids
 /// derived with another namespace would not be recognised as the same request.
@@ -99,6 +108,10 @@ pub struct WatcherConfig {
     pub catch_up_batch: i64,
     /// Due dossiers read per query while marking.
     pub mark_page: i64,
+    /// From how long before its due time a running dossier is warned about.
+    pub horizon: WarningHorizon,
+    /// Warnings raised per transaction.
+    pub raise_page: i64,
 }
 
 impl Default for WatcherConfig {
@@ -107,15 +120,23 @@ impl Default for WatcherConfig {
             interval: Duration::from_secs(30),
             catch_up_batch: 1000,
             mark_page: 500,
+            horizon: WarningHorizon::default(),
+            raise_page: 5000,
         }
     }
 }
 
 impl WatcherConfig {
-    /// `processing.watcher_interval_secs` (at least one second).
+    /// `processing.watcher_interval_secs` (at least one second) and
+    /// `processing.warning_horizon_minutes` (absent: the apology notice, one working day).
     pub fn from_config(config: &crate::ProcessingConfig) -> Self {
         WatcherConfig {
             interval: Duration::from_secs(config.watcher_interval_secs.max(1)),
+            horizon: config
+                .warning_horizon_minutes
+                .map_or(WarningHorizon::ApologyNotice, |m| {
+                    WarningHorizon::Working(calendar::WorkingDuration::from_minutes(m))
+                }),
             ..WatcherConfig::default()
         }
     }
@@ -139,6 +160,13 @@ pub struct TickReport {
     /// Dossiers that could not be marked for another reason (logged as errors); retried at the
     /// next tick.
     pub failed: Vec<String>,
+    /// Early warnings this tick raised (dossiers now due soon).
+    pub raised: Vec<String>,
+    /// Early warnings this tick withdrew, with the reason (`closed`, `apologised`, `paused`,
+    /// `due_time_moved`, `transferred`, `deadline_changed`).
+    pub withdrawn: Vec<(String, &'static str)>,
+    /// Warning changes this tick published on NATS (from the outbox, possibly older ticks').
+    pub published: u64,
 }
 
 /// Why a tick stopped early. The next tick starts over safely.
@@ -151,6 +179,10 @@ pub enum WatcherError {
     /// operator must look (the same error repeats every tick).
     #[error("stored event at position {position} cannot be applied: {reason}")]
     Corrupt { position: i64, reason: String },
+    /// The warnings outbox could not be published: it stays stored and is published at the
+    /// next tick.
+    #[error("publishing early warnings: {0}")]
+    Publish(#[from] crate::publish::PublishError),
     /// The watcher's schema could not be applied.
     #[error("deadline watcher migrations refused: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
@@ -181,6 +213,9 @@ pub struct Watcher {
     clock: Arc<dyn Clock>,
     config: WatcherConfig,
     status: WatcherStatus,
+    publisher: Option<WarningPublisher>,
+    /// Whether this instance has recomputed the stored deadlines with its calendar and horizon.
+    recomputed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the watcher exposes to metrics and health (plain values, shared by its clones).
@@ -201,7 +236,16 @@ impl Watcher {
             clock,
             config,
             status: WatcherStatus::default(),
+            publisher: None,
+            recomputed: Arc::default(),
         }
+    }
+
+    /// Publishes the early warnings' changes through `publisher` at the end of every tick.
+    #[must_use]
+    pub fn with_publisher(mut self, publisher: WarningPublisher) -> Watcher {
+        self.publisher = Some(publisher);
+        self
     }
 
     /// The watcher's counters and health, for the service's metrics.
@@ -238,7 +282,12 @@ impl Watcher {
             };
             self.set_failing(outcome.as_ref().err().map(ToString::to_string));
             match outcome {
-                Ok(report) if report.marked.is_empty() && report.failed.is_empty() => {
+                Ok(report)
+                    if report.marked.is_empty()
+                        && report.failed.is_empty()
+                        && report.raised.is_empty()
+                        && report.withdrawn.is_empty() =>
+                {
                     tracing::debug!(?report, "deadline watcher tick");
                 }
                 Ok(report) => tracing::info!(
@@ -246,6 +295,9 @@ impl Watcher {
                     duplicates = report.duplicates.len(),
                     refused = report.refused.len(),
                     failed = report.failed.len(),
+                    raised = report.raised.len(),
+                    withdrawn = report.withdrawn.len(),
+                    published = report.published,
                     position = report.position,
                     "deadline watcher tick"
                 ),
@@ -264,6 +316,18 @@ impl Watcher {
     }
 
     async fn tick_until(&self, stop: &CancellationToken) -> Result<TickReport, WatcherError> {
+        let pool = self.write.log().pool();
+        if !self.recomputed.load(std::sync::atomic::Ordering::Relaxed) {
+            let changed = warnings::recompute_deadlines(pool, self.deadlines()).await?;
+            if changed > 0 {
+                tracing::info!(
+                    changed,
+                    "recomputed the deadlines of running dossiers (calendar or warning horizon changed)"
+                );
+            }
+            self.recomputed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let (applied, position) = self.catch_up(stop).await?;
         let mut report = TickReport {
             applied,
@@ -271,6 +335,9 @@ impl Watcher {
             ..TickReport::default()
         };
         let now = self.clock.now();
+        let sync = warnings::sync(pool, now, self.config.raise_page).await?;
+        report.raised = sync.raised;
+        report.withdrawn = sync.withdrawn;
         let mut after = (DateTime::<Utc>::UNIX_EPOCH, String::new());
         while !stop.is_cancelled() {
             let due: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
@@ -297,7 +364,18 @@ impl Watcher {
                 break;
             }
         }
+        if let Some(publisher) = &self.publisher {
+            report.published = publisher.publish_pending(pool).await?;
+        }
         Ok(report)
+    }
+
+    /// What the read model's deadlines are computed with.
+    fn deadlines(&self) -> Deadlines<'_> {
+        Deadlines {
+            calendar: self.write.calendar(),
+            horizon: self.config.horizon,
+        }
     }
 
     /// Runs `MarkLate` for one dossier through the write path with the deterministic id.
@@ -383,7 +461,7 @@ impl Watcher {
                 tx.rollback().await?;
                 continue;
             }
-            apply(&mut tx, &events).await?;
+            apply(&mut tx, &events, self.deadlines()).await?;
             sqlx::query("UPDATE deadline_watch_cursor SET position = $1 WHERE singleton")
                 .bind(last)
                 .execute(&mut *tx)
@@ -399,15 +477,35 @@ impl Watcher {
     }
 }
 
+/// What the read model's deadlines are computed with: the calendar and the warning horizon.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines<'a> {
+    pub calendar: &'a calendar::Calendar,
+    pub horizon: WarningHorizon,
+}
+
+impl Deadlines<'_> {
+    /// The apology deadline and the start of the warning for a dossier due at `due_at`.
+    pub fn of(&self, due_at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        (
+            domain::apology_deadline(self.calendar, due_at),
+            self.horizon.warn_from(self.calendar, due_at),
+        )
+    }
+}
+
 /// What a batch of events changes for one dossier; `None` leaves a column as it is.
 #[derive(Debug, Default)]
 struct Patch {
     /// The batch holds the dossier's reception: insert its row.
     received: bool,
+    agency: Option<String>,
+    holding_agency: Option<String>,
     due_at: Option<DateTime<Utc>>,
     paused: Option<bool>,
     closed: Option<bool>,
     late_marked: Option<bool>,
+    apologised: Option<bool>,
 }
 
 /// The event types that change the read model.
@@ -415,9 +513,11 @@ fn watched(event_type: &str) -> bool {
     matches!(
         event_type,
         "received"
+            | "transferred"
             | "supplement_requested"
             | "supplement_received"
             | "late"
+            | "apology_issued"
             | "resolved"
             | "withdrawn"
             | "stopped"
@@ -428,6 +528,7 @@ fn watched(event_type: &str) -> bool {
 async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     events: &[StoredEvent],
+    deadlines: Deadlines<'_>,
 ) -> Result<(), WatcherError> {
     let mut patches: HashMap<&str, Patch> = HashMap::new();
     for stored in events.iter().filter(|e| watched(&e.event_type)) {
@@ -439,14 +540,22 @@ async fn apply(
         })?;
         let patch = patches.entry(stored.dossier_id.as_str()).or_default();
         match event {
-            DossierEvent::Received { due_at, .. } => {
+            DossierEvent::Received {
+                due_at, profile, ..
+            } => {
                 *patch = Patch {
                     received: true,
+                    agency: Some(profile.agency.as_str().to_owned()),
+                    holding_agency: Some(profile.agency.as_str().to_owned()),
                     due_at: Some(due_at),
                     paused: Some(false),
                     closed: Some(false),
                     late_marked: Some(false),
+                    apologised: Some(false),
                 };
+            }
+            DossierEvent::Transferred { to_agency, .. } => {
+                patch.holding_agency = Some(to_agency.as_str().to_owned());
             }
             DossierEvent::SupplementRequested { .. } => patch.paused = Some(true),
             DossierEvent::SupplementReceived { due_at, .. } => {
@@ -454,6 +563,7 @@ async fn apply(
                 patch.due_at = Some(due_at);
             }
             DossierEvent::Late { .. } => patch.late_marked = Some(true),
+            DossierEvent::ApologyIssued { .. } => patch.apologised = Some(true),
             DossierEvent::Resolved { .. }
             | DossierEvent::Withdrawn { .. }
             | DossierEvent::Stopped { .. } => patch.closed = Some(true),
@@ -462,65 +572,91 @@ async fn apply(
     }
 
     let (new, changed): (Vec<_>, Vec<_>) = patches.into_iter().partition(|(_, p)| p.received);
-    if !new.is_empty() {
-        let mut ids = Vec::with_capacity(new.len());
-        let mut due = Vec::with_capacity(new.len());
-        let mut paused = Vec::with_capacity(new.len());
-        let mut closed = Vec::with_capacity(new.len());
-        let mut late = Vec::with_capacity(new.len());
-        for (id, p) in new {
-            ids.push(id.to_owned());
-            due.push(p.due_at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
-            paused.push(p.paused.unwrap_or(false));
-            closed.push(p.closed.unwrap_or(false));
-            late.push(p.late_marked.unwrap_or(false));
+    for (rows, insert) in [(new, true), (changed, false)] {
+        if rows.is_empty() {
+            continue;
         }
-        sqlx::query(
-            "INSERT INTO deadline_watch (dossier_id, due_at, paused, closed, late_marked) \
-             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::bool[], $5::bool[]) \
-             ON CONFLICT (dossier_id) DO UPDATE SET due_at = EXCLUDED.due_at, \
-               paused = EXCLUDED.paused, closed = EXCLUDED.closed, late_marked = EXCLUDED.late_marked",
-        )
-        .bind(ids)
-        .bind(due)
-        .bind(paused)
-        .bind(closed)
-        .bind(late)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !changed.is_empty() {
-        let mut ids = Vec::with_capacity(changed.len());
-        let mut due = Vec::with_capacity(changed.len());
-        let mut paused = Vec::with_capacity(changed.len());
-        let mut closed = Vec::with_capacity(changed.len());
-        let mut late = Vec::with_capacity(changed.len());
-        for (id, p) in changed {
-            ids.push(id.to_owned());
-            due.push(p.due_at);
-            paused.push(p.paused);
-            closed.push(p.closed);
-            late.push(p.late_marked);
+        let mut columns = Columns::with_capacity(rows.len());
+        for (id, p) in rows {
+            let (apology_deadline, warn_from) = p.due_at.map(|d| deadlines.of(d)).unzip();
+            columns.ids.push(id.to_owned());
+            columns.agency.push(p.agency);
+            columns.holding.push(p.holding_agency);
+            columns.due.push(p.due_at);
+            columns.apology_deadline.push(apology_deadline);
+            columns.warn_from.push(warn_from);
+            columns.paused.push(p.paused);
+            columns.closed.push(p.closed);
+            columns.late.push(p.late_marked);
+            columns.apologised.push(p.apologised);
         }
-        sqlx::query(
+        // A reception sets every column; a later event only those it names (COALESCE).
+        let statement = if insert {
+            "INSERT INTO deadline_watch (dossier_id, agency, holding_agency, due_at, \
+               apology_deadline, warn_from, paused, closed, late_marked, apologised) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], \
+               $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::bool[], $9::bool[], $10::bool[]) \
+             ON CONFLICT (dossier_id) DO UPDATE SET agency = EXCLUDED.agency, \
+               holding_agency = EXCLUDED.holding_agency, due_at = EXCLUDED.due_at, \
+               apology_deadline = EXCLUDED.apology_deadline, warn_from = EXCLUDED.warn_from, \
+               paused = EXCLUDED.paused, closed = EXCLUDED.closed, \
+               late_marked = EXCLUDED.late_marked, apologised = EXCLUDED.apologised"
+        } else {
             "UPDATE deadline_watch AS w SET \
+               agency = COALESCE(u.agency, w.agency), \
+               holding_agency = COALESCE(u.holding_agency, w.holding_agency), \
                due_at = COALESCE(u.due_at, w.due_at), \
+               apology_deadline = COALESCE(u.apology_deadline, w.apology_deadline), \
+               warn_from = COALESCE(u.warn_from, w.warn_from), \
                paused = COALESCE(u.paused, w.paused), \
                closed = COALESCE(u.closed, w.closed), \
-               late_marked = COALESCE(u.late_marked, w.late_marked) \
-             FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::bool[], $5::bool[]) \
-               AS u(dossier_id, due_at, paused, closed, late_marked) \
-             WHERE w.dossier_id = u.dossier_id",
-        )
-        .bind(ids)
-        .bind(due)
-        .bind(paused)
-        .bind(closed)
-        .bind(late)
-        .execute(&mut **tx)
-        .await?;
+               late_marked = COALESCE(u.late_marked, w.late_marked), \
+               apologised = COALESCE(u.apologised, w.apologised) \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], \
+               $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::bool[], $9::bool[], $10::bool[]) \
+               AS u(dossier_id, agency, holding_agency, due_at, apology_deadline, warn_from, \
+                    paused, closed, late_marked, apologised) \
+             WHERE w.dossier_id = u.dossier_id"
+        };
+        sqlx::query(statement)
+            .bind(columns.ids)
+            .bind(columns.agency)
+            .bind(columns.holding)
+            .bind(columns.due)
+            .bind(columns.apology_deadline)
+            .bind(columns.warn_from)
+            .bind(columns.paused)
+            .bind(columns.closed)
+            .bind(columns.late)
+            .bind(columns.apologised)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
+}
+
+/// The patches of a batch, column by column (`NULL`: unchanged).
+#[derive(Default)]
+struct Columns {
+    ids: Vec<String>,
+    agency: Vec<Option<String>>,
+    holding: Vec<Option<String>>,
+    due: Vec<Option<DateTime<Utc>>>,
+    apology_deadline: Vec<Option<DateTime<Utc>>>,
+    warn_from: Vec<Option<DateTime<Utc>>>,
+    paused: Vec<Option<bool>>,
+    closed: Vec<Option<bool>>,
+    late: Vec<Option<bool>>,
+    apologised: Vec<Option<bool>>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Columns {
+        Columns {
+            ids: Vec::with_capacity(n),
+            ..Columns::default()
+        }
+    }
 }
 
 #[cfg(test)]

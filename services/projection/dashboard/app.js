@@ -143,6 +143,7 @@ function renderIndicators(answer) {
     }),
     kpi('S5', k.S5, n(i.resolvedLate)),
     rateKpi('S6', i.apologyRate, 'apology'),
+    rateKpi('S6t', i.timelyApologyRate, 'timely_apology'),
     rateKpi('S7', i.componentsDigitized, 'components_digitized'),
     rateKpi('S8', i.resultsDigitized, 'results_digitized'),
     rateKpi('S9', i.dataReuse),

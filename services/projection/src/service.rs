@@ -239,6 +239,7 @@ pub fn indicators_pb(i: &stats::Indicators) -> Result<pb::Indicators, AmountTooL
         stopped: i.ended.stopped,
         refused_at_intake: i.refused_at_intake,
         apology_rate: rate(i.apology_rate),
+        timely_apology_rate: rate(i.timely_apology_rate),
         components_digitized: rate(i.components_digitized),
         results_digitized: rate(i.results_digitized),
         data_reuse: rate(i.data_reuse),

@@ -4,9 +4,9 @@
 use api::v1 as pb;
 use api::v1::event::Body;
 use calendar::StatutoryTime;
-use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, ReturnMethod, TransferMode};
+use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, TransferMode};
 use eventlog::{ReadError, StoredEvent};
-use svc::convert::{pb_level, pb_profile, pb_timeliness};
+use svc::convert::{pb_level, pb_profile, pb_return_method, pb_timeliness};
 use svc::status::to_timestamp;
 
 /// The replay form of a stored event. The typed `event` is absent if the payload does not
@@ -58,6 +58,34 @@ pub fn replayed_event_with(
     })
 }
 
+/// Marks the sealed applicants of `erased` dossiers as erased (their data key is destroyed).
+pub fn mark_erased(event: &mut pb::ReplayedEvent, erased: &std::collections::HashSet<String>) {
+    if !erased.contains(&event.dossier_id) {
+        return;
+    }
+    if let Some(pb::Event {
+        body: Some(Body::Received(received)),
+        ..
+    }) = &mut event.event
+        && received.applicant_data == pb::ApplicantData::Sealed as i32
+    {
+        received.applicant_data = pb::ApplicantData::Erased as i32;
+    }
+}
+
+/// The dossiers of `events` whose `received` event holds an applicant: those to ask
+/// `personal::erased_among` about.
+pub fn sealed_dossiers<'a>(events: impl IntoIterator<Item = &'a pb::ReplayedEvent>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter(|e| {
+            matches!(&e.event, Some(pb::Event { body: Some(Body::Received(r)), .. })
+                if r.applicant_data == pb::ApplicantData::Sealed as i32)
+        })
+        .map(|e| e.dossier_id.clone())
+        .collect()
+}
+
 /// A stored level name as the API's enum (`LEVEL_UNSPECIFIED` if it is none of the three).
 pub fn level(stored: &str) -> pb::Level {
     domain::Level::parse(stored).map_or(pb::Level::Unspecified, pb_level)
@@ -72,12 +100,23 @@ pub fn body(event: &DossierEvent) -> Body {
             fee_required,
             components,
             due_at,
+            applicant,
+            return_method,
         } => Body::Received(pb::Received {
             profile: Some(pb_profile(p)),
             statutory_time: Some(statutory(*statutory_time)),
             fee_required: *fee_required,
             components: components.iter().map(|c| c.as_str().to_owned()).collect(),
             due_at: Some(to_timestamp(*due_at)),
+            // Never the plaintext: sealed here; `mark_erased` says erased where the key is gone.
+            applicant: None,
+            applicant_data: if applicant.is_some() {
+                pb::ApplicantData::Sealed
+            } else {
+                pb::ApplicantData::Unspecified
+            } as i32,
+            return_method: return_method.map_or(pb::ReturnMethod::Unspecified, pb_return_method)
+                as i32,
         }),
         DossierEvent::ComponentsDigitized { digitized, reused } => {
             Body::ComponentsDigitized(pb::ComponentsDigitized {
@@ -161,7 +200,7 @@ pub fn body(event: &DossierEvent) -> Body {
             sha256: sha256.clone(),
         }),
         DossierEvent::ResultReturned { method } => Body::ResultReturned(pb::ResultReturned {
-            method: return_method(*method) as i32,
+            method: pb_return_method(*method) as i32,
         }),
         DossierEvent::SatisfactionRated { rating: r } => {
             Body::SatisfactionRated(pb::SatisfactionRated {
@@ -208,14 +247,6 @@ pub fn outcome(v: Outcome) -> pb::Outcome {
     match v {
         Outcome::Approved => pb::Outcome::Approved,
         Outcome::Refused => pb::Outcome::Refused,
-    }
-}
-
-fn return_method(v: ReturnMethod) -> pb::ReturnMethod {
-    match v {
-        ReturnMethod::Counter => pb::ReturnMethod::Counter,
-        ReturnMethod::Post => pb::ReturnMethod::Post,
-        ReturnMethod::Online => pb::ReturnMethod::Online,
     }
 }
 
@@ -270,6 +301,8 @@ mod tests {
                 fee_required: true,
                 components: vec![ComponentCode::parse("a").unwrap()],
                 due_at: t(3600),
+                applicant: None,
+                return_method: None,
             },
             DossierEvent::ComponentsDigitized {
                 digitized: vec![ComponentCode::parse("a").unwrap()],
@@ -323,7 +356,7 @@ mod tests {
                 sha256: "ab".repeat(32),
             },
             DossierEvent::ResultReturned {
-                method: ReturnMethod::Post,
+                method: domain::ReturnMethod::Post,
             },
             DossierEvent::SatisfactionRated {
                 rating: Rating::Unsatisfied,

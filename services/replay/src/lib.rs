@@ -65,6 +65,8 @@ impl ReplayApp {
         listen: SocketAddr,
     ) -> Result<ReplayApp, StartError> {
         log.migrate().await?;
+        // Replay reads `personal_keys` to show erased applicants.
+        personal::migrate(log.pool()).await?;
         let listener = Listener::bind(listen).await?;
         let (wakeups, receiver) = watch::channel(0);
         Ok(ReplayApp {

@@ -109,6 +109,14 @@ impl Reader {
         Reader { pool }
     }
 
+    /// Which of `dossiers` had their applicant erased (`personal::erased_among`, bounded).
+    pub async fn erased_among(
+        &self,
+        dossiers: &[String],
+    ) -> Result<std::collections::HashSet<String>, ReadError> {
+        bounded(personal::erased_among(&self.pool, dossiers)).await
+    }
+
     /// The highest committed position (0 when the log is empty). Every position up to it is
     /// visible to any later statement (positions become visible in order).
     pub async fn head(&self) -> Result<i64, ReadError> {

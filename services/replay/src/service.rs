@@ -150,12 +150,18 @@ impl ReplayService for Replay {
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let events = stored
+        let mut events: Vec<pb::ReplayedEvent> = stored
             .iter()
             .zip(&events)
             .map(|(s, e)| convert::replayed_event_with(s, Some(convert::body(&e.body))))
             .collect::<Result<_, _>>()
             .map_err(read_status)?;
+        let erased = personal::erased_among(self.log.pool(), &convert::sealed_dossiers(&events))
+            .await
+            .map_err(svc::status::unavailable)?;
+        for event in &mut events {
+            convert::mark_erased(event, &erased);
+        }
         Ok(Response::new(pb::GetTimelineResponse {
             dossier_id: dossier_id.as_str().to_owned(),
             events,

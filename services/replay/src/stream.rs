@@ -139,14 +139,34 @@ async fn produce(
                 .await?;
             let full = page.len() as i64 == PAGE;
             let mut last = None;
+            // A corrupt row ends the stream, after the events before it are sent.
+            let mut events = Vec::with_capacity(page.len());
+            let mut corrupt = None;
             for stored in page {
-                let stored = stored?;
-                last = Some(stored.position);
-                let event = Msg::Event(Box::new(convert::replayed_event(&stored)?));
+                match stored.and_then(|stored| {
+                    last = Some(stored.position);
+                    convert::replayed_event(&stored)
+                }) {
+                    Ok(event) => events.push(event),
+                    Err(error) => {
+                        corrupt = Some(error);
+                        break;
+                    }
+                }
+            }
+            let erased = reader
+                .erased_among(&convert::sealed_dossiers(&events))
+                .await?;
+            for mut event in events {
+                convert::mark_erased(&mut event, &erased);
+                let event = Msg::Event(Box::new(event));
                 tokio::select! {
                     sent = tx.send(event) => sent.map_err(|_| Stop::ClientGone)?,
                     () = stopping.cancelled() => return Err(Stop::Stopping),
                 }
+            }
+            if let Some(error) = corrupt {
+                return Err(error.into());
             }
             cursor = match last {
                 Some(last) if full => last,

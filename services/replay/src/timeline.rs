@@ -136,6 +136,8 @@ mod tests {
             fee_required: false,
             components: vec![ComponentCode::parse("don").unwrap()],
             due_at,
+            applicant: None,
+            return_method: None,
         }
     }
 

@@ -335,6 +335,9 @@ fn import_batch(dossier_id: &str, at: DateTime<Utc>) -> pb::ImportBatch {
                 fee_required: false,
                 components: vec!["don-de-nghi".into()],
                 due_at: Some(ts(at + Duration::days(5))),
+                applicant: None,
+                applicant_data: 0,
+                return_method: 0,
             })),
         }],
     }

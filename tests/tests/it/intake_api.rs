@@ -228,7 +228,10 @@ async fn receive_records_the_event_and_answers_the_due_time() {
             fee_required,
             components,
             due_at,
+            applicant,
+            ..
         } => {
+            assert_eq!(applicant, None);
             assert_eq!(due_at, due);
             assert_eq!(statutory_time, calendar::StatutoryTime::Days(3));
             assert!(fee_required);

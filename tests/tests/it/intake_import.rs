@@ -86,6 +86,9 @@ fn received(agency: &str, fee_required: bool, due_at: DateTime<Utc>) -> Body {
         fee_required,
         components: vec!["don-de-nghi".into(), "ban-ve".into()],
         due_at: Some(ts(due_at)),
+        applicant: None,
+        applicant_data: 0,
+        return_method: 0,
     })
 }
 

@@ -559,6 +559,9 @@ fn received(components: Vec<String>) -> Body {
         fee_required: true,
         components,
         due_at: None,
+        applicant: None,
+        applicant_data: 0,
+        return_method: 0,
     })
 }
 

@@ -37,6 +37,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// One gRPC call of a dossier's life.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // a test plan of calls; the receive request grew with the applicant
 enum Call {
     Receive(pb::ReceiveDossierRequest),
     Refuse(pb::RefuseAtCounterRequest),
@@ -133,6 +134,8 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         }),
         fee_required,
         components: components.clone(),
+        applicant: None,
+        return_method: 0,
     }));
     // The gap to the next step: minutes to a few days, sometimes across a weekend or holiday.
     let step = |rng: &mut Rng, t: &mut DateTime<Utc>| {
@@ -410,6 +413,7 @@ fn expected_indicators(i: &Indicators) -> pb::Indicators {
         stopped: i.ended.stopped,
         refused_at_intake: i.refused_at_intake,
         apology_rate: rate_pb(i.apology_rate),
+        timely_apology_rate: rate_pb(i.timely_apology_rate),
         components_digitized: rate_pb(i.components_digitized),
         results_digitized: rate_pb(i.results_digitized),
         data_reuse: rate_pb(i.data_reuse),
@@ -440,6 +444,7 @@ fn expected_targets(i: &Indicators) -> Vec<(String, Option<bool>)> {
         ("online_payment", i.payment.rate, t.online_payment),
         ("satisfaction", i.satisfaction.rate, t.satisfaction),
         ("apology", i.apology_rate, t.apology),
+        ("timely_apology", i.timely_apology_rate, t.timely_apology),
         (
             "components_digitized",
             i.components_digitized,

@@ -97,4 +97,17 @@ proptest! {
         prop_assert_eq!(lunar::lunar_to_solar(l.year, l.month, l.day, l.leap), Some(d));
         prop_assert!(l.day >= 1 && l.day <= 30 && (1..=12).contains(&l.month));
     }
+
+    #[test]
+    fn subtract_returns_the_latest_instant_leaving_the_duration(end in instant(), d in 1u32..=30 * 480, back in 0i64..40 * 86_400) {
+        // working_time_between(t, end) >= d exactly when t <= subtract(end, d), for any t.
+        let cal = cal();
+        let d = WorkingDuration::from_minutes(d);
+        let latest = cal.subtract_working_time(end, d);
+        prop_assert!(latest < end);
+        prop_assert_eq!(cal.working_time_between(latest, end), d);
+        prop_assert!(cal.working_time_between(latest + Duration::seconds(60), end) < d);
+        let t = end - Duration::seconds(back);
+        prop_assert_eq!(cal.working_time_between(t, end) >= d, t <= latest, "t = {}, latest = {}", t, latest);
+    }
 }

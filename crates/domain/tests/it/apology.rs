@@ -65,6 +65,8 @@ fn the_working_day_before_spans_the_weekend() {
             fee_required: true,
             components: components(),
             due_at: due_monday,
+            applicant: None,
+            return_method: None,
         },
     )];
     given(history.clone())
@@ -145,4 +147,67 @@ fn the_new_appointment_is_after_the_due_time_and_after_the_apology() {
     given([received()])
         .when(cmd(vn(2024, 3, 8, 9, 0), apologise(vn(2024, 3, 8, 14, 0))))
         .then(apologised(vn(2024, 3, 8, 14, 0), false));
+}
+
+/// The apology deadline is the last moment `decide` answers `on_time`, across a weekend and
+/// Tết 2024 (8–14 February off): every quarter hour of the ten days before each due time.
+#[test]
+fn the_apology_deadline_is_the_last_on_time_moment() {
+    let cases = [
+        // Thursday 09:00 → Wednesday 09:00.
+        (vn(2024, 3, 7, 9, 0), vn(2024, 3, 6, 9, 0)),
+        // Monday 07:30 → Friday 07:30 (half an hour on Monday, 7.5 hours on Friday).
+        (vn(2024, 3, 11, 7, 30), vn(2024, 3, 8, 7, 30)),
+        // Monday 13:30, just after lunch → Friday 13:30.
+        (vn(2024, 3, 11, 13, 30), vn(2024, 3, 8, 13, 30)),
+        // Thursday 15 February 2024 10:00, after the Tết days off → Wednesday 7 February 10:00.
+        (vn(2024, 2, 15, 10, 0), vn(2024, 2, 7, 10, 0)),
+    ];
+    for (due_at, deadline) in cases {
+        assert_eq!(
+            domain::apology_deadline(&CALENDAR, due_at),
+            deadline,
+            "due {due_at}"
+        );
+        let mut received = received_event(true);
+        if let DossierEvent::Received { due_at: d, .. } = &mut received {
+            *d = due_at;
+        }
+        let mut at = due_at - chrono::Duration::days(10);
+        while at < due_at + chrono::Duration::hours(2) {
+            let events = domain::decide(
+                &domain::Dossier::from_events(&[ev(
+                    at - chrono::Duration::days(20),
+                    received.clone(),
+                )]),
+                &cmd(at, apologise(due_at + chrono::Duration::days(30))),
+                rules(domain::SupplementPolicy::Restart),
+            )
+            .expect("an apology is accepted while open");
+            let [DossierEvent::ApologyIssued { on_time, .. }] = events.as_slice() else {
+                panic!("one apology event: {events:?}");
+            };
+            assert_eq!(*on_time, at <= deadline, "due {due_at}, apology at {at}");
+            at += chrono::Duration::minutes(15);
+        }
+    }
+}
+
+/// The warning starts at the apology deadline by default, or the configured working time
+/// before the due time.
+#[test]
+fn the_warning_starts_the_horizon_before_the_due_time() {
+    use domain::WarningHorizon;
+    let due_at = vn(2024, 3, 11, 7, 30);
+    assert_eq!(
+        WarningHorizon::default().warn_from(&CALENDAR, due_at),
+        domain::apology_deadline(&CALENDAR, due_at)
+    );
+    let two_days = WarningHorizon::Working(CALENDAR.to_duration(StatutoryTime::Days(2)));
+    assert_eq!(two_days.warn_from(&CALENDAR, due_at), vn(2024, 3, 7, 7, 30));
+    let one_hour = WarningHorizon::Working(CALENDAR.to_duration(StatutoryTime::Hours(1)));
+    assert_eq!(
+        one_hour.warn_from(&CALENDAR, due_at),
+        vn(2024, 3, 8, 16, 30)
+    );
 }

@@ -13,6 +13,8 @@ fn receive(statutory_time: StatutoryTime, components: Vec<domain::ComponentCode>
         fee_required: true,
         components,
         due_at: None,
+        applicant: None,
+        return_method: None,
     }
 }
 
@@ -26,6 +28,8 @@ fn received_with_due(
         fee_required: true,
         components: components(),
         due_at,
+        applicant: None,
+        return_method: None,
     }
 }
 
@@ -118,6 +122,8 @@ mod receive {
                     fee_required: true,
                     components: components(),
                     due_at: Some(appointment),
+                    applicant: None,
+                    return_method: None,
                 },
             ))
             .then(received_with_due(StatutoryTime::Days(3), appointment));
@@ -135,6 +141,8 @@ mod receive {
                     fee_required: true,
                     components: components(),
                     due_at: Some(appointment),
+                    applicant: None,
+                    return_method: None,
                 },
             ))
             .then(Refusal::DueBeforeReception {

@@ -43,6 +43,8 @@ fn a_full_life_folds_back_to_the_expected_state() {
                 fee_required: true,
                 components: components(),
                 due_at: None,
+                applicant: None,
+                return_method: None,
             },
         ),
         cmd(
@@ -171,6 +173,7 @@ fn a_full_life_folds_back_to_the_expected_state() {
         return_method: Some(ReturnMethod::Counter),
         rating: Some(Rating::Satisfied),
         ended_at: None,
+        requested_return: None,
     };
     assert_eq!(state, expected);
     // Folding the stored log from scratch gives the same state as evolving step by step.
@@ -196,6 +199,8 @@ fn endings_and_their_portal_status() {
                 fee_required: false,
                 components: components(),
                 due_at: None,
+                applicant: None,
+                return_method: None,
             },
         )
     };
@@ -263,6 +268,8 @@ fn extend_policy_life_keeps_the_paused_time_in_the_event() {
                     fee_required: false,
                     components: components(),
                     due_at: None,
+                    applicant: None,
+                    return_method: None,
                 },
             ),
             cmd(

@@ -213,6 +213,8 @@ mod supplement {
                     fee_required: false,
                     components: components(),
                     due_at: vn(2024, 5, 2, 8, 0),
+                    applicant: None,
+                    return_method: None,
                 },
             ),
             supplement_requested(vn(2024, 4, 26, 10, 0)),

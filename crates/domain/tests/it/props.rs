@@ -84,6 +84,8 @@ fn action(step: &Step, at: DateTime<Utc>) -> Action {
                 ],
                 p / 4,
             ),
+            applicant: None,
+            return_method: None,
         },
         1 => Action::RefuseAtIntake {
             profile: profile(),
@@ -165,6 +167,8 @@ fn action(step: &Step, at: DateTime<Utc>) -> Action {
             fee_required: p % 4 != 0,
             components: components(),
             due_at: None,
+            applicant: None,
+            return_method: None,
         },
     }
 }

@@ -92,6 +92,8 @@ pub fn received_event(fee_required: bool) -> DossierEvent {
         fee_required,
         components: components(),
         due_at: due(),
+        applicant: None,
+        return_method: None,
     }
 }
 
@@ -128,6 +130,8 @@ pub fn sample_actions() -> Vec<Action> {
             fee_required: true,
             components: components(),
             due_at: None,
+            applicant: None,
+            return_method: None,
         },
         Action::RefuseAtIntake {
             profile: profile(),

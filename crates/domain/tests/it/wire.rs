@@ -132,6 +132,8 @@ fn received_payload_keeps_the_statutory_time() {
         fee_required: false,
         components: components(),
         due_at: due(),
+        applicant: None,
+        return_method: None,
     };
     let (_, payload) = event.into_parts();
     assert_eq!(

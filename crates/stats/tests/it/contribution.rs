@@ -170,3 +170,31 @@ fn a_refused_dossier_ignores_anything_else_in_its_log() {
     assert_eq!(c.deltas.len(), 1);
     assert_eq!(c.get(date(2024, 3, 4), Metric::RefusedAtIntake), 1);
 }
+
+/// Late with an apology counts once for S6, and for its timely share only when the apology was
+/// on time (at least one working day before the due time), on the resolution's date.
+#[test]
+fn a_timely_apology_counts_on_the_resolution_date() {
+    let counted = |apology_at| {
+        // Received Monday 4 March 2024 09:00, due Thursday 7 March 09:00 (three working days).
+        let mut life = received(vn(2024, 3, 4, 9, 0), false, None);
+        life.act(apology_at, apology(vn(2024, 3, 12, 9, 0)))
+            .act(vn(2024, 3, 8, 10, 0), resolve());
+        let c = life.contribution();
+        let on = |m| {
+            flows(&c)
+                .into_iter()
+                .filter(|(d, metric, _)| *metric == m && *d == date(2024, 3, 8))
+                .map(|(_, _, v)| v)
+                .sum::<i128>()
+        };
+        (
+            on(Metric::ResolvedLate),
+            on(Metric::ResolvedLateWithApology),
+            on(Metric::ResolvedLateWithTimelyApology),
+        )
+    };
+    // Wednesday 09:00 is the last on-time moment; a minute later is not.
+    assert_eq!(counted(vn(2024, 3, 6, 9, 0)), (1, 1, 1));
+    assert_eq!(counted(vn(2024, 3, 6, 9, 1)), (1, 1, 0));
+}

@@ -205,6 +205,7 @@ fn s14_checks_each_rate_against_its_target() {
             ("online_payment", Some(false)),
             ("satisfaction", None),
             ("apology", Some(false)),
+            ("timely_apology", Some(false)),
             ("components_digitized", Some(true)),
             ("results_digitized", Some(false)),
         ]

@@ -204,6 +204,8 @@ fn live(plan: &Plan, policy: SupplementPolicy, serial: usize) -> Life {
             fee_required: plan.fee_required,
             components: codes.clone(),
             due_at,
+            applicant: None,
+            return_method: None,
         },
     );
     let mut cursor = start;

@@ -146,6 +146,8 @@ pub fn received_as(
             fee_required: fee,
             components: components(),
             due_at,
+            applicant: None,
+            return_method: None,
         },
     );
     life

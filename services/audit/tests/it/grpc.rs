@@ -24,6 +24,7 @@ fn tokens() -> Tokens {
             agency: None,
             level: None,
             role: Role::Auditor,
+            scopes: Vec::new(),
         },
     );
     tokens

@@ -171,6 +171,8 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             fee_required,
             components: components.clone(),
             due_at: None,
+            applicant: None,
+            return_method: None,
         },
     );
     assert!(received, "a reception is always accepted");

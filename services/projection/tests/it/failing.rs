@@ -161,6 +161,7 @@ async fn a_failing_dossier_is_counted_backed_off_reported_and_cleared_when_it_ap
             agency: None,
             level: None,
             role: svc::Role::Auditor,
+            scopes: Vec::new(),
         },
     );
     let app = ProjectionApp::build_with(

@@ -49,6 +49,7 @@ impl Running {
                 agency: None,
                 level: None,
                 role: Role::Auditor,
+                scopes: Vec::new(),
             },
         );
         tokens.insert(
@@ -58,6 +59,7 @@ impl Running {
                 agency: Some(domain::AgencyCode::parse("000.00.12.H40").unwrap()),
                 level: Some(Level::District),
                 role: Role::Counter,
+                scopes: Vec::new(),
             },
         );
         let nats = TestNats::new().await;

@@ -186,6 +186,8 @@ fn received_event(kind: usize, day: NaiveDate) -> eventlog::NewEvent {
             fee_required: false,
             components: vec![domain::ComponentCode::parse("don").unwrap()],
             due_at: due(day),
+            applicant: None,
+            return_method: None,
         },
         noon(day),
     )

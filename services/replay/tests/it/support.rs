@@ -226,6 +226,7 @@ pub fn tokens() -> Tokens {
             agency: None,
             level: None,
             role: Role::Auditor,
+            scopes: Vec::new(),
         },
     );
     tokens.insert(
@@ -235,6 +236,7 @@ pub fn tokens() -> Tokens {
             agency: Some(AgencyCode::parse(DISTRICT).unwrap()),
             level: Some(Level::District),
             role: Role::Counter,
+            scopes: Vec::new(),
         },
     );
     tokens
@@ -301,6 +303,8 @@ pub fn received(profile: Profile, due_at: DateTime<Utc>) -> DossierEvent {
         fee_required: false,
         components: vec![ComponentCode::parse("don-de-nghi").unwrap()],
         due_at,
+        applicant: None,
+        return_method: None,
     }
 }
 

@@ -33,6 +33,8 @@ async fn the_timeline_shows_the_due_time_history_with_supplement_apology_and_lat
                 fee_required: false,
                 components: vec![ComponentCode::parse("don-de-nghi").unwrap()],
                 due_at: None,
+                applicant: None,
+                return_method: None,
             },
         )
         .await;
@@ -46,6 +48,8 @@ async fn the_timeline_shows_the_due_time_history_with_supplement_apology_and_lat
             fee_required: false,
             components: vec![ComponentCode::parse("don-de-nghi").unwrap()],
             due_at: None,
+            applicant: None,
+            return_method: None,
         },
     )
     .await;
@@ -202,6 +206,8 @@ async fn a_paused_dossier_and_a_refused_one() {
             fee_required: false,
             components: vec![ComponentCode::parse("don-de-nghi").unwrap()],
             due_at: None,
+            applicant: None,
+            return_method: None,
         },
     )
     .await;
