@@ -442,6 +442,7 @@ mod tests {
             agency: agency.map(|a| AgencyCode::parse(a).unwrap()),
             level: None,
             role,
+            scopes: Vec::new(),
         }
     }
 
