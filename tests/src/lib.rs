@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod lifecycle;
+pub mod portal;
 pub mod processing;
 pub mod projection;
 

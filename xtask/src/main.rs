@@ -27,6 +27,7 @@ const SERVICES: &[(&str, &str)] = &[
     ("projection", "projection"),
     ("replay", "replay"),
     ("audit", "audit"),
+    ("portal-sync", "portal-sync"),
 ];
 
 /// Configuration the services get under `cargo xtask run`, relative to the repository root.

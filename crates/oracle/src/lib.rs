@@ -342,3 +342,35 @@ pub fn indicators(
     let progress_766 = r(n.in_time_766 + n.end[3], n.resolved + n.end[0]);
     (indicators, progress_766)
 }
+
+/// The 766 points (hundredths) of the sub-indicators the events give, recomputed plainly from
+/// the rates, as `deploy/config/scorecard-766.toml`'s first version reads DOMAIN.md ("The 766
+/// index in points"): `None` when the rate has no denominator (no dossiers to judge).
+pub fn points_766(i: &Indicators, progress_766: Rate) -> Vec<(&'static str, Option<i64>)> {
+    // max × n / d in hundredths, half up: floor((200·max·n + d) / 2d).
+    let share = |max: i64, r: Rate| {
+        (r.denominator > 0).then(|| (200 * max * r.numerator + r.denominator) / (2 * r.denominator))
+    };
+    // max when n / d ≥ at %, else below.
+    let reach = |max: i64, below: i64, at: i64, r: Rate| {
+        (r.denominator > 0).then(|| {
+            if 100 * r.numerator >= at * r.denominator {
+                100 * max
+            } else {
+                100 * below
+            }
+        })
+    };
+    vec![
+        ("tdgq_progress", share(20, progress_766)),
+        ("clgq_online_submission", reach(6, 3, 50, i.online.all)),
+        ("tttt_paid_online", reach(6, 0, 30, i.payment.rate)),
+        ("mdhl_satisfaction", reach(6, 0, 90, i.satisfaction.rate)),
+        ("mdsh_results_digitized", share(6, i.results_digitized)),
+        (
+            "mdsh_dossiers_digitized",
+            reach(4, 0, 80, i.components_digitized),
+        ),
+        ("mdsh_data_reuse", reach(2, 0, 80, i.data_reuse)),
+    ]
+}

@@ -306,6 +306,9 @@ impl Facts {
             let mut count = |m: Metric, yes: bool| add(deltas, day, m, i64::from(yes));
             match closing {
                 Closing::Resolved(timeliness) => {
+                    let minutes = (at - self.received_at).num_minutes();
+                    add(deltas, day, Metric::ResolvedProcessingMinutes, minutes);
+                    let mut count = |m: Metric, yes: bool| add(deltas, day, m, i64::from(yes));
                     count(Metric::Resolved, true);
                     count(Metric::ResolvedEarly, timeliness == Timeliness::Early);
                     count(Metric::ResolvedOnTime, timeliness == Timeliness::OnTime);

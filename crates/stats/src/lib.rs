@@ -11,7 +11,10 @@
 //!   applies the diff, so late, out-of-order and redelivered events leave the figures exact.
 //! - [`Totals`] are the sums for a period `[from, to)` and a set of slices; [`indicators`]
 //!   turns them into S1–S13, [`Indicators::check`] verifies the identities, [`targets`] is S14.
-//! - [`reports`] holds forms II.06a, Biểu mẫu 3 §3, Biểu mẫu 7 §6 and the 766 scorecard.
+//! - [`reports`] holds forms II.06a, Biểu mẫu 3 §3 and Biểu mẫu 7 §6; [`scorecard`] the 766
+//!   index in points (versioned configuration by effective date).
+//! - [`AgencyStructure`]: agencies dissolved, renamed, merged or changing level from a date;
+//!   [`InStructure`] answers a query in the structure of a chosen date by relabelling slices.
 //!
 //! Every delta and every sum of deltas is an `i128`, added with plain (exact) arithmetic, never
 //! saturating. Why it cannot overflow: a delta comes from one event (a payment's amount, at
@@ -28,6 +31,8 @@ mod indicators;
 mod metric;
 mod query;
 pub mod reports;
+pub mod scorecard;
+mod structure;
 mod totals;
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
@@ -40,6 +45,10 @@ pub use crate::indicators::{
 };
 pub use crate::metric::{Metric, MetricKind, Slice};
 pub use crate::query::{Dimension, GroupKey, Query, SliceFilter};
+pub use crate::structure::{
+    AgencyChange, AgencyDecl, AgencyStructure, ChangeKind, InStructure, LevelAbolition,
+    StructureEntry, StructureError, StructureFile,
+};
 pub use crate::totals::{Aggregates, Totals};
 
 /// The instant a local date starts: `date` 00:00 in Asia/Ho_Chi_Minh (UTC+7), i.e. the

@@ -145,6 +145,9 @@ metrics! {
     /// Decision 766: resolved early or on time with fewer than two supplement requests; date of
     /// resolution.
     Resolved766InTime => "resolved_766_in_time", Flow;
+    /// Minutes from reception to resolution (business times), summed over the dossiers
+    /// resolved: the 766 average processing time; date of resolution.
+    ResolvedProcessingMinutes => "resolved_processing_minutes", Flow;
     /// Received and neither resolved nor ended: a stock.
     Pending => "pending", Stock;
     /// Pending, with its due time in force at or after the instant, or paused for a supplement.

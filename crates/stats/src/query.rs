@@ -151,23 +151,12 @@ impl Aggregates {
     /// the period (flows in it, stocks at its start or end), holding no zero entry. Without
     /// grouping, the one group (key `[]`) is always present, possibly empty.
     pub fn query(&self, query: &Query) -> BTreeMap<GroupKey, Totals> {
-        let mut groups = self.grouped(
+        let groups = self.grouped(
             query.from,
             query.to,
             |s| query.filter.matches(s),
             |s| query.group_of(s),
         );
-        for t in groups.values_mut() {
-            for figures in [&mut t.flows, &mut t.at_start, &mut t.at_end] {
-                figures.retain(|_, v| *v != 0);
-            }
-        }
-        groups.retain(|_, t| !(t.flows.is_empty() && t.at_start.is_empty() && t.at_end.is_empty()));
-        if query.group_by.is_empty() {
-            groups
-                .entry(Vec::new())
-                .or_insert_with(|| Totals::empty(query.from, query.to));
-        }
-        groups
+        crate::structure::tidy(query, groups)
     }
 }

@@ -1,4 +1,5 @@
-//! The report forms as plain data rows (rendering and CSV come later).
+//! The report forms as plain data rows (the projection lays them out as tables); the 766
+//! scorecard in points is [`crate::scorecard`].
 
 use std::collections::BTreeMap;
 
@@ -84,9 +85,14 @@ pub struct OnTimeRow {
     pub rate: Rate,
 }
 
-/// Biểu mẫu 3, section 3: the three levels always, in order; a level with no totals (unused
-/// since the two-tier reform, or filtered out) has zero counts and an absent rate.
-pub fn bieu_mau_3_section_3(by_level: &BTreeMap<Level, Totals>) -> [OnTimeRow; 3] {
+/// Biểu mẫu 3, section 3: the three levels in order; a level with no totals (unused, or
+/// filtered out) has zero counts and an absent rate, and is left out when `in_use` says the
+/// level no longer exists (a province with two tiers since 1 July 2025 prints no empty
+/// district row). A level with figures is always listed.
+pub fn bieu_mau_3_section_3(
+    by_level: &BTreeMap<Level, Totals>,
+    in_use: impl Fn(Level) -> bool,
+) -> Vec<OnTimeRow> {
     let row = |code: &'static str, level: Level| {
         let (early, on_time, late, resolved) = by_level.get(&level).map_or((0, 0, 0, 0), |t| {
             (
@@ -107,10 +113,14 @@ pub fn bieu_mau_3_section_3(by_level: &BTreeMap<Level, Totals>) -> [OnTimeRow; 3
         }
     };
     [
-        row("3.1", Level::Province),
-        row("3.2", Level::District),
-        row("3.3", Level::Commune),
+        ("3.1", Level::Province),
+        ("3.2", Level::District),
+        ("3.3", Level::Commune),
     ]
+    .into_iter()
+    .filter(|(_, level)| by_level.contains_key(level) || in_use(*level))
+    .map(|(code, level)| row(code, level))
+    .collect()
 }
 
 /// One line of Biểu mẫu 7, section 6: the share of dossiers submitted online among those of
@@ -153,88 +163,6 @@ pub fn bieu_mau_7_section_6(t: &Totals) -> [OnlineShareRow; 2] {
     ]
 }
 
-/// Decision 766: online rate at or above which the item scores full.
-pub const ONLINE_FULL_SCORE_PERCENT: f64 = 50.0;
-/// Decision 766: the digitization threshold (components at intake, results).
-pub const DIGITIZATION_THRESHOLD_PERCENT: f64 = 80.0;
-/// Decision 766: the data-reuse threshold.
-pub const REUSE_THRESHOLD_PERCENT: f64 = 80.0;
-/// Decision 766: satisfaction at or above which the item scores full.
-pub const SATISFACTION_FULL_SCORE_PERCENT: f64 = 90.0;
-
-/// How an item of the 766 scorecard is judged. `DOMAIN.md` gives no points, so none are
-/// invented: an item reports its rate and whether its threshold is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub enum Scoring {
-    /// Scores full at or above this percentage (below: the document gives no scale).
-    FullAtOrAbove(f64),
-    /// A threshold, in percent, that the rate must reach.
-    Threshold(f64),
-    /// Reported as a rate only: no threshold is documented.
-    RateOnly,
-}
-
-/// One item of the 766 scorecard.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct ScoreItem {
-    pub id: &'static str,
-    pub rate: Rate,
-    pub scoring: Scoring,
-    /// Whether the rate reaches the item's threshold (full score for
-    /// [`Scoring::FullAtOrAbove`]); `None` for [`Scoring::RateOnly`] or an absent rate.
-    pub met: Option<bool>,
-}
-
-impl ScoreItem {
-    /// An item judged by `scoring` ([`Rate::at_least`], exact).
-    pub fn judge(id: &'static str, rate: Rate, scoring: Scoring) -> Self {
-        let met = match scoring {
-            Scoring::FullAtOrAbove(p) | Scoring::Threshold(p) => rate.at_least(p),
-            Scoring::RateOnly => None,
-        };
-        ScoreItem {
-            id,
-            rate,
-            scoring,
-            met,
-        }
-    }
-}
-
-/// The Decision 766/QĐ-TTg scorecard of a period and a set of slices.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Scorecard766 {
-    /// 2.1 on-time progress ([`on_time_progress`]); no threshold documented.
-    pub on_time_progress: ScoreItem,
-    /// Received online / received (S10); full at ≥ 50%.
-    pub online_rate: ScoreItem,
-    /// Dossiers with a fee paid online / dossiers with a fee (S11); no threshold documented.
-    pub online_payment: ScoreItem,
-    /// Every submitted component digitized / received (S7); threshold 80%.
-    pub components_digitized: ScoreItem,
-    /// Resolved with a digitized result / resolved (S8); threshold 80%.
-    pub results_digitized: ScoreItem,
-    /// At least one reused component / received (S9); threshold 80%.
-    pub data_reuse: ScoreItem,
-    /// (very satisfied + satisfied) / ratings (S12); full at ≥ 90%.
-    pub satisfaction: ScoreItem,
-}
-
-impl Scorecard766 {
-    /// The items in the order of the fields.
-    pub fn items(&self) -> [ScoreItem; 7] {
-        [
-            self.on_time_progress,
-            self.online_rate,
-            self.online_payment,
-            self.components_digitized,
-            self.results_digitized,
-            self.data_reuse,
-            self.satisfaction,
-        ]
-    }
-}
-
 /// Decision 766 item 2.1: (resolved in the period early or on time + pending at the period end
 /// within time, both excluding dossiers whose supplement was requested more than once) /
 /// (resolved in the period + pending at the period end). A dossier with two or more
@@ -244,42 +172,4 @@ pub fn on_time_progress(t: &Totals) -> Rate {
         t.flow_count(Metric::Resolved766InTime) + t.end_count(Metric::Pending766WithinTime),
         t.flow_count(Metric::Resolved) + t.end_count(Metric::Pending),
     )
-}
-
-/// The 766 scorecard from a period's totals.
-pub fn scorecard_766(t: &Totals) -> Scorecard766 {
-    let i = indicators(t);
-    Scorecard766 {
-        on_time_progress: ScoreItem::judge(
-            "on_time_progress",
-            on_time_progress(t),
-            Scoring::RateOnly,
-        ),
-        online_rate: ScoreItem::judge(
-            "online_rate",
-            i.online.all,
-            Scoring::FullAtOrAbove(ONLINE_FULL_SCORE_PERCENT),
-        ),
-        online_payment: ScoreItem::judge("online_payment", i.payment.rate, Scoring::RateOnly),
-        components_digitized: ScoreItem::judge(
-            "components_digitized",
-            i.components_digitized,
-            Scoring::Threshold(DIGITIZATION_THRESHOLD_PERCENT),
-        ),
-        results_digitized: ScoreItem::judge(
-            "results_digitized",
-            i.results_digitized,
-            Scoring::Threshold(DIGITIZATION_THRESHOLD_PERCENT),
-        ),
-        data_reuse: ScoreItem::judge(
-            "data_reuse",
-            i.data_reuse,
-            Scoring::Threshold(REUSE_THRESHOLD_PERCENT),
-        ),
-        satisfaction: ScoreItem::judge(
-            "satisfaction",
-            i.satisfaction.rate,
-            Scoring::FullAtOrAbove(SATISFACTION_FULL_SCORE_PERCENT),
-        ),
-    }
 }

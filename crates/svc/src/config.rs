@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 /// The sections services own (each in its crate): a top-level table of another name is refused
 /// as a typo.
-pub const SERVICE_SECTIONS: [&str; 8] = [
+pub const SERVICE_SECTIONS: [&str; 9] = [
     "intake",
     "processing",
     "payment",
@@ -31,6 +31,7 @@ pub const SERVICE_SECTIONS: [&str; 8] = [
     "replay",
     "audit",
     "relay",
+    "portal",
 ];
 
 /// What every service shares, and the services' own sections unparsed (see [`Config::section`]).
@@ -59,6 +60,8 @@ pub struct Config {
     audit: Option<toml::Table>,
     #[serde(default)]
     relay: Option<toml::Table>,
+    #[serde(default)]
+    portal: Option<toml::Table>,
     /// The environment the overrides were read from (a map in tests).
     #[serde(skip)]
     env: EnvVars,
@@ -117,8 +120,8 @@ pub struct DatabaseConfig {
     pub acquire_timeout_secs: u64,
 }
 
-/// Each service's default pool size. With one instance of each they sum to 35.
-pub const DEFAULT_POOLS: [(&str, u32); 8] = [
+/// Each service's default pool size. With one instance of each they sum to 37.
+pub const DEFAULT_POOLS: [(&str, u32); 9] = [
     ("intake", 8),
     ("processing", 6),
     ("payment", 4),
@@ -127,6 +130,7 @@ pub const DEFAULT_POOLS: [(&str, u32); 8] = [
     ("replay", 4),
     ("audit", 3),
     ("relay", 3),
+    ("portal", 2),
 ];
 
 /// Connections a service opens outside its pool, by service: the relay's and the replay's
@@ -414,6 +418,7 @@ impl Config {
             "replay" => self.replay.as_ref(),
             "audit" => self.audit.as_ref(),
             "relay" => self.relay.as_ref(),
+            "portal" => self.portal.as_ref(),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sqlx::PgPool;
 use stats::{Dimension, GroupKey, Indicators, Query, Rate, TargetCheck, Targets, Totals};
 
-use crate::figures::figures;
+use crate::figures::figures_in;
 use crate::forms::{self, Form};
 use crate::scope::{ScopeError, Source};
 use crate::store::QueryError;
@@ -78,6 +78,8 @@ pub async fn report_figures(
     form: Form,
     query: &Query,
     source: Source,
+    view: Option<stats::InStructure<'_>>,
+    max_stored_groups: u32,
 ) -> Result<(Query, BTreeMap<GroupKey, Totals>), ReportError> {
     if !form.groups() && !query.group_by.is_empty() {
         return Err(ReportError::Scope(ScopeError::new(
@@ -89,7 +91,7 @@ pub async fn report_figures(
         group_by: form.query_group_by(&query.group_by),
         ..query.clone()
     };
-    let groups = figures(pool, &query, source).await?;
+    let groups = figures_in(pool, &query, source, view, max_stored_groups).await?;
     Ok((query, groups))
 }
 
@@ -100,6 +102,8 @@ pub enum ReportError {
     Scope(ScopeError),
     #[error(transparent)]
     Query(#[from] QueryError),
+    #[error(transparent)]
+    Read(#[from] crate::read::ReadError),
 }
 
 /// The dossier folded from every event in the log; `None` when the log has none.
@@ -182,7 +186,11 @@ pub fn indicators_table(answer: &IndicatorsAnswer, group_by: &[Dimension]) -> fo
         columns,
         column_groups,
         rows,
-        total_row: grouped,
+        total_row: if grouped {
+            forms::TotalRow::Sum
+        } else {
+            forms::TotalRow::None
+        },
     }
 }
 

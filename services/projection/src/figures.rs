@@ -19,6 +19,30 @@ use stats::{Aggregates, Dimension, GroupKey, Query, Totals};
 use crate::scope::Source;
 use crate::store::{self, QueryError};
 
+/// The answer to `query` from `source`, in the agency structure of `view`'s date when given
+/// ([`stats::InStructure`]: the stored figures grouped by recorded agency and level, relabelled
+/// with their successors at that date; nothing stored changes). `max_stored_groups` bounds the
+/// stored answer, larger than the final one by up to the number of recorded agencies.
+pub async fn figures_in(
+    pool: &PgPool,
+    query: &Query,
+    source: Source,
+    view: Option<stats::InStructure<'_>>,
+    max_stored_groups: u32,
+) -> Result<BTreeMap<GroupKey, Totals>, crate::read::ReadError> {
+    let Some(view) = view else {
+        return Ok(figures(pool, query, source).await?);
+    };
+    let stored = figures(pool, &view.stored_query(query), source).await?;
+    if stored.len() > max_stored_groups as usize {
+        return Err(crate::read::ReadError::TooManyGroups {
+            groups: stored.len(),
+            limit: max_stored_groups,
+        });
+    }
+    Ok(view.regroup(query, &stored))
+}
+
 /// The answer to `query` from `source`.
 pub async fn figures(
     pool: &PgPool,

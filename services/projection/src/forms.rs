@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use stats::reports::{self, Scoring};
+use stats::reports;
+use stats::scorecard::{self, ScoringConfig, SubScore};
 use stats::{Dimension, GroupKey, Query, Rate, Totals};
 
 /// The forms of `shared/DOMAIN.md`, "Report forms"; named in URLs by its [`Form::slug`].
@@ -64,9 +65,10 @@ impl Form {
         }
     }
 
-    /// Whether the form's rows can be grouped by the request's dimensions.
+    /// Whether the form's rows can be grouped by the request's dimensions (II.06a; the 766
+    /// scorecard: one row per agency, level, procedure…, and the total).
     pub fn groups(self) -> bool {
-        self == Form::Ii06a
+        matches!(self, Form::Ii06a | Form::Scorecard766)
     }
 
     /// The dimensions the figures must be grouped by to fill the form (the requested ones for
@@ -74,9 +76,9 @@ impl Form {
     pub fn query_group_by(self, requested: &[Dimension]) -> Vec<Dimension> {
         match self {
             Form::Ii06a if requested.is_empty() => self.default_group_by(),
-            Form::Ii06a => requested.to_vec(),
+            Form::Ii06a | Form::Scorecard766 => requested.to_vec(),
             Form::BieuMau3Section3 => vec![Dimension::Level],
-            Form::BieuMau7Section6 | Form::Scorecard766 => Vec::new(),
+            Form::BieuMau7Section6 => Vec::new(),
         }
     }
 }
@@ -87,6 +89,19 @@ pub enum Cell {
     Count(i64),
     Rate(Rate),
     Text(String),
+    /// Points in hundredths, out of the maximum of what was computed.
+    Points {
+        hundredths: i64,
+        max_hundredths: i64,
+    },
+    /// Not computed (never 0): needs data outside the events, or nothing to judge; the reason.
+    NotComputed(String),
+    /// An average: how many were averaged and the mean (absent when none), in `unit`.
+    Mean {
+        count: i64,
+        mean: Option<f64>,
+        unit: &'static str,
+    },
 }
 
 /// A column: a stable id (the CSV header) and the form's wording.
@@ -126,11 +141,29 @@ pub struct Table {
     /// The leading columns that name a row (group values, a code and a level…).
     pub key_columns: usize,
     pub rows: Vec<Vec<Cell>>,
-    /// The last row is the total of the others: every count in it is their sum.
-    pub total_row: bool,
+    /// What the last row is.
+    pub total_row: TotalRow,
+}
+
+/// Whether a table of groups ends with the figures of the whole filter (its first key cell
+/// [`TOTAL_KEY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalRow {
+    /// Every row is a group, or the table is not one of groups.
+    None,
+    /// The last row is the total of the others: every count in it is their sum (II.06a, the
+    /// grouped indicator table).
+    Sum,
+    /// The last row is the whole filter's, but not a sum of the rows (the 766 points).
+    Whole,
 }
 
 impl Table {
+    /// Whether row `r` is the total row.
+    pub fn is_total(&self, r: usize) -> bool {
+        self.total_row != TotalRow::None && r + 1 == self.rows.len()
+    }
+
     /// Each column's heading with its group's (`Đã giải quyết — Quá hạn`): unique within the
     /// form, for a one-line header.
     pub fn full_label(&self, column: usize) -> String {
@@ -178,15 +211,47 @@ pub fn group(columns: &[Column], first: &str, last: &str, label: &'static str) -
     }
 }
 
+/// What filling a form needs besides the figures.
+pub struct FormContext<'a> {
+    /// The 766 scoring (versions by effective date).
+    pub scoring: &'a ScoringConfig,
+    /// Whether a level exists in the structure the form is asked in (Biểu mẫu 3 leaves out an
+    /// abolished level's empty row).
+    pub levels_in_use: &'a dyn Fn(domain::Level) -> bool,
+}
+
+impl std::fmt::Debug for FormContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FormContext")
+            .field("scoring", &self.scoring)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`fill_with`] the shipped 766 scoring and every level in use.
+pub fn fill(form: Form, query: &Query, groups: &BTreeMap<GroupKey, Totals>) -> Table {
+    let scoring = crate::scoring::shipped();
+    let context = FormContext {
+        scoring: &scoring,
+        levels_in_use: &|_| true,
+    };
+    fill_with(form, query, groups, &context)
+}
+
 /// Fills `form` from the answer to `query`, whose `group_by` must be
 /// `form.query_group_by(…)`.
-pub fn fill(form: Form, query: &Query, groups: &BTreeMap<GroupKey, Totals>) -> Table {
+pub fn fill_with(
+    form: Form,
+    query: &Query,
+    groups: &BTreeMap<GroupKey, Totals>,
+    context: &FormContext<'_>,
+) -> Table {
     let all = merged(query, groups);
     let (columns, rows) = match form {
         Form::Ii06a => ii06a(&query.group_by, groups, &all),
-        Form::BieuMau3Section3 => bieu_mau_3(groups),
+        Form::BieuMau3Section3 => bieu_mau_3(groups, context.levels_in_use),
         Form::BieuMau7Section6 => bieu_mau_7(&all),
-        Form::Scorecard766 => scorecard(&all),
+        Form::Scorecard766 => scorecard(context.scoring, query, groups, &all),
     };
     let (column_groups, key_columns, unit) = match form {
         Form::Ii06a => (
@@ -214,7 +279,16 @@ pub fn fill(form: Form, query: &Query, groups: &BTreeMap<GroupKey, Totals>) -> T
             UNIT_DOSSIERS,
         ),
         Form::BieuMau3Section3 | Form::BieuMau7Section6 => (Vec::new(), 2, UNIT_DOSSIERS),
-        Form::Scorecard766 => (Vec::new(), 1, "Đơn vị tính: %"),
+        Form::Scorecard766 => (
+            Vec::new(),
+            query.group_by.len(),
+            "Đơn vị tính: điểm; tỷ lệ: %",
+        ),
+    };
+    let total_row = match form {
+        Form::Ii06a => TotalRow::Sum,
+        Form::Scorecard766 if !query.group_by.is_empty() => TotalRow::Whole,
+        _ => TotalRow::None,
     };
     Table {
         form: Some(form),
@@ -224,7 +298,7 @@ pub fn fill(form: Form, query: &Query, groups: &BTreeMap<GroupKey, Totals>) -> T
         column_groups,
         key_columns,
         rows,
-        total_row: form == Form::Ii06a,
+        total_row,
     }
 }
 
@@ -306,7 +380,10 @@ fn ii06a(
     (columns, rows)
 }
 
-fn bieu_mau_3(groups: &BTreeMap<GroupKey, Totals>) -> (Vec<Column>, Vec<Vec<Cell>>) {
+fn bieu_mau_3(
+    groups: &BTreeMap<GroupKey, Totals>,
+    levels_in_use: &dyn Fn(domain::Level) -> bool,
+) -> (Vec<Column>, Vec<Vec<Cell>>) {
     let by_level = groups
         .iter()
         .filter_map(|(key, t)| {
@@ -328,7 +405,7 @@ fn bieu_mau_3(groups: &BTreeMap<GroupKey, Totals>) -> (Vec<Column>, Vec<Vec<Cell
         column("late", "Quá hạn"),
         column("rate", "Tỷ lệ đúng hạn"),
     ];
-    let rows = reports::bieu_mau_3_section_3(&by_level)
+    let rows = reports::bieu_mau_3_section_3(&by_level, levels_in_use)
         .into_iter()
         .map(|r| {
             vec![
@@ -368,36 +445,161 @@ fn bieu_mau_7(t: &Totals) -> (Vec<Column>, Vec<Vec<Cell>>) {
     (columns, rows)
 }
 
-fn scorecard(t: &Totals) -> (Vec<Column>, Vec<Vec<Cell>>) {
-    let columns = vec![
-        column("item", "Chỉ tiêu"),
-        column("rate", "Tỷ lệ"),
-        column("scoring", "Cách chấm"),
-        column("met", "Đạt"),
-    ];
-    let rows = reports::scorecard_766(t)
-        .items()
-        .into_iter()
-        .map(|item| {
-            let scoring = match item.scoring {
-                Scoring::FullAtOrAbove(p) => format!("full at >= {p}%"),
-                Scoring::Threshold(p) => format!("threshold {p}%"),
-                Scoring::RateOnly => "rate only".to_owned(),
-            };
-            let met = match item.met {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "",
-            };
-            vec![
-                Cell::Text(item.id.to_owned()),
-                Cell::Rate(item.rate),
-                Cell::Text(scoring),
-                Cell::Text(met.to_owned()),
-            ]
-        })
+/// The 766 index in points, one row per group and a total row: the portal's six columns and
+/// the total (points out of what was computed), the average processing time, the scoring
+/// version, then each sub-indicator's points and rate. A sub-indicator or column that needs
+/// data outside the events, or had nothing to judge, is [`Cell::NotComputed`], never 0.
+fn scorecard(
+    scoring: &ScoringConfig,
+    query: &Query,
+    groups: &BTreeMap<GroupKey, Totals>,
+    all: &Totals,
+) -> (Vec<Column>, Vec<Vec<Cell>>) {
+    let version = scoring.in_force(query.to.pred_opt().unwrap_or(query.to));
+    let mut columns: Vec<Column> = query
+        .group_by
+        .iter()
+        .map(|d| column(d.as_str(), dimension_label(*d)))
         .collect();
+    for c in scorecard::Column::ALL {
+        columns.push(column(
+            &c.code().to_ascii_lowercase(),
+            &format!("{} — {} ({})", c.code(), c.label(), c.max_points()),
+        ));
+    }
+    columns.push(column("total", "Tổng điểm (100)"));
+    columns.push(column(
+        "avg_processing_hours",
+        "Thời gian giải quyết trung bình (giờ)",
+    ));
+    columns.push(column(
+        "scoring_version",
+        "Phiên bản cách tính (hiệu lực từ)",
+    ));
+    for s in version.iter().flat_map(|v| &v.indicators) {
+        let confirmed = if s.confirmed {
+            ""
+        } else {
+            ", chưa xác nhận"
+        };
+        columns.push(column(
+            &s.id,
+            &format!(
+                "{} {} ({}{confirmed})",
+                s.column.code(),
+                s.label,
+                s.max_points
+            ),
+        ));
+        columns.push(column(&format!("{}_rate", s.id), "Tỷ lệ"));
+    }
+    let points = |c: &scorecard::ColumnScore| match c.points {
+        Some(hundredths) => Cell::Points {
+            hundredths,
+            max_hundredths: c.computed_max,
+        },
+        None => Cell::NotComputed("no sub-indicator computed".to_owned()),
+    };
+    let row = |key: Vec<Cell>, t: &Totals| {
+        let mut cells = key;
+        let Some(card) = scorecard::scorecard(scoring, t) else {
+            let none = || Cell::NotComputed("no scoring version in force".to_owned());
+            cells.extend((0..7).map(|_| none()));
+            cells.push(mean(t));
+            cells.push(Cell::Text(String::new()));
+            return cells;
+        };
+        cells.extend(card.columns.iter().map(|(_, c)| points(c)));
+        cells.push(points(&card.total));
+        cells.push(mean(t));
+        cells.push(Cell::Text(card.version_from.to_string()));
+        for (sub, score) in &card.subs {
+            match score {
+                SubScore::Points { points, rate } => {
+                    cells.push(Cell::Points {
+                        hundredths: *points,
+                        max_hundredths: (sub.max_points * 100.0).round() as i64,
+                    });
+                    cells.push(Cell::Rate(*rate));
+                }
+                SubScore::NoDossiers { rate } => {
+                    cells.push(Cell::NotComputed("no dossiers to judge".to_owned()));
+                    cells.push(Cell::Rate(*rate));
+                }
+                SubScore::NotComputed { needs } => {
+                    cells.push(Cell::NotComputed(format!("needs {needs}")));
+                    cells.push(Cell::NotComputed(format!("needs {needs}")));
+                }
+            }
+        }
+        cells
+    };
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
+    if !query.group_by.is_empty() {
+        for (key, t) in groups {
+            rows.push(row(key.iter().map(|v| Cell::Text(v.clone())).collect(), t));
+        }
+    }
+    let total_key = (0..query.group_by.len())
+        .map(|i| Cell::Text(if i == 0 { TOTAL_KEY } else { "" }.to_owned()))
+        .collect();
+    rows.push(row(total_key, all));
     (columns, rows)
+}
+
+/// The average processing time of the dossiers resolved (reception to resolution), in hours.
+fn mean(t: &Totals) -> Cell {
+    let p = scorecard::ProcessingTime {
+        resolved: t.flow_count(stats::Metric::Resolved),
+        total_minutes: t.flow(stats::Metric::ResolvedProcessingMinutes),
+    };
+    Cell::Mean {
+        count: p.resolved,
+        mean: p.mean_hours(),
+        unit: "hours",
+    }
+}
+
+/// How a column is written in CSV: its composite cells become several fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Plain,
+    /// `{id}_numerator`, `{id}_denominator`, `{id}_percent`.
+    Rate,
+    /// `{id}_points`, `{id}_max`.
+    Points,
+    /// `{id}_count`, `{id}_mean`.
+    Mean,
+}
+
+impl Shape {
+    fn of(cell: &Cell) -> Shape {
+        match cell {
+            Cell::Rate(_) => Shape::Rate,
+            Cell::Points { .. } => Shape::Points,
+            Cell::Mean { .. } => Shape::Mean,
+            Cell::Count(_) | Cell::Text(_) | Cell::NotComputed(_) => Shape::Plain,
+        }
+    }
+
+    fn suffixes(self) -> &'static [&'static str] {
+        match self {
+            Shape::Plain => &[""],
+            Shape::Rate => &["_numerator", "_denominator", "_percent"],
+            Shape::Points => &["_points", "_max"],
+            Shape::Mean => &["_count", "_mean"],
+        }
+    }
+
+    /// The same fields' suffixes after a Vietnamese heading.
+    fn vi_suffixes(self) -> &'static [&'static str] {
+        match self {
+            Shape::Plain => &[""],
+            Shape::Rate => &[" (tử số)", " (mẫu số)", " (%)"],
+            Shape::Points => &[" (điểm)", " (điểm tối đa)"],
+            Shape::Mean => &[" (số hồ sơ)", " (trung bình)"],
+        }
+    }
 }
 
 /// How a table is written as CSV.
@@ -413,15 +615,20 @@ pub struct CsvOptions {
 
 /// The table as CSV (RFC 4180, CRLF line ends, a header line of column ids, or of the
 /// Vietnamese headings). A rate column becomes three: `{id}_numerator`, `{id}_denominator`,
-/// `{id}_percent` (empty when absent; `(tử số)`, `(mẫu số)`, `(%)` after the heading), so a
-/// spreadsheet gets the counts, not only a rounded percentage.
+/// `{id}_percent` (empty when absent), so a spreadsheet gets the counts, not only a rounded
+/// percentage; a points column two (`{id}_points`, `{id}_max`, two decimals), a mean two
+/// (`{id}_count`, `{id}_mean`). With Vietnamese headings the suffixes are ` (tử số)`,
+/// ` (mẫu số)`, ` (%)`; ` (điểm)`, ` (điểm tối đa)`; ` (số hồ sơ)`, ` (trung bình)`. A cell
+/// of another kind in such a column fills the first field (`not computed: …`, never 0).
 pub fn to_csv(table: &Table, options: CsvOptions) -> String {
-    let is_rate: Vec<bool> = (0..table.columns.len())
+    let shapes: Vec<Shape> = (0..table.columns.len())
         .map(|i| {
             table
                 .rows
                 .iter()
-                .any(|r| matches!(r.get(i), Some(Cell::Rate(_))))
+                .filter_map(|r| r.get(i).map(Shape::of))
+                .find(|s| *s != Shape::Plain)
+                .unwrap_or(Shape::Plain)
         })
         .collect();
     let mut out = String::new();
@@ -429,32 +636,20 @@ pub fn to_csv(table: &Table, options: CsvOptions) -> String {
         out.push('\u{feff}');
     }
     let mut header = Vec::new();
-    for (i, (c, rate)) in table.columns.iter().zip(&is_rate).enumerate() {
-        let name = if options.vietnamese {
-            table.full_label(i)
+    for (i, (c, shape)) in table.columns.iter().zip(&shapes).enumerate() {
+        if options.vietnamese {
+            let label = table.full_label(i);
+            header.extend(shape.vi_suffixes().iter().map(|s| format!("{label}{s}")));
         } else {
-            c.id.clone()
-        };
-        match (*rate, options.vietnamese) {
-            (false, _) => header.push(name),
-            (true, false) => {
-                header.push(format!("{name}_numerator"));
-                header.push(format!("{name}_denominator"));
-                header.push(format!("{name}_percent"));
-            }
-            (true, true) => {
-                header.push(format!("{name} (tử số)"));
-                header.push(format!("{name} (mẫu số)"));
-                header.push(format!("{name} (%)"));
-            }
+            header.extend(shape.suffixes().iter().map(|s| format!("{}{s}", c.id)));
         }
     }
     push_record(&mut out, header.iter().map(String::as_str));
-    let last = table.rows.len().saturating_sub(1);
+    let points = |h: i64| format!("{}.{:02}", h / 100, (h % 100).abs());
     for (r, row) in table.rows.iter().enumerate() {
-        let total = table.total_row && r == last;
+        let total = table.is_total(r);
         let mut fields: Vec<String> = Vec::new();
-        for (cell, rate) in row.iter().zip(&is_rate) {
+        for (cell, shape) in row.iter().zip(&shapes) {
             match cell {
                 Cell::Rate(r) => {
                     fields.push(r.numerator.to_string());
@@ -464,13 +659,21 @@ pub fn to_csv(table: &Table, options: CsvOptions) -> String {
                 Cell::Text(t) if total && options.vietnamese && t == TOTAL_KEY => {
                     fields.push("Tổng cộng".to_owned());
                 }
-                // A rate column whose cell is not a rate keeps its three fields.
-                other if *rate => {
-                    fields.push(text_of(other));
-                    fields.push(String::new());
-                    fields.push(String::new());
+                Cell::Points {
+                    hundredths,
+                    max_hundredths,
+                } => {
+                    fields.push(points(*hundredths));
+                    fields.push(points(*max_hundredths));
                 }
-                other => fields.push(text_of(other)),
+                Cell::Mean { count, mean, .. } => {
+                    fields.push(count.to_string());
+                    fields.push(mean.map(|m| format!("{m:.2}")).unwrap_or_default());
+                }
+                other => {
+                    fields.push(text_of(other));
+                    fields.extend((1..shape.suffixes().len()).map(|_| String::new()));
+                }
             }
         }
         push_record(&mut out, fields.iter().map(String::as_str));
@@ -478,11 +681,15 @@ pub fn to_csv(table: &Table, options: CsvOptions) -> String {
     out
 }
 
-fn text_of(cell: &Cell) -> String {
+/// A cell as one line of text (a CSV field; a not-computed cell in a workbook).
+pub fn text_of(cell: &Cell) -> String {
     match cell {
         Cell::Count(n) => n.to_string(),
         Cell::Text(t) => t.clone(),
         Cell::Rate(r) => r.to_string(),
+        Cell::Points { hundredths, .. } => format!("{:.2}", *hundredths as f64 / 100.0),
+        Cell::NotComputed(reason) => format!("not computed: {reason}"),
+        Cell::Mean { mean, unit, .. } => mean.map(|m| format!("{m:.2} {unit}")).unwrap_or_default(),
     }
 }
 
@@ -568,7 +775,7 @@ mod tests {
             unit: "",
             column_groups: Vec::new(),
             key_columns: 1,
-            total_row: false,
+            total_row: TotalRow::None,
             columns: vec![column("item", "x"), column("rate", "y")],
             rows: vec![
                 vec![

@@ -17,8 +17,10 @@
 //! `agency_code`, `sector_code`, `procedure_code`, `channel`, `applicant_type` (values as
 //! stored: `district`, `online`, `citizen`…), `group_by` (comma-separated dimensions: `level`,
 //! `agency`, `sector`, `procedure`, `channel`, `applicant_type`), `as_recorded_at` (RFC 3339),
-//! `format` (`json`, `csv`, `xlsx`), and for CSV `bom` (`true`: a UTF-8 byte-order mark) and
-//! `headings` (`vi`: the Vietnamese headings). Each parameter at most once (a list such as `group_by` is comma-separated in one value).
+//! `structure_at` (a local date: counted in the agency structure of that date), `format`
+//! (`json`, `csv`, `xlsx`), and for CSV `bom` (`true`: a UTF-8 byte-order mark) and `headings`
+//! (`vi`: the Vietnamese headings). Each parameter at most once (a list such as `group_by` is
+//! comma-separated in one value).
 //! Every route but `/healthz` and `/openapi.json` needs `Authorization: Bearer <token>` (any valid token;
 //! `as_recorded_at` an auditor's). The bounds of `[projection.limits]` apply as over gRPC.
 //!
@@ -44,12 +46,13 @@ use serde::Serialize;
 use stats::Dimension;
 use svc::{Principal, Tokens};
 
+use crate::answers;
 use crate::dashboard::{DashboardConfig, Notices};
 use crate::forms::{self, Form};
 use crate::read::{RETRY_DELAY, ReadError, Reader};
 use crate::scope::{self, RawScope, ScopeError, Source};
 use crate::service::{self, AmountTooLarge, may_ask};
-use crate::{answers, xlsx};
+use crate::xlsx::{self, Heading};
 
 #[derive(Debug, Clone)]
 struct HttpState {
@@ -328,7 +331,7 @@ fn named<T>(
         .ok_or_else(|| ScopeError::new(name, format!("unknown value {v:?}")))
 }
 
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 14] = [
     "from",
     "to",
     "level",
@@ -342,6 +345,7 @@ const KNOWN: [&str; 13] = [
     "format",
     "bom",
     "headings",
+    "structure_at",
 ];
 
 /// The query and source the parameters ask for (pure: the fuzz targets call it directly).
@@ -487,9 +491,9 @@ async fn file(
     table: forms::Table,
     format: FileFormat,
     stem: &str,
-    query: &stats::Query,
-    source: Source,
+    heading: Heading,
 ) -> Result<Response, HttpError> {
+    let query = heading.query.clone();
     let (media, ext, body) = match format {
         FileFormat::Csv(options) => (
             "text/csv; charset=utf-8",
@@ -497,20 +501,10 @@ async fn file(
             forms::to_csv(&table, options).into_bytes(),
         ),
         FileFormat::Xlsx => {
-            let query = query.clone();
-            let bytes = tokio::task::spawn_blocking(move || {
-                let heading = xlsx::Heading {
-                    query: &query,
-                    as_recorded_at: match source {
-                        Source::Live => None,
-                        Source::AsRecordedAt(at) => Some(at),
-                    },
-                };
-                xlsx::to_xlsx(&table, &heading)
-            })
-            .await
-            .map_err(|e| internal(format!("building the workbook: {e}")))?
-            .map_err(|e| internal(format!("building the workbook: {e}")))?;
+            let bytes = tokio::task::spawn_blocking(move || xlsx::to_xlsx(&table, &heading))
+                .await
+                .map_err(|e| internal(format!("building the workbook: {e}")))?
+                .map_err(|e| internal(format!("building the workbook: {e}")))?;
             (XLSX, "xlsx", bytes)
         }
     };
@@ -575,13 +569,22 @@ async fn indicators_as(
     let params = params(query)?;
     let output = output(suffix, &params)?;
     let (query, source) = scope(&params, state.reader.limits())?;
+    let structure_at = scope::structure_at("structure_at", param(&params, "structure_at"))?;
     may_ask(&principal, source)?;
-    let answer = state.reader.indicators(&query, source).await?;
+    let answer = state
+        .reader
+        .indicators(&query, source, structure_at)
+        .await?;
     match output {
-        Output::Json => Ok(json(&service::indicators_response(&answer, source)?)),
+        Output::Json => {
+            let mut response = service::indicators_response(&answer, source)?;
+            response.structure_at = structure_at.map(service::day).unwrap_or_default();
+            Ok(json(&response))
+        }
         Output::File(format) => {
             let table = answers::indicators_table(&answer, &query.group_by);
-            file(table, format, "indicators", &query, source).await
+            let heading = Heading::new(&query, source, structure_at);
+            file(table, format, "indicators", heading).await
         }
     }
 }
@@ -608,11 +611,22 @@ async fn report(
     })?;
     let output = output(suffix, &params)?;
     let (query, source) = scope(&params, state.reader.limits())?;
+    let structure_at = scope::structure_at("structure_at", param(&params, "structure_at"))?;
     may_ask(&principal, source)?;
-    let table = state.reader.report(form, &query, source).await?;
+    let table = state
+        .reader
+        .report(form, &query, source, structure_at)
+        .await?;
     match output {
-        Output::Json => Ok(json(&service::report_pb(&table, &query, source))),
-        Output::File(format) => file(table, format, form.slug(), &query, source).await,
+        Output::Json => {
+            let mut report = service::report_pb(&table, &query, source);
+            report.structure_at = structure_at.map(service::day).unwrap_or_default();
+            Ok(json(&report))
+        }
+        Output::File(format) => {
+            let heading = Heading::new(&query, source, structure_at);
+            file(table, format, form.slug(), heading).await
+        }
     }
 }
 

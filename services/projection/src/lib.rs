@@ -35,8 +35,10 @@ pub mod openapi;
 pub mod read;
 pub mod rebuild;
 pub mod scope;
+pub mod scoring;
 pub mod service;
 pub mod store;
+pub mod structure;
 pub mod verify;
 pub mod xlsx;
 
@@ -77,6 +79,13 @@ pub struct ProjectionConfig {
     pub apply: consumer::ApplySettings,
     /// The dashboard's settings (`[projection.dashboard]`).
     pub dashboard: dashboard::DashboardConfig,
+    /// An agency-structure file whose entries not yet recorded are published at start, as
+    /// `config:<path>` (README, "Two-tier government and merged provinces"); none: the recorded
+    /// structure as it is.
+    pub agency_structure_file: Option<std::path::PathBuf>,
+    /// The 766 scoring (versions by effective date); none: the shipped
+    /// `deploy/config/scorecard-766.toml`, compiled in.
+    pub scorecard_766_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ProjectionConfig {
@@ -90,6 +99,8 @@ impl Default for ProjectionConfig {
             limits: QueryLimits::default(),
             apply: consumer::ApplySettings::default(),
             dashboard: dashboard::DashboardConfig::default(),
+            agency_structure_file: None,
+            scorecard_766_file: None,
         }
     }
 }
@@ -120,6 +131,8 @@ pub enum ProjectionStartError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot connect to NATS: {0}")]
     Nats(#[from] async_nats::ConnectError),
+    #[error("the agency structure file is refused: {0}")]
+    Structure(#[from] structure::StructureStoreError),
 }
 
 impl From<ConfigError> for ProjectionStartError {
@@ -163,6 +176,17 @@ impl ProjectionApp {
                 section: "projection",
                 message,
             })?;
+        let scoring = scoring::load(section.scorecard_766_file.as_deref()).map_err(|message| {
+            ConfigError::Section {
+                section: "projection",
+                message: format!("scorecard_766_file: {message}"),
+            }
+        })?;
+        let structure_file = section
+            .agency_structure_file
+            .as_deref()
+            .map(|path| structure::read_file(path).map(|file| (path.to_owned(), file)))
+            .transpose()?;
         let log = config
             .database
             .connect("projection")
@@ -186,9 +210,28 @@ impl ProjectionApp {
             limits: section.limits,
             dashboard: section.dashboard,
         };
+        if let Some((path, file)) = &structure_file {
+            log.migrate().await.map_err(StartError::from)?;
+            store::migrate(log.pool()).await?;
+            let published =
+                structure::publish(log.pool(), file, &format!("config:{}", path.display())).await?;
+            tracing::info!(
+                added = published.added,
+                unchanged = published.unchanged,
+                file = %path.display(),
+                "agency structure published"
+            );
+        }
         let metrics = Listener::bind(section.metrics_listen).await?;
-        let built =
-            Self::build_with(log, tokens, endpoints, jetstream::new(client), consumer).await?;
+        let built = Self::build_with_scoring(
+            log,
+            tokens,
+            endpoints,
+            Arc::new(scoring),
+            jetstream::new(client),
+            consumer,
+        )
+        .await?;
         Ok(ProjectionApp {
             app: built.app.metrics(metrics),
             status: built.status,
@@ -196,11 +239,24 @@ impl ProjectionApp {
         })
     }
 
-    /// From parts (tests listen on port 0; no metrics listener).
+    /// From parts (tests listen on port 0; no metrics listener), with the shipped 766 scoring.
     pub async fn build_with(
         log: EventLog,
         tokens: Tokens,
         endpoints: Endpoints,
+        jetstream: jetstream::Context,
+        consumer: ConsumerConfig,
+    ) -> Result<ProjectionApp, ProjectionStartError> {
+        let scoring = Arc::new(scoring::shipped());
+        Self::build_with_scoring(log, tokens, endpoints, scoring, jetstream, consumer).await
+    }
+
+    /// From parts, with a 766 scoring.
+    pub async fn build_with_scoring(
+        log: EventLog,
+        tokens: Tokens,
+        endpoints: Endpoints,
+        scoring: Arc<stats::scorecard::ScoringConfig>,
         jetstream: jetstream::Context,
         consumer: ConsumerConfig,
     ) -> Result<ProjectionApp, ProjectionStartError> {
@@ -209,7 +265,8 @@ impl ProjectionApp {
         let grpc = Listener::bind(endpoints.grpc).await?;
         let http_listener = Listener::bind(endpoints.http).await?;
         let tokens = Arc::new(tokens);
-        let reader = read::Reader::new(log.pool(), endpoints.limits, endpoints.targets);
+        let reader = read::Reader::new(log.pool(), endpoints.limits, endpoints.targets)
+            .with_scoring(scoring);
         let rejections = reader.rejections();
         let app = App::new("projection").grpc(grpc);
         app.telemetry().pool(log.pool());

@@ -6,6 +6,10 @@
 //! projection verify   [--config FILE] [--allow-lag] [--max-cells N]
 //!                                                         recompute every figure from the log
 //!                                                         and list every difference
+//! projection agencies publish FILE --by NAME [--config FILE]
+//!                                                         record the agency-structure entries
+//!                                                         of FILE not yet recorded, as NAME
+//! projection agencies show [--config FILE]                list the recorded entries
 //! ```
 //!
 //! `verify` exits with 0 when the read models are exactly the log's, 1 when it found a
@@ -30,16 +34,31 @@ Usage: projection [serve|rebuild|verify] [--config FILE] [--memory-mb N] [--allo
                   are spilled to a scratch table and added up there (slower, same result)
   --allow-lag     verify: dossiers the consumer has not yet applied are not a failure
   --max-cells N   verify: list at most N differing cells (default 1000; all are counted)
+
+Usage: projection agencies publish FILE --by NAME [--config FILE]
+       projection agencies show [--config FILE]
+
+  agencies publish  record the agency-structure entries of FILE (TOML, as
+                    deploy/config/agency-structure.toml) not yet recorded, with NAME and the
+                    time; all or nothing: refused when an entry contradicts a recorded one or
+                    the structure is invalid (a cycle, an undeclared successor). The running
+                    service uses them from its next query.
+  agencies show     list the recorded entries with who recorded them and when
 ";
 
 #[derive(Debug, PartialEq)]
 enum Command {
     Serve,
+    PublishAgencies { file: String, by: String },
+    ShowAgencies,
     Rebuild { memory_mb: usize },
     Verify { allow_lag: bool, max_cells: usize },
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Command> {
+    if args.first().map(String::as_str) == Some("agencies") {
+        return parse_agencies(&args[1..]);
+    }
     let mut command = None;
     let mut allow_lag = false;
     let mut max_cells = 1000;
@@ -75,6 +94,39 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
             max_cells,
         },
     })
+}
+
+fn parse_agencies(args: &[String]) -> anyhow::Result<Command> {
+    let mut action = None;
+    let mut file = None;
+    let mut by = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--config" => {
+                it.next().context("--config needs a file")?;
+            }
+            a if a.starts_with("--config=") => {}
+            "--by" => by = Some(it.next().context("--by needs a name")?.clone()),
+            "publish" | "show" if action.is_none() => action = Some(arg.clone()),
+            other if action.as_deref() == Some("publish") && file.is_none() => {
+                file = Some(other.to_owned());
+            }
+            other => bail!("unexpected argument {other:?}"),
+        }
+    }
+    match action.as_deref() {
+        Some("publish") => {
+            let file = file.context("agencies publish needs a FILE")?;
+            let by = by.context("agencies publish needs --by NAME (who publishes)")?;
+            if by.trim().is_empty() {
+                bail!("--by needs a name");
+            }
+            Ok(Command::PublishAgencies { file, by })
+        }
+        Some("show") if by.is_none() => Ok(Command::ShowAgencies),
+        _ => bail!("agencies: publish FILE --by NAME, or show"),
+    }
 }
 
 #[tokio::main]
@@ -134,6 +186,23 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 report.spilled_runs,
                 report.reapplied
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PublishAgencies { file, by } => {
+            let log = connect(&config).await?;
+            let structure = projection::structure::read_file(std::path::Path::new(&file))?;
+            let published = projection::structure::publish(log.pool(), &structure, &by).await?;
+            eprintln!(
+                "agencies: {} entries added as {by:?}, {} already recorded",
+                published.added, published.unchanged
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ShowAgencies => {
+            let log = connect(&config).await?;
+            for (seq, entry, by, at) in projection::structure::recorded(log.pool()).await? {
+                println!("{seq}\t{at}\t{by}\t{entry}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -202,6 +271,26 @@ mod tests {
             }
         );
         assert!(parse(&args(&["verify", "rebuild"])).is_err());
+        assert_eq!(
+            parse(&args(&[
+                "agencies",
+                "publish",
+                "a.toml",
+                "--by",
+                "Nguyễn Văn A"
+            ]))
+            .unwrap(),
+            Command::PublishAgencies {
+                file: "a.toml".to_owned(),
+                by: "Nguyễn Văn A".to_owned()
+            }
+        );
+        assert!(parse(&args(&["agencies", "publish", "a.toml"])).is_err());
+        assert!(parse(&args(&["agencies", "publish", "--by", "x"])).is_err());
+        assert_eq!(
+            parse(&args(&["agencies", "show", "--config", "x.toml"])).unwrap(),
+            Command::ShowAgencies
+        );
         assert!(parse(&args(&["--max-cells", "x"])).is_err());
     }
 }

@@ -27,9 +27,12 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::answers::{self, IndicatorsAnswer};
-use crate::forms::{Form, Table};
+use crate::forms::{Form, FormContext, Table};
 use crate::scope::{ScopeError, Source};
 use crate::store::QueryError;
+use chrono::NaiveDate;
+use stats::scorecard::ScoringConfig;
+use stats::{AgencyStructure, InStructure};
 
 /// The bounds of the statistics queries (gRPC and HTTP alike), `[projection.limits]`. A query
 /// beyond a bound is refused with a status naming it, never cut silently.
@@ -50,6 +53,10 @@ pub struct QueryLimits {
     pub max_live_queries: u32,
     /// `as_recorded_at` queries (a scan of the log) running at once; same refusal.
     pub max_as_recorded_queries: u32,
+    /// A query asked in the agency structure of a date (`structure_at`) reads the stored
+    /// figures grouped also by recorded agency and level, then relabels them: at most this many
+    /// stored groups (INVALID_ARGUMENT, reason `too_many_groups`, on `group_by`).
+    pub max_stored_groups: u32,
 }
 
 impl Default for QueryLimits {
@@ -61,6 +68,7 @@ impl Default for QueryLimits {
             query_timeout_secs: 15,
             max_live_queries: 4,
             max_as_recorded_queries: 1,
+            max_stored_groups: 50_000,
         }
     }
 }
@@ -113,11 +121,21 @@ impl From<QueryError> for ReadError {
     }
 }
 
+impl From<crate::structure::StructureStoreError> for ReadError {
+    fn from(e: crate::structure::StructureStoreError) -> Self {
+        match e {
+            crate::structure::StructureStoreError::Database(e) => ReadError::from(e),
+            e => ReadError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<answers::ReportError> for ReadError {
     fn from(e: answers::ReportError) -> Self {
         match e {
             answers::ReportError::Scope(e) => ReadError::Invalid(e),
             answers::ReportError::Query(e) => ReadError::from(e),
+            answers::ReportError::Read(e) => e,
         }
     }
 }
@@ -266,6 +284,7 @@ pub struct Reader {
     live: Arc<Semaphore>,
     as_recorded: Arc<Semaphore>,
     rejections: Arc<Rejections>,
+    scoring: Arc<ScoringConfig>,
 }
 
 impl Reader {
@@ -293,6 +312,24 @@ impl Reader {
             live: Arc::new(Semaphore::new(limits.max_live_queries as usize)),
             as_recorded: Arc::new(Semaphore::new(limits.max_as_recorded_queries as usize)),
             rejections: Arc::default(),
+            scoring: Arc::new(crate::scoring::shipped()),
+        }
+    }
+
+    /// The reader scoring the 766 index with `scoring` (default: the shipped
+    /// `deploy/config/scorecard-766.toml`).
+    pub fn with_scoring(self, scoring: Arc<ScoringConfig>) -> Reader {
+        Reader { scoring, ..self }
+    }
+
+    /// The recorded agency structure when `structure_at` asks for one.
+    async fn structure(
+        &self,
+        structure_at: Option<NaiveDate>,
+    ) -> Result<Option<(AgencyStructure, NaiveDate)>, ReadError> {
+        match structure_at {
+            None => Ok(None),
+            Some(date) => Ok(Some((crate::structure::load(&self.pool).await?, date))),
         }
     }
 
@@ -357,9 +394,22 @@ impl Reader {
         &self,
         query: &Query,
         source: Source,
+        structure_at: Option<NaiveDate>,
     ) -> Result<IndicatorsAnswer, ReadError> {
         self.bounded(source, async {
-            let groups = crate::figures::figures(&self.pool, query, source).await?;
+            let structure = self.structure(structure_at).await?;
+            let view = structure.as_ref().map(|(structure, date)| InStructure {
+                structure,
+                date: *date,
+            });
+            let groups = crate::figures::figures_in(
+                &self.pool,
+                query,
+                source,
+                view,
+                self.limits.max_stored_groups,
+            )
+            .await?;
             self.check_groups(groups.len())?;
             let mut answer = answers::indicators_of(query, &groups, &self.targets);
             if source == Source::Live {
@@ -378,11 +428,40 @@ impl Reader {
         form: Form,
         query: &Query,
         source: Source,
+        structure_at: Option<NaiveDate>,
     ) -> Result<Table, ReadError> {
         self.bounded(source, async {
-            let (query, groups) = answers::report_figures(&self.pool, form, query, source).await?;
+            // Biểu mẫu 3 leaves out an abolished level's empty row: it needs the structure of
+            // the date asked (or of the period's last day) even without `structure_at`.
+            let structure = if form == Form::BieuMau3Section3 || structure_at.is_some() {
+                Some(crate::structure::load(&self.pool).await?)
+            } else {
+                None
+            };
+            let view = structure
+                .as_ref()
+                .zip(structure_at)
+                .map(|(structure, date)| InStructure { structure, date });
+            let (query, groups) = answers::report_figures(
+                &self.pool,
+                form,
+                query,
+                source,
+                view,
+                self.limits.max_stored_groups,
+            )
+            .await?;
             self.check_groups(groups.len())?;
-            Ok(crate::forms::fill(form, &query, &groups))
+            let as_of = structure_at.unwrap_or_else(|| query.to.pred_opt().unwrap_or(query.to));
+            let context = FormContext {
+                scoring: &self.scoring,
+                levels_in_use: &|level| {
+                    structure
+                        .as_ref()
+                        .is_none_or(|s| s.level_in_use(level, as_of))
+                },
+            };
+            Ok(crate::forms::fill_with(form, &query, &groups, &context))
         })
         .await
     }

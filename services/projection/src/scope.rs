@@ -124,6 +124,15 @@ fn out_of_range() -> String {
     )
 }
 
+/// `structure_at`: empty (each dossier under its agency of the time) or a local date within
+/// [`SUPPORTED_YEARS`] (counted in the agency structure of that date).
+pub fn structure_at(field: &str, text: &str) -> Result<Option<NaiveDate>, ScopeError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    date(field, text, false).map(Some)
+}
+
 /// `as_recorded_at` as given over HTTP (RFC 3339), within [`SUPPORTED_YEARS`] (UTC), truncated
 /// to microseconds like every instant of the API.
 pub fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, ScopeError> {

@@ -105,9 +105,12 @@ impl StatsService for Stats {
         let principal = self.tokens.authenticate(request.metadata())?;
         let r = request.into_inner();
         let (query, source) = indicators_request(&r, self.reader.limits())?;
+        let structure_at = crate::scope::structure_at("structure_at", &r.structure_at)?;
         may_ask(&principal, source)?;
-        let answer = self.reader.indicators(&query, source).await?;
-        Ok(Response::new(indicators_response(&answer, source)?))
+        let answer = self.reader.indicators(&query, source, structure_at).await?;
+        let mut response = indicators_response(&answer, source)?;
+        response.structure_at = structure_at.map(day).unwrap_or_default();
+        Ok(Response::new(response))
     }
 
     async fn get_report(
@@ -117,9 +120,15 @@ impl StatsService for Stats {
         let principal = self.tokens.authenticate(request.metadata())?;
         let r = request.into_inner();
         let (form, query, source) = report_request(&r, self.reader.limits())?;
+        let structure_at = crate::scope::structure_at("structure_at", &r.structure_at)?;
         may_ask(&principal, source)?;
-        let table = self.reader.report(form, &query, source).await?;
-        Ok(Response::new(report_pb(&table, &query, source)))
+        let table = self
+            .reader
+            .report(form, &query, source, structure_at)
+            .await?;
+        let mut report = report_pb(&table, &query, source);
+        report.structure_at = structure_at.map(day).unwrap_or_default();
+        Ok(Response::new(report))
     }
 
     async fn get_dossier_status(
@@ -287,7 +296,8 @@ pub fn dimension_pb(d: stats::Dimension) -> pb::Dimension {
     }
 }
 
-fn day(d: NaiveDate) -> String {
+/// A local date on the wire, `YYYY-MM-DD`.
+pub fn day(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
@@ -323,6 +333,8 @@ pub fn indicators_response(
             .collect::<Result<_, AmountTooLarge>>()?,
         as_recorded_at: recorded_at(source),
         dossiers_not_counted: a.dossiers_not_counted,
+        // Set by the caller, which knows what the request asked.
+        structure_at: String::new(),
     })
 }
 
@@ -360,12 +372,33 @@ pub fn report_pb(t: &Table, query: &stats::Query, source: Source) -> pb::Report 
                             Cell::Count(n) => pb::cell::Value::Count(*n),
                             Cell::Rate(r) => pb::cell::Value::Rate(rate(*r).unwrap_or_default()),
                             Cell::Text(t) => pb::cell::Value::Text(t.clone()),
+                            Cell::Points {
+                                hundredths,
+                                max_hundredths,
+                            } => pb::cell::Value::Points(pb::ScorePoints {
+                                hundredths: *hundredths,
+                                max_hundredths: *max_hundredths,
+                            }),
+                            Cell::NotComputed(reason) => {
+                                pb::cell::Value::NotComputed(pb::NotComputed {
+                                    reason: reason.clone(),
+                                })
+                            }
+                            Cell::Mean { count, mean, unit } => {
+                                pb::cell::Value::Average(pb::Average {
+                                    count: *count,
+                                    mean: *mean,
+                                    unit: (*unit).to_owned(),
+                                })
+                            }
                         }),
                     })
                     .collect(),
             })
             .collect(),
         as_recorded_at: recorded_at(source),
+        // Set by the caller, which knows what the request asked.
+        structure_at: String::new(),
     }
 }
 

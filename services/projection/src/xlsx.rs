@@ -12,19 +12,37 @@ use rust_xlsxwriter::utility::cell_range;
 use rust_xlsxwriter::{Format, FormatAlign, FormatBorder, Formula, Workbook, XlsxError};
 use stats::{Query, SliceFilter};
 
-use crate::forms::{Cell, Form, TOTAL_KEY, Table};
+use crate::forms::{self, Cell, Form, TOTAL_KEY, Table, TotalRow};
+use crate::scope::Source;
 
 /// What the title block says besides the table's title.
-#[derive(Debug, Clone, Copy)]
-pub struct Heading<'a> {
-    pub query: &'a Query,
+#[derive(Debug, Clone)]
+pub struct Heading {
+    pub query: Query,
     pub as_recorded_at: Option<DateTime<Utc>>,
+    /// The date of the agency structure the figures are counted in (`structure_at`).
+    pub structure_at: Option<NaiveDate>,
+}
+
+impl Heading {
+    pub fn new(query: &Query, source: Source, structure_at: Option<NaiveDate>) -> Heading {
+        Heading {
+            query: query.clone(),
+            as_recorded_at: match source {
+                Source::Live => None,
+                Source::AsRecordedAt(at) => Some(at),
+            },
+            structure_at,
+        }
+    }
 }
 
 /// The percentage format of rates (built-in number format 10).
 pub const PERCENT_FORMAT: &str = "0.00%";
 /// The format of counts: thousands grouped by the reader's locale.
 pub const COUNT_FORMAT: &str = "#,##0";
+/// The format of points and means: two decimals.
+pub const DECIMAL_FORMAT: &str = "0.00";
 
 /// The sheet's name: the form's slug, or `chi-so` for the indicator table.
 pub fn sheet_name(table: &Table) -> &'static str {
@@ -70,7 +88,7 @@ pub fn reporting_unit(filter: &SliceFilter) -> String {
 
 /// "Kỳ báo cáo: từ ngày … đến ngày …" (the last day included), and the instant the figures
 /// are as recorded at.
-pub fn period(heading: &Heading<'_>) -> String {
+pub fn period(heading: &Heading) -> String {
     let last = heading
         .query
         .to
@@ -87,11 +105,14 @@ pub fn period(heading: &Heading<'_>) -> String {
             at.format("%Y-%m-%dT%H:%M:%SZ")
         ));
     }
+    if let Some(d) = heading.structure_at {
+        text.push_str(&format!(" — theo cơ cấu tổ chức ngày {}", vn_date(d)));
+    }
     text
 }
 
 /// The workbook's bytes.
-pub fn to_xlsx(table: &Table, heading: &Heading<'_>) -> Result<Vec<u8>, XlsxError> {
+pub fn to_xlsx(table: &Table, heading: &Heading) -> Result<Vec<u8>, XlsxError> {
     let mut workbook = Workbook::new();
     let sheet = workbook.add_worksheet();
     sheet.set_name(sheet_name(table))?;
@@ -116,10 +137,13 @@ pub fn to_xlsx(table: &Table, heading: &Heading<'_>) -> Result<Vec<u8>, XlsxErro
     let rate = Format::new()
         .set_num_format(PERCENT_FORMAT)
         .set_border(FormatBorder::Thin);
+    let decimal = Format::new()
+        .set_num_format(DECIMAL_FORMAT)
+        .set_border(FormatBorder::Thin);
     let bold = |f: &Format| f.clone().set_bold();
 
     // STT (row number) on tables of groups; then the table's own columns.
-    let stt = u16::from(table.total_row);
+    let stt = u16::from(table.total_row != TotalRow::None);
     let width = stt + u16::try_from(table.columns.len()).unwrap_or(u16::MAX);
     let last_col = width - 1;
     let col = |i: usize| stt + i as u16;
@@ -161,13 +185,13 @@ pub fn to_xlsx(table: &Table, heading: &Heading<'_>) -> Result<Vec<u8>, XlsxErro
     let first_data = row;
     sheet.set_freeze_panes(first_data, stt + table.key_columns as u16)?;
 
-    let last = table.rows.len().saturating_sub(1);
     for (r, cells) in table.rows.iter().enumerate() {
-        let total = table.total_row && r == last;
-        let (text, count, rate) = if total {
-            (bold(&text), bold(&count), bold(&rate))
+        let total = table.is_total(r);
+        let sums = total && table.total_row == TotalRow::Sum;
+        let (text, count, rate, decimal) = if total {
+            (bold(&text), bold(&count), bold(&rate), bold(&decimal))
         } else {
-            (text.clone(), count.clone(), rate.clone())
+            (text.clone(), count.clone(), rate.clone(), decimal.clone())
         };
         if stt == 1 {
             if total {
@@ -184,7 +208,7 @@ pub fn to_xlsx(table: &Table, heading: &Heading<'_>) -> Result<Vec<u8>, XlsxErro
                 }
                 Cell::Text(t) => sheet.write_string_with_format(row, c, t, &text)?,
                 // The total row sums the rows above, the total as the formula's cached value.
-                Cell::Count(n) if total && row > first_data => {
+                Cell::Count(n) if sums && row > first_data => {
                     let range = cell_range(first_data, c, row - 1, c);
                     let sum = Formula::new(format!("=SUM({range})")).set_result(n.to_string());
                     sheet.write_formula_with_format(row, c, sum, &count)?
@@ -194,6 +218,18 @@ pub fn to_xlsx(table: &Table, heading: &Heading<'_>) -> Result<Vec<u8>, XlsxErro
                     Some(p) => sheet.write_number_with_format(row, c, p / 100.0, &rate)?,
                     None => sheet.write_blank(row, c, &rate)?,
                 },
+                // Points out of the column's maximum (in its heading).
+                Cell::Points { hundredths, .. } => {
+                    sheet.write_number_with_format(row, c, *hundredths as f64 / 100.0, &decimal)?
+                }
+                // The mean, in the unit its heading names; blank when nothing was averaged.
+                Cell::Mean { mean, .. } => match mean {
+                    Some(m) => sheet.write_number_with_format(row, c, *m, &decimal)?,
+                    None => sheet.write_blank(row, c, &decimal)?,
+                },
+                Cell::NotComputed(_) => {
+                    sheet.write_string_with_format(row, c, forms::text_of(cell), &text)?
+                }
             };
         }
         row += 1;
@@ -235,7 +271,6 @@ mod tests {
     use testkit::xlsx::read;
 
     use super::*;
-    use crate::forms;
 
     fn day(d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2024, 4, d).unwrap()
@@ -276,8 +311,9 @@ mod tests {
         let bytes = to_xlsx(
             &table,
             &Heading {
-                query: &q,
+                query: q.clone(),
                 as_recorded_at: None,
+                structure_at: None,
             },
         )
         .unwrap();
@@ -338,8 +374,9 @@ mod tests {
         let bytes = to_xlsx(
             &table,
             &Heading {
-                query: &q,
+                query: q.clone(),
                 as_recorded_at: Some(at),
+                structure_at: None,
             },
         )
         .unwrap();
@@ -386,8 +423,9 @@ mod tests {
         let bytes = to_xlsx(
             &table,
             &Heading {
-                query: &q,
+                query: q.clone(),
                 as_recorded_at: None,
+                structure_at: None,
             },
         )
         .unwrap();

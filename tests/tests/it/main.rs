@@ -10,6 +10,7 @@ mod model;
 mod operations;
 mod payment;
 mod personal_data;
+mod portal;
 mod processing;
 mod projection;
 mod publication;

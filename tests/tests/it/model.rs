@@ -723,7 +723,8 @@ async fn check_all(
         let cells: Vec<Vec<pb::Cell>> = report.rows.iter().map(|r| r.cells.clone()).collect();
         assert_eq!(cells, rows, "Biểu mẫu 7 [{from}, {to}) as of {at:?}");
 
-        // The 766 scorecard: each item's rate (the scoring texts are fixed by the form).
+        // The 766 index in points: each sub-indicator the events give, its rate and its points
+        // (the oracle's plain recomputation); a rate without dossiers is not computed.
         let report = client
             .get_report(authed(
                 AUDITOR,
@@ -732,24 +733,45 @@ async fn check_all(
             .await
             .expect("766")
             .into_inner();
-        let rates: Vec<(pb::Cell, pb::Cell)> = report
-            .rows
-            .iter()
-            .map(|r| (r.cells[0].clone(), r.cells[1].clone()))
-            .collect();
-        let expected: Vec<(pb::Cell, pb::Cell)> = [
-            ("on_time_progress", progress_766),
-            ("online_rate", all.online.all),
-            ("online_payment", all.payment.rate),
-            ("components_digitized", all.components_digitized),
-            ("results_digitized", all.results_digitized),
-            ("data_reuse", all.data_reuse),
-            ("satisfaction", all.satisfaction.rate),
-        ]
-        .into_iter()
-        .map(|(id, r)| (text(id), rate_cell(r)))
-        .collect();
-        assert_eq!(rates, expected, "766 [{from}, {to}) as of {at:?}");
+        let total = &report.rows.last().expect("the total row").cells;
+        let cell = |id: &str| {
+            let i = report
+                .columns
+                .iter()
+                .position(|c| c.id == id)
+                .unwrap_or_else(|| panic!("no column {id}"));
+            total[i].value.clone()
+        };
+        let rates = [
+            ("tdgq_progress", progress_766),
+            ("clgq_online_submission", all.online.all),
+            ("tttt_paid_online", all.payment.rate),
+            ("mdhl_satisfaction", all.satisfaction.rate),
+            ("mdsh_results_digitized", all.results_digitized),
+            ("mdsh_dossiers_digitized", all.components_digitized),
+            ("mdsh_data_reuse", all.data_reuse),
+        ];
+        let points = oracle::points_766(&all, progress_766);
+        for ((id, rate), (same, expected)) in rates.into_iter().zip(points) {
+            assert_eq!(id, same);
+            let context = format!("766 {id} [{from}, {to}) as of {at:?}");
+            assert_eq!(
+                cell(&format!("{id}_rate")),
+                rate_cell(rate).value,
+                "{context}"
+            );
+            match (cell(id), expected) {
+                (Some(pb::cell::Value::Points(p)), Some(h)) => {
+                    assert_eq!(p.hundredths, h, "{context}")
+                }
+                (Some(pb::cell::Value::NotComputed(_)), None) => {}
+                (got, expected) => panic!("{context}: {got:?}, expected {expected:?}"),
+            }
+        }
+        assert!(
+            matches!(cell("ckmb"), Some(pb::cell::Value::NotComputed(_))),
+            "transparency needs outside data"
+        );
     }
 }
 

@@ -703,10 +703,16 @@ async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
             Some("colour"),
         ),
         (
-            format!("/v1/reports/scorecard-766?{period}&group_by=sector"),
+            format!("/v1/reports/bieu-mau-7-section-6?{period}&group_by=sector"),
             Some(AUDITOR),
             400,
             Some("group_by"),
+        ),
+        (
+            format!("/v1/reports/scorecard-766?{period}&structure_at=2025-13-01"),
+            Some(AUDITOR),
+            400,
+            Some("structure_at"),
         ),
         (
             format!("/v1/reports/ii06a?{period}&format=xls"),

@@ -86,6 +86,13 @@ fn diff_is_new_minus_old_without_zeros() {
                 Metric::Resolved766InTime,
                 1
             ),
+            // Two days from reception to resolution.
+            (
+                slice.clone(),
+                date(2024, 3, 6),
+                Metric::ResolvedProcessingMinutes,
+                2880
+            ),
             (slice.clone(), date(2024, 3, 7), Metric::Pending, -1),
             (
                 slice.clone(),

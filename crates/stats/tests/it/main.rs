@@ -6,5 +6,7 @@ mod figures;
 mod flows;
 mod model;
 mod reports;
+mod scorecard;
 mod stocks;
+mod structure;
 mod support;

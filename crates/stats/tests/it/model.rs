@@ -405,6 +405,12 @@ impl Mix {
     }
 }
 
+/// The shipped 766 scoring.
+fn scoring() -> stats::scorecard::ScoringConfig {
+    toml::from_str(include_str!("../../../../deploy/config/scorecard-766.toml"))
+        .expect("the shipped scoring parses")
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(192))]
 
@@ -431,6 +437,18 @@ proptest! {
                 oracle::indicators(&dossiers, from, to, |p| filter.keeps_profile(p));
             prop_assert_eq!(derived, expected, "[{}, {}) {:?}", from, to, filter);
             prop_assert_eq!(on_time_progress(&totals), expected_766);
+            // The 766 points of every sub-indicator the events give.
+            let card = stats::scorecard::scorecard(&scoring(), &totals).expect("in force");
+            let points: Vec<(&str, Option<i64>)> = card
+                .subs
+                .iter()
+                .filter_map(|(s, score)| match score {
+                    stats::scorecard::SubScore::Points { points, .. } => Some((s.id.as_str(), Some(*points))),
+                    stats::scorecard::SubScore::NoDossiers { .. } => Some((s.id.as_str(), None)),
+                    stats::scorecard::SubScore::NotComputed { .. } => None,
+                })
+                .collect();
+            prop_assert_eq!(points, oracle::points_766(&expected, expected_766));
             prop_assert_eq!(derived.check(), vec![]);
             prop_assert_eq!(expected.check(), vec![]);
         }

@@ -1,11 +1,9 @@
-//! The report forms: II.06a, Biểu mẫu 3 §3, Biểu mẫu 7 §6, the 766 scorecard.
+//! The report forms: II.06a, Biểu mẫu 3 §3, Biểu mẫu 7 §6, the 766 on-time progress.
 
 use std::collections::BTreeMap;
 
-use domain::{Action, Channel, Level, OnlineServiceLevel, Profile, Rating};
-use stats::reports::{
-    Scoring, bieu_mau_3_section_3, bieu_mau_7_section_6, ii06a, on_time_progress, scorecard_766,
-};
+use domain::{Action, Channel, Level, OnlineServiceLevel, Profile};
+use stats::reports::{bieu_mau_3_section_3, bieu_mau_7_section_6, ii06a, on_time_progress};
 use stats::{Aggregates, Metric, Rate, Totals};
 
 use crate::support::*;
@@ -124,12 +122,11 @@ fn bieu_mau_3_lists_the_three_levels_with_an_absent_rate_for_an_unused_one() {
     let lives = march();
     let by_level =
         aggregates(&lives).grouped(date(2024, 3, 1), date(2024, 4, 1), |_| true, |s| s.level);
-    let rows = bieu_mau_3_section_3(&by_level);
-    assert_eq!(rows.map(|r| r.code), ["3.1", "3.2", "3.3"]);
-    assert_eq!(
-        rows.map(|r| r.level),
-        [Level::Province, Level::District, Level::Commune]
-    );
+    let rows = bieu_mau_3_section_3(&by_level, |_| true);
+    let codes: Vec<_> = rows.iter().map(|r| r.code).collect();
+    assert_eq!(codes, ["3.1", "3.2", "3.3"]);
+    let levels: Vec<_> = rows.iter().map(|r| r.level).collect();
+    assert_eq!(levels, [Level::Province, Level::District, Level::Commune]);
     assert_eq!(rows[0].rate.value(), None);
     assert_eq!((rows[1].resolved, rows[1].early, rows[1].late), (2, 1, 1));
     assert_eq!(rows[1].rate, Rate::new(1, 2));
@@ -198,84 +195,39 @@ fn the_766_on_time_progress_counts_resolved_in_time_and_pending_within_time() {
     assert_eq!(t.end(Metric::Pending), 3);
     assert_eq!(t.end(Metric::PendingWithinTime), 2);
     assert_eq!(on_time_progress(&t), Rate::new(1 + 1, 3 + 3));
-    let card = scorecard_766(&t);
-    assert_eq!(card.on_time_progress.rate, Rate::new(2, 6));
-    assert_eq!(card.on_time_progress.scoring, Scoring::RateOnly);
-    assert_eq!(card.on_time_progress.met, None);
 }
 
+/// Two tiers since 1 July 2025 (Law on the Organisation of Local Government 2025): a level no
+/// longer in use prints no empty row, but a level with figures (history before the reform) is
+/// always listed.
 #[test]
-fn the_766_thresholds_and_full_scores() {
-    let t = Totals {
-        from: date(2024, 1, 1),
-        to: date(2024, 2, 1),
-        flows: BTreeMap::from([
-            (Metric::Received, 10),
-            (Metric::ReceivedOnline, 5),
-            (Metric::ReceivedAllDigitized, 8),
-            (Metric::ReceivedReused, 7),
-            (Metric::Resolved, 5),
-            (Metric::ResolvedResultDigitized, 4),
-            (Metric::ReceivedWithFee, 4),
-            (Metric::ReceivedWithFeePaidOnline, 1),
-            (Metric::RatedVerySatisfied, 5),
-            (Metric::RatedSatisfied, 4),
-            (Metric::RatedUnsatisfied, 1),
-        ]),
-        at_start: BTreeMap::new(),
-        at_end: BTreeMap::new(),
-    };
-    let card = scorecard_766(&t);
-    let got: Vec<_> = card
-        .items()
-        .iter()
-        .map(|i| (i.id, i.rate, i.scoring, i.met))
+fn bieu_mau_3_leaves_out_an_abolished_level_only_when_it_is_empty() {
+    let mut commune = profile();
+    commune.level = Level::Commune;
+    let mut life = received_as(vn(2025, 7, 7, 9, 0), commune, false, None);
+    life.act(vn(2025, 7, 8, 9, 0), resolve());
+    let t = aggregates([&life]);
+    let by_level: BTreeMap<Level, Totals> = t
+        .grouped(date(2025, 7, 1), date(2025, 8, 1), |_| true, |s| s.level)
+        .into_iter()
         .collect();
-    assert_eq!(
-        got,
-        vec![
-            ("on_time_progress", Rate::new(0, 5), Scoring::RateOnly, None),
-            (
-                "online_rate",
-                Rate::new(5, 10),
-                Scoring::FullAtOrAbove(50.0),
-                Some(true)
-            ),
-            ("online_payment", Rate::new(1, 4), Scoring::RateOnly, None),
-            (
-                "components_digitized",
-                Rate::new(8, 10),
-                Scoring::Threshold(80.0),
-                Some(true)
-            ),
-            (
-                "results_digitized",
-                Rate::new(4, 5),
-                Scoring::Threshold(80.0),
-                Some(true)
-            ),
-            (
-                "data_reuse",
-                Rate::new(7, 10),
-                Scoring::Threshold(80.0),
-                Some(false)
-            ),
-            (
-                "satisfaction",
-                Rate::new(9, 10),
-                Scoring::FullAtOrAbove(90.0),
-                Some(true)
-            ),
-        ]
-    );
-}
+    let two_tiers = |l: Level| l != Level::District;
+    let codes: Vec<_> = bieu_mau_3_section_3(&by_level, two_tiers)
+        .iter()
+        .map(|r| r.code)
+        .collect();
+    assert_eq!(codes, ["3.1", "3.3"]);
 
-#[test]
-fn ratings_feed_the_766_satisfaction_item() {
-    let mut life = received(vn(2024, 3, 4, 9, 0), false, None);
-    life.act(vn(2024, 3, 5, 9, 0), resolve())
-        .act(vn(2024, 3, 5, 10, 0), return_result())
-        .act(vn(2024, 3, 5, 11, 0), rate(Rating::Unsatisfied));
-    let t = aggregates([&life]).totals(date(2024, 3, 1), date(2024, 4, 1), |_| true);
-    assert_eq!(scorecard_766(&t).satisfaction.met, Some(false));
+    // The district's history before the reform keeps its row.
+    let mut before = received(vn(2025, 6, 2, 9, 0), false, None);
+    before.act(vn(2025, 6, 3, 9, 0), resolve());
+    let t = aggregates([&life, &before]);
+    let by_level: BTreeMap<Level, Totals> = t
+        .grouped(date(2025, 6, 1), date(2025, 8, 1), |_| true, |s| s.level)
+        .into_iter()
+        .collect();
+    let rows = bieu_mau_3_section_3(&by_level, two_tiers);
+    let codes: Vec<_> = rows.iter().map(|r| r.code).collect();
+    assert_eq!(codes, ["3.1", "3.2", "3.3"]);
+    assert_eq!(rows[1].resolved, 1);
 }

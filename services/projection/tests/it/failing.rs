@@ -58,7 +58,7 @@ async fn not_counted(pool: &sqlx::PgPool) -> u64 {
         stats::Targets::default(),
     );
     let answer = reader
-        .indicators(&query, projection::scope::Source::Live)
+        .indicators(&query, projection::scope::Source::Live, None)
         .await
         .unwrap();
     let wire =

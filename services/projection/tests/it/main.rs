@@ -12,4 +12,5 @@ mod openapi;
 mod overflow;
 mod rebuild;
 mod rollup;
+mod structure;
 mod verify;
