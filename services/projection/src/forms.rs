@@ -491,7 +491,11 @@ fn scorecard(
                 s.max_points
             ),
         ));
-        columns.push(column(&format!("{}_rate", s.id), "Tỷ lệ"));
+        // Named with its sub-indicator, so no two headings of the form are the same.
+        columns.push(column(
+            &format!("{}_rate", s.id),
+            &format!("{} {} — tỷ lệ", s.column.code(), s.label),
+        ));
     }
     let points = |c: &scorecard::ColumnScore| match c.points {
         Some(hundredths) => Cell::Points {

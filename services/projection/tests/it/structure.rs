@@ -387,7 +387,10 @@ async fn forms_follow_the_structure() {
         },
     );
     let header = vi.lines().next().unwrap();
-    assert!(header.starts_with("Cơ quan, đơn vị,"), "{header}");
+    assert!(header.starts_with("\"Cơ quan, đơn vị\","), "{header}");
+    // Each sub-indicator's rate named with it, not a bare repeated "Tỷ lệ".
+    assert!(!header.contains(",Tỷ lệ"), "{header}");
+    assert!(header.contains(" — tỷ lệ (tử số),"), "{header}");
     assert!(header.contains(" (điểm),"), "{header}");
     assert!(header.contains(" (điểm tối đa),"), "{header}");
     assert!(
