@@ -42,6 +42,7 @@ pub fn rules() -> [Rules<'static>; 2] {
     [SupplementPolicy::Restart, SupplementPolicy::Extend].map(|supplement_policy| Rules {
         calendar: &CALENDAR,
         supplement_policy,
+        apology_notice: domain::NoticeUnit::WorkingDay,
     })
 }
 

@@ -178,6 +178,8 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                         expected_version: None,
                         reason: "Chậm do thẩm định".into(),
                         new_appointment: ts(local(2024, 3, 29, 9, 0)),
+                        signer: "Phó Giám đốc".into(),
+                        delivery: pb::ApologyDelivery::PortalAccount as i32,
                     },
                 ),
             ),

@@ -26,6 +26,8 @@ pub const COUNTER_PROVINCE: &str = "test-counter-province"; // agency 000.00.01.
 pub const COUNTER_DISTRICT: &str = "test-counter-district"; // agency 000.00.12.H40
 pub const IMPORTER: &str = "test-importer";
 pub const AUDITOR: &str = "test-auditor";
+/// An all-agency auditor token granted the `erasure` scope (erases applicant data).
+pub const ERASURE_ADMIN: &str = "test-erasure-admin";
 pub const PROVINCE_AGENCY: &str = "000.00.01.H40";
 pub const DISTRICT_AGENCY: &str = "000.00.12.H40";
 
@@ -58,6 +60,13 @@ pub fn test_tokens() -> Tokens {
     );
     tokens.insert(IMPORTER, principal("importer", None, None, Role::Importer));
     tokens.insert(AUDITOR, principal("auditor", None, None, Role::Auditor));
+    tokens.insert(
+        ERASURE_ADMIN,
+        Principal {
+            scopes: vec![svc::Scope::Erasure],
+            ..principal("erasure admin", None, None, Role::Auditor)
+        },
+    );
     tokens
 }
 
@@ -77,6 +86,18 @@ impl RunningIntake {
     /// the official Vietnamese calendar and the `restart` supplement policy.
     pub async fn start(log: EventLog) -> RunningIntake {
         let deps = svc::ServiceDeps::for_tests(log.clone(), test_tokens());
+        RunningIntake::start_with(log, deps).await
+    }
+
+    /// As [`start`](Self::start), with a generated master key: receptions may carry an
+    /// applicant, and the applicant and citizen lookup services are served.
+    pub async fn with_master_keys(log: EventLog) -> RunningIntake {
+        let mut deps = svc::ServiceDeps::for_tests(log.clone(), test_tokens());
+        deps.keyring = Some(personal::Keyring::generate("test-master").expect("a master key"));
+        RunningIntake::start_with(log, deps).await
+    }
+
+    async fn start_with(log: EventLog, deps: svc::ServiceDeps) -> RunningIntake {
         let app = intake::build_with(deps).await.expect("intake starts");
         let addr = app.local_addr();
         let metrics_addr = app.metrics_addr().expect("tests serve metrics");
@@ -171,6 +192,29 @@ impl Drop for RunningRelay {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Every message of the JetStream `stream` at `url`, read back by sequence.
+pub async fn all_messages(
+    url: &str,
+    stream: &str,
+) -> Vec<async_nats::jetstream::message::StreamMessage> {
+    let client = async_nats::connect(url)
+        .await
+        .expect("connect to the test NATS");
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(stream)
+        .await
+        .expect("the relay created the stream");
+    let state = stream.cached_info().state.clone();
+    let mut messages = Vec::new();
+    if state.messages > 0 {
+        for sequence in state.first_sequence..=state.last_sequence {
+            messages.push(stream.get_raw_message(sequence).await.expect("message"));
+        }
+    }
+    messages
 }
 
 /// Wraps a message with `authorization: Bearer <token>`.

@@ -105,8 +105,19 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(log: EventLog) -> Stack {
+        let intake = RunningIntake::start(log.clone()).await;
+        Stack::around(log, intake).await
+    }
+
+    /// As [`start`](Self::start), intake with a master key (receptions may carry applicants).
+    pub async fn with_master_keys(log: EventLog) -> Stack {
+        let intake = RunningIntake::with_master_keys(log.clone()).await;
+        Stack::around(log, intake).await
+    }
+
+    async fn around(log: EventLog, intake: RunningIntake) -> Stack {
         Stack {
-            intake: RunningIntake::start(log.clone()).await,
+            intake,
             payment: RunningService::payment(log.clone()).await,
             results: RunningService::results(log.clone()).await,
             log,
@@ -329,6 +340,9 @@ pub fn issue_apology(
         expected_version: None,
         reason: "Chờ kết quả đo đạc thực địa".to_owned(),
         new_appointment: Some(ts(new_appointment)),
+        // As a client older than Mẫu 04 sends it: no signer, no delivery channel.
+        signer: String::new(),
+        delivery: pb::ApologyDelivery::Unspecified as i32,
     }
 }
 

@@ -8,7 +8,7 @@ use chrono::{Datelike, NaiveDate};
 use serde::Deserialize;
 
 use crate::dates;
-use crate::holidays::{DayOff, HolidayKind, is_weekend};
+use crate::holidays::{DayOff, HolidayKind, PublicHoliday, is_weekend};
 
 /// The shipped announcements, as text.
 pub(crate) const SHIPPED: &str = include_str!("../data/vn-announced.toml");
@@ -27,17 +27,33 @@ pub(crate) struct Announcement {
     /// Last day of the break, inclusive.
     #[serde(deserialize_with = "dates::one")]
     pub last: NaiveDate,
-    /// Weekend days worked instead.
-    #[serde(default, deserialize_with = "dates::many")]
-    pub working: Vec<NaiveDate>,
+    /// Make-up working days (ngày làm bù): weekend days worked in exchange for a bridge day
+    /// of the break.
+    #[serde(default)]
+    pub make_up: Vec<MakeUp>,
     /// The decision it comes from.
     pub source: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// A weekend day worked in exchange for a weekday of the break (a bridge day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct File {
-    announcement: Vec<Announcement>,
+pub(crate) struct MakeUp {
+    /// The Saturday (or Sunday) worked.
+    #[serde(deserialize_with = "dates::one")]
+    pub work: NaiveDate,
+    /// The weekday of the break it pays for.
+    #[serde(deserialize_with = "dates::one")]
+    pub instead_of: NaiveDate,
+}
+
+/// The shipped data: the announcements and the public holidays added to the law's list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Shipped {
+    pub announcement: Vec<Announcement>,
+    #[serde(default)]
+    pub public_holiday: Vec<PublicHoliday>,
 }
 
 impl Announcement {
@@ -60,10 +76,17 @@ impl Announcement {
         {
             return Err(format!("{what}: `replaces` must name statutory holidays"));
         }
-        for w in &self.working {
-            if !is_weekend(*w) || (self.first..=self.last).contains(w) {
+        for m in &self.make_up {
+            if !is_weekend(m.work) || (self.first..=self.last).contains(&m.work) {
                 return Err(format!(
-                    "{what}: working day {w} must be a weekend day outside the break"
+                    "{what}: make-up day {} must be a weekend day outside the break",
+                    m.work
+                ));
+            }
+            if is_weekend(m.instead_of) || !(self.first..=self.last).contains(&m.instead_of) {
+                return Err(format!(
+                    "{what}: make-up day {} must pay for a weekday of the break, not {}",
+                    m.work, m.instead_of
                 ));
             }
         }
@@ -83,18 +106,21 @@ impl Announcement {
 }
 
 /// Parses and checks a file of announcements.
-pub(crate) fn parse(text: &str) -> Result<Vec<Announcement>, String> {
-    let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+pub(crate) fn parse(text: &str) -> Result<Shipped, String> {
+    let file: Shipped = toml::from_str(text).map_err(|e| e.to_string())?;
     for a in &file.announcement {
         a.check()?;
     }
-    Ok(file.announcement)
+    for h in &file.public_holiday {
+        h.check()?;
+    }
+    Ok(file)
 }
 
-/// The shipped announcements, parsed once. The file is part of the source and checked by the
-/// tests, so a failure here is a build defect.
-pub(crate) fn shipped() -> &'static [Announcement] {
-    static PARSED: OnceLock<Vec<Announcement>> = OnceLock::new();
+/// The shipped data, parsed once. The file is part of the source and checked by the tests, so
+/// a failure here is a build defect.
+pub(crate) fn shipped() -> &'static Shipped {
+    static PARSED: OnceLock<Shipped> = OnceLock::new();
     PARSED.get_or_init(|| {
         parse(SHIPPED).unwrap_or_else(|e| panic!("data/vn-announced.toml is invalid: {e}"))
     })
@@ -129,7 +155,12 @@ pub(crate) fn apply(
                 });
             }
         }
-        working.extend(a.working.iter().copied().filter(|d| d.year() == year));
+        working.extend(
+            a.make_up
+                .iter()
+                .map(|m| m.work)
+                .filter(|d| d.year() == year),
+        );
     }
     (off, working)
 }
@@ -140,7 +171,7 @@ mod tests {
 
     #[test]
     fn shipped_file_parses_and_checks() {
-        let a = parse(SHIPPED).unwrap();
+        let a = parse(SHIPPED).unwrap().announcement;
         assert!(a.len() >= 16);
         for year in 2023..=2026 {
             assert!(a.iter().any(|x| x.year == year), "{year}");
@@ -155,10 +186,19 @@ mod tests {
             replaces = ["labour_day"]
             first = "2024-04-27"
             last = "2024-05-01"
-            working = ["2024-05-06"]
+            make_up = [{ work = "2024-05-06", instead_of = "2024-04-29" }]
             source = "x"
         "#;
         assert!(parse(bad_working).unwrap_err().contains("weekend"));
+        let outside = bad_working
+            .replace("2024-05-06", "2024-05-04")
+            .replace("2024-04-29", "2024-05-03");
+        assert!(
+            parse(&outside)
+                .unwrap_err()
+                .contains("weekday of the break")
+        );
+        assert!(parse(&bad_working.replace("2024-05-06", "2024-05-04")).is_ok());
         let reversed = bad_working
             .replace("2024-05-06", "2024-05-04")
             .replace("first = \"2024-04-27\"", "first = \"2024-05-02\"");

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::announced::{self, Announcement};
 use crate::dates;
-use crate::holidays::{self, DayOff, Holiday, HolidayKind, is_weekend};
+use crate::holidays::{self, DayOff, Holiday, HolidayKind, PublicHoliday, is_weekend};
 use crate::{CalendarError, OfficeHours, StatutoryTime, WorkingDuration};
 
 /// Years whose working days are precomputed at construction. Other years are computed on
@@ -23,6 +23,13 @@ const LAST_YEAR: i32 = 2100;
 /// days_off = ["2025-09-03"]          # or bare TOML dates: 2025-09-03
 /// working_days = []
 /// use_official_overrides = true
+///
+/// [[public_holidays]]                # a holiday added to the law's list, from a date
+/// name = "vietnam_culture_day"
+/// month = 11
+/// day = 24
+/// effective_from = "2027-01-01"
+/// source = "Labour Code art. 112 as amended by …"
 /// ```
 ///
 /// Every field may be left out; the default is the national calendar.
@@ -42,6 +49,9 @@ pub struct CalendarConfig {
     /// Apply the Government's announced days off shipped with this crate
     /// (`data/vn-announced.toml`); default true.
     pub use_official_overrides: bool,
+    /// Public holidays added to the law's list, each from its effective date (in addition to
+    /// those shipped in `data/vn-announced.toml`).
+    pub public_holidays: Vec<PublicHoliday>,
 }
 
 impl Default for CalendarConfig {
@@ -51,6 +61,7 @@ impl Default for CalendarConfig {
             days_off: Vec::new(),
             working_days: Vec::new(),
             use_official_overrides: true,
+            public_holidays: Vec::new(),
         }
     }
 }
@@ -66,6 +77,8 @@ impl CalendarConfig {
 #[derive(Clone, Debug)]
 struct Overrides {
     official: &'static [Announcement],
+    /// Public holidays added by data (shipped and configured), with their effective dates.
+    added: Vec<PublicHoliday>,
     days_off: Vec<NaiveDate>,
     working_days: Vec<NaiveDate>,
 }
@@ -91,7 +104,7 @@ impl YearDays {
 
 impl Overrides {
     fn year(&self, year: i32) -> YearDays {
-        let computed = holidays::computed_days_off(year);
+        let computed = holidays::computed_days_off(year, &self.added);
         let (mut off, mut working) = announced::apply(year, computed, self.official);
         for &d in self.days_off.iter().filter(|d| d.year() == year) {
             working.retain(|w| *w != d);
@@ -152,6 +165,7 @@ impl fmt::Debug for Calendar {
             .field("office_hours", &self.hours.periods())
             .field("precomputed", &(FIRST_YEAR..=LAST_YEAR))
             .field("official_announcements", &self.overrides.official.len())
+            .field("added_holidays", &self.overrides.added)
             .field("days_off", &self.overrides.days_off)
             .field("working_days", &self.overrides.working_days)
             .finish()
@@ -177,15 +191,23 @@ impl Calendar {
         {
             return Err(CalendarError::ConflictingOverride(*d));
         }
-        let official = if config.use_official_overrides {
-            announced::shipped()
+        for h in &config.public_holidays {
+            h.check().map_err(CalendarError::InvalidConfig)?;
+        }
+        let shipped = announced::shipped();
+        let official: &'static [Announcement] = if config.use_official_overrides {
+            &shipped.announcement
         } else {
             &[]
         };
+        // Added holidays are law, not announcements: they apply either way.
+        let mut added = shipped.public_holiday.clone();
+        added.extend(config.public_holidays.iter().cloned());
         Ok(Calendar::build(
             hours,
             Overrides {
                 official,
+                added,
                 days_off,
                 working_days,
             },
@@ -267,6 +289,47 @@ impl Calendar {
             .take_while(|d| d.year() == year)
             .filter(|d| is_weekend(*d) && days.is_working(*d))
             .collect()
+    }
+
+    /// The make-up working days (ngày làm bù) of `year`, sorted: weekend days worked, each with
+    /// the bridge day it pays for and its source when an announcement set it; weekend days a
+    /// province's `working_days` opened have neither.
+    pub fn make_up_days(&self, year: i32) -> Vec<MakeUpDay<'_>> {
+        self.working_weekend_days(year)
+            .into_iter()
+            .map(|date| {
+                let announced = self.overrides.official.iter().find_map(|a| {
+                    a.make_up
+                        .iter()
+                        .find(|m| m.work == date)
+                        .map(|m| (m.instead_of, a.source.as_str()))
+                });
+                MakeUpDay {
+                    date,
+                    instead_of: announced.map(|(d, _)| d),
+                    source: announced.map(|(_, s)| s),
+                }
+            })
+            .collect()
+    }
+
+    /// Where the status of local date `d` comes from, when data decided it: the announcement
+    /// whose break (weekends included) or make-up day it is, else the added public holiday
+    /// falling on it. `None` for days the law alone decides.
+    pub fn source_of(&self, d: NaiveDate) -> Option<&str> {
+        let announced = self
+            .overrides
+            .official
+            .iter()
+            .find(|a| (a.first..=a.last).contains(&d) || a.make_up.iter().any(|m| m.work == d));
+        if let Some(a) = announced {
+            return Some(a.source.as_str());
+        }
+        self.overrides
+            .added
+            .iter()
+            .find(|h| h.date_in(d.year()) == Some(d))
+            .map(|h| h.source.as_str())
     }
 
     /// Whether `t` is inside office hours (period ends included) on a working day.
@@ -439,6 +502,17 @@ impl Calendar {
             time = NaiveTime::MIN;
         }
     }
+}
+
+/// A make-up working day (ngày làm bù): a weekend day worked, in exchange for a bridge day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MakeUpDay<'a> {
+    /// The weekend day worked.
+    pub date: NaiveDate,
+    /// The weekday of the break it pays for, when an announcement says.
+    pub instead_of: Option<NaiveDate>,
+    /// The announcement's source, if it came from one.
+    pub source: Option<&'a str>,
 }
 
 /// Day lookups for one walk through the calendar: the precomputed bits, or for other years

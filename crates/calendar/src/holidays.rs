@@ -18,6 +18,11 @@
 //!   weekdays that are not already holidays, so Tết days on a weekend are compensated after
 //!   the Tết block.
 //!
+//! A public holiday the law adds later (24 November, Vietnam Culture Day, has been proposed for
+//! art. 112) is data, not code: a [`PublicHoliday`] with the date it takes effect, given in the
+//! shipped file or a province's configuration, is computed like the others from that date on
+//! (compensated when it falls on a weekend or on another holiday).
+//!
 //! Earlier law is applied to earlier years, because history gets imported too: the day next
 //! to 2 September only from 2021 (Labour Code 2019), 5 Tết days from 2014 (Labour Code 2012,
 //! in force 1 May 2013; before that 4 days: the last day of the year and 1/1 to 3/1), and the
@@ -29,7 +34,7 @@ use std::collections::BTreeSet;
 use chrono::{Datelike, NaiveDate, Weekday};
 use serde::{Deserialize, Serialize};
 
-use crate::lunar;
+use crate::{dates, lunar};
 
 /// Why a weekday is not a working day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -52,6 +57,59 @@ pub enum HolidayKind {
     /// A day off announced by the Government (a swapped working day, an extra Tết day) or
     /// added by the province's configuration.
     Announced,
+    /// A public holiday added by configuration ([`PublicHoliday`]), from its effective date.
+    Added,
+}
+
+/// A public holiday on a fixed solar date, in force from `effective_from` (its occurrences
+/// before that date are working days). Given in the shipped data (`[[public_holiday]]` in
+/// `data/vn-announced.toml`) or in a province's configuration (`[[public_holidays]]`):
+///
+/// ```toml
+/// [[public_holidays]]
+/// name = "vietnam_culture_day"
+/// month = 11
+/// day = 24
+/// effective_from = "2027-01-01"
+/// source = "Labour Code art. 112 as amended by Law …/2026/QH15"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicHoliday {
+    /// A short identifier (`vietnam_culture_day`), for people reading the configuration.
+    pub name: String,
+    pub month: u32,
+    pub day: u32,
+    /// The first date the holiday is observed on or after.
+    #[serde(deserialize_with = "dates::one")]
+    pub effective_from: NaiveDate,
+    /// The law that makes it a holiday: required.
+    pub source: String,
+}
+
+impl PublicHoliday {
+    /// Checks the rule: a valid day of the month (29 February is refused: it would be
+    /// observed one year in four), a name and a source.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() || self.source.trim().is_empty() {
+            return Err(format!(
+                "public holiday {:?}: the name and the source are required",
+                self.name
+            ));
+        }
+        if NaiveDate::from_ymd_opt(2023, self.month, self.day).is_none() {
+            return Err(format!(
+                "public holiday {:?}: {}-{} is not a day of every year",
+                self.name, self.month, self.day
+            ));
+        }
+        Ok(())
+    }
+
+    /// Its date in `year`, if it is in force then.
+    pub(crate) fn date_in(&self, year: i32) -> Option<NaiveDate> {
+        NaiveDate::from_ymd_opt(year, self.month, self.day).filter(|d| *d >= self.effective_from)
+    }
 }
 
 /// A weekday that is not a working day, and why.
@@ -86,8 +144,9 @@ pub(crate) fn national_day_companion(year: i32) -> Option<NaiveDate> {
 }
 
 /// Every statutory holiday date of `year` under the law in force that year, weekends included,
-/// sorted by date (a date may appear twice when two holidays coincide).
-pub(crate) fn statutory_dates(year: i32) -> Vec<(NaiveDate, HolidayKind)> {
+/// then the `added` ones in force, sorted by date (a date may appear twice when two holidays
+/// coincide).
+pub(crate) fn statutory_dates(year: i32, added: &[PublicHoliday]) -> Vec<(NaiveDate, HolidayKind)> {
     let mut out = Vec::with_capacity(12);
     let fixed = |m, d| NaiveDate::from_ymd_opt(year, m, d);
     if let Some(d) = fixed(1, 1) {
@@ -123,14 +182,20 @@ pub(crate) fn statutory_dates(year: i32) -> Vec<(NaiveDate, HolidayKind)> {
     {
         out.push((d, HolidayKind::NationalDay));
     }
+    out.extend(
+        added
+            .iter()
+            .filter_map(|h| h.date_in(year))
+            .map(|d| (d, HolidayKind::Added)),
+    );
     out.sort_by_key(|&(d, _)| d);
     out
 }
 
 /// The weekdays off of `year` computed from the law: statutory holidays on weekdays and the
 /// compensatory days of those that fell on a weekend or on another holiday. Sorted by date.
-pub(crate) fn computed_days_off(year: i32) -> Vec<DayOff> {
-    let statutory = statutory_dates(year);
+pub(crate) fn computed_days_off(year: i32, added: &[PublicHoliday]) -> Vec<DayOff> {
+    let statutory = statutory_dates(year, added);
     let holidays: BTreeSet<NaiveDate> = statutory.iter().map(|&(d, _)| d).collect();
     let mut used = BTreeSet::new();
     let mut out = Vec::with_capacity(statutory.len());
@@ -172,7 +237,7 @@ mod tests {
     }
 
     fn dates(year: i32) -> Vec<NaiveDate> {
-        computed_days_off(year)
+        computed_days_off(year, &[])
             .into_iter()
             .map(|d| d.date)
             .collect()
@@ -192,7 +257,7 @@ mod tests {
     fn weekend_holidays_are_compensated_after_the_block() {
         // Tết 2023: 21 Jan (Sat, last day of Nhâm Dần) to 25 Jan; the weekend days are
         // compensated on Thu 26 and Fri 27 by the law alone.
-        let off = computed_days_off(2023);
+        let off = computed_days_off(2023, &[]);
         let tet: Vec<_> = off
             .iter()
             .filter(|d| d.origin == HolidayKind::LunarNewYear)
@@ -226,8 +291,56 @@ mod tests {
     #[test]
     fn eleven_weekdays_a_year_under_the_2019_code() {
         for year in 2021..=2100 {
-            assert_eq!(computed_days_off(year).len(), 11, "{year}");
+            assert_eq!(computed_days_off(year, &[]).len(), 11, "{year}");
         }
+    }
+
+    fn culture_day(from: NaiveDate) -> PublicHoliday {
+        PublicHoliday {
+            name: "vietnam_culture_day".into(),
+            month: 11,
+            day: 24,
+            effective_from: from,
+            source: "proposed amendment of Labour Code art. 112".into(),
+        }
+    }
+
+    #[test]
+    fn an_added_holiday_counts_from_its_effective_date_and_is_compensated() {
+        let added = [culture_day(ymd(2027, 1, 1))];
+        // 24 Nov 2026 (Tue) is before the effective date: a working day.
+        assert!(!dates_with(2026, &added).contains(&ymd(2026, 11, 24)));
+        // 24 Nov 2027 (Wed): off; twelve weekdays off a year from then.
+        assert!(dates_with(2027, &added).contains(&ymd(2027, 11, 24)));
+        assert_eq!(computed_days_off(2027, &added).len(), 12);
+        // 24 Nov 2029 is a Saturday: compensated on Monday 26 Nov.
+        let off = computed_days_off(2029, &added);
+        let d = off.iter().find(|d| d.origin == HolidayKind::Added).unwrap();
+        assert_eq!(
+            (d.date, d.kind),
+            (ymd(2029, 11, 26), HolidayKind::Compensatory)
+        );
+        // Effective in the middle of a year: only the dates from then on.
+        assert!(!dates_with(2027, &[culture_day(ymd(2027, 11, 25))]).contains(&ymd(2027, 11, 24)));
+    }
+
+    fn dates_with(year: i32, added: &[PublicHoliday]) -> Vec<NaiveDate> {
+        computed_days_off(year, added)
+            .into_iter()
+            .map(|d| d.date)
+            .collect()
+    }
+
+    #[test]
+    fn added_holidays_are_checked() {
+        let mut bad = culture_day(ymd(2027, 1, 1));
+        bad.month = 2;
+        bad.day = 29;
+        assert!(bad.check().is_err());
+        let mut bad = culture_day(ymd(2027, 1, 1));
+        bad.source = " ".into();
+        assert!(bad.check().is_err());
+        assert!(culture_day(ymd(2027, 1, 1)).check().is_ok());
     }
 
     #[test]
@@ -237,8 +350,8 @@ mod tests {
         assert!(d.contains(&ymd(2020, 9, 2)));
         assert!(!d.contains(&ymd(2020, 9, 1)) && !d.contains(&ymd(2020, 9, 3)));
         assert!(d.contains(&ymd(2020, 4, 2)));
-        assert_eq!(computed_days_off(2020).len(), 10);
+        assert_eq!(computed_days_off(2020, &[]).len(), 10);
         // 2006: no Hùng Kings' day, 4 Tết days.
-        assert_eq!(computed_days_off(2006).len(), 8);
+        assert_eq!(computed_days_off(2006, &[]).len(), 8);
     }
 }

@@ -42,10 +42,10 @@ pub mod lunar;
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use crate::calendar::{Calendar, CalendarConfig};
+pub use crate::calendar::{Calendar, CalendarConfig, MakeUpDay};
 pub use crate::duration::{StatutoryTime, WorkingDuration};
 pub use crate::error::CalendarError;
-pub use crate::holidays::{Holiday, HolidayKind};
+pub use crate::holidays::{Holiday, HolidayKind, PublicHoliday};
 pub use crate::hours::OfficeHours;
 
 /// The offset of Asia/Ho_Chi_Minh: UTC+07:00 all year (no daylight-saving time).

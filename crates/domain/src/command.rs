@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::event::{
-    FeeKind, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, SealedApplicant, TransferMode,
+    ApologyDelivery, FeeKind, NoticeUnit, Outcome, PaymentChannel, Profile, Rating, ReturnMethod,
+    SealedApplicant, TransferMode,
 };
 use crate::ids::{AgencyCode, ComponentCode, Text, TransactionId};
 
@@ -26,6 +27,8 @@ pub enum SupplementPolicy {
 pub struct Rules<'a> {
     pub calendar: &'a Calendar,
     pub supplement_policy: SupplementPolicy,
+    /// The unit of the apology's "at least one day before the due time" (default working day).
+    pub apology_notice: NoticeUnit,
 }
 
 /// A command with the business time at which the client says it happened.
@@ -70,9 +73,13 @@ pub enum Action {
     /// The deadline watcher noticed the due time passed. `occurred_at` of the command is when
     /// it noticed; the event's business time is the due time itself.
     MarkLate,
+    /// The apology of Mẫu 04. `signer` and `delivery` are `None` when an older client did not
+    /// send them; the event then records them as not stated.
     IssueApology {
         reason: Text,
         new_appointment: DateTime<Utc>,
+        signer: Option<Text>,
+        delivery: Option<ApologyDelivery>,
     },
     AssessFee {
         amount_vnd: i64,

@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use calendar::{StatutoryTime, Timeliness, classify};
 use chrono::{DateTime, Utc};
 
+use crate::apology::apology_on_time;
 use crate::command::{Action, Command, Rules, SupplementPolicy};
 use crate::dossier::{Dossier, Phase};
 use crate::event::DossierEvent;
@@ -153,6 +154,8 @@ pub fn decide(
         Action::IssueApology {
             reason,
             new_appointment,
+            signer,
+            delivery,
         } => {
             if state.apology.is_some() {
                 return Err(Refusal::ApologyAlreadyIssued);
@@ -169,13 +172,14 @@ pub fn decide(
             if *new_appointment <= at || *new_appointment <= due_at {
                 return Err(Refusal::NewAppointmentTooEarly { due_at });
             }
-            let on_time = at < due_at
-                && rules.calendar.working_time_between(at, due_at)
-                    >= rules.calendar.to_duration(StatutoryTime::Days(1));
             DossierEvent::ApologyIssued {
                 reason: reason.clone(),
                 new_appointment: *new_appointment,
-                on_time,
+                on_time: apology_on_time(rules.calendar, rules.apology_notice, at, due_at),
+                original_due_at: Some(due_at),
+                signer: signer.clone(),
+                delivery: *delivery,
+                notice: Some(rules.apology_notice),
             }
         }
         Action::AssessFee { amount_vnd, kind } => {
@@ -227,12 +231,23 @@ pub fn decide(
                 return Err(Refusal::AwaitingSupplement);
             }
             let due_at = due_at(state);
-            DossierEvent::Resolved {
+            let timeliness = classify(at, due_at);
+            let resolved = DossierEvent::Resolved {
                 outcome: *outcome,
                 deciding_agency: deciding_agency.clone(),
                 due_at,
-                timeliness: classify(at, due_at),
+                timeliness,
+            };
+            // A counter that was offline sends a resolution dated before the due time after the
+            // watcher marked the dossier late: the mark is withdrawn in the same append, so
+            // exactly once and never without the resolution that contradicts it.
+            if state.late_marked && timeliness != Timeliness::Late {
+                return Ok(vec![
+                    resolved,
+                    DossierEvent::LateWithdrawn { due_at, timeliness },
+                ]);
             }
+            resolved
         }
         Action::Withdraw { reason } => {
             require_unresolved(state)?;

@@ -9,9 +9,10 @@ use calendar::{StatutoryTime, Timeliness};
 use chrono::{DateTime, Utc};
 
 use crate::event::{
-    DossierEvent, Event, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, TransferMode,
+    ApologyDelivery, DossierEvent, Event, Outcome, PaymentChannel, Profile, Rating, ReturnMethod,
+    TransferMode,
 };
-use crate::ids::{AgencyCode, ComponentCode, TransactionId};
+use crate::ids::{AgencyCode, ComponentCode, Text, TransactionId};
 
 /// Where a dossier is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -66,12 +67,16 @@ impl Phase {
 }
 
 /// The apology with a new appointment (at most one per dossier).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Apology {
     pub issued_at: DateTime<Utc>,
     pub new_appointment: DateTime<Utc>,
-    /// Issued at least one working day before the due time in force.
+    /// Issued at least one day (in the province's unit) before the due time in force.
     pub on_time: bool,
+    /// The due time in force when issued (`None` for apologies recorded before Mẫu 04).
+    pub original_due_at: Option<DateTime<Utc>>,
+    pub signer: Option<Text>,
+    pub delivery: Option<ApologyDelivery>,
 }
 
 /// The decision, judged against the due time in force at that moment.
@@ -121,7 +126,11 @@ pub struct Dossier {
     pub supplement_requests: u32,
     /// Whether any event other than reception and digitization happened (portal status 4).
     pub processing_started: bool,
+    /// The deadline watcher's `late` stands: set by `late`, cleared by `late_withdrawn`.
     pub late_marked: bool,
+    /// A late mark was withdrawn because the resolution, dated before the due time, arrived
+    /// after it (a counter that was offline).
+    pub late_withdrawn: bool,
     pub apology: Option<Apology>,
     /// Sum of the assessed fees, charges and taxes.
     pub fees_owed_vnd: i64,
@@ -210,6 +219,9 @@ impl Dossier {
             DossierEvent::ApologyIssued {
                 new_appointment,
                 on_time,
+                original_due_at,
+                signer,
+                delivery,
                 ..
             } => {
                 self.processing_started = true;
@@ -217,6 +229,9 @@ impl Dossier {
                     issued_at: at,
                     new_appointment: *new_appointment,
                     on_time: *on_time,
+                    original_due_at: *original_due_at,
+                    signer: signer.clone(),
+                    delivery: *delivery,
                 });
             }
             DossierEvent::FeeAssessed { amount_vnd, .. } => {
@@ -275,6 +290,10 @@ impl Dossier {
             }
             DossierEvent::SatisfactionRated { rating } => {
                 self.rating = Some(*rating);
+            }
+            DossierEvent::LateWithdrawn { .. } => {
+                self.late_marked = false;
+                self.late_withdrawn = true;
             }
         }
     }

@@ -68,6 +68,24 @@ wire_enum!(
 wire_enum!(
     Rating { VerySatisfied => "very_satisfied", Satisfied => "satisfied", Unsatisfied => "unsatisfied" }
 );
+wire_enum!(
+    /// How the apology (Mẫu 04 of Circular 03/2025/TT-VPCP) reached the applicant.
+    ApologyDelivery { PortalAccount => "portal_account", Sms => "sms", Email => "email", Paper => "paper" }
+);
+/// The unit of "at the latest 01 day before the due date" that makes an apology on time. The
+/// text says "01 ngày", not "working day"; a province's choice ([`crate::Rules`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeUnit {
+    /// At least one working day (the day length in working time, 8 hours by default) of
+    /// working time between the apology and the due time. The default.
+    #[default]
+    WorkingDay,
+    /// At least 24 hours between the apology and the due time.
+    CalendarDay,
+}
 
 impl PaymentChannel {
     /// "Paid online" (S11) means either online channel.
@@ -174,11 +192,26 @@ pub enum DossierEvent {
     Late {
         due_at: DateTime<Utc>,
     },
+    /// The apology with a new appointment (Mẫu 04, Circular 03/2025/TT-VPCP). The fields
+    /// after `on_time` came with Mẫu 04: events recorded before have none of them (`None`).
     ApologyIssued {
         reason: Text,
+        /// What the applicant is told; never moves the due time timeliness is judged against.
         new_appointment: DateTime<Utc>,
-        /// Issued at least one working day before the due time in force.
+        /// Issued at least one day (in `notice` units) before `original_due_at`.
         on_time: bool,
+        /// The due time in force when issued, the one the resolution is judged against.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        original_due_at: Option<DateTime<Utc>>,
+        /// Who signed it; `None` when the client did not say (clients older than Mẫu 04).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signer: Option<Text>,
+        /// How it was delivered; `None` when the client did not say.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivery: Option<ApologyDelivery>,
+        /// The unit `on_time` was judged in (the province's rule at the time).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notice: Option<NoticeUnit>,
     },
     FeeAssessed {
         amount_vnd: i64,
@@ -217,6 +250,16 @@ pub enum DossierEvent {
     SatisfactionRated {
         rating: Rating,
     },
+    /// The late mark is withdrawn: a resolution dated before the due time (sent afterwards by a
+    /// counter that was offline) contradicts it. Written by the resolve path in the same append
+    /// as that `resolved`, right after it, with the resolution's business time; never on its own.
+    /// Statistics ignore it (they judge the resolution by business time already).
+    LateWithdrawn {
+        /// The due time the mark said had passed.
+        due_at: DateTime<Utc>,
+        /// The resolution's timeliness (early or on time).
+        timeliness: Timeliness,
+    },
 }
 
 /// Why a stored event could not be read back as a [`DossierEvent`].
@@ -251,11 +294,12 @@ pub enum EventType {
     ResultDigitized,
     ResultReturned,
     SatisfactionRated,
+    LateWithdrawn,
 }
 
 impl EventType {
     /// Every kind, in the order of the proto's `Event.body` oneof.
-    pub const ALL: [EventType; 16] = [
+    pub const ALL: [EventType; 17] = [
         EventType::Received,
         EventType::ComponentsDigitized,
         EventType::RefusedAtIntake,
@@ -272,6 +316,7 @@ impl EventType {
         EventType::ResultDigitized,
         EventType::ResultReturned,
         EventType::SatisfactionRated,
+        EventType::LateWithdrawn,
     ];
 
     /// The stable snake_case name (`received`, `refused_at_intake`, …).
@@ -293,6 +338,7 @@ impl EventType {
             EventType::ResultDigitized => "result_digitized",
             EventType::ResultReturned => "result_returned",
             EventType::SatisfactionRated => "satisfaction_rated",
+            EventType::LateWithdrawn => "late_withdrawn",
         }
     }
 }
@@ -339,6 +385,7 @@ impl DossierEvent {
             DossierEvent::ResultDigitized { .. } => EventType::ResultDigitized,
             DossierEvent::ResultReturned { .. } => EventType::ResultReturned,
             DossierEvent::SatisfactionRated { .. } => EventType::SatisfactionRated,
+            DossierEvent::LateWithdrawn { .. } => EventType::LateWithdrawn,
         }
     }
 

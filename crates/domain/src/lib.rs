@@ -16,14 +16,14 @@ pub mod ids;
 pub mod limits;
 pub mod refusal;
 
-pub use apology::{APOLOGY_NOTICE, WarningHorizon, apology_deadline};
+pub use apology::{APOLOGY_NOTICE_DAYS, WarningHorizon, apology_deadline, apology_on_time};
 pub use command::{Action, Command, Rules, SupplementPolicy};
 pub use decide::{MAX_AMOUNT_VND, decide, event_time};
 pub use dossier::{Apology, Dossier, PaymentRecord, Phase, Resolution};
 pub use event::{
-    ApplicantType, Channel, DecodeError, DossierEvent, Event, EventType, FeeKind, Level,
-    OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod, SealedApplicant,
-    TransferMode, UnknownEventType,
+    ApologyDelivery, ApplicantType, Channel, DecodeError, DossierEvent, Event, EventType, FeeKind,
+    Level, NoticeUnit, OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod,
+    SealedApplicant, TransferMode, UnknownEventType,
 };
 pub use ids::{
     AgencyCode, ComponentCode, DossierId, EventId, FieldError, ProcedureCode, SectorCode, Text,

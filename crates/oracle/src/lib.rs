@@ -6,6 +6,7 @@
 //!
 //! Deliberately slow and simple: every figure re-scans every dossier's events.
 
+use calendar::Timeliness;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use domain::{
     Channel, DossierEvent, Event, OnlineServiceLevel, PaymentChannel, Profile, Rating, TransferMode,
@@ -114,6 +115,55 @@ pub fn naive_stocks(events: &[Event], t: DateTime<Utc>) -> [i64; 4] {
     ]
 }
 
+/// A dossier's resolution: when, and how it compares with the due time in force when it was
+/// decided (the last due time set before it in the log: reception or received supplement, never
+/// the apology's appointment): late when after it, early when on an earlier local date, else on
+/// time. `None` while unresolved.
+pub fn resolution(events: &[Event]) -> Option<(DateTime<Utc>, Timeliness)> {
+    let k = events
+        .iter()
+        .position(|e| matches!(e.body, DossierEvent::Resolved { .. }))?;
+    let resolved_at = events[k].occurred_at;
+    let due = events[..k].iter().rev().find_map(|e| match &e.body {
+        DossierEvent::Received { due_at, .. } | DossierEvent::SupplementReceived { due_at, .. } => {
+            Some(*due_at)
+        }
+        _ => None,
+    })?;
+    let timeliness = if resolved_at > due {
+        Timeliness::Late
+    } else if day_of(resolved_at) < day_of(due) {
+        Timeliness::Early
+    } else {
+        Timeliness::OnTime
+    };
+    Some((resolved_at, timeliness))
+}
+
+/// What a dossier's status and timeline must show about lateness, from DOMAIN.md's wording:
+/// the deadline watcher's mark stands unless the resolution, judged by business time, was not
+/// late (an offline counter's resolution dated before the due time arrived after the mark);
+/// then it is withdrawn, and the resolution's timeliness is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatenessView {
+    pub late_marked: bool,
+    pub late_withdrawn: bool,
+    pub timeliness: Option<Timeliness>,
+}
+
+pub fn lateness(events: &[Event]) -> LatenessView {
+    let marked = events
+        .iter()
+        .any(|e| matches!(e.body, DossierEvent::Late { .. }));
+    let timeliness = resolution(events).map(|(_, t)| t);
+    let contradicted = marked && timeliness.is_some_and(|t| t != Timeliness::Late);
+    LatenessView {
+        late_marked: marked && !contradicted,
+        late_withdrawn: contradicted,
+        timeliness,
+    }
+}
+
 /// The indicators of `[from, to)` over the dossiers whose profile `keep` keeps, and the 766
 /// on-time progress. Every dossier's events are in version order and start with its reception
 /// or its refusal at the counter.
@@ -193,26 +243,13 @@ pub fn indicators(
             n.with_fee_paid_online += i64::from(fee && paid_online);
         }
 
-        // Resolution, judged against the due time in force when it was decided: the last due
-        // time set before it in the log (reception or received supplement).
-        if let Some(k) = events
-            .iter()
-            .position(|e| matches!(e.body, DossierEvent::Resolved { .. }))
+        if let Some((resolved_at, timeliness)) = resolution(events)
+            && in_period(resolved_at)
         {
-            let resolved_at = events[k].occurred_at;
-            if in_period(resolved_at) {
-                let due = events[..k]
-                    .iter()
-                    .rev()
-                    .find_map(|e| match &e.body {
-                        DossierEvent::Received { due_at, .. }
-                        | DossierEvent::SupplementReceived { due_at, .. } => Some(*due_at),
-                        _ => None,
-                    })
-                    .expect("received first");
-                n.resolved += 1;
-                let late = resolved_at > due;
-                if late {
+            n.resolved += 1;
+            let late = timeliness == Timeliness::Late;
+            match timeliness {
+                Timeliness::Late => {
                     n.late += 1;
                     let apology_before = events.iter().any(|e| {
                         matches!(e.body, DossierEvent::ApologyIssued { .. })
@@ -225,22 +262,20 @@ pub fn indicators(
                             && e.occurred_at < resolved_at
                     });
                     n.late_with_timely_apology += i64::from(timely_before);
-                } else if day_of(resolved_at) < day_of(due) {
-                    n.early += 1;
-                } else {
-                    n.on_time += 1;
                 }
-                let requests = events
-                    .iter()
-                    .filter(|e| matches!(e.body, DossierEvent::SupplementRequested { .. }))
-                    .count();
-                n.in_time_766 += i64::from(!late && requests < 2);
-                n.result_digitized += i64::from(
-                    events
-                        .iter()
-                        .any(|e| matches!(e.body, DossierEvent::ResultDigitized { .. })),
-                );
+                Timeliness::Early => n.early += 1,
+                Timeliness::OnTime => n.on_time += 1,
             }
+            let requests = events
+                .iter()
+                .filter(|e| matches!(e.body, DossierEvent::SupplementRequested { .. }))
+                .count();
+            n.in_time_766 += i64::from(!late && requests < 2);
+            n.result_digitized += i64::from(
+                events
+                    .iter()
+                    .any(|e| matches!(e.body, DossierEvent::ResultDigitized { .. })),
+            );
         }
         for e in events {
             if !in_period(e.occurred_at) {

@@ -264,9 +264,12 @@ impl Facts {
                 }
                 DossierEvent::ResultDigitized { .. } => facts.result_digitized = true,
                 DossierEvent::SatisfactionRated { rating } => facts.ratings.push((at, *rating)),
+                // The statistics judge by business time: neither the watcher's mark nor its
+                // withdrawal changes a figure.
                 DossierEvent::Received { .. }
                 | DossierEvent::RefusedAtIntake { .. }
                 | DossierEvent::Late { .. }
+                | DossierEvent::LateWithdrawn { .. }
                 | DossierEvent::ResultReturned { .. } => {}
             }
         }

@@ -193,8 +193,9 @@ pub struct Indicators {
     pub refused_at_intake: i64,
     /// S6: resolved late with an apology issued before the resolution / resolved late.
     pub apology_rate: Rate,
-    /// S6, timely: resolved late with the apology issued on time (at least one working day
-    /// before the due time) / resolved late — the habit the early warning serves.
+    /// S6, timely: resolved late with the apology issued on time (at least one day before the
+    /// due time, as the apology recorded it) / resolved late — the habit the early warning
+    /// serves.
     pub timely_apology_rate: Rate,
     /// S7: received with every submitted component digitized / received.
     pub components_digitized: Rate,

@@ -102,9 +102,10 @@ metrics! {
     Stopped => "stopped", Flow;
     /// Resolved late, with the apology issued before the resolution (S6); date of resolution.
     ResolvedLateWithApology => "resolved_late_with_apology", Flow;
-    /// Resolved late, with the apology issued on time: at least one working day before the due
-    /// time in force, as `ApologyIssued.on_time` recorded it (added with the early warning; a
-    /// projection built before it needs `projection rebuild`); date of resolution.
+    /// Resolved late, with the apology issued on time: at least one day before the due time in
+    /// force, in the unit the province had when it was issued, as `ApologyIssued.on_time`
+    /// recorded it (never recomputed with today's `apology_notice`; added with the early
+    /// warning, a projection built before it needs `projection rebuild`); date of resolution.
     ResolvedLateWithTimelyApology => "resolved_late_with_timely_apology", Flow;
     /// Received, every submitted component digitized (S7); date of reception.
     ReceivedAllDigitized => "received_all_digitized", Flow;

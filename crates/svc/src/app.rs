@@ -102,6 +102,7 @@ pub struct ServiceDeps {
     pub tokens: Tokens,
     pub calendar: Calendar,
     pub supplement_policy: domain::SupplementPolicy,
+    pub apology_notice: domain::NoticeUnit,
     pub clock: Arc<dyn Clock>,
     pub listen: SocketAddr,
     /// Where `/metrics` and `/healthz` are served (`None`: not served).
@@ -119,12 +120,14 @@ impl ServiceDeps {
         listen: SocketAddr,
         metrics_listen: SocketAddr,
     ) -> Result<ServiceDeps, StartError> {
+        let rules = config.rules()?;
         Ok(ServiceDeps {
             log: config.database.connect(service).await?,
             tokens: Tokens::load(&config.auth.tokens_file)?,
             calendar: Calendar::new(&config.calendar)
                 .map_err(|e| StartError::Calendar(e.to_string()))?,
-            supplement_policy: config.rules()?.supplement_policy,
+            supplement_policy: rules.supplement_policy,
+            apology_notice: rules.apology_notice,
             clock: Arc::new(SystemClock),
             listen,
             metrics_listen: Some(metrics_listen),
@@ -140,6 +143,7 @@ impl ServiceDeps {
             tokens,
             calendar: Calendar::vietnam_default(),
             supplement_policy: domain::SupplementPolicy::Restart,
+            apology_notice: domain::NoticeUnit::WorkingDay,
             clock: Arc::new(SystemClock),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -156,7 +160,8 @@ impl ServiceDeps {
             None => None,
         };
         Ok(Prepared {
-            write: WritePath::new(self.log, Arc::new(self.calendar), self.supplement_policy),
+            write: WritePath::new(self.log, Arc::new(self.calendar), self.supplement_policy)
+                .with_apology_notice(self.apology_notice),
             tokens: Arc::new(self.tokens),
             clock: self.clock,
             listener,

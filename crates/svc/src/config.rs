@@ -291,6 +291,9 @@ pub struct AuthConfig {
 pub struct Rules {
     #[serde(default)]
     pub supplement_policy: domain::SupplementPolicy,
+    /// The unit of the apology's "at least one day before the due time" (`apology_notice`).
+    #[serde(default)]
+    pub apology_notice: domain::NoticeUnit,
 }
 
 /// A service's own section of the file, defined in the service's crate.
@@ -453,25 +456,28 @@ impl Config {
             .transpose()
     }
 
-    /// The rules every write service applies (`[processing] supplement_policy`).
+    /// The rules every write service applies (`[processing] supplement_policy` and
+    /// `apology_notice`).
     pub fn rules(&self) -> Result<Rules, ConfigError> {
-        match self.raw("processing") {
-            Some(table) => {
-                let policy = table.get("supplement_policy").cloned();
-                match policy {
-                    Some(value) => Ok(Rules {
-                        supplement_policy: domain::SupplementPolicy::deserialize(value).map_err(
-                            |e| ConfigError::Section {
-                                section: "processing",
-                                message: format!("supplement_policy: {e}"),
-                            },
-                        )?,
-                    }),
-                    None => Ok(Rules::default()),
-                }
+        let Some(table) = self.raw("processing") else {
+            return Ok(Rules::default());
+        };
+        fn key<T: DeserializeOwned + Default>(
+            table: &toml::Table,
+            name: &str,
+        ) -> Result<T, ConfigError> {
+            match table.get(name) {
+                Some(value) => T::deserialize(value.clone()).map_err(|e| ConfigError::Section {
+                    section: "processing",
+                    message: format!("{name}: {e}"),
+                }),
+                None => Ok(T::default()),
             }
-            None => Ok(Rules::default()),
         }
+        Ok(Rules {
+            supplement_policy: key(table, "supplement_policy")?,
+            apology_notice: key(table, "apology_notice")?,
+        })
     }
 }
 
@@ -549,6 +555,7 @@ mod tests {
         listen = "0.0.0.0:7000"
         [processing]
         supplement_policy = "extend"
+        apology_notice = "calendar_day"
     "#;
 
     /// A section as a service crate defines one.
@@ -557,6 +564,7 @@ mod tests {
     struct Intake {
         listen: SocketAddr,
         metrics_listen: Option<SocketAddr>,
+        lookup_http_listen: Option<SocketAddr>,
     }
 
     impl Default for Intake {
@@ -564,6 +572,7 @@ mod tests {
             Intake {
                 listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
                 metrics_listen: None,
+                lookup_http_listen: None,
             }
         }
     }
@@ -589,6 +598,24 @@ mod tests {
         assert_eq!(
             c.rules().unwrap().supplement_policy,
             domain::SupplementPolicy::Extend
+        );
+        assert_eq!(
+            c.rules().unwrap().apology_notice,
+            domain::NoticeUnit::CalendarDay
+        );
+        // Left out: one working day; an unknown unit is refused, naming the key.
+        let default =
+            Config::parse(&SAMPLE.replace("apology_notice = \"calendar_day\"", "")).unwrap();
+        assert_eq!(
+            default.rules().unwrap().apology_notice,
+            domain::NoticeUnit::WorkingDay
+        );
+        let bad = Config::parse(&SAMPLE.replace("calendar_day", "fortnight")).unwrap();
+        assert!(
+            bad.rules()
+                .unwrap_err()
+                .to_string()
+                .contains("apology_notice")
         );
     }
 
@@ -628,6 +655,22 @@ mod tests {
         );
         let p = tokens.authenticate(&meta).unwrap();
         assert_eq!(p.agency.unwrap().as_str(), "000.00.12.H40");
+        meta.insert(
+            "authorization",
+            "Bearer dev-privacy-officer".parse().unwrap(),
+        );
+        let officer = tokens.authenticate(&meta).unwrap();
+        assert!(officer.has_scope(crate::Scope::PersonalData));
+        assert!(officer.has_scope(crate::Scope::Erasure));
+        assert_eq!(
+            intake.lookup_http_listen.map(|a| a.port()),
+            Some(8051),
+            "[intake] lookup_http_listen"
+        );
+        let keys = c.auth.master_keys_file.as_deref().unwrap();
+        assert_eq!(keys, Path::new("deploy/config/master-keys.dev.toml"));
+        personal::Keyring::parse(include_str!("../../../deploy/config/master-keys.dev.toml"))
+            .unwrap();
     }
 
     #[test]

@@ -4,9 +4,10 @@
 use api::v1 as pb;
 use calendar::{StatutoryTime, Timeliness};
 use domain::{
-    AgencyCode, ApplicantType, Channel, ComponentCode, DossierId, EventId, EventType, FeeKind,
-    Level, OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode, Profile, Rating,
-    ReturnMethod, SectorCode, Text, TransactionId, TransferMode, limits,
+    AgencyCode, ApologyDelivery, ApplicantType, Channel, ComponentCode, DossierId, EventId,
+    EventType, FeeKind, Level, NoticeUnit, OnlineServiceLevel, Outcome, PaymentChannel,
+    ProcedureCode, Profile, Rating, ReturnMethod, SectorCode, Text, TransactionId, TransferMode,
+    limits,
 };
 use tonic::Status;
 
@@ -108,6 +109,36 @@ enum_parser!(return_method, pb::ReturnMethod, ReturnMethod, {
 enum_parser!(rating, pb::Rating, Rating, {
     VerySatisfied => Rating::VerySatisfied, Satisfied => Rating::Satisfied, Unsatisfied => Rating::Unsatisfied,
 });
+enum_parser!(apology_delivery, pb::ApologyDelivery, ApologyDelivery, {
+    PortalAccount => ApologyDelivery::PortalAccount,
+    Sms => ApologyDelivery::Sms,
+    Email => ApologyDelivery::Email,
+    Paper => ApologyDelivery::Paper,
+});
+
+/// Free text that may be left empty (not stated): `None`, else checked as [`text`].
+pub fn optional_text(path: &str, value: &str) -> Result<Option<Text>, Status> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    text(path, value).map(Some)
+}
+
+pub fn pb_apology_delivery(v: ApologyDelivery) -> pb::ApologyDelivery {
+    match v {
+        ApologyDelivery::PortalAccount => pb::ApologyDelivery::PortalAccount,
+        ApologyDelivery::Sms => pb::ApologyDelivery::Sms,
+        ApologyDelivery::Email => pb::ApologyDelivery::Email,
+        ApologyDelivery::Paper => pb::ApologyDelivery::Paper,
+    }
+}
+
+pub fn pb_notice_unit(v: NoticeUnit) -> pb::NoticeUnit {
+    match v {
+        NoticeUnit::WorkingDay => pb::NoticeUnit::WorkingDay,
+        NoticeUnit::CalendarDay => pb::NoticeUnit::CalendarDay,
+    }
+}
 
 /// An optional protobuf enum (a query filter): `*_UNSPECIFIED` (0, in every enum of the
 /// contract) is `None`; an unknown number is refused, naming the field.
@@ -265,6 +296,7 @@ pub fn body_type(body: &pb::event::Body) -> EventType {
         Body::ResultDigitized(_) => EventType::ResultDigitized,
         Body::ResultReturned(_) => EventType::ResultReturned,
         Body::SatisfactionRated(_) => EventType::SatisfactionRated,
+        Body::LateWithdrawn(_) => EventType::LateWithdrawn,
     }
 }
 

@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use calendar::Calendar;
 use chrono::{DateTime, Utc};
-use domain::{Command, Dossier, DossierEvent, DossierId, Event, EventId, Rules, SupplementPolicy};
+use domain::{
+    Command, Dossier, DossierEvent, DossierId, Event, EventId, NoticeUnit, Rules, SupplementPolicy,
+};
 use eventlog::{
     AppendError, DossierAppend, EventLog, ExpectedVersion, NewEvent, ReadError, Routing,
     StoredEvent,
@@ -62,6 +64,16 @@ pub enum WriteOutcome {
 impl WriteOutcome {
     pub fn is_duplicate(&self) -> bool {
         !matches!(self, WriteOutcome::Written(_))
+    }
+
+    /// Whether the command wrote (now, or the first time) an event of this type.
+    pub fn wrote(&self, event_type: domain::EventType) -> bool {
+        match self {
+            WriteOutcome::Written(events) | WriteOutcome::Duplicate(events) => {
+                events.iter().any(|e| e.event_type == event_type.as_str())
+            }
+            WriteOutcome::AlreadyApplied(_) => false,
+        }
     }
 }
 
@@ -234,6 +246,7 @@ pub struct WritePath {
     log: EventLog,
     calendar: Arc<Calendar>,
     supplement_policy: SupplementPolicy,
+    apology_notice: NoticeUnit,
 }
 
 impl WritePath {
@@ -246,7 +259,14 @@ impl WritePath {
             log,
             calendar,
             supplement_policy,
+            apology_notice: NoticeUnit::default(),
         }
+    }
+
+    /// The unit of the apology's "at least one day before the due time" (default: working day).
+    pub fn with_apology_notice(mut self, unit: NoticeUnit) -> Self {
+        self.apology_notice = unit;
+        self
     }
 
     pub fn log(&self) -> &EventLog {
@@ -261,6 +281,7 @@ impl WritePath {
         Rules {
             calendar: &self.calendar,
             supplement_policy: self.supplement_policy,
+            apology_notice: self.apology_notice,
         }
     }
 

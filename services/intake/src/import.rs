@@ -467,6 +467,8 @@ fn action(path: &str, body: &Body) -> Result<Action, Status> {
         Body::ApologyIssued(b) => Action::IssueApology {
             reason: convert::text(&p("reason"), &b.reason)?,
             new_appointment: timestamp(&p("new_appointment"), b.new_appointment.as_ref())?,
+            signer: convert::optional_text(&p("signer"), &b.signer)?,
+            delivery: convert::optional(&p("delivery"), b.delivery, convert::apology_delivery)?,
         },
         Body::FeeAssessed(b) => Action::AssessFee {
             amount_vnd: convert::amount_vnd(&p("amount_vnd"), b.amount_vnd)?,
@@ -497,5 +499,14 @@ fn action(path: &str, body: &Body) -> Result<Action, Status> {
         Body::SatisfactionRated(b) => Action::Rate {
             rating: convert::rating(&p("rating"), b.rating)?,
         },
+        // Derived, never given: the server writes it with the imported resolution that
+        // contradicts a late mark.
+        Body::LateWithdrawn(_) => {
+            return Err(invalid_field(
+                &body_path,
+                "is written by the server with a resolution dated before the due time of a \
+                 dossier marked late; leave it out of the import",
+            ));
+        }
     })
 }

@@ -275,6 +275,15 @@ pub fn progress_text(event: &DossierEvent) -> String {
         DossierEvent::ResultDigitized { .. } => "Số hóa kết quả giải quyết".to_owned(),
         DossierEvent::ResultReturned { .. } => "Trả kết quả".to_owned(),
         DossierEvent::SatisfactionRated { .. } => "Đánh giá mức độ hài lòng".to_owned(),
+        // The resolution of a counter that was offline, dated before the due time, arrived
+        // after the watcher's late mark: the mark is cancelled.
+        DossierEvent::LateWithdrawn { timeliness, .. } => match timeliness {
+            calendar::Timeliness::Early => "Hủy ghi nhận quá hạn: hồ sơ đã giải quyết trước hạn",
+            calendar::Timeliness::OnTime | calendar::Timeliness::Late => {
+                "Hủy ghi nhận quá hạn: hồ sơ đã giải quyết đúng hạn"
+            }
+        }
+        .to_owned(),
     }
 }
 

@@ -42,6 +42,11 @@ pub struct ProcessingConfig {
     pub metrics_listen: SocketAddr,
     /// Read by every write service (through [`svc::Config::rules`]).
     pub supplement_policy: domain::SupplementPolicy,
+    /// Read by every write service (through [`svc::Config::rules`]): the unit of the
+    /// apology's "at least one day before the due time", `working_day` (default) or
+    /// `calendar_day`. The deadline watcher's apology deadlines and default warning horizon
+    /// follow it (through the write path's rules).
+    pub apology_notice: domain::NoticeUnit,
     /// How often the deadline watcher looks for dossiers that fell due.
     pub watcher_interval_secs: u64,
     /// The early warning's HTTP route `GET /v1/warnings` (`MOTCUA_PROCESSING_HTTP_LISTEN`).
@@ -50,7 +55,8 @@ pub struct ProcessingConfig {
     /// (CORS), e.g. the dashboard's; empty: none.
     pub cors_origins: Vec<String>,
     /// Working minutes before its due time from which a running dossier is warned about; absent:
-    /// the apology notice (one working day), so the warning starts at the apology deadline.
+    /// the apology notice (one day in `apology_notice`'s unit), so the warning starts at the
+    /// apology deadline.
     pub warning_horizon_minutes: Option<u32>,
 }
 
@@ -60,6 +66,7 @@ impl Default for ProcessingConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9452)),
             supplement_policy: domain::SupplementPolicy::default(),
+            apology_notice: domain::NoticeUnit::default(),
             watcher_interval_secs: 30,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8052)),
             cors_origins: Vec::new(),

@@ -135,7 +135,9 @@ impl ProcessingService for Processing {
         let envelope = self.desk.envelope(&request, common_fields!(r))?;
         let action = resolve_action(r, &envelope.principal)?;
         let fp = fingerprint("dossier.v1.ProcessingService/Resolve", r);
-        let (event, duplicate) = first_event(self.desk.execute(envelope, action, fp).await?)?;
+        let outcome = self.desk.execute(envelope, action, fp).await?;
+        let late_withdrawn = outcome.wrote(domain::EventType::LateWithdrawn);
+        let (event, duplicate) = first_event(outcome)?;
         let DossierEvent::Resolved {
             due_at, timeliness, ..
         } = body(&event)?
@@ -146,6 +148,7 @@ impl ProcessingService for Processing {
             event: Some(svc::recorded_event(&event, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
             timeliness: convert::pb_timeliness(timeliness) as i32,
+            late_withdrawn,
         }))
     }
 

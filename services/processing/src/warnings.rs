@@ -4,12 +4,16 @@
 //!
 //! A dossier is **due soon** from `warn_from` — the latest instant that still leaves the warning
 //! horizon (`processing.warning_horizon_minutes` of working time; by default the apology notice,
-//! one working day) before its due time in force ([`domain::WarningHorizon::warn_from`]) — while
-//! it is running: received, not resolved, withdrawn or stopped, not waiting for a supplement, and
-//! no apology issued. Being marked late does not take it off: an overdue dossier with no apology
-//! is the most urgent of all. With the default horizon `warn_from` is the apology deadline
-//! itself: at that instant an apology is still on time and one working day is left to resolve
-//! the dossier on time.
+//! one day in the unit of `[processing] apology_notice`) before its due time in force
+//! ([`domain::WarningHorizon::warn_from`]) — while it is running: received, not resolved,
+//! withdrawn or stopped, not waiting for a supplement, and no apology issued. Being marked late
+//! does not take it off: an overdue dossier with no apology is the most urgent of all. With the
+//! default horizon `warn_from` is the apology deadline itself ([`domain::apology_deadline`], the
+//! rule `decide` answers `on_time` with): at that instant an apology is still on time.
+//!
+//! A late mark withdrawn (`late_withdrawn`, an offline counter's resolution dated before the due
+//! time) comes in the same append as that resolution, which closes the dossier: its warning is
+//! withdrawn as `closed` and the read model's `late_marked` is false again.
 //!
 //! # How the watcher keeps it
 //!
@@ -20,7 +24,7 @@
 //!
 //! 1. **withdraw** every warning whose dossier was closed, apologised for, paused, got another due
 //!    time, moved to another holding agency, or whose deadlines were recomputed differently
-//!    (calendar or horizon changed): delete it from `deadline_warnings` and append a `withdrawn`
+//!    (calendar, apology notice or horizon changed): delete it from `deadline_warnings` and append a `withdrawn`
 //!    change with the reason to the outbox;
 //! 2. **raise** every running dossier with `warn_from <= now` and no warning: insert it and append a
 //!    `raised` change.
@@ -168,10 +172,11 @@ async fn lock_read_model(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> sqlx
 }
 
 /// Recomputes the apology deadline and `warn_from` of every dossier that can still be warned
-/// about (not closed, no apology) with this watcher's calendar and horizon; returns how many
-/// changed. Every watcher does it once, before its first tick: a changed calendar or horizon
-/// then takes effect for dossiers received before the change too (their warnings are withdrawn
-/// as `deadline_changed`, and raised again if still due soon).
+/// about (not closed, no apology) with this watcher's calendar, apology notice and horizon;
+/// returns how many changed. Every watcher does it once, before its first tick: a changed
+/// calendar, apology notice or horizon then takes effect for dossiers received before the
+/// change too (their warnings are withdrawn as `deadline_changed`, and raised again if still due
+/// soon).
 pub(crate) async fn recompute_deadlines(
     pool: &PgPool,
     deadlines: Deadlines<'_>,

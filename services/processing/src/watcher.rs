@@ -128,7 +128,8 @@ impl Default for WatcherConfig {
 
 impl WatcherConfig {
     /// `processing.watcher_interval_secs` (at least one second) and
-    /// `processing.warning_horizon_minutes` (absent: the apology notice, one working day).
+    /// `processing.warning_horizon_minutes` (absent: the apology notice, one day in the write
+    /// path's `apology_notice` unit).
     pub fn from_config(config: &crate::ProcessingConfig) -> Self {
         WatcherConfig {
             interval: Duration::from_secs(config.watcher_interval_secs.max(1)),
@@ -322,7 +323,7 @@ impl Watcher {
             if changed > 0 {
                 tracing::info!(
                     changed,
-                    "recomputed the deadlines of running dossiers (calendar or warning horizon changed)"
+                    "recomputed the deadlines of running dossiers (calendar, apology notice or warning horizon changed)"
                 );
             }
             self.recomputed
@@ -370,10 +371,13 @@ impl Watcher {
         Ok(report)
     }
 
-    /// What the read model's deadlines are computed with.
+    /// What the read model's deadlines are computed with: the write path's calendar and
+    /// apology notice (the rule `decide` answers `on_time` with) and this watcher's horizon.
     fn deadlines(&self) -> Deadlines<'_> {
+        let rules = self.write.rules();
         Deadlines {
-            calendar: self.write.calendar(),
+            calendar: rules.calendar,
+            notice: rules.apology_notice,
             horizon: self.config.horizon,
         }
     }
@@ -477,10 +481,12 @@ impl Watcher {
     }
 }
 
-/// What the read model's deadlines are computed with: the calendar and the warning horizon.
+/// What the read model's deadlines are computed with: the calendar, the apology's notice unit
+/// (`[processing] apology_notice`) and the warning horizon.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deadlines<'a> {
     pub calendar: &'a calendar::Calendar,
+    pub notice: domain::NoticeUnit,
     pub horizon: WarningHorizon,
 }
 
@@ -488,8 +494,8 @@ impl Deadlines<'_> {
     /// The apology deadline and the start of the warning for a dossier due at `due_at`.
     pub fn of(&self, due_at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
         (
-            domain::apology_deadline(self.calendar, due_at),
-            self.horizon.warn_from(self.calendar, due_at),
+            domain::apology_deadline(self.calendar, self.notice, due_at),
+            self.horizon.warn_from(self.calendar, self.notice, due_at),
         )
     }
 }
@@ -519,6 +525,7 @@ fn watched(event_type: &str) -> bool {
             | "late"
             | "apology_issued"
             | "resolved"
+            | "late_withdrawn"
             | "withdrawn"
             | "stopped"
     )
@@ -563,6 +570,9 @@ async fn apply(
                 patch.due_at = Some(due_at);
             }
             DossierEvent::Late { .. } => patch.late_marked = Some(true),
+            // Written with the resolution that contradicts the mark (same append), which closes
+            // the row and so withdraws its warning (`closed`); the mark itself no longer stands.
+            DossierEvent::LateWithdrawn { .. } => patch.late_marked = Some(false),
             DossierEvent::ApologyIssued { .. } => patch.apologised = Some(true),
             DossierEvent::Resolved { .. }
             | DossierEvent::Withdrawn { .. }

@@ -430,6 +430,7 @@ pub fn status_pb(dossier_id: &str, d: &domain::Dossier) -> pb::DossierStatus {
         paused: d.is_paused(),
         supplement_requests: d.supplement_requests,
         late_marked: d.late_marked,
+        late_withdrawn: d.late_withdrawn,
         resolved_at: ts(d.resolution.as_ref().map(|r| r.at)),
         timeliness: d
             .resolution

@@ -6,7 +6,9 @@ use api::v1::event::Body;
 use calendar::StatutoryTime;
 use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, TransferMode};
 use eventlog::{ReadError, StoredEvent};
-use svc::convert::{pb_level, pb_profile, pb_return_method, pb_timeliness};
+use svc::convert::{
+    pb_apology_delivery, pb_level, pb_notice_unit, pb_profile, pb_return_method, pb_timeliness,
+};
 use svc::status::to_timestamp;
 
 /// The replay form of a stored event. The typed `event` is absent if the payload does not
@@ -157,10 +159,21 @@ pub fn body(event: &DossierEvent) -> Body {
             reason,
             new_appointment,
             on_time,
+            original_due_at,
+            signer,
+            delivery,
+            notice,
         } => Body::ApologyIssued(pb::ApologyIssued {
             reason: reason.as_str().to_owned(),
             new_appointment: Some(to_timestamp(*new_appointment)),
             on_time: *on_time,
+            original_due_at: original_due_at.map(to_timestamp),
+            signer: signer
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            delivery: delivery.map_or(pb::ApologyDelivery::Unspecified, pb_apology_delivery) as i32,
+            notice_unit: notice.map_or(pb::NoticeUnit::Unspecified, pb_notice_unit) as i32,
         }),
         DossierEvent::FeeAssessed { amount_vnd, kind } => Body::FeeAssessed(pb::FeeAssessed {
             amount_vnd: *amount_vnd,
@@ -205,6 +218,12 @@ pub fn body(event: &DossierEvent) -> Body {
         DossierEvent::SatisfactionRated { rating: r } => {
             Body::SatisfactionRated(pb::SatisfactionRated {
                 rating: rating(*r) as i32,
+            })
+        }
+        DossierEvent::LateWithdrawn { due_at, timeliness } => {
+            Body::LateWithdrawn(pb::LateWithdrawn {
+                due_at: Some(to_timestamp(*due_at)),
+                timeliness: pb_timeliness(*timeliness) as i32,
             })
         }
     }
@@ -329,6 +348,10 @@ mod tests {
                 reason: text("xin lỗi"),
                 new_appointment: t(9000),
                 on_time: true,
+                original_due_at: Some(t(7200)),
+                signer: Some(text("Giám đốc")),
+                delivery: Some(domain::ApologyDelivery::Email),
+                notice: Some(domain::NoticeUnit::CalendarDay),
             },
             DossierEvent::FeeAssessed {
                 amount_vnd: 150_000,
@@ -361,6 +384,10 @@ mod tests {
             DossierEvent::SatisfactionRated {
                 rating: Rating::Unsatisfied,
             },
+            DossierEvent::LateWithdrawn {
+                due_at: t(7200),
+                timeliness: Timeliness::OnTime,
+            },
         ]
     }
 
@@ -374,6 +401,27 @@ mod tests {
         for event in &samples {
             assert_eq!(svc::convert::body_type(&body(event)), event.event_type());
         }
+    }
+
+    #[test]
+    fn apology_of_mau_04_and_late_withdrawn_carry_their_fields() {
+        let samples = samples();
+        let apology = samples
+            .iter()
+            .find(|e| e.event_type() == EventType::ApologyIssued)
+            .unwrap();
+        let Body::ApologyIssued(a) = body(apology) else {
+            panic!()
+        };
+        assert_eq!(a.original_due_at, Some(to_timestamp(t(7200))));
+        assert_eq!(a.signer, "Giám đốc");
+        assert_eq!(a.delivery, pb::ApologyDelivery::Email as i32);
+        assert_eq!(a.notice_unit, pb::NoticeUnit::CalendarDay as i32);
+        let Body::LateWithdrawn(w) = body(samples.last().unwrap()) else {
+            panic!()
+        };
+        assert_eq!(w.due_at, Some(to_timestamp(t(7200))));
+        assert_eq!(w.timeliness, pb::Timeliness::OnTime as i32);
     }
 
     #[test]

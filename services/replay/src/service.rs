@@ -312,6 +312,7 @@ fn change_kind(kind: ChangeKind) -> pb::DueTimeChangeKind {
         ChangeKind::SupplementRequested => pb::DueTimeChangeKind::SupplementRequested,
         ChangeKind::SupplementReceived => pb::DueTimeChangeKind::SupplementReceived,
         ChangeKind::LateMarked => pb::DueTimeChangeKind::LateMarked,
+        ChangeKind::LateWithdrawn => pb::DueTimeChangeKind::LateWithdrawn,
         ChangeKind::ApologyIssued => pb::DueTimeChangeKind::ApologyIssued,
         ChangeKind::Resolved => pb::DueTimeChangeKind::Resolved,
         ChangeKind::Withdrawn => pb::DueTimeChangeKind::Withdrawn,
@@ -338,7 +339,8 @@ fn state(d: &domain::Dossier) -> pb::TimelineState {
         due_at: d.due_at.map(to_timestamp),
         paused: d.is_paused(),
         late_marked: d.late_marked,
-        apology_appointment: d.apology.map(|a| to_timestamp(a.new_appointment)),
+        late_withdrawn: d.late_withdrawn,
+        apology_appointment: d.apology.as_ref().map(|a| to_timestamp(a.new_appointment)),
         outcome: d
             .resolution
             .as_ref()

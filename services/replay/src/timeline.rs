@@ -19,6 +19,9 @@ pub enum ChangeKind {
     SupplementReceived,
     /// The due time passed with no resolution.
     LateMarked,
+    /// The late mark is withdrawn: the resolution (dated before the due time, sent late by a
+    /// counter that was offline) was early or on time.
+    LateWithdrawn,
     /// A new appointment for the applicant; the due time in force does not move.
     ApologyIssued,
     /// The clock stops for good, judged against the due time in force.
@@ -42,7 +45,7 @@ pub struct DueTimeChange {
     /// time in force.
     pub new_appointment: Option<DateTime<Utc>>,
     pub apology_on_time: Option<bool>,
-    /// Resolved: against the due time in force.
+    /// Resolved: against the due time in force; late withdrawn: the resolution's.
     pub timeliness: Option<Timeliness>,
 }
 
@@ -82,6 +85,10 @@ pub fn history(events: &[Event]) -> (Vec<DueTimeChange>, Dossier) {
             DossierEvent::Resolved { timeliness, .. } => {
                 change.timeliness = Some(*timeliness);
                 ChangeKind::Resolved
+            }
+            DossierEvent::LateWithdrawn { timeliness, .. } => {
+                change.timeliness = Some(*timeliness);
+                ChangeKind::LateWithdrawn
             }
             DossierEvent::Withdrawn { .. } => ChangeKind::Withdrawn,
             DossierEvent::Stopped { .. } => ChangeKind::Stopped,
@@ -175,6 +182,10 @@ mod tests {
                     reason: text("chậm"),
                     new_appointment: at(10, 2),
                     on_time: true,
+                    original_due_at: Some(at(8, 2)),
+                    signer: None,
+                    delivery: None,
+                    notice: None,
                 },
             ),
             event(at(8, 2), DossierEvent::Late { due_at: at(8, 2) }),

@@ -6,7 +6,7 @@ use domain::{Action, DossierEvent};
 use svc::common_fields;
 use svc::convert;
 use svc::handler::{Desk, body, first_event, unexpected, write_response};
-use svc::status::timestamp;
+use svc::status::{timestamp, to_timestamp};
 use svc::write::fingerprint;
 use tonic::{Request, Response, Status};
 
@@ -43,6 +43,9 @@ pub fn issue_apology_action(r: &pb::IssueApologyRequest) -> Result<Action, Statu
         reason: convert::text("reason", &r.reason)?,
         // An appointment, not a business time: it lies in the future.
         new_appointment: timestamp("new_appointment", r.new_appointment.as_ref())?,
+        // Left out by clients older than Mẫu 04: recorded as not stated.
+        signer: convert::optional_text("signer", &r.signer)?,
+        delivery: convert::optional("delivery", r.delivery, convert::apology_delivery)?,
     })
 }
 
@@ -87,12 +90,18 @@ impl ResultsService for Results {
         let action = issue_apology_action(r)?;
         let fp = fingerprint("dossier.v1.ResultsService/IssueApology", r);
         let (event, duplicate) = first_event(self.desk.execute(envelope, action, fp).await?)?;
-        let DossierEvent::ApologyIssued { on_time, .. } = body(&event)? else {
+        let DossierEvent::ApologyIssued {
+            on_time,
+            original_due_at,
+            ..
+        } = body(&event)?
+        else {
             return Err(unexpected(&event));
         };
         Ok(Response::new(pb::IssueApologyResponse {
             event: Some(svc::recorded_event(&event, duplicate)?),
             on_time,
+            original_due_at: original_due_at.map(to_timestamp),
         }))
     }
 

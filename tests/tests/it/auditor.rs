@@ -26,6 +26,10 @@ use tests::{
 };
 use tonic::{Code, Response, Status};
 
+/// The read RPCs of the write services' protos: any valid token may call them (auditors
+/// included), so they are not probed here. A new RPC is either listed here or in `WRITE_RPCS`.
+const READ_RPCS: [&str; 1] = ["ListDueSoon"];
+
 /// Every write RPC, by service: what this test must cover.
 const WRITE_RPCS: [(&str, &[&str]); 4] = [
     (
@@ -79,6 +83,7 @@ fn the_list_is_every_rpc_of_the_write_services() {
             .lines()
             .filter_map(|line| line.trim_start().strip_prefix("rpc "))
             .map(|rest| rest.split('(').next().unwrap_or_default().trim())
+            .filter(|rpc| !READ_RPCS.contains(rpc))
             .collect();
         described.sort_unstable();
         let mut listed = rpcs.to_vec();

@@ -203,6 +203,11 @@ fn history() -> (Vec<pb::ImportBatch>, Vec<Expected>) {
             reason: "Chờ ý kiến của Sở Tài nguyên và Môi trường".into(),
             new_appointment: Some(ts(local(2024, 3, 12, 9, 0))),
             on_time: false,
+            // Computed by the server: ignored on import.
+            original_due_at: None,
+            signer: "Phó Chủ tịch UBND huyện".into(),
+            delivery: pb::ApologyDelivery::Paper as i32,
+            notice_unit: pb::NoticeUnit::Unspecified as i32,
         }),
     ));
     b2.push(event(

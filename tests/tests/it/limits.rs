@@ -472,7 +472,18 @@ async fn every_bound_of_every_write_rpc_holds_at_its_limit_and_one_past_it() {
         expected_version: None,
         reason: text(n),
         new_appointment: Some(ts(due + Duration::days(1))),
+        signer: text(n.min(TEXT_MAX_CHARS)),
+        delivery: pb::ApologyDelivery::Sms as i32,
     };
+    let mut long_signer = apology(10);
+    long_signer.signer = text(TEXT_MAX_CHARS + 1);
+    over(
+        log,
+        results.issue_apology(authed(COUNTER_DISTRICT, long_signer)),
+        "signer",
+        &text_bound,
+    )
+    .await;
     over(
         log,
         results.issue_apology(authed(COUNTER_DISTRICT, apology(TEXT_MAX_CHARS + 1))),

@@ -1,12 +1,16 @@
 //! The model test through the real services: random dossier lives (every event type,
 //! supplements, holidays, early, on time and late, apologies, payments online and at the
-//! counter, withdrawals, stops, refusals at the counter) are sent as gRPC calls to intake,
+//! counter, withdrawals, stops, refusals at the counter; about half the dossiers with a sealed
+//! applicant, some erased between the waves) are sent as gRPC calls to intake,
 //! processing, payment and results, interleaved across dossiers so that business times arrive
 //! out of order; the deadline watcher marks the late ones; the relay publishes and the
 //! projection consumes. Then every indicator (in total and per group, with S5 and S14) and
 //! every cell of every report form must equal `oracle`'s plain recomputation from the raw
 //! events in the log — and the figures "as recorded at" the instant between two waves of calls
 //! must equal what the live service answered at that instant, late events notwithstanding.
+//! Every tenth life is an offline counter's, resolved before its due time but sent after the
+//! watcher marked it late: each dossier's status and timeline must show the mark withdrawn
+//! exactly when the oracle says so, and the figures stay the oracle's (business time).
 //!
 //! The seed is printed; `MODEL_SEED=<n>` replays a failure.
 
@@ -14,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use api::v1 as pb;
+use api::v1::applicant_service_client::ApplicantServiceClient;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::{DossierEvent, Event, Profile};
 use eventlog::EventLog;
@@ -28,8 +33,8 @@ use tests::processing::{
 };
 use tests::projection::RunningProjection;
 use tests::{
-    AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, DISTRICT_AGENCY, PROVINCE_AGENCY, RunningRelay,
-    authed, local, new_event_id, ts,
+    AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, DISTRICT_AGENCY, ERASURE_ADMIN, PROVINCE_AGENCY,
+    RunningRelay, authed, local, new_event_id, ts,
 };
 use tonic::Code;
 
@@ -60,9 +65,57 @@ enum Call {
 struct Life {
     token: &'static str,
     calls: Vec<Call>,
+    /// A counter that was offline: everything after the reception reaches the server in the
+    /// second wave, after the deadline watcher marked the dossier late, though it was resolved
+    /// before its due time.
+    offline: bool,
 }
 
 const SECTORS: [&str; 3] = ["land", "tax", "justice"];
+
+/// The applicant of about half the received dossiers, with an identity document fitting its
+/// type and sometimes a representative: sealed in the event, it must change no figure.
+fn applicant(rng: &mut Rng, n: usize, applicant_type: pb::ApplicantType) -> Option<pb::Applicant> {
+    if !rng.chance(50) {
+        return None;
+    }
+    let doc = |kind: pb::DocumentKind, number: String| {
+        Some(pb::IdentityDocument {
+            kind: kind as i32,
+            number,
+        })
+    };
+    let (owner_name, document) = match applicant_type {
+        pb::ApplicantType::Business => (
+            format!("Công ty TNHH Mẫu {n}"),
+            doc(pb::DocumentKind::TaxCode, format!("03{n:08}")),
+        ),
+        pb::ApplicantType::Organisation => (
+            format!("Hợp tác xã Mẫu {n}"),
+            doc(pb::DocumentKind::Other, format!("HTX{n:04}")),
+        ),
+        _ => (
+            format!("Trần Văn Mẫu {n}"),
+            doc(pb::DocumentKind::Cccd, format!("0791{n:08}")),
+        ),
+    };
+    Some(pb::Applicant {
+        owner_name,
+        document,
+        phone: format!("0912{n:06}"),
+        email: if rng.chance(50) {
+            format!("mau{n}@example.vn")
+        } else {
+            String::new()
+        },
+        address: format!("{n} Đường Mẫu, Phường 1"),
+        representative: rng.chance(30).then(|| pb::Representative {
+            name: format!("Lê Thị Đại Diện {n}"),
+            document: doc(pb::DocumentKind::Cmnd, format!("{n:09}")),
+            phone: String::new(),
+        }),
+    })
+}
 
 /// A random life starting on a day of April–June 2024 (Hùng Kings' day 18 April, 30 April and
 /// 1 May are holidays), at any minute, including the edges of the day.
@@ -84,6 +137,11 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     let mut t = local(2024, 1, 1, 0, 0)
         + (day - NaiveDate::from_ymd_opt(2024, 1, 1).unwrap())
         + chrono::Duration::minutes(i64::from(minute));
+    let applicant_type = *rng.pick(&[
+        pb::ApplicantType::Citizen,
+        pb::ApplicantType::Business,
+        pb::ApplicantType::Organisation,
+    ]);
     let profile = pb::Profile {
         procedure_code: format!("1.00{}", 4000 + rng.below(3)),
         online_level: *rng.pick(&[
@@ -99,11 +157,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             pb::Channel::Direct,
             pb::Channel::Postal,
         ]) as i32,
-        applicant_type: *rng.pick(&[
-            pb::ApplicantType::Citizen,
-            pb::ApplicantType::Business,
-            pb::ApplicantType::Organisation,
-        ]) as i32,
+        applicant_type: applicant_type as i32,
     };
     let mut calls = Vec::new();
     let at = |t: DateTime<Utc>| Some(ts(t));
@@ -116,7 +170,11 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             profile: Some(profile),
             reason: "Hồ sơ không đủ thành phần".to_owned(),
         }));
-        return Life { token, calls };
+        return Life {
+            token,
+            calls,
+            offline: false,
+        };
     }
     let components: Vec<String> = (0..1 + rng.below(3)).map(|i| format!("tp-{i}")).collect();
     let fee_required = rng.chance(50);
@@ -134,8 +192,12 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         }),
         fee_required,
         components: components.clone(),
-        applicant: None,
-        return_method: 0,
+        applicant: applicant(rng, n, applicant_type),
+        return_method: *rng.pick(&[
+            pb::ReturnMethod::Unspecified,
+            pb::ReturnMethod::Counter,
+            pb::ReturnMethod::Post,
+        ]) as i32,
     }));
     // The gap to the next step: minutes to a few days, sometimes across a weekend or holiday.
     let step = |rng: &mut Rng, t: &mut DateTime<Utc>| {
@@ -168,7 +230,10 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             }));
         }
     }
-    if n % 10 == 0 || rng.chance(30) {
+    // Every tenth life is an offline counter's: resolved within the hour after reception (the
+    // shortest statutory time is four working hours), nothing else in between.
+    let offline = n % 10 == 5;
+    if !offline && (n % 10 == 0 || rng.chance(30)) {
         let mode = *rng.pick(&[pb::TransferMode::Electronic, pb::TransferMode::Paper]);
         calls.push(Call::Transfer(transfer(
             &id,
@@ -177,7 +242,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             mode,
         )));
     }
-    if rng.chance(35) {
+    if !offline && rng.chance(35) {
         calls.push(Call::RequestSupplement(request_supplement(
             &id,
             step(rng, &mut t),
@@ -199,7 +264,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             }
         }
     }
-    if fee_required && rng.chance(75) {
+    if !offline && fee_required && rng.chance(75) {
         let amount = 50_000 * (1 + rng.below(10) as i64);
         let kind = *rng.pick(&[pb::FeeKind::Fee, pb::FeeKind::Charge, pb::FeeKind::Tax]);
         calls.push(Call::Fee(assess_fee(&id, step(rng, &mut t), amount, kind)));
@@ -219,7 +284,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             )));
         }
     }
-    if rng.chance(35) {
+    if !offline && rng.chance(35) {
         let issued = step(rng, &mut t);
         calls.push(Call::Apology(issue_apology(
             &id,
@@ -231,6 +296,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     let end = match n % 10 {
         3 => 75,
         4 => 83,
+        5 => 0,
         _ => rng.below(100),
     };
     if end < 70 {
@@ -239,10 +305,16 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         } else {
             pb::Outcome::Refused
         };
+        let resolved_at = if offline {
+            t += chrono::Duration::minutes(5 + rng.below(60) as i64);
+            t
+        } else {
+            step(rng, &mut t)
+        };
         calls.push(Call::Resolve(pb::ResolveRequest {
             event_id: new_event_id(),
             dossier_id: id.clone(),
-            occurred_at: at(step(rng, &mut t)),
+            occurred_at: at(resolved_at),
             expected_version: None,
             outcome: outcome as i32,
             deciding_agency: agency.to_owned(),
@@ -271,7 +343,11 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     } else if end < 87 {
         calls.push(Call::Stop(stop_processing(&id, step(rng, &mut t))));
     }
-    Life { token, calls }
+    Life {
+        token,
+        calls,
+        offline,
+    }
 }
 
 struct Services {
@@ -280,6 +356,32 @@ struct Services {
 }
 
 impl Services {
+    /// Erases the applicant of every other received dossier that has one (all are received
+    /// in the first wave).
+    async fn erase_every_other_applicant(&self, lives: &[Life]) -> usize {
+        let mut applicants =
+            ApplicantServiceClient::connect(format!("http://{}", self.stack.intake.addr))
+                .await
+                .unwrap();
+        let with_applicant = lives.iter().filter_map(|l| match l.calls.first() {
+            Some(Call::Receive(r)) if r.applicant.is_some() => Some(&r.dossier_id),
+            _ => None,
+        });
+        let mut erased = 0;
+        for dossier_id in with_applicant.step_by(2) {
+            let request = pb::EraseApplicantRequest {
+                dossier_id: dossier_id.clone(),
+                reference: "model".into(),
+            };
+            applicants
+                .erase_applicant(authed(ERASURE_ADMIN, request))
+                .await
+                .expect("erasure");
+            erased += 1;
+        }
+        erased
+    }
+
     /// Sends one call. A refusal by the dossier's rules (e.g. an apology for a dossier that is
     /// neither late nor foreseen late, a supplement after the deadline watcher's mark) is part
     /// of a random life: the log keeps only what was accepted, and the oracle reads the log.
@@ -775,6 +877,83 @@ async fn check_all(
     }
 }
 
+/// Each received dossier's status (projection `GetDossierStatus`) and due-time history (the
+/// replay service's timeline) show lateness as the oracle reads it from the raw events: a late
+/// mark contradicted by a resolution dated before the due time is withdrawn, once, right after
+/// that resolution, and the resolution's timeliness is shown. Returns how many were withdrawn.
+async fn check_lateness(projection: &RunningProjection, log: &EventLog) -> usize {
+    let mut client = projection.client().await;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT dossier_id FROM events ORDER BY dossier_id")
+            .fetch_all(log.pool())
+            .await
+            .expect("dossier ids");
+    let mut withdrawn = 0;
+    for (dossier_id, stored) in log.load_dossiers(&ids).await.expect("load dossiers") {
+        let events: Vec<Event> = stored
+            .iter()
+            .map(|e| Event {
+                occurred_at: e.occurred_at,
+                body: DossierEvent::from_parts(&e.event_type, &e.payload).expect("decodes"),
+            })
+            .collect();
+        let DossierEvent::Received { .. } = &events[0].body else {
+            continue;
+        };
+        let expected = oracle::lateness(&events);
+        withdrawn += usize::from(expected.late_withdrawn);
+        let status = client
+            .get_dossier_status(authed(
+                AUDITOR,
+                pb::GetDossierStatusRequest {
+                    dossier_id: dossier_id.clone(),
+                },
+            ))
+            .await
+            .expect("GetDossierStatus")
+            .into_inner();
+        let timeliness = expected
+            .timeliness
+            .map_or(pb::Timeliness::Unspecified, svc::convert::pb_timeliness);
+        assert_eq!(
+            (status.late_marked, status.late_withdrawn, status.timeliness),
+            (
+                expected.late_marked,
+                expected.late_withdrawn,
+                timeliness as i32
+            ),
+            "status of {dossier_id}"
+        );
+        let (history, state) = replay::timeline::history(&events);
+        let kinds: Vec<_> = history.iter().map(|c| c.kind).collect();
+        let withdrawals: Vec<usize> = kinds
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k == replay::timeline::ChangeKind::LateWithdrawn)
+            .map(|(j, _)| j)
+            .collect();
+        assert_eq!(
+            withdrawals.len(),
+            usize::from(expected.late_withdrawn),
+            "timeline of {dossier_id}: {kinds:?}"
+        );
+        if let Some(&j) = withdrawals.first() {
+            assert_eq!(history[j].timeliness, expected.timeliness, "{dossier_id}");
+            assert_eq!(
+                kinds[j - 1],
+                replay::timeline::ChangeKind::Resolved,
+                "{dossier_id}: withdrawn right after the resolution"
+            );
+        }
+        assert_eq!(
+            (state.late_marked, state.late_withdrawn),
+            (expected.late_marked, expected.late_withdrawn),
+            "timeline state of {dossier_id}"
+        );
+    }
+    withdrawn
+}
+
 /// Every answer of the service for the periods, groupings and forms `check_all` asks, live or
 /// as recorded at `at` (the echoed instant cleared, so the two can be compared).
 async fn every_answer(projection: &RunningProjection, at: Option<DateTime<Utc>>) -> Vec<String> {
@@ -832,7 +1011,7 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
     let db = TestDb::new().await;
     let log = EventLog::from_pool(db.pool.clone());
     let services = Services {
-        stack: Stack::start(log.clone()).await,
+        stack: Stack::with_master_keys(log.clone()).await,
         processing: RunningProcessing::start(log.clone(), domain::SupplementPolicy::Restart).await,
     };
     let clock = ManualClock::new(local(2024, 7, 1, 8, 0));
@@ -847,7 +1026,11 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
     let lives: Vec<Life> = (0..48).map(|n| life(&mut rng, n)).collect();
     let mut waves: [Vec<(usize, usize)>; 2] = [Vec::new(), Vec::new()];
     for (d, l) in lives.iter().enumerate() {
-        let split = 1 + rng.below(l.calls.len() as u64) as usize;
+        let split = if l.offline {
+            1
+        } else {
+            1 + rng.below(l.calls.len() as u64) as usize
+        };
         for c in 0..l.calls.len() {
             waves[usize::from(c >= split)].push((d, c));
         }
@@ -884,11 +1067,16 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
             .collect();
         eprintln!("wave {w}: {} dossiers, event types {types:?}", all.len());
         check_all(&projection, &recorded_by(&all, None), None).await;
+        let withdrawn = check_lateness(&projection, &log).await;
+        eprintln!("wave {w}: {withdrawn} late marks withdrawn");
         if w == 0 {
             answered_then = every_answer(&projection, None).await;
             first_at = Some(db_now(&log).await);
             // What the live service answers at that instant.
             check_all(&projection, &recorded_by(&all, None), first_at).await;
+            // Erasing applicants writes no event: the figures of that instant, compared
+            // after the second wave, cannot move.
+            assert!(services.erase_every_other_applicant(&lives).await > 0);
         } else {
             for t in domain::EventType::ALL {
                 assert!(

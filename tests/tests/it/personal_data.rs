@@ -1,19 +1,27 @@
 //! The applicant's personal data end to end: sealed at reception, read only by the holding
 //! agency or a scoped token (every read logged), erased by destroying its key with the log and
-//! its proofs still valid, nowhere in plaintext; and the citizen lookup.
+//! its proofs still valid, nowhere in plaintext (tables, the JetStream stream, the services'
+//! logs); and the citizen lookup.
 
+use std::io::Cursor;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use api::v1 as pb;
 use api::v1::applicant_service_client::ApplicantServiceClient;
 use api::v1::citizen_lookup_service_client::CitizenLookupServiceClient;
+use api::v1::event::Body;
 use api::v1::intake_service_client::IntakeServiceClient;
+use api::v1::replay_service_client::ReplayServiceClient;
 use eventlog::EventLog;
-use svc::{Principal, Role, Scope};
-use tests::{COUNTER_DISTRICT, COUNTER_PROVINCE, authed, receive_request, test_tokens};
+use tests::{
+    AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, ERASURE_ADMIN, RunningRelay, all_messages, authed,
+    receive_request, test_tokens,
+};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
-const ADMIN: &str = "test-erasure-admin";
 const NAME: &str = "Nguyễn Thị Bí Mật";
 const CCCD: &str = "079188004242";
 const PHONE: &str = "0912777333";
@@ -54,6 +62,109 @@ async fn every_row(pool: &sqlx::PgPool) -> Vec<String> {
     rows
 }
 
+/// The logs of everything the test runs on its thread (the services, the relay, the audit),
+/// as an operator would collect them.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    /// Captures, until the guard drops, every log line at debug level (trace for the project's
+    /// crates) written on this thread: the test must run on a current-thread runtime.
+    ///
+    /// A second, silent dispatcher stays registered meanwhile: with a lone scoped dispatcher,
+    /// `tracing` caches the interest of a callsite first hit on another thread (a test running
+    /// in parallel, with no subscriber) as "never" for every thread, and lines would be lost.
+    fn install(&self) -> (tracing::subscriber::DefaultGuard, tracing::Dispatch) {
+        let filter = tracing_subscriber::EnvFilter::new(
+            "debug,intake=trace,personal=trace,svc=trace,eventlog=trace,relay=trace,replay=trace,audit=trace",
+        );
+        let silent = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(self.clone())
+                .finish(),
+        );
+        (guard, silent)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'a self) -> CapturedLogs {
+        self.clone()
+    }
+}
+
+/// The received event of `dossier` as replay shows it in a stream and in the timeline:
+/// whether it holds an applicant (sealed / erased), the plaintext never.
+async fn replayed_applicant(
+    replay: &mut ReplayServiceClient<Channel>,
+    dossier: &str,
+) -> (pb::ApplicantData, pb::ApplicantData, pb::ReplayedEvent) {
+    let received = |events: Vec<pb::ReplayedEvent>| {
+        let event = events
+            .into_iter()
+            .find(|e| e.event_type == "received")
+            .expect("the received event");
+        let Some(pb::Event {
+            body: Some(Body::Received(body)),
+            ..
+        }) = &event.event
+        else {
+            panic!("a received event without its body");
+        };
+        assert_eq!(body.applicant, None, "replay shows no plaintext");
+        (body.applicant_data(), event)
+    };
+    let mut stream = replay
+        .stream_events(authed(
+            AUDITOR,
+            pb::StreamEventsRequest {
+                dossier_id: dossier.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        streamed.push(event);
+    }
+    let timeline = replay
+        .get_timeline(authed(
+            AUDITOR,
+            pb::GetTimelineRequest {
+                dossier_id: dossier.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let (in_stream, event) = received(streamed);
+    let (in_timeline, _) = received(timeline);
+    (in_stream, in_timeline, event)
+}
+
 fn assert_no_plaintext(haystack: &str, what: &str) {
     for needle in [NAME, CCCD, PHONE, EMAIL, "Không Tên"] {
         assert!(!haystack.contains(needle), "{what} holds personal data");
@@ -68,22 +179,15 @@ fn assert_no_plaintext(haystack: &str, what: &str) {
     }
 }
 
+// A current-thread runtime: every service, the relay and the audit log through the test's
+// thread-local subscriber.
 #[tokio::test]
 async fn an_applicant_is_sealed_read_with_a_trace_erased_with_the_log_intact_and_looked_up() {
+    let logs = CapturedLogs::default();
+    let _logging = logs.install();
     let db = testkit::TestDb::new().await;
     let log = EventLog::from_pool(db.pool.clone());
-    let mut tokens = test_tokens();
-    tokens.insert(
-        ADMIN,
-        Principal {
-            name: "erasure admin".into(),
-            agency: None,
-            level: None,
-            role: Role::Auditor,
-            scopes: vec![Scope::Erasure],
-        },
-    );
-    let mut deps = svc::ServiceDeps::for_tests(log.clone(), tokens);
+    let mut deps = svc::ServiceDeps::for_tests(log.clone(), test_tokens());
     deps.keyring = Some(personal::Keyring::generate("k1").unwrap());
     // A clock that does not move: the lookup's one-minute window cannot roll over mid-test.
     let clock = tests::processing::ManualClock::new(chrono::Utc::now());
@@ -102,6 +206,23 @@ async fn an_applicant_is_sealed_read_with_a_trace_erased_with_the_log_intact_and
     let addr = format!("http://{}", app.local_addr());
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+    // The rest of the system: the relay to the test's own stream, replay, the audit's tree.
+    let nats = testkit::TestNats::new().await;
+    let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
+    let replay_app = replay::ReplayApp::build_with(
+        log.clone(),
+        test_tokens(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    let mut replay = ReplayServiceClient::connect(format!("http://{}", replay_app.local_addr()))
+        .await
+        .unwrap();
+    let replay_task = tokio::spawn(replay_app.run_until_stopped(stop.clone()));
+    audit::store::migrate(log.pool()).await.unwrap();
+    let signer = Arc::new(merkle::Signer::from_seed("test.motcua/log", [12; 32]).unwrap());
+    let checkpointer = audit::Checkpointer::new(log.pool().clone(), signer.clone(), None);
     let mut intake = IntakeServiceClient::connect(addr.clone()).await.unwrap();
     let mut applicants = ApplicantServiceClient::connect(addr.clone()).await.unwrap();
     let mut lookup = CitizenLookupServiceClient::connect(addr).await.unwrap();
@@ -170,6 +291,18 @@ async fn an_applicant_is_sealed_read_with_a_trace_erased_with_the_log_intact_and
     // Nothing in plaintext anywhere the system wrote, before and after erasure.
     assert_no_plaintext(&every_row(&db.pool).await.join("\n"), "the database");
 
+    // Before erasure: published, checkpointed, and replay shows the applicant sealed.
+    let position = first.event.as_ref().unwrap().position;
+    relay
+        .wait_published(position as i64, Duration::from_secs(30))
+        .await;
+    checkpointer.tick().await.unwrap();
+    let (streamed, timeline, _) = replayed_applicant(&mut replay, dossier).await;
+    assert_eq!(
+        (streamed, timeline),
+        (pb::ApplicantData::Sealed, pb::ApplicantData::Sealed)
+    );
+
     // Erasure: only the erasure scope; then reads say erased.
     let erase = pb::EraseApplicantRequest {
         dossier_id: dossier.into(),
@@ -184,12 +317,12 @@ async fn an_applicant_is_sealed_read_with_a_trace_erased_with_the_log_intact_and
         tonic::Code::PermissionDenied
     );
     let erased = applicants
-        .erase_applicant(authed(ADMIN, erase.clone()))
+        .erase_applicant(authed(ERASURE_ADMIN, erase.clone()))
         .await
         .unwrap()
         .into_inner();
     let twice = applicants
-        .erase_applicant(authed(ADMIN, erase))
+        .erase_applicant(authed(ERASURE_ADMIN, erase))
         .await
         .unwrap()
         .into_inner();
@@ -240,6 +373,62 @@ async fn an_applicant_is_sealed_read_with_a_trace_erased_with_the_log_intact_and
         audit::verify::Outcome::Intact(_) => {}
         other => panic!("log no longer verifies after erasure: {other:?}"),
     }
+    // An export of the dossier verifies offline, and holds only ciphertext.
+    let mut export = Vec::new();
+    let filter = audit::export::ExportFilter {
+        dossier: Some(dossier.into()),
+        ..Default::default()
+    };
+    audit::export::export(log.pool(), &filter, None, &mut export)
+        .await
+        .unwrap();
+    let report = audit::export::verify_export(Cursor::new(&export), &signer.verifier())
+        .unwrap()
+        .expect("the export verifies after erasure");
+    assert_eq!(report.events, 1);
+    assert_no_plaintext(&String::from_utf8_lossy(&export), "the export");
+    // Replay says erased; the received event's stored bytes still prove their inclusion in
+    // the checkpoint signed before the erasure.
+    let (streamed, timeline, received) = replayed_applicant(&mut replay, dossier).await;
+    assert_eq!(
+        (streamed, timeline),
+        (pb::ApplicantData::Erased, pb::ApplicantData::Erased)
+    );
+    assert_eq!(received.position, position);
+    let mut conn = log.pool().acquire().await.unwrap();
+    let checkpoint = audit::store::latest_checkpoint(&mut conn)
+        .await
+        .unwrap()
+        .unwrap();
+    let proof = audit::proofs::inclusion(&mut conn, position, checkpoint.tree_size)
+        .await
+        .unwrap();
+    drop(conn);
+    let leaf = merkle::leaf_hash(&received.canonical_json);
+    assert_eq!(leaf, proof.leaf_hash);
+    merkle::verify_inclusion(
+        position - 1,
+        checkpoint.tree_size,
+        &leaf,
+        &proof.hashes,
+        &checkpoint.root,
+    )
+    .expect("the received event's inclusion proof verifies after erasure");
+    // The stream's messages (subjects, headers, payloads) hold no plaintext either.
+    let messages = all_messages(&nats.url, &nats.stream).await;
+    assert_eq!(messages.len() as u64, position);
+    let published: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {:?} {}",
+                m.subject,
+                m.headers,
+                String::from_utf8_lossy(&m.payload)
+            )
+        })
+        .collect();
+    assert_no_plaintext(&published.join("\n"), "the JetStream stream");
 
     // Citizen lookup: right secret, wrong secret (same answer as an unknown dossier), limit.
     let ask = |secret: &str| pb::LookUpDossierRequest {
@@ -287,4 +476,15 @@ async fn an_applicant_is_sealed_read_with_a_trace_erased_with_the_log_intact_and
 
     stop.cancel();
     task.await.unwrap().unwrap();
+    replay_task.await.unwrap().unwrap();
+    relay.stop().await;
+    // Every log line the services wrote: some, and none with personal data.
+    let written = logs.text();
+    for line in ["applicant data erased", "relay running", "gRPC listening"] {
+        assert!(
+            written.contains(line),
+            "no {line:?} in the logs captured: {written}"
+        );
+    }
+    assert_no_plaintext(&written, "the service logs");
 }

@@ -1343,6 +1343,72 @@ async fn the_watcher_marks_a_dossier_late_exactly_once_at_its_due_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_counters_resolution_withdraws_the_watchers_late_mark_once() {
+    let env = env(SupplementPolicy::Restart).await;
+    let due = env
+        .receive("HS-OFFLINE-1", local(2024, 4, 22, 9, 0), 3)
+        .await;
+    // The counter resolved it on Wed 24 Apr, offline; the watcher marks it late after the due
+    // time, before the resolution reaches the server.
+    let clock = ManualClock::new(due + chrono::Duration::minutes(5));
+    let watcher = watcher(&env.log, clock.clone()).await;
+    assert_eq!(watcher.tick().await.expect("tick").marked, ["HS-OFFLINE-1"]);
+    let mut client = env.client().await;
+    let request = resolve(
+        "HS-OFFLINE-1",
+        local(2024, 4, 24, 15, 0),
+        pb::Outcome::Approved,
+    );
+    let answer = client
+        .resolve(authed(COUNTER_DISTRICT, request.clone()))
+        .await
+        .expect("resolve")
+        .into_inner();
+    assert_eq!(answer.timeliness, pb::Timeliness::Early as i32);
+    assert!(answer.late_withdrawn);
+    let events = env.events("HS-OFFLINE-1").await;
+    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["received", "late", "resolved", "late_withdrawn"]);
+    assert_eq!(
+        body(&events[3]),
+        DossierEvent::LateWithdrawn {
+            due_at: due,
+            timeliness: calendar::Timeliness::Early,
+        }
+    );
+    assert_eq!(events[3].occurred_at, local(2024, 4, 24, 15, 0));
+    let head = env.head().await;
+
+    // The counter retries (it never saw the answer): the same events, nothing new; the
+    // watcher, ticking later, writes nothing either.
+    let again = client
+        .resolve(authed(COUNTER_DISTRICT, request))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert!(again.event.expect("event").duplicate);
+    assert!(again.late_withdrawn);
+    clock.advance(chrono::Duration::days(2));
+    let report = watcher.tick().await.expect("tick");
+    assert!(
+        report.marked.is_empty() && report.refused.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(env.head().await, head);
+
+    // The status every reader folds: not marked late, resolved early.
+    let state = domain::Dossier::from_events(events.iter().map(|e| domain::Event {
+        occurred_at: e.occurred_at,
+        body: body(e),
+    }));
+    assert!(!state.late_marked && state.late_withdrawn);
+    assert_eq!(
+        state.resolution.map(|r| r.timeliness),
+        Some(calendar::Timeliness::Early)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watcher_leaves_paused_resolved_and_ended_dossiers_alone() {
     let env = env(SupplementPolicy::Restart).await;
     let mut client = env.client().await;

@@ -3,30 +3,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use async_nats::jetstream;
 use async_nats::jetstream::message::StreamMessage;
 use eventlog::EventLog;
 use testkit::{NatsServer, TestDb};
-use tests::{COUNTER_DISTRICT, RunningIntake, RunningRelay, authed, local, receive_request};
-
-async fn all_messages(url: &str, stream: &str) -> Vec<StreamMessage> {
-    let client = async_nats::connect(url)
-        .await
-        .expect("connect to the test NATS");
-    let js = jetstream::new(client);
-    let stream = js
-        .get_stream(stream)
-        .await
-        .expect("the relay created the stream");
-    let state = stream.cached_info().state.clone();
-    let mut messages = Vec::new();
-    if state.messages > 0 {
-        for sequence in state.first_sequence..=state.last_sequence {
-            messages.push(stream.get_raw_message(sequence).await.expect("message"));
-        }
-    }
-    messages
-}
+use tests::{
+    COUNTER_DISTRICT, RunningIntake, RunningRelay, all_messages, authed, local, receive_request,
+};
 
 fn header(message: &StreamMessage, name: &str) -> String {
     message

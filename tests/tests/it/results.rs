@@ -148,7 +148,7 @@ async fn late_dossier_apology_resolution_return_and_rating() {
         due(),
         "the apology never moves the due time"
     );
-    let apology = state.apology.unwrap();
+    let apology = state.apology.clone().unwrap();
     assert_eq!(apology.new_appointment, new_appointment);
     assert!(!apology.on_time);
     assert!(state.late_marked && state.result_digitized);
@@ -191,6 +191,53 @@ async fn an_apology_is_on_time_only_at_least_one_working_day_before_the_due_time
         let state = stack.dossier(dossier).await;
         assert_eq!(state.apology.unwrap().on_time, on_time, "{dossier}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apology_of_mau_04_records_signer_delivery_and_the_original_due_time() {
+    let db = TestDb::new().await;
+    let stack = stack(&db).await;
+    let mut results = stack.results_client().await;
+    receive(&stack, "HS-MAU-04").await;
+    let head = stack.log.head().await.expect("head");
+    // An unknown delivery channel is refused, naming the field; nothing written.
+    let mut bad = issue_apology(
+        "HS-MAU-04",
+        local(2024, 4, 23, 9, 0),
+        local(2024, 4, 29, 9, 0),
+    );
+    bad.delivery = 9;
+    let status = results
+        .issue_apology(authed(COUNTER_DISTRICT, bad))
+        .await
+        .expect_err("unknown delivery");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("delivery"), "{status:?}");
+    assert_eq!(stack.log.head().await.expect("head"), head);
+
+    let mut request = issue_apology(
+        "HS-MAU-04",
+        local(2024, 4, 23, 9, 0),
+        local(2024, 4, 29, 9, 0),
+    );
+    request.signer = "Nguyễn Văn A — Phó Chủ tịch UBND huyện".to_owned();
+    request.delivery = pb::ApologyDelivery::Sms as i32;
+    let answer = results
+        .issue_apology(authed(COUNTER_DISTRICT, request))
+        .await
+        .expect("apology issued")
+        .into_inner();
+    assert!(answer.on_time);
+    assert_eq!(answer.original_due_at, Some(ts(due())));
+    let apology = stack.dossier("HS-MAU-04").await.apology.expect("issued");
+    assert_eq!(apology.original_due_at, Some(due()));
+    assert_eq!(
+        apology.signer.as_ref().map(Text::as_str),
+        Some("Nguyễn Văn A — Phó Chủ tịch UBND huyện")
+    );
+    assert_eq!(apology.delivery, Some(domain::ApologyDelivery::Sms));
+    // The new appointment never becomes the due time.
+    assert_eq!(stack.dossier("HS-MAU-04").await.due_at, Some(due()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,6 +202,7 @@ async fn the_early_warning_list_is_exact_across_holidays_supplements_apologies_a
     assert_eq!(
         domain::apology_deadline(
             &calendar::Calendar::vietnam_default(),
+            domain::NoticeUnit::WorkingDay,
             local(2024, 5, 2, 9, 0)
         ),
         local(2024, 4, 26, 9, 0)
@@ -586,12 +587,23 @@ async fn watcher_with(
     clock: std::sync::Arc<ManualClock>,
     horizon: domain::WarningHorizon,
 ) -> processing::Watcher {
+    watcher_with_notice(log, clock, horizon, domain::NoticeUnit::WorkingDay).await
+}
+
+/// A watcher with `horizon` whose write path counts the apology notice in `notice`.
+async fn watcher_with_notice(
+    log: &EventLog,
+    clock: std::sync::Arc<ManualClock>,
+    horizon: domain::WarningHorizon,
+    notice: domain::NoticeUnit,
+) -> processing::Watcher {
     drop(watcher(log, clock.clone()).await);
     let write = svc::WritePath::new(
         log.clone(),
         std::sync::Arc::new(calendar::Calendar::vietnam_default()),
         SupplementPolicy::Restart,
-    );
+    )
+    .with_apology_notice(notice);
     processing::Watcher::new(
         write,
         clock,
@@ -656,4 +668,115 @@ async fn two_watchers_raise_each_warning_once_and_a_changed_horizon_is_applied_a
     clock.set(local(2024, 4, 24, 9, 0));
     assert_eq!(default.tick().await.expect("tick").raised, ids);
     assert_eq!(outbox(&log).await.len(), 3 * ids.len());
+}
+
+/// The stored apology deadline, `warn_from` and late mark of `dossier` in the watcher's model.
+async fn watched(log: &EventLog, dossier: &str) -> (DateTime<Utc>, DateTime<Utc>, bool) {
+    sqlx::query_as(
+        "SELECT apology_deadline, warn_from, late_marked FROM deadline_watch WHERE dossier_id = $1",
+    )
+    .bind(dossier)
+    .fetch_one(log.pool())
+    .await
+    .expect("watched row")
+}
+
+/// `[processing] apology_notice` moves the watcher's apology deadline and default warning (one
+/// rule with `decide`); a restart with the other unit recomputes them. An offline counter's
+/// resolution dated before the due time, arriving after the watcher's `late`, withdraws the
+/// mark (`late_withdrawn`, folded: `late_marked` false again) and the warning (`closed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_apology_notice_unit_moves_the_warning_and_an_offline_resolution_withdraws_it() {
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let intake = RunningIntake::start(log.clone()).await;
+    let processing = RunningProcessing::start(log.clone(), SupplementPolicy::Restart).await;
+    // Wednesday 24 April 2024 09:00, three working days: due Thursday 2 May 09:00 across the
+    // weekend and the 27 April–1 May break. Apology deadline: Friday 26 April 09:00 in working
+    // days, Wednesday 1 May 09:00 (a day off) in calendar days.
+    let answer = intake
+        .client()
+        .await
+        .receive_dossier(authed(
+            COUNTER_DISTRICT,
+            receive_days("HS-UNIT", local(2024, 4, 24, 9, 0), 3),
+        ))
+        .await
+        .expect("receive")
+        .into_inner();
+    assert_eq!(answer.due_at, Some(tests::ts(local(2024, 5, 2, 9, 0))));
+
+    let clock = ManualClock::new(local(2024, 4, 26, 9, 0));
+    let working = watcher_with(&log, clock.clone(), domain::WarningHorizon::default()).await;
+    assert_eq!(
+        ids(&working.tick().await.expect("tick").raised),
+        ["HS-UNIT"]
+    );
+    assert_eq!(
+        watched(&log, "HS-UNIT").await,
+        (local(2024, 4, 26, 9, 0), local(2024, 4, 26, 9, 0), false)
+    );
+
+    // Restarted with calendar days: recomputed, so not due soon before Wednesday 09:00.
+    let calendar_days = watcher_with_notice(
+        &log,
+        clock.clone(),
+        domain::WarningHorizon::default(),
+        domain::NoticeUnit::CalendarDay,
+    )
+    .await;
+    let report = calendar_days.tick().await.expect("tick");
+    assert_eq!(
+        withdrawn(&report.withdrawn),
+        [("HS-UNIT", "deadline_changed")]
+    );
+    assert!(report.raised.is_empty(), "{report:?}");
+    assert_eq!(
+        watched(&log, "HS-UNIT").await,
+        (local(2024, 5, 1, 9, 0), local(2024, 5, 1, 9, 0), false)
+    );
+    clock.set(local(2024, 5, 1, 8, 59));
+    assert!(calendar_days.tick().await.expect("tick").raised.is_empty());
+    clock.set(local(2024, 5, 1, 9, 0));
+    assert_eq!(
+        ids(&calendar_days.tick().await.expect("tick").raised),
+        ["HS-UNIT"]
+    );
+
+    // Past the due time: marked late; the warning stays (an overdue dossier is listed).
+    clock.set(local(2024, 5, 2, 10, 0));
+    let report = calendar_days.tick().await.expect("tick");
+    assert_eq!(ids(&report.marked), ["HS-UNIT"]);
+    assert!(report.withdrawn.is_empty(), "{report:?}");
+    // The next tick folds the `late` it wrote.
+    let report = calendar_days.tick().await.expect("tick");
+    assert!(
+        report.marked.is_empty() && report.withdrawn.is_empty(),
+        "{report:?}"
+    );
+    assert!(watched(&log, "HS-UNIT").await.2);
+
+    // The offline counter's resolution, dated 08:00 before the due time, arrives now.
+    let answer = processing
+        .client()
+        .await
+        .resolve(authed(
+            COUNTER_DISTRICT,
+            resolve("HS-UNIT", local(2024, 5, 2, 8, 0), pb::Outcome::Approved),
+        ))
+        .await
+        .expect("resolve")
+        .into_inner();
+    assert!(answer.late_withdrawn);
+    let report = calendar_days.tick().await.expect("tick");
+    assert_eq!(withdrawn(&report.withdrawn), [("HS-UNIT", "closed")]);
+    assert!(
+        report.marked.is_empty() && report.raised.is_empty(),
+        "{report:?}"
+    );
+    assert!(
+        !watched(&log, "HS-UNIT").await.2,
+        "the late mark no longer stands"
+    );
+    processing.stop().await;
 }

@@ -7,6 +7,7 @@ mod due;
 mod edges;
 mod lunar;
 mod props;
+mod year_2026;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use calendar::{StatutoryTime, Timeliness, WorkingDuration};
 use domain::{
-    Action, Apology, Command, Dossier, Event, FeeKind, Outcome, PaymentChannel, PaymentRecord,
-    Phase, Rating, Resolution, ReturnMethod, SupplementPolicy, TransferMode, decide, event_time,
+    Action, Apology, ApologyDelivery, Command, Dossier, Event, FeeKind, Outcome, PaymentChannel,
+    PaymentRecord, Phase, Rating, Resolution, ReturnMethod, SupplementPolicy, TransferMode, decide,
+    event_time,
 };
 
 use crate::support::*;
@@ -89,6 +90,8 @@ fn a_full_life_folds_back_to_the_expected_state() {
             Action::IssueApology {
                 reason: text("site survey delayed"),
                 new_appointment: vn(2024, 3, 13, 9, 0),
+                signer: Some(text("Nguyễn Văn A, Phó Chủ tịch UBND")),
+                delivery: Some(ApologyDelivery::PortalAccount),
             },
         ),
         cmd(
@@ -146,10 +149,14 @@ fn a_full_life_folds_back_to_the_expected_state() {
         supplement_requests: 1,
         processing_started: true,
         late_marked: true,
+        late_withdrawn: false,
         apology: Some(Apology {
             issued_at: vn(2024, 3, 11, 10, 0),
             new_appointment: vn(2024, 3, 13, 9, 0),
             on_time: false,
+            original_due_at: Some(restarted_due),
+            signer: Some(text("Nguyễn Văn A, Phó Chủ tịch UBND")),
+            delivery: Some(ApologyDelivery::PortalAccount),
         }),
         fees_owed_vnd: 200_000,
         paid_vnd: 200_000,

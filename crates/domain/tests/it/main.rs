@@ -3,6 +3,7 @@
 mod apology;
 mod intake;
 mod lifecycle;
+mod offline;
 mod payment;
 mod processing;
 mod props;

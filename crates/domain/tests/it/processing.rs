@@ -4,8 +4,8 @@
 use calendar::{StatutoryTime, Timeliness, WorkingDuration};
 use chrono::{DateTime, Utc};
 use domain::{
-    Action, DossierEvent, Event, Outcome, Phase, Refusal, SupplementPolicy, TransferMode,
-    event_time,
+    Action, DossierEvent, Event, NoticeUnit, Outcome, Phase, Refusal, SupplementPolicy,
+    TransferMode, event_time,
 };
 
 use crate::support::*;
@@ -438,6 +438,10 @@ mod resolve {
                     reason: text("site survey delayed"),
                     new_appointment: vn(2024, 3, 11, 9, 0),
                     on_time: true,
+                    original_due_at: Some(due()),
+                    signer: None,
+                    delivery: None,
+                    notice: Some(NoticeUnit::WorkingDay),
                 },
             ),
         ])

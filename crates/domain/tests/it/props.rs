@@ -4,9 +4,9 @@
 use calendar::StatutoryTime;
 use chrono::{DateTime, Duration, Utc};
 use domain::{
-    Action, Command, Dossier, DossierEvent, Event, FeeKind, MAX_AMOUNT_VND, Outcome,
-    PaymentChannel, Phase, Rating, Refusal, ReturnMethod, SupplementPolicy, TransferMode, decide,
-    event_time,
+    Action, ApologyDelivery, Command, Dossier, DossierEvent, Event, FeeKind, MAX_AMOUNT_VND,
+    Outcome, PaymentChannel, Phase, Rating, Refusal, ReturnMethod, SupplementPolicy, TransferMode,
+    decide, event_time,
 };
 use proptest::prelude::*;
 
@@ -107,6 +107,8 @@ fn action(step: &Step, at: DateTime<Utc>) -> Action {
         7 => Action::IssueApology {
             reason: text("delayed"),
             new_appointment: at + Duration::hours(i64::from(p) - 40),
+            signer: (p % 2 == 0).then(|| text("signer")),
+            delivery: ApologyDelivery::ALL.get(p as usize % 5).copied(),
         },
         8 => Action::AssessFee {
             amount_vnd: pick(

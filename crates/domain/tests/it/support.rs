@@ -6,9 +6,9 @@ use calendar::{Calendar, StatutoryTime};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use domain::{
     Action, AgencyCode, ApplicantType, Channel, Command, ComponentCode, Dossier, DossierEvent,
-    Event, FeeKind, Level, OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode, Profile,
-    Rating, Refusal, ReturnMethod, Rules, SectorCode, SupplementPolicy, Text, TransactionId,
-    TransferMode, decide, event_time,
+    Event, FeeKind, Level, NoticeUnit, OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode,
+    Profile, Rating, Refusal, ReturnMethod, Rules, SectorCode, SupplementPolicy, Text,
+    TransactionId, TransferMode, decide, event_time,
 };
 
 pub static CALENDAR: LazyLock<Calendar> = LazyLock::new(Calendar::vietnam_default);
@@ -17,6 +17,7 @@ pub fn rules(policy: SupplementPolicy) -> Rules<'static> {
     Rules {
         calendar: &CALENDAR,
         supplement_policy: policy,
+        apology_notice: NoticeUnit::WorkingDay,
     }
 }
 
@@ -153,6 +154,8 @@ pub fn sample_actions() -> Vec<Action> {
         Action::IssueApology {
             reason: text("site survey delayed"),
             new_appointment: vn(2024, 12, 31, 9, 0),
+            signer: None,
+            delivery: None,
         },
         Action::AssessFee {
             amount_vnd: 100_000,
@@ -220,12 +223,14 @@ pub fn nothing() -> Expect {
 pub struct Given {
     events: Vec<Event>,
     policy: SupplementPolicy,
+    notice: NoticeUnit,
 }
 
 pub fn given(events: impl IntoIterator<Item = Event>) -> Given {
     Given {
         events: events.into_iter().collect(),
         policy: SupplementPolicy::Restart,
+        notice: NoticeUnit::WorkingDay,
     }
 }
 
@@ -240,10 +245,19 @@ impl Given {
         self
     }
 
+    pub fn notice(mut self, notice: NoticeUnit) -> Self {
+        self.notice = notice;
+        self
+    }
+
     pub fn when(self, command: Command) -> When {
         let state = Dossier::from_events(&self.events);
         assert_eq!(state.version, self.events.len() as u32);
-        let result = decide(&state, &command, rules(self.policy));
+        let rules = Rules {
+            apology_notice: self.notice,
+            ..rules(self.policy)
+        };
+        let result = decide(&state, &command, rules);
         When {
             state,
             command,

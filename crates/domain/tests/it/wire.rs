@@ -1,7 +1,10 @@
 //! Every event survives the log's (type, payload) split, and the type column is the serde tag.
 
 use calendar::{StatutoryTime, Timeliness, WorkingDuration};
-use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, ReturnMethod, TransferMode};
+use domain::{
+    ApologyDelivery, DossierEvent, FeeKind, NoticeUnit, Outcome, PaymentChannel, Rating,
+    ReturnMethod, TransferMode,
+};
 
 use crate::support::*;
 
@@ -34,6 +37,10 @@ fn every_event() -> Vec<DossierEvent> {
             reason: text("site survey delayed"),
             new_appointment: vn(2024, 3, 12, 9, 0),
             on_time: true,
+            original_due_at: Some(due()),
+            signer: Some(text("Trần Thị B")),
+            delivery: Some(ApologyDelivery::Sms),
+            notice: Some(NoticeUnit::CalendarDay),
         },
         DossierEvent::FeeAssessed {
             amount_vnd: 150_000,
@@ -66,6 +73,10 @@ fn every_event() -> Vec<DossierEvent> {
         DossierEvent::SatisfactionRated {
             rating: Rating::VerySatisfied,
         },
+        DossierEvent::LateWithdrawn {
+            due_at: due(),
+            timeliness: Timeliness::Early,
+        },
     ];
     for event in &events {
         match event {
@@ -84,7 +95,8 @@ fn every_event() -> Vec<DossierEvent> {
             | DossierEvent::Stopped { .. }
             | DossierEvent::ResultDigitized { .. }
             | DossierEvent::ResultReturned { .. }
-            | DossierEvent::SatisfactionRated { .. } => {}
+            | DossierEvent::SatisfactionRated { .. }
+            | DossierEvent::LateWithdrawn { .. } => {}
         }
     }
     events

@@ -178,6 +178,37 @@ fn a_refused_dossier_ignores_anything_else_in_its_log() {
     assert_eq!(c.get(date(2024, 3, 4), Metric::RefusedAtIntake), 1);
 }
 
+/// A counter that was offline: its resolution, dated before the due time, arrives after the
+/// deadline watcher's `late`, and the resolve path withdraws the mark (`late_withdrawn`). The
+/// statistics go by business time: the contribution is exactly that of the same dossier
+/// resolved in time with no mark at all.
+#[test]
+fn a_withdrawn_late_mark_changes_no_figure() {
+    let received_at = vn(2024, 3, 4, 9, 0);
+    let mut offline = received(received_at, false, None);
+    let due = offline.due();
+    offline
+        .act(due + chrono::Duration::hours(1), domain::Action::MarkLate)
+        .act(vn(2024, 3, 6, 15, 0), resolve());
+    let types: Vec<_> = offline.events.iter().map(|e| e.body.event_type()).collect();
+    assert_eq!(
+        types,
+        [
+            domain::EventType::Received,
+            domain::EventType::Late,
+            domain::EventType::Resolved,
+            domain::EventType::LateWithdrawn,
+        ]
+    );
+    let mut online = received(received_at, false, None);
+    online.act(vn(2024, 3, 6, 15, 0), resolve());
+    assert_eq!(offline.contribution(), online.contribution());
+    assert_eq!(
+        totals_of([&offline], date(2024, 3, 1), date(2024, 4, 1)),
+        totals_of([&online], date(2024, 3, 1), date(2024, 4, 1))
+    );
+}
+
 /// Late with an apology counts once for S6, and for its timely share only when the apology was
 /// on time (at least one working day before the due time), on the resolution's date.
 #[test]
@@ -204,4 +235,47 @@ fn a_timely_apology_counts_on_the_resolution_date() {
     // Wednesday 09:00 is the last on-time moment; a minute later is not.
     assert_eq!(counted(vn(2024, 3, 6, 9, 0)), (1, 1, 1));
     assert_eq!(counted(vn(2024, 3, 6, 9, 1)), (1, 1, 0));
+}
+
+/// The timely share counts the `on_time` the apology recorded, in the unit the province had when
+/// it was issued; the contribution takes no rules, so today's `apology_notice` never changes it.
+/// Due Monday 11 March 09:00: an apology on Sunday 10 March 09:00 is on time in calendar days,
+/// not in working days (Friday 09:00 was the last such moment).
+#[test]
+fn the_timely_apology_is_the_one_recorded_in_its_unit() {
+    let counted = |notice| {
+        let mut life = received(vn(2024, 3, 6, 9, 0), false, None);
+        life.notice = notice;
+        assert_eq!(life.due(), vn(2024, 3, 11, 9, 0));
+        life.act(vn(2024, 3, 10, 9, 0), apology(vn(2024, 3, 13, 9, 0)))
+            .act(vn(2024, 3, 11, 10, 0), resolve());
+        let Some(domain::DossierEvent::ApologyIssued {
+            on_time,
+            notice: recorded,
+            ..
+        }) = life
+            .events
+            .iter()
+            .map(|e| &e.body)
+            .find(|b| matches!(b, domain::DossierEvent::ApologyIssued { .. }))
+        else {
+            panic!("apology recorded");
+        };
+        assert_eq!(*recorded, Some(notice));
+        let c = life.contribution();
+        let on = |m| {
+            flows(&c)
+                .into_iter()
+                .filter(|(d, metric, _)| *metric == m && *d == date(2024, 3, 11))
+                .map(|(_, _, v)| v)
+                .sum::<i128>()
+        };
+        (
+            *on_time,
+            on(Metric::ResolvedLateWithApology),
+            on(Metric::ResolvedLateWithTimelyApology),
+        )
+    };
+    assert_eq!(counted(domain::NoticeUnit::CalendarDay), (true, 1, 1));
+    assert_eq!(counted(domain::NoticeUnit::WorkingDay), (false, 1, 0));
 }

@@ -172,6 +172,11 @@ fn midnight_after(t: DateTime<Utc>) -> DateTime<Utc> {
 /// Runs a plan through decide; refused steps are skipped.
 fn live(plan: &Plan, policy: SupplementPolicy, serial: usize) -> Life {
     let mut life = Life::new(policy);
+    // Half the dossiers judged with apologies in calendar days: a province that changed its
+    // `apology_notice`; the figures go by each apology's recorded answer.
+    if serial % 2 == 1 {
+        life.notice = domain::NoticeUnit::CalendarDay;
+    }
     let start_local = base().and_hms_opt(0, 0, 0).expect("midnight").and_utc()
         + Duration::days(plan.start_day)
         + Duration::minutes(plan.start_minute);

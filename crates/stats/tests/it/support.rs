@@ -75,6 +75,8 @@ pub struct Life {
     pub state: Dossier,
     pub events: Vec<Event>,
     pub policy: SupplementPolicy,
+    /// The apology notice's unit `decide` judges with (default: working day).
+    pub notice: domain::NoticeUnit,
 }
 
 impl Life {
@@ -83,6 +85,7 @@ impl Life {
             state: Dossier::default(),
             events: Vec::new(),
             policy,
+            notice: domain::NoticeUnit::WorkingDay,
         }
     }
 
@@ -95,6 +98,7 @@ impl Life {
         let rules = Rules {
             calendar: &CALENDAR,
             supplement_policy: self.policy,
+            apology_notice: self.notice,
         };
         for body in decide(&self.state, &command, rules)? {
             let event = Event {
@@ -168,6 +172,8 @@ pub fn apology(new_appointment: DateTime<Utc>) -> Action {
     Action::IssueApology {
         reason: text("survey delayed"),
         new_appointment,
+        signer: None,
+        delivery: None,
     }
 }
 pub fn assess(amount_vnd: i64) -> Action {

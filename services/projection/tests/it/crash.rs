@@ -74,6 +74,7 @@ impl Lifeline {
         let rules = Rules {
             calendar: &CALENDAR,
             supplement_policy: self.policy,
+            apology_notice: domain::NoticeUnit::WorkingDay,
         };
         let Ok(bodies) = domain::decide(&self.state, &command, rules) else {
             return false;
@@ -249,6 +250,8 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             Action::IssueApology {
                 reason: text("chờ kết quả đo đạc"),
                 new_appointment: due + chrono::Duration::days(3),
+                signer: None,
+                delivery: None,
             },
         );
     }

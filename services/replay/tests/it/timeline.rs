@@ -73,6 +73,8 @@ async fn the_timeline_shows_the_due_time_history_with_supplement_apology_and_lat
             Action::IssueApology {
                 reason: text("Chờ đo đạc"),
                 new_appointment: new_due + chrono::Duration::days(7),
+                signer: Some(text("Phó Chủ tịch UBND huyện")),
+                delivery: Some(domain::ApologyDelivery::Sms),
             },
         )
         .await;
@@ -192,6 +194,90 @@ async fn the_timeline_shows_the_due_time_history_with_supplement_apology_and_lat
     assert_eq!(state.agency_code, DISTRICT);
     assert_eq!(state.current_agency_code, DISTRICT);
     assert_eq!(time(&state.received_at), local(2024, 4, 22, 9, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_resolution_withdraws_the_late_mark_in_the_timeline() {
+    let mut env = Env::start().await;
+    let dossier = "H40-TL-OFFLINE";
+    let received = env
+        .execute(
+            dossier,
+            local(2024, 4, 22, 9, 0),
+            Action::Receive {
+                profile: profile(Level::District, DISTRICT, "land"),
+                statutory_time: calendar::StatutoryTime::Days(3),
+                fee_required: false,
+                components: vec![ComponentCode::parse("don-de-nghi").unwrap()],
+                due_at: None,
+                applicant: None,
+                return_method: None,
+            },
+        )
+        .await;
+    let due = payload_time(&received, "due_at");
+    let late = env
+        .execute(dossier, due + chrono::Duration::hours(1), Action::MarkLate)
+        .await;
+    // The counter was offline: its resolution, a day before the due time, arrives now.
+    let resolved_at = due - chrono::Duration::days(1);
+    let resolved = env
+        .execute(
+            dossier,
+            resolved_at,
+            Action::Resolve {
+                outcome: Outcome::Approved,
+                deciding_agency: AgencyCode::parse(DISTRICT).unwrap(),
+            },
+        )
+        .await;
+
+    let timeline = env
+        .client
+        .get_timeline(authed(
+            AUDITOR,
+            pb::GetTimelineRequest {
+                dossier_id: dossier.into(),
+            },
+        ))
+        .await
+        .expect("timeline")
+        .into_inner();
+    let types: Vec<_> = timeline
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(types, ["received", "late", "resolved", "late_withdrawn"]);
+    let withdrawn = &timeline.events[3];
+    assert_eq!(time(&withdrawn.occurred_at), resolved_at);
+    assert_eq!(withdrawn.position, resolved.position as u64 + 1);
+    let history: Vec<_> = timeline
+        .due_time_history
+        .iter()
+        .map(|c| {
+            (
+                Kind::try_from(c.kind).unwrap(),
+                time(&c.due_at),
+                pb::Timeliness::try_from(c.timeliness).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Kind::Received, due, pb::Timeliness::Unspecified),
+            (Kind::LateMarked, due, pb::Timeliness::Unspecified),
+            (Kind::Resolved, due, pb::Timeliness::Early),
+            (Kind::LateWithdrawn, due, pb::Timeliness::Early),
+        ]
+    );
+    assert_eq!(timeline.due_time_history[1].position, late.position as u64);
+    let state = timeline.state.expect("state");
+    assert!(!state.late_marked, "the mark is withdrawn");
+    assert!(state.late_withdrawn);
+    assert_eq!(state.timeliness, pb::Timeliness::Early as i32);
+    assert_eq!(state.version, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
