@@ -175,7 +175,11 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
     projection.wait_caught_up(WAIT).await;
     // The deadline watcher at HS-D-0001's apology deadline (one working day before its due
     // time): it alone is due soon.
-    let apology_deadline = domain::apology_deadline(&calendar::Calendar::vietnam_default(), due[0]);
+    let apology_deadline = domain::apology_deadline(
+        &calendar::Calendar::vietnam_default(),
+        domain::NoticeUnit::WorkingDay,
+        due[0],
+    );
     let clock = ManualClock::new(apology_deadline);
     let report = watcher(&log, clock).await.tick().await.expect("tick");
     assert_eq!(report.raised.len(), 1, "{report:?}");
