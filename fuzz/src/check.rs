@@ -17,6 +17,24 @@ pub fn events_checked() -> u64 {
     EVENTS_CHECKED.load(Ordering::Relaxed)
 }
 
+/// A reception refused by the catalogue: FAILED_PRECONDITION `catalogue_mismatch` whose
+/// ErrorInfo names the field and the version, and whose message starts with the field.
+pub fn catalogue_mismatch(status: &Status) {
+    if status.code() != Code::FailedPrecondition {
+        return;
+    }
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("FAILED_PRECONDITION without ErrorInfo: {status:?}"));
+    assert_eq!(info.reason, "catalogue_mismatch", "{status:?}");
+    let field = &info.metadata["field"];
+    assert!(status.message().starts_with(field.as_str()), "{status:?}");
+    assert!(
+        info.metadata.contains_key("catalogue_version"),
+        "{status:?}"
+    );
+}
+
 /// A refused request: INVALID_ARGUMENT naming a field in `google.rpc.BadRequest`, the message
 /// `field: reason`; or one of `also` (e.g. PERMISSION_DENIED).
 pub fn refusal(status: &Status, also: &[Code]) {

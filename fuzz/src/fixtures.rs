@@ -7,8 +7,8 @@ use calendar::{Calendar, StatutoryTime};
 use chrono::{DateTime, TimeZone, Utc};
 use domain::{
     Action, AgencyCode, ApplicantType, Channel, Command, ComponentCode, Dossier, FeeKind, Level,
-    OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode, Profile, Rules, SectorCode,
-    SupplementPolicy, Text, TransactionId,
+    OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode, ProcedureRules, Profile, Rules,
+    SectorCode, SupplementPolicy, Text, TransactionId,
 };
 use svc::{Principal, Role};
 
@@ -53,7 +53,7 @@ pub fn counter() -> Principal {
         agency: Some(agency(AGENCY)),
         level: Some(Level::District),
         role: Role::Counter,
-scopes: Vec::new(),
+        scopes: Vec::new(),
     }
 }
 
@@ -73,8 +73,33 @@ pub fn profile() -> Profile {
     }
 }
 
+/// A catalogue version of `code`: the fixture profile's sector and level, 10 working days.
+pub fn catalogued(code: &ProcedureCode) -> catalogue::ProcedureVersion {
+    catalogue::ProcedureVersion {
+        version: 7,
+        procedure: catalogue::Procedure {
+            code: code.clone(),
+            name: Text::parse("Đăng ký đất đai").expect("valid text"),
+            sector: profile().sector,
+            statutory_time: StatutoryTime::Days(10),
+            online_level: OnlineServiceLevel::FullOnline,
+            fee_required: true,
+            supplement_policy: SupplementPolicy::Restart,
+            max_supplement_requests: Some(2),
+            close_after_working_days: Some(5),
+            same_day_cutoff: None,
+            obligation_pauses_clock: true,
+            effective_from: local(2024, 1, 1, 0, 0),
+        },
+        recorded_by: "fuzz".to_owned(),
+        recorded_at: local(2024, 1, 1, 0, 0),
+    }
+}
+
 /// Plausible dossiers a command may meet: none yet, just received (with a fee), waiting for a
-/// supplement, transferred, fee assessed, resolved after payment, result attached, returned.
+/// supplement, transferred, fee assessed, resolved after payment, result attached, returned;
+/// received under a catalogued procedure's rules, then waiting for a supplement that closes
+/// the dossier by itself, or for a financial obligation that stops the clock.
 pub fn states() -> &'static [Dossier] {
     static STATES: LazyLock<Vec<Dossier>> = LazyLock::new(build_states);
     &STATES
@@ -91,10 +116,47 @@ fn build_states() -> Vec<Dossier> {
                 .map(|c| ComponentCode::parse(c).expect("valid component"))
                 .to_vec(),
             due_at: None,
+            procedure: None,
             applicant: None,
             return_method: None,
         },
     )];
+    // The same procedure from the catalogue: one supplement request at most, closed 3 working
+    // days after an unanswered one, a financial obligation stops the clock.
+    let catalogued = vec![(
+        local(2024, 3, 4, 9, 0),
+        Action::Receive {
+            profile: profile(),
+            statutory_time: StatutoryTime::Days(10),
+            fee_required: true,
+            components: vec![ComponentCode::parse("don-de-nghi").expect("valid component")],
+            due_at: None,
+            procedure: Some(ProcedureRules {
+                catalogue_version: 1,
+                supplement_policy: SupplementPolicy::Extend,
+                max_supplement_requests: Some(1),
+                close_after_working_days: Some(3),
+                same_day_cutoff: None,
+                obligation_pauses_clock: true,
+            }),
+            applicant: None,
+            return_method: None,
+        },
+    )];
+    let mut closing = catalogued.clone();
+    closing.push((
+        local(2024, 3, 5, 10, 0),
+        Action::RequestSupplement {
+            reason: Text::parse("thiếu bản vẽ").expect("valid text"),
+        },
+    ));
+    let mut obligation = catalogued.clone();
+    obligation.push((
+        local(2024, 3, 5, 10, 0),
+        Action::RequestFinancialObligation {
+            reason: Text::parse("nộp tiền sử dụng đất").expect("valid text"),
+        },
+    ));
     let mut supplement = received.clone();
     supplement.push((
         local(2024, 3, 5, 10, 0),
@@ -160,6 +222,9 @@ fn build_states() -> Vec<Dossier> {
         resolved,
         attached,
         returned,
+        catalogued,
+        closing,
+        obligation,
     ]
     .into_iter()
     .map(|commands| {

@@ -12,6 +12,15 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let seeds: Vec<(&str, Vec<u8>)> = match target {
         "intake" => vec![
             ("receive_dossier", rpc(0, &receive())),
+            ("receive_dossier_by_code", rpc(0, &{
+                // Only the procedure code: the catalogue fills the rest.
+                let mut r = receive();
+                let p = r.profile.as_mut().expect("profile");
+                p.online_level = pb::OnlineServiceLevel::Unspecified as i32;
+                p.sector_code = String::new();
+                r.statutory_time = None;
+                r
+            })),
             (
                 "record_digitized_components",
                 rpc(
@@ -117,6 +126,31 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
                         occurred_at: at(),
                         expected_version: None,
                         reason: "Công dân rút hồ sơ".into(),
+                    },
+                ),
+            ),
+            (
+                "request_financial_obligation",
+                rpc(
+                    6,
+                    &pb::RequestFinancialObligationRequest {
+                        event_id: id(30),
+                        dossier_id: DOSSIER.into(),
+                        occurred_at: at(),
+                        expected_version: None,
+                        reason: "Nộp tiền sử dụng đất".into(),
+                    },
+                ),
+            ),
+            (
+                "fulfil_financial_obligation",
+                rpc(
+                    7,
+                    &pb::FulfilFinancialObligationRequest {
+                        event_id: id(31),
+                        dossier_id: DOSSIER.into(),
+                        occurred_at: at(),
+                        expected_version: None,
                     },
                 ),
             ),
@@ -393,6 +427,7 @@ fn lifecycle() -> pb::ImportBatch {
                     fee_required: true,
                     components: r.components,
                     due_at: ts(local(2024, 3, 7, 9, 0)),
+                    procedure: None,
                     applicant: None,
                     applicant_data: 0,
                     return_method: 0,
@@ -428,6 +463,7 @@ fn lifecycle() -> pb::ImportBatch {
                 local(2024, 3, 5, 9, 0),
                 Body::SupplementRequested(pb::SupplementRequested {
                     reason: "Thiếu bản vẽ".into(),
+                    closes_at: None,
                 }),
             ),
             event(

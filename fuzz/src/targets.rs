@@ -28,6 +28,17 @@ fn write<M: Message + Default>(
     common: impl Fn(&M) -> CommonFields<'_>,
     action: impl Fn(&M) -> Result<Action, Status>,
 ) {
+    write_refusing(data, method, common, action, &[Code::PermissionDenied]);
+}
+
+/// [`write`], where the request may also be refused with one of `also` (checked by `action`).
+fn write_refusing<M: Message + Default>(
+    data: &[u8],
+    method: &str,
+    common: impl Fn(&M) -> CommonFields<'_>,
+    action: impl Fn(&M) -> Result<Action, Status>,
+    also: &[Code],
+) {
     let Ok(request) = M::decode(data) else {
         return;
     };
@@ -36,7 +47,7 @@ fn write<M: Message + Default>(
         .and_then(|common| Ok((common, action(&request)?)));
     let ((event_id, dossier_id, occurred_at), action) = match parsed {
         Ok(parsed) => parsed,
-        Err(status) => return check::refusal(&status, &[Code::PermissionDenied]),
+        Err(status) => return check::refusal(&status, also),
     };
     let command = Command {
         occurred_at,
@@ -71,16 +82,38 @@ pub fn intake(data: &[u8]) {
         return;
     };
     match rpc {
-        0 => write(
-            data,
-            "dossier.v1.IntakeService/ReceiveDossier",
-            |r: &pb::ReceiveDossierRequest| {
-                new_dossier_fields(&r.event_id, &r.dossier_id, &r.occurred_at)
-            },
-            // The applicant is parsed (and its errors checked) but not sealed: sealing needs the
-            // dossier's key from the database.
-            |r| receive_dossier_action(r).map(|(_, action, _)| action),
-        ),
+        0 => {
+            // Outside the catalogue (the full profile), then completed from and checked
+            // against a catalogue version of the same procedure code.
+            write(
+                data,
+                "dossier.v1.IntakeService/ReceiveDossier",
+                |r: &pb::ReceiveDossierRequest| {
+                    new_dossier_fields(&r.event_id, &r.dossier_id, &r.occurred_at)
+                },
+                // The applicant is parsed (and its errors checked) but not sealed: sealing needs
+                // the dossier's key from the database.
+                |r| receive_dossier_action(r).map(|(_, action, _)| action),
+            );
+            // A disagreement with the catalogue is FAILED_PRECONDITION `catalogue_mismatch`
+            // naming the field and the version.
+            write_refusing(
+                data,
+                "dossier.v1.IntakeService/ReceiveDossier",
+                |r: &pb::ReceiveDossierRequest| {
+                    new_dossier_fields(&r.event_id, &r.dossier_id, &r.occurred_at)
+                },
+                |r| {
+                    let mut reception = Reception::parse(r)?;
+                    reception.applicant = None;
+                    let version = fixtures::catalogued(&reception.procedure);
+                    reception
+                        .into_action(Some(&version))
+                        .inspect_err(check::catalogue_mismatch)
+                },
+                &[Code::PermissionDenied, Code::FailedPrecondition],
+            );
+        }
         1 => write(
             data,
             "dossier.v1.IntakeService/RecordDigitizedComponents",
@@ -100,7 +133,7 @@ pub fn intake(data: &[u8]) {
 
 pub fn processing(data: &[u8]) {
     use processing::service::*;
-    let Some((rpc, data)) = split(data, 6) else {
+    let Some((rpc, data)) = split(data, 8) else {
         return;
     };
     let principal = fixtures::counter();
@@ -135,11 +168,23 @@ pub fn processing(data: &[u8]) {
             |r: &pb::StopProcessingRequest| svc::common_fields!(r),
             stop_processing_action,
         ),
-        _ => write(
+        5 => write(
             data,
             "dossier.v1.ProcessingService/Withdraw",
             |r: &pb::WithdrawRequest| svc::common_fields!(r),
             withdraw_action,
+        ),
+        6 => write(
+            data,
+            "dossier.v1.ProcessingService/RequestFinancialObligation",
+            |r: &pb::RequestFinancialObligationRequest| svc::common_fields!(r),
+            request_financial_obligation_action,
+        ),
+        _ => write(
+            data,
+            "dossier.v1.ProcessingService/FulfilFinancialObligation",
+            |r: &pb::FulfilFinancialObligationRequest| svc::common_fields!(r),
+            fulfil_financial_obligation_action,
         ),
     }
 }

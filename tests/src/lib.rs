@@ -11,6 +11,7 @@ pub mod projection;
 use std::net::SocketAddr;
 
 use api::v1 as pb;
+use api::v1::catalogue_service_client::CatalogueServiceClient;
 use api::v1::intake_service_client::IntakeServiceClient;
 use chrono::{DateTime, TimeZone, Utc};
 use eventlog::EventLog;
@@ -28,6 +29,8 @@ pub const IMPORTER: &str = "test-importer";
 pub const AUDITOR: &str = "test-auditor";
 /// An all-agency auditor token granted the `erasure` scope (erases applicant data).
 pub const ERASURE_ADMIN: &str = "test-erasure-admin";
+/// An administrator token: changes the procedure catalogue, never a dossier.
+pub const ADMIN: &str = "test-admin";
 pub const PROVINCE_AGENCY: &str = "000.00.01.H40";
 pub const DISTRICT_AGENCY: &str = "000.00.12.H40";
 
@@ -67,6 +70,7 @@ pub fn test_tokens() -> Tokens {
             ..principal("erasure admin", None, None, Role::Auditor)
         },
     );
+    tokens.insert(ADMIN, principal("catalogue admin", None, None, Role::Admin));
     tokens
 }
 
@@ -119,6 +123,13 @@ impl RunningIntake {
         IntakeServiceClient::connect(format!("http://{}", self.addr))
             .await
             .expect("connect to intake")
+    }
+
+    /// The procedure catalogue, served on the same port.
+    pub async fn catalogue_client(&self) -> CatalogueServiceClient<Channel> {
+        CatalogueServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to the catalogue")
     }
 
     /// Stops accepting, drains, and waits for the server task.

@@ -275,6 +275,31 @@ pub fn receive_supplement(dossier_id: &str, at: DateTime<Utc>) -> pb::ReceiveSup
     }
 }
 
+pub fn request_obligation(
+    dossier_id: &str,
+    at: DateTime<Utc>,
+) -> pb::RequestFinancialObligationRequest {
+    pb::RequestFinancialObligationRequest {
+        event_id: new_event_id(),
+        dossier_id: dossier_id.to_owned(),
+        occurred_at: Some(ts(at)),
+        expected_version: None,
+        reason: "Nộp tiền sử dụng đất theo thông báo của cơ quan thuế".to_owned(),
+    }
+}
+
+pub fn fulfil_obligation(
+    dossier_id: &str,
+    at: DateTime<Utc>,
+) -> pb::FulfilFinancialObligationRequest {
+    pb::FulfilFinancialObligationRequest {
+        event_id: new_event_id(),
+        dossier_id: dossier_id.to_owned(),
+        occurred_at: Some(ts(at)),
+        expected_version: None,
+    }
+}
+
 /// Resolve, decided by the district agency unless changed.
 pub fn resolve(dossier_id: &str, at: DateTime<Utc>, outcome: pb::Outcome) -> pb::ResolveRequest {
     pb::ResolveRequest {

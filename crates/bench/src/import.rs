@@ -130,6 +130,7 @@ pub fn dossier_events(d: u64) -> Vec<pb::Event> {
         event(
             t0,
             Body::Received(pb::Received {
+                procedure: None,
                 profile: Some(profile(DISTRICT_AGENCY)),
                 statutory_time: Some(pb::StatutoryTime {
                     unit: Some(pb::statutory_time::Unit::WorkingDays(3)),

@@ -218,6 +218,7 @@ pub fn dossier_received_at(
     let mut events = vec![Event {
         occurred_at: received_at,
         body: DossierEvent::Received {
+            procedure: None,
             profile: Profile {
                 procedure: p.code.clone(),
                 online_level: p.online_level,
@@ -314,7 +315,14 @@ pub fn dossier_received_at(
         }
         3..4 => {
             let t = ending(rng);
-            if push(&mut events, t, DossierEvent::Stopped { reason: reason() }) {
+            if push(
+                &mut events,
+                t,
+                DossierEvent::Stopped {
+                    cause: None,
+                    reason: reason(),
+                },
+            ) {
                 facts.closed_day = Some(calendar::local_date(t));
                 facts.ended = true;
             }

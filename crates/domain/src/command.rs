@@ -3,16 +3,17 @@
 
 use calendar::{Calendar, StatutoryTime};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{
     ApologyDelivery, FeeKind, NoticeUnit, Outcome, PaymentChannel, Profile, Rating, ReturnMethod,
     SealedApplicant, TransferMode,
 };
 use crate::ids::{AgencyCode, ComponentCode, Text, TransactionId};
+use crate::procedure::ProcedureRules;
 
 /// How the due time is recomputed when a requested supplement arrives; a province's choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SupplementPolicy {
     /// The full statutory time counts again from the supplement's receipt.
@@ -49,6 +50,9 @@ pub enum Action {
         /// Only for imported history: the old system's appointment. Live intake leaves it
         /// `None` and the due time is computed from the statutory time.
         due_at: Option<DateTime<Utc>>,
+        /// The procedure's rules from the catalogue in force at the reception time, when the
+        /// procedure is in the catalogue; stored in the `received` event.
+        procedure: Option<ProcedureRules>,
         /// The applicant, already encrypted at the edge (the domain never sees plaintext).
         applicant: Option<SealedApplicant>,
         /// How the applicant asked to get the result, if the counter recorded it.
@@ -70,6 +74,15 @@ pub enum Action {
         reason: Text,
     },
     ReceiveSupplement,
+    /// The deadline watcher noticed that a supplement request went unanswered past the
+    /// procedure's closing deadline. The event (`stopped`) is dated at the deadline itself.
+    CloseUnsupplemented,
+    /// The agency asks the applicant to fulfil a financial obligation (portal status 6).
+    RequestFinancialObligation {
+        reason: Text,
+    },
+    /// The applicant fulfilled it; a paused clock runs again.
+    FulfilFinancialObligation,
     /// The deadline watcher noticed the due time passed. `occurred_at` of the command is when
     /// it noticed; the event's business time is the due time itself.
     MarkLate,

@@ -13,14 +13,15 @@
 
 use std::collections::BTreeSet;
 
-use calendar::{StatutoryTime, Timeliness, classify};
+use calendar::{StatutoryTime, Timeliness, WorkingDuration, classify};
 use chrono::{DateTime, Utc};
 
 use crate::apology::apology_on_time;
 use crate::command::{Action, Command, Rules, SupplementPolicy};
 use crate::dossier::{Dossier, Phase};
-use crate::event::DossierEvent;
-use crate::ids::ComponentCode;
+use crate::event::{DossierEvent, StopCause};
+use crate::ids::{ComponentCode, Text};
+use crate::procedure::same_day_due;
 use crate::refusal::Refusal;
 
 pub use crate::limits::MAX_AMOUNT_VND;
@@ -66,6 +67,7 @@ pub fn decide(
             fee_required,
             components,
             due_at,
+            procedure,
             applicant,
             return_method,
         } => {
@@ -77,7 +79,10 @@ pub fn decide(
                     });
                 }
                 Some(given) => *given,
-                None => rules.calendar.due_time(at, *statutory_time),
+                None => match procedure.as_ref().and_then(|p| p.same_day_cutoff) {
+                    Some(cutoff) => same_day_due(rules.calendar, at, cutoff),
+                    None => rules.calendar.due_time(at, *statutory_time),
+                },
             };
             DossierEvent::Received {
                 profile: profile.clone(),
@@ -85,6 +90,7 @@ pub fn decide(
                 fee_required: *fee_required,
                 components: components.clone(),
                 due_at,
+                procedure: procedure.clone(),
                 applicant: applicant.clone(),
                 return_method: *return_method,
             }
@@ -115,8 +121,23 @@ pub fn decide(
             if state.is_paused() {
                 return Err(Refusal::SupplementAlreadyPending);
             }
+            if state.obligation_pending() {
+                return Err(Refusal::AwaitingObligation);
+            }
+            if let Some(procedure) = &state.procedure
+                && !procedure.allows_supplement_request(state.supplement_requests)
+            {
+                return Err(Refusal::SupplementLimitReached {
+                    max: procedure.max_supplement_requests.unwrap_or_default(),
+                    catalogue_version: procedure.catalogue_version,
+                });
+            }
             DossierEvent::SupplementRequested {
                 reason: reason.clone(),
+                closes_at: state
+                    .procedure
+                    .as_ref()
+                    .and_then(|p| p.closes_at(rules.calendar, at)),
             }
         }
         Action::ReceiveSupplement => {
@@ -130,17 +151,83 @@ pub fn decide(
                     at: requested_at,
                 });
             }
+            if let Some(closes_at) = state.supplement_closes_at.filter(|c| at > *c) {
+                return Err(Refusal::SupplementDeadlinePassed { closes_at });
+            }
             let paused = rules.calendar.working_time_between(requested_at, at);
-            let due_at = match rules.supplement_policy {
+            let policy = state
+                .procedure
+                .as_ref()
+                .map_or(rules.supplement_policy, |p| p.supplement_policy);
+            let due_at = match policy {
                 SupplementPolicy::Restart => rules.calendar.due_time(at, statutory_time(state)),
                 SupplementPolicy::Extend => rules.calendar.add_working_time(due_at(state), paused),
             };
             DossierEvent::SupplementReceived { due_at, paused }
         }
+        Action::CloseUnsupplemented => {
+            require_unresolved(state)?;
+            let (Some(requested_at), Some(closes_at)) =
+                (state.paused_since, state.supplement_closes_at)
+            else {
+                return Err(Refusal::NoClosingDeadline);
+            };
+            if at <= closes_at {
+                return Err(Refusal::NotYetClosing { closes_at });
+            }
+            DossierEvent::Stopped {
+                reason: unsupplemented_reason(state),
+                cause: Some(StopCause::SupplementNotReceived {
+                    requested_at,
+                    closes_at,
+                }),
+            }
+        }
+        Action::RequestFinancialObligation { reason } => {
+            require_unresolved(state)?;
+            if state.obligation_pending() {
+                return Err(Refusal::ObligationAlreadyPending);
+            }
+            if state.is_paused() {
+                return Err(Refusal::AwaitingSupplement);
+            }
+            DossierEvent::FinancialObligationRequested {
+                reason: reason.clone(),
+                pauses_clock: state
+                    .procedure
+                    .as_ref()
+                    .is_some_and(|p| p.obligation_pauses_clock),
+            }
+        }
+        Action::FulfilFinancialObligation => {
+            require_unresolved(state)?;
+            let Some(requested_at) = state.obligation_since else {
+                return Err(Refusal::NoObligationPending);
+            };
+            if at < requested_at {
+                return Err(Refusal::BeforePreviousStep {
+                    step: "the financial obligation request",
+                    at: requested_at,
+                });
+            }
+            let (due_at, paused) = if state.obligation_pauses_clock {
+                let paused = rules.calendar.working_time_between(requested_at, at);
+                (
+                    rules.calendar.add_working_time(due_at(state), paused),
+                    paused,
+                )
+            } else {
+                (due_at(state), WorkingDuration::ZERO)
+            };
+            DossierEvent::FinancialObligationFulfilled { due_at, paused }
+        }
         Action::MarkLate => {
             require_unresolved(state)?;
             if state.is_paused() {
                 return Err(Refusal::AwaitingSupplement);
+            }
+            if state.clock_stopped() {
+                return Err(Refusal::AwaitingObligation);
             }
             if state.late_marked {
                 return Err(Refusal::AlreadyMarkedLate);
@@ -230,6 +317,9 @@ pub fn decide(
             if state.is_paused() {
                 return Err(Refusal::AwaitingSupplement);
             }
+            if state.obligation_pending() {
+                return Err(Refusal::AwaitingObligation);
+            }
             let due_at = due_at(state);
             let timeliness = classify(at, due_at);
             let resolved = DossierEvent::Resolved {
@@ -259,6 +349,7 @@ pub fn decide(
             require_unresolved(state)?;
             DossierEvent::Stopped {
                 reason: reason.clone(),
+                cause: None,
             }
         }
         Action::AttachResult {
@@ -301,11 +392,16 @@ pub fn decide(
 }
 
 /// The business time (`occurred_at`) to store with an event [`decide`] produced for `command`:
-/// the due time itself for `late` (the deadline watcher notices it afterwards; statistics must not
-/// depend on when), the command's `occurred_at` for every other event.
+/// the due time itself for `late` and the closing deadline for an automatic `stopped` (the deadline
+/// watcher notices them afterwards; statistics must not depend on when), the command's
+/// `occurred_at` for every other event.
 pub fn event_time(command: &Command, event: &DossierEvent) -> DateTime<Utc> {
     match event {
         DossierEvent::Late { due_at } => *due_at,
+        DossierEvent::Stopped {
+            cause: Some(StopCause::SupplementNotReceived { closes_at, .. }),
+            ..
+        } => *closes_at,
         _ => command.occurred_at,
     }
 }
@@ -454,6 +550,19 @@ fn due_at(state: &Dossier) -> DateTime<Utc> {
         .due_at
         .or(state.received_at)
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The reason written on an automatic closing (the cause carries the dates).
+fn unsupplemented_reason(state: &Dossier) -> Text {
+    let days = state
+        .procedure
+        .as_ref()
+        .and_then(|p| p.close_after_working_days)
+        .unwrap_or_default();
+    Text::parse(format!(
+        "closed automatically: the requested supplement was not received within {days} working day(s)"
+    ))
+    .expect("a fixed, short, non-blank text")
 }
 
 fn statutory_time(state: &Dossier) -> StatutoryTime {

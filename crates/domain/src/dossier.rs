@@ -13,6 +13,7 @@ use crate::event::{
     TransferMode,
 };
 use crate::ids::{AgencyCode, ComponentCode, Text, TransactionId};
+use crate::procedure::ProcedureRules;
 
 /// Where a dossier is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -124,6 +125,14 @@ pub struct Dossier {
     pub paused_since: Option<DateTime<Utc>>,
     /// How many supplements were requested (the 766 scorecard counts more than one as overdue).
     pub supplement_requests: u32,
+    /// When the pending supplement request closes the dossier by itself, if its procedure says so.
+    pub supplement_closes_at: Option<DateTime<Utc>>,
+    /// The procedure's rules as the catalogue had them at reception (`None`: not catalogued).
+    pub procedure: Option<ProcedureRules>,
+    /// When the pending financial obligation was requested; `Some` while it is pending.
+    pub obligation_since: Option<DateTime<Utc>>,
+    /// Whether the pending financial obligation stops the clock.
+    pub obligation_pauses_clock: bool,
     /// Whether any event other than reception and digitization happened (portal status 4).
     pub processing_started: bool,
     /// The deadline watcher's `late` stands: set by `late`, cleared by `late_withdrawn`.
@@ -171,10 +180,12 @@ impl Dossier {
                 fee_required,
                 components,
                 due_at,
+                procedure,
                 applicant: _,
                 return_method,
             } => {
                 self.phase = Phase::Open;
+                self.procedure = procedure.clone();
                 self.requested_return = *return_method;
                 self.current_agency = Some(profile.agency.clone());
                 self.profile = Some(profile.clone());
@@ -202,14 +213,27 @@ impl Dossier {
                 self.transfers += 1;
                 self.transferred_electronically |= *mode == TransferMode::Electronic;
             }
-            DossierEvent::SupplementRequested { .. } => {
+            DossierEvent::SupplementRequested { closes_at, .. } => {
                 self.processing_started = true;
                 self.paused_since = Some(at);
+                self.supplement_closes_at = *closes_at;
                 self.supplement_requests += 1;
             }
             DossierEvent::SupplementReceived { due_at, .. } => {
                 self.processing_started = true;
                 self.paused_since = None;
+                self.supplement_closes_at = None;
+                self.due_at = Some(*due_at);
+            }
+            DossierEvent::FinancialObligationRequested { pauses_clock, .. } => {
+                self.processing_started = true;
+                self.obligation_since = Some(at);
+                self.obligation_pauses_clock = *pauses_clock;
+            }
+            DossierEvent::FinancialObligationFulfilled { due_at, .. } => {
+                self.processing_started = true;
+                self.obligation_since = None;
+                self.obligation_pauses_clock = false;
                 self.due_at = Some(*due_at);
             }
             DossierEvent::Late { .. } => {
@@ -308,6 +332,17 @@ impl Dossier {
         self.paused_since.is_some()
     }
 
+    /// Whether a requested financial obligation is not yet fulfilled (portal status 6).
+    pub fn obligation_pending(&self) -> bool {
+        self.obligation_since.is_some()
+    }
+
+    /// Whether the clock is stopped for any reason: a pending supplement, or a pending
+    /// financial obligation of a procedure whose obligation time does not count.
+    pub fn clock_stopped(&self) -> bool {
+        self.is_paused() || (self.obligation_pending() && self.obligation_pauses_clock)
+    }
+
     /// Assessed but not yet paid, in VND (never negative).
     pub fn outstanding_vnd(&self) -> i64 {
         self.fees_owed_vnd.saturating_sub(self.paid_vnd).max(0)
@@ -324,6 +359,7 @@ impl Dossier {
     /// | resolved, result returned | 10 result returned |
     /// | resolved | 9 resolved (even with a fee still outstanding) |
     /// | open, paused for a supplement | 5 supplement requested |
+    /// | open, a financial obligation requested and not fulfilled | 6 financial obligation requested |
     /// | open, a fee assessed and not fully paid | 6 financial obligation requested |
     /// | open, anything recorded after reception except digitization | 4 processing |
     /// | open, only reception (and digitization) | 2 received |
@@ -339,7 +375,7 @@ impl Dossier {
             Phase::Resolved if self.returned_at.is_some() => 10,
             Phase::Resolved => 9,
             Phase::Open if self.is_paused() => 5,
-            Phase::Open if self.outstanding_vnd() > 0 => 6,
+            Phase::Open if self.obligation_pending() || self.outstanding_vnd() > 0 => 6,
             Phase::Open if self.processing_started => 4,
             Phase::Open => 2,
         };

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgencyCode, ComponentCode, ProcedureCode, SectorCode, Text, TransactionId};
+use crate::procedure::ProcedureRules;
 
 macro_rules! wire_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
@@ -153,6 +154,10 @@ pub enum DossierEvent {
         /// The appointment (ngày hẹn trả), computed from the statutory time in working time
         /// (or, for imported history, the old system's appointment).
         due_at: DateTime<Utc>,
+        /// The procedure's rules from the catalogue version in force at reception; absent for
+        /// a procedure not in the catalogue (and in events written before the catalogue).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        procedure: Option<ProcedureRules>,
         /// The applicant's personal data, encrypted (crate `personal`); absent for dossiers
         /// received without it. Omitted from the JSON when absent, so events written before
         /// it existed keep their canonical bytes and hashes.
@@ -181,6 +186,10 @@ pub enum DossierEvent {
     /// The clock stops.
     SupplementRequested {
         reason: Text,
+        /// When the dossier closes by itself if the supplement has not arrived (the procedure's
+        /// `close_after_working_days` counted from the request); absent when it never does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        closes_at: Option<DateTime<Utc>>,
     },
     /// The clock restarts; `due_at` is the due time now in force, `paused` the working time the
     /// dossier waited.
@@ -236,6 +245,9 @@ pub enum DossierEvent {
     /// Processing stopped by the agency: ends the dossier without a result.
     Stopped {
         reason: Text,
+        /// Set when the system stopped it by a procedure's rule rather than a clerk.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<StopCause>,
     },
     /// The signed electronic result attached to the dossier.
     ResultDigitized {
@@ -259,6 +271,30 @@ pub enum DossierEvent {
         due_at: DateTime<Utc>,
         /// The resolution's timeliness (early or on time).
         timeliness: Timeliness,
+    },
+    /// The agency asks the applicant to fulfil a financial obligation (portal status 6).
+    FinancialObligationRequested {
+        reason: Text,
+        /// The procedure says the time waiting for it does not count: the clock stops.
+        pauses_clock: bool,
+    },
+    /// The obligation was fulfilled. `due_at` is the due time now in force (moved later by the
+    /// working time paused when the clock stopped), `paused` that working time (zero otherwise).
+    FinancialObligationFulfilled {
+        due_at: DateTime<Utc>,
+        paused: WorkingDuration,
+    },
+}
+
+/// Why the system itself stopped a dossier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StopCause {
+    /// The supplement requested at `requested_at` had not arrived by `closes_at` (the
+    /// procedure's automatic closing); the `stopped` event is dated `closes_at`.
+    SupplementNotReceived {
+        requested_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
     },
 }
 
@@ -295,11 +331,13 @@ pub enum EventType {
     ResultReturned,
     SatisfactionRated,
     LateWithdrawn,
+    FinancialObligationRequested,
+    FinancialObligationFulfilled,
 }
 
 impl EventType {
     /// Every kind, in the order of the proto's `Event.body` oneof.
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 19] = [
         EventType::Received,
         EventType::ComponentsDigitized,
         EventType::RefusedAtIntake,
@@ -317,6 +355,8 @@ impl EventType {
         EventType::ResultReturned,
         EventType::SatisfactionRated,
         EventType::LateWithdrawn,
+        EventType::FinancialObligationRequested,
+        EventType::FinancialObligationFulfilled,
     ];
 
     /// The stable snake_case name (`received`, `refused_at_intake`, …).
@@ -339,6 +379,8 @@ impl EventType {
             EventType::ResultReturned => "result_returned",
             EventType::SatisfactionRated => "satisfaction_rated",
             EventType::LateWithdrawn => "late_withdrawn",
+            EventType::FinancialObligationRequested => "financial_obligation_requested",
+            EventType::FinancialObligationFulfilled => "financial_obligation_fulfilled",
         }
     }
 }
@@ -386,6 +428,12 @@ impl DossierEvent {
             DossierEvent::ResultReturned { .. } => EventType::ResultReturned,
             DossierEvent::SatisfactionRated { .. } => EventType::SatisfactionRated,
             DossierEvent::LateWithdrawn { .. } => EventType::LateWithdrawn,
+            DossierEvent::FinancialObligationRequested { .. } => {
+                EventType::FinancialObligationRequested
+            }
+            DossierEvent::FinancialObligationFulfilled { .. } => {
+                EventType::FinancialObligationFulfilled
+            }
         }
     }
 

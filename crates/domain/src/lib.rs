@@ -14,6 +14,7 @@ pub mod dossier;
 pub mod event;
 pub mod ids;
 pub mod limits;
+pub mod procedure;
 pub mod refusal;
 
 pub use apology::{APOLOGY_NOTICE_DAYS, WarningHorizon, apology_deadline, apology_on_time};
@@ -23,10 +24,11 @@ pub use dossier::{Apology, Dossier, PaymentRecord, Phase, Resolution};
 pub use event::{
     ApologyDelivery, ApplicantType, Channel, DecodeError, DossierEvent, Event, EventType, FeeKind,
     Level, NoticeUnit, OnlineServiceLevel, Outcome, PaymentChannel, Profile, Rating, ReturnMethod,
-    SealedApplicant, TransferMode, UnknownEventType,
+    SealedApplicant, StopCause, TransferMode, UnknownEventType,
 };
 pub use ids::{
     AgencyCode, ComponentCode, DossierId, EventId, FieldError, ProcedureCode, SectorCode, Text,
     TransactionId,
 };
+pub use procedure::{ProcedureRules, same_day_due};
 pub use refusal::{Refusal, RefusalKind};

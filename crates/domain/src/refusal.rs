@@ -147,6 +147,25 @@ pub enum Refusal {
     NotReturned,
     #[error("The dossier has already been rated.")]
     AlreadyRated,
+    #[error(
+        "This procedure allows at most {max} supplement request(s) per dossier (catalogue version {catalogue_version}); that many were already made."
+    )]
+    SupplementLimitReached { max: u32, catalogue_version: u64 },
+    #[error(
+        "The supplement was due by {}; the dossier closes without it.",
+        local(.closes_at)
+    )]
+    SupplementDeadlinePassed { closes_at: DateTime<Utc> },
+    #[error("No pending supplement request of this dossier closes it by itself.")]
+    NoClosingDeadline,
+    #[error("The pending supplement request closes the dossier only after {}.", local(.closes_at))]
+    NotYetClosing { closes_at: DateTime<Utc> },
+    #[error("A financial obligation has already been requested and not yet fulfilled.")]
+    ObligationAlreadyPending,
+    #[error("No financial obligation has been requested for this dossier.")]
+    NoObligationPending,
+    #[error("The dossier is waiting for the applicant to fulfil a financial obligation.")]
+    AwaitingObligation,
 }
 
 impl Refusal {
@@ -187,6 +206,13 @@ impl Refusal {
             Refusal::AlreadyReturned => "already_returned",
             Refusal::NotReturned => "not_returned",
             Refusal::AlreadyRated => "already_rated",
+            Refusal::SupplementLimitReached { .. } => "supplement_limit_reached",
+            Refusal::SupplementDeadlinePassed { .. } => "supplement_deadline_passed",
+            Refusal::NoClosingDeadline => "no_closing_deadline",
+            Refusal::NotYetClosing { .. } => "not_yet_closing",
+            Refusal::ObligationAlreadyPending => "financial_obligation_already_pending",
+            Refusal::NoObligationPending => "no_financial_obligation_pending",
+            Refusal::AwaitingObligation => "awaiting_financial_obligation",
         }
     }
 
@@ -225,7 +251,14 @@ impl Refusal {
             | Refusal::ResultAlreadyDigitized
             | Refusal::AlreadyReturned
             | Refusal::NotReturned
-            | Refusal::AlreadyRated => RefusalKind::FailedPrecondition,
+            | Refusal::AlreadyRated
+            | Refusal::SupplementLimitReached { .. }
+            | Refusal::SupplementDeadlinePassed { .. }
+            | Refusal::NoClosingDeadline
+            | Refusal::NotYetClosing { .. }
+            | Refusal::ObligationAlreadyPending
+            | Refusal::NoObligationPending
+            | Refusal::AwaitingObligation => RefusalKind::FailedPrecondition,
         }
     }
 }

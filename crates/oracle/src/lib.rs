@@ -6,6 +6,10 @@
 //!
 //! Deliberately slow and simple: every figure re-scans every dossier's events.
 
+mod rules;
+
+pub use rules::rule_violations;
+
 use calendar::Timeliness;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use domain::{
@@ -66,7 +70,9 @@ struct Counts {
 
 /// Pending, within time, overdue, 766 within time of one dossier at the instant `t`:
 /// pending when received before `t` and neither resolved nor ended before `t`; within time when
-/// the due time in force at `t` is at or after `t`, or when it is paused for a supplement at
+/// the due time in force at `t` is at or after `t` (set by reception, a received supplement or a
+/// fulfilled financial obligation), or when it is paused for a supplement or a financial
+/// obligation that stops the clock at
 /// `t`; for 766, also fewer than two supplement requests before `t`. "In force at `t`" and
 /// "paused at `t`" look at what happened before `t`, in business-time order.
 pub fn naive_stocks(events: &[Event], t: DateTime<Utc>) -> [i64; 4] {
@@ -99,7 +105,11 @@ pub fn naive_stocks(events: &[Event], t: DateTime<Utc>) -> [i64; 4] {
                 paused = true;
                 requests += 1;
             }
-            DossierEvent::SupplementReceived { due_at, .. } => {
+            DossierEvent::FinancialObligationRequested {
+                pauses_clock: true, ..
+            } => paused = true,
+            DossierEvent::SupplementReceived { due_at, .. }
+            | DossierEvent::FinancialObligationFulfilled { due_at, .. } => {
                 paused = false;
                 due = *due_at;
             }
@@ -116,8 +126,8 @@ pub fn naive_stocks(events: &[Event], t: DateTime<Utc>) -> [i64; 4] {
 }
 
 /// A dossier's resolution: when, and how it compares with the due time in force when it was
-/// decided (the last due time set before it in the log: reception or received supplement, never
-/// the apology's appointment): late when after it, early when on an earlier local date, else on
+/// decided (the last due time set before it in the log: reception, received supplement or
+/// fulfilled financial obligation, never the apology's appointment): late when after it, early when on an earlier local date, else on
 /// time. `None` while unresolved.
 pub fn resolution(events: &[Event]) -> Option<(DateTime<Utc>, Timeliness)> {
     let k = events
@@ -125,9 +135,9 @@ pub fn resolution(events: &[Event]) -> Option<(DateTime<Utc>, Timeliness)> {
         .position(|e| matches!(e.body, DossierEvent::Resolved { .. }))?;
     let resolved_at = events[k].occurred_at;
     let due = events[..k].iter().rev().find_map(|e| match &e.body {
-        DossierEvent::Received { due_at, .. } | DossierEvent::SupplementReceived { due_at, .. } => {
-            Some(*due_at)
-        }
+        DossierEvent::Received { due_at, .. }
+        | DossierEvent::SupplementReceived { due_at, .. }
+        | DossierEvent::FinancialObligationFulfilled { due_at, .. } => Some(*due_at),
         _ => None,
     })?;
     let timeliness = if resolved_at > due {

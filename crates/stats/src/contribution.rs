@@ -93,8 +93,9 @@ fn add(
 ///   the balance `pending = carried over + received − resolved − ended` holds for any log;
 /// - the stock figures at an instant `T` look at the events that happened before `T`, in the
 ///   order of their business time (ties in log order): the due time in force is the one set
-///   last (reception or received supplement), the dossier is paused when the last supplement
-///   step is a request.
+///   last (reception, received supplement or fulfilled financial obligation), the dossier is
+///   paused when the last pause step is a supplement request or a financial obligation that
+///   stops the clock.
 pub fn contribution(events: &[Event]) -> Option<Contribution> {
     let (first_index, first) = events.iter().enumerate().find(|(_, e)| {
         matches!(
@@ -158,6 +159,8 @@ enum Step {
     Pause,
     /// The supplement arrived: the clock restarts with this due time.
     Resume(DateTime<Utc>),
+    /// A financial obligation that stops the clock was requested (not a supplement request).
+    Hold,
 }
 
 /// What a received dossier's events say, with business times at least the reception time.
@@ -241,6 +244,15 @@ impl Facts {
                         facts.apology_at = Some(at);
                         facts.apology_on_time = *on_time;
                     }
+                }
+                DossierEvent::FinancialObligationRequested { pauses_clock, .. } => {
+                    if *pauses_clock {
+                        facts.steps.push((at, Step::Hold));
+                    }
+                }
+                DossierEvent::FinancialObligationFulfilled { due_at, .. } => {
+                    facts.times.push(*due_at);
+                    facts.steps.push((at, Step::Resume(*due_at)));
                 }
                 DossierEvent::FeeAssessed { .. } => facts.fee_assessed = true,
                 DossierEvent::Paid {
@@ -375,6 +387,7 @@ impl Facts {
                     paused = true;
                     requests += 1;
                 }
+                Step::Hold => paused = true,
                 Step::Resume(d) => {
                     paused = false;
                     due = *d;

@@ -6,7 +6,7 @@
 //! name = "Counter 1, provincial centre"
 //! agency = "000.00.01.H40"      # or "*" for importer/auditor tokens that span agencies
 //! level = "province"
-//! role = "counter"              # counter | importer | auditor
+//! role = "counter"              # counter | importer | auditor | admin
 //! sha256 = "…64 hex digits…"
 //! scopes = ["personal_data"]     # optional: personal_data (read any applicant), erasure
 //! ```
@@ -28,6 +28,8 @@ pub enum Role {
     Importer,
     /// Read-only: every write is refused.
     Auditor,
+    /// Changes reference data (the procedure catalogue); writes no dossier.
+    Admin,
 }
 
 /// A right granted to a token beyond its role (`scopes = [...]` in the tokens file).
@@ -97,6 +99,7 @@ impl Principal {
                 "importer tokens may only import history",
             )),
             Role::Auditor => Err(Status::permission_denied("auditor tokens are read-only")),
+            Role::Admin => Err(admin_writes_no_dossier()),
         }
     }
 
@@ -131,6 +134,7 @@ impl Principal {
                 "importer tokens may only import history",
             )),
             Role::Auditor => Err(Status::permission_denied("auditor tokens are read-only")),
+            Role::Admin => Err(admin_writes_no_dossier()),
         }
     }
 
@@ -138,11 +142,25 @@ impl Principal {
         match self.role {
             Role::Importer => Ok(()),
             Role::Auditor => Err(Status::permission_denied("auditor tokens are read-only")),
-            Role::Counter => Err(Status::permission_denied(
+            Role::Counter | Role::Admin => Err(Status::permission_denied(
                 "only importer tokens may import history",
             )),
         }
     }
+
+    /// Reference data (the procedure catalogue) is changed by administrator tokens only.
+    pub fn require_admin(&self) -> Result<(), Status> {
+        match self.role {
+            Role::Admin => Ok(()),
+            _ => Err(Status::permission_denied(
+                "only administrator tokens may change the procedure catalogue",
+            )),
+        }
+    }
+}
+
+fn admin_writes_no_dossier() -> Status {
+    Status::permission_denied("administrator tokens change reference data, never dossiers")
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,8 @@ use calendar::{StatutoryTime, Timeliness};
 use domain::{
     AgencyCode, ApologyDelivery, ApplicantType, Channel, ComponentCode, DossierId, EventId,
     EventType, FeeKind, Level, NoticeUnit, OnlineServiceLevel, Outcome, PaymentChannel,
-    ProcedureCode, Profile, Rating, ReturnMethod, SectorCode, Text, TransactionId, TransferMode,
-    limits,
+    ProcedureCode, ProcedureRules, Profile, Rating, ReturnMethod, SectorCode, SupplementPolicy,
+    Text, TransactionId, TransferMode, limits,
 };
 use tonic::Status;
 
@@ -297,6 +297,46 @@ pub fn body_type(body: &pb::event::Body) -> EventType {
         Body::ResultReturned(_) => EventType::ResultReturned,
         Body::SatisfactionRated(_) => EventType::SatisfactionRated,
         Body::LateWithdrawn(_) => EventType::LateWithdrawn,
+        Body::FinancialObligationRequested(_) => EventType::FinancialObligationRequested,
+        Body::FinancialObligationFulfilled(_) => EventType::FinancialObligationFulfilled,
+    }
+}
+
+enum_parser!(supplement_policy, pb::SupplementPolicy, SupplementPolicy, {
+    Restart => SupplementPolicy::Restart, Extend => SupplementPolicy::Extend,
+});
+
+pub fn pb_supplement_policy(v: SupplementPolicy) -> pb::SupplementPolicy {
+    match v {
+        SupplementPolicy::Restart => pb::SupplementPolicy::Restart,
+        SupplementPolicy::Extend => pb::SupplementPolicy::Extend,
+    }
+}
+
+pub fn pb_statutory_time(t: StatutoryTime) -> pb::StatutoryTime {
+    use pb::statutory_time::Unit;
+    pb::StatutoryTime {
+        unit: Some(match t {
+            StatutoryTime::Days(d) => Unit::WorkingDays(d),
+            StatutoryTime::Hours(h) => Unit::WorkingHours(h),
+        }),
+    }
+}
+
+/// A cut-off hour as the API writes it (`HH:MM`, local time).
+pub fn cutoff_text(t: Option<chrono::NaiveTime>) -> String {
+    t.map(|t| t.format("%H:%M").to_string()).unwrap_or_default()
+}
+
+/// The rules a dossier was received under, as the API shows them.
+pub fn pb_procedure_rules(r: &ProcedureRules) -> pb::ProcedureRules {
+    pb::ProcedureRules {
+        catalogue_version: r.catalogue_version,
+        supplement_policy: pb_supplement_policy(r.supplement_policy) as i32,
+        max_supplement_requests: r.max_supplement_requests,
+        close_after_working_days: r.close_after_working_days,
+        same_day_cutoff: cutoff_text(r.same_day_cutoff),
+        obligation_pauses_clock: r.obligation_pauses_clock,
     }
 }
 

@@ -132,6 +132,15 @@ fn largest_events_fit() {
         fee_required: true,
         components: convert::components("components", &codes).unwrap(),
         due_at: None,
+        // The largest rules a catalogue entry can give (every optional field set).
+        procedure: Some(domain::ProcedureRules {
+            catalogue_version: u64::from(u32::MAX),
+            supplement_policy: domain::SupplementPolicy::Extend,
+            max_supplement_requests: Some(catalogue::MAX_SUPPLEMENT_REQUESTS),
+            close_after_working_days: Some(catalogue::MAX_CLOSE_AFTER_DAYS),
+            same_day_cutoff: chrono::NaiveTime::from_hms_opt(15, 0, 0),
+            obligation_pauses_clock: true,
+        }),
         applicant: None,
         return_method: None,
     };
@@ -161,6 +170,11 @@ fn largest_events_fit() {
         Action::RequestSupplement { reason: text() },
     );
     run.step(t0 + Duration::hours(4), Action::ReceiveSupplement);
+    run.step(
+        t0 + Duration::hours(5),
+        Action::RequestFinancialObligation { reason: text() },
+    );
+    run.step(t0 + Duration::hours(6), Action::FulfilFinancialObligation);
     let due = run.state.due_at.expect("due");
     run.step(due + Duration::days(1), Action::MarkLate);
     run.step(
@@ -243,6 +257,20 @@ fn largest_events_fit() {
         }
     }
 
+    // The automatic closing: a `stopped` with its cause.
+    let mut run = Run::new(&calendar, 5);
+    run.step(t0, receive(&agency));
+    run.step(
+        t0 + Duration::hours(1),
+        Action::RequestSupplement { reason: text() },
+    );
+    let closes_at = run.state.supplement_closes_at.expect("closes");
+    run.step(closes_at + Duration::days(1), Action::CloseUnsupplemented);
+    for (k, v) in run.sizes {
+        let e = sizes.entry(k).or_default();
+        *e = (*e).max(v);
+    }
+
     // A late mark withdrawn by a resolution dated before the due time (an offline counter).
     let mut run = Run::new(&calendar, 5);
     run.step(t0, receive(&agency));
@@ -307,6 +335,8 @@ fn every_variant_is_measured(event: &DossierEvent) {
         | DossierEvent::ResultDigitized { .. }
         | DossierEvent::ResultReturned { .. }
         | DossierEvent::SatisfactionRated { .. }
+        | DossierEvent::FinancialObligationRequested { .. }
+        | DossierEvent::FinancialObligationFulfilled { .. }
         | DossierEvent::LateWithdrawn { .. } => {}
     }
 }

@@ -428,6 +428,7 @@ fn action(path: &str, body: &Body) -> Result<Action, Status> {
     let p = |field: &str| at(&body_path, field);
     Ok(match body {
         Body::Received(b) => Action::Receive {
+            procedure: None,
             profile: convert::profile(&p("profile"), b.profile.as_ref())?,
             statutory_time: convert::statutory_time(
                 &p("statutory_time"),
@@ -486,9 +487,19 @@ fn action(path: &str, body: &Body) -> Result<Action, Status> {
         Body::Withdrawn(b) => Action::Withdraw {
             reason: convert::text(&p("reason"), &b.reason)?,
         },
+        Body::Stopped(b) if b.supplement_not_received.is_some() => {
+            return Err(svc::status::invalid_field(
+                &p("supplement_not_received"),
+                "an automatic closing is recorded by the deadline watcher, never imported",
+            ));
+        }
         Body::Stopped(b) => Action::Stop {
             reason: convert::text(&p("reason"), &b.reason)?,
         },
+        Body::FinancialObligationRequested(b) => Action::RequestFinancialObligation {
+            reason: convert::text(&p("reason"), &b.reason)?,
+        },
+        Body::FinancialObligationFulfilled(_) => Action::FulfilFinancialObligation,
         Body::ResultDigitized(b) => Action::AttachResult {
             document_ref: convert::text(&p("document_ref"), &b.document_ref)?,
             sha256: b.sha256.clone(),

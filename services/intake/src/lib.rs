@@ -1,19 +1,24 @@
 //! The intake service: a one-stop counter receives a dossier, records its digitized
-//! components, or refuses it at the counter; a migration tool imports history in bulk.
+//! components, or refuses it at the counter; a migration tool imports history in bulk. It also
+//! serves the procedure catalogue (`CatalogueService`), which every reception reads.
 //!
 //! The binary is wiring only (`main.rs`): config → tracing → [`build`] →
 //! [`svc::App::run_until_stopped`]. Tests build the app on port 0 with their own database.
 
 pub mod applicant;
+pub mod catalogue;
 mod import;
 pub mod limiter;
 pub mod service;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use api::v1::applicant_service_server::ApplicantServiceServer;
+use api::v1::catalogue_service_server::CatalogueServiceServer;
 use api::v1::citizen_lookup_service_server::CitizenLookupServiceServer;
 use api::v1::intake_service_server::IntakeServiceServer;
+use svc::config::{ConfigError, Env, Section};
 use svc::{App, Config, Listener, ServiceDeps, StartError};
 
 pub use import::{
@@ -25,14 +30,20 @@ pub use service::Intake;
 /// The intake service, bound and ready to run.
 pub type IntakeApp = App;
 
-/// `[intake]`: the gRPC and metrics addresses, and the citizen lookup's HTTP address.
+/// `[intake]`: the gRPC and metrics addresses, the citizen lookup's HTTP address, and the
+/// procedure catalogue file.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntakeConfig {
+    /// The gRPC address (`MOTCUA_INTAKE_LISTEN`).
     pub listen: SocketAddr,
+    /// `/metrics` and `/healthz` (`MOTCUA_INTAKE_METRICS_LISTEN`).
     pub metrics_listen: SocketAddr,
     /// `POST /v1/lookup` (the citizen lookup over HTTP/JSON).
     pub lookup_http_listen: SocketAddr,
+    /// The procedure catalogue file published at start (definitions identical to the stored
+    /// ones change nothing); none: the catalogue changes only through `CatalogueService`.
+    pub catalogue_file: Option<PathBuf>,
 }
 
 impl Default for IntakeConfig {
@@ -41,14 +52,15 @@ impl Default for IntakeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9451)),
             lookup_http_listen: SocketAddr::from(([127, 0, 0, 1], 8051)),
+            catalogue_file: None,
         }
     }
 }
 
-impl svc::config::Section for IntakeConfig {
+impl Section for IntakeConfig {
     const NAME: &'static str = "intake";
 
-    fn apply_env(&mut self, env: &svc::config::Env<'_>) -> Result<(), svc::config::ConfigError> {
+    fn apply_env(&mut self, env: &Env<'_>) -> Result<(), ConfigError> {
         if let Some(addr) = env.addr("MOTCUA_INTAKE_LISTEN")? {
             self.listen = addr;
         }
@@ -62,40 +74,75 @@ impl svc::config::Section for IntakeConfig {
     }
 }
 
-/// Connects to PostgreSQL, applies the migrations, loads tokens, calendar and master keys,
-/// binds.
-pub async fn build(config: &Config) -> Result<IntakeApp, StartError> {
+/// Why the intake service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("procedure catalogue: {0}")]
+    Catalogue(String),
+}
+
+impl From<ConfigError> for BuildError {
+    fn from(e: ConfigError) -> Self {
+        BuildError::Start(e.into())
+    }
+}
+
+/// Connects to PostgreSQL, applies the migrations, loads tokens, calendar, master keys and
+/// the catalogue file, binds.
+pub async fn build(config: &Config) -> Result<IntakeApp, BuildError> {
     let section: IntakeConfig = config.section()?;
     let deps =
         ServiceDeps::from_config(config, "intake", section.listen, section.metrics_listen).await?;
-    build_with_lookup(deps, section.lookup_http_listen, LookupLimits::default()).await
-}
-
-/// Builds from given dependencies (tests: their own database, port 0; the lookup's HTTP port
-/// too).
-pub async fn build_with(deps: ServiceDeps) -> Result<IntakeApp, StartError> {
     build_with_lookup(
         deps,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
+        section.lookup_http_listen,
         LookupLimits::default(),
+        section.catalogue_file.as_deref(),
     )
     .await
 }
 
-/// As [`build_with`], with the lookup's HTTP address and limits. Without master keys
-/// (`deps.keyring` is `None`) the applicant and lookup services are not served and a request
-/// carrying an applicant is refused.
+/// Builds from given dependencies (tests: their own database, port 0; the lookup's HTTP port
+/// too), without a catalogue file.
+pub async fn build_with(deps: ServiceDeps) -> Result<IntakeApp, BuildError> {
+    build_with_lookup(
+        deps,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        LookupLimits::default(),
+        None,
+    )
+    .await
+}
+
+/// As [`build_with`], with the lookup's HTTP address and limits, publishing the catalogue file
+/// `catalogue_file` first, if any. Without master keys (`deps.keyring` is `None`) the
+/// applicant and lookup services are not served and a request carrying an applicant is
+/// refused.
 pub async fn build_with_lookup(
     mut deps: ServiceDeps,
     lookup_http: SocketAddr,
     limits: LookupLimits,
-) -> Result<IntakeApp, StartError> {
+    catalogue_file: Option<&Path>,
+) -> Result<IntakeApp, BuildError> {
     let keyring = deps.keyring.take();
     let ready = deps.prepare().await?;
+    let store = ::catalogue::Catalogue::new(ready.write.log().pool().clone());
+    store
+        .migrate()
+        .await
+        .map_err(|e| BuildError::Catalogue(e.to_string()))?;
+    if let Some(path) = catalogue_file {
+        let (versions, published) = catalogue::load_file(&store, path)
+            .await
+            .map_err(BuildError::Catalogue)?;
+        tracing::info!(file = %path.display(), definitions = versions.len(), published, "procedure catalogue file loaded");
+    }
     let vault = match keyring {
         Some(keyring) => {
             let pool = ready.write.log().pool().clone();
-            personal::migrate(&pool).await?;
+            personal::migrate(&pool).await.map_err(StartError::from)?;
             Some(personal::Vault::new(pool, keyring))
         }
         None => None,
@@ -106,10 +153,19 @@ pub async fn build_with_lookup(
         ready.clock.clone(),
     );
     let intake_vault = vault.clone();
-    let app = ready.into_app("intake", |w, t, c| {
-        IntakeServiceServer::new(Intake::new(w, t, c, intake_vault))
-            .max_decoding_message_size(domain::limits::MAX_IMPORT_MESSAGE_BYTES)
-    });
+    let app = ready
+        .into_app("intake", |w, t, c| {
+            IntakeServiceServer::new(Intake::new(w, t, c, intake_vault))
+                .max_decoding_message_size(domain::limits::MAX_IMPORT_MESSAGE_BYTES)
+        })
+        .serve(
+            CatalogueServiceServer::new(catalogue::CatalogueRpc::new(
+                store,
+                tokens.clone(),
+                clock.clone(),
+            ))
+            .max_decoding_message_size(domain::limits::MAX_REQUEST_MESSAGE_BYTES),
+        );
     let Some(vault) = vault else {
         return Ok(app);
     };

@@ -4,14 +4,22 @@ use std::sync::Arc;
 
 use api::v1 as pb;
 use api::v1::intake_service_server::IntakeService;
-use domain::{Action, AgencyCode, DossierEvent};
+use std::collections::HashMap;
+
+use catalogue::{Catalogue, ProcedureVersion, ResolveError, Stated};
+use domain::{
+    Action, AgencyCode, ApplicantType, Channel, ComponentCode, DossierEvent, Level, ProcedureCode,
+    Profile, ReturnMethod, SectorCode,
+};
 use svc::convert;
 use svc::handler::{CommonFields, Desk, body, first_event, unexpected, write_response};
-use svc::status::{invalid_field, to_timestamp};
+use svc::status::{field, invalid_field, to_timestamp};
 use svc::write::{fingerprint, fingerprint_with_personal};
 use svc::{Clock, Tokens, WritePath};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
 use tonic::{Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::import::Importer;
 
@@ -19,6 +27,7 @@ use crate::import::Importer;
 #[derive(Debug, Clone)]
 pub struct Intake {
     desk: Desk,
+    catalogue: Catalogue,
     tokens: Arc<Tokens>,
     write: WritePath,
     clock: Arc<dyn Clock>,
@@ -35,6 +44,7 @@ impl Intake {
     ) -> Self {
         Intake {
             desk: Desk::new(write.clone(), tokens.clone(), clock.clone()),
+            catalogue: Catalogue::new(write.log().pool().clone()),
             tokens,
             write,
             clock,
@@ -102,8 +112,17 @@ impl IntakeService for Intake {
             &request,
             new_dossier_fields(&req.event_id, &req.dossier_id, &req.occurred_at),
         )?;
-        let (agency, mut action, applicant) = receive_dossier_action(req)?;
-        envelope.principal.may_write_for(&agency)?;
+        let mut reception = Reception::parse(req)?;
+        envelope
+            .principal
+            .may_write_for(&reception.profile_agency)?;
+        let applicant = reception.applicant.take();
+        let in_force = self
+            .catalogue
+            .in_force(&reception.procedure, envelope.occurred_at)
+            .await
+            .map_err(crate::catalogue::store_status)?;
+        let mut action = reception.into_action(in_force.as_ref())?;
         let (print, secret) = match applicant {
             None => (fingerprint(RECEIVE_METHOD, req), None),
             Some(applicant) => {
@@ -193,36 +212,126 @@ impl IntakeService for Intake {
     }
 }
 
-/// `ReceiveDossier`'s own fields as a command (its applicant not yet sealed: that needs the
-/// dossier's key), the agency whose counter may send it, and the validated applicant.
+/// `ReceiveDossier`'s own fields, parsed, before the catalogue completes them: the procedure's
+/// profile fields (`profile.online_level`, `profile.sector_code`, `statutory_time`,
+/// `fee_required`) may be left out and are then taken from the catalogue in force at
+/// `occurred_at`; those given must agree with it.
+#[derive(Debug, Clone)]
+pub struct Reception {
+    pub procedure: ProcedureCode,
+    /// The receiving agency: the token's must be the same.
+    pub profile_agency: AgencyCode,
+    level: Level,
+    channel: Channel,
+    applicant_type: ApplicantType,
+    stated: Stated,
+    components: Vec<ComponentCode>,
+    /// The validated applicant, not yet sealed (that needs the dossier's key).
+    pub applicant: Option<personal::Applicant>,
+    return_method: Option<ReturnMethod>,
+}
+
+impl Reception {
+    pub fn parse(req: &pb::ReceiveDossierRequest) -> Result<Reception, Status> {
+        let p = req
+            .profile
+            .as_ref()
+            .ok_or_else(|| invalid_field("profile", "is required"))?;
+        let applicant_type = convert::applicant_type("profile.applicant_type", p.applicant_type)?;
+        let applicant = convert::applicant("applicant", req.applicant.as_ref(), applicant_type)?;
+        let components = convert::components("components", &req.components)?;
+        if components.is_empty() {
+            return Err(invalid_field(
+                "components",
+                "at least one submitted component is required",
+            ));
+        }
+        Ok(Reception {
+            procedure: field(
+                "profile.procedure_code",
+                ProcedureCode::parse(p.procedure_code.as_str()),
+            )?,
+            profile_agency: convert::agency("profile.agency_code", &p.agency_code)?,
+            level: convert::level("profile.level", p.level)?,
+            channel: convert::channel("profile.channel", p.channel)?,
+            applicant_type,
+            stated: Stated {
+                online_level: convert::optional(
+                    "profile.online_level",
+                    p.online_level,
+                    convert::online_level,
+                )?,
+                sector: match p.sector_code.as_str() {
+                    "" => None,
+                    code => Some(field("profile.sector_code", SectorCode::parse(code))?),
+                },
+                statutory_time: req
+                    .statutory_time
+                    .as_ref()
+                    .map(|t| convert::statutory_time("statutory_time", Some(t)))
+                    .transpose()?,
+                fee_required: req.fee_required,
+            },
+            components,
+            applicant,
+            return_method: convert::optional(
+                "return_method",
+                req.return_method,
+                convert::return_method,
+            )?,
+        })
+    }
+
+    /// The command, completed from and checked against `in_force` (the catalogue version of
+    /// the procedure at the reception time; `None` when it has none: the full profile must be
+    /// given). A disagreement is FAILED_PRECONDITION `catalogue_mismatch` naming the field.
+    pub fn into_action(self, in_force: Option<&ProcedureVersion>) -> Result<Action, Status> {
+        let resolved = catalogue::resolve(&self.stated, in_force).map_err(|e| match e {
+            ResolveError::Missing { field } => invalid_field(field, &e),
+            ResolveError::Mismatch { field, version, .. } => Status::with_error_details(
+                Code::FailedPrecondition,
+                e.to_string(),
+                ErrorDetails::with_error_info(
+                    "catalogue_mismatch",
+                    svc::status::ERROR_DOMAIN,
+                    HashMap::from([
+                        ("field".to_owned(), field.to_owned()),
+                        ("catalogue_version".to_owned(), version.to_string()),
+                    ]),
+                ),
+            ),
+        })?;
+        Ok(Action::Receive {
+            profile: Profile {
+                procedure: self.procedure,
+                online_level: resolved.online_level,
+                sector: resolved.sector,
+                agency: self.profile_agency,
+                level: self.level,
+                channel: self.channel,
+                applicant_type: self.applicant_type,
+            },
+            statutory_time: resolved.statutory_time,
+            fee_required: resolved.fee_required,
+            components: self.components,
+            due_at: None,
+            procedure: resolved.rules,
+            applicant: None,
+            return_method: self.return_method,
+        })
+    }
+}
+
+/// `ReceiveDossier`'s own fields as a command for a procedure outside the catalogue (the full
+/// profile; its applicant not yet sealed: that needs the dossier's key), the agency whose
+/// counter may send it, and the validated applicant.
 pub fn receive_dossier_action(
     req: &pb::ReceiveDossierRequest,
 ) -> Result<(AgencyCode, Action, Option<personal::Applicant>), Status> {
-    let profile = convert::profile("profile", req.profile.as_ref())?;
-    let applicant =
-        convert::applicant("applicant", req.applicant.as_ref(), profile.applicant_type)?;
-    let components = convert::components("components", &req.components)?;
-    if components.is_empty() {
-        return Err(invalid_field(
-            "components",
-            "at least one submitted component is required",
-        ));
-    }
-    let agency = profile.agency.clone();
-    let action = Action::Receive {
-        profile,
-        statutory_time: convert::statutory_time("statutory_time", req.statutory_time.as_ref())?,
-        fee_required: req.fee_required,
-        components,
-        due_at: None,
-        applicant: None,
-        return_method: convert::optional(
-            "return_method",
-            req.return_method,
-            convert::return_method,
-        )?,
-    };
-    Ok((agency, action, applicant))
+    let mut reception = Reception::parse(req)?;
+    let agency = reception.profile_agency.clone();
+    let applicant = reception.applicant.take();
+    Ok((agency, reception.into_action(None)?, applicant))
 }
 
 /// `RecordDigitizedComponents`' own fields as a command.

@@ -275,6 +275,12 @@ pub fn progress_text(event: &DossierEvent) -> String {
         DossierEvent::ResultDigitized { .. } => "Số hóa kết quả giải quyết".to_owned(),
         DossierEvent::ResultReturned { .. } => "Trả kết quả".to_owned(),
         DossierEvent::SatisfactionRated { .. } => "Đánh giá mức độ hài lòng".to_owned(),
+        DossierEvent::FinancialObligationRequested { .. } => {
+            "Yêu cầu thực hiện nghĩa vụ tài chính".to_owned()
+        }
+        DossierEvent::FinancialObligationFulfilled { .. } => {
+            "Hoàn thành nghĩa vụ tài chính".to_owned()
+        }
         // The resolution of a counter that was offline, dated before the due time, arrived
         // after the watcher's late mark: the mark is cancelled.
         DossierEvent::LateWithdrawn { timeliness, .. } => match timeliness {
@@ -307,10 +313,13 @@ pub fn dossier_record(
     let mut due_in_force = None;
     for event in events {
         match &event.body {
-            DossierEvent::Received { due_at, .. } => due_in_force = Some(*due_at),
+            DossierEvent::Received { due_at, .. }
+            | DossierEvent::FinancialObligationFulfilled { due_at, .. } => {
+                due_in_force = Some(*due_at);
+            }
             DossierEvent::FeeAssessed { amount_vnd, kind } => fees.push((*kind, *amount_vnd)),
             DossierEvent::Paid { channel, .. } => last_payment = Some(*channel),
-            DossierEvent::SupplementRequested { reason } => supplements.push(Supplement {
+            DossierEvent::SupplementRequested { reason, .. } => supplements.push(Supplement {
                 ngay_yeu_cau_bo_sung: portal_date(event.occurred_at),
                 noi_dung_bo_sung: reason.as_str().to_owned(),
                 ngay_tiep_nhan_bo_sung: None,

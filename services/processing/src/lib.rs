@@ -28,8 +28,8 @@ pub use warnings::{
     Warning, WarningList, list, list_query,
 };
 pub use watcher::{
-    MARK_LATE_NAMESPACE, TickReport, Watcher, WatcherConfig, WatcherError, WatcherStatus,
-    mark_late_event_id, migrate,
+    CLOSE_NAMESPACE, MARK_LATE_NAMESPACE, TickReport, Watcher, WatcherConfig, WatcherError,
+    WatcherStatus, mark_late_event_id, migrate,
 };
 
 /// The `[processing]` section.

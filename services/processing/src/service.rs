@@ -81,8 +81,56 @@ pub fn withdraw_action(r: &pb::WithdrawRequest) -> Result<Action, Status> {
     })
 }
 
+pub fn request_financial_obligation_action(
+    r: &pb::RequestFinancialObligationRequest,
+) -> Result<Action, Status> {
+    Ok(Action::RequestFinancialObligation {
+        reason: convert::text("reason", &r.reason)?,
+    })
+}
+
+/// `FulfilFinancialObligation` has no fields of its own.
+pub fn fulfil_financial_obligation_action(
+    _: &pb::FulfilFinancialObligationRequest,
+) -> Result<Action, Status> {
+    Ok(Action::FulfilFinancialObligation)
+}
+
 #[tonic::async_trait]
 impl ProcessingService for Processing {
+    async fn request_financial_obligation(
+        &self,
+        request: Request<pb::RequestFinancialObligationRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let action = request_financial_obligation_action(r)?;
+        let fp = fingerprint("dossier.v1.ProcessingService/RequestFinancialObligation", r);
+        write_response(first_event(self.desk.execute(envelope, action, fp).await?)?)
+    }
+
+    async fn fulfil_financial_obligation(
+        &self,
+        request: Request<pb::FulfilFinancialObligationRequest>,
+    ) -> Result<Response<pb::ReceiveSupplementResponse>, Status> {
+        let r = request.get_ref();
+        let envelope = self.desk.envelope(&request, common_fields!(r))?;
+        let fp = fingerprint("dossier.v1.ProcessingService/FulfilFinancialObligation", r);
+        let (event, duplicate) = first_event(
+            self.desk
+                .execute(envelope, fulfil_financial_obligation_action(r)?, fp)
+                .await?,
+        )?;
+        let DossierEvent::FinancialObligationFulfilled { due_at, paused } = body(&event)? else {
+            return Err(unexpected(&event));
+        };
+        Ok(Response::new(pb::ReceiveSupplementResponse {
+            event: Some(svc::recorded_event(&event, duplicate)?),
+            due_at: Some(to_timestamp(due_at)),
+            paused_minutes: paused.minutes(),
+        }))
+    }
+
     async fn transfer(
         &self,
         request: Request<pb::TransferRequest>,

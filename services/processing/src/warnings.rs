@@ -267,6 +267,11 @@ pub fn list_query(
             "importer tokens may only import history".to_owned(),
         ));
     }
+    if principal.role == Role::Admin {
+        return Err(ListError::Denied(
+            "administrator tokens change reference data, never read dossiers".to_owned(),
+        ));
+    }
     let agency = match agency_code {
         "" => None,
         code => Some(AgencyCode::parse(code).map_err(|e| ListError::Invalid {

@@ -32,6 +32,13 @@
 //! The event's business time is the due time itself (`domain::event_time`), so the statistics
 //! never depend on when a watcher noticed; `recorded_at` says when.
 //!
+//! # Automatic closing (procedure catalogue)
+//!
+//! The same way, and after marking, a tick closes every dossier whose supplement request went
+//! unanswered past its procedure's `closes_at` (carried by `supplement_requested`, kept in
+//! `deadline_watch.closes_at`, migration 20020): `CloseUnsupplemented` through the write path,
+//! with an id derived from ([`CLOSE_NAMESPACE`], `dossier_id@closes_at`). The rules refuse it
+//! once the supplement arrived or the dossier ended; the `stopped` event is dated `closes_at`.
 //! # The early warning
 //!
 //! The same read model holds each dossier's agencies, apology and deadlines; after catching up,
@@ -59,6 +66,51 @@ use crate::warnings;
 /// The namespace of the `late` event ids the watcher derives (UUID v5). Never change it: ids
 /// derived with another namespace would not be recognised as the same request.
 pub const MARK_LATE_NAMESPACE: Uuid = Uuid::from_u128(0x6d0c_5a4e_3f1b_4c8e_9a27_5be1_d4f0_a6c3);
+
+/// The namespace of the automatic-closing `stopped` event ids (UUID v5 of
+/// `dossier_id@closes_at`). Never change it.
+pub const CLOSE_NAMESPACE: Uuid = Uuid::from_u128(0x3a51_9c0e_77d2_4f65_b1a8_0c4e_92d7_5f13);
+
+/// What the watcher records when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duty {
+    /// The due time passed: `late`.
+    MarkLate,
+    /// A supplement request went unanswered past the procedure's deadline: `stopped`.
+    Close,
+}
+
+impl Duty {
+    fn event_id(self, dossier_id: &str, deadline: DateTime<Utc>) -> Uuid {
+        match self {
+            Duty::MarkLate => mark_late_event_id(dossier_id, deadline),
+            Duty::Close => Uuid::new_v5(
+                &CLOSE_NAMESPACE,
+                mark_late_key(dossier_id, deadline).as_bytes(),
+            ),
+        }
+    }
+
+    fn fingerprint(self, dossier_id: &str, deadline: DateTime<Utc>) -> [u8; 32] {
+        match self {
+            Duty::MarkLate => mark_late_fingerprint(dossier_id, deadline),
+            Duty::Close => {
+                let mut h = Sha256::new();
+                h.update(b"dossier.v1.DeadlineWatcher/CloseUnsupplemented");
+                h.update([0u8]);
+                h.update(mark_late_key(dossier_id, deadline).as_bytes());
+                h.finalize().into()
+            }
+        }
+    }
+
+    fn action(self) -> Action {
+        match self {
+            Duty::MarkLate => Action::MarkLate,
+            Duty::Close => Action::CloseUnsupplemented,
+        }
+    }
+}
 
 /// How long a tick in progress may go on after a stop signal before it is abandoned (safe at
 /// any point: everything it writes is transactional).
@@ -152,6 +204,9 @@ pub struct TickReport {
     pub position: i64,
     /// Dossiers this tick recorded `late` for.
     pub marked: Vec<String>,
+    /// Dossiers this tick closed (`stopped`) because a supplement request went unanswered
+    /// past the procedure's deadline.
+    pub closed: Vec<String>,
     /// Dossiers whose identical `late` was already recorded (by another watcher, or before a
     /// crash): nothing written.
     pub duplicates: Vec<String>,
@@ -285,6 +340,7 @@ impl Watcher {
             match outcome {
                 Ok(report)
                     if report.marked.is_empty()
+                        && report.closed.is_empty()
                         && report.failed.is_empty()
                         && report.raised.is_empty()
                         && report.withdrawn.is_empty() =>
@@ -293,6 +349,7 @@ impl Watcher {
                 }
                 Ok(report) => tracing::info!(
                     marked = report.marked.len(),
+                    closed = report.closed.len(),
                     duplicates = report.duplicates.len(),
                     refused = report.refused.len(),
                     failed = report.failed.len(),
@@ -358,13 +415,15 @@ impl Watcher {
                 if stop.is_cancelled() {
                     break;
                 }
-                self.mark(&dossier_id, due_at, &mut report).await?;
+                self.mark(Duty::MarkLate, &dossier_id, due_at, &mut report)
+                    .await?;
                 after = (due_at, dossier_id);
             }
             if !full_page {
                 break;
             }
         }
+        self.close_unsupplemented(now, stop, &mut report).await?;
         if let Some(publisher) = &self.publisher {
             report.published = publisher.publish_pending(pool).await?;
         }
@@ -382,16 +441,54 @@ impl Watcher {
         }
     }
 
-    /// Runs `MarkLate` for one dossier through the write path with the deterministic id.
+    /// Closes every dossier whose supplement request's closing deadline is before `now`.
+    async fn close_unsupplemented(
+        &self,
+        now: DateTime<Utc>,
+        stop: &CancellationToken,
+        report: &mut TickReport,
+    ) -> Result<(), WatcherError> {
+        let mut after = (DateTime::<Utc>::UNIX_EPOCH, String::new());
+        while !stop.is_cancelled() {
+            let due: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT dossier_id, closes_at FROM deadline_watch \
+                 WHERE closes_at < $1 AND closes_at IS NOT NULL AND NOT closed \
+                   AND (closes_at, dossier_id) > ($2, $3) \
+                 ORDER BY closes_at, dossier_id LIMIT $4",
+            )
+            .bind(now)
+            .bind(after.0)
+            .bind(&after.1)
+            .bind(self.config.mark_page)
+            .fetch_all(self.write.log().pool())
+            .await?;
+            let full_page = i64::try_from(due.len()).unwrap_or(i64::MAX) >= self.config.mark_page;
+            for (dossier_id, closes_at) in due {
+                if stop.is_cancelled() {
+                    break;
+                }
+                self.mark(Duty::Close, &dossier_id, closes_at, report)
+                    .await?;
+                after = (closes_at, dossier_id);
+            }
+            if !full_page {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the duty's command for one dossier through the write path with the deterministic
+    /// id derived from the dossier and the deadline (`due_at`: the due time or closing time).
     async fn mark(
         &self,
+        duty: Duty,
         dossier_id: &str,
         due_at: DateTime<Utc>,
         report: &mut TickReport,
     ) -> Result<(), WatcherError> {
-        let ids = DossierId::parse(dossier_id).and_then(|id| {
-            EventId::from_uuid(mark_late_event_id(dossier_id, due_at)).map(|e| (id, e))
-        });
+        let ids = DossierId::parse(dossier_id)
+            .and_then(|id| EventId::from_uuid(duty.event_id(dossier_id, due_at)).map(|e| (id, e)));
         let (id, event_id) = match ids {
             Ok(ids) => ids,
             Err(e) => {
@@ -405,12 +502,16 @@ impl Watcher {
             dossier_id: id,
             command: Command {
                 occurred_at: self.clock.now(),
-                action: Action::MarkLate,
+                action: duty.action(),
             },
             expected_version: None,
-            fingerprint: mark_late_fingerprint(dossier_id, due_at),
+            fingerprint: duty.fingerprint(dossier_id, due_at),
         };
         match self.write.execute(&request, |_| Ok(())).await {
+            Ok(WriteOutcome::Written(_)) if duty == Duty::Close => {
+                tracing::info!(dossier = dossier_id, closes_at = %due_at, "dossier closed: supplement not received");
+                report.closed.push(dossier_id.to_owned());
+            }
             Ok(WriteOutcome::Written(_)) => {
                 tracing::info!(dossier = dossier_id, %due_at, "dossier is late");
                 self.status
@@ -511,6 +612,8 @@ struct Patch {
     paused: Option<bool>,
     closed: Option<bool>,
     late_marked: Option<bool>,
+    /// The pending supplement request's closing deadline: `Some(None)` clears it.
+    closes_at: Option<Option<DateTime<Utc>>>,
     apologised: Option<bool>,
 }
 
@@ -528,6 +631,8 @@ fn watched(event_type: &str) -> bool {
             | "late_withdrawn"
             | "withdrawn"
             | "stopped"
+            | "financial_obligation_requested"
+            | "financial_obligation_fulfilled"
     )
 }
 
@@ -559,15 +664,24 @@ async fn apply(
                     closed: Some(false),
                     late_marked: Some(false),
                     apologised: Some(false),
+                    closes_at: Some(None),
                 };
             }
             DossierEvent::Transferred { to_agency, .. } => {
                 patch.holding_agency = Some(to_agency.as_str().to_owned());
             }
-            DossierEvent::SupplementRequested { .. } => patch.paused = Some(true),
-            DossierEvent::SupplementReceived { due_at, .. } => {
+            DossierEvent::SupplementRequested { closes_at, .. } => {
+                patch.paused = Some(true);
+                patch.closes_at = Some(closes_at);
+            }
+            DossierEvent::FinancialObligationRequested {
+                pauses_clock: true, ..
+            } => patch.paused = Some(true),
+            DossierEvent::SupplementReceived { due_at, .. }
+            | DossierEvent::FinancialObligationFulfilled { due_at, .. } => {
                 patch.paused = Some(false);
                 patch.due_at = Some(due_at);
+                patch.closes_at = Some(None);
             }
             DossierEvent::Late { .. } => patch.late_marked = Some(true),
             // Written with the resolution that contradicts the mark (same append), which closes
@@ -599,18 +713,22 @@ async fn apply(
             columns.closed.push(p.closed);
             columns.late.push(p.late_marked);
             columns.apologised.push(p.apologised);
+            columns.closes.push(p.closes_at.flatten());
+            columns.set_closes.push(p.closes_at.is_some());
         }
         // A reception sets every column; a later event only those it names (COALESCE).
         let statement = if insert {
             "INSERT INTO deadline_watch (dossier_id, agency, holding_agency, due_at, \
-               apology_deadline, warn_from, paused, closed, late_marked, apologised) \
+               apology_deadline, warn_from, paused, closed, late_marked, apologised, closes_at) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], \
-               $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::bool[], $9::bool[], $10::bool[]) \
+               $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::bool[], $9::bool[], $10::bool[], \
+               $11::timestamptz[]) \
              ON CONFLICT (dossier_id) DO UPDATE SET agency = EXCLUDED.agency, \
                holding_agency = EXCLUDED.holding_agency, due_at = EXCLUDED.due_at, \
                apology_deadline = EXCLUDED.apology_deadline, warn_from = EXCLUDED.warn_from, \
                paused = EXCLUDED.paused, closed = EXCLUDED.closed, \
-               late_marked = EXCLUDED.late_marked, apologised = EXCLUDED.apologised"
+               late_marked = EXCLUDED.late_marked, apologised = EXCLUDED.apologised, \
+               closes_at = EXCLUDED.closes_at"
         } else {
             "UPDATE deadline_watch AS w SET \
                agency = COALESCE(u.agency, w.agency), \
@@ -621,14 +739,16 @@ async fn apply(
                paused = COALESCE(u.paused, w.paused), \
                closed = COALESCE(u.closed, w.closed), \
                late_marked = COALESCE(u.late_marked, w.late_marked), \
-               apologised = COALESCE(u.apologised, w.apologised) \
+               apologised = COALESCE(u.apologised, w.apologised), \
+               closes_at = CASE WHEN u.set_closes THEN u.closes_at ELSE w.closes_at END \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], \
-               $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::bool[], $9::bool[], $10::bool[]) \
+               $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::bool[], $9::bool[], $10::bool[], \
+               $11::timestamptz[], $12::bool[]) \
                AS u(dossier_id, agency, holding_agency, due_at, apology_deadline, warn_from, \
-                    paused, closed, late_marked, apologised) \
+                    paused, closed, late_marked, apologised, closes_at, set_closes) \
              WHERE w.dossier_id = u.dossier_id"
         };
-        sqlx::query(statement)
+        let query = sqlx::query(statement)
             .bind(columns.ids)
             .bind(columns.agency)
             .bind(columns.holding)
@@ -639,8 +759,14 @@ async fn apply(
             .bind(columns.closed)
             .bind(columns.late)
             .bind(columns.apologised)
-            .execute(&mut **tx)
-            .await?;
+            .bind(columns.closes);
+        // Only an update distinguishes "clear the closing deadline" from "unchanged".
+        let query = if insert {
+            query
+        } else {
+            query.bind(columns.set_closes)
+        };
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -658,6 +784,10 @@ struct Columns {
     closed: Vec<Option<bool>>,
     late: Vec<Option<bool>>,
     apologised: Vec<Option<bool>>,
+    /// The pending supplement request's closing deadline (`NULL`: none).
+    closes: Vec<Option<DateTime<Utc>>>,
+    /// Whether the batch set or cleared the closing deadline (else it is unchanged).
+    set_closes: Vec<bool>,
 }
 
 impl Columns {

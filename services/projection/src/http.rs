@@ -115,6 +115,7 @@ async fn whoami(State(state): State<HttpState>, headers: HeaderMap) -> Result<Re
             svc::Role::Counter => "counter",
             svc::Role::Importer => "importer",
             svc::Role::Auditor => "auditor",
+            svc::Role::Admin => "admin",
         },
         agency: principal.agency.as_ref().map(|a| a.as_str().to_owned()),
         level: principal.level.map(domain::Level::as_str),

@@ -3,11 +3,11 @@
 
 use api::v1 as pb;
 use api::v1::event::Body;
-use calendar::StatutoryTime;
 use domain::{DossierEvent, FeeKind, Outcome, PaymentChannel, Rating, TransferMode};
 use eventlog::{ReadError, StoredEvent};
 use svc::convert::{
-    pb_apology_delivery, pb_level, pb_notice_unit, pb_profile, pb_return_method, pb_timeliness,
+    pb_apology_delivery, pb_level, pb_notice_unit, pb_procedure_rules, pb_profile,
+    pb_return_method, pb_statutory_time, pb_timeliness,
 };
 use svc::status::to_timestamp;
 
@@ -102,14 +102,16 @@ pub fn body(event: &DossierEvent) -> Body {
             fee_required,
             components,
             due_at,
+            procedure,
             applicant,
             return_method,
         } => Body::Received(pb::Received {
             profile: Some(pb_profile(p)),
-            statutory_time: Some(statutory(*statutory_time)),
+            statutory_time: Some(pb_statutory_time(*statutory_time)),
             fee_required: *fee_required,
             components: components.iter().map(|c| c.as_str().to_owned()).collect(),
             due_at: Some(to_timestamp(*due_at)),
+            procedure: procedure.as_ref().map(pb_procedure_rules),
             // Never the plaintext: sealed here; `mark_erased` says erased where the key is gone.
             applicant: None,
             applicant_data: if applicant.is_some() {
@@ -141,9 +143,10 @@ pub fn body(event: &DossierEvent) -> Body {
             to_agency: to_agency.as_str().to_owned(),
             mode: transfer_mode(*mode) as i32,
         }),
-        DossierEvent::SupplementRequested { reason } => {
+        DossierEvent::SupplementRequested { reason, closes_at } => {
             Body::SupplementRequested(pb::SupplementRequested {
                 reason: reason.as_str().to_owned(),
+                closes_at: closes_at.map(to_timestamp),
             })
         }
         DossierEvent::SupplementReceived { due_at, paused } => {
@@ -202,8 +205,17 @@ pub fn body(event: &DossierEvent) -> Body {
         DossierEvent::Withdrawn { reason } => Body::Withdrawn(pb::Withdrawn {
             reason: reason.as_str().to_owned(),
         }),
-        DossierEvent::Stopped { reason } => Body::Stopped(pb::Stopped {
+        DossierEvent::Stopped { reason, cause } => Body::Stopped(pb::Stopped {
             reason: reason.as_str().to_owned(),
+            supplement_not_received: cause.as_ref().map(|cause| match cause {
+                domain::StopCause::SupplementNotReceived {
+                    requested_at,
+                    closes_at,
+                } => pb::SupplementNotReceived {
+                    requested_at: Some(to_timestamp(*requested_at)),
+                    closes_at: Some(to_timestamp(*closes_at)),
+                },
+            }),
         }),
         DossierEvent::ResultDigitized {
             document_ref,
@@ -226,16 +238,19 @@ pub fn body(event: &DossierEvent) -> Body {
                 timeliness: pb_timeliness(*timeliness) as i32,
             })
         }
-    }
-}
-
-fn statutory(t: StatutoryTime) -> pb::StatutoryTime {
-    use pb::statutory_time::Unit;
-    pb::StatutoryTime {
-        unit: Some(match t {
-            StatutoryTime::Days(d) => Unit::WorkingDays(d),
-            StatutoryTime::Hours(h) => Unit::WorkingHours(h),
+        DossierEvent::FinancialObligationRequested {
+            reason,
+            pauses_clock,
+        } => Body::FinancialObligationRequested(pb::FinancialObligationRequested {
+            reason: reason.as_str().to_owned(),
+            pauses_clock: *pauses_clock,
         }),
+        DossierEvent::FinancialObligationFulfilled { due_at, paused } => {
+            Body::FinancialObligationFulfilled(pb::FinancialObligationFulfilled {
+                due_at: Some(to_timestamp(*due_at)),
+                paused_minutes: paused.minutes(),
+            })
+        }
     }
 }
 
@@ -315,8 +330,9 @@ mod tests {
     fn samples() -> Vec<DossierEvent> {
         vec![
             DossierEvent::Received {
+                procedure: None,
                 profile: domain_profile(),
-                statutory_time: StatutoryTime::Hours(12),
+                statutory_time: calendar::StatutoryTime::Hours(12),
                 fee_required: true,
                 components: vec![ComponentCode::parse("a").unwrap()],
                 due_at: t(3600),
@@ -337,6 +353,7 @@ mod tests {
                 mode: TransferMode::Paper,
             },
             DossierEvent::SupplementRequested {
+                closes_at: None,
                 reason: text("bổ sung"),
             },
             DossierEvent::SupplementReceived {
@@ -372,6 +389,7 @@ mod tests {
                 reason: text("rút"),
             },
             DossierEvent::Stopped {
+                cause: None,
                 reason: text("dừng"),
             },
             DossierEvent::ResultDigitized {
@@ -383,6 +401,14 @@ mod tests {
             },
             DossierEvent::SatisfactionRated {
                 rating: Rating::Unsatisfied,
+            },
+            DossierEvent::FinancialObligationRequested {
+                reason: text("land use levy"),
+                pauses_clock: true,
+            },
+            DossierEvent::FinancialObligationFulfilled {
+                due_at: t(7200),
+                paused: calendar::WorkingDuration::from_hours(8),
             },
             DossierEvent::LateWithdrawn {
                 due_at: t(7200),

@@ -317,6 +317,8 @@ fn change_kind(kind: ChangeKind) -> pb::DueTimeChangeKind {
         ChangeKind::Resolved => pb::DueTimeChangeKind::Resolved,
         ChangeKind::Withdrawn => pb::DueTimeChangeKind::Withdrawn,
         ChangeKind::Stopped => pb::DueTimeChangeKind::Stopped,
+        ChangeKind::ObligationRequested => pb::DueTimeChangeKind::ObligationRequested,
+        ChangeKind::ObligationFulfilled => pb::DueTimeChangeKind::ObligationFulfilled,
     }
 }
 

@@ -28,6 +28,10 @@ pub enum ChangeKind {
     Resolved,
     Withdrawn,
     Stopped,
+    /// A financial obligation; the clock stops when the procedure says so.
+    ObligationRequested,
+    /// Fulfilled: the clock runs again, the due time moved by the time paused.
+    ObligationFulfilled,
 }
 
 /// One entry of the history: the event at `index` (in the slice given) and its effect.
@@ -59,7 +63,7 @@ pub fn history(events: &[Event]) -> (Vec<DueTimeChange>, Dossier) {
             index,
             kind: ChangeKind::Received,
             due_at: dossier.due_at,
-            paused: dossier.is_paused(),
+            paused: dossier.clock_stopped(),
             paused_minutes: 0,
             new_appointment: None,
             apology_on_time: None,
@@ -92,6 +96,11 @@ pub fn history(events: &[Event]) -> (Vec<DueTimeChange>, Dossier) {
             }
             DossierEvent::Withdrawn { .. } => ChangeKind::Withdrawn,
             DossierEvent::Stopped { .. } => ChangeKind::Stopped,
+            DossierEvent::FinancialObligationRequested { .. } => ChangeKind::ObligationRequested,
+            DossierEvent::FinancialObligationFulfilled { paused, .. } => {
+                change.paused_minutes = paused.minutes();
+                ChangeKind::ObligationFulfilled
+            }
             DossierEvent::ComponentsDigitized { .. }
             | DossierEvent::RefusedAtIntake { .. }
             | DossierEvent::Transferred { .. }
@@ -138,6 +147,7 @@ mod tests {
 
     fn received(due_at: DateTime<Utc>) -> DossierEvent {
         DossierEvent::Received {
+            procedure: None,
             profile: profile(),
             statutory_time: StatutoryTime::Days(3),
             fee_required: false,
@@ -166,6 +176,7 @@ mod tests {
             event(
                 at(2, 2),
                 DossierEvent::SupplementRequested {
+                    closes_at: None,
                     reason: text("thiếu giấy"),
                 },
             ),
@@ -249,6 +260,7 @@ mod tests {
             ),
             (
                 DossierEvent::Stopped {
+                    cause: None,
                     reason: text("dừng"),
                 },
                 ChangeKind::Stopped,
@@ -259,6 +271,7 @@ mod tests {
                 event(
                     at(2, 2),
                     DossierEvent::SupplementRequested {
+                        closes_at: None,
                         reason: text("thiếu"),
                     },
                 ),

@@ -333,6 +333,7 @@ fn import_batch(dossier_id: &str, at: DateTime<Utc>) -> pb::ImportBatch {
             position: 0,
             version: 0,
             body: Some(Body::Received(pb::Received {
+                procedure: None,
                 profile: Some(profile(DISTRICT_AGENCY)),
                 statutory_time: Some(pb::StatutoryTime {
                     unit: Some(pb::statutory_time::Unit::WorkingDays(3)),

@@ -228,9 +228,11 @@ async fn receive_records_the_event_and_answers_the_due_time() {
             fee_required,
             components,
             due_at,
+            procedure,
             applicant,
             ..
         } => {
+            assert_eq!(procedure, None, "1.004227 is not in this test's catalogue");
             assert_eq!(applicant, None);
             assert_eq!(due_at, due);
             assert_eq!(statutory_time, calendar::StatutoryTime::Days(3));

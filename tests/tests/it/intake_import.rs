@@ -79,6 +79,7 @@ fn event(dossier_id: &str, at: DateTime<Utc>, body: Body) -> pb::Event {
 
 fn received(agency: &str, fee_required: bool, due_at: DateTime<Utc>) -> Body {
     Body::Received(pb::Received {
+        procedure: None,
         profile: Some(profile(agency)),
         statutory_time: Some(pb::StatutoryTime {
             unit: Some(pb::statutory_time::Unit::WorkingDays(10)),

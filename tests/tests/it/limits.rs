@@ -563,6 +563,7 @@ fn event(dossier_id: &str, at: DateTime<Utc>, body: Body) -> pb::Event {
 
 fn received(components: Vec<String>) -> Body {
     Body::Received(pb::Received {
+        procedure: None,
         profile: Some(profile(DISTRICT_AGENCY)),
         statutory_time: Some(pb::StatutoryTime {
             unit: Some(pb::statutory_time::Unit::WorkingDays(10)),
@@ -595,7 +596,12 @@ async fn import_one(env: &Env, events: Vec<pb::Event>) -> Result<u32, Status> {
 async fn import_history_events_have_the_same_bounds() {
     let env = env().await;
     let t = t0();
-    let long = |n: usize| Body::SupplementRequested(pb::SupplementRequested { reason: text(n) });
+    let long = |n: usize| {
+        Body::SupplementRequested(pb::SupplementRequested {
+            closes_at: None,
+            reason: text(n),
+        })
+    };
     let mut past = codes(MAX_COMPONENTS);
     past.push(code(999, COMPONENT_CODE_MAX_CHARS));
     let over_cases: Vec<(Body, &str, usize)> = vec![
@@ -691,7 +697,10 @@ async fn import_history_events_have_the_same_bounds() {
     let events = vec![event(
         "IMP-UNKNOWN",
         t,
-        Body::SupplementRequested(pb::SupplementRequested { reason: "x".into() }),
+        Body::SupplementRequested(pb::SupplementRequested {
+            closes_at: None,
+            reason: "x".into(),
+        }),
     )];
     let status = import_one(&env, events).await.expect_err("unknown dossier");
     assert_eq!(status.code(), Code::NotFound);

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, modules per topic.
 mod auditor;
+mod catalogue;
 mod dashboard;
 mod faults;
 mod intake_api;

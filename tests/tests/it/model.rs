@@ -12,6 +12,13 @@
 //! watcher marked it late: each dossier's status and timeline must show the mark withdrawn
 //! exactly when the oracle says so, and the figures stay the oracle's (business time).
 //!
+//! Some procedures are in the catalogue the test publishes first (two versions of one, by
+//! effective date): their dossiers are received by procedure code alone or with the full
+//! agreeing profile, and follow their procedure's supplement limit, policy and automatic
+//! closing (the watcher closes unanswered requests) and its financial-obligation pause. Every
+//! dossier's due times, pauses and closings are recomputed minute by minute by
+//! `oracle::rule_violations`.
+//!
 //! The seed is printed; `MODEL_SEED=<n>` replays a failure.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,13 +35,13 @@ use tests::lifecycle::{
     Stack, assess_fee, attach_result, issue_apology, record_payment, record_rating, return_result,
 };
 use tests::processing::{
-    COMMUNE_AGENCY, ManualClock, RunningProcessing, receive_supplement, request_supplement,
-    stop_processing, transfer, withdraw,
+    COMMUNE_AGENCY, ManualClock, RunningProcessing, fulfil_obligation, receive_supplement,
+    request_obligation, request_supplement, stop_processing, transfer, withdraw,
 };
 use tests::projection::RunningProjection;
 use tests::{
-    AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, DISTRICT_AGENCY, ERASURE_ADMIN, PROVINCE_AGENCY,
-    RunningRelay, authed, local, new_event_id, ts,
+    ADMIN, AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, DISTRICT_AGENCY, ERASURE_ADMIN,
+    PROVINCE_AGENCY, RunningRelay, authed, local, new_event_id, ts,
 };
 use tonic::Code;
 
@@ -50,6 +57,8 @@ enum Call {
     Transfer(pb::TransferRequest),
     RequestSupplement(pb::RequestSupplementRequest),
     ReceiveSupplement(pb::ReceiveSupplementRequest),
+    RequestObligation(pb::RequestFinancialObligationRequest),
+    FulfilObligation(pb::FulfilFinancialObligationRequest),
     Apology(pb::IssueApologyRequest),
     Fee(pb::AssessFeeRequest),
     Pay(pb::RecordPaymentRequest),
@@ -72,6 +81,86 @@ struct Life {
 }
 
 const SECTORS: [&str; 3] = ["land", "tax", "justice"];
+
+/// A procedure of the model's catalogue: code, sector, online level, statutory days, fee.
+struct Catalogued {
+    code: &'static str,
+    sector: &'static str,
+    online_level: pb::OnlineServiceLevel,
+    days: u32,
+    fee_required: bool,
+}
+
+/// 1.005000 pauses the clock for a financial obligation, allows one supplement request with
+/// `restart` and closes after 3 working days; from 15 May 2024 two with `extend`, closing after
+/// 5. 1.005001: two requests, `extend`, closes after 2, obligations do not pause. 1.005002: a
+/// same-day procedure (cut-off 15:00), unlimited requests, never closes, obligations pause.
+const CATALOGUED: [Catalogued; 3] = [
+    Catalogued {
+        code: "1.005000",
+        sector: "land",
+        online_level: pb::OnlineServiceLevel::PartialOnline,
+        days: 4,
+        fee_required: true,
+    },
+    Catalogued {
+        code: "1.005001",
+        sector: "tax",
+        online_level: pb::OnlineServiceLevel::FullOnline,
+        days: 2,
+        fee_required: false,
+    },
+    Catalogued {
+        code: "1.005002",
+        sector: "justice",
+        online_level: pb::OnlineServiceLevel::NotOnline,
+        days: 1,
+        fee_required: true,
+    },
+];
+
+/// The definitions the model publishes before any dossier.
+fn model_catalogue() -> Vec<pb::ProcedureDefinition> {
+    let definition = |c: &Catalogued, from: DateTime<Utc>| pb::ProcedureDefinition {
+        code: c.code.to_owned(),
+        name: format!("Thủ tục {}", c.code),
+        sector_code: c.sector.to_owned(),
+        statutory_time: Some(pb::StatutoryTime {
+            unit: Some(pb::statutory_time::Unit::WorkingDays(c.days)),
+        }),
+        online_level: c.online_level as i32,
+        fee_required: c.fee_required,
+        supplement_policy: pb::SupplementPolicy::Extend as i32,
+        max_supplement_requests: None,
+        close_after_working_days: None,
+        same_day_cutoff: String::new(),
+        obligation_pauses_clock: true,
+        effective_from: Some(ts(from)),
+    };
+    let from = local(2024, 1, 1, 0, 0);
+    let land = pb::ProcedureDefinition {
+        supplement_policy: pb::SupplementPolicy::Restart as i32,
+        max_supplement_requests: Some(1),
+        close_after_working_days: Some(3),
+        ..definition(&CATALOGUED[0], from)
+    };
+    let land_from_may = pb::ProcedureDefinition {
+        max_supplement_requests: Some(2),
+        close_after_working_days: Some(5),
+        ..definition(&CATALOGUED[0], local(2024, 5, 15, 0, 0))
+    };
+    let tax = pb::ProcedureDefinition {
+        max_supplement_requests: Some(2),
+        close_after_working_days: Some(2),
+        obligation_pauses_clock: false,
+        ..definition(&CATALOGUED[1], from)
+    };
+    let same_day = pb::ProcedureDefinition {
+        same_day_cutoff: "15:00".to_owned(),
+        ..definition(&CATALOGUED[2], from)
+    };
+    vec![land, land_from_may, tax, same_day]
+}
 
 /// The applicant of about half the received dossiers, with an identity document fitting its
 /// type and sometimes a representative: sealed in the event, it must change no figure.
@@ -142,7 +231,19 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         pb::ApplicantType::Business,
         pb::ApplicantType::Organisation,
     ]);
-    let profile = pb::Profile {
+    // Lives 2, 6, 7 and 8 of each ten exercise the catalogue's rules for sure: an unanswered
+    // supplement request, a financial obligation pausing the clock, the supplement limit, a
+    // same-day procedure. Offline counters' lives (5) stay outside the catalogue.
+    let forced = n % 10;
+    let catalogued = match forced {
+        2 => Some(&CATALOGUED[1]),
+        5 => None,
+        6 | 7 => Some(&CATALOGUED[0]),
+        8 => Some(&CATALOGUED[2]),
+        _ if rng.chance(40) => Some(rng.pick(&CATALOGUED)),
+        _ => None,
+    };
+    let mut profile = pb::Profile {
         procedure_code: format!("1.00{}", 4000 + rng.below(3)),
         online_level: *rng.pick(&[
             pb::OnlineServiceLevel::FullOnline,
@@ -159,10 +260,27 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         ]) as i32,
         applicant_type: applicant_type as i32,
     };
+    let mut statutory_time = Some(pb::StatutoryTime {
+        unit: Some(if rng.chance(15) {
+            pb::statutory_time::Unit::WorkingHours(4 + rng.below(12) as u32)
+        } else {
+            pb::statutory_time::Unit::WorkingDays(1 + rng.below(6) as u32)
+        }),
+    });
+    let mut fee_required = rng.chance(50);
+    if let Some(c) = catalogued {
+        profile.procedure_code = c.code.to_owned();
+        profile.online_level = c.online_level as i32;
+        profile.sector_code = c.sector.to_owned();
+        statutory_time = Some(pb::StatutoryTime {
+            unit: Some(pb::statutory_time::Unit::WorkingDays(c.days)),
+        });
+        fee_required = c.fee_required;
+    }
     let mut calls = Vec::new();
     let at = |t: DateTime<Utc>| Some(ts(t));
     // Every tenth life is refused at the counter, a few others at random.
-    if n % 10 == 9 || (n % 10 != 3 && n % 10 != 4 && rng.chance(3)) {
+    if n % 10 == 9 || (!(2..=8).contains(&forced) && rng.chance(3)) {
         calls.push(Call::Refuse(pb::RefuseAtCounterRequest {
             event_id: new_event_id(),
             dossier_id: id,
@@ -177,19 +295,19 @@ fn life(rng: &mut Rng, n: usize) -> Life {
         };
     }
     let components: Vec<String> = (0..1 + rng.below(3)).map(|i| format!("tp-{i}")).collect();
-    let fee_required = rng.chance(50);
+    // A catalogued procedure is mostly received by its code alone (the catalogue fills the
+    // rest; a stated `fee_required: true` must agree, so the catalogue's flag is sent).
+    if catalogued.is_some() && rng.chance(70) {
+        profile.online_level = pb::OnlineServiceLevel::Unspecified as i32;
+        profile.sector_code = String::new();
+        statutory_time = None;
+    }
     calls.push(Call::Receive(pb::ReceiveDossierRequest {
         event_id: new_event_id(),
         dossier_id: id.clone(),
         occurred_at: at(t),
         profile: Some(profile),
-        statutory_time: Some(pb::StatutoryTime {
-            unit: Some(if rng.chance(15) {
-                pb::statutory_time::Unit::WorkingHours(4 + rng.below(12) as u32)
-            } else {
-                pb::statutory_time::Unit::WorkingDays(1 + rng.below(6) as u32)
-            }),
-        }),
+        statutory_time,
         fee_required,
         components: components.clone(),
         applicant: applicant(rng, n, applicant_type),
@@ -242,7 +360,24 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             mode,
         )));
     }
-    if !offline && rng.chance(35) {
+    if !offline && catalogued.is_some() && (forced == 2 || forced == 7 || rng.chance(50)) {
+        // Up to three requests: beyond the procedure's maximum they are refused; one left
+        // unanswered closes the dossier by itself where the procedure says so.
+        let requests = if forced == 7 { 3 } else { 1 + rng.below(3) };
+        for _ in 0..requests {
+            calls.push(Call::RequestSupplement(request_supplement(
+                &id,
+                step(rng, &mut t),
+            )));
+            if forced == 2 || (forced != 6 && forced != 7 && rng.chance(30)) {
+                break;
+            }
+            calls.push(Call::ReceiveSupplement(receive_supplement(
+                &id,
+                step(rng, &mut t),
+            )));
+        }
+    } else if !offline && rng.chance(35) {
         calls.push(Call::RequestSupplement(request_supplement(
             &id,
             step(rng, &mut t),
@@ -262,6 +397,18 @@ fn life(rng: &mut Rng, n: usize) -> Life {
                     step(rng, &mut t),
                 )));
             }
+        }
+    }
+    if !offline && (forced == 6 || rng.chance(25)) {
+        calls.push(Call::RequestObligation(request_obligation(
+            &id,
+            step(rng, &mut t),
+        )));
+        if forced == 6 || rng.chance(80) {
+            calls.push(Call::FulfilObligation(fulfil_obligation(
+                &id,
+                step(rng, &mut t),
+            )));
         }
     }
     if !offline && fee_required && rng.chance(75) {
@@ -292,10 +439,12 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             issued + chrono::Duration::days(3),
         )));
     }
-    // Every tenth life ends withdrawn, every tenth stopped; the others at random.
+    // Every tenth life ends withdrawn, every tenth stopped, every tenth waits for the watcher
+    // to close it; the others at random.
     let end = match n % 10 {
         3 => 75,
         4 => 83,
+        2 => 99,
         5 => 0,
         _ => rng.below(100),
     };
@@ -353,6 +502,8 @@ fn life(rng: &mut Rng, n: usize) -> Life {
 struct Services {
     stack: Stack,
     processing: RunningProcessing,
+    /// How often the rules refused a generated call, by reason.
+    refusals: std::sync::Mutex<BTreeMap<String, usize>>,
 }
 
 impl Services {
@@ -406,6 +557,14 @@ impl Services {
                 .receive_supplement(authed(token, r))
                 .await
                 .map(drop),
+            Call::RequestObligation(r) => processing
+                .request_financial_obligation(authed(token, r))
+                .await
+                .map(drop),
+            Call::FulfilObligation(r) => processing
+                .fulfil_financial_obligation(authed(token, r))
+                .await
+                .map(drop),
             Call::Apology(r) => results.issue_apology(authed(token, r)).await.map(drop),
             Call::Fee(r) => payment.assess_fee(authed(token, r)).await.map(drop),
             Call::Pay(r) => payment.record_payment(authed(token, r)).await.map(drop),
@@ -422,6 +581,13 @@ impl Services {
                 Code::FailedPrecondition,
                 "only the rules may refuse a generated call: {status:?}"
             );
+            let reason = tests::lifecycle::error_reason(&status).unwrap_or_default();
+            *self
+                .refusals
+                .lock()
+                .expect("refusals")
+                .entry(reason)
+                .or_default() += 1;
         }
     }
 }
@@ -1013,8 +1179,23 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
     let services = Services {
         stack: Stack::with_master_keys(log.clone()).await,
         processing: RunningProcessing::start(log.clone(), domain::SupplementPolicy::Restart).await,
+        refusals: std::sync::Mutex::new(BTreeMap::new()),
     };
-    let clock = ManualClock::new(local(2024, 7, 1, 8, 0));
+    services
+        .stack
+        .intake
+        .catalogue_client()
+        .await
+        .publish_procedures(authed(
+            ADMIN,
+            pb::PublishProceduresRequest {
+                procedures: model_catalogue(),
+            },
+        ))
+        .await
+        .expect("the model's catalogue is published");
+    let watched_until = local(2024, 7, 1, 8, 0);
+    let clock = ManualClock::new(watched_until);
     let watcher = tests::processing::watcher(&log, clock).await;
     let nats = TestNats::new().await;
     let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
@@ -1066,6 +1247,21 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
             .map(|(e, _)| e.body.event_type())
             .collect();
         eprintln!("wave {w}: {} dossiers, event types {types:?}", all.len());
+        // Every due time, pause and closing follows the dossier's procedure, recomputed.
+        let calendar = calendar::Calendar::vietnam_default();
+        for d in &all {
+            let events: Vec<Event> = d.iter().map(|(e, _)| e.clone()).collect();
+            assert_eq!(
+                oracle::rule_violations(
+                    &events,
+                    &calendar,
+                    domain::SupplementPolicy::Restart,
+                    watched_until
+                ),
+                Vec::<String>::new(),
+                "{events:#?}; seed {seed}"
+            );
+        }
         check_all(&projection, &recorded_by(&all, None), None).await;
         let withdrawn = check_lateness(&projection, &log).await;
         eprintln!("wave {w}: {withdrawn} late marks withdrawn");
@@ -1084,6 +1280,36 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
                     "the generated lives include {t}; seed {seed}"
                 );
             }
+            // The catalogue's rules were exercised: an automatic closing, a paused obligation,
+            // a refused request beyond the maximum, both versions of 1.005000.
+            let bodies = || all.iter().flatten().map(|(e, _)| &e.body);
+            assert!(
+                bodies().any(|b| matches!(b, DossierEvent::Stopped { cause: Some(_), .. })),
+                "seed {seed}"
+            );
+            assert!(
+                bodies().any(|b| matches!(b, DossierEvent::FinancialObligationFulfilled { paused, .. } if paused.minutes() > 0)),
+                "seed {seed}"
+            );
+            let versions: BTreeSet<u64> = bodies()
+                .filter_map(|b| match b {
+                    DossierEvent::Received {
+                        procedure: Some(p), ..
+                    } => Some(p.catalogue_version),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                versions.len(),
+                4,
+                "every catalogue version used; seed {seed}"
+            );
+            let refusals = services.refusals.lock().expect("refusals").clone();
+            eprintln!("refused by the rules: {refusals:?}");
+            assert!(
+                refusals.contains_key("supplement_limit_reached"),
+                "seed {seed}"
+            );
             // The figures as recorded at the end of the first wave ignore the second wave.
             let before = recorded_by(&all, first_at);
             assert!(before.iter().map(Vec::len).sum::<usize>() < all.iter().map(Vec::len).sum());

@@ -83,14 +83,14 @@ async fn reflected(addr: SocketAddr, symbol: &str) -> (BTreeSet<String>, BTreeSe
     (v1_names, v1alpha_names, files.file_descriptor_proto.len())
 }
 
-fn expected(own: &str) -> BTreeSet<String> {
+fn expected(own: &[&str]) -> BTreeSet<String> {
     [
-        own,
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ]
     .into_iter()
+    .chain(own.iter().copied())
     .map(str::to_owned)
     .collect()
 }
@@ -102,14 +102,18 @@ async fn each_port_lists_what_it_serves_over_reflection_v1_and_v1alpha() {
     let intake = RunningIntake::start(log.clone()).await;
     let payment = tests::lifecycle::RunningService::payment(log.clone()).await;
 
+    // Intake also serves the procedure catalogue.
+    let intake_services = ["dossier.v1.IntakeService", "dossier.v1.CatalogueService"];
     let (v1, v1alpha, files) = reflected(intake.addr, "dossier.v1.IntakeService").await;
-    assert_eq!(v1, expected("dossier.v1.IntakeService"));
-    assert_eq!(v1alpha, expected("dossier.v1.IntakeService"));
+    assert_eq!(v1, expected(&intake_services));
+    assert_eq!(v1alpha, expected(&intake_services));
+    assert!(files > 0);
+    let (_, _, files) = reflected(intake.addr, "dossier.v1.CatalogueService").await;
     assert!(files > 0);
 
     let (v1, v1alpha, files) = reflected(payment.addr, "dossier.v1.PaymentService").await;
-    assert_eq!(v1, expected("dossier.v1.PaymentService"));
-    assert_eq!(v1alpha, expected("dossier.v1.PaymentService"));
+    assert_eq!(v1, expected(&["dossier.v1.PaymentService"]));
+    assert_eq!(v1alpha, expected(&["dossier.v1.PaymentService"]));
     assert!(files > 0);
 }
 

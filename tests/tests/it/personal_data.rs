@@ -200,6 +200,7 @@ async fn an_applicant_is_sealed_read_with_a_trace_erased_with_the_log_intact_and
             per_dossier_per_minute: 4,
             max_tracked: 1_000,
         },
+        None,
     )
     .await
     .unwrap();

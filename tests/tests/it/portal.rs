@@ -519,6 +519,7 @@ fn the_receivers_checker_catches_shape_violations() {
             fee_required: false,
             components: vec![domain::ComponentCode::parse("don").unwrap()],
             due_at: at + chrono::Duration::days(3),
+            procedure: None,
             applicant: None,
             return_method: None,
         },
@@ -725,6 +726,7 @@ async fn the_applicant_reaches_the_portal_until_erased() {
             fee_required: false,
             components: vec![domain::ComponentCode::parse("don").unwrap()],
             due_at: None,
+            procedure: None,
             applicant: Some(sealed),
             return_method: None,
         },
@@ -827,6 +829,7 @@ async fn a_sealed_applicant_without_master_keys_waits_and_says_why() {
         fee_required: false,
         components: vec![domain::ComponentCode::parse("don").unwrap()],
         due_at: None,
+        procedure: None,
         applicant,
         return_method: None,
     };

@@ -77,6 +77,7 @@ fn the_working_day_before_spans_the_weekend() {
     let history = [ev(
         received_at(),
         DossierEvent::Received {
+            procedure: None,
             profile: profile(),
             statutory_time: StatutoryTime::Days(5),
             fee_required: true,
@@ -111,6 +112,7 @@ fn while_waiting_for_a_supplement() {
         ev(
             vn(2024, 3, 5, 9, 0),
             DossierEvent::SupplementRequested {
+                closes_at: None,
                 reason: text("map"),
             },
         ),
@@ -210,6 +212,7 @@ fn calendar_day_unit_counts_24_hours_weekends_included() {
             fee_required: true,
             components: components(),
             due_at: due_monday,
+            procedure: None,
             applicant: None,
             return_method: None,
         },

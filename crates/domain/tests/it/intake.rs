@@ -8,6 +8,7 @@ use crate::support::*;
 
 fn receive(statutory_time: StatutoryTime, components: Vec<domain::ComponentCode>) -> Action {
     Action::Receive {
+        procedure: None,
         profile: profile(),
         statutory_time,
         fee_required: true,
@@ -23,6 +24,7 @@ fn received_with_due(
     due_at: chrono::DateTime<chrono::Utc>,
 ) -> DossierEvent {
     DossierEvent::Received {
+        procedure: None,
         profile: profile(),
         statutory_time,
         fee_required: true,
@@ -117,6 +119,7 @@ mod receive {
             .when(cmd(
                 received_at(),
                 Action::Receive {
+                    procedure: None,
                     profile: profile(),
                     statutory_time: StatutoryTime::Days(3),
                     fee_required: true,
@@ -136,6 +139,7 @@ mod receive {
             .when(cmd(
                 received_at(),
                 Action::Receive {
+                    procedure: None,
                     profile: profile(),
                     statutory_time: StatutoryTime::Days(3),
                     fee_required: true,
@@ -267,6 +271,7 @@ mod existence_and_guards {
                 ev(
                     vn(2024, 3, 5, 9, 0),
                     DossierEvent::Stopped {
+                        cause: None,
                         reason: text("court dispute"),
                     },
                 ),
@@ -435,6 +440,7 @@ mod digitize {
             ev(
                 vn(2024, 3, 5, 9, 0),
                 DossierEvent::SupplementRequested {
+                    closes_at: None,
                     reason: text("map"),
                 },
             ),

@@ -39,6 +39,7 @@ fn a_full_life_folds_back_to_the_expected_state() {
         cmd(
             received_at(),
             Action::Receive {
+                procedure: None,
                 profile: profile(),
                 statutory_time: StatutoryTime::Days(3),
                 fee_required: true,
@@ -132,6 +133,10 @@ fn a_full_life_folds_back_to_the_expected_state() {
     assert_eq!(log[7].occurred_at, restarted_due);
 
     let expected = Dossier {
+        supplement_closes_at: None,
+        obligation_pauses_clock: false,
+        obligation_since: None,
+        procedure: None,
         version: 13,
         phase: Phase::Resolved,
         profile: Some(profile()),
@@ -201,6 +206,7 @@ fn endings_and_their_portal_status() {
         cmd(
             received_at(),
             Action::Receive {
+                procedure: None,
                 profile: profile(),
                 statutory_time: StatutoryTime::Days(3),
                 fee_required: false,
@@ -270,6 +276,7 @@ fn extend_policy_life_keeps_the_paused_time_in_the_event() {
             cmd(
                 received_at(),
                 Action::Receive {
+                    procedure: None,
                     profile: profile(),
                     statutory_time: StatutoryTime::Days(3),
                     fee_required: false,

@@ -5,6 +5,7 @@ mod intake;
 mod lifecycle;
 mod offline;
 mod payment;
+mod procedure;
 mod processing;
 mod props;
 mod refusals;

@@ -225,6 +225,7 @@ mod record_payment {
         history.push(ev(
             t(10),
             DossierEvent::Stopped {
+                cause: None,
                 reason: text("court dispute"),
             },
         ));

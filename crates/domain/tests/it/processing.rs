@@ -14,6 +14,7 @@ fn supplement_requested(at: DateTime<Utc>) -> Event {
     ev(
         at,
         DossierEvent::SupplementRequested {
+            closes_at: None,
             reason: text("missing land plot map"),
         },
     )
@@ -106,6 +107,7 @@ mod supplement {
         let state = given([received()])
             .when(cmd(vn(2024, 3, 5, 9, 0), request()))
             .then(DossierEvent::SupplementRequested {
+                closes_at: None,
                 reason: text("missing land plot map"),
             });
         assert_eq!(state.paused_since, Some(vn(2024, 3, 5, 9, 0)));
@@ -130,6 +132,7 @@ mod supplement {
         ])
         .when(cmd(vn(2024, 3, 6, 10, 0), request()))
         .then(DossierEvent::SupplementRequested {
+            closes_at: None,
             reason: text("missing land plot map"),
         });
         assert_eq!(state.supplement_requests, 2);
@@ -208,6 +211,7 @@ mod supplement {
             ev(
                 vn(2024, 4, 22, 8, 0),
                 DossierEvent::Received {
+                    procedure: None,
                     profile: profile(),
                     statutory_time: StatutoryTime::Days(5),
                     fee_required: false,
@@ -499,6 +503,7 @@ mod endings {
         let state = given([received(), supplement_requested(vn(2024, 3, 5, 9, 0))])
             .when(cmd(vn(2024, 4, 5, 9, 0), stop()))
             .then(DossierEvent::Stopped {
+                cause: None,
                 reason: text("court dispute"),
             });
         assert_eq!(state.phase, Phase::Stopped);

@@ -59,6 +59,7 @@ fn action(step: &Step, at: DateTime<Utc>) -> Action {
     };
     match step.kind {
         0 => Action::Receive {
+            procedure: None,
             profile: profile(),
             statutory_time: if p % 2 == 0 {
                 StatutoryTime::Days(u32::from(p % 5) + 1)
@@ -164,6 +165,7 @@ fn action(step: &Step, at: DateTime<Utc>) -> Action {
             ),
         },
         _ => Action::Receive {
+            procedure: None,
             profile: profile(),
             statutory_time: StatutoryTime::Days(u32::from(p % 5) + 1),
             fee_required: p % 4 != 0,

@@ -68,6 +68,16 @@ fn all() -> Vec<Refusal> {
         Refusal::AlreadyReturned,
         Refusal::NotReturned,
         Refusal::AlreadyRated,
+        Refusal::SupplementLimitReached {
+            max: 1,
+            catalogue_version: 3,
+        },
+        Refusal::SupplementDeadlinePassed { closes_at: due() },
+        Refusal::NoClosingDeadline,
+        Refusal::NotYetClosing { closes_at: due() },
+        Refusal::ObligationAlreadyPending,
+        Refusal::NoObligationPending,
+        Refusal::AwaitingObligation,
     ];
     for refusal in &all {
         match refusal {
@@ -103,7 +113,14 @@ fn all() -> Vec<Refusal> {
             | Refusal::ResultAlreadyDigitized
             | Refusal::AlreadyReturned
             | Refusal::NotReturned
-            | Refusal::AlreadyRated => {}
+            | Refusal::AlreadyRated
+            | Refusal::SupplementLimitReached { .. }
+            | Refusal::SupplementDeadlinePassed { .. }
+            | Refusal::NoClosingDeadline
+            | Refusal::NotYetClosing { .. }
+            | Refusal::ObligationAlreadyPending
+            | Refusal::NoObligationPending
+            | Refusal::AwaitingObligation => {}
         }
     }
     all

@@ -88,6 +88,7 @@ pub fn cmd(occurred_at: DateTime<Utc>, action: Action) -> Command {
 
 pub fn received_event(fee_required: bool) -> DossierEvent {
     DossierEvent::Received {
+        procedure: None,
         profile: profile(),
         statutory_time: StatutoryTime::Days(3),
         fee_required,
@@ -126,6 +127,7 @@ pub fn resolve() -> Action {
 pub fn sample_actions() -> Vec<Action> {
     vec![
         Action::Receive {
+            procedure: None,
             profile: profile(),
             statutory_time: StatutoryTime::Days(3),
             fee_required: true,
@@ -150,6 +152,11 @@ pub fn sample_actions() -> Vec<Action> {
             reason: text("missing land plot map"),
         },
         Action::ReceiveSupplement,
+        Action::CloseUnsupplemented,
+        Action::RequestFinancialObligation {
+            reason: text("land use levy"),
+        },
+        Action::FulfilFinancialObligation,
         Action::MarkLate,
         Action::IssueApology {
             reason: text("site survey delayed"),

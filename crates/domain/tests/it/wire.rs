@@ -26,6 +26,7 @@ fn every_event() -> Vec<DossierEvent> {
             mode: TransferMode::Paper,
         },
         DossierEvent::SupplementRequested {
+            closes_at: None,
             reason: text("map"),
         },
         DossierEvent::SupplementReceived {
@@ -61,6 +62,7 @@ fn every_event() -> Vec<DossierEvent> {
             reason: text("applicant request"),
         },
         DossierEvent::Stopped {
+            cause: None,
             reason: text("court dispute"),
         },
         DossierEvent::ResultDigitized {
@@ -72,6 +74,14 @@ fn every_event() -> Vec<DossierEvent> {
         },
         DossierEvent::SatisfactionRated {
             rating: Rating::VerySatisfied,
+        },
+        DossierEvent::FinancialObligationRequested {
+            reason: text("land use levy"),
+            pauses_clock: true,
+        },
+        DossierEvent::FinancialObligationFulfilled {
+            due_at: vn(2024, 3, 12, 9, 0),
+            paused: WorkingDuration::from_minutes(960),
         },
         DossierEvent::LateWithdrawn {
             due_at: due(),
@@ -96,6 +106,8 @@ fn every_event() -> Vec<DossierEvent> {
             | DossierEvent::ResultDigitized { .. }
             | DossierEvent::ResultReturned { .. }
             | DossierEvent::SatisfactionRated { .. }
+            | DossierEvent::FinancialObligationRequested { .. }
+            | DossierEvent::FinancialObligationFulfilled { .. }
             | DossierEvent::LateWithdrawn { .. } => {}
         }
     }
@@ -139,6 +151,7 @@ fn a_payload_of_the_wrong_type_does_not_decode() {
 #[test]
 fn received_payload_keeps_the_statutory_time() {
     let event = DossierEvent::Received {
+        procedure: None,
         profile: profile(),
         statutory_time: StatutoryTime::Hours(4),
         fee_required: false,

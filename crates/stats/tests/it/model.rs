@@ -204,6 +204,7 @@ fn live(plan: &Plan, policy: SupplementPolicy, serial: usize) -> Life {
     life.act(
         start,
         Action::Receive {
+            procedure: None,
             profile,
             statutory_time: plan.statutory,
             fee_required: plan.fee_required,

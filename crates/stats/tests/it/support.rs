@@ -145,6 +145,7 @@ pub fn received_as(
     life.act(
         at,
         Action::Receive {
+            procedure: None,
             profile,
             statutory_time: StatutoryTime::Days(3),
             fee_required: fee,

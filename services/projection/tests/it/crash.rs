@@ -167,6 +167,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     let received = l.act(
         t,
         Action::Receive {
+            procedure: None,
             profile: profile.clone(),
             statutory_time,
             fee_required,

@@ -110,6 +110,7 @@ async fn dossier(
             fee_required: false,
             components: vec![domain::ComponentCode::parse("don").unwrap()],
             due_at: due,
+            procedure: None,
             applicant: None,
             return_method: None,
         },

@@ -181,6 +181,7 @@ fn due(received: NaiveDate) -> chrono::DateTime<chrono::Utc> {
 fn received_event(kind: usize, day: NaiveDate) -> eventlog::NewEvent {
     new_event(
         domain::DossierEvent::Received {
+            procedure: None,
             profile: profile(kind),
             statutory_time: calendar::StatutoryTime::Days(8),
             fee_required: false,

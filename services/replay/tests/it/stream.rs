@@ -35,6 +35,7 @@ async fn seed(env: &mut Env, prefix: &str, n: usize) -> Vec<StoredEvent> {
                     let e = match round {
                         0 => received(profile(Level::District, DISTRICT, "land"), due),
                         1 => DossierEvent::SupplementRequested {
+                            closes_at: None,
                             reason: text("thiếu bản vẽ"),
                         },
                         2 => supplement_received(due + Duration::days(4)),

@@ -298,6 +298,7 @@ pub fn text(s: &str) -> Text {
 
 pub fn received(profile: Profile, due_at: DateTime<Utc>) -> DossierEvent {
     DossierEvent::Received {
+        procedure: None,
         profile,
         statutory_time: StatutoryTime::Days(3),
         fee_required: false,

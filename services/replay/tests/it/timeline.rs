@@ -28,6 +28,7 @@ async fn the_timeline_shows_the_due_time_history_with_supplement_apology_and_lat
             dossier,
             local(2024, 4, 22, 9, 0),
             Action::Receive {
+                procedure: None,
                 profile: profile(Level::District, DISTRICT, "land"),
                 statutory_time: calendar::StatutoryTime::Days(3),
                 fee_required: false,
@@ -43,6 +44,7 @@ async fn the_timeline_shows_the_due_time_history_with_supplement_apology_and_lat
         "H40-TL-OTHER",
         local(2024, 4, 22, 9, 30),
         Action::Receive {
+            procedure: None,
             profile: profile(Level::District, DISTRICT, "land"),
             statutory_time: calendar::StatutoryTime::Days(3),
             fee_required: false,
@@ -210,6 +212,7 @@ async fn an_offline_resolution_withdraws_the_late_mark_in_the_timeline() {
                 fee_required: false,
                 components: vec![ComponentCode::parse("don-de-nghi").unwrap()],
                 due_at: None,
+                procedure: None,
                 applicant: None,
                 return_method: None,
             },
@@ -287,6 +290,7 @@ async fn a_paused_dossier_and_a_refused_one() {
         "H40-TL-PAUSED",
         local(2024, 4, 22, 9, 0),
         Action::Receive {
+            procedure: None,
             profile: profile(Level::District, DISTRICT, "land"),
             statutory_time: calendar::StatutoryTime::Days(3),
             fee_required: false,
