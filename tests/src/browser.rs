@@ -159,6 +159,28 @@ impl Browser {
         }
     }
 
+    /// The bytes of the first finished download whose name ends with `.{ext}` in
+    /// [`Browser::downloads`] (polled; panics after `timeout` with the folder's listing).
+    /// Chromium writes a `.crdownload` file and renames it when complete.
+    pub async fn downloaded(&self, ext: &str, timeout: Duration) -> (String, Vec<u8>) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let names: Vec<String> = std::fs::read_dir(&self.downloads)
+                .expect("read the downloads folder")
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
+            if let Some(name) = names.iter().find(|n| n.ends_with(&format!(".{ext}"))) {
+                let bytes = std::fs::read(self.downloads.join(name)).expect("read the download");
+                return (name.clone(), bytes);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no .{ext} download within {timeout:?}; the folder holds {names:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Saves a PNG of the page under `target/screenshots/{name}.png`; returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("screenshot");

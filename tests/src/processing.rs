@@ -109,12 +109,23 @@ impl RunningProcessing {
         policy: SupplementPolicy,
         cors_origins: &[&str],
     ) -> RunningProcessing {
-        let mut deps = svc::ServiceDeps::for_tests(log, processing_tokens());
-        deps.supplement_policy = policy;
-        let origins: Vec<String> = cors_origins.iter().map(|o| (*o).to_owned()).collect();
         let listener = svc::Listener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind the HTTP port");
+        Self::start_with_http_on(log, policy, listener, cors_origins).await
+    }
+
+    /// [`RunningProcessing::start_with_http`] on a listener bound beforehand (its address known
+    /// to a page that calls the route before this starts).
+    pub async fn start_with_http_on(
+        log: EventLog,
+        policy: SupplementPolicy,
+        listener: svc::Listener,
+        cors_origins: &[&str],
+    ) -> RunningProcessing {
+        let mut deps = svc::ServiceDeps::for_tests(log, processing_tokens());
+        deps.supplement_policy = policy;
+        let origins: Vec<String> = cors_origins.iter().map(|o| (*o).to_owned()).collect();
         let parts = processing::Parts {
             http: Some((
                 listener,

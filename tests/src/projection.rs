@@ -39,6 +39,26 @@ impl RunningProjection {
         prefix: &str,
         durable: &str,
     ) -> RunningProjection {
+        Self::start_with_dashboard(
+            log,
+            nats_url,
+            stream,
+            prefix,
+            durable,
+            projection::dashboard::DashboardConfig::default(),
+        )
+        .await
+    }
+
+    /// [`RunningProjection::start`] with the `[projection.dashboard]` section `dashboard`.
+    pub async fn start_with_dashboard(
+        log: EventLog,
+        nats_url: &str,
+        stream: &str,
+        prefix: &str,
+        durable: &str,
+        dashboard: projection::dashboard::DashboardConfig,
+    ) -> RunningProjection {
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .connect(nats_url)
@@ -54,7 +74,7 @@ impl RunningProjection {
                 http: SocketAddr::from(([127, 0, 0, 1], 0)),
                 targets: stats::Targets::default(),
                 limits: projection::QueryLimits::default(),
-                dashboard: projection::dashboard::DashboardConfig::default(),
+                dashboard,
             },
             async_nats::jetstream::new(client),
             consumer,
@@ -206,12 +226,26 @@ pub async fn expected_indicators_where(
     projection::service::indicators_pb(&stats::indicators(&totals)).expect("amounts fit in int64")
 }
 
-/// A plain HTTP/1.1 GET (no client library needed): status, headers (lower-case names), body.
+/// [`http_get_bytes`] of a text answer.
 pub async fn http_get(
     addr: std::net::SocketAddr,
     path: &str,
     token: Option<&str>,
 ) -> (u16, Vec<(String, String)>, String) {
+    let (status, headers, body) = http_get_bytes(addr, path, token).await;
+    (
+        status,
+        headers,
+        String::from_utf8(body).expect("utf-8 body"),
+    )
+}
+
+/// A plain HTTP/1.1 GET (no client library needed): status, headers (lower-case names), body.
+pub async fn http_get_bytes(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -222,8 +256,12 @@ pub async fn http_get(
         .expect("send request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read response");
-    let raw = String::from_utf8(raw).expect("utf-8 response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("headers end");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8(raw[..end].to_vec()).expect("utf-8 headers");
+    let body = raw[end + 4..].to_vec();
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -234,5 +272,39 @@ pub async fn http_get(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    (status, headers, body.to_owned())
+    (status, headers, body)
+}
+
+/// Checks an II.06a workbook (`.xlsx`) cell by cell against the same query's JSON answer: the
+/// key and count cells in place (the title block, grouped headings and column numbers above:
+/// data from row 8, after the STT column), the total row named `Tổng cộng` and summing the rows
+/// above with `SUM` formulas.
+pub fn assert_ii06a_workbook(xlsx: &[u8], report: &pb::Report) {
+    let sheet = testkit::xlsx::read(xlsx, "ii06a");
+    assert_eq!(sheet.text(7, 12), "(13)");
+    let first = 8;
+    for (r, row) in report.rows.iter().enumerate() {
+        let at = first + r as u32;
+        let total = r + 1 == report.rows.len();
+        for (c, cell) in row.cells.iter().enumerate() {
+            let col = 1 + c as u32;
+            match &cell.value {
+                Some(pb::cell::Value::Count(n)) => {
+                    assert_eq!(sheet.number(at, col), *n as f64, "row {r} column {c}");
+                    if total && r > 0 {
+                        assert!(sheet.formula(at, col).starts_with("SUM("), "{r} {c}");
+                    }
+                }
+                Some(pb::cell::Value::Text(t)) if total && c == 0 => {
+                    assert_eq!(sheet.text(at, col), "Tổng cộng", "{t}")
+                }
+                Some(pb::cell::Value::Text(t)) => assert_eq!(&sheet.text(at, col), t),
+                other => panic!("II.06a has no {other:?}"),
+            }
+        }
+    }
+    assert!(
+        sheet.is_empty(first + report.rows.len() as u32, 1),
+        "no row after the total"
+    );
 }

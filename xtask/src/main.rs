@@ -3,6 +3,7 @@
 
 mod cmd;
 mod fuzz;
+mod schemathesis;
 mod services;
 mod supervise;
 mod token;
@@ -41,8 +42,10 @@ Usage: cargo xtask <command> [options]
 
 Commands:
   test [-- ARGS...]   Make sure PostgreSQL and NATS with JetStream run on this machine
-                      (starting or installing them if needed) and that Debian's chromium
-                      and chromium-driver are installed (the dashboard's browser tests), then run
+                      (starting or installing them if needed), that Debian's chromium and
+                      chromium-driver are installed (the dashboard's browser tests) and
+                      schemathesis is in target/venv (pip, from PyPI; the OpenAPI test),
+                      then run
                       `cargo fmt --all -- --check`, `cargo clippy --workspace --all-targets
                       --locked -- -D warnings` and `cargo test --workspace --locked ARGS...` (without
                       --workspace when ARGS pick packages with -p).
@@ -147,16 +150,18 @@ fn test(test_args: &[String]) -> Result<()> {
         );
     }
 
-    step("[1/5] PostgreSQL");
+    step("[1/7] PostgreSQL");
     let database_url = services::ensure_postgres(std::env::var("TEST_DATABASE_URL").ok())?;
-    step("[2/5] NATS with JetStream");
+    step("[2/7] NATS with JetStream");
     let nats_url = services::ensure_nats(std::env::var("TEST_NATS_URL").ok())?;
-    step("[2/5] Chromium and ChromeDriver (the dashboard's browser tests)");
+    step("[3/7] Chromium and ChromeDriver (the dashboard's browser tests)");
     services::ensure_chromium()?;
+    step("[4/7] schemathesis (target/venv, for the OpenAPI conformance test)");
+    schemathesis::ensure()?;
 
-    step("[3/5] formatting");
+    step("[5/7] formatting");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    step("[4/5] clippy");
+    step("[6/7] clippy");
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -166,7 +171,7 @@ fn test(test_args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    step("[5/5] tests");
+    step("[7/7] tests");
     println!("TEST_DATABASE_URL={}", cmd::redact_url(&database_url));
     println!("TEST_NATS_URL={nats_url}");
     let mut test = cargo();

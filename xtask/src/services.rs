@@ -376,7 +376,7 @@ fn version_below(version: &str, (major, minor): (u32, u32)) -> bool {
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 /// `apt-get install -y PACKAGES` as root (after one `apt-get update` per run).
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     let list = packages.join(" ");
     if find_program("apt-get").is_none() {
         bail!("{list} is needed and this machine has no apt-get: install it by hand");

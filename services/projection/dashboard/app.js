@@ -296,20 +296,22 @@ function renderCrumbs() {
   $('crumbs').replaceChildren(...parts);
 }
 
+// Processing's `GET /v1/warnings`: ListDueSoonResponse in its proto3 JSON mapping,
+// `{"warnings":[{"dossierId","agencyCode","holdingAgencyCode","dueAt","apologyDeadline",
+// "warnFrom","raisedAt"}],"nextPageToken"}`, most urgent first (the page shows the first page).
 function renderWarnings(answer) {
-  const list = Array.isArray(answer) ? answer
-    : Object.values(answer ?? {}).find((v) => Array.isArray(v)) ?? [];
-  const when = (v) => (v ? f.instant(v) : '—');
+  const list = answer.warnings ?? [];
   $('warnings').replaceChildren(
-    h('tr', {}, h('th', {}, t().dossier), h('th', {}, t().agency),
+    h('tr', {}, h('th', {}, t().dossier), h('th', {}, t().agency), h('th', {}, t().heldBy),
       h('th', {}, t().dueAt), h('th', {}, t().apologyDeadline)),
-    ...list.map((w) => h('tr', {},
-      h('td', {}, w.dossierId ?? w.dossier_id ?? ''),
-      h('td', {}, w.agencyCode ?? w.agency_code ?? ''),
-      h('td', {}, when(w.dueAt ?? w.due_at)),
-      h('td', {}, when(w.apologyDeadline ?? w.apology_deadline)))),
+    ...list.map((w) => h('tr', { dataset: { dossier: w.dossierId } },
+      h('td', {}, w.dossierId),
+      h('td', {}, valueName('agency', w.agencyCode)),
+      h('td', {}, valueName('agency', w.holdingAgencyCode)),
+      h('td', {}, f.instant(w.dueAt)),
+      h('td', {}, f.instant(w.apologyDeadline)))),
   );
-  if (list.length === 0) $('warnings').append(h('tr', {}, h('td', { colspan: 4 }, t().noWarnings)));
+  if (list.length === 0) $('warnings').append(h('tr', {}, h('td', { colspan: 5 }, t().noWarnings)));
 }
 
 // ----- fetching -----

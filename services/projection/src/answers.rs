@@ -125,3 +125,161 @@ pub async fn dossier(
         .map(Some)
         .map_err(|e| QueryError::Corrupt(format!("dossier {dossier_id}: {e}")))
 }
+
+/// The indicator table of an answer: a row per group and a total row (only the total when the
+/// query groups by nothing); counts and rates of S1–S13 with S5, in the columns of the forms'
+/// wording. Amounts (VND) are left to the JSON and gRPC answers.
+pub fn indicators_table(answer: &IndicatorsAnswer, group_by: &[Dimension]) -> forms::Table {
+    use forms::{Cell, column, group};
+    let mut columns: Vec<forms::Column> = group_by
+        .iter()
+        .map(|d| column(d.as_str(), forms::dimension_label(*d)))
+        .collect();
+    columns.extend(
+        INDICATOR_COLUMNS
+            .iter()
+            .map(|(id, label, _)| column(id, label)),
+    );
+    let row = |key: Vec<Cell>, i: &Indicators, late_share: Rate| {
+        let mut cells = key;
+        cells.extend(
+            INDICATOR_COLUMNS
+                .iter()
+                .map(|(_, _, value)| value(i, late_share)),
+        );
+        cells
+    };
+    let mut rows: Vec<Vec<Cell>> = answer
+        .groups
+        .iter()
+        .map(|g| {
+            let key = g.key.iter().map(|(_, v)| Cell::Text(v.clone())).collect();
+            row(key, &g.indicators, g.late_share)
+        })
+        .collect();
+    let grouped = !group_by.is_empty();
+    let total_key = (0..group_by.len())
+        .map(|i| Cell::Text(if i == 0 { forms::TOTAL_KEY } else { "" }.to_owned()))
+        .collect();
+    let late = answer.total.resolved.late;
+    rows.push(row(total_key, &answer.total, Rate::new(late, late)));
+    let column_groups = vec![
+        group(&columns, "received", "carried_over", "Tiếp nhận (S1)"),
+        group(
+            &columns,
+            "resolved",
+            "on_time_rate",
+            "Đã giải quyết (S2, S3)",
+        ),
+        group(
+            &columns,
+            "pending",
+            "pending_overdue",
+            "Đang giải quyết (S4)",
+        ),
+    ];
+    forms::Table {
+        form: None,
+        title: "Chỉ số giải quyết thủ tục hành chính (S1–S13)",
+        unit: "Đơn vị tính: hồ sơ; tỷ lệ: %",
+        key_columns: group_by.len(),
+        columns,
+        column_groups,
+        rows,
+        total_row: if grouped {
+            forms::TotalRow::Sum
+        } else {
+            forms::TotalRow::None
+        },
+    }
+}
+
+type IndicatorValue = fn(&Indicators, Rate) -> forms::Cell;
+
+/// The indicator table's columns: id, heading, value (of a group's indicators and S5 share).
+const INDICATOR_COLUMNS: [(&str, &str, IndicatorValue); 25] = {
+    use forms::Cell::{Count, Rate as R};
+    [
+        ("received", "Tổng số", |i, _| Count(i.received.total)),
+        ("received_online", "Trực tuyến", |i, _| {
+            Count(i.received.online)
+        }),
+        ("received_direct", "Trực tiếp", |i, _| {
+            Count(i.received.direct)
+        }),
+        ("received_postal", "Qua dịch vụ bưu chính", |i, _| {
+            Count(i.received.postal)
+        }),
+        ("carried_over", "Từ kỳ trước chuyển qua", |i, _| {
+            Count(i.received.carried_over)
+        }),
+        ("resolved", "Tổng số", |i, _| Count(i.resolved.total)),
+        ("resolved_early", "Trước hạn", |i, _| {
+            Count(i.resolved.early)
+        }),
+        ("resolved_on_time", "Đúng hạn", |i, _| {
+            Count(i.resolved.on_time)
+        }),
+        ("resolved_late", "Quá hạn", |i, _| Count(i.resolved.late)),
+        ("on_time_rate", "Tỷ lệ đúng hạn", |i, _| {
+            R(i.on_time_rate)
+        }),
+        ("pending", "Tổng số", |i, _| Count(i.pending.total)),
+        ("pending_within_time", "Trong hạn", |i, _| {
+            Count(i.pending.within_time)
+        }),
+        ("pending_overdue", "Quá hạn", |i, _| {
+            Count(i.pending.overdue)
+        }),
+        ("late_share", "Tỷ trọng hồ sơ quá hạn (S5)", |_, s| R(s)),
+        ("ended", "Rút hoặc dừng giải quyết", |i, _| {
+            Count(i.ended.total)
+        }),
+        ("refused_at_intake", "Từ chối tiếp nhận", |i, _| {
+            Count(i.refused_at_intake)
+        }),
+        (
+            "apology_rate",
+            "Tỷ lệ xin lỗi hồ sơ quá hạn (S6)",
+            |i, _| R(i.apology_rate),
+        ),
+        (
+            "components_digitized",
+            "Tỷ lệ số hóa thành phần hồ sơ (S7)",
+            |i, _| R(i.components_digitized),
+        ),
+        (
+            "results_digitized",
+            "Tỷ lệ số hóa kết quả (S8)",
+            |i, _| R(i.results_digitized),
+        ),
+        (
+            "data_reuse",
+            "Tỷ lệ tái sử dụng dữ liệu (S9)",
+            |i, _| R(i.data_reuse),
+        ),
+        (
+            "online",
+            "Tỷ lệ hồ sơ trực tuyến (S10)",
+            |i, _| R(i.online.all),
+        ),
+        (
+            "online_payment",
+            "Tỷ lệ thanh toán trực tuyến (S11)",
+            |i, _| R(i.payment.rate),
+        ),
+        (
+            "payment_transactions",
+            "Số giao dịch thanh toán",
+            |i, _| Count(i.payment.transactions),
+        ),
+        ("satisfaction", "Tỷ lệ hài lòng (S12)", |i, _| {
+            R(i.satisfaction.rate)
+        }),
+        (
+            "electronic_transfer",
+            "Tỷ lệ luân chuyển điện tử (S13)",
+            |i, _| R(i.electronic_transfer),
+        ),
+    ]
+};

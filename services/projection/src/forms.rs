@@ -111,20 +111,104 @@ pub struct Column {
     pub label: String,
 }
 
-fn column(id: &str, label: &str) -> Column {
+pub fn column(id: &str, label: &str) -> Column {
     Column {
         id: id.to_owned(),
         label: label.to_owned(),
     }
 }
 
-/// A filled form.
+/// A heading over adjacent columns (`first..=last`), as the printed form groups them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnGroup {
+    pub first: usize,
+    pub last: usize,
+    pub label: &'static str,
+}
+
+/// A filled form, or the indicator table ([`crate::answers::indicators_table`]): the one
+/// shape every rendering (gRPC and its JSON, CSV, XLSX) reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Table {
-    pub form: Form,
+    /// `None`: the indicator table.
+    pub form: Option<Form>,
     pub title: &'static str,
+    /// The unit of the figures, as the form states it ("Đơn vị tính: …").
+    pub unit: &'static str,
     pub columns: Vec<Column>,
+    /// Headings over groups of columns (II.06a: received, resolved, pending).
+    pub column_groups: Vec<ColumnGroup>,
+    /// The leading columns that name a row (group values, a code and a level…).
+    pub key_columns: usize,
     pub rows: Vec<Vec<Cell>>,
+    /// What the last row is.
+    pub total_row: TotalRow,
+}
+
+/// Whether a table of groups ends with the figures of the whole filter (its first key cell
+/// [`TOTAL_KEY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotalRow {
+    /// Every row is a group, or the table is not one of groups.
+    None,
+    /// The last row is the total of the others: every count in it is their sum (II.06a, the
+    /// grouped indicator table).
+    Sum,
+    /// The last row is the whole filter's, but not a sum of the rows (the 766 points).
+    Whole,
+}
+
+impl Table {
+    /// Whether row `r` is the total row.
+    pub fn is_total(&self, r: usize) -> bool {
+        self.total_row != TotalRow::None && r + 1 == self.rows.len()
+    }
+
+    /// Each column's heading with its group's (`Đã giải quyết — Quá hạn`): unique within the
+    /// form, for a one-line header.
+    pub fn full_label(&self, column: usize) -> String {
+        let label = &self.columns[column].label;
+        match self
+            .column_groups
+            .iter()
+            .find(|g| (g.first..=g.last).contains(&column))
+        {
+            Some(g) => format!("{} — {label}", g.label),
+            None => label.clone(),
+        }
+    }
+}
+
+/// The row key of a total row (`Tổng cộng` in Vietnamese renderings).
+pub const TOTAL_KEY: &str = "total";
+
+/// The Vietnamese heading of a grouping dimension's column.
+pub fn dimension_label(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Level => "Cấp",
+        Dimension::Agency => "Cơ quan, đơn vị",
+        Dimension::Sector => "Lĩnh vực",
+        Dimension::Procedure => "Thủ tục hành chính",
+        Dimension::Channel => "Hình thức nộp",
+        Dimension::ApplicantType => "Đối tượng",
+    }
+}
+
+/// The index of the column with id `id` (the layouts name columns by id).
+fn at(columns: &[Column], id: &str) -> usize {
+    columns
+        .iter()
+        .position(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no column {id}"))
+}
+
+/// A column group from the column with id `first` to the one with id `last`.
+pub fn group(columns: &[Column], first: &str, last: &str, label: &'static str) -> ColumnGroup {
+    ColumnGroup {
+        first: at(columns, first),
+        last: at(columns, last),
+        label,
+    }
 }
 
 /// What filling a form needs besides the figures.
@@ -169,13 +253,57 @@ pub fn fill_with(
         Form::BieuMau7Section6 => bieu_mau_7(&all),
         Form::Scorecard766 => scorecard(context.scoring, query, groups, &all),
     };
+    let (column_groups, key_columns, unit) = match form {
+        Form::Ii06a => (
+            vec![
+                group(
+                    &columns,
+                    "received_total",
+                    "carried_over",
+                    "Số hồ sơ nhận giải quyết",
+                ),
+                group(
+                    &columns,
+                    "resolved_total",
+                    "resolved_late",
+                    "Số hồ sơ đã giải quyết",
+                ),
+                group(
+                    &columns,
+                    "pending_total",
+                    "pending_overdue",
+                    "Số hồ sơ đang giải quyết",
+                ),
+            ],
+            query.group_by.len(),
+            UNIT_DOSSIERS,
+        ),
+        Form::BieuMau3Section3 | Form::BieuMau7Section6 => (Vec::new(), 2, UNIT_DOSSIERS),
+        Form::Scorecard766 => (
+            Vec::new(),
+            query.group_by.len(),
+            "Đơn vị tính: điểm; tỷ lệ: %",
+        ),
+    };
+    let total_row = match form {
+        Form::Ii06a => TotalRow::Sum,
+        Form::Scorecard766 if !query.group_by.is_empty() => TotalRow::Whole,
+        _ => TotalRow::None,
+    };
     Table {
-        form,
+        form: Some(form),
         title: form.title(),
+        unit,
         columns,
+        column_groups,
+        key_columns,
         rows,
+        total_row,
     }
 }
+
+/// The unit of tables of counts.
+pub const UNIT_DOSSIERS: &str = "Đơn vị tính: hồ sơ";
 
 /// The sum of every group: the figures of the whole filter. Summing is exact because groups
 /// partition the slices.
@@ -194,7 +322,7 @@ fn ii06a(
 ) -> (Vec<Column>, Vec<Vec<Cell>>) {
     let mut columns: Vec<Column> = dims
         .iter()
-        .map(|d| column(d.as_str(), d.as_str()))
+        .map(|d| column(d.as_str(), dimension_label(*d)))
         .collect();
     columns.extend([
         column("received_total", "Tổng số hồ sơ tiếp nhận"),
@@ -246,7 +374,7 @@ fn ii06a(
         .collect();
     // The printed form ends with the total ("Tổng cộng").
     let total_key = (0..dims.len())
-        .map(|i| Cell::Text(if i == 0 { "total" } else { "" }.to_owned()))
+        .map(|i| Cell::Text(if i == 0 { TOTAL_KEY } else { "" }.to_owned()))
         .collect();
     rows.push(row_cells(total_key, &reports::Ii06aRow::new((), all)));
     (columns, rows)
@@ -331,7 +459,7 @@ fn scorecard(
     let mut columns: Vec<Column> = query
         .group_by
         .iter()
-        .map(|d| column(d.as_str(), d.as_str()))
+        .map(|d| column(d.as_str(), dimension_label(*d)))
         .collect();
     for c in scorecard::Column::ALL {
         columns.push(column(
@@ -363,7 +491,11 @@ fn scorecard(
                 s.max_points
             ),
         ));
-        columns.push(column(&format!("{}_rate", s.id), "Tỷ lệ"));
+        // Named with its sub-indicator, so no two headings of the form are the same.
+        columns.push(column(
+            &format!("{}_rate", s.id),
+            &format!("{} {} — tỷ lệ", s.column.code(), s.label),
+        ));
     }
     let points = |c: &scorecard::ColumnScore| match c.points {
         Some(hundredths) => Cell::Points {
@@ -413,7 +545,7 @@ fn scorecard(
         }
     }
     let total_key = (0..query.group_by.len())
-        .map(|i| Cell::Text(if i == 0 { "total" } else { "" }.to_owned()))
+        .map(|i| Cell::Text(if i == 0 { TOTAL_KEY } else { "" }.to_owned()))
         .collect();
     rows.push(row(total_key, all));
     (columns, rows)
@@ -462,14 +594,37 @@ impl Shape {
             Shape::Mean => &["_count", "_mean"],
         }
     }
+
+    /// The same fields' suffixes after a Vietnamese heading.
+    fn vi_suffixes(self) -> &'static [&'static str] {
+        match self {
+            Shape::Plain => &[""],
+            Shape::Rate => &[" (tử số)", " (mẫu số)", " (%)"],
+            Shape::Points => &[" (điểm)", " (điểm tối đa)"],
+            Shape::Mean => &[" (số hồ sơ)", " (trung bình)"],
+        }
+    }
 }
 
-/// The table as CSV (RFC 4180, CRLF line ends, a header line of column ids). A rate column
-/// becomes three: `{id}_numerator`, `{id}_denominator`, `{id}_percent` (empty when absent), so
-/// a spreadsheet gets the counts, not only a rounded percentage; a points column two
-/// (`{id}_points`, `{id}_max`, two decimals), a mean two (`{id}_count`, `{id}_mean`). A cell
+/// How a table is written as CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CsvOptions {
+    /// Starts with the UTF-8 byte-order mark, by which Excel recognizes UTF-8.
+    pub bom: bool,
+    /// The header row holds the forms' Vietnamese headings (each with its group's, so none
+    /// repeats) and the total row is named `Tổng cộng`, instead of the ASCII column ids and
+    /// `total`.
+    pub vietnamese: bool,
+}
+
+/// The table as CSV (RFC 4180, CRLF line ends, a header line of column ids, or of the
+/// Vietnamese headings). A rate column becomes three: `{id}_numerator`, `{id}_denominator`,
+/// `{id}_percent` (empty when absent), so a spreadsheet gets the counts, not only a rounded
+/// percentage; a points column two (`{id}_points`, `{id}_max`, two decimals), a mean two
+/// (`{id}_count`, `{id}_mean`). With Vietnamese headings the suffixes are ` (tử số)`,
+/// ` (mẫu số)`, ` (%)`; ` (điểm)`, ` (điểm tối đa)`; ` (số hồ sơ)`, ` (trung bình)`. A cell
 /// of another kind in such a column fills the first field (`not computed: …`, never 0).
-pub fn to_csv(table: &Table) -> String {
+pub fn to_csv(table: &Table, options: CsvOptions) -> String {
     let shapes: Vec<Shape> = (0..table.columns.len())
         .map(|i| {
             table
@@ -481,13 +636,22 @@ pub fn to_csv(table: &Table) -> String {
         })
         .collect();
     let mut out = String::new();
+    if options.bom {
+        out.push('\u{feff}');
+    }
     let mut header = Vec::new();
-    for (c, shape) in table.columns.iter().zip(&shapes) {
-        header.extend(shape.suffixes().iter().map(|s| format!("{}{s}", c.id)));
+    for (i, (c, shape)) in table.columns.iter().zip(&shapes).enumerate() {
+        if options.vietnamese {
+            let label = table.full_label(i);
+            header.extend(shape.vi_suffixes().iter().map(|s| format!("{label}{s}")));
+        } else {
+            header.extend(shape.suffixes().iter().map(|s| format!("{}{s}", c.id)));
+        }
     }
     push_record(&mut out, header.iter().map(String::as_str));
     let points = |h: i64| format!("{}.{:02}", h / 100, (h % 100).abs());
-    for row in &table.rows {
+    for (r, row) in table.rows.iter().enumerate() {
+        let total = table.is_total(r);
         let mut fields: Vec<String> = Vec::new();
         for (cell, shape) in row.iter().zip(&shapes) {
             match cell {
@@ -495,6 +659,9 @@ pub fn to_csv(table: &Table) -> String {
                     fields.push(r.numerator.to_string());
                     fields.push(r.denominator.to_string());
                     fields.push(r.percent().map(|p| format!("{p:.2}")).unwrap_or_default());
+                }
+                Cell::Text(t) if total && options.vietnamese && t == TOTAL_KEY => {
+                    fields.push("Tổng cộng".to_owned());
                 }
                 Cell::Points {
                     hundredths,
@@ -518,7 +685,8 @@ pub fn to_csv(table: &Table) -> String {
     out
 }
 
-fn text_of(cell: &Cell) -> String {
+/// A cell as one line of text (a CSV field; a not-computed cell in a workbook).
+pub fn text_of(cell: &Cell) -> String {
     match cell {
         Cell::Count(n) => n.to_string(),
         Cell::Text(t) => t.clone(),
@@ -606,8 +774,12 @@ mod tests {
     #[test]
     fn csv_splits_rates_and_quotes_text() {
         let table = Table {
-            form: Form::Scorecard766,
+            form: Some(Form::Scorecard766),
             title: "t",
+            unit: "",
+            column_groups: Vec::new(),
+            key_columns: 1,
+            total_row: TotalRow::None,
             columns: vec![column("item", "x"), column("rate", "y")],
             rows: vec![
                 vec![
@@ -618,10 +790,67 @@ mod tests {
             ],
         };
         assert_eq!(
-            to_csv(&table),
+            to_csv(&table, CsvOptions::default()),
             "item,rate_numerator,rate_denominator,rate_percent\r\n\
              \"a,\"\"b\"\"\",1,3,33.33\r\n\
              c,0,0,\r\n"
+        );
+    }
+
+    #[test]
+    fn csv_with_bom_and_vietnamese_headings() {
+        let groups = BTreeMap::from([
+            (vec!["land".to_owned()], totals(5, 2, 1, 2)),
+            (vec!["tax".to_owned()], totals(3, 1, 1, 1)),
+        ]);
+        let t = fill(Form::Ii06a, &query(vec![Dimension::Sector]), &groups);
+        let csv = to_csv(
+            &t,
+            CsvOptions {
+                bom: true,
+                vietnamese: true,
+            },
+        );
+        let body = csv.strip_prefix('\u{feff}').expect("a BOM first");
+        let lines: Vec<&str> = body.split("\r\n").collect();
+        assert_eq!(
+            lines[0],
+            "Lĩnh vực,Số hồ sơ nhận giải quyết — Tổng số hồ sơ tiếp nhận,\
+             Số hồ sơ nhận giải quyết — Trực tuyến,\
+             Số hồ sơ nhận giải quyết — Trực tiếp và qua dịch vụ bưu chính,\
+             Số hồ sơ nhận giải quyết — Từ kỳ trước chuyển qua,\
+             Số hồ sơ đã giải quyết — Tổng số hồ sơ đã giải quyết,\
+             Số hồ sơ đã giải quyết — Trước hạn,Số hồ sơ đã giải quyết — Đúng hạn,\
+             Số hồ sơ đã giải quyết — Quá hạn,\
+             Số hồ sơ đang giải quyết — Tổng số hồ sơ đang giải quyết,\
+             Số hồ sơ đang giải quyết — Trong hạn,Số hồ sơ đang giải quyết — Quá hạn,\
+             \"Rút hoặc dừng giải quyết (ngoài mẫu, để các cột cộng khớp)\""
+        );
+        // The same figures as the ASCII CSV; only the total row's name differs.
+        let ascii = to_csv(&t, CsvOptions::default());
+        assert!(!ascii.starts_with('\u{feff}'));
+        let ascii: Vec<&str> = ascii.split("\r\n").collect();
+        assert_eq!(lines[1..3], ascii[1..3]);
+        assert_eq!(lines[3].replacen("Tổng cộng", "total", 1), ascii[3]);
+        // A rate's three fields under Vietnamese headings.
+        let t = fill(
+            Form::BieuMau3Section3,
+            &query(vec![Dimension::Level]),
+            &BTreeMap::new(),
+        );
+        let csv = to_csv(
+            &t,
+            CsvOptions {
+                bom: false,
+                vietnamese: true,
+            },
+        );
+        assert!(
+            csv.starts_with(
+                "Mã,Cấp,Tổng số hồ sơ đã giải quyết,Trước hạn,Đúng hạn,Quá hạn,\
+                 Tỷ lệ đúng hạn (tử số),Tỷ lệ đúng hạn (mẫu số),Tỷ lệ đúng hạn (%)\r\n"
+            ),
+            "{csv}"
         );
     }
 

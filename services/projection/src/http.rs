@@ -1,12 +1,14 @@
 //! The statistics over HTTP, for dashboards and BI tools: the answers of `StatsService`, as
 //! JSON — each the very gRPC message in its standard proto3 JSON mapping (generated in the
-//! `api` crate; README, "The HTTP JSON answers") —, and every report form as CSV.
+//! `api` crate; README, "The HTTP JSON answers") —, and every report form and the indicator
+//! table as CSV and `.xlsx` files (README, "Excel and CSV").
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /v1/indicators` | `GetIndicatorsResponse`: S1–S14 in total and per group |
-//! | `GET /v1/reports/{form}` | `Report`: a form as a table; `{form}.csv` or `?format=csv`: CSV |
+//! | `GET /v1/indicators` | `GetIndicatorsResponse`: S1–S14 in total and per group; `.csv`, `.xlsx` or `?format=`: the indicator table as that file |
+//! | `GET /v1/reports/{form}` | `Report`: a form as a table; `{form}.csv`, `{form}.xlsx` or `?format=csv\|xlsx`: that file |
 //! | `GET /v1/dossiers/{id}/status` | `DossierStatus`: the status and national portal code |
+//! | `GET /openapi.json` | the OpenAPI 3 description of these routes ([`crate::openapi`]) |
 //! | `GET /v1/whoami` | who the token is: `name`, `role`, `agency`, `level`, `mayAskAsRecordedAt` (JSON) |
 //! | `GET /v1/stream` | live notices (server-sent events, [`crate::dashboard::Notices`]): `event: applied` with `{"position": "<log position>"}` after each committed apply, `: heartbeat` when idle |
 //! | `GET /healthz` | `ok`, or 503 and one line per failing part (a dossier that fails to apply…), as the metrics port's `/healthz` |
@@ -15,9 +17,11 @@
 //! `agency_code`, `sector_code`, `procedure_code`, `channel`, `applicant_type` (values as
 //! stored: `district`, `online`, `citizen`…), `group_by` (comma-separated dimensions: `level`,
 //! `agency`, `sector`, `procedure`, `channel`, `applicant_type`), `as_recorded_at` (RFC 3339),
-//! `structure_at` (a local date: counted in the agency structure of that date).
-//! Each parameter at most once (a list such as `group_by` is comma-separated in one value).
-//! Every route but `/healthz` needs `Authorization: Bearer <token>` (any valid token;
+//! `structure_at` (a local date: counted in the agency structure of that date), `format`
+//! (`json`, `csv`, `xlsx`), and for CSV `bom` (`true`: a UTF-8 byte-order mark) and `headings`
+//! (`vi`: the Vietnamese headings). Each parameter at most once (a list such as `group_by` is
+//! comma-separated in one value).
+//! Every route but `/healthz` and `/openapi.json` needs `Authorization: Bearer <token>` (any valid token;
 //! `as_recorded_at` an auditor's). The bounds of `[projection.limits]` apply as over gRPC.
 //!
 //! Errors are JSON `{"code", "message", "field"?}`: 400 (a malformed or repeated parameter, a
@@ -42,11 +46,13 @@ use serde::Serialize;
 use stats::Dimension;
 use svc::{Principal, Tokens};
 
+use crate::answers;
 use crate::dashboard::{DashboardConfig, Notices};
 use crate::forms::{self, Form};
 use crate::read::{RETRY_DELAY, ReadError, Reader};
 use crate::scope::{self, RawScope, ScopeError, Source};
 use crate::service::{self, AmountTooLarge, may_ask};
+use crate::xlsx::{self, Heading};
 
 #[derive(Debug, Clone)]
 struct HttpState {
@@ -68,7 +74,10 @@ pub fn router(
 ) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .route("/v1/indicators", get(indicators))
+        .route("/v1/indicators.csv", get(indicators_csv))
+        .route("/v1/indicators.xlsx", get(indicators_xlsx))
         .route("/v1/reports/{form}", get(report))
         .route("/v1/dossiers/{id}/status", get(dossier_status))
         .route("/v1/whoami", get(whoami))
@@ -159,12 +168,21 @@ async fn healthz(State(state): State<HttpState>) -> (StatusCode, String) {
     (StatusCode::SERVICE_UNAVAILABLE, text)
 }
 
+/// The OpenAPI description of these routes ([`crate::openapi`]); no token needed.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
 async fn not_found() -> HttpError {
     HttpError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such route: /v1/indicators, /v1/reports/{form}, /v1/dossiers/{id}/status, \
-         /v1/whoami, /v1/stream, /dashboard/, /healthz",
+        "no such route: /v1/indicators(.csv|.xlsx), /v1/reports/{form}(.csv|.xlsx), \
+         /v1/dossiers/{id}/status, /v1/whoami, /v1/stream, /dashboard/, /healthz, /openapi.json",
     )
 }
 
@@ -314,7 +332,7 @@ fn named<T>(
         .ok_or_else(|| ScopeError::new(name, format!("unknown value {v:?}")))
 }
 
-const KNOWN: [&str; 12] = [
+const KNOWN: [&str; 14] = [
     "from",
     "to",
     "level",
@@ -326,6 +344,8 @@ const KNOWN: [&str; 12] = [
     "group_by",
     "as_recorded_at",
     "format",
+    "bom",
+    "headings",
     "structure_at",
 ];
 
@@ -388,13 +408,167 @@ fn json<T: Serialize>(message: &T) -> Response {
     axum::Json(message).into_response()
 }
 
+/// How an answer is rendered: the route's suffix (`.csv`, `.xlsx`) or `format`, and the CSV
+/// options `bom` and `headings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Json,
+    File(FileFormat),
+}
+
+/// A table as a download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileFormat {
+    Csv(forms::CsvOptions),
+    Xlsx,
+}
+
+/// The media type of `.xlsx` files.
+pub const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+
+/// The rendering the route's suffix and the parameters ask for.
+fn output(suffix: Option<&str>, params: &Params) -> Result<Output, ScopeError> {
+    let format = match param(params, "format") {
+        "" => suffix.unwrap_or("json"),
+        f @ ("json" | "csv" | "xlsx") => match suffix {
+            Some(s) if s != f => {
+                return Err(ScopeError::new(
+                    "format",
+                    format!("{f} contradicts the route's .{s}"),
+                ));
+            }
+            _ => f,
+        },
+        other => {
+            return Err(ScopeError::new(
+                "format",
+                format!("unknown format {other:?}: json, csv or xlsx"),
+            ));
+        }
+    };
+    let bom = match param(params, "bom") {
+        "" | "false" => false,
+        "true" => true,
+        other => {
+            return Err(ScopeError::new("bom", format!("{other:?}: true or false")));
+        }
+    };
+    let vietnamese = match param(params, "headings") {
+        "" | "ids" => false,
+        "vi" => true,
+        other => {
+            return Err(ScopeError::new("headings", format!("{other:?}: ids or vi")));
+        }
+    };
+    if format != "csv" {
+        for name in ["bom", "headings"] {
+            if params.contains_key(name) {
+                return Err(ScopeError::new(name, "applies to CSV only"));
+            }
+        }
+    }
+    Ok(match format {
+        "csv" => Output::File(FileFormat::Csv(forms::CsvOptions { bom, vietnamese })),
+        "xlsx" => Output::File(FileFormat::Xlsx),
+        _ => Output::Json,
+    })
+}
+
+/// `name.csv` → (`name`, `Some("csv")`); the same for `.xlsx`.
+fn split_suffix(segment: &str) -> (&str, Option<&'static str>) {
+    for suffix in ["csv", "xlsx"] {
+        if let Some(stem) = segment
+            .strip_suffix(suffix)
+            .and_then(|s| s.strip_suffix('.'))
+        {
+            return (stem, Some(suffix));
+        }
+    }
+    (segment, None)
+}
+
+/// A table as a file download: CSV or XLSX, named `{stem}_{from}_{to}.{ext}`.
+async fn file(
+    table: forms::Table,
+    format: FileFormat,
+    stem: &str,
+    heading: Heading,
+) -> Result<Response, HttpError> {
+    let query = heading.query.clone();
+    let (media, ext, body) = match format {
+        FileFormat::Csv(options) => (
+            "text/csv; charset=utf-8",
+            "csv",
+            forms::to_csv(&table, options).into_bytes(),
+        ),
+        FileFormat::Xlsx => {
+            let bytes = tokio::task::spawn_blocking(move || xlsx::to_xlsx(&table, &heading))
+                .await
+                .map_err(|e| internal(format!("building the workbook: {e}")))?
+                .map_err(|e| internal(format!("building the workbook: {e}")))?;
+            (XLSX, "xlsx", bytes)
+        }
+    };
+    let name = format!(
+        "{stem}_{}_{}.{ext}",
+        query.from.format("%Y-%m-%d"),
+        query.to.format("%Y-%m-%d")
+    );
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(media)),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn internal(message: String) -> HttpError {
+    tracing::error!("{message}");
+    HttpError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+}
+
 async fn indicators(
+    state: State<HttpState>,
+    headers: HeaderMap,
+    query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    indicators_as(None, state, headers, query).await
+}
+
+async fn indicators_csv(
+    state: State<HttpState>,
+    headers: HeaderMap,
+    query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    indicators_as(Some("csv"), state, headers, query).await
+}
+
+async fn indicators_xlsx(
+    state: State<HttpState>,
+    headers: HeaderMap,
+    query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    indicators_as(Some("xlsx"), state, headers, query).await
+}
+
+/// `/v1/indicators` with the suffix `suffix`.
+async fn indicators_as(
+    suffix: Option<&str>,
     State(state): State<HttpState>,
     headers: HeaderMap,
     query: Result<UrlQuery<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let principal = authenticate(&state, &headers)?;
     let params = params(query)?;
+    let output = output(suffix, &params)?;
     let (query, source) = scope(&params, state.reader.limits())?;
     let structure_at = scope::structure_at("structure_at", param(&params, "structure_at"))?;
     may_ask(&principal, source)?;
@@ -402,9 +576,18 @@ async fn indicators(
         .reader
         .indicators(&query, source, structure_at)
         .await?;
-    let mut response = service::indicators_response(&answer, source)?;
-    response.structure_at = structure_at.map(service::day).unwrap_or_default();
-    Ok(json(&response))
+    match output {
+        Output::Json => {
+            let mut response = service::indicators_response(&answer, source)?;
+            response.structure_at = structure_at.map(service::day).unwrap_or_default();
+            Ok(json(&response))
+        }
+        Output::File(format) => {
+            let table = answers::indicators_table(&answer, &query.group_by);
+            let heading = Heading::new(&query, source, structure_at);
+            file(table, format, "indicators", heading).await
+        }
+    }
 }
 
 async fn report(
@@ -416,31 +599,18 @@ async fn report(
     let principal = authenticate(&state, &headers)?;
     let form = segment(form, "form")?;
     let params = params(query)?;
-    let (slug, csv_suffix) = match form.strip_suffix(".csv") {
-        Some(slug) => (slug, true),
-        None => (form.as_str(), false),
-    };
+    let (slug, suffix) = split_suffix(&form);
     let form = Form::from_slug(slug).ok_or_else(|| {
         HttpError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!(
-                "no form {slug:?}; forms: {}",
+                "no form {slug:?}; forms: {} (JSON; .csv or .xlsx appended for files)",
                 Form::ALL.map(Form::slug).join(", ")
             ),
         )
     })?;
-    let csv = match param(&params, "format") {
-        "" | "json" => csv_suffix,
-        "csv" => true,
-        other => {
-            return Err(ScopeError::new(
-                "format",
-                format!("unknown format {other:?}: json or csv"),
-            )
-            .into());
-        }
-    };
+    let output = output(suffix, &params)?;
     let (query, source) = scope(&params, state.reader.limits())?;
     let structure_at = scope::structure_at("structure_at", param(&params, "structure_at"))?;
     may_ask(&principal, source)?;
@@ -448,30 +618,17 @@ async fn report(
         .reader
         .report(form, &query, source, structure_at)
         .await?;
-    if csv {
-        let name = format!(
-            "{}_{}_{}.csv",
-            form.slug(),
-            query.from.format("%Y-%m-%d"),
-            query.to.format("%Y-%m-%d")
-        );
-        let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-            .unwrap_or(HeaderValue::from_static("attachment"));
-        return Ok((
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/csv; charset=utf-8"),
-                ),
-                (header::CONTENT_DISPOSITION, disposition),
-            ],
-            forms::to_csv(&table),
-        )
-            .into_response());
+    match output {
+        Output::Json => {
+            let mut report = service::report_pb(&table, &query, source);
+            report.structure_at = structure_at.map(service::day).unwrap_or_default();
+            Ok(json(&report))
+        }
+        Output::File(format) => {
+            let heading = Heading::new(&query, source, structure_at);
+            file(table, format, form.slug(), heading).await
+        }
     }
-    let mut report = service::report_pb(&table, &query, source);
-    report.structure_at = structure_at.map(service::day).unwrap_or_default();
-    Ok(json(&report))
 }
 
 async fn dossier_status(
@@ -516,6 +673,36 @@ mod tests {
         // Found by fuzzing (`?=202m=201&to=202`): a parameter without a name was reported
         // with an empty field.
         assert_eq!(field(("", "202m=201")), "query");
+    }
+
+    #[test]
+    fn the_output_follows_the_suffix_or_format_and_csv_options_only_go_with_csv() {
+        let out = |suffix, pairs: &[(&str, &str)]| output(suffix, &params(pairs));
+        assert_eq!(out(None, &[]), Ok(Output::Json));
+        let xlsx = Ok(Output::File(FileFormat::Xlsx));
+        assert_eq!(out(None, &[("format", "xlsx")]), xlsx);
+        assert_eq!(out(Some("xlsx"), &[]), xlsx);
+        assert_eq!(
+            out(Some("csv"), &[("bom", "true"), ("headings", "vi")]),
+            Ok(Output::File(FileFormat::Csv(forms::CsvOptions {
+                bom: true,
+                vietnamese: true
+            })))
+        );
+        assert_eq!(
+            out(None, &[("format", "csv"), ("headings", "ids")]),
+            Ok(Output::File(FileFormat::Csv(forms::CsvOptions::default())))
+        );
+        let field = |suffix, pairs: &[(&str, &str)]| out(suffix, pairs).unwrap_err().field;
+        assert_eq!(field(Some("csv"), &[("format", "xlsx")]), "format");
+        assert_eq!(field(None, &[("format", "xls")]), "format");
+        assert_eq!(field(Some("csv"), &[("bom", "yes")]), "bom");
+        assert_eq!(field(Some("csv"), &[("headings", "en")]), "headings");
+        assert_eq!(field(Some("xlsx"), &[("bom", "true")]), "bom");
+        assert_eq!(field(None, &[("headings", "vi")]), "headings");
+        assert_eq!(split_suffix("ii06a.xlsx"), ("ii06a", Some("xlsx")));
+        assert_eq!(split_suffix("ii06a.csv"), ("ii06a", Some("csv")));
+        assert_eq!(split_suffix("ii06acsv"), ("ii06acsv", None));
     }
 
     #[test]

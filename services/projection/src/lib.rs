@@ -31,6 +31,7 @@ pub mod dashboard;
 pub mod figures;
 pub mod forms;
 pub mod http;
+pub mod openapi;
 pub mod read;
 pub mod rebuild;
 pub mod scope;
@@ -39,6 +40,7 @@ pub mod service;
 pub mod store;
 pub mod structure;
 pub mod verify;
+pub mod xlsx;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -349,7 +349,7 @@ fn recorded_at(source: Source) -> Option<api::Timestamp> {
 /// The wire form of a filled form (gRPC, and HTTP through its proto3 JSON mapping).
 pub fn report_pb(t: &Table, query: &stats::Query, source: Source) -> pb::Report {
     pb::Report {
-        form: form_pb(t.form) as i32,
+        form: t.form.map_or(pb::ReportForm::Unspecified, form_pb) as i32,
         title: t.title.to_owned(),
         from: day(query.from),
         to: day(query.to),

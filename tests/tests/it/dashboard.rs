@@ -1,16 +1,21 @@
 //! The dashboard in a real browser (headless Chromium over WebDriver) against a real projection
 //! fed through intake, the relay and JetStream: sign in, the figures equal the API's for the
-//! same query, drill down, a new dossier changes a figure without a reload, a screenshot.
+//! same query, drill down, a new dossier changes a figure without a reload, the early-warning
+//! panel lists what processing's `GET /v1/warnings` answers, the II.06a `.xlsx` downloaded
+//! through the page's button holds the API's figures, a screenshot.
 
 use std::time::Duration;
 
 use chrono::Timelike;
 
 use api::v1 as pb;
+use domain::SupplementPolicy;
 use eventlog::EventLog;
 use fantoccini::Locator;
+use projection::dashboard::DashboardConfig;
 use testkit::{TestDb, TestNats};
 use tests::browser::Browser;
+use tests::processing::{ManualClock, RunningProcessing, watcher};
 use tests::projection::RunningProjection;
 use tests::{
     AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, DISTRICT_AGENCY, PROVINCE_AGENCY, RunningIntake,
@@ -23,9 +28,13 @@ const SHOWN: Duration = Duration::from_secs(20);
 const PERIOD: &str = "from=2024-04-01&to=2024-05-01";
 
 /// Receives `HS-D-{n}`: even numbers at the province's counter (direct), odd ones online at
-/// the district's.
-async fn receive(intake: &RunningIntake, numbers: std::ops::Range<u32>) {
+/// the district's. Returns the due time of each.
+async fn receive(
+    intake: &RunningIntake,
+    numbers: std::ops::Range<u32>,
+) -> Vec<chrono::DateTime<chrono::Utc>> {
     let mut client = intake.client().await;
+    let mut due = Vec::new();
     for n in numbers {
         let mut request = receive_request(&format!("HS-D-{n:04}"), local(2024, 4, 10 + n, 9, 0));
         let mut token = COUNTER_DISTRICT;
@@ -36,11 +45,15 @@ async fn receive(intake: &RunningIntake, numbers: std::ops::Range<u32>) {
             });
             token = COUNTER_PROVINCE;
         }
-        client
+        let answer = client
             .receive_dossier(authed(token, request))
             .await
-            .expect("receive");
+            .expect("receive")
+            .into_inner();
+        let t = answer.due_at.expect("a due time");
+        due.push(chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32).expect("valid"));
     }
+    due
 }
 
 /// `GET /v1/indicators?{query}` as the API answers it (proto3 JSON).
@@ -129,14 +142,47 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
     let intake = RunningIntake::start(log.clone()).await;
     let nats = TestNats::new().await;
     let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
-    let projection =
-        RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "dash").await;
-    receive(&intake, 1..7).await;
+    // Processing's warning route, its address known to the page's config before it starts, and
+    // the page's origin allowed by its CORS.
+    let warnings_listener = svc::Listener::bind(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("bind the warnings port");
+    let warnings_addr = warnings_listener.local_addr();
+    let projection = RunningProjection::start_with_dashboard(
+        log.clone(),
+        &nats.url,
+        &nats.stream,
+        &nats.prefix,
+        "dash",
+        DashboardConfig {
+            warnings_url: Some(format!("http://{warnings_addr}/v1/warnings")),
+            ..DashboardConfig::default()
+        },
+    )
+    .await;
+    let http = projection.http_addr;
+    let processing = RunningProcessing::start_with_http_on(
+        log.clone(),
+        SupplementPolicy::Restart,
+        warnings_listener,
+        &[&format!("http://{http}")],
+    )
+    .await;
+    let due = receive(&intake, 1..7).await;
     relay
         .wait_published(log.head().await.expect("head"), WAIT)
         .await;
     projection.wait_caught_up(WAIT).await;
-    let http = projection.http_addr;
+    // The deadline watcher at HS-D-0001's apology deadline (one working day before its due
+    // time): it alone is due soon.
+    let apology_deadline = domain::apology_deadline(
+        &calendar::Calendar::vietnam_default(),
+        domain::NoticeUnit::WorkingDay,
+        due[0],
+    );
+    let clock = ManualClock::new(apology_deadline);
+    let report = watcher(&log, clock).await.tick().await.expect("tick");
+    assert_eq!(report.raised.len(), 1, "{report:?}");
     let browser = Browser::start().await;
     let client = &browser.client;
 
@@ -170,6 +216,36 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
 
     // The whole province: the figures of the same query over the API, in Vietnamese.
     shows_the_api_figures(&browser, http, PERIOD).await;
+
+    // The early-warning panel: processing's list (its proto3 JSON), most urgent first, with
+    // the responsible and holding agencies, the due time and the apology deadline.
+    let (status, _, body) =
+        tests::projection::http_get(warnings_addr, "/v1/warnings", Some(AUDITOR)).await;
+    assert_eq!(status, 200, "{body}");
+    let warned: pb::ListDueSoonResponse = serde_json::from_str(&body).expect("proto3 JSON");
+    let ids: Vec<&str> = warned
+        .warnings
+        .iter()
+        .map(|w| w.dossier_id.as_str())
+        .collect();
+    assert_eq!(ids, ["HS-D-0001"]);
+    let vn = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&chrono::FixedOffset::east_opt(7 * 3600).expect("UTC+7"))
+            .format("%d/%m/%Y %H:%M")
+            .to_string()
+    };
+    let row = browser
+        .text_when("#warnings tr[data-dossier='HS-D-0001']", SHOWN, |t| {
+            t.contains(&vn(apology_deadline))
+        })
+        .await;
+    assert!(row.contains(DISTRICT_AGENCY), "{row}");
+    assert!(row.contains(&vn(due[0])), "{row}");
+    let rows = client
+        .find_all(Locator::Css("#warnings tr[data-dossier]"))
+        .await
+        .expect("warning rows");
+    assert_eq!(rows.len(), warned.warnings.len());
     browser.text_when("#drill-dim", SHOWN, |t| t == "Cấp").await;
     // The auditor gets the "as recorded at" picker.
     let picker = client
@@ -295,10 +371,30 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
         .await
         .expect("back to the province");
     shows_the_api_figures(&browser, http, PERIOD).await;
+
+    // The report's Excel button: the II.06a workbook of the screen's query, its cells the
+    // API's JSON answer for the same query.
+    client
+        .find(Locator::Css("#download-xlsx"))
+        .await
+        .expect("the Excel button")
+        .click()
+        .await
+        .expect("download the workbook");
+    let (name, xlsx) = browser.downloaded("xlsx", SHOWN).await;
+    assert_eq!(name, "ii06a_2024-04-01_2024-05-01.xlsx");
+    let (status, _, body) =
+        tests::projection::http_get(http, &format!("/v1/reports/ii06a?{PERIOD}"), Some(AUDITOR))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let report: pb::Report = serde_json::from_str(&body).expect("proto3 JSON");
+    tests::projection::assert_ii06a_workbook(&xlsx, &report);
+
     let shot = browser.screenshot("dashboard").await;
     assert!(std::fs::metadata(&shot).expect("screenshot saved").len() > 10_000);
 
     browser.close().await;
+    processing.stop().await;
     projection.stop().await;
     relay.stop().await;
     intake.stop().await;

@@ -8,7 +8,7 @@ use api::v1 as pb;
 use chrono::NaiveDate;
 use eventlog::EventLog;
 use testkit::{TestDb, TestNats};
-use tests::projection::{RunningProjection, expected_indicators, http_get};
+use tests::projection::{RunningProjection, expected_indicators, http_get, http_get_bytes};
 use tests::{
     AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, PROVINCE_AGENCY, RunningIntake, RunningRelay,
     authed, local, new_event_id, profile, receive_request, ts,
@@ -494,7 +494,10 @@ async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
     assert_eq!(json["total"]["onTimeRate"]["denominator"], "0");
     assert_eq!(json["dossiersNotCounted"], "0");
     assert!(json.get("asRecordedAt").is_none(), "{body}");
-    assert_eq!(json["targets"].as_array().expect("S14").len(), 8);
+    assert_eq!(
+        json["targets"].as_array().expect("S14").len(),
+        grpc.targets.len()
+    );
     let groups = json["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), grpc.groups.len());
     for (g, p) in groups.iter().zip(&grpc.groups) {
@@ -571,6 +574,66 @@ async fn http_json_csv_reports_and_dossier_status_agree_with_grpc() {
         "{csv}"
     );
     assert!(lines.last().unwrap().starts_with("total,6,3,3,0,"), "{csv}");
+    // The same form as CSV for Excel in Vietnamese (a BOM, the forms' headings).
+    let (_, _, csv) = http_get(
+        http,
+        &format!("/v1/reports/ii06a.csv?{period}&bom=true&headings=vi"),
+        Some(AUDITOR),
+    )
+    .await;
+    assert!(
+        csv.starts_with("\u{feff}Lĩnh vực,Số hồ sơ nhận giải quyết — "),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .last()
+            .unwrap()
+            .starts_with("Tổng cộng,6,3,3,0,"),
+        "{csv}"
+    );
+
+    // The same form as .xlsx: read back, its cells are the JSON answer's, the total row sums.
+    let (_, _, body) = http_get(http, &format!("/v1/reports/ii06a?{period}"), Some(AUDITOR)).await;
+    let json: pb::Report = serde_json::from_str(&body).expect("proto3 JSON");
+    let (status, headers, xlsx) = http_get_bytes(
+        http,
+        &format!("/v1/reports/ii06a.xlsx?{period}"),
+        Some(AUDITOR),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers.iter().any(|(k, v)| k == "content-disposition"
+            && v == "attachment; filename=\"ii06a_2024-04-01_2024-05-01.xlsx\""),
+        "{headers:?}"
+    );
+    let sheet = testkit::xlsx::read(&xlsx, "ii06a");
+    // Title block, grouped headings, then the numbers (1)…(13): data from row 8 (0-based).
+    assert_eq!(sheet.text(5, 1), "Lĩnh vực");
+    tests::projection::assert_ii06a_workbook(&xlsx, &json);
+    // The indicator table per level: the gRPC figures, rates as fractions.
+    let (status, _, xlsx) = http_get_bytes(
+        http,
+        &format!("/v1/indicators.xlsx?{period}&group_by=level"),
+        Some(AUDITOR),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sheet = testkit::xlsx::read(&xlsx, "chi-so");
+    assert_eq!(sheet.text(6, 2), "Tổng số");
+    for (r, g) in grpc.groups.iter().enumerate() {
+        let at = 8 + r as u32;
+        let i = g.indicators.as_ref().unwrap();
+        assert_eq!(sheet.text(at, 1), g.key[0].value);
+        assert_eq!(sheet.number(at, 2), i.received as f64);
+        let online = i.online.as_ref().unwrap();
+        match online.percent {
+            Some(p) => assert!((sheet.number(at, 22) * 100.0 - p).abs() < 1e-9),
+            None => assert!(sheet.is_empty(at, 22)),
+        }
+    }
+
     let report = client
         .get_report(authed(
             COUNTER_DISTRICT,

@@ -22,12 +22,12 @@ use tonic_types::StatusExt;
 
 use crate::support::{Rng, migrated_db, random_contribution};
 
-const AUDITOR: &str = "test-auditor";
+pub const AUDITOR: &str = "test-auditor";
 const COUNTER: &str = "test-counter";
 
-struct Running {
+pub struct Running {
     grpc: SocketAddr,
-    http: SocketAddr,
+    pub http: SocketAddr,
     rejections: std::sync::Arc<projection::read::Rejections>,
     shutdown: CancellationToken,
     _nats: TestNats,
@@ -40,7 +40,7 @@ impl Drop for Running {
 }
 
 impl Running {
-    async fn start(log: &EventLog, limits: QueryLimits) -> Running {
+    pub async fn start(log: &EventLog, limits: QueryLimits) -> Running {
         let mut tokens = Tokens::default();
         tokens.insert(
             AUDITOR,

@@ -8,6 +8,7 @@ mod batch;
 mod crash;
 mod failing;
 mod limits;
+mod openapi;
 mod overflow;
 mod rebuild;
 mod rollup;

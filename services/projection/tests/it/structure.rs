@@ -7,10 +7,11 @@
 use chrono::NaiveDate;
 use domain::{AgencyCode, Level};
 use eventlog::EventLog;
-use projection::forms::{Cell, Form};
+use projection::forms::{Cell, CsvOptions, Form};
 use projection::read::Reader;
 use projection::scope::Source;
 use projection::structure::{self, StructureStoreError};
+use projection::xlsx::Heading;
 use stats::{Dimension, Query, SliceFilter, StructureFile};
 
 use crate::support::migrated_db;
@@ -373,10 +374,57 @@ async fn forms_follow_the_structure() {
             unit: "hours"
         }
     );
-    let csv = projection::forms::to_csv(&t);
+    let csv = projection::forms::to_csv(&t, CsvOptions::default());
     assert!(
         csv.lines().next().unwrap().contains("tdgq_points,tdgq_max"),
         "{csv}"
     );
     assert!(csv.contains("not computed: needs"), "{csv}");
+    let vi = projection::forms::to_csv(
+        &t,
+        CsvOptions {
+            bom: false,
+            vietnamese: true,
+        },
+    );
+    let header = vi.lines().next().unwrap();
+    assert!(header.starts_with("\"Cơ quan, đơn vị\","), "{header}");
+    // Each sub-indicator's rate named with it, not a bare repeated "Tỷ lệ".
+    assert!(!header.contains(",Tỷ lệ"), "{header}");
+    assert!(header.contains(" — tỷ lệ (tử số),"), "{header}");
+    assert!(header.contains(" (điểm),"), "{header}");
+    assert!(header.contains(" (điểm tối đa),"), "{header}");
+    assert!(
+        header.contains("Thời gian giải quyết trung bình (giờ) (số hồ sơ)"),
+        "{header}"
+    );
+    assert!(vi.lines().last().unwrap().starts_with("Tổng cộng,"), "{vi}");
+
+    // The workbook: points and means as numbers, not computed as text, the total named.
+    let heading = Heading::new(&by_agency, Source::Live, Some(date(2026, 1, 1)));
+    let bytes = projection::xlsx::to_xlsx(&t, &heading).unwrap();
+    let sheet = testkit::xlsx::read(&bytes, "scorecard-766");
+    assert!(
+        sheet
+            .text(2, 0)
+            .ends_with("theo cơ cấu tổ chức ngày 01/01/2026"),
+        "{}",
+        sheet.text(2, 0)
+    );
+    // Title, unit, period, unit line, blank, headings, numbers: data from row 7; STT first.
+    let first = 7;
+    let col = |id: &str| 1 + column(id) as u32;
+    assert_eq!(sheet.text(first + 2, col("agency")), MERGED);
+    assert_eq!(sheet.number(first + 2, col("tdgq")), 15.0);
+    assert_eq!(sheet.number(first + 2, col("avg_processing_hours")), 24.0);
+    assert!(
+        sheet
+            .text(first + 2, col("ckmb"))
+            .starts_with("not computed:")
+    );
+    assert_eq!(sheet.text(first + 3, col("agency")), "Tổng cộng");
+    assert!(
+        sheet.formula(first + 3, col("tdgq")).is_empty(),
+        "points are not summed"
+    );
 }
