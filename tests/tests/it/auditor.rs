@@ -17,8 +17,8 @@ use tests::lifecycle::{
     Stack, assess_fee, attach_result, issue_apology, record_payment, record_rating, return_result,
 };
 use tests::processing::{
-    RunningProcessing, receive_supplement, request_supplement, resolve, stop_processing, transfer,
-    withdraw,
+    RunningProcessing, fulfil_obligation, receive_supplement, request_obligation,
+    request_supplement, resolve, stop_processing, transfer, withdraw,
 };
 use tests::{
     AUDITOR, COUNTER_DISTRICT, DISTRICT_AGENCY, IMPORTER, PROVINCE_AGENCY, authed, local,
@@ -50,6 +50,8 @@ const WRITE_RPCS: [(&str, &[&str]); 4] = [
             "Resolve",
             "StopProcessing",
             "Withdraw",
+            "RequestFinancialObligation",
+            "FulfilFinancialObligation",
         ],
     ),
     ("PaymentService", &["AssessFee", "RecordPayment"]),
@@ -298,6 +300,29 @@ async fn every_write_rpc_refuses_an_auditor_token_and_writes_nothing() {
             "Withdraw",
             processing.clone().withdraw(authed(AUDITOR, r.clone())),
             processing.withdraw(authed(COUNTER_DISTRICT, r)),
+        )
+        .await;
+
+    // The financial obligation (portal status 6), requested then fulfilled.
+    stack.receive("H40-AUD-F", day(22, 9), false).await;
+    let r = request_obligation("H40-AUD-F", day(23, 9));
+    probe
+        .check(
+            "RequestFinancialObligation",
+            processing
+                .clone()
+                .request_financial_obligation(authed(AUDITOR, r.clone())),
+            processing.request_financial_obligation(authed(COUNTER_DISTRICT, r)),
+        )
+        .await;
+    let r = fulfil_obligation("H40-AUD-F", day(24, 9));
+    probe
+        .check(
+            "FulfilFinancialObligation",
+            processing
+                .clone()
+                .fulfil_financial_obligation(authed(AUDITOR, r.clone())),
+            processing.fulfil_financial_obligation(authed(COUNTER_DISTRICT, r)),
         )
         .await;
 
