@@ -431,20 +431,18 @@ impl Load {
     }
 }
 
-/// Polls `check` every 50 ms until it holds, within [`WAIT`].
+/// Waits until `check` holds, within [`WAIT`].
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let check = &mut check;
+    tests::eventually_some(what, WAIT, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await;
 }
 
 /// The projection's durable consumer, as the server sees it.

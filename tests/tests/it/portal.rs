@@ -11,7 +11,7 @@ use serde_json::Value;
 use testkit::{TestDb, TestNats};
 use tests::lifecycle::Stack;
 use tests::portal::{PortalReceiver, Reply, RunningPortalSync, SyncSettings, check_request};
-use tests::{DISTRICT_AGENCY, RunningRelay, local};
+use tests::{DISTRICT_AGENCY, RunningRelay, eventually_some, local};
 
 const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "portal-test-credentials";
@@ -82,22 +82,15 @@ impl World {
 
 /// Waits until `portal_sync` holds the dossier at `version` (record and progress).
 async fn wait_row(log: &EventLog, id: &str, version: usize) -> (i32, i32) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let what = format!("{id} recorded at version {version}");
+    eventually_some(&what, WAIT, || async {
         let row = portal_sync::store::sync_row(log.pool(), id)
             .await
-            .expect("row");
-        if let Some(r) = &row {
-            if r.record_version as usize >= version && r.progress_version as usize >= version {
-                return (r.record_version, r.progress_version);
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} not recorded at version {version}: {row:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .expect("row")?;
+        (row.record_version as usize >= version && row.progress_version as usize >= version)
+            .then_some((row.record_version, row.progress_version))
+    })
+    .await
 }
 
 async fn get_authed(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -390,16 +383,14 @@ async fn a_refused_dossier_is_recorded_and_never_holds_the_others_back() {
     w.stack.receive(r, t0, false).await;
     w.wait_synced(q).await;
     w.wait_synced(r).await;
-    let row = loop {
+    let row = eventually_some("the refusal recorded", WAIT, || async {
         let row = portal_sync::store::sync_row(w.stack.log.pool(), p)
             .await
             .unwrap()
             .unwrap();
-        if row.refused_version.is_some() {
-            break row;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        row.refused_version.is_some().then_some(row)
+    })
+    .await;
     assert_eq!(row.refused_version, Some(1));
     assert!(
         row.refusal.as_deref().unwrap().contains("error_code 42"),
@@ -468,18 +459,14 @@ async fn failures_in_a_row_make_the_service_unhealthy_until_one_succeeds() {
     let sync = RunningPortalSync::start(w.settings()).await;
     let id = "HS-HEALTH-1";
     w.stack.receive(id, local(2025, 3, 6, 9, 0), false).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let body = eventually_some("/healthz 503", WAIT, || async {
         let (code, body) = testkit::http::get(sync.metrics_addr, "/healthz")
             .await
             .unwrap();
-        if code == 503 {
-            assert!(body.contains("failed in a row"), "{body}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never unhealthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (code == 503).then_some(body)
+    })
+    .await;
+    assert!(body.contains("failed in a row"), "{body}");
     w.wait_synced(id).await;
     let (code, _) = testkit::http::get(sync.metrics_addr, "/healthz")
         .await
@@ -836,15 +823,13 @@ async fn a_sealed_applicant_without_master_keys_waits_and_says_why() {
     w.act(sealed_id, t0, receive(Some(sealed))).await;
     w.act(plain_id, t0, receive(None)).await;
     w.wait_synced(plain_id).await;
-    let row = loop {
-        let row = portal_sync::store::sync_row(w.stack.log.pool(), sealed_id)
+    let row = eventually_some("an attempt on the sealed dossier", WAIT, || async {
+        portal_sync::store::sync_row(w.stack.log.pool(), sealed_id)
             .await
-            .unwrap();
-        if let Some(row) = row.filter(|r| r.attempts > 0) {
-            break row;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+            .unwrap()
+            .filter(|r| r.attempts > 0)
+    })
+    .await;
     assert_eq!(row.record_version, 0);
     assert!(
         row.last_error
