@@ -104,3 +104,39 @@ pub fn init_tracing() {
     // A second init (tests starting several services in one process) keeps the first.
     drop(result);
 }
+
+/// The skeleton of a binary with subcommands: `-h`/`--help` prints `usage`; arguments `parse`
+/// refuses exit 2 with the reason and the usage; then tracing, `run`, and its exit code (an
+/// error is printed with its causes, exit 1).
+pub async fn command_line<C, E, Fut>(
+    name: &str,
+    usage: &str,
+    parse: impl FnOnce(&[String]) -> Result<C, E>,
+    run: impl FnOnce(C) -> Fut,
+) -> std::process::ExitCode
+where
+    E: std::fmt::Display,
+    Fut: std::future::Future<Output = Result<std::process::ExitCode, E>>,
+{
+    use std::process::ExitCode;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{usage}");
+        return ExitCode::SUCCESS;
+    }
+    let command = match parse(&args) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("{name}: {e:#}\n\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing();
+    match run(command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

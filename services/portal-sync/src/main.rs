@@ -46,26 +46,7 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let command = match parse(&args) {
-        Ok(command) => command,
-        Err(e) => {
-            eprintln!("portal-sync: {e:#}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    svc::server::init_tracing();
-    match run(command).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("portal-sync: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    svc::server::command_line("portal-sync", USAGE, parse, run).await
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {

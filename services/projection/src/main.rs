@@ -131,26 +131,7 @@ fn parse_agencies(args: &[String]) -> anyhow::Result<Command> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let command = match parse(&args) {
-        Ok(command) => command,
-        Err(e) => {
-            eprintln!("projection: {e:#}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    svc::server::init_tracing();
-    match run(command).await {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("projection: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    svc::server::command_line("projection", USAGE, parse, run).await
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
