@@ -2,8 +2,9 @@
 //! [schemathesis](https://schemathesis.readthedocs.io/): the one harness of every service's
 //! conformance test. Every route, parameter and answer it generates (valid and invalid
 //! requests, with and without a token) must get a documented status, media type, headers and
-//! body shape. [`misstated`] writes a copy of a document with one part changed, so each test
-//! can show that its run fails when the document is wrong.
+//! body shape. [`edited`] writes a copy of a document with one part changed: misstated, so a
+//! test shows that its run fails when the document is wrong, or with an example only the test
+//! knows (a lookup secret).
 //!
 //! Schemathesis (Python, from PyPI, pinned in `crates/testkit/schemathesis-requirements.txt`)
 //! runs from a virtual environment under `target/venv`; `cargo xtask test` installs it there,
@@ -114,15 +115,15 @@ pub fn assert_caught(out: &Output) {
     assert!(said.contains("Response violates schema"), "{said}");
 }
 
-/// A copy of an OpenAPI document with the value at `pointer` (JSON pointer) replaced, in a
-/// temporary file removed on drop.
+/// A copy of an OpenAPI document with the value at a JSON pointer replaced, in a temporary
+/// file removed on drop.
 #[derive(Debug)]
-pub struct Misstated {
+pub struct Edited {
     dir: PathBuf,
     path: PathBuf,
 }
 
-impl Misstated {
+impl Edited {
     /// The file's path, for [`run`].
     pub fn path(&self) -> &Path {
         &self.path
@@ -134,7 +135,7 @@ impl Misstated {
     }
 }
 
-impl Drop for Misstated {
+impl Drop for Edited {
     fn drop(&mut self) {
         std::fs::remove_dir_all(&self.dir).ok();
     }
@@ -144,13 +145,13 @@ impl Drop for Misstated {
 ///
 /// # Panics
 /// When the document is not JSON or `pointer` does not resolve.
-pub fn misstated(document: &str, pointer: &str, value: serde_json::Value) -> Misstated {
+pub fn edited(document: &str, pointer: &str, value: serde_json::Value) -> Edited {
     let mut doc: serde_json::Value = serde_json::from_str(document).expect("a JSON document");
     *doc.pointer_mut(pointer)
         .unwrap_or_else(|| panic!("{pointer} is not in the document")) = value;
     let dir = std::env::temp_dir().join(format!("motcua-openapi-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let path = dir.join("misstated.json");
-    std::fs::write(&path, doc.to_string()).expect("write the misstated document");
-    Misstated { dir, path }
+    let path = dir.join("openapi.json");
+    std::fs::write(&path, doc.to_string()).expect("write the edited document");
+    Edited { dir, path }
 }

@@ -18,6 +18,7 @@ pub mod applicant;
 pub mod client;
 pub mod consumer;
 pub mod http;
+pub mod openapi;
 pub mod sender;
 pub mod shapes;
 pub mod store;

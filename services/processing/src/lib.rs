@@ -8,6 +8,7 @@
 //! with a clock they control.
 
 pub mod http;
+pub mod openapi;
 pub mod publish;
 pub mod service;
 mod warnings;

@@ -15,6 +15,7 @@ use fantoccini::Locator;
 use projection::dashboard::DashboardConfig;
 use testkit::{TestDb, TestNats};
 use tests::browser::Browser;
+use tests::http::get_json;
 use tests::processing::{ManualClock, RunningProcessing, watcher};
 use tests::projection::RunningProjection;
 use tests::{
@@ -58,10 +59,7 @@ async fn receive(
 
 /// `GET /v1/indicators?{query}` as the API answers it (proto3 JSON).
 async fn api_indicators(http: std::net::SocketAddr, query: &str) -> serde_json::Value {
-    let (status, _, body) =
-        tests::projection::http_get(http, &format!("/v1/indicators?{query}"), Some(AUDITOR)).await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("JSON")
+    get_json(http, &format!("/v1/indicators?{query}"), AUDITOR).await
 }
 
 /// An int64 of the proto3 JSON mapping: a string, absent when 0.
@@ -219,10 +217,7 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
 
     // The early-warning panel: processing's list (its proto3 JSON), most urgent first, with
     // the responsible and holding agencies, the due time and the apology deadline.
-    let (status, _, body) =
-        tests::projection::http_get(warnings_addr, "/v1/warnings", Some(AUDITOR)).await;
-    assert_eq!(status, 200, "{body}");
-    let warned: pb::ListDueSoonResponse = serde_json::from_str(&body).expect("proto3 JSON");
+    let warned: pb::ListDueSoonResponse = get_json(warnings_addr, "/v1/warnings", AUDITOR).await;
     let ids: Vec<&str> = warned
         .warnings
         .iter()
@@ -383,11 +378,7 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
         .expect("download the workbook");
     let (name, xlsx) = browser.downloaded("xlsx", SHOWN).await;
     assert_eq!(name, "ii06a_2024-04-01_2024-05-01.xlsx");
-    let (status, _, body) =
-        tests::projection::http_get(http, &format!("/v1/reports/ii06a?{PERIOD}"), Some(AUDITOR))
-            .await;
-    assert_eq!(status, 200, "{body}");
-    let report: pb::Report = serde_json::from_str(&body).expect("proto3 JSON");
+    let report: pb::Report = get_json(http, &format!("/v1/reports/ii06a?{PERIOD}"), AUDITOR).await;
     tests::projection::assert_ii06a_workbook(&xlsx, &report);
 
     let shot = browser.screenshot("dashboard").await;

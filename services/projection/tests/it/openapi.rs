@@ -57,7 +57,7 @@ async fn a_description_that_misstates_an_answer_is_caught() {
     let (_db, running) = running().await;
     // A count said to be a JSON number, where the proto3 JSON mapping writes an int64 as a
     // string.
-    let wrong = schemathesis::misstated(
+    let wrong = schemathesis::edited(
         projection::openapi::DOCUMENT,
         "/components/schemas/Rate/properties/numerator",
         serde_json::json!({"type": "integer"}),
