@@ -753,7 +753,7 @@ mod tests {
             "{before}"
         );
         assert!(
-            before.contains("# TYPE motcua_test_failures counter"),
+            before.contains("# TYPE motcua_test_failures_total counter"),
             "{before}"
         );
         tx.send_replace(Status {
