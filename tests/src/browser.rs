@@ -159,6 +159,48 @@ impl Browser {
         }
     }
 
+    /// Clicks the first element matching `css` (panics naming it when there is none).
+    pub async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} to click: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    /// Runs `script` (a function body that `return`s JSON) in the page; its value.
+    pub async fn eval(&self, script: &str) -> serde_json::Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}: {script}"))
+    }
+
+    /// Resizes the window so that the page's viewport (`innerWidth` × `innerHeight`) is
+    /// `width` × `height` CSS pixels, whatever the window's own borders.
+    pub async fn viewport(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("resize the window");
+        let inner = self.eval("return [innerWidth, innerHeight];").await;
+        let (w, h) = (
+            inner[0].as_u64().expect("innerWidth") as u32,
+            inner[1].as_u64().expect("innerHeight") as u32,
+        );
+        if (w, h) != (width, height) {
+            self.client
+                .set_window_size(
+                    width + width.saturating_sub(w),
+                    height + height.saturating_sub(h),
+                )
+                .await
+                .expect("resize the window");
+        }
+    }
+
     /// The bytes of the first finished download whose name ends with `.{ext}` in
     /// [`Browser::downloads`] (polled; panics after `timeout` with the folder's listing).
     /// Chromium writes a `.crdownload` file and renames it when complete.

@@ -3,6 +3,7 @@
 //! gRPC with real tokens.
 
 pub mod browser;
+pub mod http;
 pub mod lifecycle;
 pub mod portal;
 pub mod processing;

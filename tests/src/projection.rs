@@ -240,39 +240,14 @@ pub async fn http_get(
     )
 }
 
-/// A plain HTTP/1.1 GET (no client library needed): status, headers (lower-case names), body.
+/// A plain HTTP/1.1 GET ([`crate::http::get`]): status, headers (lower-case names), body.
 pub async fn http_get_bytes(
     addr: std::net::SocketAddr,
     path: &str,
     token: Option<&str>,
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read response");
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("headers end");
-    let head = String::from_utf8(raw[..end].to_vec()).expect("utf-8 headers");
-    let body = raw[end + 4..].to_vec();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, body)
+    let answer = crate::http::get(addr, path, token).await;
+    (answer.status, answer.headers, answer.body)
 }
 
 /// Checks an II.06a workbook (`.xlsx`) cell by cell against the same query's JSON answer: the

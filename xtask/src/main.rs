@@ -44,7 +44,7 @@ Commands:
   test [-- ARGS...]   Make sure PostgreSQL and NATS with JetStream run on this machine
                       (starting or installing them if needed), that Debian's chromium and
                       chromium-driver are installed (the dashboard's browser tests) and
-                      schemathesis is in target/venv (pip, from PyPI; the OpenAPI test),
+                      schemathesis is in target/venv (pip, from PyPI; the OpenAPI tests),
                       then run
                       `cargo fmt --all -- --check`, `cargo clippy --workspace --all-targets
                       --locked -- -D warnings` and `cargo test --workspace --locked ARGS...` (without
@@ -156,7 +156,7 @@ fn test(test_args: &[String]) -> Result<()> {
     let nats_url = services::ensure_nats(std::env::var("TEST_NATS_URL").ok())?;
     step("[3/7] Chromium and ChromeDriver (the dashboard's browser tests)");
     services::ensure_chromium()?;
-    step("[4/7] schemathesis (target/venv, for the OpenAPI conformance test)");
+    step("[4/7] schemathesis (target/venv, for the OpenAPI conformance tests)");
     schemathesis::ensure()?;
 
     step("[5/7] formatting");

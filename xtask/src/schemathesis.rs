@@ -1,6 +1,6 @@
-//! Schemathesis, which the OpenAPI conformance test runs (services/projection/tests/it/openapi.rs):
-//! a Python virtual environment under `target/venv` with the pinned release of
-//! `services/projection/tests/requirements.txt`, from PyPI. On Debian `python3 -m venv` needs
+//! Schemathesis, which the services' OpenAPI conformance tests run (`testkit::schemathesis`): a
+//! Python virtual environment under `target/venv` with the pinned release of
+//! `crates/testkit/schemathesis-requirements.txt`, from PyPI. On Debian `python3 -m venv` needs
 //! the `python3-venv` package, installed with apt-get when missing.
 
 use std::process::{Command, Stdio};
@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use crate::cmd::{find_program, repo_root, run, target_dir};
 use crate::services::apt_install;
 
-const REQUIREMENTS: &str = "services/projection/tests/requirements.txt";
+const REQUIREMENTS: &str = "crates/testkit/schemathesis-requirements.txt";
 
 /// Makes sure `target/venv/bin/schemathesis` is the pinned release.
 pub fn ensure() -> Result<()> {

@@ -547,22 +547,25 @@ async fn set_all(
 /// `motcua_append_group_calls_total` (their ratio is the mean group size) and
 /// `motcua_append_calls_queued` (calls waiting for a group slot now).
 fn register_group_commit(telemetry: &crate::Telemetry, log: &eventlog::EventLog) {
-    let l = log.clone();
-    telemetry.counter_fn(
-        "motcua_append_groups",
-        "groups of appends committed in one transaction each",
-        move || l.group_commit_stats().groups,
-    );
-    let l = log.clone();
-    telemetry.counter_fn(
-        "motcua_append_group_calls",
-        "append calls taken into groups (divided by the groups: the mean group size)",
-        move || l.group_commit_stats().calls,
-    );
-    let l = log.clone();
-    telemetry.gauge_fn(
-        "motcua_append_calls_queued",
-        "append calls waiting for a free group slot now",
-        move || i64::try_from(l.group_commit_stats().queued).unwrap_or(i64::MAX),
+    use crate::metrics::{Sample, gauge_of};
+    telemetry.sampled(
+        log.clone(),
+        &[
+            Sample::counter(
+                "motcua_append_groups",
+                "groups of appends committed in one transaction each",
+                |l| l.group_commit_stats().groups,
+            ),
+            Sample::counter(
+                "motcua_append_group_calls",
+                "append calls taken into groups (divided by the groups: the mean group size)",
+                |l| l.group_commit_stats().calls,
+            ),
+            Sample::gauge(
+                "motcua_append_calls_queued",
+                "append calls waiting for a free group slot now",
+                |l| gauge_of(l.group_commit_stats().queued),
+            ),
+        ],
     );
 }

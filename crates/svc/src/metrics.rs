@@ -7,9 +7,10 @@
 //!
 //! - a metric they update themselves ([`Telemetry::register`]: a `Counter`, `Gauge`, `Family`…
 //!   of the `prometheus-client` crate);
-//! - a value sampled at scrape time from plain Rust state ([`Telemetry::gauge_fn`],
-//!   [`Telemetry::counter_fn`], [`Telemetry::counter_fn_by`]): an atomic, or a
-//!   `tokio::sync::watch` of a status struct, read by a closure;
+//! - values sampled at scrape time from plain Rust state: several read from one status
+//!   ([`Telemetry::sampled`] with a list of [`Sample`]s: a `tokio::sync::watch::Receiver` of a
+//!   status struct, or shared atomics), or one read by a closure ([`Telemetry::gauge_fn`],
+//!   [`Telemetry::counter_fn`], [`Telemetry::counter_fn_by`]);
 //! - their health: pushed ([`Telemetry::component`] → [`Component::failing`]) or sampled
 //!   ([`Telemetry::health_check`]). While any component is failing, `/healthz` answers 503 with
 //!   the reasons and the gRPC health service says `NOT_SERVING` for every service of the port.
@@ -38,7 +39,7 @@ use tonic::codegen::http::{Request, Response};
 
 /// Every metric name the services expose (as scraped), agreed between the parts that feed
 /// them; the dashboard in `deploy/grafana/` shows each (a test checks).
-pub const AGREED: [&str; 18] = [
+pub const AGREED: [&str; 20] = [
     "motcua_grpc_requests_total",
     "motcua_grpc_request_duration_seconds",
     "motcua_db_pool_connections",
@@ -57,10 +58,12 @@ pub const AGREED: [&str; 18] = [
     "motcua_checkpoint_age_seconds",
     "motcua_stats_queries_rejected_total",
     "motcua_grpc_request_duration_seconds_bucket",
+    "motcua_warning_outbox_rows",
+    "motcua_warning_outbox_oldest_seconds",
 ];
 
 /// The metrics the alert rules in `deploy/prometheus/alerts.yml` watch.
-pub const ALERTED: [&str; 14] = [
+pub const ALERTED: [&str; 16] = [
     "motcua_grpc_requests_total",
     "motcua_grpc_request_duration_seconds_bucket",
     "motcua_db_pool_connections",
@@ -75,6 +78,8 @@ pub const ALERTED: [&str; 14] = [
     "motcua_projection_apply_failures_total",
     "motcua_checkpoint_age_seconds",
     "motcua_stats_queries_rejected_total",
+    "motcua_warning_outbox_rows",
+    "motcua_warning_outbox_oldest_seconds",
 ];
 
 /// The labels of a metric: `(name, value)` pairs.
@@ -88,6 +93,52 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 /// The label value of a path that is not one of the port's methods (so that unknown paths a
 /// client makes up cannot grow the number of series).
 pub const UNKNOWN: &str = "unknown";
+
+/// One metric read from a component's status `S` at each scrape ([`Telemetry::sampled`]).
+pub enum Sample<S> {
+    /// A value that goes up and down.
+    Gauge {
+        name: &'static str,
+        help: &'static str,
+        read: fn(&S) -> i64,
+    },
+    /// A count since the process started (registered without `_total`, scraped with it).
+    Counter {
+        name: &'static str,
+        help: &'static str,
+        read: fn(&S) -> u64,
+    },
+}
+
+impl<S> Sample<S> {
+    /// A gauge named `name`.
+    pub const fn gauge(name: &'static str, help: &'static str, read: fn(&S) -> i64) -> Self {
+        Sample::Gauge { name, help, read }
+    }
+
+    /// A counter named `name` (without `_total`).
+    pub const fn counter(name: &'static str, help: &'static str, read: fn(&S) -> u64) -> Self {
+        Sample::Counter { name, help, read }
+    }
+
+    /// The metric's name as registered.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sample::Gauge { name, .. } | Sample::Counter { name, .. } => name,
+        }
+    }
+}
+
+impl<S> fmt::Debug for Sample<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Sample").field(&self.name()).finish()
+    }
+}
+
+/// A count as a gauge's value (saturating at `i64::MAX`, which no count reaches).
+pub fn gauge_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
 
 type HealthFn = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
@@ -164,6 +215,32 @@ impl Telemetry {
     /// Registers a metric the component updates itself.
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
         lock(&self.inner.registry).register(name, help, metric);
+    }
+
+    /// Registers every one of `samples`, each read from `source` at each scrape: the one way
+    /// a component exposes its status. `source` is typically the `watch::Receiver` of its
+    /// status struct (read with `borrow()`: the latest value, never blocking the sender long),
+    /// or an `Arc` of the atomics it counts in.
+    ///
+    /// ```ignore
+    /// telemetry.sampled(status, &[
+    ///     Sample::gauge("motcua_relay_published_position", "…", |s| s.borrow().published),
+    ///     Sample::counter("motcua_relay_oversized_events", "…", |s| s.borrow().oversized_events),
+    /// ]);
+    /// ```
+    pub fn sampled<S: Send + Sync + 'static>(&self, source: S, samples: &[Sample<S>]) {
+        let source = Arc::new(source);
+        for sample in samples {
+            let s = Arc::clone(&source);
+            match *sample {
+                Sample::Gauge { name, help, read } => {
+                    self.gauge_fn(name, help, move || read(&s));
+                }
+                Sample::Counter { name, help, read } => {
+                    self.counter_fn(name, help, move || read(&s));
+                }
+            }
+        }
     }
 
     /// Registers a gauge whose value `sample` reads at each scrape.
@@ -633,5 +710,62 @@ impl http_body::Body for RecordingBody {
 impl Drop for RecordingBody {
     fn drop(&mut self) {
         self.finish(tonic::Code::Cancelled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    struct Status {
+        position: i64,
+        failures: u64,
+    }
+
+    /// Each sample reads the status as it is at the scrape, not as it was registered.
+    #[test]
+    fn sampled_metrics_read_the_latest_status_at_each_scrape() {
+        let telemetry = Telemetry::new("test");
+        let (tx, rx) = tokio::sync::watch::channel(Status::default());
+        telemetry.sampled(
+            rx,
+            &[
+                Sample::gauge("motcua_test_position", "a position", |s| {
+                    s.borrow().position
+                }),
+                Sample::counter("motcua_test_failures", "failures", |s| s.borrow().failures),
+            ],
+        );
+        let value = |text: &str, name: &str| -> Option<f64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        };
+        let before = telemetry.encode();
+        assert_eq!(
+            value(&before, "motcua_test_position"),
+            Some(0.0),
+            "{before}"
+        );
+        assert_eq!(value(&before, "motcua_test_failures_total"), Some(0.0));
+        assert!(
+            before.contains("# TYPE motcua_test_position gauge"),
+            "{before}"
+        );
+        assert!(
+            before.contains("# TYPE motcua_test_failures_total counter"),
+            "{before}"
+        );
+        tx.send_replace(Status {
+            position: 42,
+            failures: 3,
+        });
+        let after = telemetry.encode();
+        assert_eq!(value(&after, "motcua_test_position"), Some(42.0), "{after}");
+        assert_eq!(
+            value(&after, "motcua_test_failures_total"),
+            Some(3.0),
+            "{after}"
+        );
     }
 }

@@ -20,6 +20,7 @@ pub use pg_cluster::{PgCluster, StopMode};
 pub mod proxy;
 pub use proxy::TcpProxy;
 pub mod rng;
+pub mod schemathesis;
 pub mod xlsx;
 pub use rng::Rng;
 

@@ -297,66 +297,112 @@ impl CitizenLookupService for Lookup {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LookupBody {
-    dossier_id: String,
-    secret: String,
-}
-
-#[derive(Debug, serde::Serialize)]
-struct LookupAnswer {
-    status: u32,
-    due_at: Option<String>,
-    result_ready: bool,
-    return_method: Option<&'static str>,
-}
-
-/// `POST /v1/lookup` with `{"dossier_id": …, "secret": …}` (a body, not a query string, so the
-/// secret stays out of access logs): 200 with the answer, 400, 404, 429, 503.
+/// `POST /v1/lookup` (a body, not a query string, so the secret stays out of access logs) and
+/// `GET /openapi.json` ([`crate::openapi`]). The body is `LookUpDossierRequest` and the answer
+/// `LookUpDossierResponse`, each in the standard proto3 JSON mapping (the `api` crate's serde:
+/// `dossierId` or `dossier_id`, no other field); errors are JSON `{"code", "message",
+/// "field"?}`: 400 `invalid_argument`, 404 `not_found` (unknown dossier or wrong secret, one
+/// answer), 405, 413 `body_too_large`, 415 `unsupported_media_type`, 429 `rate_limited` (with
+/// `Retry-After`), 503 `unavailable`.
 pub fn router(lookup: Lookup) -> Router {
     Router::new()
         .route("/v1/lookup", axum::routing::post(http_lookup))
+        .route(
+            "/openapi.json",
+            axum::routing::get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    crate::openapi::DOCUMENT,
+                )
+            }),
+        )
+        .fallback(|| async {
+            http_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route: POST /v1/lookup, GET /openapi.json",
+                None,
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            http_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "POST /v1/lookup, GET /openapi.json",
+                None,
+            )
+        })
         .with_state(lookup)
+}
+
+/// Seconds a client told `rate_limited` waits: the limits' window.
+const RETRY_AFTER_SECS: u64 = 60;
+
+#[derive(Debug, serde::Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+fn http_error(status: StatusCode, code: &str, message: &str, field: Option<&str>) -> HttpResponse {
+    (
+        status,
+        Json(ErrorBody {
+            code,
+            message,
+            field,
+        }),
+    )
+        .into_response()
 }
 
 async fn http_lookup(
     State(lookup): State<Lookup>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    body: Result<Json<LookupBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<pb::LookUpDossierRequest>, axum::extract::rejection::JsonRejection>,
 ) -> HttpResponse {
     let Json(body) = match body {
         Ok(body) => body,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+        Err(e) => {
+            let (status, code) = match e.status() {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+                _ => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            };
+            return http_error(status, code, &e.body_text(), None);
+        }
     };
     match lookup
         .look_up(&peer.ip().to_string(), &body.dossier_id, &body.secret)
         .await
     {
-        Ok(a) => Json(LookupAnswer {
-            status: a.status,
-            due_at: a.due_at.map(|t| {
-                chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
-                    .unwrap_or_default()
-                    .to_rfc3339()
-            }),
-            result_ready: a.result_ready,
-            return_method: match pb::ReturnMethod::try_from(a.return_method) {
-                Ok(pb::ReturnMethod::Counter) => Some("counter"),
-                Ok(pb::ReturnMethod::Post) => Some("post"),
-                Ok(pb::ReturnMethod::Online) => Some("online"),
-                _ => None,
-            },
-        })
-        .into_response(),
+        Ok(answer) => Json(answer).into_response(),
         Err(e) => {
-            let code = match &e {
-                LookupError::Invalid(_) => StatusCode::BAD_REQUEST,
-                LookupError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
-                LookupError::NotFound => StatusCode::NOT_FOUND,
-                LookupError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            let (status, code, field) = match &e {
+                LookupError::Invalid(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_argument",
+                    Some("dossier_id"),
+                ),
+                LookupError::Limited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
+                LookupError::NotFound => (StatusCode::NOT_FOUND, "not_found", None),
+                LookupError::Unavailable(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)
+                }
             };
-            (code, Status::from(e).message().to_owned()).into_response()
+            let limited = matches!(e, LookupError::Limited(_));
+            let mut response = http_error(status, code, Status::from(e).message(), field);
+            if limited {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+                );
+            }
+            response
         }
     }
 }

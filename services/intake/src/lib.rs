@@ -9,6 +9,7 @@ pub mod applicant;
 pub mod catalogue;
 mod import;
 pub mod limiter;
+pub mod openapi;
 pub mod service;
 
 use std::net::SocketAddr;

@@ -9,8 +9,11 @@
 //! - `GET /v1/refusals`: the dossiers whose latest version the portal refused (at most
 //!   [`MAX_REFUSALS`]), with the portal's message.
 //! - `GET /v1/dossiers/{id}`: one dossier's synchronisation state.
+//! - `GET /openapi.json` (no token): the OpenAPI 3 description of these routes
+//!   ([`crate::openapi`]), against which `tests/tests/it/openapi.rs` checks the running server.
 //!
-//! Errors are JSON `{code, message, field}`. No answer carries personal data (the records are
+//! Errors are JSON `{code, message, field}` (unknown routes, other methods, undecodable query
+//! strings and path segments included). No answer carries personal data (the records are
 //! never stored here; a refusal message is the portal's).
 
 use std::collections::BTreeMap;
@@ -18,8 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::NaiveDate;
@@ -55,8 +59,23 @@ pub fn router(
         .route("/v1/refusals", get(refusals))
         .route("/v1/dossiers/{id}", get(dossier))
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async {
-            HttpError::new(StatusCode::NOT_FOUND, "not_found", "no such route", None)
+            HttpError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route: /v1/reconciliation, /v1/refusals, /v1/dossiers/{id}, /healthz, \
+                 /openapi.json",
+                None,
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "only GET is served",
+                None,
+            )
         })
         .with_state(HttpState {
             pool,
@@ -176,9 +195,10 @@ pub struct ReconciliationAnswer {
 async fn reconciliation(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Query(params): Query<BTreeMap<String, String>>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> Result<Json<ReconciliationAnswer>, HttpError> {
     authenticate(&state, &headers)?;
+    let Query(params) = query.map_err(|e| HttpError::invalid("query", e.body_text()))?;
     if let Some(unknown) = params
         .keys()
         .find(|k| !matches!(k.as_str(), "from" | "to" | "agency"))
@@ -243,9 +263,10 @@ async fn refusals(
 async fn dossier(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<store::SyncRow>, HttpError> {
     authenticate(&state, &headers)?;
+    let Path(id) = id.map_err(|e| HttpError::invalid("id", e.body_text()))?;
     match store::sync_row(&state.pool, &id).await {
         Ok(Some(row)) => Ok(Json(row)),
         Ok(None) => Err(HttpError::new(
@@ -256,6 +277,15 @@ async fn dossier(
         )),
         Err(e) => Err(HttpError::unavailable(e)),
     }
+}
+
+/// The OpenAPI description of these routes; no token needed.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+        .into_response()
 }
 
 async fn healthz(State(state): State<HttpState>) -> Response {

@@ -18,6 +18,7 @@ pub mod applicant;
 pub mod client;
 pub mod consumer;
 pub mod http;
+pub mod openapi;
 pub mod sender;
 pub mod shapes;
 pub mod store;
@@ -378,47 +379,49 @@ fn register(
             ]
         },
     );
-    let s = stats.clone();
-    telemetry.gauge_fn(
-        "motcua_portal_consecutive_failures",
-        "requests to the portal that failed in a row (0 after any acknowledged one)",
-        move || i64::try_from(s.consecutive_failures.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+    use svc::metrics::{Sample, gauge_of};
+    telemetry.sampled(
+        stats.clone(),
+        &[
+            Sample::gauge(
+                "motcua_portal_consecutive_failures",
+                "requests to the portal that failed in a row (0 after any acknowledged one)",
+                |s| gauge_of(s.consecutive_failures.load(Ordering::Relaxed)),
+            ),
+            Sample::gauge(
+                "motcua_portal_pending_dossiers",
+                "dossiers the portal does not hold at their latest announced version",
+                |s| s.pending.load(Ordering::Relaxed),
+            ),
+            Sample::gauge(
+                "motcua_portal_refused_dossiers",
+                "dossiers whose latest version the portal refused (see GET /v1/refusals)",
+                |s| s.refused_dossiers.load(Ordering::Relaxed),
+            ),
+            Sample::gauge(
+                "motcua_portal_oldest_pending_seconds",
+                "age of the oldest change not yet acknowledged by the portal",
+                |s| s.oldest_pending_secs.load(Ordering::Relaxed),
+            ),
+            Sample::counter(
+                "motcua_portal_synced_turns",
+                "turns that brought a dossier up to date on the portal",
+                |s| s.synced.load(Ordering::Relaxed),
+            ),
+            Sample::counter(
+                "motcua_portal_late_turns",
+                "turns acknowledged later than portal.late_after_secs after their oldest event",
+                |s| s.late.load(Ordering::Relaxed),
+            ),
+        ],
     );
-    let s = stats.clone();
-    telemetry.gauge_fn(
-        "motcua_portal_pending_dossiers",
-        "dossiers the portal does not hold at their latest announced version",
-        move || s.pending.load(Ordering::Relaxed),
-    );
-    let s = stats.clone();
-    telemetry.gauge_fn(
-        "motcua_portal_refused_dossiers",
-        "dossiers whose latest version the portal refused (see GET /v1/refusals)",
-        move || s.refused_dossiers.load(Ordering::Relaxed),
-    );
-    let s = stats.clone();
-    telemetry.gauge_fn(
-        "motcua_portal_oldest_pending_seconds",
-        "age of the oldest change not yet acknowledged by the portal",
-        move || s.oldest_pending_secs.load(Ordering::Relaxed),
-    );
-    let s = stats.clone();
-    telemetry.counter_fn(
-        "motcua_portal_synced_turns",
-        "turns that brought a dossier up to date on the portal",
-        move || s.synced.load(Ordering::Relaxed),
-    );
-    let s = stats.clone();
-    telemetry.counter_fn(
-        "motcua_portal_late_turns",
-        "turns acknowledged later than portal.late_after_secs after their oldest event",
-        move || s.late.load(Ordering::Relaxed),
-    );
-    let p = position.clone();
-    telemetry.gauge_fn(
-        "motcua_portal_stream_position",
-        "the highest log position the feed noted",
-        move || p.load(Ordering::Relaxed),
+    telemetry.sampled(
+        position.clone(),
+        &[Sample::gauge(
+            "motcua_portal_stream_position",
+            "the highest log position the feed noted",
+            |p| p.load(Ordering::Relaxed),
+        )],
     );
     let s = stats.clone();
     telemetry.health_check("portal", move || {

@@ -4,6 +4,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /v1/warnings` | `ListDueSoonResponse` as its proto3 JSON mapping |
+//! | `GET /openapi.json` | the OpenAPI 3 description of this port ([`crate::openapi`]; no token) |
 //!
 //! Query parameters (each at most once; the proto field name or its lowerCamelCase JSON name):
 //! `agency_code`, `page_size`, `page_token`, as in `ListDueSoonRequest`. `Authorization: Bearer
@@ -42,11 +43,12 @@ const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 pub fn router(list: WarningList, cors_origins: &[HeaderValue]) -> Router {
     let router = Router::new()
         .route("/v1/warnings", get(warnings))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async {
             HttpError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such route: /v1/warnings",
+                "no such route: /v1/warnings, /openapi.json",
             )
         })
         .method_not_allowed_fallback(|| async {
@@ -88,6 +90,15 @@ pub fn cors_origins(origins: &[String]) -> Result<Vec<HeaderValue>, String> {
                 .map_err(|_| format!("processing.cors_origins: {o:?} is not a valid header value"))
         })
         .collect()
+}
+
+/// The OpenAPI description of this port; no token needed.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+        .into_response()
 }
 
 async fn warnings(

@@ -8,6 +8,7 @@
 //! with a clock they control.
 
 pub mod http;
+pub mod openapi;
 pub mod publish;
 pub mod service;
 mod warnings;
@@ -28,8 +29,8 @@ pub use warnings::{
     Warning, WarningList, list, list_query,
 };
 pub use watcher::{
-    CLOSE_NAMESPACE, MARK_LATE_NAMESPACE, TickReport, Watcher, WatcherConfig, WatcherError,
-    WatcherStatus, mark_late_event_id, migrate,
+    CLOSE_NAMESPACE, MARK_LATE_NAMESPACE, OutboxBacklog, TickReport, Watcher, WatcherConfig,
+    WatcherError, WatcherStatus, mark_late_event_id, migrate,
 };
 
 /// The `[processing]` section.
@@ -176,6 +177,7 @@ impl ProcessingApp {
         let ready = deps.prepare().await?;
         watcher::migrate(ready.write.log()).await?;
         let list = WarningList::new(ready.write.log().pool().clone(), ready.tokens.clone());
+        let clock = ready.clock.clone();
         let watcher = parts.watcher.map(|config| {
             let watcher = Watcher::new(ready.write.clone(), ready.clock.clone(), config);
             match parts.publisher {
@@ -194,12 +196,7 @@ impl ProcessingApp {
         Ok(match watcher {
             Some(watcher) => {
                 let status = watcher.status();
-                let marks = status.marks.clone();
-                app.telemetry().counter_fn(
-                    "motcua_watcher_marks",
-                    "late events the deadline watcher recorded",
-                    move || marks.load(std::sync::atomic::Ordering::Relaxed),
-                );
+                register_watcher(app.telemetry(), status.clone(), clock);
                 let failing = status.failing.clone();
                 app.telemetry().health_check("deadline watcher", move || {
                     match &*failing
@@ -218,6 +215,37 @@ impl ProcessingApp {
             None => app,
         })
     }
+}
+
+/// The watcher's metrics: its late marks and the early-warning outbox's backlog (rows, and the
+/// age of the oldest by the service's clock at the scrape).
+fn register_watcher(
+    telemetry: &svc::Telemetry,
+    status: watcher::WatcherStatus,
+    clock: std::sync::Arc<dyn svc::Clock>,
+) {
+    use std::sync::atomic::Ordering;
+    use svc::metrics::Sample;
+    telemetry.sampled(
+        (status, clock),
+        &[
+            Sample::counter(
+                "motcua_watcher_marks",
+                "late events the deadline watcher recorded",
+                |(s, _)| s.marks.load(Ordering::Relaxed),
+            ),
+            Sample::gauge(
+                "motcua_warning_outbox_rows",
+                "early-warning changes not yet published on NATS (deadline_warning_outbox, as of the last tick)",
+                |(s, _)| s.backlog.borrow().rows,
+            ),
+            Sample::gauge(
+                "motcua_warning_outbox_oldest_seconds",
+                "age of the oldest early-warning change not yet published on NATS (0: none)",
+                |(s, clock)| s.backlog.borrow().age_secs(clock.now()),
+            ),
+        ],
+    );
 }
 
 #[cfg(test)]

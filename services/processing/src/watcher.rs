@@ -275,12 +275,42 @@ pub struct Watcher {
 }
 
 /// What the watcher exposes to metrics and health (plain values, shared by its clones).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WatcherStatus {
     /// `late` events this watcher recorded (`motcua_watcher_marks_total`).
     pub marks: Arc<std::sync::atomic::AtomicU64>,
     /// Why the last tick failed, while it keeps failing (`None` after a tick that succeeded).
     pub failing: Arc<std::sync::Mutex<Option<String>>>,
+    /// The early-warning outbox as the last tick left it (`motcua_warning_outbox_*`).
+    pub backlog: Arc<tokio::sync::watch::Sender<OutboxBacklog>>,
+}
+
+impl Default for WatcherStatus {
+    fn default() -> Self {
+        WatcherStatus {
+            marks: Arc::default(),
+            failing: Arc::default(),
+            backlog: Arc::new(tokio::sync::watch::Sender::new(OutboxBacklog::default())),
+        }
+    }
+}
+
+/// The changes of the early warning not yet published on NATS (`deadline_warning_outbox`),
+/// read at the end of every tick, after publishing (also when publishing failed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    /// Rows left in the outbox.
+    pub rows: i64,
+    /// When the oldest of them was made (the watcher's clock; `None`: the outbox is empty).
+    pub oldest_at: Option<DateTime<Utc>>,
+}
+
+impl OutboxBacklog {
+    /// Seconds since the oldest unpublished change was made, at `now` (0 when none).
+    pub fn age_secs(&self, now: DateTime<Utc>) -> i64 {
+        self.oldest_at
+            .map_or(0, |at| (now - at).num_seconds().max(0))
+    }
 }
 
 impl Watcher {
@@ -424,10 +454,31 @@ impl Watcher {
             }
         }
         self.close_unsupplemented(now, stop, &mut report).await?;
-        if let Some(publisher) = &self.publisher {
-            report.published = publisher.publish_pending(pool).await?;
-        }
+        let published = match &self.publisher {
+            Some(publisher) => publisher.publish_pending(pool).await,
+            None => Ok(0),
+        };
+        // Also after a failed publication: that is when the backlog grows.
+        self.measure_backlog(pool).await;
+        report.published = published?;
         Ok(report)
+    }
+
+    /// Reads what is left in the outbox into [`WatcherStatus::backlog`]; on a database error the
+    /// last reading stays (its age keeps growing on the scrapes).
+    async fn measure_backlog(&self, pool: &sqlx::PgPool) {
+        let read: Result<(i64, Option<DateTime<Utc>>), sqlx::Error> =
+            sqlx::query_as("SELECT count(*), min(at) FROM deadline_warning_outbox")
+                .fetch_one(pool)
+                .await;
+        match read {
+            Ok((rows, oldest_at)) => {
+                self.status
+                    .backlog
+                    .send_replace(OutboxBacklog { rows, oldest_at });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the warnings outbox's backlog"),
+        }
     }
 
     /// What the read model's deadlines are computed with: the write path's calendar and

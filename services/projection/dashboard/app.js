@@ -524,15 +524,19 @@ function onControls(event) {
   refresh();
 }
 
+// The report as a file. CSV is for Excel: UTF-8 with a byte-order mark (so Excel reads it as
+// UTF-8 in any locale) and, on the Vietnamese page, the forms' Vietnamese headings.
 async function downloadReport(ext) {
+  const options = ext === 'csv' ? { bom: 'true', headings: state.lang === 'vi' ? 'vi' : 'ids' } : {};
   try {
-    await api.download(`/v1/reports/${state.form}.${ext}?${q(scope())}`, `${state.form}.${ext}`);
+    await api.download(`/v1/reports/${state.form}.${ext}?${q(scope(options))}`, `${state.form}.${ext}`);
   } catch (e) {
     $('error').textContent = e.message;
   }
 }
 
 function init() {
+  document.documentElement.classList.toggle('wall', state.wall);
   document.body.classList.toggle('wall', state.wall);
   applyWords();
   $('lang').addEventListener('click', () => {

@@ -345,41 +345,41 @@ fn register_status(
     telemetry: &svc::Telemetry,
     status: tokio::sync::watch::Receiver<ConsumerStatus>,
 ) {
-    let s = status.clone();
-    telemetry.gauge_fn(
-        "motcua_projection_stream_position",
-        "the highest log position of a stream message this instance received",
-        move || s.borrow().stream_position,
-    );
-    let s = status.clone();
-    telemetry.gauge_fn(
-        "motcua_projection_applied_position",
-        "the highest log position this instance applied and acknowledged",
-        move || s.borrow().applied_position,
-    );
-    let s = status.clone();
-    telemetry.gauge_fn(
-        "motcua_projection_failing_dossiers",
-        "dossiers whose apply failed and has not succeeded since (missing from the figures)",
-        move || i64::try_from(s.borrow().failing_dossiers).unwrap_or(i64::MAX),
-    );
-    let s = status.clone();
-    telemetry.counter_fn(
-        "motcua_projection_apply_failures",
-        "failed applies by this instance since it started",
-        move || s.borrow().apply_failures_total,
-    );
-    let s = status.clone();
-    telemetry.counter_fn(
-        "motcua_projection_batches",
-        "transactions of several dossiers committed by this instance since it started",
-        move || s.borrow().batches_total,
-    );
-    let s = status.clone();
-    telemetry.counter_fn(
-        "motcua_projection_batch_fallbacks",
-        "batches whose transaction failed, then applied one dossier at a time",
-        move || s.borrow().batch_fallbacks_total,
+    use svc::metrics::{Sample, gauge_of};
+    telemetry.sampled(
+        status.clone(),
+        &[
+            Sample::gauge(
+                "motcua_projection_stream_position",
+                "the highest log position of a stream message this instance received",
+                |s| s.borrow().stream_position,
+            ),
+            Sample::gauge(
+                "motcua_projection_applied_position",
+                "the highest log position this instance applied and acknowledged",
+                |s| s.borrow().applied_position,
+            ),
+            Sample::gauge(
+                "motcua_projection_failing_dossiers",
+                "dossiers whose apply failed and has not succeeded since (missing from the figures)",
+                |s| gauge_of(s.borrow().failing_dossiers),
+            ),
+            Sample::counter(
+                "motcua_projection_apply_failures",
+                "failed applies by this instance since it started",
+                |s| s.borrow().apply_failures_total,
+            ),
+            Sample::counter(
+                "motcua_projection_batches",
+                "transactions of several dossiers committed by this instance since it started",
+                |s| s.borrow().batches_total,
+            ),
+            Sample::counter(
+                "motcua_projection_batch_fallbacks",
+                "batches whose transaction failed, then applied one dossier at a time",
+                |s| s.borrow().batch_fallbacks_total,
+            ),
+        ],
     );
     telemetry.health_check("consumer", move || {
         let failing = status.borrow().failing_dossiers;

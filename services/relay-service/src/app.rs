@@ -62,35 +62,36 @@ pub fn app(relay: Relay, metrics: Listener) -> App {
 
 /// Exposes the relay's status as metrics and as a health check.
 pub fn register_status(telemetry: &svc::Telemetry, status: watch::Receiver<RelayStatus>) {
-    let s = status.clone();
-    telemetry.gauge_fn(
-        "motcua_relay_log_head_position",
-        "the event log's head position, as last read by the relay",
-        move || s.borrow().log_head,
-    );
-    let s = status.clone();
-    telemetry.gauge_fn(
-        "motcua_relay_published_position",
-        "the position of the last event known to be in the stream",
-        move || s.borrow().published,
-    );
-    let s = status.clone();
-    telemetry.gauge_fn(
-        "motcua_relay_stalled",
-        "1 while publication is stopped (stalled past stall_after, or diverged)",
-        move || i64::from(s.borrow().state.is_stalled()),
-    );
-    let s = status.clone();
-    telemetry.gauge_fn(
-        "motcua_relay_diverged",
-        "1 while the stream and the event log diverge (operator action needed)",
-        move || i64::from(s.borrow().state.is_diverged()),
-    );
-    let s = status.clone();
-    telemetry.counter_fn(
-        "motcua_relay_oversized_events",
-        "events published as placeholders because they did not fit in max_payload",
-        move || s.borrow().oversized_events,
+    use svc::metrics::Sample;
+    telemetry.sampled(
+        status.clone(),
+        &[
+            Sample::gauge(
+                "motcua_relay_log_head_position",
+                "the event log's head position, as last read by the relay",
+                |s| s.borrow().log_head,
+            ),
+            Sample::gauge(
+                "motcua_relay_published_position",
+                "the position of the last event known to be in the stream",
+                |s| s.borrow().published,
+            ),
+            Sample::gauge(
+                "motcua_relay_stalled",
+                "1 while publication is stopped (stalled past stall_after, or diverged)",
+                |s| i64::from(s.borrow().state.is_stalled()),
+            ),
+            Sample::gauge(
+                "motcua_relay_diverged",
+                "1 while the stream and the event log diverge (operator action needed)",
+                |s| i64::from(s.borrow().state.is_diverged()),
+            ),
+            Sample::counter(
+                "motcua_relay_oversized_events",
+                "events published as placeholders because they did not fit in max_payload",
+                |s| s.borrow().oversized_events,
+            ),
+        ],
     );
     telemetry.health_check("relay", move || {
         let status = status.borrow();

@@ -2,7 +2,9 @@
 //! fed through intake, the relay and JetStream: sign in, the figures equal the API's for the
 //! same query, drill down, a new dossier changes a figure without a reload, the early-warning
 //! panel lists what processing's `GET /v1/warnings` answers, the II.06a `.xlsx` downloaded
-//! through the page's button holds the API's figures, a screenshot.
+//! through the page's button holds the API's figures, its CSV (byte-order mark, Vietnamese
+//! headings) is the API's, the wall layout (`?wall`) fits 1920×1080 in larger type;
+//! screenshots of both layouts.
 
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use fantoccini::Locator;
 use projection::dashboard::DashboardConfig;
 use testkit::{TestDb, TestNats};
 use tests::browser::Browser;
+use tests::http::get_json;
 use tests::processing::{ManualClock, RunningProcessing, watcher};
 use tests::projection::RunningProjection;
 use tests::{
@@ -58,10 +61,7 @@ async fn receive(
 
 /// `GET /v1/indicators?{query}` as the API answers it (proto3 JSON).
 async fn api_indicators(http: std::net::SocketAddr, query: &str) -> serde_json::Value {
-    let (status, _, body) =
-        tests::projection::http_get(http, &format!("/v1/indicators?{query}"), Some(AUDITOR)).await;
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).expect("JSON")
+    get_json(http, &format!("/v1/indicators?{query}"), AUDITOR).await
 }
 
 /// An int64 of the proto3 JSON mapping: a string, absent when 0.
@@ -125,14 +125,25 @@ async fn shows_the_api_figures(browser: &Browser, http: std::net::SocketAddr, qu
         .await;
 }
 
-async fn submit(client: &fantoccini::Client) {
-    client
-        .find(Locator::Css("#controls button[type=submit]"))
+/// Where the indicator cards are and how large their type is, as the page lays them out now.
+async fn layout(browser: &Browser) -> serde_json::Value {
+    browser
+        .eval(
+            "const cards = [...document.querySelectorAll('#kpis .kpi')];
+             const boxes = cards.map((c) => c.getBoundingClientRect());
+             const size = (css) => parseFloat(getComputedStyle(document.querySelector(css)).fontSize);
+             return {
+               wall: document.body.classList.contains('wall'),
+               cards: cards.length,
+               bottom: Math.max(...boxes.map((b) => b.bottom)),
+               right: Math.max(...boxes.map((b) => b.right)),
+               scrollY: window.scrollY,
+               controls: getComputedStyle(document.getElementById('controls')).display,
+               valuePx: size('#kpi-S1 .value'),
+               labelPx: size('#kpi-S1 .label'),
+             };",
+        )
         .await
-        .expect("the controls' button")
-        .click()
-        .await
-        .expect("apply the controls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -198,13 +209,7 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
         .await
         .expect("the sign-in form");
     token.send_keys(AUDITOR).await.expect("type the token");
-    client
-        .find(Locator::Css("#signin-form button[type=submit]"))
-        .await
-        .expect("sign-in button")
-        .click()
-        .await
-        .expect("sign in");
+    browser.click("#signin-form button[type=submit]").await;
     assert!(
         !client
             .current_url()
@@ -219,10 +224,7 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
 
     // The early-warning panel: processing's list (its proto3 JSON), most urgent first, with
     // the responsible and holding agencies, the due time and the apology deadline.
-    let (status, _, body) =
-        tests::projection::http_get(warnings_addr, "/v1/warnings", Some(AUDITOR)).await;
-    assert_eq!(status, 200, "{body}");
-    let warned: pb::ListDueSoonResponse = serde_json::from_str(&body).expect("proto3 JSON");
+    let warned: pb::ListDueSoonResponse = get_json(warnings_addr, "/v1/warnings", AUDITOR).await;
     let ids: Vec<&str> = warned
         .warnings
         .iter()
@@ -254,10 +256,9 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
         .expect("picker");
     assert!(picker.is_displayed().await.expect("displayed?"));
     // A mark that a reload would lose.
-    client
-        .execute("window.notReloaded = true; return null;", vec![])
-        .await
-        .expect("mark the page");
+    browser
+        .eval("window.notReloaded = true; return null;")
+        .await;
 
     // Drill down: the district level, then its agency.
     client
@@ -304,10 +305,7 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
         .text_when("#kpi-S1 .value", WAIT, |t| t == vi_count(before + 1))
         .await;
     shows_the_api_figures(&browser, http, &agency).await;
-    let kept = client
-        .execute("return window.notReloaded === true;", vec![])
-        .await
-        .expect("read the mark");
+    let kept = browser.eval("return window.notReloaded === true;").await;
     assert_eq!(kept, serde_json::Value::Bool(true), "the page was reloaded");
 
     // The auditor's "as recorded at" picker: the same screen as it stood at `past`, the
@@ -321,7 +319,7 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
         .send_keys(&vn.format("%d/%m/%Y %H:%M:%S").to_string())
         .await
         .expect("type the instant");
-    submit(client).await;
+    browser.click("#controls button[type=submit]").await;
     browser
         .text_when("#kpi-S1 .value", SHOWN, |t| t == vi_count(before))
         .await;
@@ -335,62 +333,94 @@ async fn the_dashboard_shows_the_apis_figures_drills_down_and_updates_live() {
         "{banner}"
     );
     picker.clear().await.expect("clear the picker");
-    submit(client).await;
+    browser.click("#controls button[type=submit]").await;
     browser
         .text_when("#kpi-S1 .value", SHOWN, |t| t == vi_count(before + 1))
         .await;
 
     // The English switch: the same figures, English words.
-    client
-        .find(Locator::Css("#lang"))
-        .await
-        .expect("language switch")
-        .click()
-        .await
-        .expect("switch to English");
+    browser.click("#lang").await;
     browser
         .text_when("#drill-dim", SHOWN, |t| t == "Sector")
         .await;
-    client
-        .find(Locator::Css("#lang"))
-        .await
-        .expect("language switch")
-        .click()
-        .await
-        .expect("back to Vietnamese");
+    browser.click("#lang").await;
     browser
         .text_when("#drill-dim", SHOWN, |t| t == "Lĩnh vực")
         .await;
 
     // Back to the province for the screenshot.
-    client
-        .find(Locator::Css("#crumbs button"))
-        .await
-        .expect("the province crumb")
-        .click()
-        .await
-        .expect("back to the province");
+    browser.click("#crumbs button").await;
     shows_the_api_figures(&browser, http, PERIOD).await;
 
     // The report's Excel button: the II.06a workbook of the screen's query, its cells the
     // API's JSON answer for the same query.
-    client
-        .find(Locator::Css("#download-xlsx"))
-        .await
-        .expect("the Excel button")
-        .click()
-        .await
-        .expect("download the workbook");
+    browser.click("#download-xlsx").await;
     let (name, xlsx) = browser.downloaded("xlsx", SHOWN).await;
     assert_eq!(name, "ii06a_2024-04-01_2024-05-01.xlsx");
-    let (status, _, body) =
-        tests::projection::http_get(http, &format!("/v1/reports/ii06a?{PERIOD}"), Some(AUDITOR))
-            .await;
-    assert_eq!(status, 200, "{body}");
-    let report: pb::Report = serde_json::from_str(&body).expect("proto3 JSON");
+    let report: pb::Report = get_json(http, &format!("/v1/reports/ii06a?{PERIOD}"), AUDITOR).await;
     tests::projection::assert_ii06a_workbook(&xlsx, &report);
 
+    // The CSV button: the same form as a file for Excel, UTF-8 with a byte-order mark and the
+    // form's Vietnamese headings (the page is in Vietnamese), byte for byte what the API
+    // answers for the same query with those options.
+    browser.click("#download-csv").await;
+    let (name, csv) = browser.downloaded("csv", SHOWN).await;
+    assert_eq!(name, "ii06a_2024-04-01_2024-05-01.csv");
+    let api_csv = tests::http::get(
+        http,
+        &format!("/v1/reports/ii06a.csv?{PERIOD}&bom=true&headings=vi"),
+        Some(AUDITOR),
+    )
+    .await;
+    assert_eq!(api_csv.status, 200, "{}", api_csv.text());
+    assert!(csv.starts_with(b"\xEF\xBB\xBF"), "no byte-order mark");
+    let text = String::from_utf8(csv[3..].to_vec()).expect("UTF-8");
+    assert!(text.contains("Tổng cộng"), "{text}");
+    let ids = tests::http::get(
+        http,
+        &format!("/v1/reports/ii06a.csv?{PERIOD}"),
+        Some(AUDITOR),
+    )
+    .await
+    .text();
+    assert_ne!(
+        text.lines().next(),
+        ids.lines().next(),
+        "the ASCII column ids, not the headings"
+    );
+    assert_eq!(csv, api_csv.body, "the page's CSV is the API's");
+
     let shot = browser.screenshot("dashboard").await;
+    assert!(std::fs::metadata(&shot).expect("screenshot saved").len() > 10_000);
+    let laptop = layout(&browser).await;
+
+    // The wall screen (`?wall`) at 1920×1080: the same figures; every indicator card within
+    // the screen without scrolling, the controls and detail tables left out, the figures in a
+    // larger type than on the laptop layout.
+    browser.viewport(1920, 1080).await;
+    client
+        .goto(&format!("http://{http}/dashboard/?wall&{PERIOD}"))
+        .await
+        .expect("open the wall screen");
+    shows_the_api_figures(&browser, http, PERIOD).await;
+    let wall = layout(&browser).await;
+    assert_eq!(wall["wall"], true, "{wall}");
+    assert_eq!(wall["cards"], laptop["cards"], "{wall} {laptop}");
+    assert!(wall["cards"].as_u64().expect("cards") >= 10, "{wall}");
+    assert!(
+        wall["bottom"].as_f64().expect("bottom") <= 1080.0
+            && wall["right"].as_f64().expect("right") <= 1920.0,
+        "cards beyond the screen: {wall}"
+    );
+    assert_eq!(wall["scrollY"], 0, "{wall}");
+    assert_eq!(wall["controls"], "none", "{wall}");
+    let px = |v: &serde_json::Value, key: &str| v[key].as_f64().expect("a size");
+    assert!(
+        px(&wall, "valuePx") >= 1.5 * px(&laptop, "valuePx")
+            && px(&wall, "labelPx") > px(&laptop, "labelPx"),
+        "wall {wall} vs laptop {laptop}"
+    );
+    let shot = browser.screenshot("dashboard-wall").await;
     assert!(std::fs::metadata(&shot).expect("screenshot saved").len() > 10_000);
 
     browser.close().await;

@@ -8,6 +8,7 @@ mod intake_import;
 mod limits;
 mod metric_names;
 mod model;
+mod openapi;
 mod operations;
 mod payment;
 mod personal_data;

@@ -221,6 +221,8 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported_by_a_service(
     };
     for (service, name) in [
         ("processing", "motcua_watcher_marks_total"),
+        ("processing", "motcua_warning_outbox_rows"),
+        ("processing", "motcua_warning_outbox_oldest_seconds"),
         ("relay", "motcua_relay_stalled"),
         ("relay", "motcua_relay_oversized_events_total"),
         ("projection", "motcua_projection_failing_dossiers"),

@@ -75,8 +75,11 @@ impl World {
     }
 
     async fn get(&self, sync: &RunningPortalSync, path: &str) -> (u16, Value) {
-        let (status, body) = get_authed(sync.http_addr, path).await;
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        let answer = tests::http::get(sync.http_addr, path, Some(tests::AUDITOR)).await;
+        (
+            answer.status,
+            serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -91,26 +94,6 @@ async fn wait_row(log: &EventLog, id: &str, version: usize) -> (i32, i32) {
             .then_some((row.record_version, row.progress_version))
     })
     .await
-}
-
-async fn get_authed(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        tests::AUDITOR
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.expect("read");
-    let text = String::from_utf8(answer).expect("utf-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("headers");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
-    (status, body.to_owned())
 }
 
 fn text(s: &str) -> Text {

@@ -28,37 +28,16 @@ use tonic::Code;
 
 const DASHBOARD: &str = "http://127.0.0.1:8055";
 
-/// A raw HTTP/1.1 request: status, headers (lower-case names), body.
+/// A raw HTTP/1.1 request ([`tests::http::request`]): status, headers (lower-case names), body.
 async fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, BTreeMap<String, String>, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read");
-    let raw = String::from_utf8(raw).expect("utf-8");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("headers end");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    (status, headers, body.to_owned())
+    let answer = tests::http::request(addr, method, path, headers, None).await;
+    let text = answer.text();
+    (answer.status, answer.headers.into_iter().collect(), text)
 }
 
 struct World {
@@ -779,4 +758,105 @@ async fn the_apology_notice_unit_moves_the_warning_and_an_offline_resolution_wit
         "the late mark no longer stands"
     );
     processing.stop().await;
+}
+
+/// `motcua_warning_outbox_rows` and `…_oldest_seconds` on processing's `/metrics`: 0 while every
+/// change reaches NATS; while publication fails (another stream holds the warnings' subjects, so
+/// the warnings' stream cannot be made) the raised warning waits in the outbox, counted, and its
+/// age follows the service's clock at each scrape; once publication works again, 0 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_warnings_outbox_backlog_is_exported_while_publication_fails() {
+    use async_nats::jetstream::stream;
+    let db = TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    let intake = RunningIntake::start(log.clone()).await;
+    let nats = TestNats::new().await;
+    let js = nats.jetstream();
+    let blocker = format!("{}_BLOCKS_WARNINGS", nats.stream);
+    js.create_stream(stream::Config {
+        name: blocker.clone(),
+        subjects: vec![format!("{}-warnings.>", nats.prefix)],
+        ..Default::default()
+    })
+    .await
+    .expect("the blocking stream");
+    let clock = ManualClock::new(local(2024, 4, 22, 9, 0));
+    let mut deps = svc::ServiceDeps::for_tests(log.clone(), tests::processing::processing_tokens());
+    deps.clock = clock.clone();
+    let app = processing::ProcessingApp::build_parts(
+        deps,
+        processing::Parts {
+            watcher: Some(processing::WatcherConfig {
+                interval: Duration::from_millis(100),
+                ..processing::WatcherConfig::default()
+            }),
+            publisher: Some(warning_publisher(&nats)),
+            http: None,
+        },
+    )
+    .await
+    .expect("processing builds")
+    .metrics(
+        svc::Listener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind"),
+    );
+    let metrics = app.metrics_addr().expect("metrics");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(stop.clone()));
+    let backlog = || async move {
+        let (status, text) = testkit::http::get(metrics, "/metrics")
+            .await
+            .expect("scrape");
+        assert_eq!(status, 200, "{text}");
+        let read = |name| testkit::http::sample(&text, name, "").unwrap_or(-1.0);
+        (
+            read("motcua_warning_outbox_rows"),
+            read("motcua_warning_outbox_oldest_seconds"),
+        )
+    };
+    let wait_for = |want: (f64, f64), what: &'static str| async move {
+        tests::eventually_some(what, Duration::from_secs(30), || async {
+            (backlog().await == want).then_some(())
+        })
+        .await;
+    };
+
+    // Received Monday 09:00 with three working days: warned from Wednesday 09:00.
+    intake
+        .client()
+        .await
+        .receive_dossier(authed(
+            COUNTER_DISTRICT,
+            receive_days("HS-OB-1", local(2024, 4, 22, 9, 0), 3),
+        ))
+        .await
+        .expect("receive");
+    wait_for((0.0, 0.0), "an empty outbox").await;
+
+    // Wednesday 09:00: the warning is raised and cannot be published.
+    clock.set(local(2024, 4, 24, 9, 0));
+    wait_for((1.0, 0.0), "one change waiting").await;
+    let (code, health) = testkit::http::get(metrics, "/healthz")
+        .await
+        .expect("health");
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("publishing early warnings"), "{health}");
+    // Ten minutes later by the service's clock: the change is ten minutes old.
+    clock.advance(chrono::Duration::minutes(10));
+    wait_for((1.0, 600.0), "a ten-minute-old change").await;
+
+    // The subjects freed: the next tick publishes it and the outbox is empty again.
+    js.delete_stream(&blocker).await.expect("drop the blocker");
+    wait_for((0.0, 0.0), "the change published").await;
+    let (code, _) = testkit::http::get(metrics, "/healthz")
+        .await
+        .expect("health");
+    assert_eq!(code, 200);
+    stop.cancel();
+    task.await.expect("join").expect("processing stops");
+    js.delete_stream(processing::publish::stream_name(&nats.stream))
+        .await
+        .ok();
+    intake.stop().await;
 }
