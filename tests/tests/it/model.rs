@@ -258,35 +258,38 @@ fn model_reforms() -> Vec<oracle::Reform> {
         .collect()
 }
 
-/// The structure as an administrator publishes it.
-fn model_structure_file() -> stats::StructureFile {
-    let mut file = stats::StructureFile::default();
-    let code = |c: &str| domain::AgencyCode::parse(c).expect("an agency code");
+/// The structure as an administrator publishes it (`PublishAgencyStructure`).
+fn model_structure_request() -> pb::PublishAgencyStructureRequest {
+    let mut r = pb::PublishAgencyStructureRequest::default();
+    let level = |l: domain::Level| svc::convert::pb_level(l) as i32;
     for f in model_structure() {
         match f {
-            Fact::Agency(c, name, level) => file.agency.push(stats::AgencyDecl {
-                code: code(c),
+            Fact::Agency(code, name, l) => r.agencies.push(pb::AgencyDeclaration {
+                code: code.to_owned(),
                 name: name.to_owned(),
-                level,
+                level: level(l),
             }),
-            Fact::Change(agency, from, kind, successor, level) => {
-                file.change.push(stats::AgencyChange {
-                    agency: code(agency),
-                    from,
-                    kind,
-                    successor: successor.map(code),
-                    level,
-                    source: "model test".to_owned(),
-                })
-            }
-            Fact::Abolished(level, from) => file.level_abolished.push(stats::LevelAbolition {
-                level,
-                from,
+            Fact::Change(agency, from, kind, successor, l) => r.changes.push(pb::AgencyChange {
+                agency: agency.to_owned(),
+                from: from.to_string(),
+                kind: match kind {
+                    stats::ChangeKind::Merged => pb::AgencyChangeKind::Merged,
+                    stats::ChangeKind::Renamed => pb::AgencyChangeKind::Renamed,
+                    stats::ChangeKind::Dissolved => pb::AgencyChangeKind::Dissolved,
+                    stats::ChangeKind::Level => pb::AgencyChangeKind::Level,
+                } as i32,
+                successor: successor.unwrap_or_default().to_owned(),
+                level: l.map_or(pb::Level::Unspecified as i32, level),
+                source: "model test".to_owned(),
+            }),
+            Fact::Abolished(l, from) => r.levels_abolished.push(pb::LevelAbolition {
+                level: level(l),
+                from: from.to_string(),
                 source: "model test".to_owned(),
             }),
         }
     }
-    file
+    r
 }
 
 /// The applicant of about half the received dossiers, with an identity document fitting its
@@ -1515,7 +1518,10 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
         RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "model").await;
     // The agency structure the dossiers live through (merges, a rename, a dissolution, a level
     // change and the district level abolished, inside the periods checked).
-    projection::structure::publish(log.pool(), &model_structure_file(), "model")
+    projection
+        .structure_client()
+        .await
+        .publish_agency_structure(authed(ADMIN, model_structure_request()))
         .await
         .expect("the model's structure is published");
 
