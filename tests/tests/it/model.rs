@@ -19,6 +19,15 @@
 //! dossier's due times, pauses and closings are recomputed minute by minute by
 //! `oracle::rule_violations`.
 //!
+//! Four agencies receive (a province agency, two districts, a commune). An administrator
+//! publishes, through `AgencyStructureService`, a reform dated inside the periods checked: the
+//! second district merged into the first, the commune renamed then dissolved into the province,
+//! the first district becoming a commune and the district level abolished. Every figure and
+//! form is checked in the structure of its time, mid-reform and "today" against the oracle's own
+//! mapping (`oracle::counted_under`): the totals are the same in all three, and today's Biểu mẫu
+//! 3 has no district row. The 766 scorecard is checked per agency and per procedure, its average
+//! processing time against `oracle::processing_minutes`.
+//!
 //! The seed is printed; `MODEL_SEED=<n>` replays a failure.
 
 use std::collections::{BTreeMap, BTreeSet};
