@@ -1162,7 +1162,7 @@ async fn check_in(
             let context = format!("[{from}, {to}) by {group_by:?} as of {at:?} in {view:?}");
             assert_eq!(answer.total, Some(expected_indicators(&all)), "{context}");
             if group_by.is_empty() {
-                totals.push(answer.total.clone());
+                totals.push(answer.total);
             }
             assert_eq!(
                 targets_of(&answer.targets),
