@@ -199,14 +199,48 @@ enum Fact {
     Abolished(domain::Level, NaiveDate),
 }
 
-/// The reform the model's dossiers live through, on dates inside the periods checked: the
-/// second district merged into the first (15 May 2024), the commune renamed (1 June), the
-/// district level abolished and the first district becoming a commune (1 July: the two-tier
-/// reform in miniature), the renamed commune dissolved into the province (1 September). Every
-/// receiving agency is touched; a dossier keeps the agency and level that received it.
+/// When the model's reform takes effect: drawn from the seed once, at the start of the test
+/// (the only test of this binary that reads it).
+#[derive(Debug, Clone, Copy)]
+struct ReformDates {
+    merge: NaiveDate,
+    rename: NaiveDate,
+    two_tier: NaiveDate,
+    dissolution: NaiveDate,
+}
+
+static REFORM: std::sync::OnceLock<ReformDates> = std::sync::OnceLock::new();
+
+/// Dates inside the periods checked, sometimes on a period's edge: the merge between 20 April
+/// and 31 May 2024, the rename up to 20 days later, the two-tier reform between 10 June and
+/// 15 July (after the rename), the dissolution up to 60 days after it.
+fn draw_reform(rng: &mut Rng) -> ReformDates {
+    let days = |n: u64| chrono::Days::new(n);
+    let merge = day(2024, 4, 20) + days(rng.below(42));
+    let rename = merge + days(1 + rng.below(20));
+    let two_tier = (day(2024, 6, 10) + days(rng.below(36))).max(rename + days(1));
+    let dissolution = two_tier + days(1 + rng.below(60));
+    ReformDates {
+        merge,
+        rename,
+        two_tier,
+        dissolution,
+    }
+}
+
+fn reform() -> ReformDates {
+    *REFORM.get().expect("drawn at the start of the model test")
+}
+
+/// The reform the model's dossiers live through ([`ReformDates`]): the second district merged
+/// into the first, the commune renamed, the district level abolished and the first district
+/// becoming a commune (the two-tier reform in miniature), the renamed commune dissolved into
+/// the province. Every receiving agency is touched; a dossier keeps the agency and level that
+/// received it.
 fn model_structure() -> Vec<Fact> {
     use domain::Level::{Commune, District, Province};
     use stats::ChangeKind::{Dissolved, Level, Merged, Renamed};
+    let dates = reform();
     vec![
         Fact::Agency(
             PROVINCE_AGENCY,
@@ -219,23 +253,23 @@ fn model_structure() -> Vec<Fact> {
         Fact::Agency(RENAMED_COMMUNE, "UBND phường Mẫu", Commune),
         Fact::Change(
             DISTRICT_AGENCY_2,
-            day(2024, 5, 15),
+            dates.merge,
             Merged,
             Some(DISTRICT_AGENCY),
             None,
         ),
         Fact::Change(
             COMMUNE_AGENCY,
-            day(2024, 6, 1),
+            dates.rename,
             Renamed,
             Some(RENAMED_COMMUNE),
             None,
         ),
-        Fact::Change(DISTRICT_AGENCY, day(2024, 7, 1), Level, None, Some(Commune)),
-        Fact::Abolished(District, day(2024, 7, 1)),
+        Fact::Change(DISTRICT_AGENCY, dates.two_tier, Level, None, Some(Commune)),
+        Fact::Abolished(District, dates.two_tier),
         Fact::Change(
             RENAMED_COMMUNE,
-            day(2024, 9, 1),
+            dates.dissolution,
             Dissolved,
             Some(PROVINCE_AGENCY),
             None,
@@ -982,10 +1016,10 @@ fn ii06a_counts(i: &Indicators) -> Vec<pb::Cell> {
 }
 
 /// The agency structure of every date asked: `None` (each dossier under the agency and level
-/// that received it), a date between the merge and the reform (districts merged, the commune
-/// renamed), and "today" (two tiers: no district left).
+/// that received it), the day of the rename (districts merged, the commune renamed that very
+/// day), and "today" (two tiers: no district left).
 fn views() -> [Option<NaiveDate>; 3] {
-    [None, Some(day(2024, 6, 15)), Some(TODAY)]
+    [None, Some(reform().rename), Some(TODAY)]
 }
 
 /// The value of dimension `g` of a dossier received with `p`, in the structure of `view`.
@@ -1501,6 +1535,8 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
         });
     eprintln!("model test seed: MODEL_SEED={seed}");
     let mut rng = Rng::new(seed);
+    let dates = *REFORM.get_or_init(|| draw_reform(&mut rng));
+    eprintln!("agency reform: {dates:?}");
 
     let db = TestDb::new().await;
     let log = EventLog::from_pool(db.pool.clone());
