@@ -290,6 +290,28 @@ impl AgencyStructure {
                 }
             }
         }
+        // An agency merged, renamed or dissolved has ended: a later change may only name a new
+        // successor (a correction); anything else (its level, a dissolution without successor)
+        // would silently take its history back from the successor.
+        for list in s.changes.values() {
+            let ended = list.iter().find(|c| c.kind != ChangeKind::Level);
+            if let Some(end) = ended
+                && let Some(c) = list
+                    .iter()
+                    .find(|c| c.from > end.from && c.successor.is_none())
+            {
+                return Err(StructureError::BadChange {
+                    agency: c.agency.clone(),
+                    from: c.from,
+                    field: "kind",
+                    message: format!(
+                        "{} ended on {} ({:?}): a later change may only name a new successor; \
+                         change the successor's level instead",
+                        c.agency, end.from, end.kind
+                    ),
+                });
+            }
+        }
         // The successor graph can only change at a change's date: checking there covers all.
         let dates: BTreeSet<NaiveDate> = s.changes.values().flatten().map(|c| c.from).collect();
         for date in dates {

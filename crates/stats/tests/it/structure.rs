@@ -440,6 +440,42 @@ fn refusals_name_the_entry_and_the_field_at_fault() {
         change(A1, "2025-07-01", "level", "")
     ));
     assert_eq!(field_of(&e), "level", "{e}");
+    // A level change of an agency after its merge would take its history back: refused;
+    // a correction naming a new successor is a later change, accepted.
+    let merged_then = |rest: &str| {
+        format!(
+            "{}{}{}{}{rest}",
+            decl(A1, "a"),
+            decl(A2, "b"),
+            decl(MERGED, "m"),
+            change(
+                A1,
+                "2025-07-01",
+                "merged",
+                &format!("successor = \"{A2}\"\n")
+            ),
+        )
+    };
+    let e = refused(&merged_then(&change(
+        A1,
+        "2025-08-01",
+        "level",
+        "level = \"province\"\n",
+    )));
+    assert_eq!(field_of(&e), "kind", "{e}");
+    let corrected: StructureFile = toml::from_str(&merged_then(&change(
+        A1,
+        "2025-08-01",
+        "merged",
+        &format!("successor = \"{MERGED}\"\n"),
+    )))
+    .unwrap();
+    let s = AgencyStructure::new(&corrected.entries()).expect("a correction is a later change");
+    assert_eq!(
+        s.successor_at(Level::Commune, &agency(A1), date(2025, 8, 1))
+            .1,
+        agency(MERGED)
+    );
     // An empty name.
     let e = refused(&decl(A1, " "));
     assert_eq!(field_of(&e), "name", "{e}");
