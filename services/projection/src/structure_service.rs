@@ -368,3 +368,11 @@ impl AgencyStructureService for AgencyStructureRpc {
         Ok(Response::new(structure_at(&structure, &recorded, day)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn structure_dates_span_the_years_of_every_api_date() {
+        assert_eq!(stats::DATE_YEARS, svc::status::SUPPORTED_YEARS);
+    }
+}
