@@ -34,6 +34,9 @@ pub const ERASURE_ADMIN: &str = "test-erasure-admin";
 pub const ADMIN: &str = "test-admin";
 pub const PROVINCE_AGENCY: &str = "000.00.01.H40";
 pub const DISTRICT_AGENCY: &str = "000.00.12.H40";
+/// A second district's counter (the model test merges its district into the first).
+pub const COUNTER_DISTRICT_2: &str = "test-counter-district-2"; // agency 000.00.13.H40
+pub const DISTRICT_AGENCY_2: &str = "000.00.13.H40";
 
 pub fn test_tokens() -> Tokens {
     let mut tokens = Tokens::default();
@@ -59,6 +62,25 @@ pub fn test_tokens() -> Tokens {
             "district counter",
             Some(DISTRICT_AGENCY),
             Some(domain::Level::District),
+            Role::Counter,
+        ),
+    );
+    tokens.insert(
+        COUNTER_DISTRICT_2,
+        principal(
+            "second district counter",
+            Some(DISTRICT_AGENCY_2),
+            Some(domain::Level::District),
+            Role::Counter,
+        ),
+    );
+    // The commune counter of `processing` (which adds it for transfers) also receives.
+    tokens.insert(
+        processing::COUNTER_COMMUNE,
+        principal(
+            "commune counter",
+            Some(processing::COMMUNE_AGENCY),
+            Some(domain::Level::Commune),
             Role::Counter,
         ),
     );

@@ -107,6 +107,18 @@ impl RunningProjection {
             .expect("connect to projection")
     }
 
+    /// The agency structure's administration, served on the same port.
+    pub async fn structure_client(
+        &self,
+    ) -> api::v1::agency_structure_service_client::AgencyStructureServiceClient<Channel> {
+        api::v1::agency_structure_service_client::AgencyStructureServiceClient::connect(format!(
+            "http://{}",
+            self.addr
+        ))
+        .await
+        .expect("connect to the agency structure")
+    }
+
     /// `GetIndicators` for `[from, to)` with an auditor token and no filter: the total.
     pub async fn indicators(&self, from: NaiveDate, to: NaiveDate) -> pb::Indicators {
         self.client()

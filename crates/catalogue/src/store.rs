@@ -88,6 +88,21 @@ impl Catalogue {
         row.map(decode).transpose()
     }
 
+    /// The version numbered `version` (a `received` event names the one it used), if stored.
+    pub async fn version(&self, version: u64) -> Result<Option<ProcedureVersion>, StoreError> {
+        let Ok(number) = i64::try_from(version) else {
+            return Ok(None);
+        };
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT version, definition, recorded_by, recorded_at FROM procedure_versions \
+             WHERE version = $1",
+        )
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(decode).transpose()
+    }
+
     /// Every version, in publication order (for operators and tests).
     pub async fn history(&self) -> Result<Vec<ProcedureVersion>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(

@@ -7,8 +7,10 @@
 //! Deliberately slow and simple: every figure re-scans every dossier's events.
 
 mod rules;
+pub mod structure;
 
 pub use rules::rule_violations;
+pub use structure::{Reform, counted_under, level_exists};
 
 use calendar::Timeliness;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -386,6 +388,39 @@ pub fn indicators(
     };
     let progress_766 = r(n.in_time_766 + n.end[3], n.resolved + n.end[0]);
     (indicators, progress_766)
+}
+
+/// The average processing time the 766 scorecard reports (README, "The 766 index in points"):
+/// over the dossiers `keep` keeps that were resolved in `[from, to)`, how many, and the whole
+/// minutes from reception to resolution (business times, the calendar's clock, not working
+/// time; the seconds of each dossier dropped) added up. The mean in hours is
+/// `minutes / 60 / count`.
+pub fn processing_minutes(
+    dossiers: &[Vec<Event>],
+    from: NaiveDate,
+    to: NaiveDate,
+    keep: impl Fn(&Profile) -> bool,
+) -> (i64, i64) {
+    let mut count = 0;
+    let mut minutes = 0;
+    for events in dossiers {
+        let DossierEvent::Received { profile, .. } = &events[0].body else {
+            continue;
+        };
+        if !keep(profile) {
+            continue;
+        }
+        if let Some((resolved_at, _)) = resolution(events) {
+            let day = day_of(resolved_at);
+            if from <= day && day < to {
+                count += 1;
+                minutes += (resolved_at - events[0].occurred_at)
+                    .num_seconds()
+                    .div_euclid(60);
+            }
+        }
+    }
+    (count, minutes)
 }
 
 /// The 766 points (hundredths) of the sub-indicators the events give, recomputed plainly from

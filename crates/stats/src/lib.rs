@@ -46,8 +46,9 @@ pub use crate::indicators::{
 pub use crate::metric::{Metric, MetricKind, Slice};
 pub use crate::query::{Dimension, GroupKey, Query, SliceFilter};
 pub use crate::structure::{
-    AgencyChange, AgencyDecl, AgencyStructure, ChangeKind, InStructure, LevelAbolition,
-    StructureEntry, StructureError, StructureFile,
+    AgencyChange, AgencyDecl, AgencyStructure, ChangeKind, DATE_YEARS, InStructure, LevelAbolition,
+    MAX_ENTRIES_PER_PUBLICATION, MAX_NAME_CHARS, MAX_SOURCE_CHARS, StructureEntry, StructureError,
+    StructureFile,
 };
 pub use crate::totals::{Aggregates, Totals};
 

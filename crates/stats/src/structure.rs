@@ -116,19 +116,51 @@ impl StructureFile {
     }
 }
 
-/// Why a set of entries is not a structure.
+/// The years a structure's dates may fall in: those of every date of the API
+/// (`svc::status::SUPPORTED_YEARS`).
+pub const DATE_YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
+/// Longest agency name, in characters.
+pub const MAX_NAME_CHARS: usize = 500;
+/// Longest `source` (the legal act behind a change), in characters.
+pub const MAX_SOURCE_CHARS: usize = 2000;
+/// Most entries in one publication (file or administrator RPC).
+pub const MAX_ENTRIES_PER_PUBLICATION: usize = 1000;
+
+/// Why a set of entries is not a structure. Each names the entry ([`StructureEntry::key`]) and,
+/// where one field is at fault, that field, so an RPC can point at it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StructureError {
     #[error("{0} is given twice with different content: an entry is never rewritten")]
     Contradiction(String),
-    #[error("change of {agency} from {from}: {message}")]
+    #[error("change of {agency} from {from}, {field}: {message}")]
     BadChange {
         agency: AgencyCode,
         from: NaiveDate,
+        /// The field at fault: `kind`, `successor`, `level`, `from`, `source`.
+        field: &'static str,
         message: String,
     },
-    #[error("agency {0} is its own successor through a chain of changes at {1}")]
-    Cycle(AgencyCode, NaiveDate),
+    #[error("{key}, {field}: {message}")]
+    BadEntry {
+        /// [`StructureEntry::key`] of the entry.
+        key: String,
+        /// `name`, `from`, `source`.
+        field: &'static str,
+        message: String,
+    },
+    #[error(
+        "agencies {} succeed one another in a circle from {date}: none would count anywhere",
+        agencies.iter().map(AgencyCode::as_str).collect::<Vec<_>>().join(" → ")
+    )]
+    Cycle {
+        /// The agencies on the circle, each succeeded by the next and the last by the first.
+        agencies: Vec<AgencyCode>,
+        date: NaiveDate,
+    },
+}
+
+fn date_in_range(date: NaiveDate) -> bool {
+    DATE_YEARS.contains(&chrono::Datelike::year(&date))
 }
 
 /// The validated structure: agencies, their changes by date, the abolished levels.
@@ -175,42 +207,144 @@ impl AgencyStructure {
         for list in s.changes.values_mut() {
             list.sort_by_key(|c| c.from);
         }
+        for a in s.agencies.values() {
+            let chars = a.name.trim().chars().count();
+            if chars == 0 || chars > MAX_NAME_CHARS {
+                return Err(StructureError::BadEntry {
+                    key: StructureEntry::Agency(a.clone()).key(),
+                    field: "name",
+                    message: format!("1 to {MAX_NAME_CHARS} characters"),
+                });
+            }
+        }
+        for (level, from) in &s.abolished {
+            let entry = |field, message: String| StructureError::BadEntry {
+                key: format!("level {} abolished", level.as_str()),
+                field,
+                message,
+            };
+            if !date_in_range(*from) {
+                return Err(entry("from", years_message()));
+            }
+        }
+        for e in seen.values() {
+            if let StructureEntry::LevelAbolished(l) = e
+                && l.source.chars().count() > MAX_SOURCE_CHARS
+            {
+                return Err(StructureError::BadEntry {
+                    key: e.key(),
+                    field: "source",
+                    message: format!("at most {MAX_SOURCE_CHARS} characters"),
+                });
+            }
+        }
         for c in s.changes.values().flatten() {
-            let bad = |message: &str| StructureError::BadChange {
+            let bad = |field: &'static str, message: &str| StructureError::BadChange {
                 agency: c.agency.clone(),
                 from: c.from,
+                field,
                 message: message.to_owned(),
             };
+            if !date_in_range(c.from) {
+                return Err(bad("from", &years_message()));
+            }
+            if c.source.chars().count() > MAX_SOURCE_CHARS {
+                return Err(bad(
+                    "source",
+                    &format!("at most {MAX_SOURCE_CHARS} characters"),
+                ));
+            }
             match (c.kind, &c.successor, c.level) {
                 (ChangeKind::Merged | ChangeKind::Renamed, None, _) => {
-                    return Err(bad("a merge or a rename names its successor"));
+                    return Err(bad("successor", "a merge or a rename names its successor"));
                 }
-                (ChangeKind::Level, _, None) => return Err(bad("a level change names the level")),
+                (ChangeKind::Level, _, None) => {
+                    return Err(bad("level", "a level change names the level"));
+                }
                 (ChangeKind::Level, Some(_), _) => {
-                    return Err(bad("a level change keeps the code: no successor"));
+                    return Err(bad(
+                        "successor",
+                        "a level change keeps the code: no successor",
+                    ));
+                }
+                (ChangeKind::Merged | ChangeKind::Renamed | ChangeKind::Dissolved, _, Some(_)) => {
+                    return Err(bad(
+                        "level",
+                        "only a level change names a level (a successor keeps its own)",
+                    ));
                 }
                 _ => {}
             }
             if let Some(successor) = &c.successor {
                 if !s.agencies.contains_key(successor) {
-                    return Err(bad(&format!(
-                        "successor {successor} is not declared: add an [[agency]] for it"
-                    )));
+                    return Err(bad(
+                        "successor",
+                        &format!("successor {successor} is not declared: add an [[agency]] for it"),
+                    ));
                 }
                 if *successor == c.agency {
-                    return Err(StructureError::Cycle(c.agency.clone(), c.from));
+                    return Err(StructureError::Cycle {
+                        agencies: vec![c.agency.clone()],
+                        date: c.from,
+                    });
                 }
+            }
+        }
+        // An agency merged, renamed or dissolved has ended: a later change may only name a new
+        // successor (a correction); anything else (its level, a dissolution without successor)
+        // would silently take its history back from the successor.
+        for list in s.changes.values() {
+            let ended = list.iter().find(|c| c.kind != ChangeKind::Level);
+            if let Some(end) = ended
+                && let Some(c) = list
+                    .iter()
+                    .find(|c| c.from > end.from && c.successor.is_none())
+            {
+                return Err(StructureError::BadChange {
+                    agency: c.agency.clone(),
+                    from: c.from,
+                    field: "kind",
+                    message: format!(
+                        "{} ended on {} ({:?}): a later change may only name a new successor; \
+                         change the successor's level instead",
+                        c.agency, end.from, end.kind
+                    ),
+                });
             }
         }
         // The successor graph can only change at a change's date: checking there covers all.
         let dates: BTreeSet<NaiveDate> = s.changes.values().flatten().map(|c| c.from).collect();
         for date in dates {
             for agency in s.changes.keys() {
-                s.follow(agency, date)
-                    .ok_or_else(|| StructureError::Cycle(agency.clone(), date))?;
+                if s.follow(agency, date).is_none() {
+                    return Err(StructureError::Cycle {
+                        agencies: s.circle(agency, date),
+                        date,
+                    });
+                }
             }
         }
         Ok(s)
+    }
+
+    /// The agencies on the circle that `agency`'s chain of successors at `date` runs into
+    /// (called when [`AgencyStructure::follow`] found one).
+    fn circle(&self, agency: &AgencyCode, date: NaiveDate) -> Vec<AgencyCode> {
+        let mut visited: Vec<AgencyCode> = Vec::new();
+        let mut current = agency.clone();
+        loop {
+            if let Some(at) = visited.iter().position(|a| *a == current) {
+                return visited.split_off(at);
+            }
+            visited.push(current.clone());
+            match self
+                .change_at(&current, date)
+                .and_then(|c| c.successor.clone())
+            {
+                Some(next) => current = next,
+                None => return Vec::new(),
+            }
+        }
     }
 
     /// Whether nothing is declared (every query then counts under the structure of its time).
@@ -288,6 +422,14 @@ impl AgencyStructure {
     pub fn agencies(&self) -> impl Iterator<Item = &AgencyDecl> {
         self.agencies.values()
     }
+}
+
+fn years_message() -> String {
+    format!(
+        "a date of the years {} to {}",
+        DATE_YEARS.start(),
+        DATE_YEARS.end()
+    )
 }
 
 /// A query asked in the structure of a date: the stored figures are grouped by the recorded

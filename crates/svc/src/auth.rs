@@ -153,7 +153,7 @@ impl Principal {
         match self.role {
             Role::Admin => Ok(()),
             _ => Err(Status::permission_denied(
-                "only administrator tokens may change the procedure catalogue",
+                "only administrator tokens may change reference data (the procedure catalogue, the agency structure)",
             )),
         }
     }

@@ -238,6 +238,28 @@ impl Sender {
         Ok(turn)
     }
 
+    /// The name of the procedure in the catalogue version the dossier was received under
+    /// (`None` outside the catalogue, or when that version is unreadable: the code is sent).
+    /// Err (retry later) when the catalogue cannot be reached.
+    async fn procedure_name(&self, id: &str, events: &[Event]) -> Result<Option<String>, String> {
+        let Some(version) = shapes::catalogue_version(events) else {
+            return Ok(None);
+        };
+        match catalogue::Catalogue::new(self.log.pool().clone())
+            .version(version)
+            .await
+        {
+            Ok(found) => Ok(found.map(|v| v.procedure.name.as_str().to_owned())),
+            Err(catalogue::StoreError::Unavailable(e)) => {
+                Err(format!("reading catalogue version {version}: {e}"))
+            }
+            Err(e) => {
+                tracing::warn!(dossier_id = %id, version, error = %e, "portal-sync: the catalogue version is unreadable; the procedure code stands for its name");
+                Ok(None)
+            }
+        }
+    }
+
     /// One turn on a dossier (see the module docs). Records acknowledgements and refusals as
     /// they happen; the caller records how the turn ended.
     pub async fn turn(&self, claimed: &Claimed) -> Result<Turn, sqlx::Error> {
@@ -262,10 +284,15 @@ impl Sender {
             Err(e) => return Ok(Turn::Failed(e.to_string())),
         };
         if claimed.record_version < version {
-            let record = match shapes::dossier_record(id, &events, &applicant) {
-                Ok(r) => r,
-                Err(e) => return self.refuse(id, version, &e.to_string()).await,
+            let procedure_name = match self.procedure_name(id, &events).await {
+                Ok(name) => name,
+                Err(e) => return Ok(Turn::Failed(e)),
             };
+            let record =
+                match shapes::dossier_record(id, &events, &applicant, procedure_name.as_deref()) {
+                    Ok(r) => r,
+                    Err(e) => return self.refuse(id, version, &e.to_string()).await,
+                };
             match self.post(id, DOSSIER_SERVICE, &[record]).await? {
                 Outcome::Accepted => store::record_acked(pool, id, version).await?,
                 Outcome::Transient(e) => {

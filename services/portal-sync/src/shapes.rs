@@ -21,8 +21,9 @@
 //! | field | from |
 //! |---|---|
 //! | `MaHoSo` | the dossier id |
-//! | `MaTTHC`, `TenTTHC` | the procedure code (the events hold no procedure names: both carry the code) |
-//! | `MaLinhVuc`, `TenLinhVuc` | the sector code (likewise) |
+//! | `MaTTHC` | the procedure code |
+//! | `TenTTHC` | the procedure's name in the catalogue version the dossier was received under (the `received` event names it; so a later catalogue change never renames a sent dossier); the code for a dossier received outside the catalogue |
+//! | `MaLinhVuc`, `TenLinhVuc` | the sector code (the catalogue holds no sector names: both carry the code) |
 //! | `KenhThucHien` | channel: direct 1, online 2, postal 3 |
 //! | `ChuHoSo`?, `SoGiayToChuHoSo`?, `Email`?, `SoDienThoai`?, `DinhDanhCHS` | the applicant ([`crate::applicant`]); absent (and `DinhDanhCHS` empty) while unknown or erased |
 //! | `LoaiDoiTuong` | applicant type: citizen 1, business 2, organisation 4 ("other organisation"; the events do not tell state agencies, 3, apart) |
@@ -293,11 +294,24 @@ pub fn progress_text(event: &DossierEvent) -> String {
     }
 }
 
-/// The dossier record after all of `events` (oldest first).
+/// The catalogue version a dossier was received under, if it was (its name is `TenTTHC`).
+pub fn catalogue_version(events: &[Event]) -> Option<u64> {
+    events.iter().find_map(|e| match &e.body {
+        DossierEvent::Received {
+            procedure: Some(rules),
+            ..
+        } => Some(rules.catalogue_version),
+        _ => None,
+    })
+}
+
+/// The dossier record after all of `events` (oldest first); `procedure_name` is the name in
+/// the catalogue version of [`catalogue_version`] (`None`: the code stands for it).
 pub fn dossier_record(
     dossier_id: &str,
     events: &[Event],
     applicant: &ApplicantFields,
+    procedure_name: Option<&str>,
 ) -> Result<DossierRecord, ShapeError> {
     let dossier = Dossier::from_events(events);
     let profile = dossier.profile.as_ref().ok_or(ShapeError::NotReceived)?;
@@ -355,7 +369,9 @@ pub fn dossier_record(
     Ok(DossierRecord {
         ma_ho_so: dossier_id.to_owned(),
         ma_tthc: profile.procedure.as_str().to_owned(),
-        ten_tthc: profile.procedure.as_str().to_owned(),
+        ten_tthc: procedure_name
+            .unwrap_or(profile.procedure.as_str())
+            .to_owned(),
         ma_linh_vuc: profile.sector.as_str().to_owned(),
         ten_linh_vuc: profile.sector.as_str().to_owned(),
         kenh_thuc_hien: channel_code(profile.channel),

@@ -39,12 +39,14 @@ pub mod scoring;
 pub mod service;
 pub mod store;
 pub mod structure;
+pub mod structure_service;
 pub mod verify;
 pub mod xlsx;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use api::v1::agency_structure_service_server::AgencyStructureServiceServer;
 use api::v1::stats_service_server::StatsServiceServer;
 use async_nats::jetstream;
 use eventlog::EventLog;
@@ -285,6 +287,9 @@ impl ProjectionApp {
                 reader.clone(),
                 tokens.clone(),
             )))
+            .serve(AgencyStructureServiceServer::new(
+                structure_service::AgencyStructureRpc::new(log.pool().clone(), tokens.clone()),
+            ))
             .http(
                 "queries",
                 http_listener,

@@ -42,7 +42,8 @@ Usage: projection agencies publish FILE --by NAME [--config FILE]
                     deploy/config/agency-structure.toml) not yet recorded, with NAME and the
                     time; all or nothing: refused when an entry contradicts a recorded one or
                     the structure is invalid (a cycle, an undeclared successor). The running
-                    service uses them from its next query.
+                    service uses them from its next query. Administrators may do the same
+                    over gRPC: dossier.v1.AgencyStructureService/PublishAgencyStructure.
   agencies show     list the recorded entries with who recorded them and when
 ";
 

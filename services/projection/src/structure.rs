@@ -1,5 +1,6 @@
 //! The agency structure in PostgreSQL (`agency_structure_entries`, migration 71001): entries
-//! appended by an administrator (`projection agencies publish FILE --by NAME`) or from the
+//! appended by an administrator (`AgencyStructureService.PublishAgencyStructure`, or the CLI
+//! `projection agencies publish FILE --by NAME`: both through [`publish`]) or from the
 //! configured file at start, each with who added it and when; never updated or deleted.
 //! Statistics read the whole structure on each query that needs it (asked in the structure of
 //! a date, or a form leaving out abolished levels): a few hundred rows, one indexed scan.
@@ -124,6 +125,39 @@ pub async fn publish(
     }
     tx.commit().await?;
     Ok(Published { added, unchanged })
+}
+
+/// A recorded entry: its sequence, the entry, who recorded it, when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub seq: i64,
+    pub entry: StructureEntry,
+    pub recorded_by: String,
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Every recorded entry, decoded, in the order recorded.
+pub async fn recorded_entries(pool: &PgPool) -> Result<Vec<Recorded>, StructureStoreError> {
+    let rows = sqlx::query(
+        "SELECT seq, entry, recorded_by, recorded_at FROM agency_structure_entries ORDER BY seq",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let seq: i64 = row.try_get("seq")?;
+            let entry: serde_json::Value = row.try_get("entry")?;
+            Ok(Recorded {
+                seq,
+                entry: serde_json::from_value(entry).map_err(|e| StructureStoreError::Corrupt {
+                    seq,
+                    message: e.to_string(),
+                })?,
+                recorded_by: row.try_get("recorded_by")?,
+                recorded_at: row.try_get("recorded_at")?,
+            })
+        })
+        .collect()
 }
 
 /// Every recorded row: sequence, entry (JSON), who recorded it, when.

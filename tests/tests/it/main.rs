@@ -1,4 +1,5 @@
 //! End-to-end tests: one binary, modules per topic.
+mod agency_structure;
 mod auditor;
 mod catalogue;
 mod dashboard;

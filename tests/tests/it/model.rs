@@ -19,6 +19,15 @@
 //! dossier's due times, pauses and closings are recomputed minute by minute by
 //! `oracle::rule_violations`.
 //!
+//! Four agencies receive (a province agency, two districts, a commune). An administrator
+//! publishes, through `AgencyStructureService`, a reform dated inside the periods checked: the
+//! second district merged into the first, the commune renamed then dissolved into the province,
+//! the first district becoming a commune and the district level abolished. Every figure and
+//! form is checked in the structure of its time, mid-reform and "today" against the oracle's own
+//! mapping (`oracle::counted_under`): the totals are the same in all three, and today's Biểu mẫu
+//! 3 has no district row. The 766 scorecard is checked per agency and per procedure, its average
+//! processing time against `oracle::processing_minutes`.
+//!
 //! The seed is printed; `MODEL_SEED=<n>` replays a failure.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,13 +44,15 @@ use tests::lifecycle::{
     Stack, assess_fee, attach_result, issue_apology, record_payment, record_rating, return_result,
 };
 use tests::processing::{
-    COMMUNE_AGENCY, ManualClock, RunningProcessing, fulfil_obligation, receive_supplement,
-    request_obligation, request_supplement, stop_processing, transfer, withdraw,
+    COMMUNE_AGENCY, COUNTER_COMMUNE, ManualClock, RunningProcessing, fulfil_obligation,
+    receive_supplement, request_obligation, request_supplement, stop_processing, transfer,
+    withdraw,
 };
 use tests::projection::RunningProjection;
 use tests::{
-    ADMIN, AUDITOR, COUNTER_DISTRICT, COUNTER_PROVINCE, DISTRICT_AGENCY, ERASURE_ADMIN,
-    PROVINCE_AGENCY, RunningRelay, authed, local, new_event_id, ts,
+    ADMIN, AUDITOR, COUNTER_DISTRICT, COUNTER_DISTRICT_2, COUNTER_PROVINCE, DISTRICT_AGENCY,
+    DISTRICT_AGENCY_2, ERASURE_ADMIN, PROVINCE_AGENCY, RunningRelay, authed, local, new_event_id,
+    ts,
 };
 use tonic::Code;
 
@@ -162,6 +173,168 @@ fn model_catalogue() -> Vec<pb::ProcedureDefinition> {
     vec![land, land_from_may, tax, same_day]
 }
 
+/// The agency that takes the commune's code from its rename on (declared, receives nothing).
+const RENAMED_COMMUNE: &str = "000.00.32.H40";
+
+/// "Today": after every change of [`model_structure`] (two tiers, no district left).
+const TODAY: NaiveDate = day(2025, 1, 1);
+
+const fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    match NaiveDate::from_ymd_opt(y, m, d) {
+        Some(d) => d,
+        None => panic!("a valid date"),
+    }
+}
+
+/// One fact of the model's agency structure.
+enum Fact {
+    Agency(&'static str, &'static str, domain::Level),
+    Change(
+        &'static str,
+        NaiveDate,
+        stats::ChangeKind,
+        Option<&'static str>,
+        Option<domain::Level>,
+    ),
+    Abolished(domain::Level, NaiveDate),
+}
+
+/// When the model's reform takes effect: drawn from the seed once, at the start of the test
+/// (the only test of this binary that reads it).
+#[derive(Debug, Clone, Copy)]
+struct ReformDates {
+    merge: NaiveDate,
+    rename: NaiveDate,
+    two_tier: NaiveDate,
+    dissolution: NaiveDate,
+}
+
+static REFORM: std::sync::OnceLock<ReformDates> = std::sync::OnceLock::new();
+
+/// Dates inside the periods checked, sometimes on a period's edge: the merge between 20 April
+/// and 31 May 2024, the rename up to 20 days later, the two-tier reform between 10 June and
+/// 15 July (after the rename), the dissolution up to 60 days after it.
+fn draw_reform(rng: &mut Rng) -> ReformDates {
+    let days = |n: u64| chrono::Days::new(n);
+    let merge = day(2024, 4, 20) + days(rng.below(42));
+    let rename = merge + days(1 + rng.below(20));
+    let two_tier = (day(2024, 6, 10) + days(rng.below(36))).max(rename + days(1));
+    let dissolution = two_tier + days(1 + rng.below(60));
+    ReformDates {
+        merge,
+        rename,
+        two_tier,
+        dissolution,
+    }
+}
+
+fn reform() -> ReformDates {
+    *REFORM.get().expect("drawn at the start of the model test")
+}
+
+/// The reform the model's dossiers live through ([`ReformDates`]): the second district merged
+/// into the first, the commune renamed, the district level abolished and the first district
+/// becoming a commune (the two-tier reform in miniature), the renamed commune dissolved into
+/// the province. Every receiving agency is touched; a dossier keeps the agency and level that
+/// received it.
+fn model_structure() -> Vec<Fact> {
+    use domain::Level::{Commune, District, Province};
+    use stats::ChangeKind::{Dissolved, Level, Merged, Renamed};
+    let dates = reform();
+    vec![
+        Fact::Agency(
+            PROVINCE_AGENCY,
+            "Trung tâm Phục vụ hành chính công tỉnh",
+            Province,
+        ),
+        Fact::Agency(DISTRICT_AGENCY, "UBND huyện Mẫu", District),
+        Fact::Agency(DISTRICT_AGENCY_2, "UBND huyện Thứ Hai", District),
+        Fact::Agency(COMMUNE_AGENCY, "UBND xã Mẫu", Commune),
+        Fact::Agency(RENAMED_COMMUNE, "UBND phường Mẫu", Commune),
+        Fact::Change(
+            DISTRICT_AGENCY_2,
+            dates.merge,
+            Merged,
+            Some(DISTRICT_AGENCY),
+            None,
+        ),
+        Fact::Change(
+            COMMUNE_AGENCY,
+            dates.rename,
+            Renamed,
+            Some(RENAMED_COMMUNE),
+            None,
+        ),
+        Fact::Change(DISTRICT_AGENCY, dates.two_tier, Level, None, Some(Commune)),
+        Fact::Abolished(District, dates.two_tier),
+        Fact::Change(
+            RENAMED_COMMUNE,
+            dates.dissolution,
+            Dissolved,
+            Some(PROVINCE_AGENCY),
+            None,
+        ),
+    ]
+}
+
+/// The structure as the oracle reads it (its own mapping code).
+fn model_reforms() -> Vec<oracle::Reform> {
+    model_structure()
+        .into_iter()
+        .map(|f| match f {
+            Fact::Agency(code, _, level) => oracle::Reform::Declared {
+                agency: code.to_owned(),
+                level,
+            },
+            Fact::Change(agency, from, _, Some(successor), _) => oracle::Reform::Successor {
+                agency: agency.to_owned(),
+                from,
+                successor: successor.to_owned(),
+            },
+            Fact::Change(agency, from, _, None, level) => oracle::Reform::LevelChanged {
+                agency: agency.to_owned(),
+                from,
+                level: level.expect("a change without successor changes the level"),
+            },
+            Fact::Abolished(level, from) => oracle::Reform::LevelAbolished { level, from },
+        })
+        .collect()
+}
+
+/// The structure as an administrator publishes it (`PublishAgencyStructure`).
+fn model_structure_request() -> pb::PublishAgencyStructureRequest {
+    let mut r = pb::PublishAgencyStructureRequest::default();
+    let level = |l: domain::Level| svc::convert::pb_level(l) as i32;
+    for f in model_structure() {
+        match f {
+            Fact::Agency(code, name, l) => r.agencies.push(pb::AgencyDeclaration {
+                code: code.to_owned(),
+                name: name.to_owned(),
+                level: level(l),
+            }),
+            Fact::Change(agency, from, kind, successor, l) => r.changes.push(pb::AgencyChange {
+                agency: agency.to_owned(),
+                from: from.to_string(),
+                kind: match kind {
+                    stats::ChangeKind::Merged => pb::AgencyChangeKind::Merged,
+                    stats::ChangeKind::Renamed => pb::AgencyChangeKind::Renamed,
+                    stats::ChangeKind::Dissolved => pb::AgencyChangeKind::Dissolved,
+                    stats::ChangeKind::Level => pb::AgencyChangeKind::Level,
+                } as i32,
+                successor: successor.unwrap_or_default().to_owned(),
+                level: l.map_or(pb::Level::Unspecified as i32, level),
+                source: "model test".to_owned(),
+            }),
+            Fact::Abolished(l, from) => r.levels_abolished.push(pb::LevelAbolition {
+                level: level(l),
+                from: from.to_string(),
+                source: "model test".to_owned(),
+            }),
+        }
+    }
+    r
+}
+
 /// The applicant of about half the received dossiers, with an identity document fitting its
 /// type and sometimes a representative: sealed in the event, it must change no figure.
 fn applicant(rng: &mut Rng, n: usize, applicant_type: pb::ApplicantType) -> Option<pb::Applicant> {
@@ -210,11 +383,12 @@ fn applicant(rng: &mut Rng, n: usize, applicant_type: pb::ApplicantType) -> Opti
 /// 1 May are holidays), at any minute, including the edges of the day.
 fn life(rng: &mut Rng, n: usize) -> Life {
     let id = format!("HS-M-{n:04}");
-    let province = rng.chance(35);
-    let (agency, token, level) = if province {
-        (PROVINCE_AGENCY, COUNTER_PROVINCE, pb::Level::Province)
-    } else {
-        (DISTRICT_AGENCY, COUNTER_DISTRICT, pb::Level::District)
+    // Four receiving agencies, each changed by the model's structure.
+    let (agency, token, level) = match rng.below(10) {
+        0..=2 => (PROVINCE_AGENCY, COUNTER_PROVINCE, pb::Level::Province),
+        3..=5 => (DISTRICT_AGENCY, COUNTER_DISTRICT, pb::Level::District),
+        6 | 7 => (DISTRICT_AGENCY_2, COUNTER_DISTRICT_2, pb::Level::District),
+        _ => (COMMUNE_AGENCY, COUNTER_COMMUNE, pb::Level::Commune),
     };
     let day =
         NaiveDate::from_ymd_opt(2024, 4, 1).unwrap() + chrono::Duration::days(rng.below(80) as i64);
@@ -353,12 +527,12 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     let offline = n % 10 == 5;
     if !offline && (n % 10 == 0 || rng.chance(30)) {
         let mode = *rng.pick(&[pb::TransferMode::Electronic, pb::TransferMode::Paper]);
-        calls.push(Call::Transfer(transfer(
-            &id,
-            step(rng, &mut t),
-            COMMUNE_AGENCY,
-            mode,
-        )));
+        let to = if agency == COMMUNE_AGENCY {
+            PROVINCE_AGENCY
+        } else {
+            COMMUNE_AGENCY
+        };
+        calls.push(Call::Transfer(transfer(&id, step(rng, &mut t), to, mode)));
     }
     if !offline && catalogued.is_some() && (forced == 2 || forced == 7 || rng.chance(50)) {
         // Up to three requests: beyond the procedure's maximum they are refused; one left
@@ -771,6 +945,7 @@ fn request(
     to: NaiveDate,
     group_by: &[stats::Dimension],
     at: Option<DateTime<Utc>>,
+    view: Option<NaiveDate>,
 ) -> pb::GetIndicatorsRequest {
     pb::GetIndicatorsRequest {
         from: from.to_string(),
@@ -780,6 +955,7 @@ fn request(
             .map(|d| projection::service::dimension_pb(*d) as i32)
             .collect(),
         as_recorded_at: at.map(ts),
+        structure_at: view.map(|d| d.to_string()).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -789,12 +965,14 @@ fn report_request(
     from: NaiveDate,
     to: NaiveDate,
     at: Option<DateTime<Utc>>,
+    view: Option<NaiveDate>,
 ) -> pb::GetReportRequest {
     pb::GetReportRequest {
         form: form as i32,
         from: from.to_string(),
         to: to.to_string(),
         as_recorded_at: at.map(ts),
+        structure_at: view.map(|d| d.to_string()).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -837,48 +1015,200 @@ fn ii06a_counts(i: &Indicators) -> Vec<pb::Cell> {
     .collect()
 }
 
-/// Checks every figure the service answers for `dossiers` (as recorded up to `at`, or live).
+/// The agency structure of every date asked: `None` (each dossier under the agency and level
+/// that received it), the day of the rename (districts merged, the commune renamed that very
+/// day), and "today" (two tiers: no district left).
+fn views() -> [Option<NaiveDate>; 3] {
+    [None, Some(reform().rename), Some(TODAY)]
+}
+
+/// The value of dimension `g` of a dossier received with `p`, in the structure of `view`.
+fn key_of(p: &Profile, g: stats::Dimension, view: Option<NaiveDate>) -> String {
+    match g {
+        stats::Dimension::Level | stats::Dimension::Agency => {
+            let (level, agency) =
+                oracle::counted_under(&model_reforms(), p.level, p.agency.as_str(), view);
+            if g == stats::Dimension::Level {
+                level.as_str().to_owned()
+            } else {
+                agency
+            }
+        }
+        _ => value(p, g),
+    }
+}
+
+/// The oracle's figures of every group of `group_by` with a figure in `[from, to)`, in the
+/// structure of `view`: indicators, 766 progress, and (count, minutes) of processing time.
+fn oracle_groups(
+    dossiers: &[Vec<Event>],
+    from: NaiveDate,
+    to: NaiveDate,
+    group_by: &[stats::Dimension],
+    view: Option<NaiveDate>,
+) -> BTreeMap<Vec<String>, (Indicators, Rate, (i64, i64))> {
+    let keys: BTreeSet<Vec<String>> = dossiers
+        .iter()
+        .map(|d| {
+            group_by
+                .iter()
+                .map(|g| key_of(profile_of(d), *g, view))
+                .collect()
+        })
+        .collect();
+    let mut groups = BTreeMap::new();
+    for key in keys {
+        let keep = |p: &Profile| {
+            group_by
+                .iter()
+                .zip(&key)
+                .all(|(g, v)| key_of(p, *g, view) == *v)
+        };
+        let (i, progress) = oracle::indicators(dossiers, from, to, keep);
+        if !is_empty(&i) {
+            let time = oracle::processing_minutes(dossiers, from, to, keep);
+            groups.insert(key, (i, progress, time));
+        }
+    }
+    groups
+}
+
+/// The average processing time cell: how many were resolved, the mean in hours.
+fn average_cell((count, minutes): (i64, i64)) -> pb::Cell {
+    pb::Cell {
+        value: Some(pb::cell::Value::Average(pb::Average {
+            count,
+            mean: (count > 0).then(|| minutes as f64 / 60.0 / count as f64),
+            unit: "hours".to_owned(),
+        })),
+    }
+}
+
+/// One row of the 766 scorecard against the oracle: each sub-indicator the events give, its
+/// rate and its points (the oracle's plain recomputation; a rate without dossiers is not
+/// computed), transparency not computed, and the average processing time — count exact, mean
+/// in hours equal to the oracle's whole minutes / 60 / count.
+fn check_scorecard_row(
+    report: &pb::Report,
+    row: &[pb::Cell],
+    i: &Indicators,
+    progress_766: Rate,
+    time: (i64, i64),
+    context: &str,
+) {
+    let cell = |id: &str| {
+        let at = report
+            .columns
+            .iter()
+            .position(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no column {id}"));
+        row[at].value.clone()
+    };
+    let rates = [
+        ("tdgq_progress", progress_766),
+        ("clgq_online_submission", i.online.all),
+        ("tttt_paid_online", i.payment.rate),
+        ("mdhl_satisfaction", i.satisfaction.rate),
+        ("mdsh_results_digitized", i.results_digitized),
+        ("mdsh_dossiers_digitized", i.components_digitized),
+        ("mdsh_data_reuse", i.data_reuse),
+    ];
+    let points = oracle::points_766(i, progress_766);
+    for ((id, rate), (same, expected)) in rates.into_iter().zip(points) {
+        assert_eq!(id, same);
+        let context = format!("766 {id} {context}");
+        assert_eq!(
+            cell(&format!("{id}_rate")),
+            rate_cell(rate).value,
+            "{context}"
+        );
+        match (cell(id), expected) {
+            (Some(pb::cell::Value::Points(p)), Some(h)) => {
+                assert_eq!(p.hundredths, h, "{context}")
+            }
+            (Some(pb::cell::Value::NotComputed(_)), None) => {}
+            (got, expected) => panic!("{context}: {got:?}, expected {expected:?}"),
+        }
+    }
+    assert!(
+        matches!(cell("ckmb"), Some(pb::cell::Value::NotComputed(_))),
+        "transparency needs outside data: {context}"
+    );
+    match cell("avg_processing_hours") {
+        Some(pb::cell::Value::Average(a)) => {
+            let (count, minutes) = time;
+            assert_eq!((a.count, a.unit.as_str()), (count, "hours"), "{context}");
+            match a.mean {
+                // Exact up to the double's rounding: mean × 60 × count is the minutes.
+                Some(mean) => assert!(
+                    count > 0 && (mean * 60.0 * count as f64 - minutes as f64).abs() < 1e-6,
+                    "average {mean} h of {count}, expected {minutes} min: {context}"
+                ),
+                None => assert_eq!(count, 0, "{context}"),
+            }
+            assert_eq!(cell("avg_processing_hours"), average_cell(time).value);
+        }
+        other => panic!("average processing time {other:?}: {context}"),
+    }
+}
+
+/// What `check_all` saw, to compare across structures: the total of every period.
+type AnsweredTotals = Vec<Option<pb::Indicators>>;
+
+/// Checks every figure the service answers for `dossiers` (as recorded up to `at`, or live)
+/// in every structure of [`views`], and that every structure answers the same totals.
 async fn check_all(
     projection: &RunningProjection,
     dossiers: &[Vec<Event>],
     at: Option<DateTime<Utc>>,
 ) {
+    let mut totals: Vec<AnsweredTotals> = Vec::new();
+    // As recorded at an instant (a log scan per query): the structure of its time and today's.
+    let views = views()
+        .into_iter()
+        .filter(|v| at.is_none() || v.is_none_or(|d| d == TODAY));
+    for view in views {
+        totals.push(check_in(projection, dossiers, at, view).await);
+    }
+    for t in &totals[1..] {
+        assert_eq!(t, &totals[0], "the same totals in every structure");
+    }
+}
+
+/// Checks every figure for `dossiers` in the structure of `view`.
+async fn check_in(
+    projection: &RunningProjection,
+    dossiers: &[Vec<Event>],
+    at: Option<DateTime<Utc>>,
+    view: Option<NaiveDate>,
+) -> AnsweredTotals {
     let mut client = projection.client().await;
-    let oracle = |from, to, keep: &dyn Fn(&Profile) -> bool| {
-        oracle::indicators(dossiers, from, to, |p| keep(p))
-    };
+    let mut totals = Vec::new();
     for (from, to) in periods() {
-        let (all, progress_766) = oracle(from, to, &|_| true);
+        let (all, progress_766) = oracle::indicators(dossiers, from, to, |_| true);
         assert_eq!(all.check(), vec![], "the oracle's figures add up");
         for group_by in GROUPINGS {
             let answer = client
-                .get_indicators(authed(AUDITOR, request(from, to, group_by, at)))
+                .get_indicators(authed(AUDITOR, request(from, to, group_by, at, view)))
                 .await
                 .expect("GetIndicators")
                 .into_inner();
-            let context = format!("[{from}, {to}) by {group_by:?} as of {at:?}");
+            let context = format!("[{from}, {to}) by {group_by:?} as of {at:?} in {view:?}");
             assert_eq!(answer.total, Some(expected_indicators(&all)), "{context}");
+            if group_by.is_empty() {
+                totals.push(answer.total);
+            }
             assert_eq!(
                 targets_of(&answer.targets),
                 expected_targets(&all),
                 "{context}"
             );
             // Every group the oracle sees with a figure, and no other.
-            let keys: BTreeSet<Vec<String>> = dossiers
-                .iter()
-                .map(|d| group_by.iter().map(|g| value(profile_of(d), *g)).collect())
-                .collect();
-            let mut expected_groups = BTreeMap::new();
-            if !group_by.is_empty() {
-                for key in keys {
-                    let (i, _) = oracle(from, to, &|p: &Profile| {
-                        group_by.iter().zip(&key).all(|(g, v)| value(p, *g) == *v)
-                    });
-                    if !is_empty(&i) {
-                        expected_groups.insert(key, i);
-                    }
-                }
-            }
+            let expected_groups = if group_by.is_empty() {
+                BTreeMap::new()
+            } else {
+                oracle_groups(dossiers, from, to, group_by, view)
+            };
             let answered: BTreeMap<Vec<String>, &pb::IndicatorGroup> = answer
                 .groups
                 .iter()
@@ -889,7 +1219,7 @@ async fn check_all(
                 expected_groups.keys().collect::<Vec<_>>(),
                 "{context}"
             );
-            for (key, i) in &expected_groups {
+            for (key, (i, _, _)) in &expected_groups {
                 let g = answered[key];
                 assert_eq!(
                     g.indicators,
@@ -909,68 +1239,100 @@ async fn check_all(
             }
         }
 
-        // II.06a by sector: a row per sector with a figure, then the total.
-        let report = client
-            .get_report(authed(
-                AUDITOR,
-                report_request(pb::ReportForm::Ii06a, from, to, at),
-            ))
-            .await
-            .expect("II.06a")
-            .into_inner();
-        let mut rows = Vec::new();
-        let mut sectors = SECTORS;
-        sectors.sort();
-        for sector in sectors {
-            let (i, _) = oracle(from, to, &|p: &Profile| p.sector.as_str() == sector);
-            if !is_empty(&i) {
-                let mut cells = vec![text(sector)];
+        // II.06a by sector (its default) and by level and agency: a row per group with a
+        // figure, then the total.
+        for group_by in [
+            &[][..],
+            &[stats::Dimension::Level, stats::Dimension::Agency][..],
+        ] {
+            let mut asked = report_request(pb::ReportForm::Ii06a, from, to, at, view);
+            asked.group_by = group_by
+                .iter()
+                .map(|d| projection::service::dimension_pb(*d) as i32)
+                .collect();
+            let report = client
+                .get_report(authed(AUDITOR, asked))
+                .await
+                .expect("II.06a")
+                .into_inner();
+            let dims = if group_by.is_empty() {
+                &[stats::Dimension::Sector][..]
+            } else {
+                group_by
+            };
+            let mut rows = Vec::new();
+            for (key, (i, _, _)) in oracle_groups(dossiers, from, to, dims, view) {
+                let mut cells: Vec<pb::Cell> = key.iter().map(|k| text(k)).collect();
                 cells.extend(ii06a_counts(&i));
                 rows.push(cells);
             }
+            let mut total: Vec<pb::Cell> = (0..dims.len())
+                .map(|k| text(if k == 0 { "total" } else { "" }))
+                .collect();
+            total.extend(ii06a_counts(&all));
+            rows.push(total);
+            let cells: Vec<Vec<pb::Cell>> = report.rows.iter().map(|r| r.cells.clone()).collect();
+            assert_eq!(
+                cells, rows,
+                "II.06a by {dims:?} [{from}, {to}) as of {at:?} in {view:?}"
+            );
         }
-        let mut total = vec![text("total")];
-        total.extend(ii06a_counts(&all));
-        rows.push(total);
-        let cells: Vec<Vec<pb::Cell>> = report.rows.iter().map(|r| r.cells.clone()).collect();
-        assert_eq!(cells, rows, "II.06a [{from}, {to}) as of {at:?}");
 
-        // Biểu mẫu 3 §3: the three levels.
+        // Biểu mẫu 3 §3: the three levels, but a level abolished at the structure's date (or
+        // the period's last day) without a figure has no row.
         let report = client
             .get_report(authed(
                 AUDITOR,
-                report_request(pb::ReportForm::BieuMau3Section3, from, to, at),
+                report_request(pb::ReportForm::BieuMau3Section3, from, to, at, view),
             ))
             .await
             .expect("Biểu mẫu 3")
             .into_inner();
+        let as_of = view.unwrap_or(to.pred_opt().unwrap());
         let rows: Vec<Vec<pb::Cell>> = [
             ("3.1", domain::Level::Province),
             ("3.2", domain::Level::District),
             ("3.3", domain::Level::Commune),
         ]
         .into_iter()
-        .map(|(code, level)| {
-            let (i, _) = oracle(from, to, &|p: &Profile| p.level == level);
-            vec![
-                text(code),
-                text(level.as_str()),
-                count(i.resolved.total),
-                count(i.resolved.early),
-                count(i.resolved.on_time),
-                count(i.resolved.late),
-                rate_cell(i.on_time_rate),
-            ]
+        .filter_map(|(code, level)| {
+            let (i, _) = oracle::indicators(dossiers, from, to, |p: &Profile| {
+                key_of(p, stats::Dimension::Level, view) == level.as_str()
+            });
+            (!is_empty(&i) || oracle::level_exists(&model_reforms(), level, as_of)).then(|| {
+                vec![
+                    text(code),
+                    text(level.as_str()),
+                    count(i.resolved.total),
+                    count(i.resolved.early),
+                    count(i.resolved.on_time),
+                    count(i.resolved.late),
+                    rate_cell(i.on_time_rate),
+                ]
+            })
         })
         .collect();
         let cells: Vec<Vec<pb::Cell>> = report.rows.iter().map(|r| r.cells.clone()).collect();
-        assert_eq!(cells, rows, "Biểu mẫu 3 [{from}, {to}) as of {at:?}");
+        assert_eq!(
+            cells, rows,
+            "Biểu mẫu 3 [{from}, {to}) as of {at:?} in {view:?}"
+        );
+        if view == Some(TODAY) {
+            // Two tiers: a province with only province and commune levels shows no empty
+            // district row.
+            assert!(
+                cells
+                    .iter()
+                    .all(|r| r[1] != text(domain::Level::District.as_str())),
+                "no district row today: {cells:?}"
+            );
+        }
 
         // Biểu mẫu 7 §6: full-online and partial-online procedures.
         let report = client
             .get_report(authed(
                 AUDITOR,
-                report_request(pb::ReportForm::BieuMau7Section6, from, to, at),
+                report_request(pb::ReportForm::BieuMau7Section6, from, to, at, view),
             ))
             .await
             .expect("Biểu mẫu 7")
@@ -991,56 +1353,54 @@ async fn check_all(
         let cells: Vec<Vec<pb::Cell>> = report.rows.iter().map(|r| r.cells.clone()).collect();
         assert_eq!(cells, rows, "Biểu mẫu 7 [{from}, {to}) as of {at:?}");
 
-        // The 766 index in points: each sub-indicator the events give, its rate and its points
-        // (the oracle's plain recomputation); a rate without dossiers is not computed.
-        let report = client
-            .get_report(authed(
-                AUDITOR,
-                report_request(pb::ReportForm::Scorecard766, from, to, at),
-            ))
-            .await
-            .expect("766")
-            .into_inner();
-        let total = &report.rows.last().expect("the total row").cells;
-        let cell = |id: &str| {
-            let i = report
-                .columns
-                .iter()
-                .position(|c| c.id == id)
-                .unwrap_or_else(|| panic!("no column {id}"));
-            total[i].value.clone()
-        };
-        let rates = [
-            ("tdgq_progress", progress_766),
-            ("clgq_online_submission", all.online.all),
-            ("tttt_paid_online", all.payment.rate),
-            ("mdhl_satisfaction", all.satisfaction.rate),
-            ("mdsh_results_digitized", all.results_digitized),
-            ("mdsh_dossiers_digitized", all.components_digitized),
-            ("mdsh_data_reuse", all.data_reuse),
-        ];
-        let points = oracle::points_766(&all, progress_766);
-        for ((id, rate), (same, expected)) in rates.into_iter().zip(points) {
-            assert_eq!(id, same);
-            let context = format!("766 {id} [{from}, {to}) as of {at:?}");
-            assert_eq!(
-                cell(&format!("{id}_rate")),
-                rate_cell(rate).value,
-                "{context}"
-            );
-            match (cell(id), expected) {
-                (Some(pb::cell::Value::Points(p)), Some(h)) => {
-                    assert_eq!(p.hundredths, h, "{context}")
-                }
-                (Some(pb::cell::Value::NotComputed(_)), None) => {}
-                (got, expected) => panic!("{context}: {got:?}, expected {expected:?}"),
-            }
+        // The 766 index in points: the total, per agency (in the structure asked) and per
+        // procedure (the average processing time per procedure; no structure changes it).
+        let mut scorecards = vec![&[][..], &[stats::Dimension::Agency][..]];
+        if view.is_none() {
+            scorecards.push(&[stats::Dimension::Procedure][..]);
         }
-        assert!(
-            matches!(cell("ckmb"), Some(pb::cell::Value::NotComputed(_))),
-            "transparency needs outside data"
-        );
+        for group_by in scorecards {
+            let mut asked = report_request(pb::ReportForm::Scorecard766, from, to, at, view);
+            asked.group_by = group_by
+                .iter()
+                .map(|d| projection::service::dimension_pb(*d) as i32)
+                .collect();
+            let report = client
+                .get_report(authed(AUDITOR, asked))
+                .await
+                .expect("766")
+                .into_inner();
+            let context = format!("[{from}, {to}) by {group_by:?} as of {at:?} in {view:?}");
+            let groups = if group_by.is_empty() {
+                BTreeMap::new()
+            } else {
+                oracle_groups(dossiers, from, to, group_by, view)
+            };
+            assert_eq!(report.rows.len(), groups.len() + 1, "766 rows {context}");
+            for ((key, (i, progress, time)), row) in groups.iter().zip(&report.rows) {
+                let keys: Vec<pb::Cell> = key.iter().map(|k| text(k)).collect();
+                assert_eq!(row.cells[..key.len()], keys[..], "766 {context}");
+                check_scorecard_row(
+                    &report,
+                    &row.cells,
+                    i,
+                    *progress,
+                    *time,
+                    &format!("{context} {key:?}"),
+                );
+            }
+            let total = oracle::processing_minutes(dossiers, from, to, |_| true);
+            check_scorecard_row(
+                &report,
+                &report.rows.last().expect("the total row").cells,
+                &all,
+                progress_766,
+                total,
+                &format!("{context} total"),
+            );
+        }
     }
+    totals
 }
 
 /// Each received dossier's status (projection `GetDossierStatus`) and due-time history (the
@@ -1125,29 +1485,31 @@ async fn check_lateness(projection: &RunningProjection, log: &EventLog) -> usize
 async fn every_answer(projection: &RunningProjection, at: Option<DateTime<Utc>>) -> Vec<String> {
     let mut client = projection.client().await;
     let mut answers = Vec::new();
-    for (from, to) in periods() {
-        for group_by in GROUPINGS {
-            let mut answer = client
-                .get_indicators(authed(AUDITOR, request(from, to, group_by, at)))
-                .await
-                .expect("GetIndicators")
-                .into_inner();
-            answer.as_recorded_at = None;
-            answers.push(format!("{answer:?}"));
-        }
-        for form in [
-            pb::ReportForm::Ii06a,
-            pb::ReportForm::BieuMau3Section3,
-            pb::ReportForm::BieuMau7Section6,
-            pb::ReportForm::Scorecard766,
-        ] {
-            let mut report = client
-                .get_report(authed(AUDITOR, report_request(form, from, to, at)))
-                .await
-                .expect("GetReport")
-                .into_inner();
-            report.as_recorded_at = None;
-            answers.push(format!("{report:?}"));
+    for view in [None, Some(TODAY)] {
+        for (from, to) in periods() {
+            for group_by in GROUPINGS {
+                let mut answer = client
+                    .get_indicators(authed(AUDITOR, request(from, to, group_by, at, view)))
+                    .await
+                    .expect("GetIndicators")
+                    .into_inner();
+                answer.as_recorded_at = None;
+                answers.push(format!("{answer:?}"));
+            }
+            for form in [
+                pb::ReportForm::Ii06a,
+                pb::ReportForm::BieuMau3Section3,
+                pb::ReportForm::BieuMau7Section6,
+                pb::ReportForm::Scorecard766,
+            ] {
+                let mut report = client
+                    .get_report(authed(AUDITOR, report_request(form, from, to, at, view)))
+                    .await
+                    .expect("GetReport")
+                    .into_inner();
+                report.as_recorded_at = None;
+                answers.push(format!("{report:?}"));
+            }
         }
     }
     answers
@@ -1173,6 +1535,8 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
         });
     eprintln!("model test seed: MODEL_SEED={seed}");
     let mut rng = Rng::new(seed);
+    let dates = *REFORM.get_or_init(|| draw_reform(&mut rng));
+    eprintln!("agency reform: {dates:?}");
 
     let db = TestDb::new().await;
     let log = EventLog::from_pool(db.pool.clone());
@@ -1201,6 +1565,14 @@ async fn every_figure_through_the_real_services_equals_the_oracle_and_past_figur
     let mut relay = RunningRelay::start(log.clone(), &nats.url, &nats.stream, &nats.prefix).await;
     let projection =
         RunningProjection::start(log.clone(), &nats.url, &nats.stream, &nats.prefix, "model").await;
+    // The agency structure the dossiers live through (merges, a rename, a dissolution, a level
+    // change and the district level abolished, inside the periods checked).
+    projection
+        .structure_client()
+        .await
+        .publish_agency_structure(authed(ADMIN, model_structure_request()))
+        .await
+        .expect("the model's structure is published");
 
     // Two waves: the first life of each dossier's calls, then the rest (late events of the
     // same months included), each wave interleaved across dossiers.

@@ -498,6 +498,7 @@ fn the_receivers_checker_catches_shape_violations() {
         "HS-1",
         &events,
         &portal_sync::applicant::ApplicantFields::unknown(),
+        None,
     )
     .unwrap();
     let progress = portal_sync::shapes::progress_entries("HS-1", &events, 0);
@@ -825,5 +826,82 @@ async fn a_sealed_applicant_without_master_keys_waits_and_says_why() {
         w.receiver.records(sealed_id).is_empty(),
         "never sent without its applicant"
     );
+    sync.stop().await;
+}
+
+/// A dossier received by its catalogued procedure code reaches the portal with the procedure's
+/// name from the catalogue version it was received under (`TenTTHC`), not from today's: a
+/// later version renaming the procedure changes nothing already received. A dossier received
+/// outside the catalogue still carries its code.
+#[tokio::test]
+async fn the_procedure_name_comes_from_the_catalogue_version_of_the_reception() {
+    use api::v1 as pb;
+    let w = World::start().await;
+    let definition = |name: &str, from: DateTime<Utc>| pb::ProcedureDefinition {
+        code: "1.009001".to_owned(),
+        name: name.to_owned(),
+        sector_code: "land".to_owned(),
+        statutory_time: Some(pb::StatutoryTime {
+            unit: Some(pb::statutory_time::Unit::WorkingDays(3)),
+        }),
+        online_level: pb::OnlineServiceLevel::PartialOnline as i32,
+        fee_required: false,
+        supplement_policy: pb::SupplementPolicy::Restart as i32,
+        max_supplement_requests: None,
+        close_after_working_days: None,
+        same_day_cutoff: String::new(),
+        obligation_pauses_clock: false,
+        effective_from: Some(tests::ts(from)),
+    };
+    w.stack
+        .intake
+        .catalogue_client()
+        .await
+        .publish_procedures(tests::authed(
+            tests::ADMIN,
+            pb::PublishProceduresRequest {
+                procedures: vec![
+                    definition("Đăng ký đất đai lần đầu", local(2024, 1, 1, 0, 0)),
+                    definition("Đăng ký đất đai (tên mới)", local(2025, 6, 1, 0, 0)),
+                ],
+            },
+        ))
+        .await
+        .expect("catalogue published");
+    let mut intake = w.stack.intake_client().await;
+    let mut by_code = tests::receive_request("HS-NAME-1", local(2025, 3, 12, 9, 0));
+    let profile = by_code.profile.as_mut().unwrap();
+    profile.procedure_code = "1.009001".to_owned();
+    profile.online_level = pb::OnlineServiceLevel::Unspecified as i32;
+    profile.sector_code = String::new();
+    by_code.statutory_time = None;
+    by_code.fee_required = false;
+    intake
+        .receive_dossier(tests::authed(tests::COUNTER_DISTRICT, by_code))
+        .await
+        .expect("received by code");
+    w.stack
+        .receive("HS-NAME-2", local(2025, 3, 12, 9, 5), false)
+        .await;
+    let sync = RunningPortalSync::start(w.settings()).await;
+    for id in ["HS-NAME-1", "HS-NAME-2"] {
+        w.wait_synced(id).await;
+    }
+    let names = |id: &str| {
+        let record = w.receiver.records(id).pop().expect("a record");
+        (
+            record["MaTTHC"].as_str().unwrap().to_owned(),
+            record["TenTTHC"].as_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(
+        names("HS-NAME-1"),
+        ("1.009001".to_owned(), "Đăng ký đất đai lần đầu".to_owned())
+    );
+    assert_eq!(
+        names("HS-NAME-2"),
+        ("1.004227".to_owned(), "1.004227".to_owned())
+    );
+    assert_eq!(w.receiver.violations(), Vec::<String>::new());
     sync.stop().await;
 }

@@ -292,7 +292,8 @@ fn invalid_structures_are_refused_with_their_reason() {
     ))
     .unwrap_err();
     assert!(
-        matches!(e, StructureError::Cycle(_, d) if d == date(2025, 8, 1)),
+        matches!(&e, StructureError::Cycle { agencies, date: d }
+            if *d == date(2025, 8, 1) && agencies.len() == 2),
         "{e}"
     );
     // The same entry twice with different content.
@@ -373,4 +374,153 @@ fn the_shipped_example_is_a_valid_structure() {
     let s = AgencyStructure::new(&file.entries()).expect("and is valid");
     assert!(!s.level_in_use(Level::District, date(2025, 7, 1)));
     assert!(s.level_in_use(Level::District, date(2025, 6, 30)));
+}
+
+#[test]
+fn refusals_name_the_entry_and_the_field_at_fault() {
+    let refused = |text: &str| {
+        let file: StructureFile = toml::from_str(text).expect("parses");
+        AgencyStructure::new(&file.entries()).unwrap_err()
+    };
+    let decl = |code: &str, name: &str| {
+        format!("[[agency]]\ncode = \"{code}\"\nname = \"{name}\"\nlevel = \"commune\"\n")
+    };
+    let change = |agency: &str, from: &str, kind: &str, rest: &str| {
+        format!("[[change]]\nagency = \"{agency}\"\nfrom = \"{from}\"\nkind = \"{kind}\"\n{rest}")
+    };
+    let field_of = |e: &StructureError| match e {
+        StructureError::BadChange { field, .. } | StructureError::BadEntry { field, .. } => *field,
+        other => panic!("not a field's fault: {other}"),
+    };
+    // An undeclared successor: the successor field.
+    let e = refused(&format!(
+        "{}{}",
+        decl(A1, "a"),
+        change(
+            A1,
+            "2025-07-01",
+            "merged",
+            &format!("successor = \"{A2}\"\n")
+        )
+    ));
+    assert_eq!(field_of(&e), "successor", "{e}");
+    // A date outside the supported years: the from field.
+    let e = refused(&format!(
+        "{}{}{}",
+        decl(A1, "a"),
+        decl(A2, "b"),
+        change(
+            A1,
+            "1989-12-31",
+            "merged",
+            &format!("successor = \"{A2}\"\n")
+        )
+    ));
+    assert_eq!(field_of(&e), "from", "{e}");
+    assert!(e.to_string().contains("1990 to 2100"), "{e}");
+    let e = refused("[[level_abolished]]\nlevel = \"district\"\nfrom = \"2101-01-01\"\n");
+    assert_eq!(field_of(&e), "from", "{e}");
+    // A merge that also names a level: the level field.
+    let e = refused(&format!(
+        "{}{}{}",
+        decl(A1, "a"),
+        decl(A2, "b"),
+        change(
+            A1,
+            "2025-07-01",
+            "merged",
+            &format!("successor = \"{A2}\"\nlevel = \"province\"\n")
+        )
+    ));
+    assert_eq!(field_of(&e), "level", "{e}");
+    // A level change without its level.
+    let e = refused(&format!(
+        "{}{}",
+        decl(A1, "a"),
+        change(A1, "2025-07-01", "level", "")
+    ));
+    assert_eq!(field_of(&e), "level", "{e}");
+    // A level change of an agency after its merge would take its history back: refused;
+    // a correction naming a new successor is a later change, accepted.
+    let merged_then = |rest: &str| {
+        format!(
+            "{}{}{}{}{rest}",
+            decl(A1, "a"),
+            decl(A2, "b"),
+            decl(MERGED, "m"),
+            change(
+                A1,
+                "2025-07-01",
+                "merged",
+                &format!("successor = \"{A2}\"\n")
+            ),
+        )
+    };
+    let e = refused(&merged_then(&change(
+        A1,
+        "2025-08-01",
+        "level",
+        "level = \"province\"\n",
+    )));
+    assert_eq!(field_of(&e), "kind", "{e}");
+    let corrected: StructureFile = toml::from_str(&merged_then(&change(
+        A1,
+        "2025-08-01",
+        "merged",
+        &format!("successor = \"{MERGED}\"\n"),
+    )))
+    .unwrap();
+    let s = AgencyStructure::new(&corrected.entries()).expect("a correction is a later change");
+    assert_eq!(
+        s.successor_at(Level::Commune, &agency(A1), date(2025, 8, 1))
+            .1,
+        agency(MERGED)
+    );
+    // An empty name.
+    let e = refused(&decl(A1, " "));
+    assert_eq!(field_of(&e), "name", "{e}");
+    // A circle of three from the date of its last link: every agency on it is named, and an
+    // agency leading into it (MERGED → A1) is not.
+    let e = refused(&format!(
+        "{}{}{}{}{}{}{}{}",
+        decl(A1, "a"),
+        decl(A2, "b"),
+        decl(MERGED, "m"),
+        decl(HOME, "h"),
+        change(
+            A1,
+            "2025-07-01",
+            "renamed",
+            &format!("successor = \"{A2}\"\n")
+        ),
+        change(
+            A2,
+            "2025-07-01",
+            "merged",
+            &format!("successor = \"{HOME}\"\n")
+        ),
+        change(
+            HOME,
+            "2025-09-01",
+            "merged",
+            &format!("successor = \"{A1}\"\n")
+        ),
+        change(
+            MERGED,
+            "2025-01-01",
+            "merged",
+            &format!("successor = \"{A1}\"\n")
+        ),
+    ));
+    match &e {
+        StructureError::Cycle { agencies, date: at } => {
+            assert_eq!(*at, date(2025, 9, 1));
+            let mut on: Vec<&str> = agencies.iter().map(|a| a.as_str()).collect();
+            on.sort_unstable();
+            let mut expected = vec![A1, A2, HOME];
+            expected.sort_unstable();
+            assert_eq!(on, expected, "{e}");
+        }
+        other => panic!("{other}"),
+    }
 }

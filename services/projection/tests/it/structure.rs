@@ -220,7 +220,7 @@ async fn entries_are_appended_with_who_and_when_and_never_rewritten() {
     let e = structure::publish(pool, &file(&cycle), "x")
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("its own successor"), "{e}");
+    assert!(e.to_string().contains("in a circle"), "{e}");
     assert_eq!(structure::recorded(pool).await.unwrap().len(), 8);
     // And the rows themselves cannot be emptied by name.
     let blank = structure::publish(pool, &file(&more), "").await;
@@ -427,4 +427,81 @@ async fn forms_follow_the_structure() {
         sheet.formula(first + 3, col("tdgq")).is_empty(),
         "points are not summed"
     );
+}
+
+/// The CLI publishes through the same code as the administrator's RPC: entries recorded with
+/// `--by`, the same file twice adds nothing, and a refused file exits 1 naming the entry and
+/// field at fault, adding nothing.
+#[tokio::test]
+async fn the_cli_publishes_through_the_same_code_and_names_the_fault() {
+    let (db, _log) = migrated_db().await;
+    let dir = std::env::temp_dir().join(format!(
+        "projection-agencies-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/config/tokens.dev.toml");
+    let config = dir.join("projection.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = {:?}\nmax_connections = 4\n\n\
+             [nats]\nurl = \"nats://127.0.0.1:4222\"\nstream = \"UNUSED\"\nsubject_prefix = \"unused\"\n\n\
+             [auth]\ntokens_file = {:?}\n\n[projection]\n",
+            db.url,
+            tokens.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[[agency]]\ncode = \"{A1}\"\nname = \"A1\"\nlevel = \"commune\"\n\
+             [[agency]]\ncode = \"{MERGED}\"\nname = \"M\"\nlevel = \"commune\"\n\
+             [[change]]\nagency = \"{A1}\"\nfrom = \"2025-07-01\"\nkind = \"merged\"\nsuccessor = \"{MERGED}\"\n"
+        ),
+    )
+    .unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[[change]]\nagency = \"{A2}\"\nfrom = \"2025-07-01\"\nkind = \"merged\"\nsuccessor = \"000.99.99.H40\"\n"
+        ),
+    )
+    .unwrap();
+    let run = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_projection"))
+            .args(["agencies", "publish"])
+            .arg(file)
+            .args(["--by", "Nguyễn Quản Trị", "--config"])
+            .arg(&config)
+            .output()
+            .expect("projection runs")
+    };
+    let first = run(&good);
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("3 entries added"),
+        "{first:?}"
+    );
+    let again = run(&good);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("0 entries added"),
+        "{again:?}"
+    );
+    let refused = run(&bad);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!("change of {A2} from 2025-07-01, successor")),
+        "{said}"
+    );
+    let recorded = structure::recorded_entries(&db.pool).await.unwrap();
+    assert_eq!(recorded.len(), 3, "nothing of the refused file");
+    assert!(recorded.iter().all(|r| r.recorded_by == "Nguyễn Quản Trị"));
+    std::fs::remove_dir_all(&dir).ok();
 }
