@@ -141,7 +141,7 @@ impl Default for Args {
             lag_rate: 100,
             writers: 8,
             consumers: vec![1, 2],
-            rollups: projection::store::ROLLUPS.to_vec(),
+            rollups: projection::rollup::ROLLUPS.to_vec(),
             no_jit: false,
             keep: false,
             counters: 64,
@@ -283,11 +283,11 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
                 if let Some(r) = args
                     .rollups
                     .iter()
-                    .find(|r| !projection::store::ROLLUPS.contains(r))
+                    .find(|r| !projection::rollup::ROLLUPS.contains(r))
                 {
                     bail!(
                         "--rollups: {r} is not one of {:?}",
-                        projection::store::ROLLUPS
+                        projection::rollup::ROLLUPS
                     );
                 }
             }

@@ -184,14 +184,14 @@ fn render_query(out: &mut String, f: &Figures, loaded: &Loaded, measured: &[Meas
             "**`jit = off`** for this database (`--no-jit`); PostgreSQL's default is on.\n"
         );
     }
-    if loaded.rollups.len() < projection::store::ROLLUPS.len() {
+    if loaded.rollups.len() < projection::rollup::ROLLUPS.len() {
         let _ = writeln!(
             out,
             "**Only the rollups {:?} of {:?} were loaded** (`--rollups`): the questions read only \
              those; the others would be in other parts of the primary key's index. \
              `query_reference` needs rollup 63 and was not run.\n",
             loaded.rollups,
-            projection::store::ROLLUPS
+            projection::rollup::ROLLUPS
         );
     }
     let _ = writeln!(

@@ -6,7 +6,7 @@
 //! the day deltas of all dossiers are summed per slice, day and metric, then expanded into every
 //! rollup and grain of `stats_rollup` and written with `COPY`. This is what applying every dossier
 //! once would leave in the table (and what a rebuild writes). The expansion here is a compact
-//! re-implementation of `store::rollup_cells` (which would need tens of gigabytes at this size);
+//! re-implementation of `rollup::rollup_cells` (which would need tens of gigabytes at this size);
 //! `--quick` checks the loaded table cell by cell against `rollup_cells`, and every run checks
 //! each answer against the baseline's, which is computed from the per-dossier table with no
 //! `stats` code at all.
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use domain::{ApplicantType, Channel, Level, SectorCode};
-use projection::store::{self, Grain, ROLLUPS};
+use projection::rollup::{self, Grain, ROLLUPS};
+use projection::store;
 use sqlx::{PgPool, Row};
 use stats::{Dimension, GroupKey, Metric, Query, SliceFilter, Totals};
 
@@ -95,7 +96,7 @@ fn slice_bits(catalog: &Catalog, d: &synth::Dossier) -> u64 {
 fn rollup_mask(rollup: u8) -> u64 {
     FIELDS
         .iter()
-        .filter(|(d, _, _)| rollup & store::dimension_bit(*d) != 0)
+        .filter(|(d, _, _)| rollup & rollup::dimension_bit(*d) != 0)
         .fold(0, |m, (_, shift, bits)| m | (((1 << bits) - 1) << shift))
 }
 
@@ -180,7 +181,7 @@ pub struct Loaded {
     /// Rows of `stats_rollup` (every rollup and grain).
     pub rollup_rows: u64,
     pub rollup_bytes: i64,
-    /// The rollups loaded (all of `store::ROLLUPS` unless `--rollups` said otherwise).
+    /// The rollups loaded (all of `rollup::ROLLUPS` unless `--rollups` said otherwise).
     pub rollups: Vec<u8>,
     pub dossier_bytes: i64,
     pub generate: Duration,
@@ -377,14 +378,14 @@ async fn copy_cells(
     Ok(())
 }
 
-/// `--quick` only: the whole table equals `store::rollup_cells` of the contributions, and
+/// `--quick` only: the whole table equals `rollup::rollup_cells` of the contributions, and
 /// every question's answer equals `stats::Aggregates::query`.
 pub async fn check_fully(
     pool: &PgPool,
     aggregates: &stats::Aggregates,
     questions: &[Question],
 ) -> Result<()> {
-    let expected = store::rollup_cells(aggregates.cells());
+    let expected = rollup::rollup_cells(aggregates.cells());
     let rows = sqlx::query(
         "SELECT rollup, grain, period, level, agency, sector, procedure, channel, \
          applicant_type, metric, value::text AS value FROM stats_rollup",
@@ -434,7 +435,7 @@ pub async fn check_fully(
         let missing = expected.keys().filter(|k| !loaded.contains_key(*k)).count();
         let extra = loaded.keys().filter(|k| !expected.contains_key(*k)).count();
         bail!(
-            "the loaded stats_rollup differs from store::rollup_cells: {} rows loaded, {} expected, \
+            "the loaded stats_rollup differs from rollup::rollup_cells: {} rows loaded, {} expected, \
              {missing} missing, {extra} extra",
             loaded.len(),
             expected.len()
@@ -450,7 +451,7 @@ pub async fn check_fully(
         }
     }
     eprintln!(
-        "bench: Q  check: {} rows equal store::rollup_cells; every answer equals stats::Aggregates",
+        "bench: Q  check: {} rows equal rollup::rollup_cells; every answer equals stats::Aggregates",
         loaded.len()
     );
     Ok(())
@@ -739,7 +740,7 @@ pub async fn run(
 ) -> Result<(Loaded, Vec<Measured>)> {
     let questions = questions();
     for q in &questions {
-        let needed = store::rollup_for(&q.query);
+        let needed = rollup::rollup_for(&q.query);
         if !rollups.contains(&needed) {
             bail!(
                 "--rollups must include {needed}, which \"{}\" reads",
@@ -767,7 +768,7 @@ pub async fn run(
         check_fully(pool, aggregates, &questions).await?;
     }
     // `query_reference` reads the all-dimension day grain.
-    let with_reference = rollups.contains(&store::ALL_DIMENSIONS);
+    let with_reference = rollups.contains(&rollup::ALL_DIMENSIONS);
     let measured = measure(pool, &questions, runs, baseline_budget, with_reference).await?;
     Ok((loaded, measured))
 }

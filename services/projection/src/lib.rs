@@ -34,6 +34,7 @@ pub mod http;
 pub mod openapi;
 pub mod read;
 pub mod rebuild;
+pub mod rollup;
 pub mod scope;
 pub mod scoring;
 pub mod service;

@@ -6,7 +6,7 @@
 //!    one `REPEATABLE READ` snapshot: the head position `P` and every event at or before it,
 //!    ordered by dossier and version. A second thread decodes each dossier's events, computes its
 //!    [`stats::contribution`] (streamed with `COPY` into the shadow contributions while the read
-//!    goes on) and expands the day deltas into rollup cells ([`crate::store::rollup_cells`], the
+//!    goes on) and expands the day deltas into rollup cells ([`crate::rollup::rollup_cells`], the
 //!    one definition apply also uses), summed in memory in compact form. At the end the cells are
 //!    written with one `COPY`, then the primary keys are built (one sort each). Memory is bounded
 //!    ([`RebuildOptions::memory_bytes`]): past it, the sums so far are spilled as a sorted run to
@@ -38,7 +38,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolCopyExt};
 use stats::{Contribution, Metric};
 use tokio::sync::{Notify, mpsc};
 
-use crate::store::{self, ApplyError, Cell, Grain};
+use crate::rollup::{self, Cell, Grain};
+use crate::store::{self, ApplyError};
 
 /// The advisory lock key a rebuild holds for its whole run ("projrbld").
 const LOCK_KEY: i64 = 0x7072_6f6a_7262_6c64;
@@ -608,7 +609,7 @@ impl From<Stopped> for RebuildError {
 }
 
 /// The computing thread: decodes each dossier's events, computes its contribution (written as a
-/// `COPY` row), expands the batch's day deltas into rollup cells with [`store::rollup_cells`]
+/// `COPY` row), expands the batch's day deltas into rollup cells with [`rollup::rollup_cells`]
 /// (the one definition of the cells, as apply uses it) and sums them in [`CellSums`]. Sends
 /// the contribution rows and, when memory runs short and at the end, the cell rows.
 fn compute(
@@ -672,7 +673,7 @@ fn compute(
             sums.dims.forget_recent();
             for ((day, metric), delta) in &c.deltas {
                 let t = Instant::now();
-                let expanded = store::rollup_cells([(&c.slice, *day, *metric, *delta)]);
+                let expanded = rollup::rollup_cells([(&c.slice, *day, *metric, *delta)]);
                 let summed = Instant::now();
                 times.expanding += summed - t;
                 let full = sums.add(&expanded);
@@ -716,7 +717,7 @@ pub struct ComputeTimes {
     pub contributions: Duration,
     /// Waiting for the contributions' `COPY` to take a chunk.
     pub waiting_for_writers: Duration,
-    /// `store::rollup_cells` over each batch.
+    /// `rollup::rollup_cells` over each batch.
     pub expanding: Duration,
     /// Adding the cells to the compact sums (numbering dimension tuples, sorting, summing up).
     pub summing: Duration,
@@ -1193,15 +1194,15 @@ mod tests {
         };
         let day = NaiveDate::from_ymd_opt(2024, 3, 5).unwrap();
         let (a, b) = (slice("A"), slice("B"));
-        let one = store::rollup_cells([(&a, day, Metric::Received, 1)]);
-        let other = store::rollup_cells([(&b, day, Metric::Received, 2)]);
+        let one = rollup::rollup_cells([(&a, day, Metric::Received, 1)]);
+        let other = rollup::rollup_cells([(&b, day, Metric::Received, 2)]);
         let mut sums = CellSums::new(DEFAULT_MEMORY_BYTES);
         for _ in 0..3 {
             assert!(!sums.add(&one));
             assert!(!sums.add(&other));
         }
         sums.compact();
-        let expected = store::rollup_cells([
+        let expected = rollup::rollup_cells([
             (&a, day, Metric::Received, 3),
             (&b, day, Metric::Received, 6),
         ]);
@@ -1233,7 +1234,7 @@ mod tests {
         let mut asked = false;
         for i in 0..200 {
             let s = slice(&format!("X{i}"));
-            let cells = store::rollup_cells([(&s, day, Metric::Received, 1)]);
+            let cells = rollup::rollup_cells([(&s, day, Metric::Received, 1)]);
             asked |= small.add(&cells);
         }
         assert!(asked);

@@ -3,7 +3,7 @@
 
 use chrono::{Datelike, NaiveDate};
 use domain::{AgencyCode, ApplicantType, Channel, Level, ProcedureCode, SectorCode};
-use projection::store;
+use projection::{rollup, store};
 use stats::{Aggregates, Dimension, Query, SliceFilter};
 
 use crate::support::{
@@ -148,7 +148,7 @@ async fn a_year_of_province_wide_figures_reads_a_constant_number_of_rows() {
         filter: SliceFilter::default(),
         group_by: vec![],
     };
-    assert_eq!(store::rollup_for(&query), 0);
+    assert_eq!(rollup::rollup_for(&query), 0);
     let rows: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM stats_rollup WHERE rollup = 0 AND \
          ((grain = 'y' AND period <= '2025-01-01') OR (grain = 'd' AND period = '2025-01-01') \
@@ -259,7 +259,7 @@ async fn migration_30003_converts_the_figures_exactly() {
     for c in &contributions {
         model.add_contribution(c);
     }
-    let cells = store::rollup_cells(model.cells());
+    let cells = rollup::rollup_cells(model.cells());
     for (cell, value) in &cells {
         sqlx::query(
             "INSERT INTO stats_rollup (rollup, grain, period, level, agency, sector, procedure, \
