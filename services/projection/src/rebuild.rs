@@ -38,7 +38,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolCopyExt};
 use stats::{Contribution, Metric};
 use tokio::sync::{Notify, mpsc};
 
-use crate::rollup::{self, Cell, Grain};
+use crate::rollup::{self, Cell, Grain, METRICS, metric_index};
 use crate::store::{self, ApplyError};
 
 /// The advisory lock key a rebuild holds for its whole run ("projrbld").
@@ -338,7 +338,7 @@ async fn fill(
     let counters = Arc::new(Counters::default());
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(CHANNEL_DEPTH);
     let (contributions_tx, contributions_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
-    let (cells_tx, cells_rx) = mpsc::channel::<(Target, Vec<u8>)>(CHANNEL_DEPTH);
+    let (cells_tx, cells_rx) = mpsc::channel::<ToWriter>(CHANNEL_DEPTH);
     let computing = {
         let counters = counters.clone();
         let memory = options.memory_bytes;
@@ -383,22 +383,13 @@ async fn fill(
     if computed.spilled_runs > 0 {
         counters.set_phase(Phase::Merging);
         progress(&counters.snapshot(head, started));
-        let merged = sqlx::query(
-            "INSERT INTO stats_rollup_next (rollup, grain, period, level, agency, sector, \
-               procedure, channel, applicant_type, metric, value) \
-             SELECT rollup, grain, period, level, agency, sector, procedure, channel, \
-               applicant_type, metric, sum(value) \
-             FROM stats_rollup_runs \
-             GROUP BY rollup, grain, period, level, agency, sector, procedure, channel, \
-               applicant_type, metric \
-             HAVING sum(value) <> 0",
-        )
-        .execute(&mut *conn)
-        .await?;
+        let merged = sqlx::query(sqlx::AssertSqlSafe(merge_runs_sql()))
+            .execute(&mut *conn)
+            .await?;
         counters
             .cells
             .store(merged.rows_affected(), Ordering::Relaxed);
-        sqlx::query("DROP TABLE stats_rollup_runs")
+        sqlx::query("DROP TABLE stats_cells_runs")
             .execute(&mut *conn)
             .await?;
     }
@@ -407,10 +398,9 @@ async fn fill(
     for sql in [
         "ALTER TABLE projection_contributions_next \
            ADD CONSTRAINT projection_contributions_next_pkey PRIMARY KEY (dossier_id)",
-        "ALTER TABLE stats_rollup_next ADD CONSTRAINT stats_rollup_next_pkey PRIMARY KEY \
-           (rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, \
-            metric)",
-        "ANALYZE projection_contributions_next, stats_rollup_next",
+        "ALTER TABLE stats_cells_next ADD CONSTRAINT stats_cells_next_pkey PRIMARY KEY \
+           (slice, grain, period)",
+        "ANALYZE projection_contributions_next, stats_cells_next",
     ] {
         sqlx::query(sql).execute(&mut *conn).await?;
     }
@@ -433,13 +423,13 @@ async fn fill(
 /// survive a crash from then on. Without an index, `COPY` writes each page to the WAL once.
 async fn create_shadow_tables(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     for sql in [
-        "DROP TABLE IF EXISTS projection_contributions_next, stats_rollup_next, \
-           stats_rollup_runs",
+        "DROP TABLE IF EXISTS projection_contributions_next, stats_cells_next, \
+           stats_cells_runs, stats_rollup_next, stats_rollup_runs",
         "CREATE TABLE projection_contributions_next \
            (LIKE projection_contributions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-        "CREATE TABLE stats_rollup_next \
-           (LIKE stats_rollup INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-        "CREATE UNLOGGED TABLE stats_rollup_runs (LIKE stats_rollup)",
+        "CREATE TABLE stats_cells_next \
+           (LIKE stats_cells INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+        "CREATE UNLOGGED TABLE stats_cells_runs (LIKE stats_cells)",
     ] {
         sqlx::query(sql).execute(&mut *conn).await?;
     }
@@ -551,14 +541,9 @@ enum Target {
 impl Target {
     fn copy_statement(self) -> &'static str {
         match self {
-            Target::Runs => {
-                "COPY stats_rollup_runs (rollup, grain, period, level, agency, sector, procedure, \
-                 channel, applicant_type, metric, value) FROM STDIN"
-            }
-            Target::Shadow => {
-                "COPY stats_rollup_next (rollup, grain, period, level, agency, sector, procedure, \
-                 channel, applicant_type, metric, value) FROM STDIN"
-            }
+            // Every column, in the table's order: slice, grain, period, the metrics.
+            Target::Runs => "COPY stats_cells_runs FROM STDIN",
+            Target::Shadow => "COPY stats_cells_next FROM STDIN",
         }
     }
 }
@@ -567,11 +552,33 @@ impl Target {
 /// connection of its own.
 async fn write_cells(
     pool: &PgPool,
-    mut rows: mpsc::Receiver<(Target, Vec<u8>)>,
+    mut rows: mpsc::Receiver<ToWriter>,
     counters: &Counters,
 ) -> Result<(), sqlx::Error> {
     let mut current = None;
-    while let Some((target, chunk)) = rows.recv().await {
+    while let Some(message) = rows.recv().await {
+        let (target, chunk) = match message {
+            ToWriter::Rows(target, chunk) => (target, chunk),
+            ToWriter::Slices(slices, reply) => {
+                // Committed at once (a connection of its own, autocommit): ids never go back.
+                let mut conn = pool.acquire().await?;
+                let set: std::collections::BTreeSet<(u8, [&str; 6])> = slices
+                    .iter()
+                    .map(|(r, d)| (*r, d.each_ref().map(|s| &**s)))
+                    .collect();
+                let ids = store::slice_ids(&mut conn, &set).await?;
+                let mut out = Vec::with_capacity(slices.len());
+                for (rollup, dims) in &slices {
+                    let id = ids.get(&(*rollup, dims.clone().map(String::from))).copied();
+                    out.push(id.ok_or_else(|| {
+                        sqlx::Error::Protocol("a slice without an id after its insert".into())
+                    })?);
+                }
+                // The computing thread gone: its own error is the cause.
+                let _ = reply.send(out);
+                continue;
+            }
+        };
         let copy = match &mut current {
             Some((t, copy)) if *t == target => copy,
             _ => {
@@ -590,6 +597,18 @@ async fn write_cells(
         copy.finish().await?;
     }
     Ok(())
+}
+
+/// What the computing thread sends the cells' writer.
+enum ToWriter {
+    /// Rows (`COPY` text) for a target.
+    Rows(Target, Vec<u8>),
+    /// Slices `(rollup, dims)` to number in `stats_slice`; their ids, in the same order, go
+    /// back on the channel.
+    Slices(
+        Vec<(u8, [Box<str>; 6])>,
+        tokio::sync::oneshot::Sender<Vec<i32>>,
+    ),
 }
 
 /// What the computing thread did.
@@ -615,7 +634,7 @@ impl From<Stopped> for RebuildError {
 fn compute(
     mut batches: mpsc::Receiver<Batch>,
     contributions: mpsc::Sender<Vec<u8>>,
-    cells: mpsc::Sender<(Target, Vec<u8>)>,
+    cells: mpsc::Sender<ToWriter>,
     memory_bytes: usize,
     counters: &Counters,
 ) -> Result<Computed, RebuildError> {
@@ -725,40 +744,74 @@ pub struct ComputeTimes {
     pub writing_cells: Duration,
 }
 
-/// Sums up `sums` and sends every non-zero cell to `target`, in key order; empties `sums`.
-fn spill(
-    sums: &mut CellSums,
-    target: Target,
-    out: &mpsc::Sender<(Target, Vec<u8>)>,
-) -> Result<(), Stopped> {
+/// Sums up `sums` and sends every cell with a non-zero metric to `target` as a wide row (the
+/// slice's id, numbered first in `stats_slice` if new, its grain and period, one column per
+/// metric, `\N` for 0), in key order; empties `sums`.
+fn spill(sums: &mut CellSums, target: Target, out: &mpsc::Sender<ToWriter>) -> Result<(), Stopped> {
     sums.compact();
-    let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 1024);
-    for (key, value) in &sums.cells {
-        if *value == 0 {
+    sums.dims.register(out)?;
+    let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
+    let cells = &sums.cells;
+    let mut i = 0;
+    while i < cells.len() {
+        let (key, _) = cells[i];
+        let mut values = [0i128; METRICS];
+        while i < cells.len()
+            && cells[i].0.dims == key.dims
+            && cells[i].0.grain == key.grain
+            && cells[i].0.period == key.period
+        {
+            values[metric_index(cells[i].0.metric)] += cells[i].1;
+            i += 1;
+        }
+        if values.iter().all(|v| *v == 0) {
             continue;
         }
-        push_int(&mut rows, i128::from(key.rollup));
+        push_int(&mut rows, i128::from(sums.dims.global(key.dims)));
         rows.push(b'\t');
         rows.extend_from_slice(key.grain.code().as_bytes());
         rows.push(b'\t');
         push_date(&mut rows, key.period);
-        rows.push(b'\t');
-        rows.extend_from_slice(sums.dims.text(key.dims));
-        rows.push(b'\t');
-        rows.extend_from_slice(key.metric.as_str().as_bytes());
-        rows.push(b'\t');
-        push_int(&mut rows, *value);
+        for v in values {
+            rows.push(b'\t');
+            if v == 0 {
+                rows.extend_from_slice(b"\\N");
+            } else {
+                push_int(&mut rows, v);
+            }
+        }
         rows.push(b'\n');
         if rows.len() >= COPY_CHUNK {
-            let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + 1024));
-            out.blocking_send((target, chunk)).map_err(|_| Stopped)?;
+            let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + 4096));
+            out.blocking_send(ToWriter::Rows(target, chunk))
+                .map_err(|_| Stopped)?;
         }
     }
     if !rows.is_empty() {
-        out.blocking_send((target, rows)).map_err(|_| Stopped)?;
+        out.blocking_send(ToWriter::Rows(target, rows))
+            .map_err(|_| Stopped)?;
     }
     sums.clear();
     Ok(())
+}
+
+/// Adds up the spilled runs into the shadow cells: per slice, grain and period, each metric's
+/// sum (NULL for 0), rows whose metrics are all 0 left out.
+fn merge_runs_sql() -> String {
+    let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+    let sums: Vec<String> = names
+        .iter()
+        .map(|m| format!("NULLIF(sum({m}), 0)"))
+        .collect();
+    let any: Vec<String> = names.iter().map(|m| format!("sum({m}) <> 0")).collect();
+    format!(
+        "INSERT INTO stats_cells_next (slice, grain, period, {cols}) \
+         SELECT slice, grain, period, {sums} FROM stats_cells_runs \
+         GROUP BY slice, grain, period HAVING {any}",
+        cols = names.join(", "),
+        sums = sums.join(", "),
+        any = any.join(" OR "),
+    )
 }
 
 /// A dossier's events decoded into domain events, by the decoder apply uses.
@@ -782,13 +835,14 @@ fn decode(dossier: &RawDossier) -> Result<Vec<domain::Event>, RebuildError> {
         .collect()
 }
 
-/// A rollup cell in compact form: the dimension values are an index into [`Dims`].
+/// A rollup cell in compact form: the rollup and dimension values (the slice) are an index
+/// into [`Dims`]. Ordered by slice, grain, period, then metric: the metrics of one wide row of
+/// `stats_cells` are adjacent once sorted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct CellKey {
-    rollup: u8,
+    dims: u32,
     grain: Grain,
     period: NaiveDate,
-    dims: u32,
     metric: Metric,
 }
 
@@ -843,10 +897,9 @@ impl CellSums {
         }
         for (cell, value) in batch {
             let key = CellKey {
-                rollup: cell.rollup,
+                dims: self.dims.id(cell.rollup, &cell.dims),
                 grain: cell.grain,
                 period: cell.period,
-                dims: self.dims.id(&cell.dims),
                 metric: cell.metric,
             };
             self.cells.push((key, *value));
@@ -878,12 +931,15 @@ impl CellSums {
     }
 }
 
-/// The distinct dimension values of the cells (`[&str; 6]` in [`stats::Dimension::ALL`]
-/// order), each given a number, kept with its `COPY` text (escaped, tab-separated).
+/// The distinct slices of the cells (a rollup and `[&str; 6]` in [`stats::Dimension::ALL`]
+/// order), each given a local number, and the id `stats_slice` gives it once registered
+/// ([`Dims::register`], before any row naming it is written).
 #[derive(Default)]
 struct Dims {
     ids: HashMap<Box<[u8]>, u32, FxBuild>,
-    texts: Vec<Box<[u8]>>,
+    tuples: Vec<(u8, [Box<str>; 6])>,
+    /// The `stats_slice` ids of `tuples[..global.len()]`.
+    global: Vec<i32>,
     /// Bytes held, roughly.
     bytes: usize,
     /// The lookup key being built (reused).
@@ -891,7 +947,7 @@ struct Dims {
     /// The last few tuples looked up, by the addresses and lengths of their strings: the cells
     /// of one slice borrow the same strings, so most lookups end here without hashing. Equal
     /// addresses and lengths mean equal strings; a miss only costs the hash lookup.
-    recent: Vec<([(usize, usize); 6], u32)>,
+    recent: Vec<((u8, [(usize, usize); 6]), u32)>,
 }
 
 impl Dims {
@@ -904,12 +960,12 @@ impl Dims {
         self.recent.clear();
     }
 
-    fn id(&mut self, dims: &[&str; 6]) -> u32 {
-        let address = dims.map(|d| (d.as_ptr() as usize, d.len()));
+    fn id(&mut self, rollup: u8, dims: &[&str; 6]) -> u32 {
+        let address = (rollup, dims.map(|d| (d.as_ptr() as usize, d.len())));
         if let Some((_, id)) = self.recent.iter().find(|(a, _)| *a == address) {
             return *id;
         }
-        let id = self.lookup(dims);
+        let id = self.lookup(rollup, dims);
         if self.recent.len() >= Self::RECENT {
             self.recent.remove(0);
         }
@@ -917,8 +973,9 @@ impl Dims {
         id
     }
 
-    fn lookup(&mut self, dims: &[&str; 6]) -> u32 {
+    fn lookup(&mut self, rollup: u8, dims: &[&str; 6]) -> u32 {
         self.key.clear();
+        self.key.push(rollup);
         for d in dims {
             self.key.extend_from_slice(&(d.len() as u32).to_le_bytes());
             self.key.extend_from_slice(d.as_bytes());
@@ -926,22 +983,35 @@ impl Dims {
         if let Some(id) = self.ids.get(self.key.as_slice()) {
             return *id;
         }
-        let id = self.texts.len() as u32;
-        let mut text = Vec::with_capacity(self.key.len());
-        for (i, d) in dims.iter().enumerate() {
-            if i > 0 {
-                text.push(b'\t');
-            }
-            push_escaped(&mut text, d);
-        }
-        self.bytes += 2 * self.key.len() + 64;
-        self.texts.push(text.into_boxed_slice());
+        let id = self.tuples.len() as u32;
+        self.bytes += 3 * self.key.len() + 160;
+        self.tuples.push((rollup, dims.map(Box::from)));
         self.ids.insert(self.key.clone().into_boxed_slice(), id);
         id
     }
 
-    fn text(&self, id: u32) -> &[u8] {
-        self.texts.get(id as usize).map_or(&[], |t| t)
+    /// Numbers the slices not yet registered in `stats_slice` (through the cells' writer,
+    /// committed there) and keeps their ids.
+    fn register(&mut self, out: &mpsc::Sender<ToWriter>) -> Result<(), Stopped> {
+        if self.global.len() == self.tuples.len() {
+            return Ok(());
+        }
+        let new: Vec<(u8, [Box<str>; 6])> = self.tuples[self.global.len()..].to_vec();
+        let n = new.len();
+        let (reply, ids) = tokio::sync::oneshot::channel();
+        out.blocking_send(ToWriter::Slices(new, reply))
+            .map_err(|_| Stopped)?;
+        let ids = ids.blocking_recv().map_err(|_| Stopped)?;
+        if ids.len() != n {
+            return Err(Stopped);
+        }
+        self.global.extend(ids);
+        Ok(())
+    }
+
+    /// The `stats_slice` id of a registered slice.
+    fn global(&self, id: u32) -> i32 {
+        self.global.get(id as usize).copied().unwrap_or(-1)
     }
 }
 
@@ -1061,7 +1131,7 @@ impl Shadow {
             let _ = self.conn.close().await;
             return Err(e.into());
         }
-        let cells: i64 = sqlx::query_scalar("SELECT count(*) FROM stats_rollup")
+        let cells: i64 = sqlx::query_scalar("SELECT count(*) FROM stats_cells")
             .fetch_one(&mut self.conn)
             .await?;
         sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -1092,23 +1162,30 @@ impl Shadow {
         )))
         .execute(&mut *tx)
         .await?;
+        let view = store::rollup_view_sql();
         for sql in [
-            // The order apply takes them in: contributions, then aggregates.
-            "LOCK TABLE projection_contributions, stats_rollup IN ACCESS EXCLUSIVE MODE",
-            "DROP TABLE projection_contributions, stats_rollup",
+            // The order apply takes them in: contributions, then aggregates. The dictionary
+            // `stats_slice` is shared by both generations of cells: it stays.
+            "LOCK TABLE projection_contributions, stats_cells IN ACCESS EXCLUSIVE MODE",
+            "DROP VIEW stats_rollup",
+            "DROP TABLE projection_contributions, stats_cells",
             "ALTER TABLE projection_contributions_next RENAME TO projection_contributions",
             "ALTER TABLE projection_contributions RENAME CONSTRAINT \
                projection_contributions_next_pkey TO projection_contributions_pkey",
-            "ALTER TABLE stats_rollup_next RENAME TO stats_rollup",
-            "ALTER TABLE stats_rollup RENAME CONSTRAINT stats_rollup_next_pkey \
-               TO stats_rollup_pkey",
+            "ALTER TABLE stats_cells_next RENAME TO stats_cells",
+            "ALTER TABLE stats_cells RENAME CONSTRAINT stats_cells_next_pkey \
+               TO stats_cells_pkey",
+            // The long-form view follows the table it was made on: made again on the new one.
+            view.as_str(),
             // Every dossier of the snapshot is now in the figures: a failure recorded for one
             // is over (those with later events are applied again below, and a failure there is
             // recorded again).
             "DELETE FROM projection_failures f USING projection_contributions c \
                WHERE c.dossier_id = f.dossier_id",
         ] {
-            sqlx::query(sql).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }
@@ -1211,16 +1288,9 @@ mod tests {
             .cells
             .iter()
             .map(|(k, v)| {
-                (
-                    (
-                        k.rollup,
-                        k.grain,
-                        k.period,
-                        sums.dims.text(k.dims).to_vec(),
-                        k.metric,
-                    ),
-                    *v,
-                )
+                let (rollup, dims) = &sums.dims.tuples[k.dims as usize];
+                let dims = dims.join("\t").into_bytes();
+                ((*rollup, k.grain, k.period, dims, k.metric), *v)
             })
             .collect();
         for (cell, value) in &expected {

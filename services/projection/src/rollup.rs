@@ -13,6 +13,15 @@ pub fn parse_sum(text: &str) -> Option<i128> {
     text.parse().ok()
 }
 
+/// How many metrics a cell of `stats_cells` holds: one column each, in [`Metric::ALL`] order.
+pub const METRICS: usize = Metric::ALL.len();
+
+/// The position of `metric` in [`Metric::ALL`] (its column among a cell's).
+pub fn metric_index(metric: Metric) -> usize {
+    // `Metric::ALL` lists the variants in declaration order (tested).
+    metric as usize
+}
+
 /// The rollups kept, as bit masks over [`Dimension::ALL`] (bit `i` is `Dimension::ALL[i]`),
 /// coarsest first: {}, {level}, {level, agency}, {level, sector}, {level, agency, sector},
 /// every dimension. The report forms group by level, agency and sector; filters on procedure,
@@ -255,6 +264,13 @@ mod tests {
                 .flatten()
                 .all(|b| s.grain.period(b) == b)
         })
+    }
+
+    #[test]
+    fn metric_index_is_the_position_in_all() {
+        for (i, m) in Metric::ALL.iter().enumerate() {
+            assert_eq!(metric_index(*m), i, "{m:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `stats_rollup` (day, month and year grain, for a few rollups over the slice dimensions), the
 //! apply step that keeps them exact, and the sums queries read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::NaiveDate;
 use eventlog::EventLog;
@@ -11,7 +11,8 @@ use sqlx::postgres::{PgPool, PgTransaction};
 use stats::{Contribution, Dimension, GroupKey, Metric, MetricKind, Query, Slice, Totals};
 
 use crate::rollup::{
-    ALL_DIMENSIONS, Cell, Span, parse_sum, prefix_spans, rollup_cells, rollup_for, spans,
+    ALL_DIMENSIONS, Cell, Grain, METRICS, Span, metric_index, parse_sum, prefix_spans,
+    rollup_cells, rollup_for, spans,
 };
 
 /// Why applying a dossier failed. Nothing was written (the caller's transaction is to be
@@ -187,7 +188,7 @@ pub async fn add_diff(
     diff: &[(stats::Slice, NaiveDate, Metric, i128)],
 ) -> Result<(), sqlx::Error> {
     let cells = rollup_cells(diff.iter().map(|(s, d, m, v)| (s, *d, *m, *v)));
-    upsert_cells(tx, "stats_rollup", &cells).await
+    upsert_cells(tx, &cells).await
 }
 
 /// Records a failed apply of `dossier_id` in `projection_failures`, in a transaction of its own
@@ -413,87 +414,147 @@ pub enum QueryError {
 ///
 /// Reads the coarsest rollup holding every dimension the query filters or groups by
 /// ([`rollup_for`]) and only the periods [`spans`] decomposes the three sums into: whole years,
-/// whole months and edge days. The number of rows read per cell is therefore at most about
-/// 2 × 30 days + 2 × 11 months + the years of history, whatever the number of dossiers or days
-/// behind it. Same answer as [`query_reference`] (tested).
+/// whole months and edge days. One statement: the rollup's slices that pass the filters (from
+/// the dictionary `stats_slice`, by its key) × the spans (a list bound as arrays), each pair an
+/// index range scan of `stats_cells` on `(slice, grain, period)`. The rows read are therefore
+/// at most (slices) × (about 2 × 30 days + 2 × 11 months + the years of history), whatever the
+/// number of dossiers. Same answer as [`query_reference`] (tested).
+///
+/// Runs in a read-only transaction with `jit = off` (compiling costs more than such a query),
+/// `max_parallel_workers_per_gather = 0` (starting workers costs more than reading a thousand
+/// rows) and `plan_cache_mode = force_generic_plan`: the statement's text depends only on which
+/// dimensions are filtered and grouped, its plan (nested loops over index scans) is right for
+/// every value, and a generic plan is made once per connection instead of at every call (see
+/// BENCHMARKS.md, Q).
 pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
     let rollup = rollup_for(query);
-    let flow_spans = spans(Some(query.from), query.to);
-    let start_spans = prefix_spans(query.from);
-    let end_spans = prefix_spans(query.to);
-
-    // One index range scan on (rollup, grain, period) per span, summed: an OR of the spans in
-    // one WHERE lets the planner read the whole rollup instead (measured: 0.6 s for a year by
-    // agency at 1M dossiers). Only fixed column names and grain codes enter the SQL text; every
-    // value is bound.
-    let mut dates: Vec<NaiveDate> = Vec::new();
+    let (kinds, grains, froms, tos) = span_arrays(query);
     let group_cols: Vec<&str> = query.group_by.iter().map(|d| d.as_str()).collect();
-    let groups: String = group_cols.iter().map(|c| format!(", {c}")).collect();
-    let mut legs: Vec<String> = Vec::new();
-    for (spans, column, stocks_only) in [
-        (&flow_spans, 0, false),
-        (&start_spans, 1, true),
-        (&end_spans, 2, true),
-    ] {
-        for condition in span_conditions(spans, &mut dates) {
-            let values = ["0::numeric", "0::numeric", "0::numeric"]
-                .iter()
-                .enumerate()
-                .map(|(k, zero)| if k == column { "value" } else { zero })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let stocks = if stocks_only {
-                " AND metric = ANY($2)"
-            } else {
-                ""
-            };
-            legs.push(format!(
-                "SELECT metric{groups}, {values} FROM stats_rollup \
-                 WHERE rollup = $1 AND {condition}{stocks} FILTERS"
-            ));
-        }
-    }
-    let first_filter = dates.len() + 3;
     let mut binds: Vec<&str> = Vec::new();
     let mut filters = String::new();
     for d in Dimension::ALL {
         if let Some(v) = query.filter.value(d) {
-            filters.push_str(&format!(
-                " AND {} = ${}",
-                d.as_str(),
-                first_filter + binds.len()
-            ));
             binds.push(v);
+            filters.push_str(&format!(" AND s.{} = ${}", d.as_str(), binds.len() + 5));
         }
     }
-    let sql = if legs.is_empty() {
-        // An empty period cannot reach here (`to > from`), but keep the statement valid.
-        format!(
-            "SELECT metric{groups}, 0::numeric, 0::numeric, 0::numeric FROM stats_rollup WHERE FALSE"
-        )
-    } else {
-        format!(
-            "SELECT metric{groups}, \
-               COALESCE(SUM(f), 0)::text AS flow, \
-               COALESCE(SUM(s), 0)::text AS at_start, \
-               COALESCE(SUM(e), 0)::text AS at_end \
-             FROM ({}) AS spans(metric{groups}, f, s, e) \
-             GROUP BY metric{groups}",
-            legs.join(" UNION ALL ").replace(" FILTERS", &filters)
-        )
-    };
-    let stocks: Vec<&str> = Metric::stocks().map(Metric::as_str).collect();
+    // Only fixed column names enter the SQL text; every value is bound.
+    let groups: String = group_cols.iter().map(|c| format!(", s.{c}")).collect();
+    let sums: String = Metric::ALL
+        .iter()
+        .map(|m| format!(", sum(c.{0})::text AS {0}", m.as_str()))
+        .collect();
+    let sql = format!(
+        "SELECT sp.kind{groups}{sums} \
+         FROM stats_slice s \
+         CROSS JOIN UNNEST($2::smallint[], $3::text[], $4::date[], $5::date[]) \
+           AS sp (kind, grain, lo, hi) \
+         JOIN stats_cells c ON c.slice = s.id AND c.grain = sp.grain::\"char\" \
+           AND c.period >= COALESCE(sp.lo, '-infinity') \
+           AND c.period < COALESCE(sp.hi, 'infinity') \
+         WHERE s.rollup = $1{filters} \
+         GROUP BY sp.kind{groups}"
+    );
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql(
+        "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; \
+         SET LOCAL plan_cache_mode = force_generic_plan; SET TRANSACTION READ ONLY",
+    )
+    .execute(&mut *tx)
+    .await?;
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(i16::from(rollup))
-        .bind(stocks);
-    for d in dates {
-        q = q.bind(d);
-    }
+        .bind(kinds)
+        .bind(grains)
+        .bind(froms)
+        .bind(tos);
     for v in binds {
         q = q.bind(v);
     }
-    let rows = q.fetch_all(pool).await?;
-    collect_groups(query, &group_cols, rows)
+    let rows = q.fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    collect_wide(query, &group_cols, rows)
+}
+
+/// The spans a query reads, as the arrays [`query`] binds: which sum each feeds (0 the flows
+/// over the period, 1 the stocks at its start, 2 at its end), grain code, and the bounds
+/// `lo <= period < hi` (NULL: unbounded; the statement reads it as PostgreSQL's `-infinity` or
+/// `infinity`, which every `date` compares with).
+#[allow(clippy::type_complexity)]
+fn span_arrays(
+    query: &Query,
+) -> (
+    Vec<i16>,
+    Vec<&'static str>,
+    Vec<Option<NaiveDate>>,
+    Vec<Option<NaiveDate>>,
+) {
+    let mut kinds = Vec::new();
+    let mut grains = Vec::new();
+    let mut froms = Vec::new();
+    let mut tos = Vec::new();
+    let sums: [(i16, Vec<Span>); 3] = [
+        (0, spans(Some(query.from), query.to)),
+        (1, prefix_spans(query.from)),
+        (2, prefix_spans(query.to)),
+    ];
+    for (kind, spans) in sums {
+        for span in spans {
+            kinds.push(kind);
+            grains.push(span.grain.code());
+            froms.push(span.from);
+            tos.push(span.to);
+        }
+    }
+    (kinds, grains, froms, tos)
+}
+
+/// Turns rows `(kind, group columns…, one sum per metric)` of [`query`] into the answer: per
+/// group, the flow sums of flow metrics (kind 0) and the start (kind 1) and end (kind 2) values
+/// of stock metrics, zeros left out.
+fn collect_wide(
+    query: &Query,
+    group_cols: &[&str],
+    rows: Vec<sqlx::postgres::PgRow>,
+) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
+    let mut groups: BTreeMap<GroupKey, Totals> = BTreeMap::new();
+    if query.group_by.is_empty() {
+        groups.insert(Vec::new(), Totals::empty(query.from, query.to));
+    }
+    for row in rows {
+        let kind: i16 = row.try_get("kind")?;
+        let key = group_cols
+            .iter()
+            .map(|c| row.try_get::<String, _>(*c))
+            .collect::<Result<GroupKey, _>>()?;
+        for metric in Metric::ALL {
+            let wanted = match (metric.kind(), kind) {
+                (MetricKind::Flow, 0) | (MetricKind::Stock, 1 | 2) => true,
+                _ => false,
+            };
+            if !wanted {
+                continue;
+            }
+            let text: Option<String> = row.try_get(metric.as_str())?;
+            let Some(text) = text else { continue };
+            let value = parse_sum(&text).ok_or_else(|| {
+                QueryError::Corrupt(format!("{} = {text} is no integer", metric.as_str()))
+            })?;
+            if value == 0 {
+                continue;
+            }
+            let totals = groups
+                .entry(key.clone())
+                .or_insert_with(|| Totals::empty(query.from, query.to));
+            let map = match kind {
+                0 => &mut totals.flows,
+                1 => &mut totals.at_start,
+                _ => &mut totals.at_end,
+            };
+            *map.entry(*metric).or_insert(0) += value;
+        }
+    }
+    Ok(groups)
 }
 
 /// The reference answer to `query`: the plain sums over the day grain of every dimension
@@ -590,82 +651,213 @@ pub(crate) fn sum(row: &sqlx::postgres::PgRow, column: &str) -> Result<i128, Que
     parse_sum(&text).ok_or_else(|| QueryError::Corrupt(format!("{column} = {text} is no integer")))
 }
 
-/// One condition `grain = … AND period >= $n AND period < $m` per span, binding the bounds as
-/// `$n` after the two fixed parameters (`$1` rollup, `$2` stock metrics) and the dates bound so
-/// far.
-fn span_conditions(spans: &[Span], dates: &mut Vec<NaiveDate>) -> Vec<String> {
-    spans
+/// The id of every slice `(rollup, dims)` of `cells` in `stats_slice`, adding the missing ones
+/// (in byte order of the tuples, so that two transactions adding the same new slices wait for
+/// each other in one order and never deadlock; an existing slice is only read, not locked).
+/// A slice added here is visible to others once the caller commits; one that another
+/// transaction is adding makes this one wait for its commit (or rollback), so the id read is
+/// always a committed (or own) one.
+pub(crate) async fn slice_ids(
+    conn: &mut sqlx::PgConnection,
+    slices: &BTreeSet<(u8, [&str; 6])>,
+) -> Result<HashMap<(u8, [String; 6]), i32>, sqlx::Error> {
+    let mut ids: HashMap<(u8, [String; 6]), i32> = HashMap::with_capacity(slices.len());
+    if slices.is_empty() {
+        return Ok(ids);
+    }
+    read_slice_ids(conn, slices.iter(), &mut ids).await?;
+    let missing: Vec<&(u8, [&str; 6])> = slices
         .iter()
-        .map(|span| {
-            let mut part = format!("grain = '{}'", span.grain.code());
-            if let Some(from) = span.from {
-                dates.push(from);
-                part.push_str(&format!(" AND period >= ${}", dates.len() + 2));
-            }
-            if let Some(to) = span.to {
-                dates.push(to);
-                part.push_str(&format!(" AND period < ${}", dates.len() + 2));
-            }
-            part
-        })
-        .collect()
+        .filter(|(r, d)| !ids.contains_key(&(*r, d.map(str::to_owned))))
+        .collect();
+    if missing.is_empty() {
+        return Ok(ids);
+    }
+    let (rollups, dims) = slice_columns(missing.iter().copied());
+    let [d0, d1, d2, d3, d4, d5] = dims;
+    sqlx::query(
+        "INSERT INTO stats_slice \
+           (rollup, level, agency, sector, procedure, channel, applicant_type) \
+         SELECT * FROM UNNEST($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[], $7::text[]) \
+           AS u (rollup, level, agency, sector, procedure, channel, applicant_type) \
+         ORDER BY rollup, level COLLATE \"C\", agency COLLATE \"C\", sector COLLATE \"C\", \
+           procedure COLLATE \"C\", channel COLLATE \"C\", applicant_type COLLATE \"C\" \
+         ON CONFLICT (rollup, level, agency, sector, procedure, channel, applicant_type) \
+         DO NOTHING",
+    )
+    .bind(rollups)
+    .bind(d0)
+    .bind(d1)
+    .bind(d2)
+    .bind(d3)
+    .bind(d4)
+    .bind(d5)
+    .execute(&mut *conn)
+    .await?;
+    read_slice_ids(conn, missing.into_iter(), &mut ids).await?;
+    if ids.len() < slices.len() {
+        // Inserted or present above: the database answered something else.
+        return Err(sqlx::Error::Protocol(format!(
+            "{} of {} slices have no id in stats_slice after their insert",
+            slices.len() - ids.len(),
+            slices.len()
+        )));
+    }
+    Ok(ids)
 }
 
-/// Adds `cells` to the table `table` (`stats_rollup` or a table of the same shape), in the
-/// cells' order, one statement per 10 000 cells. `table` is one of the crate's fixed names,
-/// never user input.
-pub(crate) async fn upsert_cells(
-    conn: &mut sqlx::PgConnection,
-    table: &str,
-    cells: &BTreeMap<Cell<'_>, i128>,
-) -> Result<(), sqlx::Error> {
-    const CHUNK: usize = 10_000;
-    let cells: Vec<(&Cell<'_>, &i128)> = cells.iter().collect();
-    for chunk in cells.chunks(CHUNK) {
-        let n = chunk.len();
-        let mut rollups = Vec::with_capacity(n);
-        let mut grains = Vec::with_capacity(n);
-        let mut periods = Vec::with_capacity(n);
-        let mut dims: [Vec<&str>; 6] = std::array::from_fn(|_| Vec::with_capacity(n));
-        let mut metrics = Vec::with_capacity(n);
-        let mut values = Vec::with_capacity(n);
-        for (cell, value) in chunk {
-            rollups.push(i16::from(cell.rollup));
-            grains.push(cell.grain.code());
-            periods.push(cell.period);
-            for (i, v) in cell.dims.iter().enumerate() {
-                dims[i].push(*v);
-            }
-            metrics.push(cell.metric.as_str());
-            // `numeric` has no binary form sqlx encodes from `i128`: bound as text, exact.
-            values.push(value.to_string());
+/// The columns of slices as arrays to bind: rollups, then the six dimensions.
+fn slice_columns<'a, 'b: 'a>(
+    slices: impl Iterator<Item = &'a (u8, [&'b str; 6])>,
+) -> (Vec<i16>, [Vec<&'b str>; 6]) {
+    let mut rollups = Vec::new();
+    let mut dims: [Vec<&str>; 6] = std::array::from_fn(|_| Vec::new());
+    for (rollup, values) in slices {
+        rollups.push(i16::from(*rollup));
+        for (i, v) in values.iter().enumerate() {
+            dims[i].push(*v);
         }
-        let sql = format!(
-            "INSERT INTO {table} \
-               (rollup, grain, period, level, agency, sector, procedure, channel, \
-                applicant_type, metric, value) \
-             SELECT * FROM UNNEST($1::smallint[], $2::text[], $3::date[], $4::text[], \
-                                  $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-                                  $10::text[], $11::numeric[]) \
-             ON CONFLICT (rollup, grain, period, level, agency, sector, procedure, channel, \
-                          applicant_type, metric) \
-             DO UPDATE SET value = {table}.value + EXCLUDED.value"
-        );
-        let [d0, d1, d2, d3, d4, d5] = dims;
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(rollups)
-            .bind(grains)
-            .bind(periods)
-            .bind(d0)
-            .bind(d1)
-            .bind(d2)
-            .bind(d3)
-            .bind(d4)
-            .bind(d5)
-            .bind(metrics)
-            .bind(values)
-            .execute(&mut *conn)
-            .await?;
+    }
+    (rollups, dims)
+}
+
+/// Reads the ids of those of `slices` that `stats_slice` holds into `ids`.
+async fn read_slice_ids<'a, 'b: 'a>(
+    conn: &mut sqlx::PgConnection,
+    slices: impl Iterator<Item = &'a (u8, [&'b str; 6])>,
+    ids: &mut HashMap<(u8, [String; 6]), i32>,
+) -> Result<(), sqlx::Error> {
+    let (rollups, dims) = slice_columns(slices);
+    let [d0, d1, d2, d3, d4, d5] = dims;
+    let rows = sqlx::query(
+        "SELECT s.id, s.rollup, s.level, s.agency, s.sector, s.procedure, s.channel, \
+           s.applicant_type \
+         FROM UNNEST($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     $6::text[], $7::text[]) \
+           AS u (rollup, level, agency, sector, procedure, channel, applicant_type) \
+         JOIN stats_slice s USING (rollup, level, agency, sector, procedure, channel, \
+           applicant_type)",
+    )
+    .bind(rollups)
+    .bind(d0)
+    .bind(d1)
+    .bind(d2)
+    .bind(d3)
+    .bind(d4)
+    .bind(d5)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let rollup: i16 = row.try_get("rollup")?;
+        let mut dims: [String; 6] = Default::default();
+        for (i, d) in Dimension::ALL.into_iter().enumerate() {
+            dims[i] = row.try_get(d.as_str())?;
+        }
+        ids.insert((rollup as u8, dims), row.try_get("id")?);
     }
     Ok(())
+}
+
+/// Adds `cells` to `stats_cells`: the slices' ids from the dictionary ([`slice_ids`]), then one
+/// wide row per slice, grain and period, upserted in key order `(slice, grain, period)` (every
+/// transaction locks the rows it adds to in that order), one statement per 5 000 rows. A sum
+/// back at zero is stored as NULL (0); a row whose metrics are all NULL stays.
+pub(crate) async fn upsert_cells(
+    conn: &mut sqlx::PgConnection,
+    cells: &BTreeMap<Cell<'_>, i128>,
+) -> Result<(), sqlx::Error> {
+    const CHUNK: usize = 5_000;
+    if cells.is_empty() {
+        return Ok(());
+    }
+    let slices: BTreeSet<(u8, [&str; 6])> = cells.keys().map(|c| (c.rollup, c.dims)).collect();
+    let ids = slice_ids(conn, &slices).await?;
+    let mut rows: BTreeMap<(i32, Grain, NaiveDate), [i128; METRICS]> = BTreeMap::new();
+    for (cell, value) in cells {
+        let id = ids
+            .get(&(cell.rollup, cell.dims.map(str::to_owned)))
+            .copied()
+            .ok_or_else(|| sqlx::Error::Protocol("a slice without an id".into()))?;
+        rows.entry((id, cell.grain, cell.period))
+            .or_insert([0; METRICS])[metric_index(cell.metric)] += *value;
+    }
+    let rows: Vec<_> = rows.into_iter().collect();
+    let sql = upsert_sql();
+    for chunk in rows.chunks(CHUNK) {
+        let n = chunk.len();
+        let mut slice = Vec::with_capacity(n);
+        let mut grains = Vec::with_capacity(n);
+        let mut periods = Vec::with_capacity(n);
+        let mut values: Vec<Vec<Option<String>>> =
+            (0..METRICS).map(|_| Vec::with_capacity(n)).collect();
+        for ((id, grain, period), sums) in chunk {
+            slice.push(*id);
+            grains.push(grain.code());
+            periods.push(*period);
+            for (column, v) in values.iter_mut().zip(sums) {
+                // `numeric` has no binary form sqlx encodes from `i128`: bound as text, exact.
+                column.push((*v != 0).then(|| v.to_string()));
+            }
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(slice)
+            .bind(grains)
+            .bind(periods);
+        for column in values {
+            q = q.bind(column);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// The upsert of [`upsert_cells`]: `$1` slices, `$2` grains, `$3` periods, then one `numeric`
+/// array per metric in [`Metric::ALL`] order.
+fn upsert_sql() -> String {
+    let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+    let arrays: String = (0..names.len())
+        .map(|i| format!(", ${}::numeric[]", i + 4))
+        .collect();
+    let sets: Vec<String> = names
+        .iter()
+        .map(|m| {
+            format!("{m} = NULLIF(COALESCE(stats_cells.{m}, 0) + COALESCE(EXCLUDED.{m}, 0), 0)")
+        })
+        .collect();
+    format!(
+        "INSERT INTO stats_cells (slice, grain, period, {cols}) \
+         SELECT u.slice, u.grain::\"char\", u.period, {ucols} \
+         FROM UNNEST($1::integer[], $2::text[], $3::date[]{arrays}) \
+           AS u (slice, grain, period, {cols}) \
+         ORDER BY u.slice, u.grain::\"char\", u.period \
+         ON CONFLICT (slice, grain, period) DO UPDATE SET {sets}",
+        cols = names.join(", "),
+        ucols = names
+            .iter()
+            .map(|m| format!("u.{m}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        sets = sets.join(", "),
+    )
+}
+
+/// The read-only long-form view `stats_rollup` over `stats_cells` and `stats_slice` (one row per
+/// non-NULL metric of a cell), as migration 30010 creates it; made again when a rebuild swaps
+/// `stats_cells` (a view names the table it was made on).
+pub(crate) fn rollup_view_sql() -> String {
+    let values: Vec<String> = Metric::ALL
+        .iter()
+        .map(|m| format!("('{0}', c.{0})", m.as_str()))
+        .collect();
+    format!(
+        "CREATE VIEW stats_rollup AS \
+         SELECT s.rollup, c.grain::text AS grain, c.period, s.level, s.agency, s.sector, \
+                s.procedure, s.channel, s.applicant_type, m.metric, m.value \
+         FROM stats_cells c \
+         JOIN stats_slice s ON s.id = c.slice \
+         CROSS JOIN LATERAL (VALUES {}) AS m (metric, value) \
+         WHERE m.value IS NOT NULL",
+        values.join(", ")
+    )
 }
