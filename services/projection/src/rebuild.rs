@@ -931,6 +931,9 @@ impl CellSums {
     }
 }
 
+/// A slice by its rollup and the addresses and lengths of its six strings.
+type Address = (u8, [(usize, usize); 6]);
+
 /// The distinct slices of the cells (a rollup and `[&str; 6]` in [`stats::Dimension::ALL`]
 /// order), each given a local number, and the id `stats_slice` gives it once registered
 /// ([`Dims::register`], before any row naming it is written).
@@ -947,7 +950,7 @@ struct Dims {
     /// The last few tuples looked up, by the addresses and lengths of their strings: the cells
     /// of one slice borrow the same strings, so most lookups end here without hashing. Equal
     /// addresses and lengths mean equal strings; a miss only costs the hash lookup.
-    recent: Vec<((u8, [(usize, usize); 6]), u32)>,
+    recent: Vec<(Address, u32)>,
 }
 
 impl Dims {

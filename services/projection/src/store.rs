@@ -528,10 +528,10 @@ fn collect_wide(
             .map(|c| row.try_get::<String, _>(*c))
             .collect::<Result<GroupKey, _>>()?;
         for metric in Metric::ALL {
-            let wanted = match (metric.kind(), kind) {
-                (MetricKind::Flow, 0) | (MetricKind::Stock, 1 | 2) => true,
-                _ => false,
-            };
+            let wanted = matches!(
+                (metric.kind(), kind),
+                (MetricKind::Flow, 0) | (MetricKind::Stock, 1 | 2)
+            );
             if !wanted {
                 continue;
             }
