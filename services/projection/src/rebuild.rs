@@ -638,7 +638,9 @@ fn compute(
     memory_bytes: usize,
     counters: &Counters,
 ) -> Result<Computed, RebuildError> {
-    let mut sums = CellSums::new(memory_bytes);
+    // A quarter of the budget for the day sums, the rest for the expanded cells.
+    let mut days = DaySums::new(memory_bytes / 4);
+    let mut sums = CellSums::new(memory_bytes - memory_bytes / 4);
     let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
     let mut spilled_runs = 0u64;
     let mut times = ComputeTimes::default();
@@ -683,29 +685,21 @@ fn compute(
             contributions.blocking_send(chunk).map_err(|_| Stopped)?;
             times.waiting_for_writers += t.elapsed();
         }
-        // One delta per call: `rollup_cells` sums into a `BTreeMap` ordered by the dimension
-        // strings, whose comparisons dominate on large inputs (measured: a batch of 256
-        // dossiers per call ran at 1,800 events/s, 75 % of it in `memcmp`); a single delta's
-        // cells differ by rollup and grain first, so its map stays small and cheap. The sums
-        // are linear, so adding the calls' cells up is the same as one call over all.
+        // The day deltas are summed per slice, day and metric first (a hash map of small
+        // keys); each distinct one is expanded once, when the map is full or at the end.
+        let t = Instant::now();
         for c in computed.iter().flatten() {
-            sums.dims.forget_recent();
+            let slice = days.slice(&c.slice);
             for ((day, metric), delta) in &c.deltas {
-                let t = Instant::now();
-                let expanded = rollup::rollup_cells([(&c.slice, *day, *metric, *delta)]);
-                let summed = Instant::now();
-                times.expanding += summed - t;
-                let full = sums.add(&expanded);
-                times.summing += summed.elapsed();
-                if full {
-                    let t = Instant::now();
-                    spill(&mut sums, Target::Runs, &cells)?;
-                    times.writing_cells += t.elapsed();
-                    spilled_runs += 1;
-                }
+                days.add(slice, *day, *metric, *delta);
             }
         }
+        times.summing += t.elapsed();
+        if days.full() {
+            spilled_runs += expand(&mut days, &mut sums, &cells, &mut times)?;
+        }
     }
+    spilled_runs += expand(&mut days, &mut sums, &cells, &mut times)?;
     if !rows.is_empty() {
         contributions.blocking_send(rows).map_err(|_| Stopped)?;
     }
@@ -725,6 +719,87 @@ fn compute(
     })
 }
 
+/// Expands every day sum of `days` into its rollup cells with [`rollup::rollup_cells`] (the
+/// one definition of the cells, as apply uses it: one delta per call, whose map stays small),
+/// adds them to `sums` (spilling a run whenever it is full) and empties `days`; returns the
+/// runs spilled. The sums are linear, so expanding sums of deltas is expanding the deltas.
+fn expand(
+    days: &mut DaySums,
+    sums: &mut CellSums,
+    cells: &mpsc::Sender<ToWriter>,
+    times: &mut ComputeTimes,
+) -> Result<u64, Stopped> {
+    let mut spilled = 0;
+    let mut entries: Vec<((u32, NaiveDate, Metric), i128)> = days.sums.drain().collect();
+    // By slice: the cells of one slice share its strings, which `Dims::recent` recognizes.
+    entries.sort_unstable_by_key(|(k, _)| *k);
+    let mut last = None;
+    for ((slice, day, metric), delta) in entries {
+        if delta == 0 {
+            continue;
+        }
+        if last != Some(slice) {
+            sums.dims.forget_recent();
+            last = Some(slice);
+        }
+        let t = Instant::now();
+        let expanded = rollup::rollup_cells([(&days.slices[slice as usize], day, metric, delta)]);
+        let summed = Instant::now();
+        times.expanding += summed - t;
+        let full = sums.add(&expanded);
+        times.summing += summed.elapsed();
+        if full {
+            let t = Instant::now();
+            spill(sums, Target::Runs, cells)?;
+            times.writing_cells += t.elapsed();
+            spilled += 1;
+        }
+    }
+    Ok(spilled)
+}
+
+/// The dossiers' day deltas summed per slice (every dimension), day and metric, before any
+/// expansion: many dossiers share a slice and a day.
+struct DaySums {
+    ids: HashMap<stats::Slice, u32>,
+    slices: Vec<stats::Slice>,
+    sums: HashMap<(u32, NaiveDate, Metric), i128, FxBuild>,
+    /// Most entries kept before [`DaySums::full`] says to expand them.
+    limit: usize,
+}
+
+impl DaySums {
+    /// Bytes an entry takes in the map, roughly (key, value, the table's slack).
+    const ENTRY_BYTES: usize = 48;
+
+    fn new(memory_bytes: usize) -> DaySums {
+        DaySums {
+            ids: HashMap::new(),
+            slices: Vec::new(),
+            sums: HashMap::default(),
+            limit: (memory_bytes / Self::ENTRY_BYTES).max(1024),
+        }
+    }
+
+    fn slice(&mut self, slice: &stats::Slice) -> u32 {
+        if let Some(id) = self.ids.get(slice) {
+            return *id;
+        }
+        let id = self.slices.len() as u32;
+        self.slices.push(slice.clone());
+        self.ids.insert(slice.clone(), id);
+        id
+    }
+
+    fn add(&mut self, slice: u32, day: NaiveDate, metric: Metric, delta: i128) {
+        *self.sums.entry((slice, day, metric)).or_insert(0) += delta;
+    }
+
+    fn full(&self) -> bool {
+        self.sums.len() >= self.limit
+    }
+}
+
 /// Where the rebuild's computing thread spent its time (for benchmarks and tuning).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ComputeTimes {
@@ -736,9 +811,10 @@ pub struct ComputeTimes {
     pub contributions: Duration,
     /// Waiting for the contributions' `COPY` to take a chunk.
     pub waiting_for_writers: Duration,
-    /// `rollup::rollup_cells` over each batch.
+    /// `rollup::rollup_cells` over each distinct slice, day and metric sum.
     pub expanding: Duration,
-    /// Adding the cells to the compact sums (numbering dimension tuples, sorting, summing up).
+    /// Summing the day deltas per slice, day and metric, and adding the expanded cells to the
+    /// compact sums (numbering slices, sorting, summing up).
     pub summing: Duration,
     /// Formatting the cell rows and handing them to their `COPY` (which waits for the server).
     pub writing_cells: Duration,
