@@ -414,60 +414,88 @@ pub enum QueryError {
 ///
 /// Reads the coarsest rollup holding every dimension the query filters or groups by
 /// ([`rollup_for`]) and only the periods [`spans`] decomposes the three sums into: whole years,
-/// whole months and edge days. One statement: the rollup's slices that pass the filters (from
-/// the dictionary `stats_slice`, by its key) × the spans (a list bound as arrays), each pair an
-/// index range scan of `stats_cells` on `(slice, grain, period)`. The rows read are therefore
-/// at most (slices) × (about 2 × 30 days + 2 × 11 months + the years of history), whatever the
-/// number of dossiers. Same answer as [`query_reference`] (tested).
+/// whole months and edge days. One statement of two legs (the flow metrics over the flow
+/// spans, the stock metrics over the two prefix sums' spans): the rollup's slices that pass the
+/// filters (from the dictionary `stats_slice`, by its key) × the spans (bound as arrays), each
+/// pair one index range scan of `stats_cells` on `(slice, grain, period)` (a lateral subquery:
+/// the plan cannot become a scan of the table). The rows read are therefore at most (slices) ×
+/// (about 2 × 30 days + 2 × 11 months + the years of history), whatever the number of
+/// dossiers. Same answer as [`query_reference`] (tested).
 ///
 /// Runs in a read-only transaction with `jit = off` (compiling costs more than such a query),
 /// `max_parallel_workers_per_gather = 0` (starting workers costs more than reading a thousand
-/// rows) and `plan_cache_mode = force_generic_plan`: the statement's text depends only on which
-/// dimensions are filtered and grouped, its plan (nested loops over index scans) is right for
-/// every value, and a generic plan is made once per connection instead of at every call (see
-/// BENCHMARKS.md, Q).
+/// rows) and `plan_cache_mode = force_custom_plan`: a generic plan cannot know how few slices
+/// `rollup = $1` keeps and scans the whole dictionary; planning with the values costs about a
+/// millisecond and finds the dictionary's index (measured: BENCHMARKS.md, "Q after issue 10").
 pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
     let rollup = rollup_for(query);
-    let (kinds, grains, froms, tos) = span_arrays(query);
+    let flow = span_arrays([(0, spans(Some(query.from), query.to))]);
+    let stock = span_arrays([(1, prefix_spans(query.from)), (2, prefix_spans(query.to))]);
     let group_cols: Vec<&str> = query.group_by.iter().map(|d| d.as_str()).collect();
     let mut binds: Vec<&str> = Vec::new();
     let mut filters = String::new();
     for d in Dimension::ALL {
         if let Some(v) = query.filter.value(d) {
             binds.push(v);
-            filters.push_str(&format!(" AND s.{} = ${}", d.as_str(), binds.len() + 5));
+            filters.push_str(&format!(" AND s.{} = ${}", d.as_str(), binds.len() + 9));
         }
     }
     // Only fixed column names enter the SQL text; every value is bound.
     let groups: String = group_cols.iter().map(|c| format!(", s.{c}")).collect();
-    let sums: String = Metric::ALL
-        .iter()
-        .map(|m| format!(", sum(c.{0})::text AS {0}", m.as_str()))
-        .collect();
+    let leg = |kind: MetricKind, first: usize| {
+        let columns: Vec<&str> = Metric::ALL
+            .iter()
+            .filter(|m| m.kind() == kind)
+            .map(|m| m.as_str())
+            .collect();
+        let outputs: String = Metric::ALL
+            .iter()
+            .map(|m| {
+                if m.kind() == kind {
+                    format!(", sum(c.{0})::text AS {0}", m.as_str())
+                } else {
+                    format!(", NULL::text AS {}", m.as_str())
+                }
+            })
+            .collect();
+        // `OFFSET 0` keeps the lateral subquery from being pulled up into a join the planner
+        // may turn into a scan of all of `stats_cells`: it stays one index range scan per
+        // slice and span.
+        format!(
+            "SELECT sp.kind{groups}{outputs} \
+             FROM stats_slice s \
+             CROSS JOIN UNNEST(${k}::smallint[], ${g}::text[], ${lo}::date[], ${hi}::date[]) \
+               AS sp (kind, grain, lo, hi) \
+             CROSS JOIN LATERAL (SELECT {columns} FROM stats_cells \
+               WHERE slice = s.id AND grain = sp.grain::\"char\" \
+                 AND period >= COALESCE(sp.lo, '-infinity') \
+                 AND period < COALESCE(sp.hi, 'infinity') OFFSET 0) AS c \
+             WHERE s.rollup = $1{filters} \
+             GROUP BY sp.kind{groups}",
+            k = first,
+            g = first + 1,
+            lo = first + 2,
+            hi = first + 3,
+            columns = columns.join(", "),
+        )
+    };
+    // Flows over the flow spans only, stocks over the prefix spans only.
     let sql = format!(
-        "SELECT sp.kind{groups}{sums} \
-         FROM stats_slice s \
-         CROSS JOIN UNNEST($2::smallint[], $3::text[], $4::date[], $5::date[]) \
-           AS sp (kind, grain, lo, hi) \
-         JOIN stats_cells c ON c.slice = s.id AND c.grain = sp.grain::\"char\" \
-           AND c.period >= COALESCE(sp.lo, '-infinity') \
-           AND c.period < COALESCE(sp.hi, 'infinity') \
-         WHERE s.rollup = $1{filters} \
-         GROUP BY sp.kind{groups}"
+        "{} UNION ALL {}",
+        leg(MetricKind::Flow, 2),
+        leg(MetricKind::Stock, 6)
     );
     let mut tx = pool.begin().await?;
     sqlx::raw_sql(
         "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; \
-         SET LOCAL plan_cache_mode = force_generic_plan; SET TRANSACTION READ ONLY",
+         SET LOCAL plan_cache_mode = force_custom_plan; SET TRANSACTION READ ONLY",
     )
     .execute(&mut *tx)
     .await?;
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(i16::from(rollup))
-        .bind(kinds)
-        .bind(grains)
-        .bind(froms)
-        .bind(tos);
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i16::from(rollup));
+    for (kinds, grains, froms, tos) in [flow, stock] {
+        q = q.bind(kinds).bind(grains).bind(froms).bind(tos);
+    }
     for v in binds {
         q = q.bind(v);
     }
@@ -476,13 +504,13 @@ pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, To
     collect_wide(query, &group_cols, rows)
 }
 
-/// The spans a query reads, as the arrays [`query`] binds: which sum each feeds (0 the flows
-/// over the period, 1 the stocks at its start, 2 at its end), grain code, and the bounds
-/// `lo <= period < hi` (NULL: unbounded; the statement reads it as PostgreSQL's `-infinity` or
-/// `infinity`, which every `date` compares with).
+/// The spans of some of a query's sums, as the arrays [`query`] binds: which sum each feeds (0
+/// the flows over the period, 1 the stocks at its start, 2 at its end), grain code, and the
+/// bounds `lo <= period < hi` (NULL: unbounded; the statement reads it as PostgreSQL's
+/// `-infinity` or `infinity`, which every `date` compares with).
 #[allow(clippy::type_complexity)]
-fn span_arrays(
-    query: &Query,
+fn span_arrays<const N: usize>(
+    sums: [(i16, Vec<Span>); N],
 ) -> (
     Vec<i16>,
     Vec<&'static str>,
@@ -493,11 +521,6 @@ fn span_arrays(
     let mut grains = Vec::new();
     let mut froms = Vec::new();
     let mut tos = Vec::new();
-    let sums: [(i16, Vec<Span>); 3] = [
-        (0, spans(Some(query.from), query.to)),
-        (1, prefix_spans(query.from)),
-        (2, prefix_spans(query.to)),
-    ];
     for (kind, spans) in sums {
         for span in spans {
             kinds.push(kind);
