@@ -2,7 +2,7 @@
 //! lost data), while the service keeps answering from the old tables.
 //!
 //! 1. [`prepare`] takes an advisory lock (one rebuild at a time), creates the shadow tables
-//!    `projection_contributions_next` and `stats_rollup_next` without keys, and reads the log in
+//!    `projection_contributions_next` and `stats_cells_next` without keys, and reads the log in
 //!    one `REPEATABLE READ` snapshot: the head position `P` and every event at or before it,
 //!    ordered by dossier and version. A second thread decodes each dossier's events, computes its
 //!    [`stats::contribution`] (streamed with `COPY` into the shadow contributions while the read
@@ -148,7 +148,7 @@ pub struct Progress {
     /// The snapshot's head position: positions are gapless from 1, so this many events in all.
     pub head: i64,
     pub dossiers: u64,
-    /// Rows written so far to `stats_rollup_next` (or, while spilling, to the runs).
+    /// Rows written so far to `stats_cells_next` (or, while spilling, to the runs).
     pub cells: u64,
     pub elapsed: Duration,
 }
@@ -186,7 +186,7 @@ pub struct RebuildReport {
     pub position: i64,
     pub events: u64,
     pub dossiers: u64,
-    /// Cells in the new `stats_rollup`.
+    /// Wide rows in the new `stats_cells`.
     pub cells: i64,
     /// Time to read the log and fill the shadow tables.
     pub fill: Duration,

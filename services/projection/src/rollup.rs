@@ -68,7 +68,7 @@ pub enum Grain {
 impl Grain {
     pub const ALL: [Grain; 3] = [Grain::Day, Grain::Month, Grain::Year];
 
-    /// The code stored in `stats_rollup.grain`.
+    /// The code stored in `stats_cells.grain`.
     pub fn code(self) -> &'static str {
         match self {
             Grain::Day => "d",
@@ -186,7 +186,7 @@ fn next_month_start(day: NaiveDate) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(y, m, 1)
 }
 
-/// One cell of `stats_rollup`: a rollup, a period, the slice's values in the rollup's
+/// One figure of the aggregates (a metric of a row of `stats_cells`): a rollup, a period, the slice's values in the rollup's
 /// dimensions (`""` outside it) and a metric. Ordered, so that a sorted batch of cells is
 /// locked in the same order by every transaction.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -201,7 +201,7 @@ pub struct Cell<'a> {
 
 /// Every rollup and grain cell the day deltas `(slice, day, metric, delta)` add to, with the
 /// summed delta (exact `i128`: see the `stats` crate docs); zero sums are left out. Apply and
-/// rebuild write `stats_rollup` through it; verify does not (it expands its expected cells in
+/// rebuild write `stats_cells` through it; verify does not (it expands its expected cells in
 /// SQL, independently: see [`crate::verify`]).
 pub fn rollup_cells<'a>(
     deltas: impl IntoIterator<Item = (&'a Slice, NaiveDate, Metric, i128)>,

@@ -1,5 +1,6 @@
 //! The projection's storage in PostgreSQL: per-dossier contributions and the pre-aggregated
-//! `stats_rollup` (day, month and year grain, for a few rollups over the slice dimensions), the
+//! wide rows of `stats_cells` by slice of the dictionary `stats_slice` (day, month and year
+//! grain, for a few rollups over the slice dimensions), the
 //! apply step that keeps them exact, and the sums queries read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -66,7 +67,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// Locks the dossier's contribution row (`SELECT … FOR UPDATE`, inserting it first when
 /// missing), so that two instances never interleave on one dossier; then reads every event of
 /// the dossier, folds its [`stats::contribution`] again, and adds `new − old`
-/// ([`stats::diff`]) to every cell of `stats_rollup` it touches ([`rollup_cells`]), storing the
+/// ([`stats::diff`]) to every cell of `stats_cells` it touches ([`rollup_cells`]), storing the
 /// new contribution and version, and deleting the dossier's row of `projection_failures` if
 /// any ([`record_failure`]). Because it
 /// recomputes from the log, applying twice, late or out of order changes nothing once applied:
@@ -180,7 +181,7 @@ fn decode_events(
         .collect()
 }
 
-/// Adds a dossier's diff to every rollup and grain of `stats_rollup` (see [`rollup_cells`]),
+/// Adds a dossier's diff to every rollup and grain of `stats_cells` (see [`rollup_cells`]),
 /// inside the caller's transaction. [`apply_dossier`] and [`apply_batch`] (all of a batch's
 /// diffs at once) are its callers in the service; it is public so that tests and benchmarks can load aggregates exactly as apply writes them.
 pub async fn add_diff(

@@ -5,7 +5,8 @@
 //! that holds the expected cells in a temporary table) it reads every event up to the head `P`
 //! by dossier, with the dossier's row of `projection_contributions`. The live tables claim
 //! that each dossier contributes [`stats::contribution`] of its events up to the stored
-//! version, and that `stats_rollup` is the sum of those contributions
+//! version, and that the cells (`stats_cells` by slice of `stats_slice`, read through the long
+//! view `stats_rollup`) are the sum of those contributions
 //! ([`crate::rollup::rollup_cells`]). Verify checks exactly that claim:
 //!
 //! - per dossier: the stored contribution equals the one recomputed from the log up to the
