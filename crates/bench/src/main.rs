@@ -108,7 +108,7 @@ pub struct Args {
     pub lag_rate: u64,
     pub writers: usize,
     pub consumers: Vec<usize>,
-    /// Q: the rollups loaded into `stats_rollup` (default: every one apply maintains).
+    /// Q: the rollups loaded into `stats_cells` (default: every one apply maintains).
     pub rollups: Vec<u8>,
     /// Q: `jit = off` for the database (PostgreSQL's default is on).
     pub no_jit: bool,
@@ -141,7 +141,7 @@ impl Default for Args {
             lag_rate: 100,
             writers: 8,
             consumers: vec![1, 2],
-            rollups: projection::store::ROLLUPS.to_vec(),
+            rollups: projection::rollup::ROLLUPS.to_vec(),
             no_jit: false,
             keep: false,
             counters: 64,
@@ -182,7 +182,7 @@ projection: lag, query and rebuild, each in a fresh database (or one of them alo
   --lag-rate N        lag: appends per second, all writers together (default 100)
   --writers N         lag: concurrent writers (default 8)
   --consumers N,M     lag: projection consumer instances, one run per number (default 1,2)
-  --rollups 0,3,5     query: load only these rollups of stats_rollup (default: all six that apply
+  --rollups 0,3,5     query: load only these rollups of stats_cells (default: all six that apply
                       maintains; the questions read 0, 3 and 5). For sizes whose full table does
                       not fit the disk; the report says which were loaded.
   --no-jit            query: ALTER DATABASE … SET jit = off before connecting
@@ -283,11 +283,11 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
                 if let Some(r) = args
                     .rollups
                     .iter()
-                    .find(|r| !projection::store::ROLLUPS.contains(r))
+                    .find(|r| !projection::rollup::ROLLUPS.contains(r))
                 {
                     bail!(
                         "--rollups: {r} is not one of {:?}",
-                        projection::store::ROLLUPS
+                        projection::rollup::ROLLUPS
                     );
                 }
             }

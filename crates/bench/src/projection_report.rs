@@ -167,12 +167,18 @@ fn render_query(out: &mut String, f: &Figures, loaded: &Loaded, measured: &[Meas
     );
     let _ = writeln!(
         out,
-        "Loaded: {} non-zero slice × day × metric cells; `stats_rollup` {} rows ({}, with its \
-         primary key); the baseline's per-dossier table {} rows ({}, with 5 indexes). \
+        "Loaded: {} non-zero slice × day × metric cells; {} non-zero figures over every rollup \
+         and grain, stored as {} wide rows of `stats_cells` over {} slices of `stats_slice` \
+         ({}, both with their indexes; {:.1} bytes per event of the {} events generated); the \
+         baseline's per-dossier table {} rows ({}, with 5 indexes). \
          Generating and summing took {:.0} s, `COPY` and indexing {:.0} s.\n",
         thousands(loaded.day_cells),
         thousands(loaded.rollup_rows),
+        thousands(loaded.wide_rows),
+        thousands(loaded.slices),
         gib(loaded.rollup_bytes),
+        loaded.rollup_bytes as f64 / loaded.events.max(1) as f64,
+        thousands(loaded.events),
         thousands(loaded.dossiers),
         gib(loaded.dossier_bytes),
         loaded.generate.as_secs_f64(),
@@ -184,14 +190,14 @@ fn render_query(out: &mut String, f: &Figures, loaded: &Loaded, measured: &[Meas
             "**`jit = off`** for this database (`--no-jit`); PostgreSQL's default is on.\n"
         );
     }
-    if loaded.rollups.len() < projection::store::ROLLUPS.len() {
+    if loaded.rollups.len() < projection::rollup::ROLLUPS.len() {
         let _ = writeln!(
             out,
             "**Only the rollups {:?} of {:?} were loaded** (`--rollups`): the questions read only \
              those; the others would be in other parts of the primary key's index. \
              `query_reference` needs rollup 63 and was not run.\n",
             loaded.rollups,
-            projection::store::ROLLUPS
+            projection::rollup::ROLLUPS
         );
     }
     let _ = writeln!(

@@ -6,7 +6,7 @@
 //! the day deltas of all dossiers are summed per slice, day and metric, then expanded into every
 //! rollup and grain of `stats_rollup` and written with `COPY`. This is what applying every dossier
 //! once would leave in the table (and what a rebuild writes). The expansion here is a compact
-//! re-implementation of `store::rollup_cells` (which would need tens of gigabytes at this size);
+//! re-implementation of `rollup::rollup_cells` (which would need tens of gigabytes at this size);
 //! `--quick` checks the loaded table cell by cell against `rollup_cells`, and every run checks
 //! each answer against the baseline's, which is computed from the per-dossier table with no
 //! `stats` code at all.
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use domain::{ApplicantType, Channel, Level, SectorCode};
-use projection::store::{self, Grain, ROLLUPS};
+use projection::rollup::{self, Grain, ROLLUPS};
+use projection::store;
 use sqlx::{PgPool, Row};
 use stats::{Dimension, GroupKey, Metric, Query, SliceFilter, Totals};
 
@@ -95,7 +96,7 @@ fn slice_bits(catalog: &Catalog, d: &synth::Dossier) -> u64 {
 fn rollup_mask(rollup: u8) -> u64 {
     FIELDS
         .iter()
-        .filter(|(d, _, _)| rollup & store::dimension_bit(*d) != 0)
+        .filter(|(d, _, _)| rollup & rollup::dimension_bit(*d) != 0)
         .fold(0, |m, (_, shift, bits)| m | (((1 << bits) - 1) << shift))
 }
 
@@ -126,14 +127,17 @@ struct Chunk {
     deltas: Vec<(u64, i128)>,
     rows: String,
     contributions: Vec<stats::Contribution>,
+    events: u64,
 }
 
 fn generate(catalog: &Catalog, from: u64, to: u64, keep: bool) -> Chunk {
     let mut deltas = Vec::with_capacity(((to - from) * 24) as usize);
     let mut rows = String::with_capacity(((to - from) * 130) as usize);
     let mut contributions = Vec::new();
+    let mut events = 0u64;
     for n in from..to {
         let d = synth::dossier(catalog, n);
+        events += d.events.len() as u64;
         let c = stats::contribution(&d.events).expect("a received dossier contributes");
         let base = slice_bits(catalog, &d);
         for ((day, metric), v) in &c.deltas {
@@ -168,6 +172,7 @@ fn generate(catalog: &Catalog, from: u64, to: u64, keep: bool) -> Chunk {
         deltas: merge(deltas),
         rows,
         contributions,
+        events,
     }
 }
 
@@ -177,10 +182,17 @@ pub struct Loaded {
     pub dossiers: u64,
     /// Non-zero cells of the all-dimension day grain (slice × day × metric).
     pub day_cells: u64,
-    /// Rows of `stats_rollup` (every rollup and grain).
+    /// Non-zero figures of every rollup and grain (rows of the long view `stats_rollup`).
     pub rollup_rows: u64,
+    /// Rows of `stats_cells` (one per slice, grain and period).
+    pub wide_rows: u64,
+    /// Entries of the dictionary `stats_slice`.
+    pub slices: u64,
+    /// Events of the generated dossiers (what the log would hold).
+    pub events: u64,
+    /// `stats_cells` and `stats_slice` with their indexes.
     pub rollup_bytes: i64,
-    /// The rollups loaded (all of `store::ROLLUPS` unless `--rollups` said otherwise).
+    /// The rollups loaded (all of `rollup::ROLLUPS` unless `--rollups` said otherwise).
     pub rollups: Vec<u8>,
     pub dossier_bytes: i64,
     pub generate: Duration,
@@ -207,7 +219,7 @@ pub async fn load(
     .execute(pool)
     .await?;
     // Loaded without its primary key, which is then built once (same end state, faster).
-    sqlx::query("ALTER TABLE stats_rollup DROP CONSTRAINT stats_rollup_pkey")
+    sqlx::query("ALTER TABLE stats_cells DROP CONSTRAINT stats_cells_pkey")
         .execute(pool)
         .await?;
 
@@ -215,6 +227,7 @@ pub async fn load(
     let mut generate_time = Duration::ZERO;
     let mut load_time = Duration::ZERO;
     let mut all: Vec<(u64, i128)> = Vec::new();
+    let mut events = 0u64;
     let mut aggregates = keep.then(stats::Aggregates::new);
     let mut from = 0;
     let started = Instant::now();
@@ -240,6 +253,7 @@ pub async fn load(
             copy.send(chunk.rows.into_bytes()).await?;
             copy.finish().await?;
             all.extend(chunk.deltas);
+            events += chunk.events;
             if let Some(agg) = aggregates.as_mut() {
                 for c in &chunk.contributions {
                     agg.add_contribution(c);
@@ -260,6 +274,8 @@ pub async fn load(
     eprintln!("bench: Q  {day_cells} non-zero slice × day × metric cells");
 
     let mut rollup_rows = 0u64;
+    let mut wide_rows = 0u64;
+    let mut slices = Slices::default();
     for rollup in ROLLUPS.into_iter().filter(|r| rollups.contains(r)) {
         for grain in Grain::ALL {
             let t = Instant::now();
@@ -275,19 +291,22 @@ pub async fn load(
             generate_time += t.elapsed();
             let t = Instant::now();
             rollup_rows += cells.len() as u64;
-            copy_cells(&mut conn, catalog, rollup, grain, &cells).await?;
+            wide_rows += copy_cells(&mut conn, &mut slices, rollup, grain, &cells).await?;
             load_time += t.elapsed();
         }
         eprintln!("bench: Q  rollup {rollup} loaded ({rollup_rows} rows so far)");
     }
     drop(day);
+    let t = Instant::now();
+    slices.copy(&mut conn, catalog).await?;
+    load_time += t.elapsed();
 
     let t = Instant::now();
     eprintln!("bench: Q  building the primary key and the baseline's indexes");
     for sql in [
         "SET maintenance_work_mem = '1GB'".to_owned(),
-        "ALTER TABLE stats_rollup ADD CONSTRAINT stats_rollup_pkey PRIMARY KEY \
-           (rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, metric)"
+        "ALTER TABLE stats_cells ADD CONSTRAINT stats_cells_pkey PRIMARY KEY \
+           (slice, grain, period)"
             .to_owned(),
         format!("ALTER TABLE {DOSSIER_TABLE} ADD PRIMARY KEY (dossier_id)"),
         format!("CREATE INDEX ON {DOSSIER_TABLE} (received_day)"),
@@ -304,7 +323,8 @@ pub async fn load(
     drop(conn);
 
     let sizes: (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT pg_total_relation_size('stats_rollup'), pg_total_relation_size('{DOSSIER_TABLE}')"
+        "SELECT pg_total_relation_size('stats_cells') + pg_total_relation_size('stats_slice'), \
+           pg_total_relation_size('{DOSSIER_TABLE}')"
     )))
     .fetch_one(pool)
     .await?;
@@ -312,6 +332,9 @@ pub async fn load(
         dossiers,
         day_cells,
         rollup_rows,
+        wide_rows,
+        slices: slices.ids.len() as u64,
+        events,
         rollup_bytes: sizes.0,
         rollups: rollups.to_vec(),
         dossier_bytes: sizes.1,
@@ -321,50 +344,105 @@ pub async fn load(
     })
 }
 
-/// Writes one rollup and grain's cells to `stats_rollup` with `COPY`, a few megabytes at a time.
+/// The slices of the loaded cells, numbered as `stats_slice` will hold them.
+#[derive(Default)]
+struct Slices {
+    /// `(rollup, dimension bits of the cell key)` → id, from 1.
+    ids: std::collections::HashMap<(u8, u64), i32>,
+}
+
+impl Slices {
+    fn id(&mut self, rollup: u8, dims: u64) -> i32 {
+        let next = self.ids.len() as i32 + 1;
+        *self.ids.entry((rollup, dims)).or_insert(next)
+    }
+
+    /// Writes the dictionary with `COPY` (ids as numbered) and moves its id sequence past them.
+    async fn copy(&self, conn: &mut sqlx::PgConnection, catalog: &Catalog) -> Result<()> {
+        let mut sorted: Vec<(&(u8, u64), &i32)> = self.ids.iter().collect();
+        sorted.sort_unstable_by_key(|(_, id)| **id);
+        let mut buf = String::new();
+        for ((rollup, k), id) in sorted {
+            let _ = write!(buf, "{id}\t{rollup}");
+            for i in 0..6 {
+                let _ = write!(buf, "\t{}", name(catalog, *k, i));
+            }
+            buf.push('\n');
+        }
+        let mut copy = conn
+            .copy_in_raw(
+                "COPY stats_slice (id, rollup, level, agency, sector, procedure, channel, \
+                 applicant_type) FROM STDIN",
+            )
+            .await?;
+        copy.send(buf.into_bytes()).await?;
+        copy.finish().await?;
+        sqlx::query(
+            "SELECT setval(pg_get_serial_sequence('stats_slice', 'id'), \
+               (SELECT max(id) FROM stats_slice))",
+        )
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The value of dimension `i` in a cell key (`""` outside the rollup).
+fn name(catalog: &Catalog, k: u64, i: usize) -> &str {
+    let idx = field(k, i);
+    if idx == 0 {
+        return "";
+    }
+    let idx = idx - 1;
+    match i {
+        0 => Level::ALL[idx].as_str(),
+        1 => catalog.agencies[idx].code.as_str(),
+        2 => catalog.sectors[idx].as_str(),
+        3 => catalog.procedures[idx].code.as_str(),
+        4 => Channel::ALL[idx].as_str(),
+        _ => ApplicantType::ALL[idx].as_str(),
+    }
+}
+
+/// Writes one rollup and grain's cells (sorted by key: the metrics of a slice and period are
+/// adjacent) to `stats_cells` with `COPY` as wide rows, a few megabytes at a time, in period
+/// order then slice (as apply leaves them over time: a period's rows written together);
+/// returns the rows written.
 async fn copy_cells(
     conn: &mut sqlx::PgConnection,
-    catalog: &Catalog,
+    slices: &mut Slices,
     rollup: u8,
     grain: Grain,
     cells: &[(u64, i128)],
-) -> Result<()> {
-    let mut copy = conn
-        .copy_in_raw(
-            "COPY stats_rollup (rollup, grain, period, level, agency, sector, procedure, \
-             channel, applicant_type, metric, value) FROM STDIN",
-        )
-        .await?;
+) -> Result<u64> {
+    let dims_mask = FIELDS
+        .iter()
+        .fold(0u64, |m, (_, shift, bits)| m | (((1 << bits) - 1) << shift));
+    let mut rows: Vec<(NaiveDate, i32, [i128; rollup::METRICS])> = Vec::new();
+    let mut i = 0;
+    while i < cells.len() {
+        let row_key = cells[i].0 & !0x3f;
+        let mut values = [0i128; rollup::METRICS];
+        while i < cells.len() && cells[i].0 & !0x3f == row_key {
+            values[(cells[i].0 & 0x3f) as usize] += cells[i].1;
+            i += 1;
+        }
+        let id = slices.id(rollup, row_key & dims_mask);
+        rows.push((period_of(row_key), id, values));
+    }
+    rows.sort_unstable_by_key(|(p, id, _)| (*p, *id));
+    let mut copy = conn.copy_in_raw("COPY stats_cells FROM STDIN").await?;
     let mut buf = String::with_capacity(8 << 20);
-    for (k, v) in cells {
-        let name = |i: usize| -> &str {
-            let idx = field(*k, i);
-            if idx == 0 {
-                return "";
+    for (period, id, values) in &rows {
+        let _ = write!(buf, "{id}\t{}\t{period}", grain.code());
+        for v in values {
+            if *v == 0 {
+                buf.push_str("\t\\N");
+            } else {
+                let _ = write!(buf, "\t{v}");
             }
-            let idx = idx - 1;
-            match i {
-                0 => Level::ALL[idx].as_str(),
-                1 => catalog.agencies[idx].code.as_str(),
-                2 => catalog.sectors[idx].as_str(),
-                3 => catalog.procedures[idx].code.as_str(),
-                4 => Channel::ALL[idx].as_str(),
-                _ => ApplicantType::ALL[idx].as_str(),
-            }
-        };
-        let _ = writeln!(
-            buf,
-            "{rollup}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{v}",
-            grain.code(),
-            period_of(*k),
-            name(0),
-            name(1),
-            name(2),
-            name(3),
-            name(4),
-            name(5),
-            Metric::ALL[(k & 0x3f) as usize].as_str(),
-        );
+        }
+        buf.push('\n');
         if buf.len() >= 8 << 20 {
             copy.send(std::mem::take(&mut buf).into_bytes()).await?;
             buf.reserve(8 << 20);
@@ -374,17 +452,17 @@ async fn copy_cells(
         copy.send(buf.into_bytes()).await?;
     }
     copy.finish().await?;
-    Ok(())
+    Ok(rows.len() as u64)
 }
 
-/// `--quick` only: the whole table equals `store::rollup_cells` of the contributions, and
+/// `--quick` only: the whole table equals `rollup::rollup_cells` of the contributions, and
 /// every question's answer equals `stats::Aggregates::query`.
 pub async fn check_fully(
     pool: &PgPool,
     aggregates: &stats::Aggregates,
     questions: &[Question],
 ) -> Result<()> {
-    let expected = store::rollup_cells(aggregates.cells());
+    let expected = rollup::rollup_cells(aggregates.cells());
     let rows = sqlx::query(
         "SELECT rollup, grain, period, level, agency, sector, procedure, channel, \
          applicant_type, metric, value::text AS value FROM stats_rollup",
@@ -434,7 +512,7 @@ pub async fn check_fully(
         let missing = expected.keys().filter(|k| !loaded.contains_key(*k)).count();
         let extra = loaded.keys().filter(|k| !expected.contains_key(*k)).count();
         bail!(
-            "the loaded stats_rollup differs from store::rollup_cells: {} rows loaded, {} expected, \
+            "the loaded stats_rollup differs from rollup::rollup_cells: {} rows loaded, {} expected, \
              {missing} missing, {extra} extra",
             loaded.len(),
             expected.len()
@@ -450,7 +528,7 @@ pub async fn check_fully(
         }
     }
     eprintln!(
-        "bench: Q  check: {} rows equal store::rollup_cells; every answer equals stats::Aggregates",
+        "bench: Q  check: {} rows equal rollup::rollup_cells; every answer equals stats::Aggregates",
         loaded.len()
     );
     Ok(())
@@ -739,7 +817,7 @@ pub async fn run(
 ) -> Result<(Loaded, Vec<Measured>)> {
     let questions = questions();
     for q in &questions {
-        let needed = store::rollup_for(&q.query);
+        let needed = rollup::rollup_for(&q.query);
         if !rollups.contains(&needed) {
             bail!(
                 "--rollups must include {needed}, which \"{}\" reads",
@@ -767,7 +845,7 @@ pub async fn run(
         check_fully(pool, aggregates, &questions).await?;
     }
     // `query_reference` reads the all-dimension day grain.
-    let with_reference = rollups.contains(&store::ALL_DIMENSIONS);
+    let with_reference = rollups.contains(&rollup::ALL_DIMENSIONS);
     let measured = measure(pool, &questions, runs, baseline_budget, with_reference).await?;
     Ok((loaded, measured))
 }

@@ -1,7 +1,8 @@
 //! The projection service: keeps the statistics' aggregates exact from the event log and answers
 //! indicator queries.
 //!
-//! - [`store`]: the tables (`projection_contributions`, `stats_rollup` at day, month and year
+//! - [`store`]: the tables (`projection_contributions`, the slice dictionary `stats_slice` and
+//!   the wide rows `stats_cells` at day, month and year
 //!   grain for a few rollups; migrations 30001+), [`store::apply_dossier`], which recomputes one
 //!   dossier's contribution from the log and applies the difference to every rollup and grain,
 //!   in one transaction (exactly-once effect under any delivery), [`store::apply_batch`], the
@@ -34,6 +35,7 @@ pub mod http;
 pub mod openapi;
 pub mod read;
 pub mod rebuild;
+pub mod rollup;
 pub mod scope;
 pub mod scoring;
 pub mod service;

@@ -2,11 +2,11 @@
 //! lost data), while the service keeps answering from the old tables.
 //!
 //! 1. [`prepare`] takes an advisory lock (one rebuild at a time), creates the shadow tables
-//!    `projection_contributions_next` and `stats_rollup_next` without keys, and reads the log in
+//!    `projection_contributions_next` and `stats_cells_next` without keys, and reads the log in
 //!    one `REPEATABLE READ` snapshot: the head position `P` and every event at or before it,
 //!    ordered by dossier and version. A second thread decodes each dossier's events, computes its
 //!    [`stats::contribution`] (streamed with `COPY` into the shadow contributions while the read
-//!    goes on) and expands the day deltas into rollup cells ([`crate::store::rollup_cells`], the
+//!    goes on) and expands the day deltas into rollup cells ([`crate::rollup::rollup_cells`], the
 //!    one definition apply also uses), summed in memory in compact form. At the end the cells are
 //!    written with one `COPY`, then the primary keys are built (one sort each). Memory is bounded
 //!    ([`RebuildOptions::memory_bytes`]): past it, the sums so far are spilled as a sorted run to
@@ -38,7 +38,8 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolCopyExt};
 use stats::{Contribution, Metric};
 use tokio::sync::{Notify, mpsc};
 
-use crate::store::{self, ApplyError, Cell, Grain};
+use crate::rollup::{self, Cell, Grain, METRICS, metric_index};
+use crate::store::{self, ApplyError};
 
 /// The advisory lock key a rebuild holds for its whole run ("projrbld").
 const LOCK_KEY: i64 = 0x7072_6f6a_7262_6c64;
@@ -147,7 +148,7 @@ pub struct Progress {
     /// The snapshot's head position: positions are gapless from 1, so this many events in all.
     pub head: i64,
     pub dossiers: u64,
-    /// Rows written so far to `stats_rollup_next` (or, while spilling, to the runs).
+    /// Rows written so far to `stats_cells_next` (or, while spilling, to the runs).
     pub cells: u64,
     pub elapsed: Duration,
 }
@@ -185,7 +186,7 @@ pub struct RebuildReport {
     pub position: i64,
     pub events: u64,
     pub dossiers: u64,
-    /// Cells in the new `stats_rollup`.
+    /// Wide rows in the new `stats_cells`.
     pub cells: i64,
     /// Time to read the log and fill the shadow tables.
     pub fill: Duration,
@@ -337,7 +338,7 @@ async fn fill(
     let counters = Arc::new(Counters::default());
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(CHANNEL_DEPTH);
     let (contributions_tx, contributions_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
-    let (cells_tx, cells_rx) = mpsc::channel::<(Target, Vec<u8>)>(CHANNEL_DEPTH);
+    let (cells_tx, cells_rx) = mpsc::channel::<ToWriter>(CHANNEL_DEPTH);
     let computing = {
         let counters = counters.clone();
         let memory = options.memory_bytes;
@@ -382,22 +383,13 @@ async fn fill(
     if computed.spilled_runs > 0 {
         counters.set_phase(Phase::Merging);
         progress(&counters.snapshot(head, started));
-        let merged = sqlx::query(
-            "INSERT INTO stats_rollup_next (rollup, grain, period, level, agency, sector, \
-               procedure, channel, applicant_type, metric, value) \
-             SELECT rollup, grain, period, level, agency, sector, procedure, channel, \
-               applicant_type, metric, sum(value) \
-             FROM stats_rollup_runs \
-             GROUP BY rollup, grain, period, level, agency, sector, procedure, channel, \
-               applicant_type, metric \
-             HAVING sum(value) <> 0",
-        )
-        .execute(&mut *conn)
-        .await?;
+        let merged = sqlx::query(sqlx::AssertSqlSafe(merge_runs_sql()))
+            .execute(&mut *conn)
+            .await?;
         counters
             .cells
             .store(merged.rows_affected(), Ordering::Relaxed);
-        sqlx::query("DROP TABLE stats_rollup_runs")
+        sqlx::query("DROP TABLE stats_cells_runs")
             .execute(&mut *conn)
             .await?;
     }
@@ -406,10 +398,9 @@ async fn fill(
     for sql in [
         "ALTER TABLE projection_contributions_next \
            ADD CONSTRAINT projection_contributions_next_pkey PRIMARY KEY (dossier_id)",
-        "ALTER TABLE stats_rollup_next ADD CONSTRAINT stats_rollup_next_pkey PRIMARY KEY \
-           (rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, \
-            metric)",
-        "ANALYZE projection_contributions_next, stats_rollup_next",
+        "ALTER TABLE stats_cells_next ADD CONSTRAINT stats_cells_next_pkey PRIMARY KEY \
+           (slice, grain, period)",
+        "ANALYZE projection_contributions_next, stats_cells_next",
     ] {
         sqlx::query(sql).execute(&mut *conn).await?;
     }
@@ -432,13 +423,13 @@ async fn fill(
 /// survive a crash from then on. Without an index, `COPY` writes each page to the WAL once.
 async fn create_shadow_tables(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     for sql in [
-        "DROP TABLE IF EXISTS projection_contributions_next, stats_rollup_next, \
-           stats_rollup_runs",
+        "DROP TABLE IF EXISTS projection_contributions_next, stats_cells_next, \
+           stats_cells_runs, stats_rollup_next, stats_rollup_runs",
         "CREATE TABLE projection_contributions_next \
            (LIKE projection_contributions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-        "CREATE TABLE stats_rollup_next \
-           (LIKE stats_rollup INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-        "CREATE UNLOGGED TABLE stats_rollup_runs (LIKE stats_rollup)",
+        "CREATE TABLE stats_cells_next \
+           (LIKE stats_cells INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+        "CREATE UNLOGGED TABLE stats_cells_runs (LIKE stats_cells)",
     ] {
         sqlx::query(sql).execute(&mut *conn).await?;
     }
@@ -550,14 +541,9 @@ enum Target {
 impl Target {
     fn copy_statement(self) -> &'static str {
         match self {
-            Target::Runs => {
-                "COPY stats_rollup_runs (rollup, grain, period, level, agency, sector, procedure, \
-                 channel, applicant_type, metric, value) FROM STDIN"
-            }
-            Target::Shadow => {
-                "COPY stats_rollup_next (rollup, grain, period, level, agency, sector, procedure, \
-                 channel, applicant_type, metric, value) FROM STDIN"
-            }
+            // Every column, in the table's order: slice, grain, period, the metrics.
+            Target::Runs => "COPY stats_cells_runs FROM STDIN",
+            Target::Shadow => "COPY stats_cells_next FROM STDIN",
         }
     }
 }
@@ -566,11 +552,33 @@ impl Target {
 /// connection of its own.
 async fn write_cells(
     pool: &PgPool,
-    mut rows: mpsc::Receiver<(Target, Vec<u8>)>,
+    mut rows: mpsc::Receiver<ToWriter>,
     counters: &Counters,
 ) -> Result<(), sqlx::Error> {
     let mut current = None;
-    while let Some((target, chunk)) = rows.recv().await {
+    while let Some(message) = rows.recv().await {
+        let (target, chunk) = match message {
+            ToWriter::Rows(target, chunk) => (target, chunk),
+            ToWriter::Slices(slices, reply) => {
+                // Committed at once (a connection of its own, autocommit): ids never go back.
+                let mut conn = pool.acquire().await?;
+                let set: std::collections::BTreeSet<(u8, [&str; 6])> = slices
+                    .iter()
+                    .map(|(r, d)| (*r, d.each_ref().map(|s| &**s)))
+                    .collect();
+                let ids = store::slice_ids(&mut conn, &set).await?;
+                let mut out = Vec::with_capacity(slices.len());
+                for (rollup, dims) in &slices {
+                    let id = ids.get(&(*rollup, dims.clone().map(String::from))).copied();
+                    out.push(id.ok_or_else(|| {
+                        sqlx::Error::Protocol("a slice without an id after its insert".into())
+                    })?);
+                }
+                // The computing thread gone: its own error is the cause.
+                let _ = reply.send(out);
+                continue;
+            }
+        };
         let copy = match &mut current {
             Some((t, copy)) if *t == target => copy,
             _ => {
@@ -591,6 +599,18 @@ async fn write_cells(
     Ok(())
 }
 
+/// What the computing thread sends the cells' writer.
+enum ToWriter {
+    /// Rows (`COPY` text) for a target.
+    Rows(Target, Vec<u8>),
+    /// Slices `(rollup, dims)` to number in `stats_slice`; their ids, in the same order, go
+    /// back on the channel.
+    Slices(
+        Vec<(u8, [Box<str>; 6])>,
+        tokio::sync::oneshot::Sender<Vec<i32>>,
+    ),
+}
+
 /// What the computing thread did.
 struct Computed {
     spilled_runs: u64,
@@ -608,17 +628,19 @@ impl From<Stopped> for RebuildError {
 }
 
 /// The computing thread: decodes each dossier's events, computes its contribution (written as a
-/// `COPY` row), expands the batch's day deltas into rollup cells with [`store::rollup_cells`]
+/// `COPY` row), expands the batch's day deltas into rollup cells with [`rollup::rollup_cells`]
 /// (the one definition of the cells, as apply uses it) and sums them in [`CellSums`]. Sends
 /// the contribution rows and, when memory runs short and at the end, the cell rows.
 fn compute(
     mut batches: mpsc::Receiver<Batch>,
     contributions: mpsc::Sender<Vec<u8>>,
-    cells: mpsc::Sender<(Target, Vec<u8>)>,
+    cells: mpsc::Sender<ToWriter>,
     memory_bytes: usize,
     counters: &Counters,
 ) -> Result<Computed, RebuildError> {
-    let mut sums = CellSums::new(memory_bytes);
+    // A quarter of the budget for the day sums, the rest for the expanded cells.
+    let mut days = DaySums::new(memory_bytes / 4);
+    let mut sums = CellSums::new(memory_bytes - memory_bytes / 4);
     let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
     let mut spilled_runs = 0u64;
     let mut times = ComputeTimes::default();
@@ -663,29 +685,21 @@ fn compute(
             contributions.blocking_send(chunk).map_err(|_| Stopped)?;
             times.waiting_for_writers += t.elapsed();
         }
-        // One delta per call: `rollup_cells` sums into a `BTreeMap` ordered by the dimension
-        // strings, whose comparisons dominate on large inputs (measured: a batch of 256
-        // dossiers per call ran at 1,800 events/s, 75 % of it in `memcmp`); a single delta's
-        // cells differ by rollup and grain first, so its map stays small and cheap. The sums
-        // are linear, so adding the calls' cells up is the same as one call over all.
+        // The day deltas are summed per slice, day and metric first (a hash map of small
+        // keys); each distinct one is expanded once, when the map is full or at the end.
+        let t = Instant::now();
         for c in computed.iter().flatten() {
-            sums.dims.forget_recent();
+            let slice = days.slice(&c.slice);
             for ((day, metric), delta) in &c.deltas {
-                let t = Instant::now();
-                let expanded = store::rollup_cells([(&c.slice, *day, *metric, *delta)]);
-                let summed = Instant::now();
-                times.expanding += summed - t;
-                let full = sums.add(&expanded);
-                times.summing += summed.elapsed();
-                if full {
-                    let t = Instant::now();
-                    spill(&mut sums, Target::Runs, &cells)?;
-                    times.writing_cells += t.elapsed();
-                    spilled_runs += 1;
-                }
+                days.add(slice, *day, *metric, *delta);
             }
         }
+        times.summing += t.elapsed();
+        if days.full() {
+            spilled_runs += expand(&mut days, &mut sums, &cells, &mut times)?;
+        }
     }
+    spilled_runs += expand(&mut days, &mut sums, &cells, &mut times)?;
     if !rows.is_empty() {
         contributions.blocking_send(rows).map_err(|_| Stopped)?;
     }
@@ -705,6 +719,87 @@ fn compute(
     })
 }
 
+/// Expands every day sum of `days` into its rollup cells with [`rollup::rollup_cells`] (the
+/// one definition of the cells, as apply uses it: one delta per call, whose map stays small),
+/// adds them to `sums` (spilling a run whenever it is full) and empties `days`; returns the
+/// runs spilled. The sums are linear, so expanding sums of deltas is expanding the deltas.
+fn expand(
+    days: &mut DaySums,
+    sums: &mut CellSums,
+    cells: &mpsc::Sender<ToWriter>,
+    times: &mut ComputeTimes,
+) -> Result<u64, Stopped> {
+    let mut spilled = 0;
+    let mut entries: Vec<((u32, NaiveDate, Metric), i128)> = days.sums.drain().collect();
+    // By slice: the cells of one slice share its strings, which `Dims::recent` recognizes.
+    entries.sort_unstable_by_key(|(k, _)| *k);
+    let mut last = None;
+    for ((slice, day, metric), delta) in entries {
+        if delta == 0 {
+            continue;
+        }
+        if last != Some(slice) {
+            sums.dims.forget_recent();
+            last = Some(slice);
+        }
+        let t = Instant::now();
+        let expanded = rollup::rollup_cells([(&days.slices[slice as usize], day, metric, delta)]);
+        let summed = Instant::now();
+        times.expanding += summed - t;
+        let full = sums.add(&expanded);
+        times.summing += summed.elapsed();
+        if full {
+            let t = Instant::now();
+            spill(sums, Target::Runs, cells)?;
+            times.writing_cells += t.elapsed();
+            spilled += 1;
+        }
+    }
+    Ok(spilled)
+}
+
+/// The dossiers' day deltas summed per slice (every dimension), day and metric, before any
+/// expansion: many dossiers share a slice and a day.
+struct DaySums {
+    ids: HashMap<stats::Slice, u32>,
+    slices: Vec<stats::Slice>,
+    sums: HashMap<(u32, NaiveDate, Metric), i128, FxBuild>,
+    /// Most entries kept before [`DaySums::full`] says to expand them.
+    limit: usize,
+}
+
+impl DaySums {
+    /// Bytes an entry takes in the map, roughly (key, value, the table's slack).
+    const ENTRY_BYTES: usize = 48;
+
+    fn new(memory_bytes: usize) -> DaySums {
+        DaySums {
+            ids: HashMap::new(),
+            slices: Vec::new(),
+            sums: HashMap::default(),
+            limit: (memory_bytes / Self::ENTRY_BYTES).max(1024),
+        }
+    }
+
+    fn slice(&mut self, slice: &stats::Slice) -> u32 {
+        if let Some(id) = self.ids.get(slice) {
+            return *id;
+        }
+        let id = self.slices.len() as u32;
+        self.slices.push(slice.clone());
+        self.ids.insert(slice.clone(), id);
+        id
+    }
+
+    fn add(&mut self, slice: u32, day: NaiveDate, metric: Metric, delta: i128) {
+        *self.sums.entry((slice, day, metric)).or_insert(0) += delta;
+    }
+
+    fn full(&self) -> bool {
+        self.sums.len() >= self.limit
+    }
+}
+
 /// Where the rebuild's computing thread spent its time (for benchmarks and tuning).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ComputeTimes {
@@ -716,48 +811,83 @@ pub struct ComputeTimes {
     pub contributions: Duration,
     /// Waiting for the contributions' `COPY` to take a chunk.
     pub waiting_for_writers: Duration,
-    /// `store::rollup_cells` over each batch.
+    /// `rollup::rollup_cells` over each distinct slice, day and metric sum.
     pub expanding: Duration,
-    /// Adding the cells to the compact sums (numbering dimension tuples, sorting, summing up).
+    /// Summing the day deltas per slice, day and metric, and adding the expanded cells to the
+    /// compact sums (numbering slices, sorting, summing up).
     pub summing: Duration,
     /// Formatting the cell rows and handing them to their `COPY` (which waits for the server).
     pub writing_cells: Duration,
 }
 
-/// Sums up `sums` and sends every non-zero cell to `target`, in key order; empties `sums`.
-fn spill(
-    sums: &mut CellSums,
-    target: Target,
-    out: &mpsc::Sender<(Target, Vec<u8>)>,
-) -> Result<(), Stopped> {
+/// Sums up `sums` and sends every cell with a non-zero metric to `target` as a wide row (the
+/// slice's id, numbered first in `stats_slice` if new, its grain and period, one column per
+/// metric, `\N` for 0), in key order; empties `sums`.
+fn spill(sums: &mut CellSums, target: Target, out: &mpsc::Sender<ToWriter>) -> Result<(), Stopped> {
     sums.compact();
-    let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 1024);
-    for (key, value) in &sums.cells {
-        if *value == 0 {
+    sums.dims.register(out)?;
+    let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
+    let cells = &sums.cells;
+    let mut i = 0;
+    while i < cells.len() {
+        let (key, _) = cells[i];
+        let mut values = [0i128; METRICS];
+        while i < cells.len()
+            && cells[i].0.dims == key.dims
+            && cells[i].0.grain == key.grain
+            && cells[i].0.period == key.period
+        {
+            values[metric_index(cells[i].0.metric)] += cells[i].1;
+            i += 1;
+        }
+        if values.iter().all(|v| *v == 0) {
             continue;
         }
-        push_int(&mut rows, i128::from(key.rollup));
+        push_int(&mut rows, i128::from(sums.dims.global(key.dims)));
         rows.push(b'\t');
         rows.extend_from_slice(key.grain.code().as_bytes());
         rows.push(b'\t');
         push_date(&mut rows, key.period);
-        rows.push(b'\t');
-        rows.extend_from_slice(sums.dims.text(key.dims));
-        rows.push(b'\t');
-        rows.extend_from_slice(key.metric.as_str().as_bytes());
-        rows.push(b'\t');
-        push_int(&mut rows, *value);
+        for v in values {
+            rows.push(b'\t');
+            if v == 0 {
+                rows.extend_from_slice(b"\\N");
+            } else {
+                push_int(&mut rows, v);
+            }
+        }
         rows.push(b'\n');
         if rows.len() >= COPY_CHUNK {
-            let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + 1024));
-            out.blocking_send((target, chunk)).map_err(|_| Stopped)?;
+            let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + 4096));
+            out.blocking_send(ToWriter::Rows(target, chunk))
+                .map_err(|_| Stopped)?;
         }
     }
     if !rows.is_empty() {
-        out.blocking_send((target, rows)).map_err(|_| Stopped)?;
+        out.blocking_send(ToWriter::Rows(target, rows))
+            .map_err(|_| Stopped)?;
     }
     sums.clear();
     Ok(())
+}
+
+/// Adds up the spilled runs into the shadow cells: per slice, grain and period, each metric's
+/// sum (NULL for 0), rows whose metrics are all 0 left out.
+fn merge_runs_sql() -> String {
+    let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+    let sums: Vec<String> = names
+        .iter()
+        .map(|m| format!("NULLIF(sum({m}), 0)"))
+        .collect();
+    let any: Vec<String> = names.iter().map(|m| format!("sum({m}) <> 0")).collect();
+    format!(
+        "INSERT INTO stats_cells_next (slice, grain, period, {cols}) \
+         SELECT slice, grain, period, {sums} FROM stats_cells_runs \
+         GROUP BY slice, grain, period HAVING {any}",
+        cols = names.join(", "),
+        sums = sums.join(", "),
+        any = any.join(" OR "),
+    )
 }
 
 /// A dossier's events decoded into domain events, by the decoder apply uses.
@@ -781,13 +911,14 @@ fn decode(dossier: &RawDossier) -> Result<Vec<domain::Event>, RebuildError> {
         .collect()
 }
 
-/// A rollup cell in compact form: the dimension values are an index into [`Dims`].
+/// A rollup cell in compact form: the rollup and dimension values (the slice) are an index
+/// into [`Dims`]. Ordered by slice, grain, period, then metric: the metrics of one wide row of
+/// `stats_cells` are adjacent once sorted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct CellKey {
-    rollup: u8,
+    dims: u32,
     grain: Grain,
     period: NaiveDate,
-    dims: u32,
     metric: Metric,
 }
 
@@ -842,10 +973,9 @@ impl CellSums {
         }
         for (cell, value) in batch {
             let key = CellKey {
-                rollup: cell.rollup,
+                dims: self.dims.id(cell.rollup, &cell.dims),
                 grain: cell.grain,
                 period: cell.period,
-                dims: self.dims.id(&cell.dims),
                 metric: cell.metric,
             };
             self.cells.push((key, *value));
@@ -877,12 +1007,18 @@ impl CellSums {
     }
 }
 
-/// The distinct dimension values of the cells (`[&str; 6]` in [`stats::Dimension::ALL`]
-/// order), each given a number, kept with its `COPY` text (escaped, tab-separated).
+/// A slice by its rollup and the addresses and lengths of its six strings.
+type Address = (u8, [(usize, usize); 6]);
+
+/// The distinct slices of the cells (a rollup and `[&str; 6]` in [`stats::Dimension::ALL`]
+/// order), each given a local number, and the id `stats_slice` gives it once registered
+/// ([`Dims::register`], before any row naming it is written).
 #[derive(Default)]
 struct Dims {
     ids: HashMap<Box<[u8]>, u32, FxBuild>,
-    texts: Vec<Box<[u8]>>,
+    tuples: Vec<(u8, [Box<str>; 6])>,
+    /// The `stats_slice` ids of `tuples[..global.len()]`.
+    global: Vec<i32>,
     /// Bytes held, roughly.
     bytes: usize,
     /// The lookup key being built (reused).
@@ -890,7 +1026,7 @@ struct Dims {
     /// The last few tuples looked up, by the addresses and lengths of their strings: the cells
     /// of one slice borrow the same strings, so most lookups end here without hashing. Equal
     /// addresses and lengths mean equal strings; a miss only costs the hash lookup.
-    recent: Vec<([(usize, usize); 6], u32)>,
+    recent: Vec<(Address, u32)>,
 }
 
 impl Dims {
@@ -903,12 +1039,12 @@ impl Dims {
         self.recent.clear();
     }
 
-    fn id(&mut self, dims: &[&str; 6]) -> u32 {
-        let address = dims.map(|d| (d.as_ptr() as usize, d.len()));
+    fn id(&mut self, rollup: u8, dims: &[&str; 6]) -> u32 {
+        let address = (rollup, dims.map(|d| (d.as_ptr() as usize, d.len())));
         if let Some((_, id)) = self.recent.iter().find(|(a, _)| *a == address) {
             return *id;
         }
-        let id = self.lookup(dims);
+        let id = self.lookup(rollup, dims);
         if self.recent.len() >= Self::RECENT {
             self.recent.remove(0);
         }
@@ -916,8 +1052,9 @@ impl Dims {
         id
     }
 
-    fn lookup(&mut self, dims: &[&str; 6]) -> u32 {
+    fn lookup(&mut self, rollup: u8, dims: &[&str; 6]) -> u32 {
         self.key.clear();
+        self.key.push(rollup);
         for d in dims {
             self.key.extend_from_slice(&(d.len() as u32).to_le_bytes());
             self.key.extend_from_slice(d.as_bytes());
@@ -925,22 +1062,35 @@ impl Dims {
         if let Some(id) = self.ids.get(self.key.as_slice()) {
             return *id;
         }
-        let id = self.texts.len() as u32;
-        let mut text = Vec::with_capacity(self.key.len());
-        for (i, d) in dims.iter().enumerate() {
-            if i > 0 {
-                text.push(b'\t');
-            }
-            push_escaped(&mut text, d);
-        }
-        self.bytes += 2 * self.key.len() + 64;
-        self.texts.push(text.into_boxed_slice());
+        let id = self.tuples.len() as u32;
+        self.bytes += 3 * self.key.len() + 160;
+        self.tuples.push((rollup, dims.map(Box::from)));
         self.ids.insert(self.key.clone().into_boxed_slice(), id);
         id
     }
 
-    fn text(&self, id: u32) -> &[u8] {
-        self.texts.get(id as usize).map_or(&[], |t| t)
+    /// Numbers the slices not yet registered in `stats_slice` (through the cells' writer,
+    /// committed there) and keeps their ids.
+    fn register(&mut self, out: &mpsc::Sender<ToWriter>) -> Result<(), Stopped> {
+        if self.global.len() == self.tuples.len() {
+            return Ok(());
+        }
+        let new: Vec<(u8, [Box<str>; 6])> = self.tuples[self.global.len()..].to_vec();
+        let n = new.len();
+        let (reply, ids) = tokio::sync::oneshot::channel();
+        out.blocking_send(ToWriter::Slices(new, reply))
+            .map_err(|_| Stopped)?;
+        let ids = ids.blocking_recv().map_err(|_| Stopped)?;
+        if ids.len() != n {
+            return Err(Stopped);
+        }
+        self.global.extend(ids);
+        Ok(())
+    }
+
+    /// The `stats_slice` id of a registered slice.
+    fn global(&self, id: u32) -> i32 {
+        self.global.get(id as usize).copied().unwrap_or(-1)
     }
 }
 
@@ -1060,7 +1210,7 @@ impl Shadow {
             let _ = self.conn.close().await;
             return Err(e.into());
         }
-        let cells: i64 = sqlx::query_scalar("SELECT count(*) FROM stats_rollup")
+        let cells: i64 = sqlx::query_scalar("SELECT count(*) FROM stats_cells")
             .fetch_one(&mut self.conn)
             .await?;
         sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -1091,23 +1241,30 @@ impl Shadow {
         )))
         .execute(&mut *tx)
         .await?;
+        let view = store::rollup_view_sql();
         for sql in [
-            // The order apply takes them in: contributions, then aggregates.
-            "LOCK TABLE projection_contributions, stats_rollup IN ACCESS EXCLUSIVE MODE",
-            "DROP TABLE projection_contributions, stats_rollup",
+            // The order apply takes them in: contributions, then aggregates. The dictionary
+            // `stats_slice` is shared by both generations of cells: it stays.
+            "LOCK TABLE projection_contributions, stats_cells IN ACCESS EXCLUSIVE MODE",
+            "DROP VIEW stats_rollup",
+            "DROP TABLE projection_contributions, stats_cells",
             "ALTER TABLE projection_contributions_next RENAME TO projection_contributions",
             "ALTER TABLE projection_contributions RENAME CONSTRAINT \
                projection_contributions_next_pkey TO projection_contributions_pkey",
-            "ALTER TABLE stats_rollup_next RENAME TO stats_rollup",
-            "ALTER TABLE stats_rollup RENAME CONSTRAINT stats_rollup_next_pkey \
-               TO stats_rollup_pkey",
+            "ALTER TABLE stats_cells_next RENAME TO stats_cells",
+            "ALTER TABLE stats_cells RENAME CONSTRAINT stats_cells_next_pkey \
+               TO stats_cells_pkey",
+            // The long-form view follows the table it was made on: made again on the new one.
+            view.as_str(),
             // Every dossier of the snapshot is now in the figures: a failure recorded for one
             // is over (those with later events are applied again below, and a failure there is
             // recorded again).
             "DELETE FROM projection_failures f USING projection_contributions c \
                WHERE c.dossier_id = f.dossier_id",
         ] {
-            sqlx::query(sql).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await
     }
@@ -1193,15 +1350,15 @@ mod tests {
         };
         let day = NaiveDate::from_ymd_opt(2024, 3, 5).unwrap();
         let (a, b) = (slice("A"), slice("B"));
-        let one = store::rollup_cells([(&a, day, Metric::Received, 1)]);
-        let other = store::rollup_cells([(&b, day, Metric::Received, 2)]);
+        let one = rollup::rollup_cells([(&a, day, Metric::Received, 1)]);
+        let other = rollup::rollup_cells([(&b, day, Metric::Received, 2)]);
         let mut sums = CellSums::new(DEFAULT_MEMORY_BYTES);
         for _ in 0..3 {
             assert!(!sums.add(&one));
             assert!(!sums.add(&other));
         }
         sums.compact();
-        let expected = store::rollup_cells([
+        let expected = rollup::rollup_cells([
             (&a, day, Metric::Received, 3),
             (&b, day, Metric::Received, 6),
         ]);
@@ -1210,16 +1367,9 @@ mod tests {
             .cells
             .iter()
             .map(|(k, v)| {
-                (
-                    (
-                        k.rollup,
-                        k.grain,
-                        k.period,
-                        sums.dims.text(k.dims).to_vec(),
-                        k.metric,
-                    ),
-                    *v,
-                )
+                let (rollup, dims) = &sums.dims.tuples[k.dims as usize];
+                let dims = dims.join("\t").into_bytes();
+                ((*rollup, k.grain, k.period, dims, k.metric), *v)
             })
             .collect();
         for (cell, value) in &expected {
@@ -1233,7 +1383,7 @@ mod tests {
         let mut asked = false;
         for i in 0..200 {
             let s = slice(&format!("X{i}"));
-            let cells = store::rollup_cells([(&s, day, Metric::Received, 1)]);
+            let cells = rollup::rollup_cells([(&s, day, Metric::Received, 1)]);
             asked |= small.add(&cells);
         }
         assert!(asked);

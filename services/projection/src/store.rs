@@ -1,14 +1,20 @@
 //! The projection's storage in PostgreSQL: per-dossier contributions and the pre-aggregated
-//! `stats_rollup` (day, month and year grain, for a few rollups over the slice dimensions), the
+//! wide rows of `stats_cells` by slice of the dictionary `stats_slice` (day, month and year
+//! grain, for a few rollups over the slice dimensions), the
 //! apply step that keeps them exact, and the sums queries read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use eventlog::EventLog;
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgTransaction};
 use stats::{Contribution, Dimension, GroupKey, Metric, MetricKind, Query, Slice, Totals};
+
+use crate::rollup::{
+    ALL_DIMENSIONS, Cell, Grain, METRICS, Span, metric_index, parse_sum, prefix_spans,
+    rollup_cells, rollup_for, spans,
+};
 
 /// Why applying a dossier failed. Nothing was written (the caller's transaction is to be
 /// rolled back); applying again later is safe.
@@ -61,7 +67,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// Locks the dossier's contribution row (`SELECT … FOR UPDATE`, inserting it first when
 /// missing), so that two instances never interleave on one dossier; then reads every event of
 /// the dossier, folds its [`stats::contribution`] again, and adds `new − old`
-/// ([`stats::diff`]) to every cell of `stats_rollup` it touches ([`rollup_cells`]), storing the
+/// ([`stats::diff`]) to every cell of `stats_cells` it touches ([`rollup_cells`]), storing the
 /// new contribution and version, and deleting the dossier's row of `projection_failures` if
 /// any ([`record_failure`]). Because it
 /// recomputes from the log, applying twice, late or out of order changes nothing once applied:
@@ -175,7 +181,7 @@ fn decode_events(
         .collect()
 }
 
-/// Adds a dossier's diff to every rollup and grain of `stats_rollup` (see [`rollup_cells`]),
+/// Adds a dossier's diff to every rollup and grain of `stats_cells` (see [`rollup_cells`]),
 /// inside the caller's transaction. [`apply_dossier`] and [`apply_batch`] (all of a batch's
 /// diffs at once) are its callers in the service; it is public so that tests and benchmarks can load aggregates exactly as apply writes them.
 pub async fn add_diff(
@@ -183,7 +189,7 @@ pub async fn add_diff(
     diff: &[(stats::Slice, NaiveDate, Metric, i128)],
 ) -> Result<(), sqlx::Error> {
     let cells = rollup_cells(diff.iter().map(|(s, d, m, v)| (s, *d, *m, *v)));
-    upsert_cells(tx, "stats_rollup", &cells).await
+    upsert_cells(tx, &cells).await
 }
 
 /// Records a failed apply of `dossier_id` in `projection_failures`, in a transaction of its own
@@ -409,87 +415,170 @@ pub enum QueryError {
 ///
 /// Reads the coarsest rollup holding every dimension the query filters or groups by
 /// ([`rollup_for`]) and only the periods [`spans`] decomposes the three sums into: whole years,
-/// whole months and edge days. The number of rows read per cell is therefore at most about
-/// 2 × 30 days + 2 × 11 months + the years of history, whatever the number of dossiers or days
-/// behind it. Same answer as [`query_reference`] (tested).
+/// whole months and edge days. One statement of two legs (the flow metrics over the flow
+/// spans, the stock metrics over the two prefix sums' spans): the rollup's slices that pass the
+/// filters (from the dictionary `stats_slice`, by its key) × the spans (bound as arrays), each
+/// pair one index range scan of `stats_cells` on `(slice, grain, period)` (a lateral subquery:
+/// the plan cannot become a scan of the table). The rows read are therefore at most (slices) ×
+/// (about 2 × 30 days + 2 × 11 months + the years of history), whatever the number of
+/// dossiers. Same answer as [`query_reference`] (tested).
+///
+/// Runs in a read-only transaction with `jit = off` (compiling costs more than such a query),
+/// `max_parallel_workers_per_gather = 0` (starting workers costs more than reading a thousand
+/// rows) and `plan_cache_mode = force_custom_plan`: a generic plan cannot know how few slices
+/// `rollup = $1` keeps and scans the whole dictionary; planning with the values costs about a
+/// millisecond and finds the dictionary's index (measured: BENCHMARKS.md, "Q after issue 10").
 pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
     let rollup = rollup_for(query);
-    let flow_spans = spans(Some(query.from), query.to);
-    let start_spans = prefix_spans(query.from);
-    let end_spans = prefix_spans(query.to);
-
-    // One index range scan on (rollup, grain, period) per span, summed: an OR of the spans in
-    // one WHERE lets the planner read the whole rollup instead (measured: 0.6 s for a year by
-    // agency at 1M dossiers). Only fixed column names and grain codes enter the SQL text; every
-    // value is bound.
-    let mut dates: Vec<NaiveDate> = Vec::new();
+    let flow = span_arrays([(0, spans(Some(query.from), query.to))]);
+    let stock = span_arrays([(1, prefix_spans(query.from)), (2, prefix_spans(query.to))]);
     let group_cols: Vec<&str> = query.group_by.iter().map(|d| d.as_str()).collect();
-    let groups: String = group_cols.iter().map(|c| format!(", {c}")).collect();
-    let mut legs: Vec<String> = Vec::new();
-    for (spans, column, stocks_only) in [
-        (&flow_spans, 0, false),
-        (&start_spans, 1, true),
-        (&end_spans, 2, true),
-    ] {
-        for condition in span_conditions(spans, &mut dates) {
-            let values = ["0::numeric", "0::numeric", "0::numeric"]
-                .iter()
-                .enumerate()
-                .map(|(k, zero)| if k == column { "value" } else { zero })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let stocks = if stocks_only {
-                " AND metric = ANY($2)"
-            } else {
-                ""
-            };
-            legs.push(format!(
-                "SELECT metric{groups}, {values} FROM stats_rollup \
-                 WHERE rollup = $1 AND {condition}{stocks} FILTERS"
-            ));
-        }
-    }
-    let first_filter = dates.len() + 3;
     let mut binds: Vec<&str> = Vec::new();
     let mut filters = String::new();
     for d in Dimension::ALL {
         if let Some(v) = query.filter.value(d) {
-            filters.push_str(&format!(
-                " AND {} = ${}",
-                d.as_str(),
-                first_filter + binds.len()
-            ));
             binds.push(v);
+            filters.push_str(&format!(" AND s.{} = ${}", d.as_str(), binds.len() + 9));
         }
     }
-    let sql = if legs.is_empty() {
-        // An empty period cannot reach here (`to > from`), but keep the statement valid.
+    // Only fixed column names enter the SQL text; every value is bound.
+    let groups: String = group_cols.iter().map(|c| format!(", s.{c}")).collect();
+    let leg = |kind: MetricKind, first: usize| {
+        let columns: Vec<&str> = Metric::ALL
+            .iter()
+            .filter(|m| m.kind() == kind)
+            .map(|m| m.as_str())
+            .collect();
+        let outputs: String = Metric::ALL
+            .iter()
+            .map(|m| {
+                if m.kind() == kind {
+                    format!(", sum(c.{0})::text AS {0}", m.as_str())
+                } else {
+                    format!(", NULL::text AS {}", m.as_str())
+                }
+            })
+            .collect();
+        // `OFFSET 0` keeps the lateral subquery from being pulled up into a join the planner
+        // may turn into a scan of all of `stats_cells`: it stays one index range scan per
+        // slice and span.
         format!(
-            "SELECT metric{groups}, 0::numeric, 0::numeric, 0::numeric FROM stats_rollup WHERE FALSE"
-        )
-    } else {
-        format!(
-            "SELECT metric{groups}, \
-               COALESCE(SUM(f), 0)::text AS flow, \
-               COALESCE(SUM(s), 0)::text AS at_start, \
-               COALESCE(SUM(e), 0)::text AS at_end \
-             FROM ({}) AS spans(metric{groups}, f, s, e) \
-             GROUP BY metric{groups}",
-            legs.join(" UNION ALL ").replace(" FILTERS", &filters)
+            "SELECT sp.kind{groups}{outputs} \
+             FROM stats_slice s \
+             CROSS JOIN UNNEST(${k}::smallint[], ${g}::text[], ${lo}::date[], ${hi}::date[]) \
+               AS sp (kind, grain, lo, hi) \
+             CROSS JOIN LATERAL (SELECT {columns} FROM stats_cells \
+               WHERE slice = s.id AND grain = sp.grain::\"char\" \
+                 AND period >= COALESCE(sp.lo, '-infinity') \
+                 AND period < COALESCE(sp.hi, 'infinity') OFFSET 0) AS c \
+             WHERE s.rollup = $1{filters} \
+             GROUP BY sp.kind{groups}",
+            k = first,
+            g = first + 1,
+            lo = first + 2,
+            hi = first + 3,
+            columns = columns.join(", "),
         )
     };
-    let stocks: Vec<&str> = Metric::stocks().map(Metric::as_str).collect();
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(i16::from(rollup))
-        .bind(stocks);
-    for d in dates {
-        q = q.bind(d);
+    // Flows over the flow spans only, stocks over the prefix spans only.
+    let sql = format!(
+        "{} UNION ALL {}",
+        leg(MetricKind::Flow, 2),
+        leg(MetricKind::Stock, 6)
+    );
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql(
+        "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; \
+         SET LOCAL plan_cache_mode = force_custom_plan; SET TRANSACTION READ ONLY",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i16::from(rollup));
+    for (kinds, grains, froms, tos) in [flow, stock] {
+        q = q.bind(kinds).bind(grains).bind(froms).bind(tos);
     }
     for v in binds {
         q = q.bind(v);
     }
-    let rows = q.fetch_all(pool).await?;
-    collect_groups(query, &group_cols, rows)
+    let rows = q.fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    collect_wide(query, &group_cols, rows)
+}
+
+/// The spans of some of a query's sums, as the arrays [`query`] binds: which sum each feeds (0
+/// the flows over the period, 1 the stocks at its start, 2 at its end), grain code, and the
+/// bounds `lo <= period < hi` (NULL: unbounded; the statement reads it as PostgreSQL's
+/// `-infinity` or `infinity`, which every `date` compares with).
+#[allow(clippy::type_complexity)]
+fn span_arrays<const N: usize>(
+    sums: [(i16, Vec<Span>); N],
+) -> (
+    Vec<i16>,
+    Vec<&'static str>,
+    Vec<Option<NaiveDate>>,
+    Vec<Option<NaiveDate>>,
+) {
+    let mut kinds = Vec::new();
+    let mut grains = Vec::new();
+    let mut froms = Vec::new();
+    let mut tos = Vec::new();
+    for (kind, spans) in sums {
+        for span in spans {
+            kinds.push(kind);
+            grains.push(span.grain.code());
+            froms.push(span.from);
+            tos.push(span.to);
+        }
+    }
+    (kinds, grains, froms, tos)
+}
+
+/// Turns rows `(kind, group columns…, one sum per metric)` of [`query`] into the answer: per
+/// group, the flow sums of flow metrics (kind 0) and the start (kind 1) and end (kind 2) values
+/// of stock metrics, zeros left out.
+fn collect_wide(
+    query: &Query,
+    group_cols: &[&str],
+    rows: Vec<sqlx::postgres::PgRow>,
+) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
+    let mut groups: BTreeMap<GroupKey, Totals> = BTreeMap::new();
+    if query.group_by.is_empty() {
+        groups.insert(Vec::new(), Totals::empty(query.from, query.to));
+    }
+    for row in rows {
+        let kind: i16 = row.try_get("kind")?;
+        let key = group_cols
+            .iter()
+            .map(|c| row.try_get::<String, _>(*c))
+            .collect::<Result<GroupKey, _>>()?;
+        for metric in Metric::ALL {
+            let wanted = matches!(
+                (metric.kind(), kind),
+                (MetricKind::Flow, 0) | (MetricKind::Stock, 1 | 2)
+            );
+            if !wanted {
+                continue;
+            }
+            let text: Option<String> = row.try_get(metric.as_str())?;
+            let Some(text) = text else { continue };
+            let value = parse_sum(&text).ok_or_else(|| {
+                QueryError::Corrupt(format!("{} = {text} is no integer", metric.as_str()))
+            })?;
+            if value == 0 {
+                continue;
+            }
+            let totals = groups
+                .entry(key.clone())
+                .or_insert_with(|| Totals::empty(query.from, query.to));
+            let map = match kind {
+                0 => &mut totals.flows,
+                1 => &mut totals.at_start,
+                _ => &mut totals.at_end,
+            };
+            *map.entry(*metric).or_insert(0) += value;
+        }
+    }
+    Ok(groups)
 }
 
 /// The reference answer to `query`: the plain sums over the day grain of every dimension
@@ -586,508 +675,213 @@ pub(crate) fn sum(row: &sqlx::postgres::PgRow, column: &str) -> Result<i128, Que
     parse_sum(&text).ok_or_else(|| QueryError::Corrupt(format!("{column} = {text} is no integer")))
 }
 
-/// `numeric` text of an integer as `i128` (`None` for a fraction or beyond `i128`).
-pub fn parse_sum(text: &str) -> Option<i128> {
-    text.parse().ok()
-}
-
-/// One condition `grain = … AND period >= $n AND period < $m` per span, binding the bounds as
-/// `$n` after the two fixed parameters (`$1` rollup, `$2` stock metrics) and the dates bound so
-/// far.
-fn span_conditions(spans: &[Span], dates: &mut Vec<NaiveDate>) -> Vec<String> {
-    spans
-        .iter()
-        .map(|span| {
-            let mut part = format!("grain = '{}'", span.grain.code());
-            if let Some(from) = span.from {
-                dates.push(from);
-                part.push_str(&format!(" AND period >= ${}", dates.len() + 2));
-            }
-            if let Some(to) = span.to {
-                dates.push(to);
-                part.push_str(&format!(" AND period < ${}", dates.len() + 2));
-            }
-            part
-        })
-        .collect()
-}
-
-/// The rollups kept, as bit masks over [`Dimension::ALL`] (bit `i` is `Dimension::ALL[i]`),
-/// coarsest first: {}, {level}, {level, agency}, {level, sector}, {level, agency, sector},
-/// every dimension. The report forms group by level, agency and sector; filters on procedure,
-/// channel or applicant type fall back to the full rollup.
-pub const ROLLUPS: [u8; 6] = [0, 1, 3, 5, 7, ALL_DIMENSIONS];
-
-/// The rollup of every dimension: its day grain is the plain per-slice, per-day aggregate.
-pub const ALL_DIMENSIONS: u8 = 63;
-
-/// A dimension's bit in a rollup mask.
-pub fn dimension_bit(dimension: Dimension) -> u8 {
-    match dimension {
-        Dimension::Level => 1,
-        Dimension::Agency => 2,
-        Dimension::Sector => 4,
-        Dimension::Procedure => 8,
-        Dimension::Channel => 16,
-        Dimension::ApplicantType => 32,
-    }
-}
-
-/// The coarsest rollup holding every dimension `query` filters or groups by. The rollups are
-/// ordered by how many rows a period holds (fewest first), so the first fit reads least.
-pub fn rollup_for(query: &Query) -> u8 {
-    let needed = query
-        .filter
-        .dimensions()
-        .chain(query.group_by.iter().copied())
-        .fold(0u8, |mask, d| mask | dimension_bit(d));
-    ROLLUPS
-        .into_iter()
-        .find(|r| r & needed == needed)
-        .unwrap_or(ALL_DIMENSIONS)
-}
-
-/// The period lengths the aggregates are kept at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Grain {
-    Day,
-    Month,
-    Year,
-}
-
-impl Grain {
-    pub const ALL: [Grain; 3] = [Grain::Day, Grain::Month, Grain::Year];
-
-    /// The code stored in `stats_rollup.grain`.
-    pub fn code(self) -> &'static str {
-        match self {
-            Grain::Day => "d",
-            Grain::Month => "m",
-            Grain::Year => "y",
-        }
-    }
-
-    pub fn parse(code: &str) -> Option<Grain> {
-        Grain::ALL.into_iter().find(|g| g.code() == code)
-    }
-
-    /// The first day of the period of this grain holding `day`.
-    pub fn period(self, day: NaiveDate) -> NaiveDate {
-        match self {
-            Grain::Day => day,
-            // Day 1 and day-of-year 1 exist in every month and year chrono represents.
-            Grain::Month => day.with_day(1).unwrap_or(day),
-            Grain::Year => day.with_ordinal(1).unwrap_or(day),
-        }
-    }
-}
-
-/// A run of periods of one grain: those whose first day `p` has `from <= p < to` (`None`: no
-/// bound).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    pub grain: Grain,
-    pub from: Option<NaiveDate>,
-    pub to: Option<NaiveDate>,
-}
-
-impl Span {
-    fn new(grain: Grain, from: Option<NaiveDate>, to: Option<NaiveDate>) -> Span {
-        Span { grain, from, to }
-    }
-}
-
-/// The days `from <= d < to` (`from = None`: every day before `to`) as disjoint spans of whole
-/// years, whole months and edge days: at most day, month, year, month, day spans, the days and
-/// months at most one month and one year's worth on each side.
-pub fn spans(from: Option<NaiveDate>, to: NaiveDate) -> Vec<Span> {
-    let days_only = |from: Option<NaiveDate>| vec![Span::new(Grain::Day, from, Some(to))];
-    if from.is_some_and(|f| f >= to) {
-        return Vec::new();
-    }
-    // The first month start at or after `from`; the month start at or before `to`.
-    let first_month = match from {
-        None => None,
-        Some(f) if f.day() == 1 => Some(f),
-        Some(f) => match next_month_start(f) {
-            Some(m) => Some(m),
-            None => return days_only(from),
-        },
-    };
-    let last_month = Grain::Month.period(to);
-    if first_month.is_some_and(|m| m > last_month) {
-        return days_only(from);
-    }
-    let mut out = Vec::new();
-    if let (Some(f), Some(m)) = (from, first_month)
-        && f < m
-    {
-        out.push(Span::new(Grain::Day, Some(f), Some(m)));
-    }
-    // Whole months [first_month, last_month): whole years inside, months at the edges.
-    let first_year = match first_month {
-        None => None,
-        Some(m) if m.month() == 1 => Some(m),
-        Some(m) => match m.with_ordinal(1).and_then(|y| y.with_year(y.year() + 1)) {
-            Some(y) => Some(y),
-            None => return days_only(from),
-        },
-    };
-    let last_year = Grain::Year.period(last_month);
-    match first_year {
-        Some(y) if y >= last_year => {
-            if first_month.is_some_and(|m| m < last_month) {
-                out.push(Span::new(Grain::Month, first_month, Some(last_month)));
-            }
-        }
-        _ => {
-            if let (Some(m), Some(y)) = (first_month, first_year)
-                && m < y
-            {
-                out.push(Span::new(Grain::Month, Some(m), Some(y)));
-            }
-            out.push(Span::new(Grain::Year, first_year, Some(last_year)));
-            if last_year < last_month {
-                out.push(Span::new(Grain::Month, Some(last_year), Some(last_month)));
-            }
-        }
-    }
-    if last_month < to {
-        out.push(Span::new(Grain::Day, Some(last_month), Some(to)));
-    }
-    out
-}
-
-/// The days `d <= day`: what a stock at the start of `day` sums.
-pub fn prefix_spans(day: NaiveDate) -> Vec<Span> {
-    match day.succ_opt() {
-        Some(next) => spans(None, next),
-        None => vec![Span::new(Grain::Year, None, None)],
-    }
-}
-
-/// The first day of the month after `day`'s.
-fn next_month_start(day: NaiveDate) -> Option<NaiveDate> {
-    let (y, m) = if day.month() == 12 {
-        (day.year() + 1, 1)
-    } else {
-        (day.year(), day.month() + 1)
-    };
-    NaiveDate::from_ymd_opt(y, m, 1)
-}
-
-/// One cell of `stats_rollup`: a rollup, a period, the slice's values in the rollup's
-/// dimensions (`""` outside it) and a metric. Ordered, so that a sorted batch of cells is
-/// locked in the same order by every transaction.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Cell<'a> {
-    pub rollup: u8,
-    pub grain: Grain,
-    pub period: NaiveDate,
-    /// In [`Dimension::ALL`] order.
-    pub dims: [&'a str; 6],
-    pub metric: Metric,
-}
-
-/// Every rollup and grain cell the day deltas `(slice, day, metric, delta)` add to, with the
-/// summed delta (exact `i128`: see the `stats` crate docs); zero sums are left out. Apply and
-/// rebuild write `stats_rollup` through it; verify does not (it expands its expected cells in
-/// SQL, independently: see [`crate::verify`]).
-pub fn rollup_cells<'a>(
-    deltas: impl IntoIterator<Item = (&'a Slice, NaiveDate, Metric, i128)>,
-) -> BTreeMap<Cell<'a>, i128> {
-    let mut cells: BTreeMap<Cell<'a>, i128> = BTreeMap::new();
-    for (slice, day, metric, delta) in deltas {
-        if delta == 0 {
-            continue;
-        }
-        let values = Dimension::ALL.map(|d| d.value(slice));
-        for rollup in ROLLUPS {
-            let mut dims = [""; 6];
-            for (i, d) in Dimension::ALL.into_iter().enumerate() {
-                if rollup & dimension_bit(d) != 0 {
-                    dims[i] = values[i];
-                }
-            }
-            for grain in Grain::ALL {
-                let cell = Cell {
-                    rollup,
-                    grain,
-                    period: grain.period(day),
-                    dims,
-                    metric,
-                };
-                *cells.entry(cell).or_insert(0) += delta;
-            }
-        }
-    }
-    cells.retain(|_, v| *v != 0);
-    cells
-}
-
-/// Adds `cells` to the table `table` (`stats_rollup` or a table of the same shape), in the
-/// cells' order, one statement per 10 000 cells. `table` is one of the crate's fixed names,
-/// never user input.
-pub(crate) async fn upsert_cells(
+/// The id of every slice `(rollup, dims)` of `cells` in `stats_slice`, adding the missing ones
+/// (in byte order of the tuples, so that two transactions adding the same new slices wait for
+/// each other in one order and never deadlock; an existing slice is only read, not locked).
+/// A slice added here is visible to others once the caller commits; one that another
+/// transaction is adding makes this one wait for its commit (or rollback), so the id read is
+/// always a committed (or own) one.
+pub(crate) async fn slice_ids(
     conn: &mut sqlx::PgConnection,
-    table: &str,
-    cells: &BTreeMap<Cell<'_>, i128>,
-) -> Result<(), sqlx::Error> {
-    const CHUNK: usize = 10_000;
-    let cells: Vec<(&Cell<'_>, &i128)> = cells.iter().collect();
-    for chunk in cells.chunks(CHUNK) {
-        let n = chunk.len();
-        let mut rollups = Vec::with_capacity(n);
-        let mut grains = Vec::with_capacity(n);
-        let mut periods = Vec::with_capacity(n);
-        let mut dims: [Vec<&str>; 6] = std::array::from_fn(|_| Vec::with_capacity(n));
-        let mut metrics = Vec::with_capacity(n);
-        let mut values = Vec::with_capacity(n);
-        for (cell, value) in chunk {
-            rollups.push(i16::from(cell.rollup));
-            grains.push(cell.grain.code());
-            periods.push(cell.period);
-            for (i, v) in cell.dims.iter().enumerate() {
-                dims[i].push(*v);
-            }
-            metrics.push(cell.metric.as_str());
-            // `numeric` has no binary form sqlx encodes from `i128`: bound as text, exact.
-            values.push(value.to_string());
+    slices: &BTreeSet<(u8, [&str; 6])>,
+) -> Result<HashMap<(u8, [String; 6]), i32>, sqlx::Error> {
+    let mut ids: HashMap<(u8, [String; 6]), i32> = HashMap::with_capacity(slices.len());
+    if slices.is_empty() {
+        return Ok(ids);
+    }
+    read_slice_ids(conn, slices.iter(), &mut ids).await?;
+    let missing: Vec<&(u8, [&str; 6])> = slices
+        .iter()
+        .filter(|(r, d)| !ids.contains_key(&(*r, d.map(str::to_owned))))
+        .collect();
+    if missing.is_empty() {
+        return Ok(ids);
+    }
+    let (rollups, dims) = slice_columns(missing.iter().copied());
+    let [d0, d1, d2, d3, d4, d5] = dims;
+    sqlx::query(
+        "INSERT INTO stats_slice \
+           (rollup, level, agency, sector, procedure, channel, applicant_type) \
+         SELECT * FROM UNNEST($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                              $6::text[], $7::text[]) \
+           AS u (rollup, level, agency, sector, procedure, channel, applicant_type) \
+         ORDER BY rollup, level COLLATE \"C\", agency COLLATE \"C\", sector COLLATE \"C\", \
+           procedure COLLATE \"C\", channel COLLATE \"C\", applicant_type COLLATE \"C\" \
+         ON CONFLICT (rollup, level, agency, sector, procedure, channel, applicant_type) \
+         DO NOTHING",
+    )
+    .bind(rollups)
+    .bind(d0)
+    .bind(d1)
+    .bind(d2)
+    .bind(d3)
+    .bind(d4)
+    .bind(d5)
+    .execute(&mut *conn)
+    .await?;
+    read_slice_ids(conn, missing.into_iter(), &mut ids).await?;
+    if ids.len() < slices.len() {
+        // Inserted or present above: the database answered something else.
+        return Err(sqlx::Error::Protocol(format!(
+            "{} of {} slices have no id in stats_slice after their insert",
+            slices.len() - ids.len(),
+            slices.len()
+        )));
+    }
+    Ok(ids)
+}
+
+/// The columns of slices as arrays to bind: rollups, then the six dimensions.
+fn slice_columns<'a, 'b: 'a>(
+    slices: impl Iterator<Item = &'a (u8, [&'b str; 6])>,
+) -> (Vec<i16>, [Vec<&'b str>; 6]) {
+    let mut rollups = Vec::new();
+    let mut dims: [Vec<&str>; 6] = std::array::from_fn(|_| Vec::new());
+    for (rollup, values) in slices {
+        rollups.push(i16::from(*rollup));
+        for (i, v) in values.iter().enumerate() {
+            dims[i].push(*v);
         }
-        let sql = format!(
-            "INSERT INTO {table} \
-               (rollup, grain, period, level, agency, sector, procedure, channel, \
-                applicant_type, metric, value) \
-             SELECT * FROM UNNEST($1::smallint[], $2::text[], $3::date[], $4::text[], \
-                                  $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-                                  $10::text[], $11::numeric[]) \
-             ON CONFLICT (rollup, grain, period, level, agency, sector, procedure, channel, \
-                          applicant_type, metric) \
-             DO UPDATE SET value = {table}.value + EXCLUDED.value"
-        );
-        let [d0, d1, d2, d3, d4, d5] = dims;
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(rollups)
-            .bind(grains)
-            .bind(periods)
-            .bind(d0)
-            .bind(d1)
-            .bind(d2)
-            .bind(d3)
-            .bind(d4)
-            .bind(d5)
-            .bind(metrics)
-            .bind(values)
-            .execute(&mut *conn)
-            .await?;
+    }
+    (rollups, dims)
+}
+
+/// Reads the ids of those of `slices` that `stats_slice` holds into `ids`.
+async fn read_slice_ids<'a, 'b: 'a>(
+    conn: &mut sqlx::PgConnection,
+    slices: impl Iterator<Item = &'a (u8, [&'b str; 6])>,
+    ids: &mut HashMap<(u8, [String; 6]), i32>,
+) -> Result<(), sqlx::Error> {
+    let (rollups, dims) = slice_columns(slices);
+    let [d0, d1, d2, d3, d4, d5] = dims;
+    let rows = sqlx::query(
+        "SELECT s.id, s.rollup, s.level, s.agency, s.sector, s.procedure, s.channel, \
+           s.applicant_type \
+         FROM UNNEST($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     $6::text[], $7::text[]) \
+           AS u (rollup, level, agency, sector, procedure, channel, applicant_type) \
+         JOIN stats_slice s USING (rollup, level, agency, sector, procedure, channel, \
+           applicant_type)",
+    )
+    .bind(rollups)
+    .bind(d0)
+    .bind(d1)
+    .bind(d2)
+    .bind(d3)
+    .bind(d4)
+    .bind(d5)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let rollup: i16 = row.try_get("rollup")?;
+        let mut dims: [String; 6] = Default::default();
+        for (i, d) in Dimension::ALL.into_iter().enumerate() {
+            dims[i] = row.try_get(d.as_str())?;
+        }
+        ids.insert((rollup as u8, dims), row.try_get("id")?);
     }
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+/// Adds `cells` to `stats_cells`: the slices' ids from the dictionary ([`slice_ids`]), then one
+/// wide row per slice, grain and period, upserted in key order `(slice, grain, period)` (every
+/// transaction locks the rows it adds to in that order), one statement per 5 000 rows. A sum
+/// back at zero is stored as NULL (0); a row whose metrics are all NULL stays.
+pub(crate) async fn upsert_cells(
+    conn: &mut sqlx::PgConnection,
+    cells: &BTreeMap<Cell<'_>, i128>,
+) -> Result<(), sqlx::Error> {
+    const CHUNK: usize = 5_000;
+    if cells.is_empty() {
+        return Ok(());
     }
-
-    /// Whether `day` lies in one of `spans` (a period of the span's grain holding `day` has
-    /// its first day within the span's bounds), and in exactly one.
-    fn covered(spans: &[Span], day: NaiveDate) -> usize {
-        spans
-            .iter()
-            .filter(|s| {
-                let p = s.grain.period(day);
-                s.from.is_none_or(|f| f <= p) && s.to.is_none_or(|t| p < t)
-            })
-            .count()
+    let slices: BTreeSet<(u8, [&str; 6])> = cells.keys().map(|c| (c.rollup, c.dims)).collect();
+    let ids = slice_ids(conn, &slices).await?;
+    let mut rows: BTreeMap<(i32, Grain, NaiveDate), [i128; METRICS]> = BTreeMap::new();
+    for (cell, value) in cells {
+        let id = ids
+            .get(&(cell.rollup, cell.dims.map(str::to_owned)))
+            .copied()
+            .ok_or_else(|| sqlx::Error::Protocol("a slice without an id".into()))?;
+        rows.entry((id, cell.grain, cell.period))
+            .or_insert([0; METRICS])[metric_index(cell.metric)] += *value;
     }
+    let rows: Vec<_> = rows.into_iter().collect();
+    let sql = upsert_sql();
+    for chunk in rows.chunks(CHUNK) {
+        let n = chunk.len();
+        let mut slice = Vec::with_capacity(n);
+        let mut grains = Vec::with_capacity(n);
+        let mut periods = Vec::with_capacity(n);
+        let mut values: Vec<Vec<Option<String>>> =
+            (0..METRICS).map(|_| Vec::with_capacity(n)).collect();
+        for ((id, grain, period), sums) in chunk {
+            slice.push(*id);
+            grains.push(grain.code());
+            periods.push(*period);
+            for (column, v) in values.iter_mut().zip(sums) {
+                // `numeric` has no binary form sqlx encodes from `i128`: bound as text, exact.
+                column.push((*v != 0).then(|| v.to_string()));
+            }
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(slice)
+            .bind(grains)
+            .bind(periods);
+        for column in values {
+            q = q.bind(column);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
 
-    /// Every span of a grain coarser than a day covers whole periods only: its bounds are
-    /// period starts of that grain.
-    fn aligned(spans: &[Span]) -> bool {
-        spans.iter().all(|s| {
-            [s.from, s.to]
-                .into_iter()
-                .flatten()
-                .all(|b| s.grain.period(b) == b)
+/// The upsert of [`upsert_cells`]: `$1` slices, `$2` grains, `$3` periods, then one `numeric`
+/// array per metric in [`Metric::ALL`] order.
+fn upsert_sql() -> String {
+    let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+    let arrays: String = (0..names.len())
+        .map(|i| format!(", ${}::numeric[]", i + 4))
+        .collect();
+    let sets: Vec<String> = names
+        .iter()
+        .map(|m| {
+            format!("{m} = NULLIF(COALESCE(stats_cells.{m}, 0) + COALESCE(EXCLUDED.{m}, 0), 0)")
         })
-    }
+        .collect();
+    format!(
+        "INSERT INTO stats_cells (slice, grain, period, {cols}) \
+         SELECT u.slice, u.grain::\"char\", u.period, {ucols} \
+         FROM UNNEST($1::integer[], $2::text[], $3::date[]{arrays}) \
+           AS u (slice, grain, period, {cols}) \
+         ORDER BY u.slice, u.grain::\"char\", u.period \
+         ON CONFLICT (slice, grain, period) DO UPDATE SET {sets}",
+        cols = names.join(", "),
+        ucols = names
+            .iter()
+            .map(|m| format!("u.{m}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        sets = sets.join(", "),
+    )
+}
 
-    #[test]
-    fn spans_cover_each_day_of_the_period_exactly_once() {
-        let days: Vec<NaiveDate> = date(2021, 11, 25)
-            .iter_days()
-            .take_while(|d| *d <= date(2024, 2, 5))
-            .collect();
-        // Every pair is too many for a unit test; every 7th `from` against every 2nd `to`
-        // crosses all month and year edges in both positions.
-        for from in days.iter().step_by(7) {
-            for to in days.iter().step_by(2) {
-                let spans = spans(Some(*from), *to);
-                assert!(aligned(&spans), "{from}..{to}: {spans:?}");
-                assert!(spans.len() <= 5, "{from}..{to}: {spans:?}");
-                for day in &days {
-                    let expected = usize::from(from <= day && day < to);
-                    assert_eq!(
-                        covered(&spans, *day),
-                        expected,
-                        "{from}..{to} at {day}: {spans:?}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn prefix_spans_cover_every_day_up_to_and_including_the_day() {
-        let days: Vec<NaiveDate> = date(2019, 12, 1)
-            .iter_days()
-            .take_while(|d| *d <= date(2022, 2, 1))
-            .collect();
-        for at in &days {
-            let spans = prefix_spans(*at);
-            assert!(aligned(&spans), "{at}: {spans:?}");
-            for day in &days {
-                assert_eq!(
-                    covered(&spans, *day),
-                    usize::from(day <= at),
-                    "{at} at {day}"
-                );
-            }
-            // Long before the period: still counted (the years before).
-            assert_eq!(covered(&spans, date(1990, 6, 15)), 1);
-        }
-        assert_eq!(covered(&prefix_spans(NaiveDate::MAX), NaiveDate::MAX), 1);
-    }
-
-    #[test]
-    fn a_period_within_a_month_reads_days_only_and_a_year_reads_one_row() {
-        assert_eq!(
-            spans(Some(date(2024, 3, 5)), date(2024, 3, 9)),
-            vec![Span::new(
-                Grain::Day,
-                Some(date(2024, 3, 5)),
-                Some(date(2024, 3, 9))
-            )]
-        );
-        assert_eq!(
-            spans(Some(date(2024, 1, 1)), date(2025, 1, 1)),
-            vec![Span::new(
-                Grain::Year,
-                Some(date(2024, 1, 1)),
-                Some(date(2025, 1, 1))
-            )]
-        );
-        assert!(spans(Some(date(2024, 1, 1)), date(2024, 1, 1)).is_empty());
-    }
-
-    #[test]
-    fn the_coarsest_rollup_with_the_needed_dimensions_is_chosen() {
-        let q = |filter: SliceFilterSpec, group_by: Vec<Dimension>| Query {
-            from: date(2024, 1, 1),
-            to: date(2025, 1, 1),
-            filter: filter.0,
-            group_by,
-        };
-        struct SliceFilterSpec(stats::SliceFilter);
-        let none = || SliceFilterSpec(stats::SliceFilter::default());
-        assert_eq!(rollup_for(&q(none(), vec![])), 0);
-        assert_eq!(rollup_for(&q(none(), vec![Dimension::Level])), 1);
-        assert_eq!(rollup_for(&q(none(), vec![Dimension::Agency])), 3);
-        assert_eq!(rollup_for(&q(none(), vec![Dimension::Sector])), 5);
-        assert_eq!(
-            rollup_for(&q(none(), vec![Dimension::Sector, Dimension::Agency])),
-            7
-        );
-        let by_channel = stats::SliceFilter {
-            channel: Some(domain::Channel::Online),
-            ..Default::default()
-        };
-        assert_eq!(rollup_for(&q(SliceFilterSpec(by_channel), vec![])), 63);
-    }
-
-    #[test]
-    fn rollup_cells_sum_each_delta_into_every_rollup_and_grain() {
-        let slice = |agency: &str| Slice {
-            level: domain::Level::District,
-            agency: domain::AgencyCode::parse(agency).unwrap(),
-            sector: domain::SectorCode::parse("land").unwrap(),
-            procedure: domain::ProcedureCode::parse("1.001").unwrap(),
-            channel: domain::Channel::Online,
-            applicant_type: domain::ApplicantType::Citizen,
-        };
-        let (a, b) = (slice("A"), slice("B"));
-        let cells = rollup_cells([
-            (&a, date(2024, 3, 5), Metric::Received, 1),
-            (&b, date(2024, 3, 6), Metric::Received, 2),
-            (&b, date(2024, 4, 6), Metric::Pending, 1),
-            (&b, date(2024, 4, 7), Metric::Pending, -1),
-        ]);
-        let get = |rollup, grain, period, agency, metric| {
-            let dims = if rollup & 2 != 0 {
-                [
-                    if rollup & 1 != 0 { "district" } else { "" },
-                    agency,
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            } else {
-                [
-                    if rollup & 1 != 0 { "district" } else { "" },
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            };
-            cells
-                .iter()
-                .find(|(c, _)| {
-                    c.rollup == rollup
-                        && c.grain == grain
-                        && c.period == period
-                        && c.dims[..2] == dims[..2]
-                        && c.metric == metric
-                })
-                .map(|(_, v)| *v)
-        };
-        assert_eq!(
-            get(0, Grain::Year, date(2024, 1, 1), "", Metric::Received),
-            Some(3)
-        );
-        assert_eq!(
-            get(1, Grain::Month, date(2024, 3, 1), "", Metric::Received),
-            Some(3)
-        );
-        assert_eq!(
-            get(3, Grain::Month, date(2024, 3, 1), "B", Metric::Received),
-            Some(2)
-        );
-        assert_eq!(
-            get(3, Grain::Day, date(2024, 3, 5), "A", Metric::Received),
-            Some(1)
-        );
-        // The two stock deltas cancel within the month and year: no cell; the days keep them.
-        assert_eq!(
-            get(0, Grain::Month, date(2024, 4, 1), "", Metric::Pending),
-            None
-        );
-        assert_eq!(
-            get(0, Grain::Day, date(2024, 4, 7), "", Metric::Pending),
-            Some(-1)
-        );
-        let full = cells
-            .keys()
-            .find(|c| c.rollup == 63 && c.grain == Grain::Day && c.dims[1] == "A")
-            .unwrap();
-        assert_eq!(
-            full.dims,
-            ["district", "A", "land", "1.001", "online", "citizen"]
-        );
-    }
+/// The read-only long-form view `stats_rollup` over `stats_cells` and `stats_slice` (one row per
+/// non-NULL metric of a cell), as migration 30010 creates it; made again when a rebuild swaps
+/// `stats_cells` (a view names the table it was made on).
+pub(crate) fn rollup_view_sql() -> String {
+    let values: Vec<String> = Metric::ALL
+        .iter()
+        .map(|m| format!("('{0}', c.{0})", m.as_str()))
+        .collect();
+    format!(
+        "CREATE VIEW stats_rollup AS \
+         SELECT s.rollup, c.grain::text AS grain, c.period, s.level, s.agency, s.sector, \
+                s.procedure, s.channel, s.applicant_type, m.metric, m.value \
+         FROM stats_cells c \
+         JOIN stats_slice s ON s.id = c.slice \
+         CROSS JOIN LATERAL (VALUES {}) AS m (metric, value) \
+         WHERE m.value IS NOT NULL",
+        values.join(", ")
+    )
 }

@@ -5,8 +5,9 @@
 //! that holds the expected cells in a temporary table) it reads every event up to the head `P`
 //! by dossier, with the dossier's row of `projection_contributions`. The live tables claim
 //! that each dossier contributes [`stats::contribution`] of its events up to the stored
-//! version, and that `stats_rollup` is the sum of those contributions
-//! ([`crate::store::rollup_cells`]). Verify checks exactly that claim:
+//! version, and that the cells (`stats_cells` by slice of `stats_slice`, read through the long
+//! view `stats_rollup`) are the sum of those contributions
+//! ([`crate::rollup::rollup_cells`]). Verify checks exactly that claim:
 //!
 //! - per dossier: the stored contribution equals the one recomputed from the log up to the
 //!   stored version; a stored version beyond the log, or a row for a dossier the log does not
@@ -18,9 +19,9 @@
 //!
 //! - shared: [`stats::contribution`], what one dossier contributes (its own oracle is the
 //!   `oracle` crate, which the `stats` model tests compare it with), and the list of rollups
-//!   ([`crate::store::ROLLUPS`], part of the table's definition);
+//!   ([`crate::rollup::ROLLUPS`], part of the table's definition);
 //! - independent: everything that adds. Apply adds `new − old` diffs ([`stats::diff`]) expanded
-//!   by [`crate::store::rollup_cells`] and upserted; rebuild sums contributions in memory and
+//!   by [`crate::rollup::rollup_cells`] and upserted; rebuild sums contributions in memory and
 //!   goes through the same expansion. Verify sums each dossier's whole recomputed contribution
 //!   per slice, day and metric (checked `i128`: an overflow is an error, never a clamp) into a
 //!   temporary table, adds those rows up in PostgreSQL `numeric`, and expands them into every
@@ -44,7 +45,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use stats::{Contribution, Metric, Slice};
 
-use crate::store::{self, Grain};
+use crate::rollup::{self, Grain};
 
 /// Day deltas kept in memory before they are expanded and written to the temporary table.
 const CELLS_IN_MEMORY: usize = 200_000;
@@ -548,10 +549,10 @@ async fn flush(
 }
 
 /// Fills `verify_expected` from `verify_daily`: every rollup and grain, summed in `numeric` by
-/// PostgreSQL, without [`crate::store::rollup_cells`]. A dimension outside a rollup is `''`; a
+/// PostgreSQL, without [`crate::rollup::rollup_cells`]. A dimension outside a rollup is `''`; a
 /// period is the first day of its month or year (`date_trunc`).
 async fn expand(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let rollups: Vec<i16> = store::ROLLUPS.iter().map(|r| i16::from(*r)).collect();
+    let rollups: Vec<i16> = rollup::ROLLUPS.iter().map(|r| i16::from(*r)).collect();
     sqlx::query(
         "INSERT INTO verify_expected \
            (rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, \
@@ -633,7 +634,7 @@ async fn compare_cells(
 /// A `numeric` integer read as text.
 fn numeric(row: &PgRow, column: &str) -> Result<i128, VerifyError> {
     let text: String = row.try_get(column)?;
-    store::parse_sum(&text).ok_or_else(|| {
+    rollup::parse_sum(&text).ok_or_else(|| {
         VerifyError::Corrupt(format!(
             "stats_rollup holds {text}, not an integer within i128"
         ))

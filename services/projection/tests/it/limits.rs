@@ -428,7 +428,7 @@ async fn admission_sheds_queries_beyond_the_limits_over_both_transports() {
         },
     )
     .await;
-    let held = lock(&db.pool, "stats_rollup").await;
+    let held = lock(&db.pool, "stats_cells").await;
     let mut client = running.client().await;
     let first = tokio::spawn({
         let mut client = client.clone();
@@ -438,7 +438,7 @@ async fn admission_sheds_queries_beyond_the_limits_over_both_transports() {
                 .await
         }
     });
-    waiting_on(&db.pool, "stats_rollup", 1).await;
+    waiting_on(&db.pool, "stats_cells", 1).await;
 
     let err = client
         .get_indicators(authed(AUDITOR, request("2024-01-01", "2024-02-01")))
@@ -518,7 +518,7 @@ async fn a_query_past_its_deadline_is_deadline_exceeded_and_says_nothing_of_writ
     )
     .await;
     // The lock is never released during the calls: only the deadline can end them.
-    let held = lock(&db.pool, "stats_rollup").await;
+    let held = lock(&db.pool, "stats_cells").await;
     let mut client = running.client().await;
     let err = client
         .get_indicators(authed(AUDITOR, request("2024-01-01", "2024-02-01")))

@@ -152,8 +152,9 @@ async fn verify_finds_an_amount_cell_clamped_to_i64_max_or_off_by_one() {
         (amount + 1, "off by one"),
     ] {
         sqlx::query(
-            "UPDATE stats_rollup SET value = $1::numeric \
-             WHERE rollup = 0 AND grain = 'y' AND metric = 'payment_amount_vnd'",
+            "UPDATE stats_cells SET payment_amount_vnd = $1::numeric \
+             WHERE grain = 'y' AND payment_amount_vnd IS NOT NULL \
+               AND slice IN (SELECT id FROM stats_slice WHERE rollup = 0)",
         )
         .bind(found.to_string())
         .execute(&db.pool)

@@ -76,8 +76,8 @@ async fn rebuild_keeps_serving_the_old_figures_until_the_swap_and_loses_nothing_
 
     // Corrupt the live aggregates (what a bug or a hand edit would do).
     let touched = sqlx::query(
-        "UPDATE stats_rollup SET value = value + 5 \
-         WHERE rollup = 0 AND grain = 'y' AND metric = 'received'",
+        "UPDATE stats_cells SET received = received + 5 \
+         WHERE grain = 'y' AND slice IN (SELECT id FROM stats_slice WHERE rollup = 0)",
     )
     .execute(&db.pool)
     .await
@@ -140,10 +140,14 @@ async fn rebuild_of_a_correct_projection_changes_no_figure_and_runs_again() {
     let (db, log) = migrated_db().await;
     history(&log).await;
     let before = answers(&db.pool).await;
-    let cells: i64 = sqlx::query_scalar("SELECT count(*) FROM stats_rollup WHERE value <> 0")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    // The wide rows with a non-zero figure (apply leaves rows whose deltas cancelled).
+    let cells: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT (rollup, grain, period, level, agency, sector, procedure, \
+           channel, applicant_type)) FROM stats_rollup WHERE value <> 0",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     let report = rebuild::rebuild(&db.pool, |_| {}).await.unwrap();
     assert_eq!(report.reapplied, 0);
     assert_eq!(report.cells, cells, "the same cells as apply wrote");
@@ -248,7 +252,7 @@ async fn a_rebuild_short_of_memory_spills_sorted_runs_and_writes_exactly_the_sam
     assert_eq!(spilled.cells, in_memory.cells);
     assert_same(&tables(&db.pool).await, &applied);
     let scratch: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('stats_rollup_runs')::text")
+        sqlx::query_scalar("SELECT to_regclass('stats_cells_runs')::text")
             .fetch_one(&db.pool)
             .await
             .unwrap();
@@ -303,4 +307,54 @@ async fn an_undecodable_event_fails_the_rebuild_and_leaves_the_live_tables_alone
         matches!(again, Some(Err(RebuildError::Corrupt(_)))),
         "{again:?}"
     );
+}
+
+/// The slice dictionary survives a rebuild: every id keeps naming the same slice (ids can be
+/// cached), a slice whose figures went back to zero keeps its entry, and a slice new after the
+/// rebuild gets a new id, never an old one.
+#[tokio::test]
+async fn slice_ids_are_stable_across_a_rebuild() {
+    let (db, log) = migrated_db().await;
+    history(&log).await;
+    let dictionary = |pool: sqlx::PgPool| async move {
+        sqlx::query_as::<_, (i32, String)>(
+            "SELECT id, concat_ws('|', rollup, level, agency, sector, procedure, channel, \
+               applicant_type) FROM stats_slice ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    // A slice no dossier has: its entry must stay, its id must not be given again.
+    sqlx::query(
+        "INSERT INTO stats_slice (rollup, level, agency, sector, procedure, channel, \
+           applicant_type) VALUES (3, 'district', 'ZZ-GONE', '', '', '', '')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let before = dictionary(db.pool.clone()).await;
+    assert!(before.len() > 10, "{before:?}");
+    rebuild::rebuild(&db.pool, |_| {}).await.unwrap();
+    let after = dictionary(db.pool.clone()).await;
+    assert_eq!(after, before, "same ids, same slices");
+    // Every cell names a slice of the dictionary.
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM stats_cells c WHERE NOT EXISTS \
+           (SELECT 1 FROM stats_slice s WHERE s.id = c.slice)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
+
+    // A dossier of a new agency after the rebuild: new slices, with ids above every old one.
+    append_dossier(&log, "HS-R-LATE", 61, date(2024, 8, 1), None).await;
+    store::apply_and_commit(&log, "HS-R-LATE").await.unwrap();
+    rebuild::rebuild(&db.pool, |_| {}).await.unwrap();
+    let last = dictionary(db.pool.clone()).await;
+    assert_eq!(&last[..before.len()], &before[..]);
+    let max_before = before.iter().map(|(id, _)| *id).max().unwrap();
+    assert!(last[before.len()..].iter().all(|(id, _)| *id > max_before));
+    assert_eq!(answers(&db.pool).await, from_log(&log).await);
 }

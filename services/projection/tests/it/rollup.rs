@@ -3,7 +3,7 @@
 
 use chrono::{Datelike, NaiveDate};
 use domain::{AgencyCode, ApplicantType, Channel, Level, ProcedureCode, SectorCode};
-use projection::store;
+use projection::{rollup, store};
 use stats::{Aggregates, Dimension, Query, SliceFilter};
 
 use crate::support::{
@@ -148,7 +148,7 @@ async fn a_year_of_province_wide_figures_reads_a_constant_number_of_rows() {
         filter: SliceFilter::default(),
         group_by: vec![],
     };
-    assert_eq!(store::rollup_for(&query), 0);
+    assert_eq!(rollup::rollup_for(&query), 0);
     let rows: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM stats_rollup WHERE rollup = 0 AND \
          ((grain = 'y' AND period <= '2025-01-01') OR (grain = 'd' AND period = '2025-01-01') \
@@ -259,7 +259,7 @@ async fn migration_30003_converts_the_figures_exactly() {
     for c in &contributions {
         model.add_contribution(c);
     }
-    let cells = store::rollup_cells(model.cells());
+    let cells = rollup::rollup_cells(model.cells());
     for (cell, value) in &cells {
         sqlx::query(
             "INSERT INTO stats_rollup (rollup, grain, period, level, agency, sector, procedure, \
@@ -322,4 +322,176 @@ async fn migration_30003_converts_the_figures_exactly() {
         i128::from(i64::MAX)
     );
     assert_eq!(store::failing_dossiers(&db.pool).await.unwrap(), 0);
+}
+
+/// Migration 30010 on a deployment with figures in the long `stats_rollup`: every cell is
+/// carried over exactly into `stats_slice` and `stats_cells` (the view `stats_rollup` shows
+/// the same rows, a value beyond `i64` included), and queries answer what the figures say.
+#[tokio::test]
+async fn migration_30010_carries_the_figures_over_exactly() {
+    let db = testkit::TestDb::new().await;
+    let log = eventlog::EventLog::from_pool(db.pool.clone());
+    log.migrate().await.unwrap();
+    let mut before = sqlx::migrate!("./migrations");
+    before.set_ignore_missing(true);
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 30010)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&db.pool).await.unwrap();
+
+    let mut rng = Rng::new(30010);
+    let mut model = Aggregates::new();
+    for _ in 0..150 {
+        model.add_contribution(&random_contribution(
+            &mut rng,
+            date(2022, 10, 1),
+            date(2025, 4, 1),
+        ));
+    }
+    let cells = rollup::rollup_cells(model.cells());
+    let mut expected: Vec<String> = Vec::new();
+    let huge = i128::from(i64::MAX) * 1000 + 7;
+    let mut old = sqlx::QueryBuilder::new(
+        "INSERT INTO stats_rollup (rollup, grain, period, level, agency, sector, procedure, \
+                                   channel, applicant_type, metric, value) ",
+    );
+    let rows: Vec<(i16, String, NaiveDate, [String; 6], String, String)> = cells
+        .iter()
+        .map(|(c, v)| {
+            (
+                i16::from(c.rollup),
+                c.grain.code().to_owned(),
+                c.period,
+                c.dims.map(str::to_owned),
+                c.metric.as_str().to_owned(),
+                v.to_string(),
+            )
+        })
+        .chain([(
+            0,
+            "y".to_owned(),
+            date(2019, 1, 1),
+            Default::default(),
+            "payment_amount_online_vnd".to_owned(),
+            huge.to_string(),
+        )])
+        .collect();
+    for (r, g, p, d, m, v) in &rows {
+        expected.push(format!("{r}|{g}|{p}|{}|{m}|{v}", d.join("|")));
+    }
+    for chunk in rows.chunks(2000) {
+        old.reset();
+        old.push_values(chunk, |mut b, (r, g, p, d, m, v)| {
+            b.push_bind(*r).push_bind(g).push_bind(*p);
+            for x in d {
+                b.push_bind(x);
+            }
+            b.push_bind(m).push_bind(v).push_unseparated("::numeric");
+        });
+        old.build().execute(&db.pool).await.unwrap();
+    }
+    // A cell at zero (apply leaves them): carried as nothing, the figures unchanged.
+    sqlx::query(
+        "INSERT INTO stats_rollup VALUES (1, 'd', '2023-05-05', 'district', '', '', '', '', '', \
+           'received', 0)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    store::migrate(&db.pool).await.unwrap();
+    let mut found: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws('|', rollup, grain, period, level, agency, sector, procedure, channel, \
+           applicant_type, metric, value) FROM stats_rollup",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    found.sort();
+    expected.sort();
+    assert_eq!(found.len(), expected.len());
+    assert!(found == expected, "the long view differs from the old rows");
+    let wide: i64 = sqlx::query_scalar("SELECT count(*) FROM stats_cells")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        (wide as usize) < expected.len(),
+        "one wide row per slice, grain and period: {wide} rows for {} figures",
+        expected.len()
+    );
+    for i in 0..60 {
+        let query = random_query(&mut rng);
+        assert_eq!(
+            store::query(&db.pool, &query).await.unwrap(),
+            normal(model.query(&query)),
+            "query {i}: {query:?}"
+        );
+    }
+    // The new storage takes applies after the migration.
+    let c = random_contribution(&mut rng, date(2024, 1, 1), date(2024, 12, 1));
+    model.add_contribution(&c);
+    let mut tx = db.pool.begin().await.unwrap();
+    store::add_diff(&mut tx, &stats::diff(None, Some(&c)))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for i in 0..20 {
+        let query = random_query(&mut rng);
+        assert_eq!(
+            store::query(&db.pool, &query).await.unwrap(),
+            normal(model.query(&query)),
+            "after an apply, query {i}: {query:?}"
+        );
+    }
+}
+
+/// Slices that were never seen (an agency, a sector or a combination no dossier has) answer
+/// empty: no group, or the one empty group of an ungrouped query, and no error.
+#[tokio::test]
+async fn a_query_for_slices_that_do_not_exist_answers_empty() {
+    let (db, _log) = migrated_db().await;
+    let mut rng = Rng::new(7);
+    let mut tx = db.pool.begin().await.unwrap();
+    for _ in 0..30 {
+        let c = random_contribution(&mut rng, date(2024, 1, 1), date(2024, 12, 1));
+        store::add_diff(&mut tx, &stats::diff(None, Some(&c)))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let year = |filter: SliceFilter, group_by: Vec<Dimension>| Query {
+        from: date(2024, 1, 1),
+        to: date(2025, 1, 1),
+        filter,
+        group_by,
+    };
+    let nowhere = SliceFilter {
+        agency: Some(AgencyCode::parse("NO-SUCH-AGENCY").unwrap()),
+        ..SliceFilter::default()
+    };
+    let ungrouped = store::query(&db.pool, &year(nowhere.clone(), vec![]))
+        .await
+        .unwrap();
+    assert_eq!(ungrouped.len(), 1);
+    assert!(ungrouped[&Vec::<String>::new()].flows.is_empty());
+    assert!(ungrouped[&Vec::<String>::new()].at_end.is_empty());
+    let grouped = store::query(&db.pool, &year(nowhere, vec![Dimension::Sector]))
+        .await
+        .unwrap();
+    assert!(grouped.is_empty(), "{grouped:?}");
+    // Each value exists, the combination does not (a procedure of another sector).
+    let mismatched = SliceFilter {
+        sector: Some(SectorCode::parse(SECTORS[0]).unwrap()),
+        procedure: Some(ProcedureCode::parse("9.999").unwrap()),
+        ..SliceFilter::default()
+    };
+    let grouped = store::query(&db.pool, &year(mismatched, vec![Dimension::Agency]))
+        .await
+        .unwrap();
+    assert!(grouped.is_empty(), "{grouped:?}");
 }

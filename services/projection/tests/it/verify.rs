@@ -38,12 +38,13 @@ async fn a_correct_projection_verifies_clean() {
 async fn a_tampered_cell_is_listed_with_its_expected_and_found_values() {
     let (db, _log) = setup().await;
     let (agency, expected): (String, i64) = sqlx::query_as(
-        "UPDATE stats_rollup SET value = value + 3 \
-         WHERE (rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, \
-                metric) = (SELECT rollup, grain, period, level, agency, sector, procedure, \
-                                  channel, applicant_type, metric FROM stats_rollup \
-                           WHERE rollup = 3 AND grain = 'm' AND metric = 'received' LIMIT 1) \
-         RETURNING agency, (value - 3)::bigint",
+        "UPDATE stats_cells c SET received = received + 3 \
+         FROM stats_slice s \
+         WHERE s.id = c.slice AND (c.slice, c.grain, c.period) = \
+           (SELECT c2.slice, c2.grain, c2.period FROM stats_cells c2 \
+            JOIN stats_slice s2 ON s2.id = c2.slice \
+            WHERE s2.rollup = 3 AND c2.grain = 'm' AND c2.received IS NOT NULL LIMIT 1) \
+         RETURNING s.agency, (c.received - 3)::bigint",
     )
     .fetch_one(&db.pool)
     .await
