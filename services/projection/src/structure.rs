@@ -38,8 +38,15 @@ pub fn read_file(path: &Path) -> Result<StructureFile, StructureStoreError> {
 
 /// Every recorded entry, in the order recorded.
 pub async fn entries(pool: &PgPool) -> Result<Vec<StructureEntry>, StructureStoreError> {
+    entries_on(pool).await
+}
+
+/// [`entries`] on any executor (`publish` reads them inside its locked transaction).
+async fn entries_on<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+) -> Result<Vec<StructureEntry>, StructureStoreError> {
     let rows = sqlx::query("SELECT seq, entry FROM agency_structure_entries ORDER BY seq")
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await?;
     rows.iter()
         .map(|row| {
@@ -79,22 +86,7 @@ pub async fn publish(
     sqlx::query("LOCK TABLE agency_structure_entries IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    let rows = sqlx::query("SELECT seq, entry FROM agency_structure_entries ORDER BY seq")
-        .fetch_all(&mut *tx)
-        .await?;
-    let mut all = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let seq: i64 = row.try_get("seq")?;
-        let entry: serde_json::Value = row.try_get("entry")?;
-        all.push(
-            serde_json::from_value::<StructureEntry>(entry).map_err(|e| {
-                StructureStoreError::Corrupt {
-                    seq,
-                    message: e.to_string(),
-                }
-            })?,
-        );
-    }
+    let mut all = entries_on(&mut *tx).await?;
     let recorded = all.len();
     let new: Vec<StructureEntry> = file
         .entries()
