@@ -47,7 +47,7 @@ pub use crate::metric::{Metric, MetricKind, Slice};
 pub use crate::query::{Dimension, GroupKey, Query, SliceFilter};
 pub use crate::structure::{
     AgencyChange, AgencyDecl, AgencyStructure, ChangeKind, InStructure, LevelAbolition,
-    StructureEntry, StructureError, StructureFile,
+    StructureEntry, StructureError, StructureFile, tidy,
 };
 pub use crate::totals::{Aggregates, Totals};
 
