@@ -8,11 +8,11 @@
 //!
 //! - **C** the checkpointer over the whole log (`asof::checkpoint_once` until caught up), its
 //!   events/s; the size of `asof_cells` + `asof_checkpoints` against `events` and against the
-//!   coarse live figures (the five rollups the checkpoints keep, summed from the blocks into a
-//!   table of `stats_rollup`'s shape and key);
+//!   same rollups of the live figures (summed from the blocks into a table of `stats_rollup`'s
+//!   shape and key);
 //! - **AS** a province-year as of `T` (`asof::as_recorded_at`), `T` at 20 instants spread over
 //!   the log (the year: that of the business date at `P(T)`), `--runs` rounds; and a year by
-//!   agency, the same way;
+//!   level, the same way (grouping by agency or sector is the scan's: see `asof`);
 //! - **AS0** its baseline: the scan (`asof::scan`, what the service answered before) at a few of
 //!   those instants, once each; the two answers must be equal.
 
@@ -102,7 +102,7 @@ pub async fn run(pool: &PgPool, config: AsofConfig) -> Result<String> {
     let mut fast: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     for (name, group_by) in [
         ("province-year", vec![]),
-        ("year by agency", vec![Dimension::Agency]),
+        ("year by level", vec![Dimension::Level]),
     ] {
         eprintln!(
             "bench: AS {name}: {} rounds of {INSTANTS} instants",
@@ -169,8 +169,8 @@ pub async fn run(pool: &PgPool, config: AsofConfig) -> Result<String> {
         out,
         "| phase | figure |\n|---|---|\n\
          | **C** checkpointer, windows of {} events | {} checkpoints, {:.1} s, **{:.0} events/s** |\n\
-         | checkpoint storage (`asof_cells` + `asof_checkpoints`) | {} ({} cells) = **{:.3} × `events`**, **{:.2} × the coarse live figures** |\n\
-         | coarse live figures (rollups 0, 1, 3, 5, 7, every grain, in `stats_rollup`'s shape) | {} ({} cells) |",
+         | checkpoint storage (`asof_cells` + `asof_checkpoints`) | {} ({} cells) = **{:.3} × `events`**, **{:.2} × those rollups of the live figures** |\n\
+         | the same rollups of the live figures (0 and 1, every grain, in `stats_rollup`'s shape) | {} ({} cells) |",
         config.window,
         thousands(checkpoints),
         checkpointer.seconds,

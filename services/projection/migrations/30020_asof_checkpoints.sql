@@ -3,8 +3,9 @@
 -- positions: checkpoint `seq` = k closes the window (position of k − 1, `position`]. For each
 -- window it stores the change of the coarse figures between the two positions — Σ over the
 -- dossiers with an event in the window of contribution(events ≤ P_k) − contribution(events ≤
--- P_{k−1}) — expanded into the rollups {}, {level}, {level, agency}, {level, sector}, {level,
--- agency, sector} at day, month and year grain, as `stats_rollup` is.
+-- P_{k−1}) — expanded into the rollups {} and {level} (`asof::CHECKPOINT_ROLLUPS`) at day,
+-- month and year grain, as `stats_rollup` is; `agency` and `sector` are '' (kept as columns so
+-- that finer rollups can be added without another table).
 --
 -- `asof_cells` holds those changes in tiers: tier 0, block b is window b + 1; tier t, block b is
 -- the sum of windows b·16^t + 1 ..= (b + 1)·16^t (written with the window that completes it).
@@ -26,7 +27,7 @@ CREATE INDEX asof_checkpoints_recorded_at ON asof_checkpoints (recorded_at, seq)
 CREATE TABLE asof_cells (
     tier    smallint NOT NULL CHECK (tier >= 0),
     block   bigint   NOT NULL CHECK (block >= 0),
-    rollup  smallint NOT NULL CHECK (rollup IN (0, 1, 3, 5, 7)),
+    rollup  smallint NOT NULL CHECK (rollup IN (0, 1)),
     grain   text     NOT NULL CHECK (grain IN ('d', 'm', 'y')),
     period  date     NOT NULL,
     level   text     NOT NULL,

@@ -7,7 +7,7 @@
 //!
 //! `D_k = Σ_{d with an event in window k} contribution(d, ≤ P_k) − contribution(d, ≤ P_{k−1})`,
 //!
-//! expanded into the rollups [`CHECKPOINT_ROLLUPS`] at every grain. A dossier without an event in
+//! expanded into the rollups [`CHECKPOINT_ROLLUPS`] (the province and by level) at every grain. A dossier without an event in
 //! a window has the same contribution at both ends, so the sum telescopes:
 //! `Σ_{k ≤ K} D_k = Σ_d contribution(d, ≤ P_K)`, the figures as of `P_K`. The figures as of `T`
 //! ([`as_recorded_at`]) are those of the last checkpoint `K` recorded at or before `T`, plus the
@@ -24,9 +24,9 @@
 //! instance skips its turn), reads the last checkpoint and the head inside it, and writes the
 //! window, the blocks it completes and the checkpoint row together: a crash leaves nothing
 //! half-written, and two instances cannot write one window twice (the lock, and `seq`'s and
-//! `position`'s keys behind it). Queries the coarse rollups cannot answer (filters or groups on
-//! procedure, channel or applicant type) return `None`, and the caller scans the log
-//! ([`crate::figures`]).
+//! `position`'s keys behind it). Queries the checkpointed rollups cannot answer (filters or
+//! groups on agency, sector, procedure, channel or applicant type) return `None`, and the caller
+//! scans the log ([`crate::figures`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -43,9 +43,14 @@ use crate::store::{self, Grain, QueryError, Span};
 /// Blocks of tier `t + 1` sum this many blocks of tier `t`.
 pub const FANOUT: i64 = 16;
 
-/// The rollups checkpointed (bit masks as `stats_rollup.rollup`): every one without procedure,
-/// channel or applicant type. A query needing one of those dimensions scans the log.
-pub const CHECKPOINT_ROLLUPS: [u8; 5] = [0, 1, 3, 5, 7];
+/// The rollups checkpointed (bit masks as `stats_rollup.rollup`): the province ({}) and by
+/// level ({level}). A query filtering or grouping by any other dimension scans the log.
+///
+/// Why not {level, agency} and {level, sector} as well: a window's change touches nearly as
+/// many of their cells as it has events (each dossier its own agency × sector × days × metrics
+/// × grains), so their checkpoints would outweigh the log itself — measured: 48,000 cells per
+/// window of 1,024 events, 17.7 × the size of `events` (BENCHMARKS.md, "As recorded at T").
+pub const CHECKPOINT_ROLLUPS: [u8; 2] = [0, 1];
 
 /// Above this many events between the last checkpoint and `P(T)` (a checkpointer far behind,
 /// or none running), [`as_recorded_at`] answers `None`: reading that many dossiers by id would
@@ -147,7 +152,7 @@ pub fn blocks_completed_by(k: i64) -> Vec<(i16, i64)> {
 }
 
 /// The coarsest checkpointed rollup holding every dimension `query` filters or groups by;
-/// `None` when it needs procedure, channel or applicant type.
+/// `None` when it needs another one.
 pub fn checkpoint_rollup_for(query: &Query) -> Option<u8> {
     let needed = query
         .filter
