@@ -568,7 +568,12 @@ pub async fn as_recorded_at(
             partial.apply(&stats::diff(old.as_ref(), new.as_ref()));
         }
     }
-    let mut groups = checkpoint_totals(&mut conn, query, rollup, cut.seq).await?;
+    // JIT off for this one statement: its plan's estimated cost (a dozen legs over an UNNEST)
+    // passes `jit_above_cost`, and compiling would take longer than running it.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+    let mut groups = checkpoint_totals(&mut tx, query, rollup, cut.seq).await?;
+    tx.commit().await?;
     for (key, totals) in partial.grouped(
         query.from,
         query.to,
