@@ -7,6 +7,8 @@
 //!                   [--baseline-secs N] [--rebuild-events N] [--lag-secs N] [--lag-rate N]
 //!                   [--writers N] [--consumers N,M] [--rollups 0,3,5] [--no-jit] [--keep]
 //! cargo xtask bench -- e2e [--quick] [--counters N] [--secs N] [--sample N]
+//! cargo xtask bench -- asof [--quick] [--asof-events N] [--asof-window N] [--asof-runs N]
+//!                   [--asof-scans N]
 //! ```
 //!
 //! `write` (the default) measures the event log's write paths:
@@ -37,9 +39,14 @@
 //! events/s against the same rows inserted raw (E0), the append → visible-figure lag against raw
 //! JetStream (L0), then checks the run was exact (`projection verify`, `GetIndicators`).
 //!
+//! `asof` ([`asof`]) runs **C**, **AS** and **AS0**: the "as recorded at T" checkpointer over a
+//! log of `--asof-events` events, a province-year as of T from the checkpoints, and the scan of
+//! the log prefix it replaces (the baseline), with the checkpoints' size.
+//!
 //! The Markdown report goes to stdout, progress to stderr. Rates are comparable only within
 //! one run: read the ratios, not the absolute figures.
 
+mod asof;
 mod e2e;
 mod import;
 mod lag;
@@ -73,6 +80,8 @@ pub enum Mode {
     },
     /// End to end (E and its baselines).
     E2e,
+    /// "As recorded at T": the checkpointer, the fast path and the scan (C, AS, AS0).
+    Asof,
 }
 
 /// What to run.
@@ -118,6 +127,12 @@ pub struct Args {
     pub counters: usize,
     pub secs: u64,
     pub sample: u64,
+    /// AS: events in the log, events per checkpoint window, rounds of the instants, instants
+    /// the scan baseline is measured at.
+    pub asof_events: u64,
+    pub asof_window: u32,
+    pub asof_runs: usize,
+    pub asof_scans: usize,
 }
 
 impl Default for Args {
@@ -147,6 +162,10 @@ impl Default for Args {
             counters: 64,
             secs: 60,
             sample: 4,
+            asof_events: 1_000_000,
+            asof_window: 1024,
+            asof_runs: 10,
+            asof_scans: 4,
         }
     }
 }
@@ -157,6 +176,7 @@ Usage: bench [write] [--quick] [--events N] [--receives N] [--clients N] [--lone
        bench projection|lag|query|rebuild [--quick] [--dossiers N] [--runs N] [--baseline-secs N]
                         [--rebuild-events N] [--lag-secs N] [--lag-rate N] [--writers N] [--consumers N,M]
        bench e2e [--quick] [--counters N] [--secs N] [--sample N] [--baseline-secs N]
+       bench asof [--quick] [--asof-events N] [--asof-window N] [--asof-runs N] [--asof-scans N]
 
 write (default): the event log's write paths against raw inserts
 
@@ -197,6 +217,13 @@ the relay and the projection running; then checks the run was exact
   --baseline-secs N   seconds of the raw JetStream baseline (default: as --secs, at most 20)
   --quick             16 counters for 10 s, 5 s of baseline
 
+asof: figures \"as recorded at T\" from checkpoints against the scan of the log prefix
+  --asof-events N     events in the log (default 1000000)
+  --asof-window N     events per checkpoint window (default 1024, as [projection.checkpoints])
+  --asof-runs N       rounds of the 20 instants per question (default 10)
+  --asof-scans N      instants the scan baseline is measured at, once each (default 4)
+  --quick             100000 events, 5 rounds, 2 scans
+
 Needs PostgreSQL at TEST_DATABASE_URL (default postgres://postgres:postgres@127.0.0.1:5432/postgres);
 `cargo xtask bench` makes sure it runs. Prints a Markdown report on stdout.
 ";
@@ -214,6 +241,9 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
     let mut lone = None;
     let mut counters = None;
     let mut secs = None;
+    let mut asof_events = None;
+    let mut asof_runs = None;
+    let mut asof_scans = None;
     let mut it = raw.iter().peekable();
     if let Some(first) = it.peek() {
         let all = |lag, query, rebuild| Mode::Projection {
@@ -228,6 +258,7 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
             "query" => Some(all(false, true, false)),
             "rebuild" => Some(all(false, false, true)),
             "e2e" => Some(Mode::E2e),
+            "asof" => Some(Mode::Asof),
             _ => None,
         };
         if let Some(mode) = mode {
@@ -291,6 +322,10 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
                     );
                 }
             }
+            "--asof-events" => asof_events = Some(value("--asof-events")?),
+            "--asof-window" => args.asof_window = u32::try_from(value("--asof-window")?)?,
+            "--asof-runs" => asof_runs = Some(value("--asof-runs")? as usize),
+            "--asof-scans" => asof_scans = Some(value("--asof-scans")? as usize),
             "--no-jit" => args.no_jit = true,
             "--keep" => args.keep = true,
             "--quick" => args.quick = true,
@@ -311,6 +346,21 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
         args.lone = 200;
         args.counters = 16;
         args.secs = 10;
+        args.asof_events = 100_000;
+        args.asof_runs = 5;
+        args.asof_scans = 2;
+    }
+    args.asof_events = asof_events.unwrap_or(args.asof_events);
+    args.asof_runs = asof_runs.unwrap_or(args.asof_runs);
+    args.asof_scans = asof_scans.unwrap_or(args.asof_scans);
+    if args.asof_events == 0
+        || args.asof_window == 0
+        || args.asof_runs == 0
+        || !(1..=20).contains(&args.asof_scans)
+    {
+        bail!(
+            "--asof-events, --asof-window and --asof-runs must be at least 1, --asof-scans 1..=20"
+        );
     }
     args.events = events.unwrap_or(args.events);
     args.receives = receives.unwrap_or(args.receives);
@@ -381,6 +431,7 @@ fn main() -> std::process::ExitCode {
             Mode::Write => bench(args).await,
             Mode::Projection { .. } => projection_bench(args).await,
             Mode::E2e => e2e_bench(args).await,
+            Mode::Asof => asof_bench(args).await,
         }
     };
     match runtime.block_on(run) {
@@ -424,6 +475,22 @@ async fn e2e_bench(args: Args) -> Result<String> {
         Ok(e2e::render(&figures, &machine, &report::load_average()))
     }
     .await;
+    drop(db);
+    result
+}
+
+/// Scenarios C, AS and AS0 in a database of their own (dropped at the end, also on error).
+async fn asof_bench(args: Args) -> Result<String> {
+    let db = TestDb::with_pool_size(args.pool).await;
+    eprintln!("bench: AS database {} (dropped at the end)", db.name);
+    let config = asof::AsofConfig {
+        events: args.asof_events,
+        window: args.asof_window,
+        runs: args.asof_runs,
+        scans: args.asof_scans,
+        analyze: args.analyze,
+    };
+    let result = asof::run(&db.pool, config).await;
     drop(db);
     result
 }

@@ -390,17 +390,22 @@ pub fn timeliness_str(t: Timeliness) -> &'static str {
 
 /// The log's form of a dossier: one `DossierAppend` of all its events, as a new dossier.
 pub fn to_append(catalog: &Catalog, d: &Dossier) -> eventlog::DossierAppend {
-    let a = &catalog.agencies[d.agency];
-    let sector = &catalog.sectors[catalog.procedures[d.procedure].sector];
     eventlog::DossierAppend {
         dossier_id: d.id.clone(),
         expected_version: eventlog::ExpectedVersion::NoStream,
-        routing: eventlog::Routing {
-            level: a.level.as_str().to_owned(),
-            agency: a.code.as_str().to_owned(),
-            sector: sector.as_str().to_owned(),
-        },
+        routing: routing(catalog, d),
         events: d.events.iter().map(new_event).collect(),
+    }
+}
+
+/// The log's routing columns of `d` (its receiving agency's).
+pub fn routing(catalog: &Catalog, d: &Dossier) -> eventlog::Routing {
+    let a = &catalog.agencies[d.agency];
+    let sector = &catalog.sectors[catalog.procedures[d.procedure].sector];
+    eventlog::Routing {
+        level: a.level.as_str().to_owned(),
+        agency: a.code.as_str().to_owned(),
+        sector: sector.as_str().to_owned(),
     }
 }
 

@@ -13,10 +13,12 @@
 //! - Appending, positions and concurrency: the [`append`] module's documentation.
 //! - The canonical form and the hashes: see [`canonical_bytes`].
 //! - Following the log: [`EventLog::read_after`], [`EventLog::changes`], [`EventLog::follow`].
+//! - Whole dossiers as of a position (figures recomputed from the log): [`dossiers`].
 //! - Recovery of events the log lost and the NATS stream kept (a database restored from an
 //!   older backup): [`EventLog::append_recovered`], used by `relay-service recover-log`.
 
 pub mod append;
+pub mod dossiers;
 mod error;
 pub mod group;
 mod hash;
@@ -38,6 +40,7 @@ pub use append::{
     INSERT as SQL_INSERT, MAX_DOSSIER_ID_CHARS, MAX_PAYLOAD_DEPTH, SEQUENCE as SQL_SEQUENCE,
     SEQUENCER_IDLE_TIMEOUT,
 };
+pub use dossiers::{DossierEvents, RoutingFilter, dossiers_up_to, these_dossiers_up_to};
 pub use error::{AppendError, ConnectError, MigrateError, ReadError};
 pub use group::GroupCommitStats;
 pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};

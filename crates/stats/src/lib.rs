@@ -48,7 +48,7 @@ pub use crate::query::{Dimension, GroupKey, Query, SliceFilter};
 pub use crate::structure::{
     AgencyChange, AgencyDecl, AgencyStructure, ChangeKind, DATE_YEARS, InStructure, LevelAbolition,
     MAX_ENTRIES_PER_PUBLICATION, MAX_NAME_CHARS, MAX_SOURCE_CHARS, StructureEntry, StructureError,
-    StructureFile,
+    StructureFile, tidy,
 };
 pub use crate::totals::{Aggregates, Totals};
 

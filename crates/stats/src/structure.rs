@@ -525,11 +525,9 @@ impl InStructure<'_> {
     }
 }
 
-/// Drops zero entries and empty groups; keeps the one group `[]` of an ungrouped query.
-pub(crate) fn tidy(
-    query: &Query,
-    mut groups: BTreeMap<GroupKey, Totals>,
-) -> BTreeMap<GroupKey, Totals> {
+/// Drops zero entries and empty groups; keeps the one group `[]` of an ungrouped query: the
+/// normal form of [`Aggregates::query`](crate::Aggregates::query)'s answers.
+pub fn tidy(query: &Query, mut groups: BTreeMap<GroupKey, Totals>) -> BTreeMap<GroupKey, Totals> {
     for t in groups.values_mut() {
         for figures in [&mut t.flows, &mut t.at_start, &mut t.at_end] {
             figures.retain(|_, v| *v != 0);

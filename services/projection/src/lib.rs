@@ -27,6 +27,7 @@
 //! and JetStream namespace.
 
 pub mod answers;
+pub mod asof;
 pub mod consumer;
 pub mod dashboard;
 pub mod figures;
@@ -83,6 +84,8 @@ pub struct ProjectionConfig {
     pub apply: consumer::ApplySettings,
     /// The dashboard's settings (`[projection.dashboard]`).
     pub dashboard: dashboard::DashboardConfig,
+    /// The checkpointer of "as recorded at" figures (`[projection.checkpoints]`).
+    pub checkpoints: asof::CheckpointSettings,
     /// An agency-structure file whose entries not yet recorded are published at start, as
     /// `config:<path>` (README, "Two-tier government and merged provinces"); none: the recorded
     /// structure as it is.
@@ -103,6 +106,7 @@ impl Default for ProjectionConfig {
             limits: QueryLimits::default(),
             apply: consumer::ApplySettings::default(),
             dashboard: dashboard::DashboardConfig::default(),
+            checkpoints: asof::CheckpointSettings::default(),
             agency_structure_file: None,
             scorecard_766_file: None,
         }
@@ -176,6 +180,7 @@ impl ProjectionApp {
             .apply
             .validate()
             .and_then(|()| section.dashboard.validate())
+            .and_then(|()| section.checkpoints.validate())
             .map_err(|message| ConfigError::Section {
                 section: "projection",
                 message,
@@ -227,6 +232,7 @@ impl ProjectionApp {
             );
         }
         let metrics = Listener::bind(section.metrics_listen).await?;
+        let checkpointer = section.checkpoints.enabled.then(|| log.pool().clone());
         let built = Self::build_with_scoring(
             log,
             tokens,
@@ -236,11 +242,28 @@ impl ProjectionApp {
             consumer,
         )
         .await?;
+        let built = match checkpointer {
+            Some(pool) => built.with_checkpointer(pool, section.checkpoints),
+            None => built,
+        };
         Ok(ProjectionApp {
             app: built.app.metrics(metrics),
             status: built.status,
             rejections: built.rejections,
         })
+    }
+
+    /// Runs the "as recorded at" checkpointer ([`asof::run`]) with the service.
+    pub fn with_checkpointer(
+        mut self,
+        pool: sqlx::PgPool,
+        settings: asof::CheckpointSettings,
+    ) -> Self {
+        self.app = self.app.task("checkpointer", move |stop| async move {
+            asof::run(pool, settings, stop).await;
+            Ok::<(), std::convert::Infallible>(())
+        });
+        self
     }
 
     /// From parts (tests listen on port 0; no metrics listener), with the shipped 766 scoring.

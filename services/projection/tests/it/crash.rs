@@ -52,10 +52,10 @@ static CALENDAR: LazyLock<Calendar> = LazyLock::new(Calendar::vietnam_default);
 
 /// One dossier's whole life as the log will hold it (the writer appends it piecewise).
 #[derive(Debug)]
-struct Life {
-    id: String,
-    routing: Routing,
-    events: Vec<domain::Event>,
+pub(crate) struct Life {
+    pub(crate) id: String,
+    pub(crate) routing: Routing,
+    pub(crate) events: Vec<domain::Event>,
 }
 
 /// Folds commands through `decide` the way the write path does; refused steps are skipped.
@@ -104,7 +104,7 @@ fn local(day: NaiveDate, minutes: u64) -> DateTime<Utc> {
 /// A random life in 2024: refused at the counter, or received and then any of digitized,
 /// transferred, paused for a supplement, fee and payment, apology, late, and resolved (with a
 /// result, its return and a rating), withdrawn, stopped or still pending.
-fn life(rng: &mut Rng, n: usize) -> Life {
+pub(crate) fn life(rng: &mut Rng, n: usize) -> Life {
     let profile = Profile {
         procedure: ProcedureCode::parse(*rng.pick(&PROCEDURES)).unwrap(),
         online_level: *rng.pick(OnlineServiceLevel::ALL),
@@ -331,7 +331,7 @@ fn life(rng: &mut Rng, n: usize) -> Life {
     }
 }
 
-fn new_event(rng: &mut Rng, event: &domain::Event) -> NewEvent {
+pub(crate) fn new_event(rng: &mut Rng, event: &domain::Event) -> NewEvent {
     let (event_type, payload) = event.body.into_parts();
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&rng.next_u64().to_le_bytes());

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod asof;
 mod batch;
 mod crash;
 mod failing;
