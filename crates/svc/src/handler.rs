@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use domain::{Action, Command, DossierEvent, DossierId, EventId};
 use eventlog::StoredEvent;
 use tonic::{Request, Response, Status};
+use writepath::{Clock, WriteOutcome, WritePath, WriteRequest};
 
 use crate::status::{business_time, internal};
-use crate::{Clock, Principal, Tokens, WriteOutcome, WritePath, WriteRequest, convert};
+use crate::{Principal, Tokens, convert};
 
 /// The fields every write request on an existing dossier carries, as sent.
 /// [`common_fields!`](crate::common_fields) borrows them from a request message.
@@ -116,10 +117,10 @@ impl Desk {
             fingerprint,
         };
         let principal = envelope.principal;
-        Ok(self
-            .write
-            .execute(&write, |dossier| principal.may_act_on(dossier))
-            .await?)
+        self.write
+            .execute(&write, |dossier| principal.may_write_on(dossier))
+            .await
+            .map_err(crate::write::status)
     }
 }
 
@@ -152,7 +153,7 @@ pub fn write_response(
 
 /// The stored event's body, for answers that carry what the server computed.
 pub fn body(event: &StoredEvent) -> Result<DossierEvent, Status> {
-    Ok(crate::write::decode(event)?.body)
+    Ok(writepath::decode(event).map_err(crate::write::status)?.body)
 }
 
 /// An answer's event is not of the type its method writes. The fingerprint of an event id

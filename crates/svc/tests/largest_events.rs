@@ -1,7 +1,7 @@
 //! `eventlog::MAX_EVENT_BYTES` holds for every event the write path can produce: the largest
 //! request the bounds of `domain::limits` let through, for every event type, is parsed by the
 //! real conversions (`svc::convert`), decided by the real rules (`domain::decide`), turned into
-//! the log's events (`svc::write::new_events`) and measured as canonical JSON at the longest
+//! the log's events (`writepath::new_events`) and measured as canonical JSON at the longest
 //! position, version and `recorded_at` there can be.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use domain::{
 };
 use eventlog::{MAX_EVENT_BYTES, StoredEvent};
 use svc::convert;
-use svc::write::{new_events, routing_of};
+use writepath::{new_events, routing_of};
 
 /// The worst free text: every character takes 4 bytes of UTF-8 (and of canonical JSON).
 fn worst_text() -> String {

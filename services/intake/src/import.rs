@@ -22,25 +22,25 @@ use svc::status::{
     business_time, event_too_large, internal, invalid_field, prefixed, timestamp, unavailable,
     with_reason,
 };
-use svc::write::{fold, new_events, routing_of};
-use svc::{Clock, WritePath};
 use tonic::{Code, Status};
+use writepath::{Clock, WritePath};
+use writepath::{fold, new_events, routing_of};
 
 /// At most this many events per batch: bounds memory and transaction size.
 pub const MAX_BATCH: usize = domain::limits::MAX_IMPORT_BATCH;
 
 /// The longest one full batch ([`MAX_BATCH`] events) may take, checks and append included: a
 /// batch of 10,000 events takes a few seconds on a healthy database. A smaller batch gets
-/// [`svc::write::WRITE_TIMEOUT`] plus its share of the rest ([`batch_timeout`]). Past it, a
+/// [`writepath::WRITE_TIMEOUT`] plus its share of the rest ([`batch_timeout`]). Past it, a
 /// database that went silent (a partition, a frozen host: the connection looks healthy) gives
 /// that batch UNAVAILABLE instead of holding the import stream until TCP gives up; re-sending
 /// the batch is safe (events already stored count as duplicates).
 pub const IMPORT_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The bound of one batch of `events` events: [`svc::write::WRITE_TIMEOUT`] for a small batch,
+/// The bound of one batch of `events` events: [`writepath::WRITE_TIMEOUT`] for a small batch,
 /// growing linearly to [`IMPORT_BATCH_TIMEOUT`] for a full one.
 pub fn batch_timeout(events: usize) -> std::time::Duration {
-    let base = svc::write::WRITE_TIMEOUT;
+    let base = writepath::WRITE_TIMEOUT;
     let share = events.min(MAX_BATCH) as u32;
     base + IMPORT_BATCH_TIMEOUT.saturating_sub(base) * share / MAX_BATCH as u32
 }
@@ -203,7 +203,7 @@ impl Importer {
         let mut states: HashMap<String, (Dossier, u32)> = HashMap::with_capacity(dossier_ids.len());
         for id in &dossier_ids {
             let events = loaded.get(id).map(Vec::as_slice).unwrap_or_default();
-            let dossier = fold(events).map_err(Status::from)?;
+            let dossier = fold(events).map_err(svc::write::status)?;
             let version = dossier.version;
             states.insert(id.clone(), (dossier, version));
         }

@@ -11,15 +11,16 @@ use domain::{
     Action, AgencyCode, ApplicantType, Channel, ComponentCode, DossierEvent, Level, ProcedureCode,
     Profile, ReturnMethod, SectorCode,
 };
+use svc::Tokens;
 use svc::convert;
 use svc::handler::{CommonFields, Desk, body, first_event, unexpected, write_response};
 use svc::status::{field, invalid_field, to_timestamp};
 use svc::write::{fingerprint, fingerprint_with_personal};
-use svc::{Clock, Tokens, WritePath};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
+use writepath::{Clock, WritePath};
 
 use crate::import::Importer;
 

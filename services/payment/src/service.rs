@@ -4,13 +4,13 @@ use api::v1 as pb;
 use api::v1::payment_service_server::PaymentService;
 use domain::{Action, DossierEvent, TransactionId};
 use eventlog::StoredEvent;
-use svc::WriteOutcome;
 use svc::common_fields;
 use svc::convert;
 use svc::handler::{Desk, body, first_event, write_response};
 use svc::status::internal;
 use svc::write::fingerprint;
 use tonic::{Request, Response, Status};
+use writepath::WriteOutcome;
 
 /// The payment service's state: cheap to clone, shared by every call.
 #[derive(Debug, Clone)]

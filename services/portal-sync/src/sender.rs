@@ -32,9 +32,9 @@ use chrono::{DateTime, Utc};
 use domain::{DossierEvent, Event};
 use eventlog::{EventLog, StoredEvent};
 use futures::StreamExt;
-use svc::Clock;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use writepath::Clock;
 
 use crate::applicant::ApplicantReader;
 use crate::client::{Outcome, PortalClient};

@@ -344,7 +344,7 @@ async fn history_imports_in_batches_and_folds_right() {
 
     for want in &expected {
         let stored = env.log.load_dossier(&want.dossier_id).await.unwrap();
-        let dossier = svc::write::fold(&stored).unwrap();
+        let dossier = writepath::fold(&stored).unwrap();
         let id = &want.dossier_id;
         assert_eq!(dossier.phase, want.phase, "{id}");
         assert_eq!(dossier.portal_status(), Some(want.portal_status), "{id}");
@@ -361,7 +361,7 @@ async fn history_imports_in_batches_and_folds_right() {
     }
     for i in 0..16 {
         let id = format!("HIST-{i:02}");
-        let dossier = svc::write::fold(&env.log.load_dossier(&id).await.unwrap()).unwrap();
+        let dossier = writepath::fold(&env.log.load_dossier(&id).await.unwrap()).unwrap();
         assert!(dossier.paid_online, "{id}");
         assert_eq!(dossier.outstanding_vnd(), 0, "{id}");
         assert_eq!(dossier.digitized.len(), 2, "{id}");
@@ -385,7 +385,7 @@ async fn history_imports_in_batches_and_folds_right() {
     let stored = env.log.load_dossier("HIST-16").await.unwrap();
     let late = stored.iter().find(|e| e.event_type == "late").unwrap();
     assert_eq!(late.occurred_at, local(2024, 3, 6, 9, 0));
-    let dossier = svc::write::fold(&stored).unwrap();
+    let dossier = writepath::fold(&stored).unwrap();
     assert!(dossier.late_marked);
     let apology = dossier.apology.expect("apology");
     assert_eq!(apology.new_appointment, local(2024, 3, 12, 9, 0));
@@ -394,12 +394,12 @@ async fn history_imports_in_batches_and_folds_right() {
     let resolution = dossier.resolution.expect("resolved");
     assert_eq!(resolution.timeliness, calendar::Timeliness::Late);
     assert_eq!(resolution.due_at, local(2024, 3, 6, 9, 0));
-    match svc::write::decode(&stored[0]).unwrap().body {
+    match writepath::decode(&stored[0]).unwrap().body {
         DossierEvent::Received { due_at, .. } => assert_eq!(due_at, local(2024, 3, 6, 9, 0)),
         other => panic!("{other:?}"),
     }
 
-    let dossier = svc::write::fold(&env.log.load_dossier("HIST-19").await.unwrap()).unwrap();
+    let dossier = writepath::fold(&env.log.load_dossier("HIST-19").await.unwrap()).unwrap();
     assert_eq!(dossier.transfers, 1);
     assert!(dossier.transferred_electronically);
     assert_eq!(
