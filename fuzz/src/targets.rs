@@ -62,7 +62,7 @@ fn write_refusing<M: Message + Default>(
                     dossier_id.as_str(),
                     event_id,
                     &command,
-                    &events,
+                    events.events(),
                     fingerprint,
                 ),
                 // Refusals map to a status without panicking.

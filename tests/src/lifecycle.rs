@@ -178,7 +178,7 @@ impl Stack {
             fingerprint: [0; 32],
         };
         match write.execute(&request, |_| Ok(())).await {
-            Ok(WriteOutcome::Written(mut events)) => events.remove(0),
+            Ok(WriteOutcome::Written(mut events)) => events.remove(0).stored,
             other => panic!("appending {:?} to {dossier_id}: {other:?}", request.command),
         }
     }

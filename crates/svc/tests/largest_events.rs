@@ -71,11 +71,17 @@ impl Run {
             occurred_at: at,
             action,
         };
-        let decided = domain::decide(&self.state, &command, rules)
+        let decision = domain::decide(&self.state, &command, rules)
             .unwrap_or_else(|r| panic!("{command:?} refused: {r}"));
         // One event per command, but a resolution that withdraws a late mark.
-        let withdraws = matches!(decided.get(1), Some(DossierEvent::LateWithdrawn { .. }));
-        assert_eq!(decided.len(), 1 + usize::from(withdraws), "{command:?}");
+        assert!(
+            matches!(
+                decision,
+                domain::Decision::Event(_) | domain::Decision::ResolvedWithdrawingLate(_)
+            ),
+            "{command:?}: {decision:?}"
+        );
+        let decided = decision.into_events();
         let routing = routing_of(&self.state, &decided).expect("a profile");
         let id = EventId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
         for (new, body) in new_events(id, &command, &decided, [0xff; 32])

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use calendar::Calendar;
 use chrono::{DateTime, Utc};
 use domain::{
-    AgencyCode, Command, Dossier, DossierEvent, DossierId, Event, EventId, NoticeUnit, Rules,
-    SupplementPolicy,
+    AgencyCode, Command, Decision, Dossier, DossierEvent, DossierId, Event, EventId, NoticeUnit,
+    Rules, SupplementPolicy,
 };
 use eventlog::{
     AppendError, DossierAppend, EventLog, ExpectedVersion, NewEvent, ReadError, Routing,
@@ -47,16 +47,24 @@ pub struct WriteRequest {
     pub fingerprint: [u8; 32],
 }
 
+/// A stored event with its domain event: what the write path appended (the body it decided, no
+/// decoding) or found stored (decoded once, here).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub stored: StoredEvent,
+    pub body: DossierEvent,
+}
+
 /// What happened.
 #[derive(Debug, Clone)]
 pub enum WriteOutcome {
     /// The command's events, written now.
-    Written(Vec<StoredEvent>),
+    Written(Vec<Recorded>),
     /// The same request was already applied: its events as stored then.
-    Duplicate(Vec<StoredEvent>),
-    /// The rules say the change is already there (e.g. a payment callback repeating a known
-    /// transaction id); nothing was written. Carries the dossier's events.
-    AlreadyApplied(Vec<StoredEvent>),
+    Duplicate(Vec<Recorded>),
+    /// The rules say the change is already there (`Decision::AlreadyDone`: a payment callback
+    /// repeating a known transaction id); nothing was written. Carries the dossier's events.
+    AlreadyApplied(Vec<Recorded>),
 }
 
 impl WriteOutcome {
@@ -68,7 +76,7 @@ impl WriteOutcome {
     pub fn wrote(&self, event_type: domain::EventType) -> bool {
         match self {
             WriteOutcome::Written(events) | WriteOutcome::Duplicate(events) => {
-                events.iter().any(|e| e.event_type == event_type.as_str())
+                events.iter().any(|e| e.body.event_type() == event_type)
             }
             WriteOutcome::AlreadyApplied(_) => false,
         }
@@ -150,6 +158,29 @@ pub fn fold(events: &[StoredEvent]) -> Result<Dossier, WriteError> {
         dossier.evolve(&decode(stored)?);
     }
     Ok(dossier)
+}
+
+/// Decodes stored events once, keeping them with their bodies.
+fn recorded(events: Vec<StoredEvent>) -> Result<Vec<Recorded>, WriteError> {
+    events
+        .into_iter()
+        .map(|stored| {
+            let body = decode(&stored)?.body;
+            Ok(Recorded { stored, body })
+        })
+        .collect()
+}
+
+/// The dossier folded from its decoded events.
+fn fold_recorded(events: &[Recorded]) -> Dossier {
+    let mut dossier = Dossier::default();
+    for e in events {
+        dossier.evolve(&Event {
+            occurred_at: e.stored.occurred_at,
+            body: e.body.clone(),
+        });
+    }
+    dossier
 }
 
 pub fn decode(stored: &StoredEvent) -> Result<Event, WriteError> {
@@ -276,8 +307,8 @@ impl WritePath {
         authorize: impl Fn(&Dossier) -> Result<(), Forbidden>,
     ) -> Result<WriteOutcome, WriteError> {
         for _ in 0..MAX_ATTEMPTS {
-            let stored = self.log.load_dossier(request.dossier_id.as_str()).await?;
-            let dossier = fold(&stored)?;
+            let stored = recorded(self.log.load_dossier(request.dossier_id.as_str()).await?)?;
+            let dossier = fold_recorded(&stored);
             // Authorize first, retries included: a copy of another agency's request must not
             // get that agency's answer back.
             authorize(&dossier)?;
@@ -285,7 +316,7 @@ impl WritePath {
             // the original; deciding on top of its own effect would refuse it.
             if stored
                 .iter()
-                .any(|e| e.event_id == request.event_id.as_uuid())
+                .any(|e| e.stored.event_id == request.event_id.as_uuid())
                 && let Some(original) = self.find_original(request).await?
             {
                 return Ok(WriteOutcome::Duplicate(original));
@@ -299,10 +330,10 @@ impl WritePath {
                     actual: dossier.version,
                 });
             }
-            let events = domain::decide(&dossier, &request.command, self.rules())?;
-            if events.is_empty() {
-                return Ok(WriteOutcome::AlreadyApplied(stored));
-            }
+            let events = match domain::decide(&dossier, &request.command, self.rules())? {
+                Decision::AlreadyDone => return Ok(WriteOutcome::AlreadyApplied(stored)),
+                decision => decision.into_events(),
+            };
             let routing = routing_of(&dossier, &events).ok_or_else(|| {
                 WriteError::Internal("events for a dossier with no profile".into())
             })?;
@@ -322,9 +353,27 @@ impl WritePath {
             };
             match self.log.append(vec![append]).await {
                 Ok(appended) if appended.duplicate.first() == Some(&true) => {
-                    return Ok(WriteOutcome::Duplicate(appended.events));
+                    // Written by an identical request that raced this one: as stored.
+                    return Ok(WriteOutcome::Duplicate(recorded(appended.events)?));
                 }
-                Ok(appended) => return Ok(WriteOutcome::Written(appended.events)),
+                Ok(appended) => {
+                    // Exactly the events decided, in order: no decoding of what was just written.
+                    if appended.events.len() != events.len() {
+                        return Err(WriteError::Internal(format!(
+                            "the log stored {} events for the {} decided",
+                            appended.events.len(),
+                            events.len()
+                        )));
+                    }
+                    return Ok(WriteOutcome::Written(
+                        appended
+                            .events
+                            .into_iter()
+                            .zip(events)
+                            .map(|(stored, body)| Recorded { stored, body })
+                            .collect(),
+                    ));
+                }
                 Err(AppendError::Conflict { .. }) => {
                     // Another writer got there first, possibly a retry of this very request.
                     // The next round answers such a retry as a duplicate, a stale
@@ -356,7 +405,7 @@ impl WritePath {
     async fn find_original(
         &self,
         request: &WriteRequest,
-    ) -> Result<Option<Vec<StoredEvent>>, WriteError> {
+    ) -> Result<Option<Vec<Recorded>>, WriteError> {
         let found = self.log.find_events(&[request.event_id.as_uuid()]).await?;
         let Some(first) = found.into_iter().next() else {
             return Ok(None);
@@ -373,7 +422,7 @@ impl WritePath {
         let mut events = vec![first];
         events.extend(self.log.find_events(&derived).await?);
         events.sort_by_key(|e| e.position);
-        Ok(Some(events))
+        Ok(Some(recorded(events)?))
     }
 }
 

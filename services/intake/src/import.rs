@@ -315,12 +315,15 @@ pub fn decide_items(
         let (dossier, loaded_version) = states
             .get_mut(&key)
             .ok_or_else(|| internal(format!("dossier {key} of the batch was not loaded")))?;
-        let decided = domain::decide(dossier, &item.command, rules)
-            .map_err(|refusal| prefixed(&item.path, svc::status::refusal(&refusal)))?;
-        if decided.is_empty() {
-            duplicates += 1;
-            continue;
-        }
+        let decided = match domain::decide(dossier, &item.command, rules)
+            .map_err(|refusal| prefixed(&item.path, svc::status::refusal(&refusal)))?
+        {
+            domain::Decision::AlreadyDone => {
+                duplicates += 1;
+                continue;
+            }
+            decision => decision.into_events(),
+        };
         let new = new_events(item.event_id, &item.command, &decided, item.fingerprint);
         for (event, body) in new.iter().zip(decided.iter()) {
             dossier.evolve(&Event {

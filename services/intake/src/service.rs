@@ -13,7 +13,7 @@ use domain::{
 };
 use svc::Tokens;
 use svc::convert;
-use svc::handler::{CommonFields, Desk, body, first_event, unexpected, write_response};
+use svc::handler::{CommonFields, Desk, first_event, unexpected, write_response};
 use svc::status::{field, invalid_field, to_timestamp};
 use svc::write::{fingerprint, fingerprint_with_personal};
 use tokio_stream::wrappers::ReceiverStream;
@@ -141,11 +141,11 @@ impl IntakeService for Intake {
             }
         };
         let (event, duplicate) = first_event(self.desk.execute(envelope, action, print).await?)?;
-        let DossierEvent::Received { due_at, .. } = body(&event)? else {
-            return Err(unexpected(&event));
+        let DossierEvent::Received { due_at, .. } = event.body.clone() else {
+            return Err(unexpected(&event.stored));
         };
         Ok(Response::new(pb::ReceiveDossierResponse {
-            event: Some(svc::recorded_event(&event, duplicate)?),
+            event: Some(svc::recorded_event(&event.stored, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
             lookup_secret: secret.map(|s| s.printed()).unwrap_or_default(),
         }))

@@ -197,7 +197,7 @@ impl Env {
             fingerprint: [0; 32],
         };
         match write.execute(&request, |_| Ok(())).await {
-            Ok(WriteOutcome::Written(mut events)) => events.remove(0),
+            Ok(WriteOutcome::Written(mut events)) => events.remove(0).stored,
             other => panic!("{:?} on {dossier}: {other:?}", request.command.action),
         }
     }
