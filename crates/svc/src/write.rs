@@ -25,6 +25,7 @@ pub fn status(e: WriteError) -> Status {
         }
         WriteError::EventTooLarge(e) => status::event_too_large(e),
         WriteError::Unavailable(e) => status::unavailable(e),
+        e @ WriteError::Undecodable(_) => status::internal(e),
         WriteError::Internal(e) => status::internal(e),
     }
 }

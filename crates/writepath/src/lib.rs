@@ -130,7 +130,10 @@ pub enum WriteError {
     /// if the failure hit the COMMIT and the write did happen).
     #[error("event log unavailable: {0}")]
     Unavailable(String),
-    /// Stored data does not decode, or the log rejected what the domain produced: a bug.
+    /// A stored event does not decode: a bug or a damaged log.
+    #[error(transparent)]
+    Undecodable(#[from] Undecodable),
+    /// The log rejected what the domain produced: a bug.
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -183,13 +186,35 @@ fn fold_recorded(events: &[Recorded]) -> Dossier {
     dossier
 }
 
-pub fn decode(stored: &StoredEvent) -> Result<Event, WriteError> {
-    let body = DossierEvent::from_parts(&stored.event_type, &stored.payload)
-        .map_err(|e| WriteError::Internal(format!("event at position {}: {e}", stored.position)))?;
-    Ok(Event {
-        occurred_at: stored.occurred_at,
-        body,
+/// A stored event whose payload is not the domain event its type names: a bug or a damaged log.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "event at position {position} (version {version} of dossier {dossier_id}) does not decode: {source}"
+)]
+pub struct Undecodable {
+    pub position: i64,
+    pub dossier_id: String,
+    pub version: i32,
+    #[source]
+    pub source: domain::DecodeError,
+}
+
+/// A stored event as a domain event: [`Event::from_row`] (the one decoder) over the stored
+/// event's columns, naming the event when it does not decode.
+pub fn decode(stored: &StoredEvent) -> Result<Event, Undecodable> {
+    Event::from_row(&stored.event_type, stored.occurred_at, &stored.payload).map_err(|source| {
+        Undecodable {
+            position: stored.position,
+            dossier_id: stored.dossier_id.clone(),
+            version: stored.version,
+            source,
+        }
     })
+}
+
+/// [`decode`] over a dossier's (or any) stored events, in order.
+pub fn decode_all(stored: &[StoredEvent]) -> Result<Vec<Event>, Undecodable> {
+    stored.iter().map(decode).collect()
 }
 
 /// The routing of a dossier's events: from its profile, or from the first event being written.

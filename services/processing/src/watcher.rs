@@ -644,12 +644,12 @@ async fn apply(
 ) -> Result<(), WatcherError> {
     let mut patches: HashMap<&str, Patch> = HashMap::new();
     for stored in events.iter().filter(|e| watched(&e.event_type)) {
-        let event = DossierEvent::from_parts(&stored.event_type, &stored.payload).map_err(|e| {
-            WatcherError::Corrupt {
+        let event = writepath::decode(stored)
+            .map_err(|e| WatcherError::Corrupt {
                 position: stored.position,
                 reason: e.to_string(),
-            }
-        })?;
+            })?
+            .body;
         let patch = patches.entry(stored.dossier_id.as_str()).or_default();
         match event {
             DossierEvent::Received {

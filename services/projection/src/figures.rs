@@ -106,15 +106,13 @@ pub async fn aggregates_as_recorded_at(
         }
         let event_type: String = row.try_get("event_type")?;
         let payload: serde_json::Value = row.try_get("payload")?;
-        let body = domain::DossierEvent::from_parts(&event_type, &payload).map_err(|e| {
-            QueryError::Corrupt(format!(
-                "an event of dossier {dossier} does not decode: {e}"
-            ))
-        })?;
-        events.push(domain::Event {
-            occurred_at: row.try_get("occurred_at")?,
-            body,
-        });
+        let event = domain::Event::from_row(&event_type, row.try_get("occurred_at")?, &payload)
+            .map_err(|e| {
+                QueryError::Corrupt(format!(
+                    "an event of dossier {dossier} does not decode: {e}"
+                ))
+            })?;
+        events.push(event);
     }
     flush(&mut events, &mut aggregates);
     Ok(aggregates)
