@@ -18,6 +18,8 @@
 //! Everything a command writes goes into one append, i.e. one transaction: nothing is ever
 //! half-written.
 
+mod import;
+
 use std::sync::Arc;
 
 use calendar::Calendar;
@@ -31,6 +33,10 @@ use eventlog::{
     StoredEvent,
 };
 use uuid::Uuid;
+
+pub use import::{
+    DecidedImport, ImportError, ImportEvent, Imported, PreparedImport, Speculation, decide_import,
+};
 
 /// How many times a command is decided again after losing a race to another writer.
 const MAX_ATTEMPTS: usize = 8;

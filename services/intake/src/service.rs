@@ -189,26 +189,10 @@ impl IntakeService for Intake {
         self.tokens
             .authenticate(request.metadata())?
             .require_importer()?;
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let importer = Importer::new(self.write.clone(), self.clock.clone(), self.vault.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            loop {
-                let batch = match inbound.message().await {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::info!(%status, "import stream ended by the client");
-                        break;
-                    }
-                };
-                let answer = importer.import(batch).await;
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(crate::import::pipeline(importer, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
