@@ -396,7 +396,7 @@ fn action(path: &str, body: &Body) -> Result<Action, Status> {
 /// What the reading stage got from the stream.
 enum Next {
     /// The next batch, prepared (or the status that ends the stream with it).
-    Batch(Result<ReadyBatch, Status>, Option<ParsedBatch>),
+    Batch(Box<Result<ReadyBatch, Status>>, Option<ParsedBatch>),
     /// The client closed the stream (or it failed).
     End,
 }
@@ -433,7 +433,7 @@ pub(crate) async fn pipeline(
                 };
                 let parsed = match importer.parse(batch).await {
                     Ok(parsed) => parsed,
-                    Err(status) => return Next::Batch(Err(status), None),
+                    Err(status) => return Next::Batch(Box::new(Err(status)), None),
                 };
                 // Kept for preparing again should the speculation not hold.
                 let again = after.map(|_| ParsedBatch {
@@ -441,7 +441,7 @@ pub(crate) async fn pipeline(
                     paths: parsed.paths.clone(),
                     events: parsed.events.clone(),
                 });
-                Next::Batch(importer.prepare(parsed, after).await, again)
+                Next::Batch(Box::new(importer.prepare(parsed, after).await), again)
             };
             // The write of batch n answers as soon as it is done (the client may wait for that
             // answer before sending batch n+1).
@@ -481,7 +481,7 @@ pub(crate) async fn pipeline(
             Next::Batch(ready, again) => {
                 let ready = match (speculation_held, again) {
                     (false, Some(again)) => importer.prepare(again, None).await,
-                    _ => ready,
+                    _ => *ready,
                 };
                 match ready {
                     Ok(ready) => writing = Some(ready),

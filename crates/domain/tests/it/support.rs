@@ -202,6 +202,7 @@ pub fn is_intake(action: &Action) -> bool {
 
 /// What a test expects from a command.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per test step, consumed at once
 pub enum Expect {
     Decided(Decision),
     Refused(Refusal),
