@@ -93,9 +93,9 @@ pub fn decided(
     if decided.is_empty() {
         return;
     }
-    let routing = svc::write::routing_of(state, decided)
+    let routing = writepath::routing_of(state, decided)
         .expect("decide produced events for a dossier with no profile");
-    let new = svc::write::new_events(first_id, command, decided, fingerprint);
+    let new = writepath::new_events(first_id, command, decided, fingerprint);
     assert_eq!(new.len(), decided.len());
     let stored: Vec<StoredEvent> = new
         .into_iter()

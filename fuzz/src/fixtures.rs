@@ -236,7 +236,7 @@ fn build_states() -> Vec<Dossier> {
             };
             let events = domain::decide(&dossier, &command, rules()[0])
                 .unwrap_or_else(|r| panic!("fixture command refused: {r}"));
-            for body in events {
+            for body in events.into_events() {
                 dossier.evolve(&domain::Event {
                     occurred_at: domain::event_time(&command, &body),
                     body,

@@ -62,7 +62,7 @@ fn write_refusing<M: Message + Default>(
                     dossier_id.as_str(),
                     event_id,
                     &command,
-                    &events,
+                    events.events(),
                     fingerprint,
                 ),
                 // Refusals map to a status without panicking.
@@ -253,16 +253,20 @@ pub fn import_history(data: &[u8]) {
         Ok(items) => items,
         Err(status) => return check::refusal(&status, &[]),
     };
+    let events: Vec<writepath::ImportEvent> = items.into_iter().map(|i| i.event).collect();
+    let order: Vec<usize> = (0..events.len()).collect();
     for rules in fixtures::rules() {
-        let mut states: HashMap<String, (Dossier, u32)> = items
+        let mut states: HashMap<String, Dossier> = events
             .iter()
-            .map(|i| (i.dossier_id.to_string(), (Dossier::default(), 0)))
+            .map(|e| (e.dossier_id.to_string(), Dossier::default()))
             .collect();
-        let refs: Vec<_> = items.iter().collect();
-        match intake::decide_items(&mut states, &refs, rules) {
-            Ok((appends, duplicates)) => {
+        match writepath::decide_import(&mut states, &events, &order, rules) {
+            Ok(writepath::DecidedImport {
+                appends,
+                already_done: duplicates,
+            }) => {
                 let written: usize = appends.iter().map(|a| a.events.len()).sum();
-                assert!(written + duplicates as usize >= items.len() || written > items.len());
+                assert!(written + duplicates as usize >= events.len() || written > events.len());
                 for append in appends {
                     let stored: Vec<_> = append
                         .events
@@ -286,7 +290,7 @@ pub fn import_history(data: &[u8]) {
                     check::stored_events(&stored);
                 }
             }
-            Err(status) => drop(status),
+            Err(error) => drop(error),
         }
     }
 }

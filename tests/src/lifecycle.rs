@@ -13,12 +13,12 @@ use api::v1::results_service_client::ResultsServiceClient;
 use chrono::{DateTime, Utc};
 use domain::{Action, Command, Dossier, DossierId, EventId, SupplementPolicy};
 use eventlog::{EventLog, StoredEvent};
-use svc::{WriteOutcome, WritePath, WriteRequest};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 use tonic_types::StatusExt;
+use writepath::{WriteOutcome, WritePath, WriteRequest};
 
 use crate::{COUNTER_DISTRICT, RunningIntake, authed, new_event_id, test_tokens, ts};
 
@@ -178,14 +178,14 @@ impl Stack {
             fingerprint: [0; 32],
         };
         match write.execute(&request, |_| Ok(())).await {
-            Ok(WriteOutcome::Written(mut events)) => events.remove(0),
+            Ok(WriteOutcome::Written(mut events)) => events.remove(0).stored,
             other => panic!("appending {:?} to {dossier_id}: {other:?}", request.command),
         }
     }
 
     /// The dossier folded from the log.
     pub async fn dossier(&self, dossier_id: &str) -> Dossier {
-        svc::write::fold(&self.log.load_dossier(dossier_id).await.expect("load"))
+        writepath::fold(&self.log.load_dossier(dossier_id).await.expect("load"))
             .expect("stored events decode")
     }
 

@@ -479,7 +479,7 @@ pub struct SyncSettings {
     /// A change acknowledged later than this after it was recorded is late.
     pub late_after: Duration,
     /// The sync's clock (the system's by default).
-    pub clock: Arc<dyn svc::Clock>,
+    pub clock: Arc<dyn writepath::Clock>,
     /// The master keys, as a keyring file's text (`None`: none configured).
     pub keyring: Option<String>,
 }
@@ -503,7 +503,7 @@ impl SyncSettings {
             request_timeout: Duration::from_secs(2),
             unhealthy_after_failures: 3,
             late_after: Duration::from_secs(86_400),
-            clock: Arc::new(svc::SystemClock),
+            clock: Arc::new(writepath::SystemClock),
             keyring: None,
         }
     }

@@ -61,7 +61,7 @@ impl ManualClock {
     }
 }
 
-impl svc::Clock for ManualClock {
+impl writepath::Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock().expect("clock lock")
     }
@@ -191,7 +191,7 @@ pub async fn watcher(log: &EventLog, clock: Arc<ManualClock>) -> Watcher {
     processing::migrate(log)
         .await
         .expect("deadline watcher migrations");
-    let write = svc::WritePath::new(
+    let write = writepath::WritePath::new(
         log.clone(),
         Arc::new(calendar::Calendar::vietnam_default()),
         SupplementPolicy::Restart,

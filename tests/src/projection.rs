@@ -228,7 +228,7 @@ pub async fn expected_indicators_where(
     for events in dossiers.values() {
         let decoded: Vec<domain::Event> = events
             .iter()
-            .map(|e| svc::write::decode(e).expect("stored events decode"))
+            .map(|e| writepath::decode(e).expect("stored events decode"))
             .collect();
         if let Some(c) = stats::contribution(&decoded) {
             aggregates.add_contribution(&c);

@@ -27,7 +27,8 @@
 //! - **B0**/**B1** its baselines: the same rows (read back from `events`, outside the timing)
 //!   inserted with one `INSERT … SELECT FROM UNNEST` per batch of the same size into a plain
 //!   table with the columns of `events` (B0: no constraint or index; B1: the same primary key
-//!   and unique indexes as `events`, still no trigger, sequencer or lookup).
+//!   and unique indexes as `events`, still no trigger, sequencer or lookup); **B1c**: as B1, but
+//!   each batch written by one `COPY … FROM STDIN` (text format): what `COPY` would gain.
 //!
 //! `projection` runs the projection's three scenarios, each in a fresh database (`lag`, `query`
 //! and `rebuild` run one alone): **L** the lag from append to visible figure under sustained load
@@ -676,6 +677,10 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
         eprintln!("bench: {table}: {}", timing.summary());
         baselines.push(timing);
     }
+    settle(pool, args.analyze).await?;
+    eprintln!("bench: raw COPY into {}", raw::BULK_COPY_TABLE);
+    let copied = raw::copied(pool, raw::BULK_COPY_TABLE, before, head, args.batch).await?;
+    eprintln!("bench: {}: {}", raw::BULK_COPY_TABLE, copied.summary());
     let sizes = raw::payload_sizes(pool, before).await?;
 
     Ok(report::render(&report::Figures {
@@ -688,6 +693,7 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
         bulk,
         bulk_raw: baselines.remove(0),
         bulk_raw_indexed: baselines.remove(0),
+        bulk_raw_copy: copied,
         sizes,
         load_end: report::load_average(),
     }))

@@ -22,6 +22,8 @@ pub const LIVE_TABLE: &str = "raw_live";
 pub const BULK_TABLE: &str = "raw_bulk";
 /// B1: batched inserts, with the primary key and unique indexes `events` has.
 pub const BULK_INDEXED_TABLE: &str = "raw_bulk_indexed";
+/// B1c's table: as [`BULK_INDEXED_TABLE`], loaded by `COPY`.
+pub const BULK_COPY_TABLE: &str = "raw_bulk_copy";
 
 const COLUMNS: &str = "\
     position    bigint      NOT NULL,
@@ -42,13 +44,17 @@ const COLUMNS: &str = "\
 const NAMES: &str = "position, event_id, dossier_id, version, event_type, occurred_at, \
     recorded_at, level, agency, sector, payload, fingerprint, event_hash, chain_hash";
 
-/// Creates the three baseline tables (logged: same durability as `events`).
+/// Creates the four baseline tables (logged: same durability as `events`).
 pub async fn create_tables(pool: &PgPool) -> Result<()> {
     for (table, extra) in [
         (LIVE_TABLE, ""),
         (BULK_TABLE, ""),
         (
             BULK_INDEXED_TABLE,
+            ",\n    PRIMARY KEY (position),\n    UNIQUE (event_id),\n    UNIQUE (dossier_id, version)",
+        ),
+        (
+            BULK_COPY_TABLE,
             ",\n    PRIMARY KEY (position),\n    UNIQUE (event_id),\n    UNIQUE (dossier_id, version)",
         ),
     ] {
@@ -285,4 +291,91 @@ pub async fn payload_sizes(pool: &PgPool, after: i64) -> Result<PayloadSizes> {
         ))
         .await?,
     })
+}
+
+/// B1c: as [`batched`] into `table`, but each batch written by one `COPY … FROM STDIN` (text
+/// format) instead of an `INSERT … SELECT FROM UNNEST`: what `COPY` would gain the import's
+/// insert, on the same indexes. Only the `COPY`s are timed (encoding the rows included).
+pub async fn copied(
+    pool: &PgPool,
+    table: &str,
+    after: i64,
+    until: i64,
+    batch: usize,
+) -> Result<Timing> {
+    let mut conn = pool.acquire().await?;
+    let mut copying = Duration::ZERO;
+    let mut count = 0u64;
+    let mut cursor = after;
+    while cursor < until {
+        let rows = rows_after(pool, cursor, until, batch).await?;
+        let Some(last) = rows.last() else { break };
+        cursor = last.position;
+        let t = Instant::now();
+        let mut text = String::with_capacity(rows.len() * 512);
+        for r in &rows {
+            copy_row(&mut text, r);
+        }
+        let mut copy = conn
+            .copy_in_raw(&format!("COPY {table} ({NAMES}) FROM STDIN"))
+            .await
+            .with_context(|| format!("COPY {table}"))?;
+        copy.send(text.as_bytes())
+            .await
+            .with_context(|| format!("COPY {table}"))?;
+        copy.finish()
+            .await
+            .with_context(|| format!("COPY {table}"))?;
+        copying += t.elapsed();
+        count += rows.len() as u64;
+    }
+    Ok(Timing::new(count, copying, Vec::new()))
+}
+
+/// One row in `COPY`'s text format: tab-separated, `\`, tab, newline and carriage return
+/// escaped with a backslash; `bytea` as `\x` hex (its backslash escaped).
+fn copy_row(out: &mut String, r: &RawRow) {
+    use std::fmt::Write as _;
+    fn text(out: &mut String, s: &str) {
+        for c in s.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    }
+    fn bytes(out: &mut String, b: &[u8]) {
+        out.push_str("\\\\x");
+        for byte in b {
+            let _ = write!(out, "{byte:02x}");
+        }
+    }
+    let time = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+    let _ = write!(out, "{}\t{}\t", r.position, r.event_id);
+    text(out, &r.dossier_id);
+    let _ = write!(out, "\t{}\t", r.version);
+    text(out, &r.event_type);
+    let _ = write!(
+        out,
+        "\t{}\t{}\t",
+        time(&r.occurred_at),
+        time(&r.recorded_at)
+    );
+    text(out, &r.level);
+    out.push('\t');
+    text(out, &r.agency);
+    out.push('\t');
+    text(out, &r.sector);
+    out.push('\t');
+    text(out, &r.payload.to_string());
+    out.push('\t');
+    bytes(out, &r.fingerprint);
+    out.push('\t');
+    bytes(out, &r.event_hash);
+    out.push('\t');
+    bytes(out, &r.chain_hash);
+    out.push('\n');
 }

@@ -192,10 +192,7 @@ async fn rebuild_read(pool: &PgPool) -> Result<Timing> {
         let version: i32 = row.try_get(1)?;
         let event_type: String = row.try_get(2)?;
         let payload: serde_json::Value = row.try_get(4)?;
-        let event = domain::Event {
-            occurred_at: row.try_get(3)?,
-            body: domain::DossierEvent::from_parts(&event_type, &payload)?,
-        };
+        let event = domain::Event::from_row(&event_type, row.try_get(3)?, &payload)?;
         std::hint::black_box((dossier_id, version, event));
         count += 1;
     }

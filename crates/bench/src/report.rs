@@ -113,6 +113,8 @@ pub struct Figures {
     pub bulk: Import,
     pub bulk_raw: Timing,
     pub bulk_raw_indexed: Timing,
+    /// B1c: as B1, by `COPY`.
+    pub bulk_raw_copy: Timing,
     pub sizes: PayloadSizes,
     pub load_end: String,
 }
@@ -231,6 +233,17 @@ pub fn render(f: &Figures) -> String {
         &f.bulk_raw_indexed,
         "rows",
         &format!("{:.2} × B0", f.bulk_raw_indexed.rate() / f.bulk_raw.rate()),
+    );
+    row(
+        &mut out,
+        "B1c baseline: as B1, each batch by one `COPY … FROM STDIN` (text format) instead",
+        &f.bulk_raw_copy,
+        "rows",
+        &format!(
+            "{:.2} × B0 · {:.2} × B1",
+            f.bulk_raw_copy.rate() / f.bulk_raw.rate(),
+            f.bulk_raw_copy.rate() / f.bulk_raw_indexed.rate()
+        ),
     );
     let _ = writeln!(
         out,

@@ -4,7 +4,7 @@
 //! 1. existence: `UnknownDossier` for anything but `Receive`/`RefuseAtIntake` on a dossier never
 //!    received; `AlreadyExists` for those two on one that was;
 //! 2. a payment callback repeating a known transaction id with the same amount and channel is
-//!    answered `Ok(vec![])` ("already done") — even once the dossier has ended, so a payment
+//!    answered [`Decision::AlreadyDone`] — even once the dossier has ended, so a payment
 //!    platform retrying its callback is never told it failed;
 //! 3. the command's own content (amounts, digests, component lists) — `InvalidArgument` refusals;
 //! 4. `Ended` once the dossier was refused at intake, withdrawn or stopped;
@@ -26,16 +26,46 @@ use crate::refusal::Refusal;
 
 pub use crate::limits::MAX_AMOUNT_VND;
 
-/// Decides what a command means for a dossier: the events to append, or why not.
-///
-/// `Ok(vec![])` means the command was already carried out and nothing is to be written (a payment
-/// callback repeated with the same transaction id, amount and channel). Each event's business time
-/// is [`event_time`], not always the command's `occurred_at`.
-pub fn decide(
-    state: &Dossier,
-    command: &Command,
-    rules: Rules<'_>,
-) -> Result<Vec<DossierEvent>, Refusal> {
+/// What [`decide`] says a command means for a dossier that accepts it.
+#[derive(Debug, Clone, PartialEq)]
+// Returned by `decide` and consumed at once, never stored in bulk: the two-event variant's size
+// costs nothing, and boxing it would allocate on every resolution of a dossier marked late.
+#[allow(clippy::large_enum_variant)]
+pub enum Decision {
+    /// Append this event: what every accepted command comes to, but for the two cases below.
+    Event(DossierEvent),
+    /// A resolution dated before the due time of a dossier the watcher marked late, and the
+    /// `late_withdrawn` that retracts the mark: appended together (in this order), so the mark is
+    /// withdrawn exactly once and never without the resolution that contradicts it.
+    ResolvedWithdrawingLate([DossierEvent; 2]),
+    /// The command was already carried out (a payment callback repeated with the same
+    /// transaction id, amount and channel): nothing is to be written.
+    AlreadyDone,
+}
+
+impl Decision {
+    /// The events to append, in order: none, one, or the resolution and its `late_withdrawn`.
+    pub fn events(&self) -> &[DossierEvent] {
+        match self {
+            Decision::Event(event) => std::slice::from_ref(event),
+            Decision::ResolvedWithdrawingLate(events) => events,
+            Decision::AlreadyDone => &[],
+        }
+    }
+
+    /// The events to append, owned (see [`events`](Self::events)).
+    pub fn into_events(self) -> Vec<DossierEvent> {
+        match self {
+            Decision::Event(event) => vec![event],
+            Decision::ResolvedWithdrawingLate(events) => events.into(),
+            Decision::AlreadyDone => Vec::new(),
+        }
+    }
+}
+
+/// Decides what a command means for a dossier: the events to append ([`Decision`]), or why not.
+/// Each event's business time is [`event_time`], not always the command's `occurred_at`.
+pub fn decide(state: &Dossier, command: &Command, rules: Rules<'_>) -> Result<Decision, Refusal> {
     let at = command.occurred_at;
 
     match (&command.action, state.exists()) {
@@ -48,7 +78,7 @@ pub fn decide(
     }
 
     if is_repeated_payment(state, &command.action) {
-        return Ok(vec![]);
+        return Ok(Decision::AlreadyDone);
     }
 
     check_arguments(&command.action)?;
@@ -332,10 +362,10 @@ pub fn decide(
             // watcher marked the dossier late: the mark is withdrawn in the same append, so
             // exactly once and never without the resolution that contradicts it.
             if state.late_marked && timeliness != Timeliness::Late {
-                return Ok(vec![
+                return Ok(Decision::ResolvedWithdrawingLate([
                     resolved,
                     DossierEvent::LateWithdrawn { due_at, timeliness },
-                ]);
+                ]));
             }
             resolved
         }
@@ -388,7 +418,7 @@ pub fn decide(
             DossierEvent::SatisfactionRated { rating: *rating }
         }
     };
-    Ok(vec![event])
+    Ok(Decision::Event(event))
 }
 
 /// The business time (`occurred_at`) to store with an event [`decide`] produced for `command`:

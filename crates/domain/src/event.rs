@@ -469,6 +469,23 @@ pub struct Event {
     pub body: DossierEvent,
 }
 
+impl Event {
+    /// The one decoder from a stored row of the log (its `event_type`, `occurred_at` and
+    /// `payload` columns) to a domain event. Every reader of the log decodes through it —
+    /// `writepath::decode` for an `eventlog::StoredEvent`, this directly for readers with rows of
+    /// their own — and names the row in its own error.
+    pub fn from_row(
+        event_type: &str,
+        occurred_at: DateTime<Utc>,
+        payload: &serde_json::Value,
+    ) -> Result<Event, DecodeError> {
+        Ok(Event {
+            occurred_at,
+            body: DossierEvent::from_parts(event_type, payload)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

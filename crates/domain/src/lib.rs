@@ -1,6 +1,6 @@
 //! The dossier: its vocabulary, its lifecycle rules, and the fold over its events.
 //!
-//! `decide(&Dossier, &Command, Rules) -> Result<Vec<DossierEvent>, Refusal>` holds every rule of
+//! `decide(&Dossier, &Command, Rules) -> Result<Decision, Refusal>` holds every rule of
 //! `shared/DOMAIN.md`; `Dossier::evolve(&Event)` applies an event and holds none. The working-time
 //! arithmetic lives in the `calendar` crate and is passed in through [`Rules`].
 //!
@@ -19,7 +19,7 @@ pub mod refusal;
 
 pub use apology::{APOLOGY_NOTICE_DAYS, WarningHorizon, apology_deadline, apology_on_time};
 pub use command::{Action, Command, Rules, SupplementPolicy};
-pub use decide::{MAX_AMOUNT_VND, decide, event_time};
+pub use decide::{Decision, MAX_AMOUNT_VND, decide, event_time};
 pub use dossier::{Apology, Dossier, PaymentRecord, Phase, Resolution};
 pub use event::{
     ApologyDelivery, ApplicantType, Channel, DecodeError, DossierEvent, Event, EventType, FeeKind,

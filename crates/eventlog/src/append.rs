@@ -514,7 +514,7 @@ impl Group {
 
 /// The sequencing section but for the COMMIT: takes the head row, fills in positions,
 /// `recorded_at` and hashes, and inserts everything with the head update and the wake-up.
-async fn sequence_and_insert(
+pub(crate) async fn sequence_and_insert(
     conn: &mut PgConnection,
     written: &mut [StoredEvent],
     canonical: &[Canonical],
@@ -582,19 +582,16 @@ async fn sequence_and_insert(
     })?;
 
     let recorded_text = format_timestamp(&recorded_at);
-    let mut positions = Vec::with_capacity(count);
-    let mut event_hashes = Vec::with_capacity(count);
+    let first = head_position - count as i64 + 1;
+    let positions: Vec<i64> = (first..=head_position).collect();
+    let event_hashes = event_hashes(canonical, first, &recorded_text);
     let mut chain_hashes = Vec::with_capacity(count);
-    let mut position = head_position - count as i64;
-    for (stored, canonical) in written.iter_mut().zip(canonical) {
-        position += 1;
+    for ((stored, &position), &hash) in written.iter_mut().zip(&positions).zip(&event_hashes) {
         stored.position = position;
         stored.recorded_at = recorded_at;
-        stored.event_hash = event_hash(&canonical.bytes(position, &recorded_text));
-        chain = chain_hash(&chain, &stored.event_hash);
+        stored.event_hash = hash;
+        chain = chain_hash(&chain, &hash);
         stored.chain_hash = chain;
-        positions.push(position);
-        event_hashes.push(stored.event_hash);
         chain_hashes.push(chain);
     }
 
@@ -614,6 +611,54 @@ async fn sequence_and_insert(
             None => AttemptError::Failed(AppendError::Unavailable(error)),
         }),
     }
+}
+
+/// Below this many events a batch's event hashes are computed on the calling thread; from it on,
+/// on [`HASH_THREADS`] threads at most (a live group is far smaller; an import batch larger).
+pub(crate) const PARALLEL_HASH_MIN: usize = 1024;
+/// The most threads the event hashes of one batch are spread over.
+pub(crate) const HASH_THREADS: usize = 4;
+
+/// The event hashes of consecutive events from position `first`, all recorded at
+/// `recorded_text`. Each event's hash depends on that event alone (only the chain is
+/// sequential), so a large batch is split over scoped threads, one chunk each.
+pub(crate) fn event_hashes(
+    canonical: &[Canonical],
+    first: i64,
+    recorded_text: &str,
+) -> Vec<[u8; 32]> {
+    let hash_range = |chunk: &[Canonical], from: i64| -> Vec<[u8; 32]> {
+        chunk
+            .iter()
+            .zip(from..)
+            .map(|(c, position)| event_hash(&c.bytes(position, recorded_text)))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(HASH_THREADS);
+    if canonical.len() < PARALLEL_HASH_MIN || threads < 2 {
+        return hash_range(canonical, first);
+    }
+    let chunk = canonical.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = canonical
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, part)| {
+                let from = first + (i * chunk) as i64;
+                scope.spawn(move || hash_range(part, from))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(hashes) => hashes,
+                // Hashing cannot panic short of a bug; re-raise it where it belongs.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// The current version and routing of each dossier that has events.

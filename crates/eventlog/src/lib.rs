@@ -18,6 +18,7 @@
 //!   older backup): [`EventLog::append_recovered`], used by `relay-service recover-log`.
 
 pub mod append;
+pub mod bulk;
 pub mod dossiers;
 mod error;
 pub mod group;
@@ -40,6 +41,7 @@ pub use append::{
     INSERT as SQL_INSERT, MAX_DOSSIER_ID_CHARS, MAX_PAYLOAD_DEPTH, SEQUENCE as SQL_SEQUENCE,
     SEQUENCER_IDLE_TIMEOUT,
 };
+pub use bulk::{CheckedAppend, CheckedAppendError};
 pub use dossiers::{DossierEvents, RoutingFilter, dossiers_up_to, these_dossiers_up_to};
 pub use error::{AppendError, ConnectError, MigrateError, ReadError};
 pub use group::GroupCommitStats;
@@ -177,6 +179,18 @@ impl EventLog {
         } else {
             append::append_prepared(&self.pool, &prepared).await
         }
+    }
+
+    /// Appends a [`CheckedAppend`] in a transaction of its own (the bulk import's path, see
+    /// [`bulk`]): the sequencing section of [`append`](Self::append) without its lookups, the
+    /// caller having done them. Returns the stored events in the order given;
+    /// [`CheckedAppendError::Raced`] when another writer stored one of the ids or versions
+    /// first (nothing written: check again).
+    pub async fn append_checked(
+        &self,
+        checked: CheckedAppend,
+    ) -> Result<Vec<StoredEvent>, CheckedAppendError> {
+        bulk::append_checked(&self.pool, checked).await
     }
 
     /// What this handle's group committer has done (group sizes, queue, reruns), for metrics.

@@ -36,9 +36,10 @@ use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
+use writepath::{Clock, SystemClock, WritePath};
 
 use crate::metrics::Telemetry;
-use crate::{Clock, Config, SystemClock, Tokens, WritePath};
+use crate::{Config, Tokens};
 
 /// How long in-flight calls and background tasks may finish after a stop signal.
 pub const DRAIN: Duration = Duration::from_secs(20);

@@ -18,6 +18,7 @@ use domain::{AgencyCode, Level};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tonic::Status;
+use writepath::Forbidden;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,7 +108,14 @@ impl Principal {
     /// received it or of the agency holding it now (after a transfer). A dossier not received
     /// yet passes (the rules then answer NOT_FOUND).
     pub fn may_act_on(&self, dossier: &domain::Dossier) -> Result<(), Status> {
-        self.require_counter()?;
+        self.may_write_on(dossier).map_err(crate::write::forbidden)
+    }
+
+    /// [`may_act_on`](Self::may_act_on) with its typed reason: what the write path's
+    /// authorization answers.
+    pub fn may_write_on(&self, dossier: &domain::Dossier) -> Result<(), Forbidden> {
+        self.require_counter()
+            .map_err(|s| Forbidden::NoDossierWrites(s.message().to_owned()))?;
         let Some(profile) = &dossier.profile else {
             return Ok(());
         };
@@ -117,12 +125,14 @@ impl Principal {
             {
                 Ok(())
             }
-            _ => Err(Status::permission_denied(format!(
-                "token of {} may act only on dossiers its agency received or holds; this one was received by {} and is held by {}",
-                self.agency.as_ref().map_or("(no agency)", |a| a.as_str()),
-                profile.agency,
-                dossier.current_agency.as_ref().unwrap_or(&profile.agency)
-            ))),
+            _ => Err(Forbidden::OtherAgency {
+                caller: self.agency.clone(),
+                received_by: profile.agency.clone(),
+                held_by: dossier
+                    .current_agency
+                    .clone()
+                    .unwrap_or_else(|| profile.agency.clone()),
+            }),
         }
     }
 

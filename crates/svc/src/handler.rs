@@ -8,12 +8,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use domain::{Action, Command, DossierEvent, DossierId, EventId};
+use domain::{Action, Command, DossierId, EventId};
 use eventlog::StoredEvent;
 use tonic::{Request, Response, Status};
+use writepath::{Clock, Recorded, WriteOutcome, WritePath, WriteRequest};
 
 use crate::status::{business_time, internal};
-use crate::{Clock, Principal, Tokens, WriteOutcome, WritePath, WriteRequest, convert};
+use crate::{Principal, Tokens, convert};
 
 /// The fields every write request on an existing dossier carries, as sent.
 /// [`common_fields!`](crate::common_fields) borrows them from a request message.
@@ -116,17 +117,17 @@ impl Desk {
             fingerprint,
         };
         let principal = envelope.principal;
-        Ok(self
-            .write
-            .execute(&write, |dossier| principal.may_act_on(dossier))
-            .await?)
+        self.write
+            .execute(&write, |dossier| principal.may_write_on(dossier))
+            .await
+            .map_err(crate::write::status)
     }
 }
 
-/// The first stored event of an outcome and whether it repeats an earlier call. For commands
-/// the rules never answer "already done" (all but a repeated payment), so `AlreadyApplied` is
-/// a bug here.
-pub fn first_event(outcome: WriteOutcome) -> Result<(StoredEvent, bool), Status> {
+/// The first event of an outcome (stored, with its body) and whether it repeats an earlier
+/// call. For commands the rules never answer "already done" (all but a repeated payment),
+/// `AlreadyApplied` is a bug here.
+pub fn first_event(outcome: WriteOutcome) -> Result<(Recorded, bool), Status> {
     let duplicate = outcome.is_duplicate();
     let events = match outcome {
         WriteOutcome::Written(e) | WriteOutcome::Duplicate(e) => e,
@@ -143,16 +144,11 @@ pub fn first_event(outcome: WriteOutcome) -> Result<(StoredEvent, bool), Status>
 
 /// The common answer: the stored event.
 pub fn write_response(
-    (event, duplicate): (StoredEvent, bool),
+    (event, duplicate): (Recorded, bool),
 ) -> Result<Response<api::v1::WriteResponse>, Status> {
     Ok(Response::new(api::v1::WriteResponse {
-        event: Some(crate::recorded_event(&event, duplicate)?),
+        event: Some(crate::recorded_event(&event.stored, duplicate)?),
     }))
-}
-
-/// The stored event's body, for answers that carry what the server computed.
-pub fn body(event: &StoredEvent) -> Result<DossierEvent, Status> {
-    Ok(crate::write::decode(event)?.body)
 }
 
 /// An answer's event is not of the type its method writes. The fingerprint of an event id

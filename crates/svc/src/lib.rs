@@ -1,10 +1,10 @@
 //! What every gRPC service of the system shares: configuration, bearer-token authentication,
-//! the mapping of errors to gRPC statuses with field details, the write path
-//! (idempotency → load → authorize → decide → append), and serving with health, reflection and
+//! the mapping of errors to gRPC statuses with field details (the write path's among them: the
+//! write path itself is the `writepath` crate), and serving with health, reflection and
 //! graceful shutdown.
 //!
 //! The rules themselves live in `domain`; storage in `eventlog`. Services are thin: they parse
-//! requests into domain commands, call [`write::WritePath::execute`], and answer.
+//! requests into domain commands, call `writepath::WritePath::execute` (through [`handler::Desk`]), and answer.
 
 pub mod app;
 pub mod auth;
@@ -20,7 +20,6 @@ pub use app::{App, GrpcService, Listener, Prepared, RunError, ServiceDeps, Start
 pub use auth::{Principal, Role, Scope, Tokens};
 pub use config::Config;
 pub use metrics::{Component, Telemetry};
-pub use write::{Clock, SystemClock, WriteError, WriteOutcome, WritePath, WriteRequest};
 
 /// The server's answer for one stored event; INTERNAL if its position or version is out of
 /// range (never for an event the log returned, which checks them).

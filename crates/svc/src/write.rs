@@ -1,142 +1,38 @@
-//! The one write path every service uses: load, authorize, idempotency check, decide, append,
-//! and on a concurrent change, decide again.
-//!
-//! ```text
-//! load the dossier's events ─▶ fold ─▶ authorize ─▶ our event id among them? ──yes──▶ same request?
-//!   ▲                                                     │ no                  yes: the original answer (duplicate)
-//!   │                                                     ▼                     no:  ALREADY_EXISTS event_id_reused
-//!   │                    expected_version? ─▶ decide ─▶ append(expected = loaded version)
-//!   │                                                     │
-//!   └──── another writer got there first (conflict) ◀─────┘
-//! ```
-//! After a lost race the next round answers a concurrent retry of the same request as a
-//! duplicate, a stale `expected_version` with ABORTED, and otherwise decides again on the new
-//! state. Authorization comes before the duplicate answer, so a copied request with another
-//! agency's token learns nothing.
-//!
-//! Everything a command writes goes into one append, i.e. one transaction: nothing is ever
-//! half-written.
+//! The gRPC side of the write path (`writepath`): the request fingerprints and the mapping of
+//! its typed errors to statuses ([`status`], [`forbidden`]; functions, as neither type is this
+//! crate's). The write path itself knows no gRPC.
 
-use std::sync::Arc;
-
-use calendar::Calendar;
-use chrono::{DateTime, Utc};
-use domain::{
-    Command, Dossier, DossierEvent, DossierId, Event, EventId, NoticeUnit, Rules, SupplementPolicy,
-};
-use eventlog::{
-    AppendError, DossierAppend, EventLog, ExpectedVersion, NewEvent, ReadError, Routing,
-    StoredEvent,
-};
 use sha2::{Digest, Sha256};
 use tonic::Status;
-use uuid::Uuid;
+use writepath::{Forbidden, WriteError};
 
 use crate::status;
 
-/// How many times a command is decided again after losing a race to another writer.
-const MAX_ATTEMPTS: usize = 8;
-
-/// What a service asks the write path to do.
-#[derive(Debug, Clone)]
-pub struct WriteRequest {
-    pub event_id: EventId,
-    pub dossier_id: DossierId,
-    pub command: Command,
-    /// The version the client last saw, if it said.
-    pub expected_version: Option<u32>,
-    /// [`fingerprint`] of the client's request.
-    pub fingerprint: [u8; 32],
-}
-
-/// What happened.
-#[derive(Debug, Clone)]
-pub enum WriteOutcome {
-    /// The command's events, written now.
-    Written(Vec<StoredEvent>),
-    /// The same request was already applied: its events as stored then.
-    Duplicate(Vec<StoredEvent>),
-    /// The rules say the change is already there (e.g. a payment callback repeating a known
-    /// transaction id); nothing was written. Carries the dossier's events.
-    AlreadyApplied(Vec<StoredEvent>),
-}
-
-impl WriteOutcome {
-    pub fn is_duplicate(&self) -> bool {
-        !matches!(self, WriteOutcome::Written(_))
-    }
-
-    /// Whether the command wrote (now, or the first time) an event of this type.
-    pub fn wrote(&self, event_type: domain::EventType) -> bool {
-        match self {
-            WriteOutcome::Written(events) | WriteOutcome::Duplicate(events) => {
-                events.iter().any(|e| e.event_type == event_type.as_str())
-            }
-            WriteOutcome::AlreadyApplied(_) => false,
-        }
-    }
-}
-
-/// Why a write did not happen. Every variant means nothing was written, except `Unavailable`
-/// when the connection was lost during the COMMIT (then the outcome is unknown; a retry with the
-/// same event id answers the original if it was written).
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// The dossier's rules refuse the command: show the reason to the user.
-    #[error(transparent)]
-    Refused(#[from] domain::Refusal),
-    /// The caller may not do this: PERMISSION_DENIED.
-    #[error("{}", .0.message())]
-    Forbidden(Status),
-    /// The event id was used for a different request: the client must pick a new id.
-    #[error("event id {0} was already used for a different request")]
-    EventIdReused(Uuid),
-    /// The client's expected version is stale (or we lost too many races): reload and retry.
-    #[error("dossier {dossier_id} is at version {actual}, not {expected}")]
-    Conflict {
-        dossier_id: String,
-        expected: u32,
-        actual: u32,
-    },
-    /// The event would be larger than the log stores (`eventlog::MAX_EVENT_BYTES`): the request
-    /// is too large; it must be made smaller, retrying it is useless.
-    #[error("{0}")]
-    EventTooLarge(String),
-    /// The event log cannot be reached: retry later with the same event id (which is safe even
-    /// if the failure hit the COMMIT and the write did happen).
-    #[error("event log unavailable: {0}")]
-    Unavailable(String),
-    /// Stored data does not decode, or the log rejected what the domain produced: a bug.
-    #[error("internal: {0}")]
-    Internal(String),
-}
-
-impl From<WriteError> for Status {
-    fn from(e: WriteError) -> Status {
-        match e {
-            WriteError::Refused(r) => status::refusal(&r),
-            WriteError::Forbidden(s) => s,
-            WriteError::EventIdReused(id) => status::with_reason(
-                tonic::Code::AlreadyExists,
-                "event_id_reused",
-                format!(
-                    "event_id {id} was already used for a different request; choose a new event_id"
-                ),
+/// The status a service answers for a write path error.
+pub fn status(e: WriteError) -> Status {
+    match e {
+        WriteError::Refused(r) => status::refusal(&r),
+        WriteError::Forbidden(f) => forbidden(f),
+        WriteError::EventIdReused(id) => status::with_reason(
+            tonic::Code::AlreadyExists,
+            "event_id_reused",
+            format!(
+                "event_id {id} was already used for a different request; choose a new event_id"
             ),
-            e @ WriteError::Conflict { .. } => {
-                status::with_reason(tonic::Code::Aborted, "version_conflict", e.to_string())
-            }
-            WriteError::EventTooLarge(e) => status::event_too_large(e),
-            WriteError::Unavailable(e) => status::unavailable(e),
-            WriteError::Internal(e) => status::internal(e),
+        ),
+        e @ WriteError::Conflict { .. } => {
+            status::with_reason(tonic::Code::Aborted, "version_conflict", e.to_string())
         }
+        WriteError::EventTooLarge(e) => status::event_too_large(e),
+        WriteError::Unavailable(e) => status::unavailable(e),
+        e @ WriteError::Undecodable(_) => status::internal(e),
+        WriteError::Internal(e) => status::internal(e),
     }
 }
 
-impl From<ReadError> for WriteError {
-    fn from(e: ReadError) -> Self {
-        WriteError::Unavailable(e.to_string())
-    }
+/// PERMISSION_DENIED with the reason.
+pub fn forbidden(f: Forbidden) -> Status {
+    Status::permission_denied(f.to_string())
 }
 
 /// SHA-256 over a request's method name and protobuf encoding: equal for a retried request.
@@ -164,262 +60,4 @@ pub fn fingerprint_with_personal(
     h.update(b"\0personal\0");
     h.update(personal_mac);
     h.finalize().into()
-}
-
-/// The id of the `index`-th event a command writes: the client's id for the first, and ids
-/// derived from it (UUID v5) for any others, so retries produce the same ids.
-pub fn derived_event_id(first: EventId, index: usize) -> Uuid {
-    if index == 0 {
-        first.as_uuid()
-    } else {
-        Uuid::new_v5(&first.as_uuid(), index.to_string().as_bytes())
-    }
-}
-
-/// Rebuilds the dossier from its stored events.
-pub fn fold(events: &[StoredEvent]) -> Result<Dossier, WriteError> {
-    let mut dossier = Dossier::default();
-    for stored in events {
-        dossier.evolve(&decode(stored)?);
-    }
-    Ok(dossier)
-}
-
-pub fn decode(stored: &StoredEvent) -> Result<Event, WriteError> {
-    let body = DossierEvent::from_parts(&stored.event_type, &stored.payload)
-        .map_err(|e| WriteError::Internal(format!("event at position {}: {e}", stored.position)))?;
-    Ok(Event {
-        occurred_at: stored.occurred_at,
-        body,
-    })
-}
-
-/// The routing of a dossier's events: from its profile, or from the first event being written.
-pub fn routing_of(dossier: &Dossier, new_events: &[DossierEvent]) -> Option<Routing> {
-    let profile = dossier.profile.as_ref().or_else(|| {
-        new_events.iter().find_map(|e| match e {
-            DossierEvent::Received { profile, .. }
-            | DossierEvent::RefusedAtIntake { profile, .. } => Some(profile),
-            _ => None,
-        })
-    })?;
-    Some(Routing {
-        level: profile.level.as_str().to_owned(),
-        agency: profile.agency.as_str().to_owned(),
-        sector: profile.sector.as_str().to_owned(),
-    })
-}
-
-/// Builds the log's events for what `decide` produced.
-pub fn new_events(
-    first_id: EventId,
-    command: &Command,
-    events: &[DossierEvent],
-    fingerprint: [u8; 32],
-) -> Vec<NewEvent> {
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, event)| {
-            let (event_type, payload) = event.into_parts();
-            NewEvent {
-                event_id: derived_event_id(first_id, i),
-                event_type: event_type.to_owned(),
-                occurred_at: domain::event_time(command, event),
-                payload,
-                fingerprint,
-            }
-        })
-        .collect()
-}
-
-/// The longest one command may take in the write path, waiting for a pooled connection
-/// included. A database that went silent (a partition, a frozen host: no reset, so the
-/// connection looks healthy) would otherwise keep the caller waiting until TCP gives up, a
-/// quarter of an hour or more; past this bound the caller gets UNAVAILABLE and retries with the
-/// same event id (`tests/tests/it/faults.rs`). A healthy write takes milliseconds.
-pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// The shared write path of the services.
-#[derive(Debug, Clone)]
-pub struct WritePath {
-    log: EventLog,
-    calendar: Arc<Calendar>,
-    supplement_policy: SupplementPolicy,
-    apology_notice: NoticeUnit,
-}
-
-impl WritePath {
-    pub fn new(
-        log: EventLog,
-        calendar: Arc<Calendar>,
-        supplement_policy: SupplementPolicy,
-    ) -> Self {
-        WritePath {
-            log,
-            calendar,
-            supplement_policy,
-            apology_notice: NoticeUnit::default(),
-        }
-    }
-
-    /// The unit of the apology's "at least one day before the due time" (default: working day).
-    pub fn with_apology_notice(mut self, unit: NoticeUnit) -> Self {
-        self.apology_notice = unit;
-        self
-    }
-
-    pub fn log(&self) -> &EventLog {
-        &self.log
-    }
-
-    pub fn calendar(&self) -> &Calendar {
-        &self.calendar
-    }
-
-    pub fn rules(&self) -> Rules<'_> {
-        Rules {
-            calendar: &self.calendar,
-            supplement_policy: self.supplement_policy,
-            apology_notice: self.apology_notice,
-        }
-    }
-
-    /// Applies one command. `authorize` sees the dossier as loaded (not received yet: version 0)
-    /// and may refuse with PERMISSION_DENIED. Bounded by [`WRITE_TIMEOUT`]: past it the answer
-    /// is `Unavailable` (the outcome is then unknown if the append's group had started — it may
-    /// still commit; a retry with the same event id tells).
-    pub async fn execute(
-        &self,
-        request: &WriteRequest,
-        authorize: impl Fn(&Dossier) -> Result<(), Status>,
-    ) -> Result<WriteOutcome, WriteError> {
-        tokio::time::timeout(WRITE_TIMEOUT, self.execute_unbounded(request, authorize))
-            .await
-            .unwrap_or_else(|_| {
-                Err(WriteError::Unavailable(format!(
-                    "no answer from the event log within {WRITE_TIMEOUT:?}"
-                )))
-            })
-    }
-
-    async fn execute_unbounded(
-        &self,
-        request: &WriteRequest,
-        authorize: impl Fn(&Dossier) -> Result<(), Status>,
-    ) -> Result<WriteOutcome, WriteError> {
-        for _ in 0..MAX_ATTEMPTS {
-            let stored = self.log.load_dossier(request.dossier_id.as_str()).await?;
-            let dossier = fold(&stored)?;
-            // Authorize first, retries included: a copy of another agency's request must not
-            // get that agency's answer back.
-            authorize(&dossier).map_err(WriteError::Forbidden)?;
-            // A retry of this very request (sent again, or racing its original) is answered with
-            // the original; deciding on top of its own effect would refuse it.
-            if stored
-                .iter()
-                .any(|e| e.event_id == request.event_id.as_uuid())
-                && let Some(original) = self.find_original(request).await?
-            {
-                return Ok(WriteOutcome::Duplicate(original));
-            }
-            if let Some(expected) = request.expected_version
-                && expected != dossier.version
-            {
-                return Err(WriteError::Conflict {
-                    dossier_id: request.dossier_id.to_string(),
-                    expected,
-                    actual: dossier.version,
-                });
-            }
-            let events = domain::decide(&dossier, &request.command, self.rules())?;
-            if events.is_empty() {
-                return Ok(WriteOutcome::AlreadyApplied(stored));
-            }
-            let routing = routing_of(&dossier, &events).ok_or_else(|| {
-                WriteError::Internal("events for a dossier with no profile".into())
-            })?;
-            let append = DossierAppend {
-                dossier_id: request.dossier_id.to_string(),
-                expected_version: match dossier.version {
-                    0 => ExpectedVersion::NoStream,
-                    v => ExpectedVersion::Exact(v),
-                },
-                routing,
-                events: new_events(
-                    request.event_id,
-                    &request.command,
-                    &events,
-                    request.fingerprint,
-                ),
-            };
-            match self.log.append(vec![append]).await {
-                Ok(appended) if appended.duplicate.first() == Some(&true) => {
-                    return Ok(WriteOutcome::Duplicate(appended.events));
-                }
-                Ok(appended) => return Ok(WriteOutcome::Written(appended.events)),
-                Err(AppendError::Conflict { .. }) => {
-                    // Another writer got there first, possibly a retry of this very request.
-                    // The next round answers such a retry as a duplicate, a stale
-                    // expected_version with the conflict, and otherwise decides again.
-                    tracing::debug!(dossier = %request.dossier_id, "lost a race; deciding again");
-                }
-                Err(AppendError::EventIdReused { event_id }) => {
-                    return Err(WriteError::EventIdReused(event_id));
-                }
-                Err(e @ AppendError::EventTooLarge { .. }) => {
-                    return Err(WriteError::EventTooLarge(e.to_string()));
-                }
-                Err(AppendError::Unavailable(e)) => {
-                    return Err(WriteError::Unavailable(e.to_string()));
-                }
-                Err(e) => return Err(WriteError::Internal(e.to_string())),
-            }
-        }
-        let stored = self.log.load_dossier(request.dossier_id.as_str()).await?;
-        Err(WriteError::Conflict {
-            dossier_id: request.dossier_id.to_string(),
-            expected: request.expected_version.unwrap_or_default(),
-            actual: u32::try_from(stored.len()).unwrap_or(u32::MAX),
-        })
-    }
-
-    /// The events an earlier identical request wrote, or `EventIdReused` if the id was used
-    /// for another request.
-    async fn find_original(
-        &self,
-        request: &WriteRequest,
-    ) -> Result<Option<Vec<StoredEvent>>, WriteError> {
-        let found = self.log.find_events(&[request.event_id.as_uuid()]).await?;
-        let Some(first) = found.into_iter().next() else {
-            return Ok(None);
-        };
-        if first.fingerprint != request.fingerprint
-            || first.dossier_id != request.dossier_id.as_str()
-        {
-            return Err(WriteError::EventIdReused(first.event_id));
-        }
-        // Any further events of the same command carry ids derived from the first.
-        let derived: Vec<Uuid> = (1..4)
-            .map(|i| derived_event_id(request.event_id, i))
-            .collect();
-        let mut events = vec![first];
-        events.extend(self.log.find_events(&derived).await?);
-        events.sort_by_key(|e| e.position);
-        Ok(Some(events))
-    }
-}
-
-/// The current instant; a trait so that tests and the deadline watcher can control time.
-pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
 }

@@ -1,7 +1,7 @@
 //! `eventlog::MAX_EVENT_BYTES` holds for every event the write path can produce: the largest
 //! request the bounds of `domain::limits` let through, for every event type, is parsed by the
 //! real conversions (`svc::convert`), decided by the real rules (`domain::decide`), turned into
-//! the log's events (`svc::write::new_events`) and measured as canonical JSON at the longest
+//! the log's events (`writepath::new_events`) and measured as canonical JSON at the longest
 //! position, version and `recorded_at` there can be.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use domain::{
 };
 use eventlog::{MAX_EVENT_BYTES, StoredEvent};
 use svc::convert;
-use svc::write::{new_events, routing_of};
+use writepath::{new_events, routing_of};
 
 /// The worst free text: every character takes 4 bytes of UTF-8 (and of canonical JSON).
 fn worst_text() -> String {
@@ -71,11 +71,17 @@ impl Run {
             occurred_at: at,
             action,
         };
-        let decided = domain::decide(&self.state, &command, rules)
+        let decision = domain::decide(&self.state, &command, rules)
             .unwrap_or_else(|r| panic!("{command:?} refused: {r}"));
         // One event per command, but a resolution that withdraws a late mark.
-        let withdraws = matches!(decided.get(1), Some(DossierEvent::LateWithdrawn { .. }));
-        assert_eq!(decided.len(), 1 + usize::from(withdraws), "{command:?}");
+        assert!(
+            matches!(
+                decision,
+                domain::Decision::Event(_) | domain::Decision::ResolvedWithdrawingLate(_)
+            ),
+            "{command:?}: {decision:?}"
+        );
+        let decided = decision.into_events();
         let routing = routing_of(&self.state, &decided).expect("a profile");
         let id = EventId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
         for (new, body) in new_events(id, &command, &decided, [0xff; 32])

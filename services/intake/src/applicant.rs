@@ -14,8 +14,9 @@ use axum::{Json, Router};
 use domain::{DossierEvent, DossierId};
 use personal::{LookupSecret, Opened, Reader, Vault};
 use svc::status::{invalid_field, to_timestamp, unavailable};
-use svc::{Principal, Role, Scope, Tokens, WritePath};
+use svc::{Principal, Role, Scope, Tokens};
 use tonic::{Code, Request, Response, Status};
+use writepath::WritePath;
 
 use crate::limiter::{Exceeded, Limiter};
 use crate::service::vault_status;
@@ -63,8 +64,8 @@ async fn load(
         .load_dossier(dossier.as_str())
         .await
         .map_err(unavailable)?;
-    let state = svc::write::fold(&events).map_err(Status::from)?;
-    let sealed = events.first().and_then(|e| match svc::write::decode(e) {
+    let state = writepath::fold(&events).map_err(svc::write::status)?;
+    let sealed = events.first().and_then(|e| match writepath::decode(e) {
         Ok(domain::Event {
             body: DossierEvent::Received { applicant, .. },
             ..

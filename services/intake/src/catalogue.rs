@@ -8,12 +8,13 @@ use api::v1 as pb;
 use api::v1::catalogue_service_server::CatalogueService;
 use catalogue::{Catalogue, Procedure, ProcedureVersion, StoreError};
 use domain::{ProcedureCode, SectorCode, Text};
+use svc::Tokens;
 use svc::convert::{
     self, at, cutoff_text, pb_online_level, pb_statutory_time, pb_supplement_policy,
 };
 use svc::status::{field, invalid_field, prefixed, timestamp, to_timestamp, with_reason};
-use svc::{Clock, Tokens};
 use tonic::{Code, Request, Response, Status};
+use writepath::Clock;
 
 /// The catalogue's store errors as statuses: retry, or an operator's problem.
 pub fn store_status(e: StoreError) -> Status {

@@ -1,20 +1,19 @@
 //! Bulk import of history (migration from an old system): batches of already-timestamped
-//! events, validated with the live rules, written with one append per batch.
+//! events, parsed and validated here, then decided with the live rules and written by the write
+//! path in batch form (`writepath::WritePath::prepare_import` / `write_import`, one checked
+//! append per batch).
 //!
-//! Per batch: drop events already stored by an earlier attempt (same id and content), load
-//! the dossiers the rest touch with one query, decide every event in order against the folded
-//! state, then append everything in one transaction with one sequencing step. A batch is all or
-//! nothing; re-sending it after a failure is safe, even while the first send is still being
-//! written (the loser of that race checks the batch again and counts the winner's events as
-//! duplicates).
+//! One `ImportHistory` stream is a pipeline of two stages (`crate::service`): while batch n is
+//! written, batch n+1 is read, parsed, sealed and prepared against what batch n leaves behind
+//! (`writepath::Speculation`). The answers keep the batches' order and the first failure ends
+//! the stream, so nothing is written past a failed batch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use api::v1 as pb;
 use api::v1::event::Body;
-use domain::{Action, Command, Dossier, DossierId, Event, EventId, Rules};
-use eventlog::{AppendError, DossierAppend, ExpectedVersion};
+use domain::{Action, Command};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use svc::convert::{self, at};
@@ -22,25 +21,27 @@ use svc::status::{
     business_time, event_too_large, internal, invalid_field, prefixed, timestamp, unavailable,
     with_reason,
 };
-use svc::write::{fold, new_events, routing_of};
-use svc::{Clock, WritePath};
 use tonic::{Code, Status};
+use writepath::{
+    Clock, ImportError, ImportEvent, Imported, PreparedImport, Speculation, WritePath,
+};
 
 /// At most this many events per batch: bounds memory and transaction size.
 pub const MAX_BATCH: usize = domain::limits::MAX_IMPORT_BATCH;
 
-/// The longest one full batch ([`MAX_BATCH`] events) may take, checks and append included: a
-/// batch of 10,000 events takes a few seconds on a healthy database. A smaller batch gets
-/// [`svc::write::WRITE_TIMEOUT`] plus its share of the rest ([`batch_timeout`]). Past it, a
-/// database that went silent (a partition, a frozen host: the connection looks healthy) gives
-/// that batch UNAVAILABLE instead of holding the import stream until TCP gives up; re-sending
-/// the batch is safe (events already stored count as duplicates).
+/// The longest one full batch ([`MAX_BATCH`] events) may take in each of its two stages
+/// (preparing: lookups and decisions; writing: the append): a batch of 10,000 events takes a
+/// few seconds on a healthy database. A smaller batch gets [`writepath::WRITE_TIMEOUT`] plus
+/// its share of the rest ([`batch_timeout`]). Past it, a database that went silent (a
+/// partition, a frozen host: the connection looks healthy) gives that batch UNAVAILABLE instead
+/// of holding the import stream until TCP gives up; re-sending the batch is safe (events already
+/// stored count as duplicates).
 pub const IMPORT_BATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The bound of one batch of `events` events: [`svc::write::WRITE_TIMEOUT`] for a small batch,
-/// growing linearly to [`IMPORT_BATCH_TIMEOUT`] for a full one.
+/// The bound of each stage of one batch of `events` events: [`writepath::WRITE_TIMEOUT`] for a
+/// small batch, growing linearly to [`IMPORT_BATCH_TIMEOUT`] for a full one.
 pub fn batch_timeout(events: usize) -> std::time::Duration {
-    let base = svc::write::WRITE_TIMEOUT;
+    let base = writepath::WRITE_TIMEOUT;
     let share = events.min(MAX_BATCH) as u32;
     base + IMPORT_BATCH_TIMEOUT.saturating_sub(base) * share / MAX_BATCH as u32
 }
@@ -57,23 +58,26 @@ pub(crate) struct Importer {
 pub struct ImportItem {
     /// `events[i]`, prefixed to the batch's error messages.
     pub path: String,
-    pub event_id: EventId,
-    pub dossier_id: DossierId,
-    pub command: Command,
-    pub fingerprint: [u8; 32],
-    /// A `received` event's applicant, validated, until [`Importer`] seals it into `command`
-    /// (and folds its keyed digest into `fingerprint`).
+    pub event: ImportEvent,
+    /// A `received` event's applicant, validated, until [`Importer`] seals it into the command
+    /// (and folds its keyed digest into the fingerprint).
     pub applicant: Option<personal::Applicant>,
 }
 
-/// Attempts per batch: a batch that loses a race with another writer of one of its dossiers
-/// (typically the same batch re-sent while the first send is still being written) is checked
-/// again from the top, where the winner's events are found and counted as duplicates.
-const MAX_ATTEMPTS: usize = 4;
+/// A batch read from the stream, parsed and sealed.
+#[derive(Debug)]
+pub(crate) struct ParsedBatch {
+    pub(crate) batch_seq: u64,
+    pub(crate) paths: Vec<String>,
+    pub(crate) events: Vec<ImportEvent>,
+}
 
-/// One attempt lost a race on a dossier: check the batch again.
-struct Raced {
-    dossier_id: String,
+/// A batch ready to write, with what it leaves for the next one.
+#[derive(Debug)]
+pub(crate) struct ReadyBatch {
+    pub(crate) batch: ParsedBatch,
+    pub(crate) prepared: PreparedImport,
+    pub(crate) speculation: Speculation,
 }
 
 impl Importer {
@@ -98,175 +102,109 @@ impl Importer {
             };
             let vault = crate::service::vault_or_refuse(&self.vault)
                 .map_err(|s| prefixed(&item.path, s))?;
-            let (sealed, mac, _) = crate::service::seal(vault, &item.dossier_id, &applicant)
+            let (sealed, mac, _) = crate::service::seal(vault, &item.event.dossier_id, &applicant)
                 .await
                 .map_err(|s| prefixed(&item.path, s))?;
-            if let Action::Receive { applicant, .. } = &mut item.command.action {
+            if let Action::Receive { applicant, .. } = &mut item.event.command.action {
                 *applicant = Some(sealed);
             }
             let mut h = Sha256::new();
-            h.update(item.fingerprint);
+            h.update(item.event.fingerprint);
             h.update(b"\0personal\0");
             h.update(mac);
-            item.fingerprint = h.finalize().into();
+            item.event.fingerprint = h.finalize().into();
         }
         Ok(())
     }
 
-    pub(crate) async fn import(
-        &self,
-        batch: pb::ImportBatch,
-    ) -> Result<pb::ImportBatchResult, Status> {
+    /// Parses and seals a batch as received (no database but the vault's keys).
+    pub(crate) async fn parse(&self, batch: pb::ImportBatch) -> Result<ParsedBatch, Status> {
         let mut items = parse_batch(&batch, self.clock.now())?;
         self.seal(&mut items).await?;
-        let bound = batch_timeout(items.len());
-        match tokio::time::timeout(bound, self.import_items(batch.batch_seq, &items)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(unavailable(format!(
-                "batch {}: no answer from the event log within {bound:?}",
-                batch.batch_seq
-            ))),
-        }
+        let (paths, events) = items.into_iter().map(|i| (i.path, i.event)).unzip();
+        Ok(ParsedBatch {
+            batch_seq: batch.batch_seq,
+            paths,
+            events,
+        })
     }
 
-    async fn import_items(
+    /// Stage 1: decides the batch against the log plus `after` (the batch being written before
+    /// it, if any), within its bound.
+    pub(crate) async fn prepare(
         &self,
-        batch_seq: u64,
-        items: &[ImportItem],
-    ) -> Result<pb::ImportBatchResult, Status> {
-        let mut raced = None;
-        for _ in 0..MAX_ATTEMPTS {
-            match self.attempt(batch_seq, items).await? {
-                Ok(result) => return Ok(result),
-                Err(race) => {
-                    tracing::debug!(dossier = %race.dossier_id, "import lost a race; checking the batch again");
-                    raced = Some(race);
-                }
-            }
-        }
-        let dossier_id = raced.map(|r| r.dossier_id).unwrap_or_default();
-        Err(with_reason(
-            Code::Aborted,
-            "version_conflict",
-            format!("dossier {dossier_id} changed while the batch was checked; re-send the batch"),
-        ))
-    }
-
-    /// Checks the batch against the log as it is now and appends what is new, or reports that
-    /// a dossier changed between the check and the append.
-    async fn attempt(
-        &self,
-        batch_seq: u64,
-        items: &[ImportItem],
-    ) -> Result<Result<pb::ImportBatchResult, Raced>, Status> {
-        let log = self.write.log();
-        let ids: Vec<_> = items.iter().map(|i| i.event_id.as_uuid()).collect();
-        let stored: HashMap<_, _> = log
-            .find_events(&ids)
+        batch: ParsedBatch,
+        after: Option<&Speculation>,
+    ) -> Result<ReadyBatch, Status> {
+        let bound = batch_timeout(batch.events.len());
+        let prepared = tokio::time::timeout(bound, self.write.prepare_import(&batch.events, after))
             .await
-            .map_err(unavailable)?
-            .into_iter()
-            .map(|e| (e.event_id, e))
-            .collect();
-        let mut duplicates = 0u32;
-        let mut fresh = Vec::with_capacity(items.len());
-        for item in items {
-            match stored.get(&item.event_id.as_uuid()) {
-                Some(existing) => {
-                    already_stored(item, existing)?;
-                    duplicates += 1;
-                }
-                None => fresh.push(item),
-            }
-        }
+            .map_err(|_| silent(batch.batch_seq, bound))?;
+        let (prepared, speculation) = prepared.map_err(|e| import_status(&batch.paths, e))?;
+        Ok(ReadyBatch {
+            batch,
+            prepared,
+            speculation,
+        })
+    }
 
-        let mut dossier_ids: Vec<String> = fresh.iter().map(|i| i.dossier_id.to_string()).collect();
-        dossier_ids.sort();
-        dossier_ids.dedup();
-        let loaded = log.load_dossiers(&dossier_ids).await.map_err(unavailable)?;
-        // Events committed since the lookup above (a racing send of the same batch) are in the
-        // dossiers just loaded: they are duplicates too, never decided again on top of
-        // themselves.
-        let committed_since: HashMap<_, _> =
-            loaded.values().flatten().map(|e| (e.event_id, e)).collect();
-        let mut still_fresh = Vec::with_capacity(fresh.len());
-        for item in fresh {
-            match committed_since.get(&item.event_id.as_uuid()) {
-                Some(existing) => {
-                    already_stored(item, existing)?;
-                    duplicates += 1;
-                }
-                None => still_fresh.push(item),
-            }
-        }
-        let fresh = still_fresh;
-        let mut states: HashMap<String, (Dossier, u32)> = HashMap::with_capacity(dossier_ids.len());
-        for id in &dossier_ids {
-            let events = loaded.get(id).map(Vec::as_slice).unwrap_or_default();
-            let dossier = fold(events).map_err(Status::from)?;
-            let version = dossier.version;
-            states.insert(id.clone(), (dossier, version));
-        }
+    /// Stage 2: writes a prepared batch, within its bound. The flag: whether it was written as
+    /// prepared (else the speculation it left is void).
+    pub(crate) async fn write(
+        &self,
+        batch: ParsedBatch,
+        prepared: PreparedImport,
+    ) -> Result<(pb::ImportBatchResult, bool), Status> {
+        let bound = batch_timeout(batch.events.len());
+        let written = tokio::time::timeout(bound, self.write.write_import(&batch.events, prepared))
+            .await
+            .map_err(|_| silent(batch.batch_seq, bound))?;
+        let (imported, as_prepared) = written.map_err(|e| import_status(&batch.paths, e))?;
+        Ok((result(batch.batch_seq, imported), as_prepared))
+    }
+}
 
-        let (appends, decided_duplicates) = decide_items(&mut states, &fresh, self.write.rules())?;
-        duplicates += decided_duplicates;
-        if appends.is_empty() {
-            return Ok(Ok(pb::ImportBatchResult {
-                batch_seq,
-                appended: 0,
-                duplicates,
-                last_position: 0,
-            }));
+fn silent(batch_seq: u64, bound: std::time::Duration) -> Status {
+    unavailable(format!(
+        "batch {batch_seq}: no answer from the event log within {bound:?}"
+    ))
+}
+
+fn result(batch_seq: u64, imported: Imported) -> pb::ImportBatchResult {
+    pb::ImportBatchResult {
+        batch_seq,
+        appended: imported.appended,
+        duplicates: imported.duplicates,
+        last_position: u64::try_from(imported.last_position).unwrap_or(0),
+    }
+}
+
+/// The status of a failed batch, naming the event (`events[i]: …`) when it is one event's.
+fn import_status(paths: &[String], error: ImportError) -> Status {
+    let path = |index: usize| paths.get(index).map_or("events", String::as_str);
+    match error {
+        ImportError::Refused { index, refusal } => {
+            prefixed(path(index), svc::status::refusal(&refusal))
         }
-        let counts: Vec<u32> = appends.iter().map(|a| a.events.len() as u32).collect();
-        let appended = match log.append(appends).await {
-            Ok(appended) => appended,
-            Err(AppendError::Conflict { dossier_id, .. }) => {
-                return Ok(Err(Raced { dossier_id }));
-            }
-            Err(AppendError::EventIdReused { event_id }) => {
-                return Err(with_reason(
-                    Code::AlreadyExists,
-                    "event_id_reused",
-                    format!("event_id {event_id} was already used for a different event"),
-                ));
-            }
-            Err(AppendError::EventTooLarge {
-                event_id,
-                bytes,
-                max,
-            }) => {
-                let status = event_too_large(format!("event {event_id}: {bytes} > {max} bytes"));
-                return Err(
-                    match items.iter().find(|i| i.event_id.as_uuid() == event_id) {
-                        Some(item) => prefixed(&item.path, status),
-                        None => status,
-                    },
-                );
-            }
-            Err(AppendError::Unavailable(e)) => return Err(unavailable(e)),
-            Err(e) => return Err(internal(e)),
-        };
-        // A dossier's events found already stored by a racing identical batch count as duplicates.
-        let mut appended_count = 0u32;
-        for (count, duplicate) in counts.iter().zip(&appended.duplicate) {
-            if *duplicate {
-                duplicates += *count;
-            } else {
-                appended_count += *count;
+        ImportError::EventIdReused { index, event_id } => with_reason(
+            Code::AlreadyExists,
+            "event_id_reused",
+            format!(
+                "{}: event_id {event_id} was already used for a different event",
+                path(index)
+            ),
+        ),
+        ImportError::EventTooLarge { index, message } => {
+            let status = event_too_large(message);
+            match index {
+                Some(index) => prefixed(path(index), status),
+                None => status,
             }
         }
-        Ok(Ok(pb::ImportBatchResult {
-            batch_seq,
-            appended: appended_count,
-            duplicates,
-            last_position: appended
-                .events
-                .iter()
-                .map(|e| e.position)
-                .max()
-                .unwrap_or(0) as u64,
-        }))
+        e @ ImportError::Raced(_) => with_reason(Code::Aborted, "version_conflict", e.to_string()),
+        ImportError::Unavailable(e) => unavailable(e),
+        e @ ImportError::Undecodable(_) => internal(e),
+        ImportError::Internal(e) => internal(e),
     }
 }
 
@@ -287,7 +225,7 @@ pub fn parse_batch(
     for (i, event) in batch.events.iter().enumerate() {
         let path = format!("events[{i}]");
         let item = parse(&path, event, now)?;
-        if let Some(first) = seen.insert(item.event_id, i) {
+        if let Some(first) = seen.insert(item.event.event_id, i) {
             return Err(invalid_field(
                 &at(&path, "event_id"),
                 format!("repeats the event_id of events[{first}]"),
@@ -296,75 +234,6 @@ pub fn parse_batch(
         items.push(item);
     }
     Ok(items)
-}
-
-/// Decides `items` in order against `states` (each dossier's folded state and loaded version,
-/// one entry per dossier the items touch), folding each decision in: the appends to write
-/// (one per dossier) and how many items the rules found already applied. Pure; a refusal names
-/// the item's path.
-pub fn decide_items(
-    states: &mut HashMap<String, (Dossier, u32)>,
-    items: &[&ImportItem],
-    rules: Rules<'_>,
-) -> Result<(Vec<DossierAppend>, u32), Status> {
-    let mut duplicates = 0u32;
-    let mut appends: Vec<DossierAppend> = Vec::new();
-    let mut append_of: HashMap<String, usize> = HashMap::new();
-    for item in items {
-        let key = item.dossier_id.to_string();
-        let (dossier, loaded_version) = states
-            .get_mut(&key)
-            .ok_or_else(|| internal(format!("dossier {key} of the batch was not loaded")))?;
-        let decided = domain::decide(dossier, &item.command, rules)
-            .map_err(|refusal| prefixed(&item.path, svc::status::refusal(&refusal)))?;
-        if decided.is_empty() {
-            duplicates += 1;
-            continue;
-        }
-        let new = new_events(item.event_id, &item.command, &decided, item.fingerprint);
-        for (event, body) in new.iter().zip(decided.iter()) {
-            dossier.evolve(&Event {
-                occurred_at: event.occurred_at,
-                body: body.clone(),
-            });
-        }
-        let index = match append_of.get(&key) {
-            Some(&index) => index,
-            None => {
-                let routing = routing_of(dossier, &decided)
-                    .ok_or_else(|| internal("imported dossier has no profile"))?;
-                appends.push(DossierAppend {
-                    dossier_id: key.clone(),
-                    expected_version: match *loaded_version {
-                        0 => ExpectedVersion::NoStream,
-                        v => ExpectedVersion::Exact(v),
-                    },
-                    routing,
-                    events: Vec::new(),
-                });
-                append_of.insert(key, appends.len() - 1);
-                appends.len() - 1
-            }
-        };
-        appends[index].events.extend(new);
-    }
-    Ok((appends, duplicates))
-}
-
-/// An event with the item's id is stored: the same event (a duplicate, `Ok`), or another one
-/// that reused the id.
-fn already_stored(item: &ImportItem, existing: &eventlog::StoredEvent) -> Result<(), Status> {
-    if existing.fingerprint == item.fingerprint && existing.dossier_id == item.dossier_id.as_str() {
-        return Ok(());
-    }
-    Err(with_reason(
-        Code::AlreadyExists,
-        "event_id_reused",
-        format!(
-            "{}: event_id {} was already used for a different event",
-            item.path, item.event_id
-        ),
-    ))
 }
 
 /// The content fingerprint of an imported event: its encoding without the fields the server
@@ -411,13 +280,15 @@ fn parse(
     };
     Ok(ImportItem {
         path: path.to_owned(),
-        event_id,
-        dossier_id,
-        command: Command {
-            occurred_at,
-            action,
+        event: ImportEvent {
+            event_id,
+            dossier_id,
+            command: Command {
+                occurred_at,
+                action,
+            },
+            fingerprint: import_fingerprint(event),
         },
-        fingerprint: import_fingerprint(event),
         applicant,
     })
 }
@@ -520,4 +391,109 @@ fn action(path: &str, body: &Body) -> Result<Action, Status> {
             ));
         }
     })
+}
+
+/// What the reading stage got from the stream.
+enum Next {
+    /// The next batch, prepared (or the status that ends the stream with it).
+    Batch(Box<Result<ReadyBatch, Status>>, Option<ParsedBatch>),
+    /// The client closed the stream (or it failed).
+    End,
+}
+
+/// One `ImportHistory` stream: writes batch n while batch n+1 is read, parsed, sealed and
+/// prepared (decided against the log plus what batch n writes). Answers go out in order, each as
+/// soon as its batch is written; the first failure is the last answer. A batch prepared on a
+/// speculation that did not hold (batch n lost a race and was checked again) is prepared again.
+pub(crate) async fn pipeline(
+    importer: Importer,
+    mut inbound: tonic::Streaming<pb::ImportBatch>,
+    tx: tokio::sync::mpsc::Sender<Result<pb::ImportBatchResult, Status>>,
+) {
+    let mut writing: Option<ReadyBatch> = None;
+    let mut ended = false;
+    while !(ended && writing.is_none()) {
+        let (current, speculation) = match writing.take() {
+            Some(ready) => (Some((ready.batch, ready.prepared)), Some(ready.speculation)),
+            None => (None, None),
+        };
+        let (written, next) = {
+            let after = speculation.as_ref();
+            let read = async {
+                if ended {
+                    return Next::End;
+                }
+                let batch = match inbound.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => return Next::End,
+                    Err(status) => {
+                        tracing::info!(%status, "import stream ended by the client");
+                        return Next::End;
+                    }
+                };
+                let parsed = match importer.parse(batch).await {
+                    Ok(parsed) => parsed,
+                    Err(status) => return Next::Batch(Box::new(Err(status)), None),
+                };
+                // Kept for preparing again should the speculation not hold.
+                let again = after.map(|_| ParsedBatch {
+                    batch_seq: parsed.batch_seq,
+                    paths: parsed.paths.clone(),
+                    events: parsed.events.clone(),
+                });
+                Next::Batch(Box::new(importer.prepare(parsed, after).await), again)
+            };
+            // The write of batch n answers as soon as it is done (the client may wait for that
+            // answer before sending batch n+1).
+            let write = async {
+                let (batch, prepared) = current?;
+                let answer = importer.write(batch, prepared).await;
+                let outcome = match &answer {
+                    Ok((_, as_prepared)) => Ok(*as_prepared),
+                    Err(_) => Err(()),
+                };
+                let _ = tx.send(answer.map(|(result, _)| result)).await;
+                Some(outcome)
+            };
+            tokio::pin!(read);
+            tokio::pin!(write);
+            let (mut written, mut next) = (None, None);
+            while written.is_none() || next.is_none() {
+                tokio::select! {
+                    w = &mut write, if written.is_none() => {
+                        // A failed write ends the stream: nothing more is read or written.
+                        if matches!(w, Some(Err(()))) {
+                            return;
+                        }
+                        written = Some(w);
+                    }
+                    n = &mut read, if next.is_none() => next = Some(n),
+                }
+            }
+            match (written, next) {
+                (Some(written), Some(next)) => (written, next),
+                _ => return,
+            }
+        };
+        let speculation_held = !matches!(written, Some(Ok(false)));
+        match next {
+            Next::End => ended = true,
+            Next::Batch(ready, again) => {
+                let ready = match (speculation_held, again) {
+                    (false, Some(again)) => importer.prepare(again, None).await,
+                    _ => *ready,
+                };
+                match ready {
+                    Ok(ready) => writing = Some(ready),
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
 }

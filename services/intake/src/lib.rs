@@ -22,9 +22,7 @@ use api::v1::intake_service_server::IntakeServiceServer;
 use svc::config::{ConfigError, Env, Section};
 use svc::{App, Config, Listener, ServiceDeps, StartError};
 
-pub use import::{
-    IMPORT_BATCH_TIMEOUT, ImportItem, MAX_BATCH, batch_timeout, decide_items, parse_batch,
-};
+pub use import::{IMPORT_BATCH_TIMEOUT, ImportItem, MAX_BATCH, batch_timeout, parse_batch};
 pub use limiter::LookupLimits;
 pub use service::Intake;
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use svc::Clock;
+use writepath::Clock;
 
 /// The lookup's limits (README "Limits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,15 +11,16 @@ use domain::{
     Action, AgencyCode, ApplicantType, Channel, ComponentCode, DossierEvent, Level, ProcedureCode,
     Profile, ReturnMethod, SectorCode,
 };
+use svc::Tokens;
 use svc::convert;
-use svc::handler::{CommonFields, Desk, body, first_event, unexpected, write_response};
+use svc::handler::{CommonFields, Desk, first_event, unexpected, write_response};
 use svc::status::{field, invalid_field, to_timestamp};
 use svc::write::{fingerprint, fingerprint_with_personal};
-use svc::{Clock, Tokens, WritePath};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
+use writepath::{Clock, WritePath};
 
 use crate::import::Importer;
 
@@ -140,11 +141,11 @@ impl IntakeService for Intake {
             }
         };
         let (event, duplicate) = first_event(self.desk.execute(envelope, action, print).await?)?;
-        let DossierEvent::Received { due_at, .. } = body(&event)? else {
-            return Err(unexpected(&event));
+        let DossierEvent::Received { due_at, .. } = event.body.clone() else {
+            return Err(unexpected(&event.stored));
         };
         Ok(Response::new(pb::ReceiveDossierResponse {
-            event: Some(svc::recorded_event(&event, duplicate)?),
+            event: Some(svc::recorded_event(&event.stored, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
             lookup_secret: secret.map(|s| s.printed()).unwrap_or_default(),
         }))
@@ -188,26 +189,10 @@ impl IntakeService for Intake {
         self.tokens
             .authenticate(request.metadata())?
             .require_importer()?;
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let importer = Importer::new(self.write.clone(), self.clock.clone(), self.vault.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            loop {
-                let batch = match inbound.message().await {
-                    Ok(Some(batch)) => batch,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::info!(%status, "import stream ended by the client");
-                        break;
-                    }
-                };
-                let answer = importer.import(batch).await;
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
+        tokio::spawn(crate::import::pipeline(importer, inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -3,14 +3,13 @@
 use api::v1 as pb;
 use api::v1::payment_service_server::PaymentService;
 use domain::{Action, DossierEvent, TransactionId};
-use eventlog::StoredEvent;
-use svc::WriteOutcome;
 use svc::common_fields;
 use svc::convert;
-use svc::handler::{Desk, body, first_event, write_response};
+use svc::handler::{Desk, first_event, write_response};
 use svc::status::internal;
 use svc::write::fingerprint;
 use tonic::{Request, Response, Status};
+use writepath::{Recorded, WriteOutcome};
 
 /// The payment service's state: cheap to clone, shared by every call.
 #[derive(Debug, Clone)]
@@ -27,18 +26,15 @@ impl Payment {
 /// Among a dossier's events, the `paid` event that recorded `transaction_id`: the answer to a
 /// payment callback repeating it.
 fn recorded_payment(
-    events: Vec<StoredEvent>,
+    events: Vec<Recorded>,
     transaction_id: &TransactionId,
-) -> Result<StoredEvent, Status> {
+) -> Result<Recorded, Status> {
     for event in events {
-        if event.event_type != "paid" {
-            continue;
-        }
         if let DossierEvent::Paid {
             transaction_id: recorded,
             ..
-        } = body(&event)?
-            && recorded == *transaction_id
+        } = &event.body
+            && recorded == transaction_id
         {
             return Ok(event);
         }

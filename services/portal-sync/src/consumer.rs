@@ -14,9 +14,9 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use eventlog::EventLog;
 use futures::{FutureExt, StreamExt};
-use svc::Clock;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use writepath::Clock;
 
 use crate::store;
 

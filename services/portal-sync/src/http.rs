@@ -28,7 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::NaiveDate;
 use serde::Serialize;
-use svc::{Clock, Tokens};
+use svc::Tokens;
+use writepath::Clock;
 
 use crate::store;
 

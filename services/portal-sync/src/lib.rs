@@ -33,9 +33,10 @@ use async_nats::jetstream;
 use eventlog::EventLog;
 use serde::Deserialize;
 use svc::config::{ConfigError, Env, Section};
-use svc::{App, Clock, Config, Listener, RunError, StartError, SystemClock, Tokens};
+use svc::{App, Config, Listener, RunError, StartError, Tokens};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use writepath::{Clock, SystemClock};
 
 pub use client::{Credentials, Outcome, PortalClient};
 pub use sender::{Sender, SenderConfig, SenderStats};

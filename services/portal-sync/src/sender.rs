@@ -29,12 +29,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use domain::{DossierEvent, Event};
+use domain::Event;
 use eventlog::{EventLog, StoredEvent};
 use futures::StreamExt;
-use svc::Clock;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use writepath::Clock;
 
 use crate::applicant::ApplicantReader;
 use crate::client::{Outcome, PortalClient};
@@ -368,17 +368,7 @@ impl Sender {
 
 /// The dossier's events as the fold needs them; an undecodable one is named.
 fn decode(stored: &[StoredEvent]) -> Result<Vec<Event>, String> {
-    stored
-        .iter()
-        .map(|e| {
-            DossierEvent::from_parts(&e.event_type, &e.payload)
-                .map(|body| Event {
-                    occurred_at: e.occurred_at,
-                    body,
-                })
-                .map_err(|err| format!("version {} does not decode: {err}", e.version))
-        })
-        .collect()
+    writepath::decode_all(stored).map_err(|err| err.to_string())
 }
 
 #[cfg(test)]

@@ -222,7 +222,7 @@ impl ProcessingApp {
 fn register_watcher(
     telemetry: &svc::Telemetry,
     status: watcher::WatcherStatus,
-    clock: std::sync::Arc<dyn svc::Clock>,
+    clock: std::sync::Arc<dyn writepath::Clock>,
 ) {
     use std::sync::atomic::Ordering;
     use svc::metrics::Sample;

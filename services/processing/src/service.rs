@@ -6,7 +6,7 @@ use domain::{Action, AgencyCode, DossierEvent};
 use svc::Principal;
 use svc::common_fields;
 use svc::convert;
-use svc::handler::{Desk, body, first_event, unexpected, write_response};
+use svc::handler::{Desk, first_event, unexpected, write_response};
 use svc::status::to_timestamp;
 use svc::write::fingerprint;
 use tonic::{Request, Response, Status};
@@ -121,11 +121,12 @@ impl ProcessingService for Processing {
                 .execute(envelope, fulfil_financial_obligation_action(r)?, fp)
                 .await?,
         )?;
-        let DossierEvent::FinancialObligationFulfilled { due_at, paused } = body(&event)? else {
-            return Err(unexpected(&event));
+        let DossierEvent::FinancialObligationFulfilled { due_at, paused } = event.body.clone()
+        else {
+            return Err(unexpected(&event.stored));
         };
         Ok(Response::new(pb::ReceiveSupplementResponse {
-            event: Some(svc::recorded_event(&event, duplicate)?),
+            event: Some(svc::recorded_event(&event.stored, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
             paused_minutes: paused.minutes(),
         }))
@@ -165,11 +166,11 @@ impl ProcessingService for Processing {
                 .execute(envelope, receive_supplement_action(r)?, fp)
                 .await?,
         )?;
-        let DossierEvent::SupplementReceived { due_at, paused } = body(&event)? else {
-            return Err(unexpected(&event));
+        let DossierEvent::SupplementReceived { due_at, paused } = event.body.clone() else {
+            return Err(unexpected(&event.stored));
         };
         Ok(Response::new(pb::ReceiveSupplementResponse {
-            event: Some(svc::recorded_event(&event, duplicate)?),
+            event: Some(svc::recorded_event(&event.stored, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
             paused_minutes: paused.minutes(),
         }))
@@ -188,12 +189,12 @@ impl ProcessingService for Processing {
         let (event, duplicate) = first_event(outcome)?;
         let DossierEvent::Resolved {
             due_at, timeliness, ..
-        } = body(&event)?
+        } = event.body.clone()
         else {
-            return Err(unexpected(&event));
+            return Err(unexpected(&event.stored));
         };
         Ok(Response::new(pb::ResolveResponse {
-            event: Some(svc::recorded_event(&event, duplicate)?),
+            event: Some(svc::recorded_event(&event.stored, duplicate)?),
             due_at: Some(to_timestamp(due_at)),
             timeliness: convert::pb_timeliness(timeliness) as i32,
             late_withdrawn,

@@ -45,7 +45,7 @@
 //! a tick syncs the list of dossiers due soon with it (`crate::warnings`), marks, and then
 //! publishes the list's changes from their outbox (`crate::publish`).
 //!
-//! The clock is injected ([`svc::Clock`]): tests set the time and call [`Watcher::tick`].
+//! The clock is injected ([`writepath::Clock`]): tests set the time and call [`Watcher::tick`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,9 +56,9 @@ use domain::{Action, Command, DossierEvent, DossierId, EventId, WarningHorizon};
 use eventlog::{EventLog, StoredEvent};
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
-use svc::{Clock, WriteError, WriteOutcome, WritePath, WriteRequest};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use writepath::{Clock, WriteError, WriteOutcome, WritePath, WriteRequest};
 
 use crate::publish::WarningPublisher;
 use crate::warnings;
@@ -695,12 +695,12 @@ async fn apply(
 ) -> Result<(), WatcherError> {
     let mut patches: HashMap<&str, Patch> = HashMap::new();
     for stored in events.iter().filter(|e| watched(&e.event_type)) {
-        let event = DossierEvent::from_parts(&stored.event_type, &stored.payload).map_err(|e| {
-            WatcherError::Corrupt {
+        let event = writepath::decode(stored)
+            .map_err(|e| WatcherError::Corrupt {
                 position: stored.position,
                 reason: e.to_string(),
-            }
-        })?;
+            })?
+            .body;
         let patch = patches.entry(stored.dossier_id.as_str()).or_default();
         match event {
             DossierEvent::Received {

@@ -121,7 +121,7 @@ pub async fn dossier(
     if stored.is_empty() {
         return Ok(None);
     }
-    svc::write::fold(&stored)
+    writepath::fold(&stored)
         .map(Some)
         .map_err(|e| QueryError::Corrupt(format!("dossier {dossier_id}: {e}")))
 }

@@ -382,16 +382,12 @@ fn old_and_new(
     let mut events = Vec::with_capacity(dossier.events.len());
     let mut old_len = 0;
     for e in &dossier.events {
-        let body = domain::DossierEvent::from_parts(&e.event_type, &e.payload).map_err(|err| {
-            CheckpointError::Corrupt {
+        events.push(
+            writepath::decode(e).map_err(|err| CheckpointError::Corrupt {
                 position: e.position,
                 reason: err.to_string(),
-            }
-        })?;
-        events.push(domain::Event {
-            occurred_at: e.occurred_at,
-            body,
-        });
+            })?,
+        );
         if e.position <= before {
             old_len = events.len();
         }

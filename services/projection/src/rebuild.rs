@@ -896,16 +896,11 @@ fn decode(dossier: &RawDossier) -> Result<Vec<domain::Event>, RebuildError> {
         .events
         .iter()
         .map(|e| {
-            let body =
-                domain::DossierEvent::from_parts(&e.event_type, &e.payload).map_err(|err| {
-                    RebuildError::Corrupt(format!(
-                        "event {} of dossier {}: {err}",
-                        e.version, dossier.id
-                    ))
-                })?;
-            Ok(domain::Event {
-                occurred_at: e.occurred_at,
-                body,
+            domain::Event::from_row(&e.event_type, e.occurred_at, &e.payload).map_err(|err| {
+                RebuildError::Corrupt(format!(
+                    "event {} of dossier {}: {err}",
+                    e.version, dossier.id
+                ))
             })
         })
         .collect()

@@ -163,20 +163,9 @@ fn decode_events(
     stored
         .into_iter()
         .map(|e| {
-            let body =
-                domain::DossierEvent::from_parts(&e.event_type, &e.payload).map_err(|err| {
-                    ApplyError::Corrupt(format!(
-                        "event {} of dossier {dossier_id}: {err}",
-                        e.version
-                    ))
-                })?;
-            Ok((
-                e.version,
-                domain::Event {
-                    occurred_at: e.occurred_at,
-                    body,
-                },
-            ))
+            let event = writepath::decode(&e)
+                .map_err(|err| ApplyError::Corrupt(format!("dossier {dossier_id}: {err}")))?;
+            Ok((e.version, event))
         })
         .collect()
 }

@@ -495,13 +495,8 @@ impl Dossier {
 fn decode(row: &PgRow, dossier_id: &str, version: i32) -> Result<domain::Event, VerifyError> {
     let event_type: String = row.try_get("event_type")?;
     let payload: serde_json::Value = row.try_get("payload")?;
-    let body = domain::DossierEvent::from_parts(&event_type, &payload).map_err(|e| {
-        VerifyError::Corrupt(format!("event {version} of dossier {dossier_id}: {e}"))
-    })?;
-    Ok(domain::Event {
-        occurred_at: row.try_get("occurred_at")?,
-        body,
-    })
+    domain::Event::from_row(&event_type, row.try_get("occurred_at")?, &payload)
+        .map_err(|e| VerifyError::Corrupt(format!("event {version} of dossier {dossier_id}: {e}")))
 }
 
 /// Adds the day sums in memory to `verify_daily` (in `numeric`), and empties them.

@@ -15,8 +15,8 @@ use svc::status::to_timestamp;
 /// decode as a known event (logged); `canonical_json` always carries the content. Corrupt only
 /// if the position or version is out of range (never for an event read from the log).
 pub fn replayed_event(stored: &StoredEvent) -> Result<pb::ReplayedEvent, ReadError> {
-    let body = match DossierEvent::from_parts(&stored.event_type, &stored.payload) {
-        Ok(event) => Some(body(&event)),
+    let body = match writepath::decode(stored) {
+        Ok(event) => Some(body(&event.body)),
         Err(error) => {
             tracing::warn!(position = stored.position, %error, "replay: stored payload is not a known event");
             None

@@ -119,7 +119,7 @@ impl ReplayService for Replay {
         let events = stored
             .iter()
             .map(|s| {
-                svc::write::decode(s).map_err(|e| {
+                writepath::decode(s).map_err(|e| {
                     tracing::error!(position = s.position, error = %e, "replay: stored event does not decode");
                     corrupt(s.position)
                 })

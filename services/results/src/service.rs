@@ -5,7 +5,7 @@ use api::v1::results_service_server::ResultsService;
 use domain::{Action, DossierEvent};
 use svc::common_fields;
 use svc::convert;
-use svc::handler::{Desk, body, first_event, unexpected, write_response};
+use svc::handler::{Desk, first_event, unexpected, write_response};
 use svc::status::{timestamp, to_timestamp};
 use svc::write::fingerprint;
 use tonic::{Request, Response, Status};
@@ -94,12 +94,12 @@ impl ResultsService for Results {
             on_time,
             original_due_at,
             ..
-        } = body(&event)?
+        } = event.body.clone()
         else {
-            return Err(unexpected(&event));
+            return Err(unexpected(&event.stored));
         };
         Ok(Response::new(pb::IssueApologyResponse {
-            event: Some(svc::recorded_event(&event, duplicate)?),
+            event: Some(svc::recorded_event(&event.stored, duplicate)?),
             on_time,
             original_due_at: original_due_at.map(to_timestamp),
         }))

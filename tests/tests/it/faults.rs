@@ -50,10 +50,10 @@ use tonic::{Code, Response, Status};
 
 /// Longest a test waits for the system to reach a state.
 const WAIT: Duration = Duration::from_secs(60);
-/// Longest one call may take: the write path's own bound (`svc::write::WRITE_TIMEOUT`, 15 s,
+/// Longest one call may take: the write path's own bound (`writepath::WRITE_TIMEOUT`, 15 s,
 /// which includes waiting for a pooled connection) plus a margin. A call that takes longer is a
 /// hang.
-const CALL_BOUND: Duration = Duration::from_secs(svc::write::WRITE_TIMEOUT.as_secs() + 10);
+const CALL_BOUND: Duration = Duration::from_secs(writepath::WRITE_TIMEOUT.as_secs() + 10);
 /// Concurrent counters.
 const COUNTERS: usize = 12;
 /// The projection's durable consumer.
@@ -766,7 +766,7 @@ async fn a_writer_frozen_in_the_sequencing_section_does_not_stop_the_others() {
 
 /// A call in flight when the network to PostgreSQL goes silent (no reset: a partition, a frozen
 /// database host) gets no answer from the database, ever — the connection looks healthy. The
-/// write path bounds every write (`svc::write::WRITE_TIMEOUT`), so the caller gets UNAVAILABLE
+/// write path bounds every write (`writepath::WRITE_TIMEOUT`), so the caller gets UNAVAILABLE
 /// instead of waiting for TCP to give up (a quarter of an hour, or never behind a proxy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_flight_when_the_database_goes_silent_is_answered_unavailable() {

@@ -221,7 +221,7 @@ async fn receive_records_the_event_and_answers_the_due_time() {
     assert_eq!(s.routing.level, "district");
     assert_eq!(s.routing.agency, DISTRICT_AGENCY);
     assert_eq!(s.routing.sector, "land");
-    match svc::write::decode(s).expect("decodes").body {
+    match writepath::decode(s).expect("decodes").body {
         DossierEvent::Received {
             profile,
             statutory_time,
@@ -244,7 +244,7 @@ async fn receive_records_the_event_and_answers_the_due_time() {
         }
         other => panic!("stored {other:?}"),
     }
-    let dossier = svc::write::fold(&stored).expect("folds");
+    let dossier = writepath::fold(&stored).expect("folds");
     assert_eq!(dossier.phase, Phase::Open);
     assert_eq!(dossier.portal_status(), Some(2));
     assert_eq!(head(&env.log).await, 1);
@@ -312,11 +312,7 @@ async fn due_times_skip_holidays_lunch_and_follow_swapped_days() {
             "calendar cross-check: {why}"
         );
         let stored = env.log.load_dossier(dossier_id).await.expect("load");
-        assert_eq!(
-            svc::write::fold(&stored).unwrap().due_at,
-            Some(due),
-            "{why}"
-        );
+        assert_eq!(writepath::fold(&stored).unwrap().due_at, Some(due), "{why}");
     }
 }
 
@@ -949,7 +945,7 @@ async fn digitize_checks_existence_components_and_versions() {
 
     let stored = env.log.load_dossier("H40-DIG-1").await.unwrap();
     assert_eq!(stored.len(), 2);
-    let dossier = svc::write::fold(&stored).unwrap();
+    let dossier = writepath::fold(&stored).unwrap();
     let names = |set: &BTreeSet<domain::ComponentCode>| -> Vec<String> {
         set.iter().map(|c| c.as_str().to_owned()).collect()
     };
@@ -993,14 +989,14 @@ async fn a_dossier_refused_at_the_counter_is_ended() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].event_type, "refused_at_intake");
     assert_eq!(svc::recorded_event(&stored[0], false).unwrap(), event);
-    match svc::write::decode(&stored[0]).unwrap().body {
+    match writepath::decode(&stored[0]).unwrap().body {
         DossierEvent::RefusedAtIntake { profile, reason } => {
             assert_eq!(profile.agency.as_str(), DISTRICT_AGENCY);
             assert_eq!(reason.as_str(), request.reason);
         }
         other => panic!("stored {other:?}"),
     }
-    let dossier = svc::write::fold(&stored).unwrap();
+    let dossier = writepath::fold(&stored).unwrap();
     assert_eq!(dossier.phase, Phase::RefusedAtIntake);
     assert_eq!(dossier.portal_status(), Some(3));
 
@@ -1137,7 +1133,7 @@ async fn concurrent_digitizations_without_expected_version_both_apply() {
         assert_eq!(versions, [2, 3], "round {round}");
         let stored = env.log.load_dossier(&dossier_id).await.unwrap();
         assert_eq!(stored.len(), 3);
-        let dossier = svc::write::fold(&stored).unwrap();
+        let dossier = writepath::fold(&stored).unwrap();
         assert_eq!(dossier.digitized.len(), 2, "both components recorded");
     }
     assert_eq!(head(&env.log).await, 12);

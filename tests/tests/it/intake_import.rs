@@ -344,7 +344,7 @@ async fn history_imports_in_batches_and_folds_right() {
 
     for want in &expected {
         let stored = env.log.load_dossier(&want.dossier_id).await.unwrap();
-        let dossier = svc::write::fold(&stored).unwrap();
+        let dossier = writepath::fold(&stored).unwrap();
         let id = &want.dossier_id;
         assert_eq!(dossier.phase, want.phase, "{id}");
         assert_eq!(dossier.portal_status(), Some(want.portal_status), "{id}");
@@ -361,7 +361,7 @@ async fn history_imports_in_batches_and_folds_right() {
     }
     for i in 0..16 {
         let id = format!("HIST-{i:02}");
-        let dossier = svc::write::fold(&env.log.load_dossier(&id).await.unwrap()).unwrap();
+        let dossier = writepath::fold(&env.log.load_dossier(&id).await.unwrap()).unwrap();
         assert!(dossier.paid_online, "{id}");
         assert_eq!(dossier.outstanding_vnd(), 0, "{id}");
         assert_eq!(dossier.digitized.len(), 2, "{id}");
@@ -385,7 +385,7 @@ async fn history_imports_in_batches_and_folds_right() {
     let stored = env.log.load_dossier("HIST-16").await.unwrap();
     let late = stored.iter().find(|e| e.event_type == "late").unwrap();
     assert_eq!(late.occurred_at, local(2024, 3, 6, 9, 0));
-    let dossier = svc::write::fold(&stored).unwrap();
+    let dossier = writepath::fold(&stored).unwrap();
     assert!(dossier.late_marked);
     let apology = dossier.apology.expect("apology");
     assert_eq!(apology.new_appointment, local(2024, 3, 12, 9, 0));
@@ -394,12 +394,12 @@ async fn history_imports_in_batches_and_folds_right() {
     let resolution = dossier.resolution.expect("resolved");
     assert_eq!(resolution.timeliness, calendar::Timeliness::Late);
     assert_eq!(resolution.due_at, local(2024, 3, 6, 9, 0));
-    match svc::write::decode(&stored[0]).unwrap().body {
+    match writepath::decode(&stored[0]).unwrap().body {
         DossierEvent::Received { due_at, .. } => assert_eq!(due_at, local(2024, 3, 6, 9, 0)),
         other => panic!("{other:?}"),
     }
 
-    let dossier = svc::write::fold(&env.log.load_dossier("HIST-19").await.unwrap()).unwrap();
+    let dossier = writepath::fold(&env.log.load_dossier("HIST-19").await.unwrap()).unwrap();
     assert_eq!(dossier.transfers, 1);
     assert!(dossier.transferred_electronically);
     assert_eq!(
@@ -759,4 +759,216 @@ async fn a_batch_facing_a_silent_database_is_answered_unavailable_and_can_be_res
     );
     assert_eq!(direct.load_dossier("SILENT-IMPORT").await.unwrap().len(), 1);
     intake.stop().await;
+}
+
+/// `batches` batches of `dossiers` dossiers each, every batch continuing the lives of the
+/// previous batch's dossiers (received, digitized, resolved, returned, rated) and receiving new
+/// ones: each batch depends on the one before it, so a batch prepared while the previous one is
+/// still being written is decided against what that one writes.
+fn chained_batches(batches: u64, dossiers: usize) -> Vec<pb::ImportBatch> {
+    let at = local(2024, 3, 4, 8, 0);
+    let steps = [
+        |_: usize| digitized(&["ban-ve"], &[]),
+        |_: usize| resolved(DISTRICT_AGENCY),
+        |_: usize| returned(),
+        |_: usize| rated(),
+    ];
+    (0..batches)
+        .map(|b| {
+            let mut events = Vec::new();
+            for i in 0..dossiers {
+                events.push(event(
+                    &format!("CHAIN-{b}-{i:03}"),
+                    at + Duration::hours(b as i64),
+                    received(DISTRICT_AGENCY, false, at + Duration::days(20)),
+                ));
+            }
+            // The older dossiers' next steps: batch b continues those received in batch b - k
+            // with step k.
+            for (k, step) in steps.iter().enumerate() {
+                let Some(from) = b.checked_sub(k as u64 + 1) else {
+                    break;
+                };
+                for i in 0..dossiers {
+                    events.push(event(
+                        &format!("CHAIN-{from}-{i:03}"),
+                        at + Duration::hours(b as i64) + Duration::minutes(k as i64 + 1),
+                        step(i),
+                    ));
+                }
+            }
+            batch(b + 1, events)
+        })
+        .collect()
+}
+
+/// Positions 1..=n, every event hash and chain link recomputed from the canonical bytes.
+async fn assert_chain(log: &EventLog) -> usize {
+    let all = log.read_after(0, 1_000_000).await.unwrap();
+    let mut previous = eventlog::GENESIS_CHAIN_HASH;
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.position, i as i64 + 1, "no gap");
+        assert_eq!(
+            e.event_hash,
+            eventlog::event_hash(&eventlog::canonical_bytes(e))
+        );
+        previous = eventlog::chain_hash(&previous, &e.event_hash);
+        assert_eq!(e.chain_hash, previous, "chain at {}", e.position);
+    }
+    let ids: std::collections::HashSet<_> = all.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), all.len(), "no event stored twice");
+    all.len()
+}
+
+/// A pipelined import interrupted between batches — the client drops its stream, or every
+/// connection of the database is killed — leaves whole batches only; re-sending everything
+/// writes the rest exactly once (answers count the earlier events as duplicates), the chain
+/// verifies, and every dossier folds to the end of its history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_import_interrupted_between_batches_resumes_exactly() {
+    for kill_connections in [false, true] {
+        let env = env().await;
+        let batches = chained_batches(7, 30);
+        let total: usize = batches.iter().map(|b| b.events.len()).sum();
+
+        // First attempt: batches go out as fast as the stream takes them; after the second
+        // answer the client drops the stream, or the database's connections are killed.
+        let (send, outbound) = tokio::sync::mpsc::channel(8);
+        for b in batches.clone() {
+            send.send(b).await.unwrap();
+        }
+        // Every batch is queued: the stream ends after the last one (unless cut before).
+        drop(send);
+        let mut client = env.client.clone();
+        let mut inbound = client
+            .import_history(authed(
+                IMPORTER,
+                futures::stream::unfold(outbound, |mut rx| async move {
+                    rx.recv().await.map(|b| (b, rx))
+                }),
+            ))
+            .await
+            .expect("the import starts")
+            .into_inner();
+        let mut first = Vec::new();
+        while first.len() < 2 {
+            match inbound.message().await {
+                Ok(Some(answer)) => first.push(answer),
+                other => panic!("two answers before the interruption: {other:?}"),
+            }
+        }
+        if kill_connections {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .execute(&env._db.pool)
+            .await
+            .unwrap();
+            // Whatever the stream answers from here on (more batches, or UNAVAILABLE), it ends.
+            while let Ok(Some(answer)) = inbound.message().await {
+                first.push(answer);
+            }
+        } else {
+            drop(inbound);
+        }
+        assert!(first.len() >= 2);
+        // A batch still being written when the stream was cut may commit a little later: it is
+        // whole either way (checked below through the second attempt's answers).
+
+        // Second attempt: everything again, on a new stream (and pool connections).
+        let (answers, end) = import(&mut env.client.clone(), IMPORTER, batches.clone()).await;
+        assert!(end.is_none(), "{kill_connections}: {end:?}");
+        assert_eq!(answers.len(), batches.len());
+        for (answer, b) in answers.iter().zip(&batches) {
+            assert_eq!(
+                (answer.appended + answer.duplicates) as usize,
+                b.events.len(),
+                "{kill_connections}: batch {}",
+                b.batch_seq
+            );
+        }
+        for (i, (answer, b)) in answers.iter().zip(&batches).enumerate() {
+            // Every batch was stored whole by one of the two attempts, never split.
+            assert!(
+                answer.appended == 0 || answer.appended as usize == b.events.len(),
+                "{kill_connections}: batch {} half written: {answer:?}",
+                b.batch_seq
+            );
+            if i < first.len() {
+                assert_eq!(
+                    answer.appended, 0,
+                    "{kill_connections}: answered, so stored"
+                );
+            }
+        }
+        assert_eq!(env.log.head().await.unwrap() as usize, total);
+        assert_eq!(assert_chain(&env.log).await, total, "{kill_connections}");
+        // The dossiers of the first batch went through their whole life.
+        let dossier = writepath::fold(&env.log.load_dossier("CHAIN-0-007").await.unwrap()).unwrap();
+        assert_eq!(dossier.version, 5);
+        assert!(dossier.rating.is_some());
+    }
+}
+
+/// The two stages of the write path's import used directly: batch 2 prepared while batch 1 is
+/// not written yet (against what batch 1 leaves: its speculation) is written right after it;
+/// and when batch 1 loses its race to another writer of the same events, its write says the
+/// speculation did not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_prepared_on_the_previous_one_is_exact_and_a_lost_race_voids_it() {
+    let db = testkit::TestDb::new().await;
+    let log = EventLog::from_pool(db.pool.clone());
+    log.migrate().await.unwrap();
+    let write = writepath::WritePath::new(
+        log.clone(),
+        std::sync::Arc::new(calendar::Calendar::vietnam_default()),
+        domain::SupplementPolicy::Restart,
+    );
+    let now = chrono::Utc::now();
+    let parse = |b: &pb::ImportBatch| -> Vec<writepath::ImportEvent> {
+        intake::parse_batch(b, now)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.event)
+            .collect()
+    };
+    let batches = chained_batches(3, 10);
+    let (b1, b2, b3) = (parse(&batches[0]), parse(&batches[1]), parse(&batches[2]));
+
+    // Batch 2 depends on batch 1 (it digitizes batch 1's dossiers): against the log alone it
+    // is refused; against batch 1's speculation it is decided.
+    let (p1, s1) = write.prepare_import(&b1, None).await.unwrap();
+    assert!(matches!(
+        write.prepare_import(&b2, None).await,
+        Err(writepath::ImportError::Refused { .. })
+    ));
+    let (p2, s2) = write.prepare_import(&b2, Some(&s1)).await.unwrap();
+    assert_eq!((p1.len(), p2.len()), (b1.len(), b2.len()));
+
+    // Another writer (the same batch re-sent) commits batch 1 first: batch 1's own write loses
+    // the race, is checked again and counts everything as duplicates; its speculation is void.
+    let other = write.import(&b1).await.unwrap();
+    assert_eq!(other.appended as usize, b1.len());
+    let (imported, held) = write.write_import(&b1, p1).await.unwrap();
+    assert!(!held, "the speculation did not hold");
+    assert_eq!(
+        (imported.appended, imported.duplicates as usize),
+        (0, b1.len())
+    );
+
+    // Batch 2 as prepared still matches the log here (the other writer wrote the same events);
+    // batch 3, prepared on batch 2's speculation, follows it.
+    let (p3, _) = write.prepare_import(&b3, Some(&s2)).await.unwrap();
+    let (imported, held) = write.write_import(&b2, p2).await.unwrap();
+    assert!(held);
+    assert_eq!(imported.appended as usize, b2.len());
+    let (imported, held) = write.write_import(&b3, p3).await.unwrap();
+    assert!(held);
+    assert_eq!(imported.appended as usize, b3.len());
+    assert_eq!(
+        imported.last_position as usize,
+        b1.len() + b2.len() + b3.len()
+    );
+    assert_eq!(assert_chain(&log).await, b1.len() + b2.len() + b3.len());
 }

@@ -1581,7 +1581,7 @@ async fn the_service_runs_the_watcher_next_to_grpc_and_marks_on_start() {
     // The service starts after the due time (the clock says so): its watcher catches up and
     // records `late` at once, without waiting an interval.
     let mut deps = svc::ServiceDeps::for_tests(log.clone(), processing_tokens());
-    deps.clock = ManualClock::new(local(2024, 4, 26, 9, 0)) as Arc<dyn svc::Clock>;
+    deps.clock = ManualClock::new(local(2024, 4, 26, 9, 0)) as Arc<dyn writepath::Clock>;
     let service = RunningProcessing::start_with(
         deps,
         Some(WatcherConfig {

@@ -577,7 +577,7 @@ async fn watcher_with_notice(
     notice: domain::NoticeUnit,
 ) -> processing::Watcher {
     drop(watcher(log, clock.clone()).await);
-    let write = svc::WritePath::new(
+    let write = writepath::WritePath::new(
         log.clone(),
         std::sync::Arc::new(calendar::Calendar::vietnam_default()),
         SupplementPolicy::Restart,

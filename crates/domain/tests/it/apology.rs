@@ -369,7 +369,8 @@ fn the_apology_deadline_is_the_last_on_time_moment() {
                     rules,
                 )
                 .expect("an apology is accepted while open");
-                let [DossierEvent::ApologyIssued { on_time, .. }] = events.as_slice() else {
+                let domain::Decision::Event(DossierEvent::ApologyIssued { on_time, .. }) = &events
+                else {
                     panic!("one apology event: {events:?}");
                 };
                 assert_eq!(

@@ -19,7 +19,7 @@ fn run(commands: Vec<Command>, policy: SupplementPolicy) -> (Dossier, Vec<Event>
     for command in commands {
         let events = decide(&state, &command, rules(policy))
             .unwrap_or_else(|refusal| panic!("{:?} refused: {refusal}", command.action));
-        for body in events {
+        for body in events.into_events() {
             let event = Event {
                 occurred_at: event_time(&command, &body),
                 body,

@@ -205,7 +205,7 @@ proptest! {
             let was = state.clone();
             match decide(&state, &command, rules(policy)) {
                 Ok(events) => {
-                    for body in events {
+                    for body in events.into_events() {
                         let event = Event { occurred_at: event_time(&command, &body), body };
                         if let Some(received_at) = state.received_at {
                             prop_assert!(event.occurred_at >= received_at, "{event:?} before reception");
@@ -243,7 +243,7 @@ proptest! {
             if state.phase.is_ended() {
                 let later = Command { occurred_at: at + Duration::days(1), action: action(step, at) };
                 if let Ok(events) = decide(&state, &later, rules(policy)) {
-                    prop_assert!(events.is_empty(), "an ended dossier accepted {:?}", later.action);
+                    prop_assert!(events.events().is_empty(), "an ended dossier accepted {:?}", later.action);
                 }
             }
             if state.late_marked {

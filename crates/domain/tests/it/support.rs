@@ -5,10 +5,10 @@ use std::sync::LazyLock;
 use calendar::{Calendar, StatutoryTime};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use domain::{
-    Action, AgencyCode, ApplicantType, Channel, Command, ComponentCode, Dossier, DossierEvent,
-    Event, FeeKind, Level, NoticeUnit, OnlineServiceLevel, Outcome, PaymentChannel, ProcedureCode,
-    Profile, Rating, Refusal, ReturnMethod, Rules, SectorCode, SupplementPolicy, Text,
-    TransactionId, TransferMode, decide, event_time,
+    Action, AgencyCode, ApplicantType, Channel, Command, ComponentCode, Decision, Dossier,
+    DossierEvent, Event, FeeKind, Level, NoticeUnit, OnlineServiceLevel, Outcome, PaymentChannel,
+    ProcedureCode, Profile, Rating, Refusal, ReturnMethod, Rules, SectorCode, SupplementPolicy,
+    Text, TransactionId, TransferMode, decide, event_time,
 };
 
 pub static CALENDAR: LazyLock<Calendar> = LazyLock::new(Calendar::vietnam_default);
@@ -202,18 +202,29 @@ pub fn is_intake(action: &Action) -> bool {
 
 /// What a test expects from a command.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per test step, consumed at once
 pub enum Expect {
-    Events(Vec<DossierEvent>),
+    Decided(Decision),
     Refused(Refusal),
 }
+/// The decision with these events: none is "already done", one an event, two a resolution and
+/// its `late_withdrawn` (the test fails on any other decision).
 impl From<Vec<DossierEvent>> for Expect {
-    fn from(events: Vec<DossierEvent>) -> Self {
-        Expect::Events(events)
+    fn from(mut events: Vec<DossierEvent>) -> Self {
+        Expect::Decided(match events.len() {
+            0 => Decision::AlreadyDone,
+            1 => Decision::Event(events.remove(0)),
+            2 => {
+                let withdrawn = events.remove(1);
+                Decision::ResolvedWithdrawingLate([events.remove(0), withdrawn])
+            }
+            n => panic!("no decision has {n} events"),
+        })
     }
 }
 impl From<DossierEvent> for Expect {
     fn from(event: DossierEvent) -> Self {
-        Expect::Events(vec![event])
+        Expect::Decided(Decision::Event(event))
     }
 }
 impl From<Refusal> for Expect {
@@ -224,7 +235,7 @@ impl From<Refusal> for Expect {
 
 /// "Already done": nothing to write.
 pub fn nothing() -> Expect {
-    Expect::Events(Vec::new())
+    Expect::Decided(Decision::AlreadyDone)
 }
 
 pub struct Given {
@@ -276,7 +287,7 @@ impl Given {
 pub struct When {
     pub state: Dossier,
     pub command: Command,
-    pub result: Result<Vec<DossierEvent>, Refusal>,
+    pub result: Result<Decision, Refusal>,
 }
 
 impl When {
@@ -284,29 +295,25 @@ impl When {
     #[track_caller]
     pub fn then(self, expected: impl Into<Expect>) -> Dossier {
         match (expected.into(), self.result) {
-            (Expect::Events(expected), Ok(actual)) => {
-                assert_eq!(
-                    actual, expected,
-                    "events decided for {:?}",
-                    self.command.action
-                );
+            (Expect::Decided(expected), Ok(actual)) => {
+                assert_eq!(actual, expected, "decision for {:?}", self.command.action);
                 let mut state = self.state;
                 let before = state.version;
-                for body in actual {
+                for body in actual.into_events() {
                     let at = event_time(&self.command, &body);
                     state.evolve(&Event {
                         occurred_at: at,
                         body,
                     });
                 }
-                assert_eq!(state.version, before + expected.len() as u32);
+                assert_eq!(state.version, before + expected.events().len() as u32);
                 state
             }
             (Expect::Refused(expected), Err(actual)) => {
                 assert_eq!(actual, expected, "refusal of {:?}", self.command.action);
                 self.state
             }
-            (Expect::Events(expected), Err(actual)) => {
+            (Expect::Decided(expected), Err(actual)) => {
                 panic!(
                     "expected {expected:?}, but {:?} was refused: {actual:?}",
                     self.command.action
@@ -327,7 +334,8 @@ impl When {
         let events = self
             .result
             .clone()
-            .unwrap_or_else(|r| panic!("refused: {r:?}"));
+            .unwrap_or_else(|r| panic!("refused: {r:?}"))
+            .into_events();
         let state = self.then(events.clone());
         (events, state)
     }

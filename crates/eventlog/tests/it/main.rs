@@ -1,6 +1,7 @@
 //! Integration tests of the event log against the real PostgreSQL (a fresh database per test).
 
 mod append;
+mod bulk;
 mod concurrency;
 mod follow;
 mod group;

@@ -100,7 +100,7 @@ impl Life {
             supplement_policy: self.policy,
             apology_notice: self.notice,
         };
-        for body in decide(&self.state, &command, rules)? {
+        for body in decide(&self.state, &command, rules)?.into_events() {
             let event = Event {
                 occurred_at: event_time(&command, &body),
                 body,

@@ -79,7 +79,7 @@ impl Lifeline {
         let Ok(bodies) = domain::decide(&self.state, &command, rules) else {
             return false;
         };
-        for body in bodies {
+        for body in bodies.into_events() {
             let event = domain::Event {
                 occurred_at: domain::event_time(&command, &body),
                 body,

@@ -16,13 +16,14 @@ use domain::{
 use eventlog::{DossierAppend, EventLog, ExpectedVersion, NewEvent, Routing, StoredEvent};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use svc::{Principal, Role, Tokens, WriteOutcome, WritePath, WriteRequest};
+use svc::{Principal, Role, Tokens};
 use testkit::TestDb;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel as GrpcChannel;
 use tonic::{Request, Status, Streaming};
 use uuid::Uuid;
+use writepath::{WriteOutcome, WritePath, WriteRequest};
 
 pub const AUDITOR: &str = "replay-test-auditor";
 pub const COUNTER: &str = "replay-test-counter";
@@ -196,7 +197,7 @@ impl Env {
             fingerprint: [0; 32],
         };
         match write.execute(&request, |_| Ok(())).await {
-            Ok(WriteOutcome::Written(mut events)) => events.remove(0),
+            Ok(WriteOutcome::Written(mut events)) => events.remove(0).stored,
             other => panic!("{:?} on {dossier}: {other:?}", request.command.action),
         }
     }
