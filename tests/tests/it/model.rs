@@ -967,12 +967,27 @@ fn report_request(
     at: Option<DateTime<Utc>>,
     view: Option<NaiveDate>,
 ) -> pb::GetReportRequest {
+    grouped_report_request(form, from, to, at, view, &[])
+}
+
+fn grouped_report_request(
+    form: pb::ReportForm,
+    from: NaiveDate,
+    to: NaiveDate,
+    at: Option<DateTime<Utc>>,
+    view: Option<NaiveDate>,
+    group_by: &[stats::Dimension],
+) -> pb::GetReportRequest {
     pb::GetReportRequest {
         form: form as i32,
         from: from.to_string(),
         to: to.to_string(),
         as_recorded_at: at.map(ts),
         structure_at: view.map(|d| d.to_string()).unwrap_or_default(),
+        group_by: group_by
+            .iter()
+            .map(|d| projection::service::dimension_pb(*d) as i32)
+            .collect(),
         ..Default::default()
     }
 }
@@ -1245,11 +1260,7 @@ async fn check_in(
             &[][..],
             &[stats::Dimension::Level, stats::Dimension::Agency][..],
         ] {
-            let mut asked = report_request(pb::ReportForm::Ii06a, from, to, at, view);
-            asked.group_by = group_by
-                .iter()
-                .map(|d| projection::service::dimension_pb(*d) as i32)
-                .collect();
+            let asked = grouped_report_request(pb::ReportForm::Ii06a, from, to, at, view, group_by);
             let report = client
                 .get_report(authed(AUDITOR, asked))
                 .await
@@ -1360,11 +1371,8 @@ async fn check_in(
             scorecards.push(&[stats::Dimension::Procedure][..]);
         }
         for group_by in scorecards {
-            let mut asked = report_request(pb::ReportForm::Scorecard766, from, to, at, view);
-            asked.group_by = group_by
-                .iter()
-                .map(|d| projection::service::dimension_pb(*d) as i32)
-                .collect();
+            let asked =
+                grouped_report_request(pb::ReportForm::Scorecard766, from, to, at, view, group_by);
             let report = client
                 .get_report(authed(AUDITOR, asked))
                 .await
