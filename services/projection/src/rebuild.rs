@@ -400,6 +400,8 @@ async fn fill(
            ADD CONSTRAINT projection_contributions_next_pkey PRIMARY KEY (dossier_id)",
         "ALTER TABLE stats_cells_next ADD CONSTRAINT stats_cells_next_pkey PRIMARY KEY \
            (slice, grain, period)",
+        "CREATE INDEX stats_cells_next_by_rollup ON stats_cells_next \
+           (rollup, grain, period, slice)",
         "ANALYZE projection_contributions_next, stats_cells_next",
     ] {
         sqlx::query(sql).execute(&mut *conn).await?;
@@ -541,7 +543,7 @@ enum Target {
 impl Target {
     fn copy_statement(self) -> &'static str {
         match self {
-            // Every column, in the table's order: slice, grain, period, the metrics.
+            // Every column, in the table's order: slice, rollup, grain, period, the metrics.
             Target::Runs => "COPY stats_cells_runs FROM STDIN",
             Target::Shadow => "COPY stats_cells_next FROM STDIN",
         }
@@ -845,6 +847,8 @@ fn spill(sums: &mut CellSums, target: Target, out: &mpsc::Sender<ToWriter>) -> R
         }
         push_int(&mut rows, i128::from(sums.dims.global(key.dims)));
         rows.push(b'\t');
+        push_int(&mut rows, i128::from(sums.dims.rollup(key.dims)));
+        rows.push(b'\t');
         rows.extend_from_slice(key.grain.code().as_bytes());
         rows.push(b'\t');
         push_date(&mut rows, key.period);
@@ -881,9 +885,9 @@ fn merge_runs_sql() -> String {
         .collect();
     let any: Vec<String> = names.iter().map(|m| format!("sum({m}) <> 0")).collect();
     format!(
-        "INSERT INTO stats_cells_next (slice, grain, period, {cols}) \
-         SELECT slice, grain, period, {sums} FROM stats_cells_runs \
-         GROUP BY slice, grain, period HAVING {any}",
+        "INSERT INTO stats_cells_next (slice, rollup, grain, period, {cols}) \
+         SELECT slice, rollup, grain, period, {sums} FROM stats_cells_runs \
+         GROUP BY slice, rollup, grain, period HAVING {any}",
         cols = names.join(", "),
         sums = sums.join(", "),
         any = any.join(" OR "),
@@ -1087,6 +1091,11 @@ impl Dims {
     fn global(&self, id: u32) -> i32 {
         self.global.get(id as usize).copied().unwrap_or(-1)
     }
+
+    /// The rollup of a slice.
+    fn rollup(&self, id: u32) -> u8 {
+        self.tuples[id as usize].0
+    }
 }
 
 /// A fast non-cryptographic hash (the FxHash of rustc) for the dimension lookup: its keys are
@@ -1249,6 +1258,7 @@ impl Shadow {
             "ALTER TABLE stats_cells_next RENAME TO stats_cells",
             "ALTER TABLE stats_cells RENAME CONSTRAINT stats_cells_next_pkey \
                TO stats_cells_pkey",
+            "ALTER INDEX stats_cells_next_by_rollup RENAME TO stats_cells_by_rollup",
             // The long-form view follows the table it was made on: made again on the new one.
             view.as_str(),
             // Every dossier of the snapshot is now in the figures: a failure recorded for one

@@ -338,10 +338,10 @@ async fn slice_ids_are_stable_across_a_rebuild() {
     rebuild::rebuild(&db.pool, |_| {}).await.unwrap();
     let after = dictionary(db.pool.clone()).await;
     assert_eq!(after, before, "same ids, same slices");
-    // Every cell names a slice of the dictionary.
+    // Every cell names a slice of the dictionary, under that slice's rollup.
     let orphans: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM stats_cells c WHERE NOT EXISTS \
-           (SELECT 1 FROM stats_slice s WHERE s.id = c.slice)",
+           (SELECT 1 FROM stats_slice s WHERE s.id = c.slice AND s.rollup = c.rollup)",
     )
     .fetch_one(&db.pool)
     .await

@@ -62,6 +62,36 @@ async fn a_tampered_cell_is_listed_with_its_expected_and_found_values() {
     assert!(report.to_string().contains("expected"), "{report}");
 }
 
+/// A row whose copied `rollup` is not its slice's would be read by the wrong rollup's
+/// questions (they range over `stats_cells_by_rollup`): verify reports its figures as missing.
+#[tokio::test]
+async fn a_row_under_the_wrong_rollup_is_found() {
+    let (db, _log) = setup().await;
+    let received: i64 = sqlx::query_scalar(
+        "UPDATE stats_cells c SET rollup = 5 \
+         WHERE (c.slice, c.grain, c.period) = \
+           (SELECT c2.slice, c2.grain, c2.period FROM stats_cells c2 \
+            WHERE c2.rollup = 3 AND c2.grain = 'y' AND c2.received IS NOT NULL LIMIT 1) \
+         RETURNING c.received::bigint",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let report = verify(&db.pool, 100).await.unwrap();
+    assert!(!report.is_consistent());
+    assert!(report.dossier_differences.is_empty(), "{report}");
+    let cell = report
+        .cell_differences
+        .iter()
+        .find(|c| c.rollup == 3 && c.grain.code() == "y" && c.metric == "received")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(
+        (cell.expected, cell.found),
+        (i128::from(received), 0),
+        "{report}"
+    );
+}
+
 #[tokio::test]
 async fn a_missing_dossier_and_a_tampered_contribution_are_found() {
     let (db, _log) = setup().await;
