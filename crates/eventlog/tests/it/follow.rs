@@ -89,9 +89,14 @@ async fn follower_sees_commit_order_and_skips_nothing() {
             .is_err(),
         "the follower delivered an event before it was committed"
     );
-    assert_eq!(
-        waiting_at_sequencer(&log).await,
-        2,
+    // B and C may share one group (then one session waits at the sequencer) or not (two):
+    // either way neither has finished and the sequencer still holds them.
+    assert!(
+        waiting_at_sequencer(&log).await >= 1,
+        "B and C still wait for A"
+    );
+    assert!(
+        !b.is_finished() && !c.is_finished(),
         "B and C still wait for A"
     );
 
