@@ -11,68 +11,32 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use eventlog::{DossierAppend, EventLog, ExpectedVersion};
+use eventlog::EventLog;
 use projection::asof;
 use sqlx::{PgPool, Row};
 use stats::{Aggregates, Dimension, Query, SliceFilter};
 
-use crate::crash::{Life, life, new_event};
+use crate::crash::{Interleaving, Life, Shape, life};
 use crate::support::{AGENCIES, PROCEDURES, Rng, SECTORS, migrated_db};
 
 /// Appends `lives` piecewise and interleaved, one small append per transaction (so that most
 /// appends have an instant of their own), as counters would.
 async fn write_lives(log: &EventLog, lives: &[Life], rng: &mut Rng) {
-    let mut written = vec![0usize; lives.len()];
-    let mut active: Vec<usize> = Vec::new();
-    let mut next_new = 0;
-    loop {
-        if next_new == lives.len() && active.is_empty() {
-            break;
-        }
-        let dossiers = if rng.chance(15) { 2 } else { 1 };
-        let mut batch: Vec<(usize, usize)> = Vec::new();
-        for _ in 0..dossiers {
-            let start_new = next_new < lives.len() && (active.len() < 10 || rng.chance(25));
-            let i = if start_new {
-                next_new += 1;
-                active.push(next_new - 1);
-                next_new - 1
-            } else if active.is_empty() {
-                break;
-            } else {
-                active[rng.below(active.len() as u64) as usize]
-            };
-            if batch.iter().any(|(j, _)| *j == i) {
-                continue;
-            }
-            let left = lives[i].events.len() - written[i];
-            batch.push((i, (1 + rng.below(2) as usize).min(left)));
-        }
-        let calls: Vec<DossierAppend> = batch
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|&(i, n)| DossierAppend {
-                dossier_id: lives[i].id.clone(),
-                expected_version: match written[i] {
-                    0 => ExpectedVersion::NoStream,
-                    v => ExpectedVersion::Exact(v as u32),
-                },
-                routing: lives[i].routing.clone(),
-                events: lives[i].events[written[i]..written[i] + n]
-                    .iter()
-                    .map(|e| new_event(rng, e))
-                    .collect(),
-            })
-            .collect();
+    let mut pieces = Interleaving::new(lives.len());
+    let shape = Shape {
+        several_percent: 15,
+        most_dossiers: 2,
+        active: 10,
+        start_percent: 25,
+        most_events: 2,
+    };
+    while !pieces.done(lives) {
+        let batch = pieces.next_batch(lives, rng, shape);
+        let calls = pieces.appends(lives, &batch, rng);
         if !calls.is_empty() {
             log.append(calls).await.expect("append");
         }
-        for (i, n) in batch {
-            written[i] += n;
-            if written[i] == lives[i].events.len() {
-                active.retain(|j| *j != i);
-            }
-        }
+        pieces.written_now(lives, &batch);
     }
 }
 

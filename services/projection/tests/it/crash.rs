@@ -361,59 +361,27 @@ struct Written {
 }
 
 async fn write(log: EventLog, lives: Vec<Life>, mut rng: Rng, stop: CancellationToken) -> Written {
-    let mut written = vec![0usize; lives.len()];
-    let mut active: Vec<usize> = Vec::new();
-    let mut next_new = 0;
+    let mut pieces = Interleaving::new(lives.len());
+    let shape = Shape {
+        several_percent: 20,
+        most_dossiers: 4,
+        active: 12,
+        start_percent: 30,
+        most_events: 3,
+    };
     let mut appends = 0;
     'writing: while !stop.is_cancelled() {
         for _ in 0..1 + rng.below(20) {
-            if next_new == lives.len() && active.is_empty() {
+            if pieces.done(&lives) {
                 break 'writing;
             }
-            // Usually one dossier per append, sometimes several in one transaction.
-            let dossiers = if rng.chance(20) { 2 + rng.below(3) } else { 1 };
-            let mut batch: Vec<(usize, usize)> = Vec::new();
-            for _ in 0..dossiers {
-                let start_new = next_new < lives.len() && (active.len() < 12 || rng.chance(30));
-                let i = if start_new {
-                    next_new += 1;
-                    active.push(next_new - 1);
-                    next_new - 1
-                } else if active.is_empty() {
-                    break;
-                } else {
-                    active[rng.below(active.len() as u64) as usize]
-                };
-                if batch.iter().any(|(j, _)| *j == i) {
-                    continue;
-                }
-                let left = lives[i].events.len() - written[i];
-                let n = (1 + rng.below(3) as usize).min(left);
-                batch.push((i, n));
+            let batch = pieces.next_batch(&lives, &mut rng, shape);
+            let calls = pieces.appends(&lives, &batch, &mut rng);
+            if !calls.is_empty() {
+                log.append(calls).await.expect("append");
+                appends += 1;
             }
-            let calls: Vec<DossierAppend> = batch
-                .iter()
-                .map(|&(i, n)| DossierAppend {
-                    dossier_id: lives[i].id.clone(),
-                    expected_version: match written[i] {
-                        0 => ExpectedVersion::NoStream,
-                        v => ExpectedVersion::Exact(v as u32),
-                    },
-                    routing: lives[i].routing.clone(),
-                    events: lives[i].events[written[i]..written[i] + n]
-                        .iter()
-                        .map(|e| new_event(&mut rng, e))
-                        .collect(),
-                })
-                .collect();
-            log.append(calls).await.expect("append");
-            appends += 1;
-            for (i, n) in batch {
-                written[i] += n;
-                if written[i] == lives[i].events.len() {
-                    active.retain(|j| *j != i);
-                }
-            }
+            pieces.written_now(&lives, &batch);
         }
         tokio::select! {
             () = stop.cancelled() => break,
@@ -422,8 +390,115 @@ async fn write(log: EventLog, lives: Vec<Life>, mut rng: Rng, stop: Cancellation
     }
     Written {
         lives,
-        written,
+        written: pieces.written,
         appends,
+    }
+}
+
+/// How [`Interleaving::next_batch`] cuts the lives into appends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    /// Percent of the appends that carry several dossiers (one transaction)…
+    pub several_percent: u64,
+    /// … at most this many.
+    pub most_dossiers: u64,
+    /// Lives in progress below which a new one is always started…
+    pub active: usize,
+    /// … and above it, the percent chance of starting one anyway.
+    pub start_percent: u64,
+    /// Events of one dossier in one append, at most.
+    pub most_events: u64,
+}
+
+/// Lives written piecewise and interleaved, as counters would: which have started, how many of
+/// each one's events are in the log.
+pub(crate) struct Interleaving {
+    pub written: Vec<usize>,
+    active: Vec<usize>,
+    next_new: usize,
+}
+
+impl Interleaving {
+    pub fn new(lives: usize) -> Self {
+        Interleaving {
+            written: vec![0; lives],
+            active: Vec::new(),
+            next_new: 0,
+        }
+    }
+
+    /// Every life is wholly written.
+    pub fn done(&self, lives: &[Life]) -> bool {
+        self.next_new == lives.len() && self.active.is_empty()
+    }
+
+    /// The next append: (life, number of its next events), one entry per dossier.
+    pub fn next_batch(
+        &mut self,
+        lives: &[Life],
+        rng: &mut Rng,
+        shape: Shape,
+    ) -> Vec<(usize, usize)> {
+        let dossiers = if rng.chance(shape.several_percent) {
+            2 + rng.below(shape.most_dossiers - 1)
+        } else {
+            1
+        };
+        let mut batch: Vec<(usize, usize)> = Vec::new();
+        for _ in 0..dossiers {
+            let start_new = self.next_new < lives.len()
+                && (self.active.len() < shape.active || rng.chance(shape.start_percent));
+            let i = if start_new {
+                self.next_new += 1;
+                self.active.push(self.next_new - 1);
+                self.next_new - 1
+            } else if self.active.is_empty() {
+                break;
+            } else {
+                self.active[rng.below(self.active.len() as u64) as usize]
+            };
+            if batch.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            let left = lives[i].events.len() - self.written[i];
+            batch.push((i, (1 + rng.below(shape.most_events) as usize).min(left)));
+        }
+        batch
+    }
+
+    /// The batch as appends, each expecting the version written so far.
+    pub fn appends(
+        &self,
+        lives: &[Life],
+        batch: &[(usize, usize)],
+        rng: &mut Rng,
+    ) -> Vec<DossierAppend> {
+        batch
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|&(i, n)| DossierAppend {
+                dossier_id: lives[i].id.clone(),
+                expected_version: match self.written[i] {
+                    0 => ExpectedVersion::NoStream,
+                    v => ExpectedVersion::Exact(v as u32),
+                },
+                routing: lives[i].routing.clone(),
+                events: lives[i].events[self.written[i]..self.written[i] + n]
+                    .iter()
+                    .map(|e| new_event(rng, e))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The batch is in the log.
+    pub fn written_now(&mut self, lives: &[Life], batch: &[(usize, usize)]) {
+        for &(i, n) in batch {
+            self.written[i] += n;
+            if self.written[i] == lives[i].events.len() {
+                self.active.retain(|j| *j != i);
+            }
+        }
     }
 }
 
