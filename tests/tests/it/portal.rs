@@ -50,16 +50,25 @@ impl World {
         u32::try_from(event.version).expect("version")
     }
 
-    /// The dossier's events in the log: `(occurred_at as the portal writes it, version)`.
-    async fn log_times(&self, id: &str) -> Vec<String> {
-        self.stack
+    /// The portal holds one progress entry per event of the dossier in the log, in order (their
+    /// times as the portal writes them).
+    async fn assert_progress_is_the_log(&self, id: &str) {
+        let progress: Vec<String> = self
+            .receiver
+            .progress(id)
+            .iter()
+            .map(|p| p["ThoiDiemXuLy"].as_str().unwrap().to_owned())
+            .collect();
+        let log: Vec<String> = self
+            .stack
             .log
             .load_dossier(id)
             .await
             .expect("load")
             .iter()
             .map(|e| portal_sync::shapes::portal_date(e.occurred_at))
-            .collect()
+            .collect();
+        assert_eq!(progress, log, "{id}: each event once, in order");
     }
 
     /// Waits until the portal took one progress entry per event of the dossier.
@@ -174,13 +183,7 @@ async fn every_dossier_version_reaches_the_portal_once_in_the_documented_shape()
     assert_eq!(last["TaiLieuNop"][1]["DuocTaiSuDung"], 1);
     assert_eq!(last["DanhSachGiayToKetQua"].as_array().unwrap().len(), 1);
     assert!(last.get("ChuHoSo").is_none(), "no applicant data yet");
-    let progress: Vec<String> = w
-        .receiver
-        .progress(a)
-        .iter()
-        .map(|p| p["ThoiDiemXuLy"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(progress, w.log_times(a).await, "each event once, in order");
+    w.assert_progress_is_the_log(a).await;
 
     // B: a supplement with the old and the new appointment; C: refused at the counter;
     // D: 13 events, two progress requests (10 + 3). All at once.
@@ -236,17 +239,7 @@ async fn every_dossier_version_reaches_the_portal_once_in_the_documented_shape()
     }
     for id in [b, c, d] {
         w.wait_synced(id).await;
-        let progress: Vec<String> = w
-            .receiver
-            .progress(id)
-            .iter()
-            .map(|p| p["ThoiDiemXuLy"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(
-            progress,
-            w.log_times(id).await,
-            "{id}: each event once, in order"
-        );
+        w.assert_progress_is_the_log(id).await;
     }
     let record_b = w.receiver.records(b).last().cloned().unwrap();
     let supplement = &record_b["DanhSachHoSoBoSung"][0];
@@ -339,13 +332,7 @@ async fn a_sync_killed_mid_request_resumes_without_loss() {
     w.wait_synced(x).await;
     assert_eq!(w.receiver.records(x).len(), 3);
     for id in [x, y] {
-        let progress: Vec<String> = w
-            .receiver
-            .progress(id)
-            .iter()
-            .map(|p| p["ThoiDiemXuLy"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(progress, w.log_times(id).await, "{id}: each event once");
+        w.assert_progress_is_the_log(id).await;
     }
     assert_eq!(w.receiver.records(y).len(), 1);
     assert_eq!(w.receiver.violations(), Vec::<String>::new());
@@ -617,17 +604,7 @@ async fn two_instances_share_the_work_without_sending_anything_twice() {
     }
     for id in &ids {
         w.wait_synced(id).await;
-        let progress: Vec<String> = w
-            .receiver
-            .progress(id)
-            .iter()
-            .map(|p| p["ThoiDiemXuLy"].as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(
-            progress,
-            w.log_times(id).await,
-            "{id}: each event once, in order"
-        );
+        w.assert_progress_is_the_log(id).await;
         let records = w.receiver.records(id);
         assert!(
             (1..=3).contains(&records.len()),
