@@ -337,22 +337,6 @@ pub fn assert_details_agree(status: &tonic::Status) -> Option<tonic_types::pb::S
     Some(rich)
 }
 
-/// Polls `check` every 50 ms until it answers `Some`, and returns that; panics naming `what`
-/// once `timeout` has passed. The one way the end-to-end tests wait for a condition.
-pub async fn eventually_some<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
+/// The one way the end-to-end tests wait for a condition (in `testkit`, shared with the
+/// services' own integration tests).
+pub use testkit::eventually_some;

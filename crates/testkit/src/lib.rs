@@ -173,3 +173,23 @@ impl Drop for TestNats {
         .join();
     }
 }
+
+/// Polls `check` every 50 ms until it answers `Some`, and returns that; panics naming `what`
+/// once `timeout` has passed. The one way the integration tests wait for a condition.
+pub async fn eventually_some<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

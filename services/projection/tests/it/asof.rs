@@ -354,7 +354,7 @@ async fn a_checkpoint_failing_or_cut_off_midway_leaves_nothing_and_the_next_resu
     }
     assert!(cut_off > 0, "no checkpoint was cut off");
     // The aborted connections' transactions end when PostgreSQL sees them closed.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    no_transaction_open_elsewhere(&db.pool).await;
     checkpoint_all(&db.pool, window).await;
     let head: i64 = sqlx::query_scalar("SELECT position FROM log_head")
         .fetch_one(&db.pool)
@@ -365,6 +365,26 @@ async fn a_checkpoint_failing_or_cut_off_midway_leaves_nothing_and_the_next_resu
         head / i64::from(window)
     );
     assert_exact_everywhere(&db.pool, &mut rng, "after failures").await;
+}
+
+/// Waits until no other session of this database is inside a transaction.
+async fn no_transaction_open_elsewhere(pool: &PgPool) {
+    testkit::eventually_some(
+        "aborted transactions to end",
+        Duration::from_secs(30),
+        || async {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+               AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            (open == 0).then_some(())
+        },
+    )
+    .await;
 }
 
 async fn checkpoint_all_until_error(pool: &PgPool, window: u32) -> usize {
@@ -406,7 +426,23 @@ async fn concurrent_checkpointers_while_appending_count_each_window_once() {
     }
     let more = lives(&mut rng, 1000, 60);
     write_lives(&log, &more, &mut rng).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The checkpointers catch up with the head before they stop.
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    testkit::eventually_some(
+        "the checkpointers to reach the head",
+        Duration::from_secs(30),
+        || async {
+            let done: i64 = sqlx::query_scalar("SELECT count(*) FROM asof_checkpoints")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            (done >= head / i64::from(window)).then_some(())
+        },
+    )
+    .await;
     stop.cancel();
     let mut per_task = Vec::new();
     for t in tasks {
