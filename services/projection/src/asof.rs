@@ -330,9 +330,45 @@ pub async fn checkpoint_once(
     }))
 }
 
+/// What the checkpointer has seen, for its metrics (`motcua_asof_*`). Every instance reports the
+/// shared state of the checkpoints (any instance may have written the last one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointerStatus {
+    /// The log position the last checkpoint covers (0 before the first).
+    pub checkpointed_position: i64,
+    /// The log's head, read in the same statement.
+    pub head_position: i64,
+    /// Checkpoints of this instance that failed (and wrote nothing) since it started.
+    pub failures_total: u64,
+}
+
+impl CheckpointerStatus {
+    /// Events recorded after the last checkpoint: what an "as recorded at" answer near the
+    /// head reads dossier by dossier (past [`MAX_PARTIAL_EVENTS`] it scans the log instead).
+    pub fn events_past_checkpoint(&self) -> i64 {
+        (self.head_position - self.checkpointed_position).max(0)
+    }
+}
+
+/// The last checkpoint's position and the log's head, in one statement.
+pub async fn progress(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COALESCE((SELECT position FROM asof_checkpoints ORDER BY seq DESC LIMIT 1), 0), \
+                (SELECT position FROM log_head)",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Checkpoints until `stop`: as many windows as are waiting, then a pause of `idle_poll_ms`;
-/// an error is logged and retried after the same pause (nothing was written).
-pub async fn run(pool: PgPool, settings: CheckpointSettings, stop: CancellationToken) {
+/// an error is logged and retried after the same pause (nothing was written). After each step
+/// the shared progress is read into `status`.
+pub async fn run(
+    pool: PgPool,
+    settings: CheckpointSettings,
+    status: tokio::sync::watch::Sender<CheckpointerStatus>,
+    stop: CancellationToken,
+) {
     let pause = Duration::from_millis(settings.idle_poll_ms);
     while !stop.is_cancelled() {
         let idle = match checkpoint_once(&pool, settings.window_events).await {
@@ -348,9 +384,17 @@ pub async fn run(pool: PgPool, settings: CheckpointSettings, stop: CancellationT
             Ok(None) => true,
             Err(error) => {
                 tracing::warn!(%error, "as-of checkpoint failed; retrying");
+                status.send_modify(|s| s.failures_total += 1);
                 true
             }
         };
+        match progress(&pool).await {
+            Ok((checkpointed, head)) => status.send_modify(|s| {
+                s.checkpointed_position = checkpointed;
+                s.head_position = head;
+            }),
+            Err(error) => tracing::warn!(%error, "cannot read the as-of checkpoints' progress"),
+        }
         if idle {
             tokio::select! {
                 () = stop.cancelled() => break,

@@ -259,8 +259,10 @@ impl ProjectionApp {
         pool: sqlx::PgPool,
         settings: asof::CheckpointSettings,
     ) -> Self {
+        let status = tokio::sync::watch::Sender::new(asof::CheckpointerStatus::default());
+        register_checkpointer(self.app.telemetry(), status.subscribe());
         self.app = self.app.task("checkpointer", move |stop| async move {
-            asof::run(pool, settings, stop).await;
+            asof::run(pool, settings, status, stop).await;
             Ok::<(), std::convert::Infallible>(())
         });
         self
@@ -367,6 +369,35 @@ impl ProjectionApp {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
         self.app.run_until_stopped(shutdown).await
     }
+}
+
+/// Exposes the "as recorded at" checkpointer's progress as metrics (`motcua_asof_*`; alert
+/// `MotcuaAsofCheckpointsBehind`).
+fn register_checkpointer(
+    telemetry: &svc::Telemetry,
+    status: tokio::sync::watch::Receiver<asof::CheckpointerStatus>,
+) {
+    use svc::metrics::Sample;
+    telemetry.sampled(
+        status,
+        &[
+            Sample::gauge(
+                "motcua_asof_checkpointed_position",
+                "the log position the last \"as recorded at\" checkpoint covers (any instance's)",
+                |s| s.borrow().checkpointed_position,
+            ),
+            Sample::gauge(
+                "motcua_asof_events_past_checkpoint",
+                "events recorded after the last checkpoint: read dossier by dossier by an as-of answer near the head; past 100000 it scans the log",
+                |s| s.borrow().events_past_checkpoint(),
+            ),
+            Sample::counter(
+                "motcua_asof_checkpoint_failures",
+                "checkpoints of this instance that failed (nothing written; retried)",
+                |s| s.borrow().failures_total,
+            ),
+        ],
+    );
 }
 
 /// Exposes the consumer's status as metrics (`motcua_projection_*`) and as a health check that

@@ -143,6 +143,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported_by_a_service(
         )
         .await
         .expect("projection")
+        .with_checkpointer(log.pool().clone(), Default::default())
         .into_app(),
     );
     apps.push(
@@ -227,6 +228,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported_by_a_service(
         ("relay", "motcua_relay_oversized_events_total"),
         ("projection", "motcua_projection_failing_dossiers"),
         ("projection", "motcua_stats_queries_rejected_total"),
+        ("projection", "motcua_asof_events_past_checkpoint"),
         ("audit", "motcua_checkpoint_age_seconds"),
         ("intake", "motcua_db_pool_connections"),
         ("replay", "motcua_grpc_requests_total"),

@@ -461,3 +461,70 @@ async fn concurrent_checkpointers_while_appending_count_each_window_once() {
     );
     assert_exact_everywhere(&db.pool, &mut rng, "concurrent").await;
 }
+
+/// The running checkpointer (`asof::run`) reports the shared progress its metrics expose: the
+/// last checkpoint's position, the events past it, and its own failures (counted, retried,
+/// and caught up after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_checkpointer_reports_its_progress_and_failures() {
+    let (db, log) = migrated_db().await;
+    let mut rng = Rng::new(0x5a_7e);
+    write_lives(&log, &lives(&mut rng, 0, 30), &mut rng).await;
+    let window = 8u32;
+    // Every checkpoint fails until the constraint goes.
+    sqlx::query("ALTER TABLE asof_checkpoints ADD CONSTRAINT none_yet CHECK (seq < 1)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (status, mut seen) = tokio::sync::watch::channel(asof::CheckpointerStatus::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let settings = asof::CheckpointSettings {
+        enabled: true,
+        window_events: window,
+        idle_poll_ms: 10,
+    };
+    let task = tokio::spawn(asof::run(db.pool.clone(), settings, status, stop.clone()));
+    let head = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT position FROM log_head")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let at_head = head(db.pool.clone()).await;
+    assert!(at_head > i64::from(window) * 3, "only {at_head} events");
+    let failing =
+        testkit::eventually_some("failures to be counted", Duration::from_secs(30), || {
+            let s = *seen.borrow_and_update();
+            async move { (s.failures_total >= 2 && s.head_position == at_head).then_some(s) }
+        })
+        .await;
+    assert_eq!(failing.checkpointed_position, 0);
+    assert_eq!(failing.events_past_checkpoint(), at_head);
+
+    sqlx::query("ALTER TABLE asof_checkpoints DROP CONSTRAINT none_yet")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    write_lives(&log, &lives(&mut rng, 500, 10), &mut rng).await;
+    let at_head = head(db.pool.clone()).await;
+    let caught_up = at_head - at_head % i64::from(window);
+    let done = testkit::eventually_some(
+        "the checkpointer to catch up",
+        Duration::from_secs(30),
+        || {
+            let s = *seen.borrow_and_update();
+            async move {
+                (s.checkpointed_position == caught_up && s.head_position == at_head).then_some(s)
+            }
+        },
+    )
+    .await;
+    assert_eq!(done.events_past_checkpoint(), at_head % i64::from(window));
+    assert!(done.failures_total >= failing.failures_total);
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        assert_consecutive(&db.pool, i64::from(window)).await * i64::from(window),
+        caught_up
+    );
+}
