@@ -877,7 +877,7 @@ mod tests {
             Some(17.0),
             "{after}"
         );
-        for (le, n) in [("1.0", 1.0), ("4.0", 4.0), ("+Inf", 5.0)] {
+        for (le, n) in [("1", 1.0), ("4", 4.0), ("+Inf", 5.0)] {
             assert_eq!(
                 value(&after, &format!("motcua_test_sizes_bucket{{le=\"{le}\"}}")),
                 Some(n),
