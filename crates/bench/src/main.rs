@@ -622,16 +622,18 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
         "bench: A1 lone call: {} ReceiveDossier calls one after another from one client",
         args.lone
     );
-    let lone = live::lone(&intake, args.lone).await?;
+    let (lone, lone_groups) = live::lone(&intake, &log, args.lone).await?;
     eprintln!("bench: A1 {}", lone.summary());
+    eprintln!("bench: A1 groups: {}", lone_groups.summary());
 
     settle(pool, args.analyze).await?;
     eprintln!(
         "bench: A  live receive: {} ReceiveDossier calls from {} clients",
         args.receives, args.clients
     );
-    let live = live::run(&intake, args.receives, args.clients).await?;
+    let (live, live_groups) = live::run(&intake, &log, args.receives, args.clients).await?;
     eprintln!("bench: A  {}", live.summary());
+    eprintln!("bench: A  groups: {}", live_groups.summary());
 
     let rows = raw::receive_rows(pool, live::DOSSIER_PREFIX).await?;
     if rows.len() != args.receives {
@@ -687,8 +689,10 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
         args: args.clone(),
         machine,
         live,
+        live_groups,
         live_raw,
         lone,
+        lone_groups,
         lone_raw,
         bulk,
         bulk_raw: baselines.remove(0),

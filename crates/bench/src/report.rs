@@ -6,6 +6,7 @@ use anyhow::Result;
 use sqlx::PgPool;
 
 use crate::import::Import;
+use crate::live::GroupSizes;
 use crate::raw::PayloadSizes;
 use crate::{Args, Timing};
 
@@ -106,9 +107,12 @@ pub struct Figures {
     pub args: Args,
     pub machine: Machine,
     pub live: Timing,
+    /// The group commit during A and A1: calls per group.
+    pub live_groups: GroupSizes,
     pub live_raw: Timing,
     /// A1 and its baseline A1₀.
     pub lone: Timing,
+    pub lone_groups: GroupSizes,
     pub lone_raw: Timing,
     pub bulk: Import,
     pub bulk_raw: Timing,
@@ -256,6 +260,13 @@ pub fn render(f: &Figures) -> String {
         f.bulk.generating.as_secs_f64(),
         f.sizes.events,
         f.sizes.raw,
+    );
+    let _ = writeln!(
+        out,
+        "\nGroup commit (intake's log handle; percentiles are the bounds of \
+         `motcua_append_group_size`'s buckets): A: {}. A1: {}.",
+        f.live_groups.summary(),
+        f.lone_groups.summary(),
     );
 
     f.machine.render(&mut out, "## Machine", &f.load_end);

@@ -37,6 +37,11 @@
 //! position unchanged, so it leaves no gap. Writers on different dossiers do their step 1 in
 //! parallel; only the short step 2 is serial.
 //!
+//! A call decided on the dossier as its caller read it ([`EventLog::append_after`](crate::EventLog::append_after))
+//! may skip step 1's look-ups: its expected version is then the version it read, and the
+//! unique constraints (below) check both it and the event ids at insert time (the
+//! [`group`](crate::group) module, which runs such calls).
+//!
 //! `append_in` stops before the COMMIT: the caller's transaction then holds the sequencer until
 //! it commits, and must be READ COMMITTED (PostgreSQL's default).
 //!
@@ -65,7 +70,9 @@ use uuid::Uuid;
 use crate::hash::{Canonical, chain_hash, event_hash, format_timestamp};
 use crate::limits::MAX_EVENT_BYTES;
 use crate::read::{decode_events, select_events};
-use crate::{AppendError, Appended, DossierAppend, ExpectedVersion, Routing, StoredEvent};
+use crate::{
+    AppendError, Appended, DossierAppend, DossierHead, ExpectedVersion, Routing, StoredEvent,
+};
 
 /// Attempts per call: the first, and one more after losing a race on a unique constraint.
 const MAX_ATTEMPTS: u32 = 2;
@@ -134,10 +141,21 @@ SELECT pg_notify('eventlog', $16)";
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) appends: Vec<DossierAppend>,
+    /// For each of `appends`, the head its caller decided on, when the append is consistent
+    /// with it ([`prepare_after`]): an attempt that trusts the heads skips that dossier's
+    /// version look-up and its events' id look-up.
+    pub(crate) heads: Vec<Option<DossierHead>>,
     pub(crate) event_ids: Vec<Uuid>,
     /// A rough size of the call's events (their payloads' strings and keys, ids, types,
     /// routing), to bound a group of calls; not the canonical size.
     pub(crate) bytes: usize,
+}
+
+impl Prepared {
+    /// Whether every append of the call came with a consistent head ([`prepare_after`]).
+    pub(crate) fn has_heads(&self) -> bool {
+        self.heads.len() == self.appends.len() && self.heads.iter().all(Option::is_some)
+    }
 }
 
 pub(crate) enum AttemptError {
@@ -263,7 +281,7 @@ async fn attempt_one(
     }
 }
 
-/// One attempt over a group of calls (one call for a plain append): the lookups for all of
+/// One attempt over a group of calls (one call for a plain append): the look-ups for all of
 /// them, each call resolved in order against the log and the calls before it, then one
 /// sequencing section for everything the accepted calls write (without the COMMIT).
 pub(crate) async fn attempt(
@@ -302,29 +320,100 @@ pub(crate) async fn attempt(
         .collect();
 
     // 2. Each call in order: duplicates, reused ids, expected versions, sizes.
-    let mut group = Group {
-        versions: current,
-        stored,
-        claimed: HashMap::new(),
-        written: Vec::new(),
-        canonical: Vec::new(),
-    };
-    let resolved: Vec<Result<Vec<Part>, AppendError>> =
-        calls.iter().map(|call| group.resolve(call)).collect();
-    let Group {
-        mut written,
-        canonical,
-        ..
-    } = group;
+    let resolved = Resolved::of(calls, current, stored);
 
     // 3. Sequencing: from here to COMMIT, the head row is locked.
+    write(conn, resolved).await
+}
+
+/// Step 2 of an attempt on the callers' heads instead of look-ups (no database): `Some` when
+/// every call came with consistent heads ([`prepare_after`]) and the heads settle every one of
+/// them — each is written, or is a duplicate of an earlier call of the group. Written after
+/// a look-up, each would get the same answer, as long as the insert succeeds: the versions
+/// are the heads' plus one and on, and the ids are taken as new, so a head out of date (a
+/// write since the caller's read, a retry of a call already stored) fails the insert on a
+/// unique constraint, and the group then runs with the look-ups ([`attempt`]).
+///
+/// `None` sends the group to the look-ups at once: a call without a head, or a call the heads
+/// would refuse (a conflict — two calls decided on one version —, a reused id, a size): a
+/// refusal writes nothing, so no constraint would check the heads it was based on.
+pub(crate) fn resolve_on_heads(calls: &[&Prepared]) -> Option<Resolved> {
+    // Each dossier at its head; two heads of one dossier (read at different times): the later,
+    // i.e. the higher version.
+    let mut current: HashMap<String, (i32, Routing)> = HashMap::new();
+    for call in calls {
+        if !call.has_heads() {
+            return None;
+        }
+        for (append, head) in call.appends.iter().zip(&call.heads) {
+            let head = head.as_ref()?;
+            let Some(routing) = head.routing.as_ref().filter(|_| head.version > 0) else {
+                continue;
+            };
+            let known = current
+                .entry(append.dossier_id.clone())
+                .or_insert_with(|| (head.version, routing.clone()));
+            if head.version > known.0 {
+                *known = (head.version, routing.clone());
+            }
+        }
+    }
+    let resolved = Resolved::of(calls, current, HashMap::new());
+    resolved.parts.iter().all(Result::is_ok).then_some(resolved)
+}
+
+/// Every call of an attempt resolved (step 2), ready for the sequencing section.
+pub(crate) struct Resolved {
+    /// Each call's parts, or its refusal.
+    parts: Vec<Result<Vec<Part>, AppendError>>,
+    /// What the accepted calls write, in position order (positions and hashes filled later).
+    written: Vec<StoredEvent>,
+    canonical: Vec<Canonical>,
+}
+
+impl Resolved {
+    /// Each call in order, against `current` (each dossier's version and routing) and
+    /// `stored` (the calls' events already in the log, by id) and the calls before it.
+    fn of(
+        calls: &[&Prepared],
+        current: HashMap<String, (i32, Routing)>,
+        stored: HashMap<Uuid, StoredEvent>,
+    ) -> Resolved {
+        let mut group = Group {
+            versions: current,
+            stored,
+            claimed: HashMap::new(),
+            written: Vec::new(),
+            canonical: Vec::new(),
+        };
+        let parts = calls.iter().map(|call| group.resolve(call)).collect();
+        Resolved {
+            parts,
+            written: group.written,
+            canonical: group.canonical,
+        }
+    }
+}
+
+/// Step 3 of an attempt: the sequencing section for what the resolved calls write (if
+/// anything), then each call's answer.
+pub(crate) async fn write(
+    conn: &mut PgConnection,
+    resolved: Resolved,
+) -> Result<Attempt, AttemptError> {
+    let Resolved {
+        parts,
+        mut written,
+        canonical,
+    } = resolved;
+    // From here to COMMIT, the head row is locked.
     let wrote = !written.is_empty();
     if wrote {
         sequence_and_insert(conn, &mut written, &canonical).await?;
     }
 
     // The answers, in the order of the calls and of each call's dossiers.
-    let answers = resolved
+    let answers = parts
         .into_iter()
         .map(|parts| {
             let parts = parts?;
@@ -836,10 +925,27 @@ pub(crate) fn prepare(mut batch: Vec<DossierAppend>) -> Result<Prepared, AppendE
         }
     }
     Ok(Prepared {
+        heads: vec![None; batch.len()],
         appends: batch,
         event_ids,
         bytes,
     })
+}
+
+/// [`prepare`] of one dossier's append decided on `head`: the head is kept for the attempt
+/// when the append is consistent with it (the same dossier, the head's version expected),
+/// else dropped (the append is then looked up as any other).
+pub(crate) fn prepare_after(
+    head: &DossierHead,
+    append: DossierAppend,
+) -> Result<Prepared, AppendError> {
+    let consistent = append.dossier_id == head.dossier_id
+        && matches_expected(append.expected_version, head.version);
+    let mut prepared = prepare(vec![append])?;
+    if consistent {
+        prepared.heads = vec![Some(head.clone())];
+    }
+    Ok(prepared)
 }
 
 fn check_dossier_id(id: &str) -> Result<(), String> {

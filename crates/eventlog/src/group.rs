@@ -9,7 +9,22 @@
 //! calls before it, one `SEQUENCE`, one `INSERT`) and one `COMMIT`; every caller then gets its
 //! own answer, exactly the one it would have got had the calls come one after another.
 //!
+//! Calls decided on their callers' reads ([`EventLog::append_after`](crate::EventLog::append_after),
+//! the write path's) skip the look-ups: when every call of a group came with the
+//! [`DossierHead`](crate::DossierHead) its caller loaded and decided on, and those heads settle
+//! every call (each is written, or duplicates an earlier call of the group), the group's
+//! transaction is only `SEQUENCE`, `INSERT` and `COMMIT` (`append::resolve_on_heads`). The
+//! versions after each head and the event ids go straight to the insert, so anything written
+//! since a caller's read — another writer on the dossier, the original of a retried call —
+//! fails the insert on the unique constraint on `(dossier_id, version)` or `event_id`; the
+//! group is rolled back (nothing written, no position taken) and runs with the look-ups, which
+//! answer that call (a conflict, a duplicate, a reused id) while the others commit. A group
+//! the heads would refuse a call of, or with a call without a head, runs with the look-ups
+//! from the start: a refusal writes nothing, so no constraint would check what it rests on.
+//!
 //! Failures:
+//! - a unique violation in a group run on its heads: run again with the look-ups (above; it
+//!   does not count as one of the `GROUP_ATTEMPTS`);
 //! - a unique violation (a race with another writer: another process, the handle's other group
 //!   in flight, an `append_in`) aborts the transaction; the group runs once more from the top,
 //!   where the lookups see the winner; if it loses again its calls run one by one
@@ -32,7 +47,7 @@ use std::time::Duration;
 use sqlx::postgres::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
-use crate::append::{self, Attempt, AttemptError, Prepared, Race};
+use crate::append::{self, Attempt, AttemptError, Prepared, Race, Resolved};
 use crate::{AppendError, Appended};
 
 /// The most events one group carries. A call with more runs on its own, as one transaction of
@@ -52,7 +67,9 @@ pub const GROUP_DEADLINE: Duration = Duration::from_secs(30);
 /// Attempts of a whole group before its calls run one by one.
 const GROUP_ATTEMPTS: u32 = 2;
 /// Upper bounds of the group size histogram (calls per group); the last bucket is `+Inf`.
-pub const GROUP_SIZE_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+pub const GROUP_SIZE_BOUNDS: [u64; 17] = [
+    1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024,
+];
 
 type Answer = Result<Appended, AppendError>;
 
@@ -251,13 +268,42 @@ enum GroupError {
     Failed(AppendError),
 }
 
+/// What one attempt of a group does before its sequencing section.
+enum Plan<'a> {
+    /// Nothing: its calls were resolved on their callers' heads ([`append::resolve_on_heads`]).
+    Heads(Resolved),
+    /// The look-ups, then the resolution ([`append::attempt`]).
+    LookUp(&'a [&'a Prepared]),
+}
+
 /// Every call's answer, in order.
 async fn commit_group(pool: &PgPool, calls: &[Prepared], stats: &Stats) -> Vec<Answer> {
     let refs: Vec<&Prepared> = calls.iter().collect();
+    // First on the callers' heads, without look-ups, when every call came with them and they
+    // settle every call; a unique violation there means a head was out of date: the group then
+    // runs with the look-ups, as a group without heads does from the start.
+    let mut on_heads = append::resolve_on_heads(&refs);
+    if on_heads.is_none() && refs.iter().all(|call| call.has_heads()) {
+        // The heads would refuse a call: refusals are answered after a look-up.
+        stats.heads_looked_up.fetch_add(1, Ordering::Relaxed);
+    }
     let mut attempt_no = 1;
     loop {
-        match group_attempt(pool, &refs).await {
+        let plan = match on_heads.take() {
+            Some(resolved) => Plan::Heads(resolved),
+            None => Plan::LookUp(&refs),
+        };
+        let trusted = matches!(plan, Plan::Heads(_));
+        match group_attempt(pool, plan).await {
             Ok(answers) => return answers,
+            Err(GroupError::Raced(race)) if trusted => {
+                tracing::debug!(
+                    ?race,
+                    calls = calls.len(),
+                    "eventlog: a group's heads were out of date, running it with the look-ups"
+                );
+                stats.heads_looked_up.fetch_add(1, Ordering::Relaxed);
+            }
             Err(GroupError::Raced(race)) if attempt_no < GROUP_ATTEMPTS => {
                 tracing::debug!(
                     ?race,
@@ -297,12 +343,16 @@ async fn commit_group(pool: &PgPool, calls: &[Prepared], stats: &Stats) -> Vec<A
 }
 
 /// One transaction over the whole group, committed here when it wrote.
-async fn group_attempt(pool: &PgPool, calls: &[&Prepared]) -> Result<Vec<Answer>, GroupError> {
+async fn group_attempt(pool: &PgPool, plan: Plan<'_>) -> Result<Vec<Answer>, GroupError> {
     let mut tx = pool
         .begin()
         .await
         .map_err(|e| GroupError::Failed(AppendError::Unavailable(e)))?;
-    match append::attempt(&mut tx, calls).await {
+    let attempt = match plan {
+        Plan::Heads(resolved) => append::write(&mut tx, resolved).await,
+        Plan::LookUp(calls) => append::attempt(&mut tx, calls).await,
+    };
+    match attempt {
         Ok(Attempt {
             answers,
             wrote: true,
@@ -392,6 +442,7 @@ struct Stats {
     largest: AtomicU64,
     queued: AtomicU64,
     reruns: AtomicU64,
+    heads_looked_up: AtomicU64,
     splits: AtomicU64,
     restarts: AtomicU64,
     panics: AtomicU64,
@@ -429,6 +480,7 @@ impl Stats {
             largest: self.largest.load(Ordering::Relaxed),
             queued: self.queued.load(Ordering::Relaxed),
             reruns: self.reruns.load(Ordering::Relaxed),
+            heads_looked_up: self.heads_looked_up.load(Ordering::Relaxed),
             splits: self.splits.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
             panics: self.panics.load(Ordering::Relaxed),
@@ -453,6 +505,10 @@ pub struct GroupCommitStats {
     pub queued: u64,
     /// Groups run again after losing a race.
     pub reruns: u64,
+    /// Groups whose every call came with its caller's head ([`EventLog::append_after`](crate::EventLog::append_after))
+    /// but that were run with the look-ups all the same: a head was out of date (the insert
+    /// hit a unique constraint, and was rolled back), or the heads would have refused a call.
+    pub heads_looked_up: u64,
     /// Groups whose calls were run one by one (a race lost twice, or one call's data refused).
     pub splits: u64,
     /// Times the dispatcher was found dead and started again.

@@ -47,7 +47,10 @@ pub use error::{AppendError, ConnectError, MigrateError, ReadError};
 pub use group::GroupCommitStats;
 pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};
 pub use limits::MAX_EVENT_BYTES;
-pub use model::{Appended, DossierAppend, ExpectedVersion, NewEvent, Routing, StoredEvent};
+pub use model::{
+    Appended, DossierAppend, DossierHead, ExpectedVersion, LoadedDossier, NewEvent, Routing,
+    StoredEvent,
+};
 pub use position::{Position, PositionError, Version, VersionError};
 pub use read::{CHANNEL, Changes};
 pub use recover::{LogHead, RecoverError, parse_canonical};
@@ -181,6 +184,29 @@ impl EventLog {
         }
     }
 
+    /// [`append`](Self::append) of one dossier's events decided on `head`, the dossier as
+    /// [`load_dossier_for_append`](Self::load_dossier_for_append) read it: the same answers,
+    /// with fewer round trips. When `append` is consistent with `head` (the same dossier, its
+    /// expected version the head's), its group does not look up the dossier's version nor the
+    /// call's event ids: the versions after the head's and the event ids go straight to the
+    /// insert, whose unique constraints refuse them if another writer got there since the read
+    /// (a concurrent change, a retry of a call already stored). Such a group is rolled back and
+    /// run again with the look-ups, which answer that call as [`append`](Self::append) does (a
+    /// conflict, a duplicate, a reused id) while the others of the group commit. An `append`
+    /// that is not consistent with `head` is appended as by [`append`](Self::append).
+    pub async fn append_after(
+        &self,
+        head: &DossierHead,
+        append: DossierAppend,
+    ) -> Result<Appended, AppendError> {
+        let prepared = append::prepare_after(head, append)?;
+        if group::Committer::takes(&prepared) {
+            self.committer.append(prepared).await
+        } else {
+            append::append_prepared(&self.pool, &prepared).await
+        }
+    }
+
     /// Appends a [`CheckedAppend`] in a transaction of its own (the bulk import's path, see
     /// [`bulk`]): the sequencing section of [`append`](Self::append) without its lookups, the
     /// caller having done them. Returns the stored events in the order given;
@@ -218,6 +244,16 @@ impl EventLog {
             .await
             .map_err(ReadError::Unavailable)?;
         decode_events(&rows)
+    }
+
+    /// Every event of a dossier, in version order, with the [`DossierHead`] an append decided
+    /// on them hands back to [`append_after`](Self::append_after).
+    pub async fn load_dossier_for_append(
+        &self,
+        dossier_id: &str,
+    ) -> Result<LoadedDossier, ReadError> {
+        let events = self.load_dossier(dossier_id).await?;
+        Ok(LoadedDossier::new(dossier_id, events))
     }
 
     /// The events of several dossiers, each in version order. Dossiers without events are

@@ -56,6 +56,75 @@ pub struct DossierAppend {
     pub events: Vec<NewEvent>,
 }
 
+/// Where a dossier stood when the log read it for a caller about to append to it: its id, its
+/// version (0: no events) and, when it has events, their routing.
+///
+/// Only the log makes one ([`EventLog::load_dossier_for_append`](crate::EventLog::load_dossier_for_append)),
+/// from the events it has just returned, so the version is one that exists. Handed back with
+/// the append that was decided on it ([`EventLog::append_after`](crate::EventLog::append_after)),
+/// it spares the log its own look-up of the dossier's version and of the call's event ids:
+/// the unique constraints on `(dossier_id, version)` and `event_id` catch whatever was written
+/// since the read (see the [`group`](crate::group) module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DossierHead {
+    pub(crate) dossier_id: String,
+    pub(crate) version: i32,
+    /// The routing of its events; `None` when it has none.
+    pub(crate) routing: Option<Routing>,
+}
+
+impl DossierHead {
+    /// The head after `events`, which must be a whole dossier as read, in version order.
+    pub(crate) fn after(dossier_id: &str, events: &[StoredEvent]) -> DossierHead {
+        DossierHead {
+            dossier_id: dossier_id.to_owned(),
+            version: events.last().map_or(0, |e| e.version),
+            routing: events.last().map(|e| e.routing.clone()),
+        }
+    }
+
+    pub fn dossier_id(&self) -> &str {
+        &self.dossier_id
+    }
+
+    /// The dossier's version when it was read (0: it had no events).
+    pub fn version(&self) -> u32 {
+        u32::try_from(self.version).unwrap_or(0)
+    }
+
+    /// The expected version of an append decided on this state.
+    pub fn expected_version(&self) -> ExpectedVersion {
+        match self.version() {
+            0 => ExpectedVersion::NoStream,
+            v => ExpectedVersion::Exact(v),
+        }
+    }
+}
+
+/// A dossier as read for an append: its events in version order and its [`DossierHead`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedDossier {
+    pub events: Vec<StoredEvent>,
+    head: DossierHead,
+}
+
+impl LoadedDossier {
+    pub(crate) fn new(dossier_id: &str, events: Vec<StoredEvent>) -> LoadedDossier {
+        LoadedDossier {
+            head: DossierHead::after(dossier_id, &events),
+            events,
+        }
+    }
+
+    pub fn head(&self) -> &DossierHead {
+        &self.head
+    }
+
+    pub fn into_parts(self) -> (Vec<StoredEvent>, DossierHead) {
+        (self.events, self.head)
+    }
+}
+
 /// An event as stored: immutable once committed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {

@@ -544,28 +544,58 @@ async fn set_all(
     }
 }
 
-/// Exposes the log's group commit: `motcua_append_groups_total` and
-/// `motcua_append_group_calls_total` (their ratio is the mean group size) and
-/// `motcua_append_calls_queued` (calls waiting for a group slot now).
+/// Exposes the log's group commit: `motcua_append_group_size` (the histogram of calls per
+/// group: `_count` is the groups, `_sum` the calls), `motcua_append_calls_queued` (calls
+/// waiting for a group slot now), `motcua_append_group_reruns_total` (groups run again after
+/// losing a race), `motcua_append_group_heads_looked_up_total` (groups whose callers' dossier
+/// heads were out of date, run again with the look-ups) and `motcua_append_group_splits_total`
+/// (groups whose calls were run one by one).
 fn register_group_commit(telemetry: &crate::Telemetry, log: &eventlog::EventLog) {
-    use crate::metrics::{Sample, gauge_of};
+    use crate::metrics::{HistogramSample, Sample, gauge_of};
     telemetry.sampled(
         log.clone(),
         &[
-            Sample::counter(
-                "motcua_append_groups",
-                "groups of appends committed in one transaction each",
-                |l| l.group_commit_stats().groups,
-            ),
-            Sample::counter(
-                "motcua_append_group_calls",
-                "append calls taken into groups (divided by the groups: the mean group size)",
-                |l| l.group_commit_stats().calls,
+            Sample::histogram(
+                "motcua_append_group_size",
+                "calls per group of appends committed in one transaction",
+                |l| {
+                    let stats = l.group_commit_stats();
+                    HistogramSample {
+                        buckets: stats
+                            .size_buckets
+                            .iter()
+                            .map(|&(le, groups)| {
+                                let bound = if le == u64::MAX {
+                                    f64::INFINITY
+                                } else {
+                                    le as f64
+                                };
+                                (bound, groups)
+                            })
+                            .collect(),
+                        sum: stats.calls as f64,
+                    }
+                },
             ),
             Sample::gauge(
                 "motcua_append_calls_queued",
                 "append calls waiting for a free group slot now",
                 |l| gauge_of(l.group_commit_stats().queued),
+            ),
+            Sample::counter(
+                "motcua_append_group_reruns",
+                "groups of appends run again after losing a race to another writer",
+                |l| l.group_commit_stats().reruns,
+            ),
+            Sample::counter(
+                "motcua_append_group_heads_looked_up",
+                "groups of appends whose callers' dossier heads were out of date (or would refuse a call), run again with the look-ups",
+                |l| l.group_commit_stats().heads_looked_up,
+            ),
+            Sample::counter(
+                "motcua_append_group_splits",
+                "groups of appends whose calls were run one by one (a race lost twice, or one call's data refused)",
+                |l| l.group_commit_stats().splits,
             ),
         ],
     );

@@ -39,7 +39,7 @@ use tonic::codegen::http::{Request, Response};
 
 /// Every metric name the services expose (as scraped), agreed between the parts that feed
 /// them; the dashboard in `deploy/grafana/` shows each (a test checks).
-pub const AGREED: [&str; 20] = [
+pub const AGREED: [&str; 23] = [
     "motcua_grpc_requests_total",
     "motcua_grpc_request_duration_seconds",
     "motcua_db_pool_connections",
@@ -60,6 +60,9 @@ pub const AGREED: [&str; 20] = [
     "motcua_grpc_request_duration_seconds_bucket",
     "motcua_warning_outbox_rows",
     "motcua_warning_outbox_oldest_seconds",
+    "motcua_append_group_size_bucket",
+    "motcua_append_group_size_sum",
+    "motcua_append_group_size_count",
 ];
 
 /// The metrics the alert rules in `deploy/prometheus/alerts.yml` watch.
@@ -108,6 +111,47 @@ pub enum Sample<S> {
         help: &'static str,
         read: fn(&S) -> u64,
     },
+    /// A distribution since the process started (scraped as `_bucket`, `_sum`, `_count`).
+    Histogram {
+        name: &'static str,
+        help: &'static str,
+        read: fn(&S) -> HistogramSample,
+    },
+}
+
+/// A histogram as a component counts it, read at a scrape ([`Sample::histogram`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSample {
+    /// `(upper bound, observations at most that)`, cumulative, bounds increasing; the last
+    /// bound is `f64::INFINITY` (when it is not, a `+Inf` bucket with the last count is added).
+    pub buckets: Vec<(f64, u64)>,
+    /// The sum of the observations.
+    pub sum: f64,
+}
+
+impl HistogramSample {
+    /// Observations in all (the `+Inf` bucket).
+    pub fn count(&self) -> u64 {
+        self.buckets.last().map_or(0, |(_, n)| *n)
+    }
+
+    /// Per bucket (not cumulative), ending with `+Inf`: what the encoder takes.
+    fn per_bucket(&self) -> Vec<(f64, u64)> {
+        let mut below = 0;
+        let mut out: Vec<(f64, u64)> = self
+            .buckets
+            .iter()
+            .map(|&(bound, cumulative)| {
+                let n = cumulative.saturating_sub(below);
+                below = below.max(cumulative);
+                (bound, n)
+            })
+            .collect();
+        if out.last().is_none_or(|(bound, _)| *bound != f64::INFINITY) {
+            out.push((f64::INFINITY, 0));
+        }
+        out
+    }
 }
 
 impl<S> Sample<S> {
@@ -121,10 +165,21 @@ impl<S> Sample<S> {
         Sample::Counter { name, help, read }
     }
 
+    /// A histogram named `name` (without `_bucket`, `_sum`, `_count`).
+    pub const fn histogram(
+        name: &'static str,
+        help: &'static str,
+        read: fn(&S) -> HistogramSample,
+    ) -> Self {
+        Sample::Histogram { name, help, read }
+    }
+
     /// The metric's name as registered.
     pub fn name(&self) -> &'static str {
         match self {
-            Sample::Gauge { name, .. } | Sample::Counter { name, .. } => name,
+            Sample::Gauge { name, .. }
+            | Sample::Counter { name, .. }
+            | Sample::Histogram { name, .. } => name,
         }
     }
 }
@@ -238,6 +293,13 @@ impl Telemetry {
                 }
                 Sample::Counter { name, help, read } => {
                     self.counter_fn(name, help, move || read(&s));
+                }
+                Sample::Histogram { name, help, read } => {
+                    lock(&self.inner.registry).register_collector(Box::new(SampledHistogram {
+                        name,
+                        help,
+                        sample: Box::new(move || read(&s)),
+                    }));
                 }
             }
         }
@@ -498,6 +560,35 @@ impl Collector for Sampled {
     }
 }
 
+/// A histogram sampled at scrape time.
+struct SampledHistogram {
+    name: &'static str,
+    help: &'static str,
+    sample: Box<dyn Fn() -> HistogramSample + Send + Sync>,
+}
+
+impl fmt::Debug for SampledHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SampledHistogram")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Collector for SampledHistogram {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let sample = (self.sample)();
+        let mut metric =
+            encoder.encode_descriptor(self.name, self.help, None, MetricType::Histogram)?;
+        metric.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            sample.sum,
+            sample.count(),
+            &sample.per_bucket(),
+            None,
+        )
+    }
+}
+
 /// Counts and times gRPC calls (see [`Telemetry::grpc_layer`]).
 #[derive(Clone, Debug)]
 pub struct GrpcMetricsLayer {
@@ -735,6 +826,15 @@ mod tests {
                     s.borrow().position
                 }),
                 Sample::counter("motcua_test_failures", "failures", |s| s.borrow().failures),
+                Sample::histogram("motcua_test_sizes", "sizes", |s| HistogramSample {
+                    // 1, 3, 3, 4 and 6 once the position is set; nothing before.
+                    buckets: if s.borrow().position == 0 {
+                        vec![(1.0, 0), (4.0, 0), (f64::INFINITY, 0)]
+                    } else {
+                        vec![(1.0, 1), (4.0, 4), (f64::INFINITY, 5)]
+                    },
+                    sum: if s.borrow().position == 0 { 0.0 } else { 17.0 },
+                }),
             ],
         );
         let value = |text: &str, name: &str| -> Option<f64> {
@@ -756,12 +856,34 @@ mod tests {
             before.contains("# TYPE motcua_test_failures_total counter"),
             "{before}"
         );
+        assert!(
+            before.contains("# TYPE motcua_test_sizes histogram"),
+            "{before}"
+        );
+        assert_eq!(value(&before, "motcua_test_sizes_count"), Some(0.0));
         tx.send_replace(Status {
             position: 42,
             failures: 3,
         });
         let after = telemetry.encode();
         assert_eq!(value(&after, "motcua_test_position"), Some(42.0), "{after}");
+        assert_eq!(
+            value(&after, "motcua_test_sizes_count"),
+            Some(5.0),
+            "{after}"
+        );
+        assert_eq!(
+            value(&after, "motcua_test_sizes_sum"),
+            Some(17.0),
+            "{after}"
+        );
+        for (le, n) in [("1", 1.0), ("4", 4.0), ("+Inf", 5.0)] {
+            assert_eq!(
+                value(&after, &format!("motcua_test_sizes_bucket{{le=\"{le}\"}}")),
+                Some(n),
+                "{after}"
+            );
+        }
         assert_eq!(
             value(&after, "motcua_test_failures_total"),
             Some(3.0),

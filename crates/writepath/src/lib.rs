@@ -16,7 +16,10 @@
 //! agency's token learns nothing.
 //!
 //! Everything a command writes goes into one append, i.e. one transaction: nothing is ever
-//! half-written.
+//! half-written. The append carries the dossier's head as loaded
+//! ([`EventLog::append_after`]), so the log's group commit does not look the version and the
+//! event ids up a second time; a write since the load fails the insert on a unique constraint,
+//! and the log then looks up and answers as above.
 
 mod import;
 
@@ -28,10 +31,7 @@ use domain::{
     AgencyCode, Command, Decision, Dossier, DossierEvent, DossierId, Event, EventId, NoticeUnit,
     Rules, SupplementPolicy,
 };
-use eventlog::{
-    AppendError, DossierAppend, EventLog, ExpectedVersion, NewEvent, ReadError, Routing,
-    StoredEvent,
-};
+use eventlog::{AppendError, DossierAppend, EventLog, NewEvent, ReadError, Routing, StoredEvent};
 use uuid::Uuid;
 
 pub use import::{
@@ -338,7 +338,15 @@ impl WritePath {
         authorize: impl Fn(&Dossier) -> Result<(), Forbidden>,
     ) -> Result<WriteOutcome, WriteError> {
         for _ in 0..MAX_ATTEMPTS {
-            let stored = recorded(self.log.load_dossier(request.dossier_id.as_str()).await?)?;
+            // The head goes back with the append: the log then need not look the dossier's
+            // version and the event ids up again (the unique constraints catch any write
+            // since this read, and the log answers as if it had looked).
+            let (events, head) = self
+                .log
+                .load_dossier_for_append(request.dossier_id.as_str())
+                .await?
+                .into_parts();
+            let stored = recorded(events)?;
             let dossier = fold_recorded(&stored);
             // Authorize first, retries included: a copy of another agency's request must not
             // get that agency's answer back.
@@ -370,10 +378,8 @@ impl WritePath {
             })?;
             let append = DossierAppend {
                 dossier_id: request.dossier_id.to_string(),
-                expected_version: match dossier.version {
-                    0 => ExpectedVersion::NoStream,
-                    v => ExpectedVersion::Exact(v),
-                },
+                // The version folded above, i.e. the head's.
+                expected_version: head.expected_version(),
                 routing,
                 events: new_events(
                     request.event_id,
@@ -382,7 +388,7 @@ impl WritePath {
                     request.fingerprint,
                 ),
             };
-            match self.log.append(vec![append]).await {
+            match self.log.append_after(&head, append).await {
                 Ok(appended) if appended.duplicate.first() == Some(&true) => {
                     // Written by an identical request that raced this one: as stored.
                     return Ok(WriteOutcome::Duplicate(recorded(appended.events)?));

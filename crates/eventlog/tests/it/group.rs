@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use eventlog::group::GROUPS_IN_FLIGHT;
-use eventlog::{AppendError, Appended, DossierAppend, EventLog, ExpectedVersion, StoredEvent};
+use eventlog::{
+    AppendError, Appended, DossierAppend, DossierHead, EventLog, ExpectedVersion, StoredEvent,
+};
 use futures::StreamExt;
 use sqlx::PgConnection;
 use testkit::TestDb;
@@ -66,6 +68,33 @@ async fn queue(log: &EventLog, calls: Vec<Vec<DossierAppend>>) -> Vec<Call> {
         .await;
     }
     handles
+}
+
+/// As [`queue`], each call one dossier's append decided on its head
+/// ([`EventLog::append_after`]).
+async fn queue_after(log: &EventLog, calls: Vec<(DossierHead, DossierAppend)>) -> Vec<Call> {
+    let base = log.group_commit_stats().queued;
+    let mut handles = Vec::new();
+    for (i, (head, append)) in calls.into_iter().enumerate() {
+        let handle = log.clone();
+        handles.push(tokio::spawn(async move {
+            handle.append_after(&head, append).await
+        }));
+        let want = base + i as u64 + 1;
+        eventually(Duration::from_secs(20), "the call is queued", || async {
+            log.group_commit_stats().queued >= want
+        })
+        .await;
+    }
+    handles
+}
+
+async fn head(log: &EventLog, dossier_id: &str) -> DossierHead {
+    log.load_dossier_for_append(dossier_id)
+        .await
+        .expect("load")
+        .head()
+        .clone()
 }
 
 /// Releases the head row; the plugs commit, then the queued calls go as one group.
@@ -709,4 +738,203 @@ async fn a_call_given_up_before_its_group_starts_is_not_written() {
     assert!(log.load_dossier("GONE").await.unwrap().is_empty());
     assert_eq!(log.group_commit_stats().queued, 0);
     assert_eq!(count_rows(&log).await, GROUPS_IN_FLIGHT as i64 + 1);
+}
+
+/// Calls decided on their heads go to the insert without look-ups. One head is out of date (its
+/// dossier was written since it was read): the insert hits the unique constraint, the group
+/// runs again with the look-ups, and only that call fails — with the conflict a look-up gives
+/// — while the others commit in one sequencing step. Had the first attempt looked up, the
+/// conflict would have been found without a unique violation (`heads_looked_up` stays 0, as
+/// the next test shows for a group whose heads are all current).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_out_of_date_head_fails_alone_and_the_rest_of_the_group_commits() {
+    let (db, log) = log().await;
+    log.append(vec![dossier("C", ExpectedVersion::NoStream, events(1))])
+        .await
+        .unwrap();
+    log.append(vec![dossier("D", ExpectedVersion::NoStream, events(2))])
+        .await
+        .unwrap();
+    let (a, b, c, d) = (
+        head(&log, "A").await,
+        head(&log, "B").await,
+        head(&log, "C").await,
+        head(&log, "D").await,
+    );
+    assert_eq!(
+        (a.version(), c.version(), d.version()),
+        (0, 1, 2),
+        "heads as read"
+    );
+    assert_eq!(d.expected_version(), ExpectedVersion::Exact(2));
+    // D moves on after its head was read.
+    log.append(vec![dossier("D", ExpectedVersion::Exact(2), events(1))])
+        .await
+        .unwrap();
+
+    let (holder, plugs) = plug(&db, &log).await;
+    let before = log.group_commit_stats();
+    let calls = queue_after(
+        &log,
+        vec![
+            (a.clone(), dossier("A", a.expected_version(), events(2))),
+            (c.clone(), dossier("C", c.expected_version(), events(1))),
+            (d.clone(), dossier("D", d.expected_version(), events(1))),
+            (b.clone(), dossier("B", b.expected_version(), events(1))),
+        ],
+    )
+    .await;
+    release(holder, plugs).await;
+    let got = answers(calls).await;
+
+    let stats = log.group_commit_stats();
+    assert_eq!(
+        stats.groups,
+        before.groups + 1,
+        "the four calls went as one group"
+    );
+    assert_eq!(
+        stats.heads_looked_up,
+        before.heads_looked_up + 1,
+        "the first attempt trusted the heads, and ran again with the look-ups"
+    );
+    assert_eq!(stats.reruns + stats.splits, before.reruns + before.splits);
+    match &got[2] {
+        Err(AppendError::Conflict {
+            dossier_id,
+            expected,
+            actual,
+        }) => assert_eq!(
+            (dossier_id.as_str(), *expected, *actual),
+            ("D", ExpectedVersion::Exact(2), 3)
+        ),
+        other => panic!("expected D's conflict, got {other:?}"),
+    }
+    let group: Vec<StoredEvent> = [0, 1, 3]
+        .iter()
+        .flat_map(|&i| written(&got[i]).events.clone())
+        .collect();
+    let first = group[0].position;
+    assert_eq!(
+        group.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (first..first + 4).collect::<Vec<_>>(),
+        "one sequencing step, in queue order"
+    );
+    assert_eq!(written(&got[1]).events[0].version, 2);
+    assert_eq!(written(&got[1]).events[0].routing, routing());
+    let all = read_all(&log).await;
+    assert_valid_log(&all);
+    assert_eq!(log.load_dossier("D").await.unwrap().len(), 3);
+    assert_eq!(
+        &all[(first - 1) as usize..(first + 3) as usize],
+        &group[..],
+        "stored = answered"
+    );
+}
+
+/// Retries on heads: two retries of one new call in one group write once, without look-ups
+/// (the second is a duplicate of the first); a retry of a call stored after its head was read
+/// is answered with the stored events once the insert has refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_on_heads_write_once() {
+    let (db, log) = log().await;
+    let s = dossier("S", ExpectedVersion::NoStream, events(2));
+    let s_head = head(&log, "S").await;
+    let q_head = head(&log, "Q").await;
+
+    let (holder, plugs) = plug(&db, &log).await;
+    let before = log.group_commit_stats();
+    let calls = queue_after(
+        &log,
+        vec![
+            (s_head.clone(), s.clone()),
+            (
+                q_head.clone(),
+                dossier("Q", ExpectedVersion::NoStream, events(1)),
+            ),
+            (s_head.clone(), s.clone()),
+        ],
+    )
+    .await;
+    release(holder, plugs).await;
+    let got = answers(calls).await;
+    let stats = log.group_commit_stats();
+    assert_eq!(stats.groups, before.groups + 1);
+    assert_eq!(
+        stats.heads_looked_up + stats.reruns + stats.splits,
+        before.heads_looked_up + before.reruns + before.splits,
+        "one attempt, on the heads"
+    );
+    let original = written(&got[0]);
+    assert_eq!(original.duplicate, vec![false]);
+    assert_eq!(
+        written(&got[2]),
+        &Appended {
+            events: original.events.clone(),
+            duplicate: vec![true],
+        }
+    );
+    assert_eq!(written(&got[1]).duplicate, vec![false]);
+
+    // The same request again, on the head read before the original was written.
+    let (holder, plugs) = plug(&db, &log).await;
+    let before = log.group_commit_stats();
+    let calls = queue_after(
+        &log,
+        vec![
+            (s_head.clone(), s.clone()),
+            (
+                head(&log, "P").await,
+                dossier("P", ExpectedVersion::NoStream, events(1)),
+            ),
+        ],
+    )
+    .await;
+    release(holder, plugs).await;
+    let got = answers(calls).await;
+    let stats = log.group_commit_stats();
+    assert_eq!(stats.heads_looked_up, before.heads_looked_up + 1);
+    assert_eq!(
+        written(&got[0]),
+        &Appended {
+            events: original.events.clone(),
+            duplicate: vec![true],
+        },
+        "the retry gets the original's events"
+    );
+    assert_eq!(written(&got[1]).duplicate, vec![false]);
+    assert_eq!(log.load_dossier("S").await.unwrap(), original.events);
+    // The plugs, S once, Q, P.
+    assert_eq!(count_rows(&log).await, 2 * GROUPS_IN_FLIGHT as i64 + 4);
+    assert_valid_log(&read_all(&log).await);
+}
+
+/// A head that does not fit its append (another dossier, another expected version) is not used:
+/// the append is looked up and answered as by `append`.
+#[tokio::test]
+async fn a_head_that_does_not_fit_its_append_is_not_trusted() {
+    let (_db, log) = log().await;
+    log.append(vec![dossier("C", ExpectedVersion::NoStream, events(1))])
+        .await
+        .unwrap();
+    let c = head(&log, "C").await;
+    let before = log.group_commit_stats();
+    match log
+        .append_after(&c, dossier("C", ExpectedVersion::Exact(5), events(1)))
+        .await
+    {
+        Err(AppendError::Conflict { actual: 1, .. }) => {}
+        other => panic!("expected a conflict at version 1, got {other:?}"),
+    }
+    // C's head on another dossier's append: E is new, written after its own look-up.
+    let e = log
+        .append_after(&c, dossier("E", ExpectedVersion::NoStream, events(1)))
+        .await
+        .expect("written");
+    assert_eq!(e.events[0].version, 1);
+    assert_eq!(
+        log.group_commit_stats().heads_looked_up,
+        before.heads_looked_up
+    );
+    assert_valid_log(&read_all(&log).await);
 }
