@@ -7,8 +7,9 @@
 //!
 //! - **R0** raw read: `SELECT` every column `ORDER BY position`, every row fetched through sqlx
 //!   and each column decoded into its Rust type (the payload into a `serde_json::Value`);
-//! - **R1** the rebuild's own read: its query (`ORDER BY dossier_id, version`), each row decoded
-//!   into a `domain::Event`, nothing computed or written;
+//! - **R1** the rebuild's own read: the log's reader of whole dossiers
+//!   (`eventlog::dossiers_up_to`, `ORDER BY dossier_id, version`, the columns figures need),
+//!   each event decoded into a `domain::Event`, nothing computed or written;
 //! - **R** the rebuild: shadow tables filled from one snapshot, swapped in; the time each of its
 //!   phases (read and sum, write the cells, build the keys) was first reported.
 
@@ -97,7 +98,7 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
     let rebuild = Timing::new(report.events, t.elapsed(), Vec::new());
     eprintln!("bench: R  {}", rebuild.summary());
     eprintln!("bench: R  phases (first reported at, s): {phases:?}");
-    eprintln!("bench: R  computing thread: {:?}", report.compute_times);
+    eprintln!("bench: R  worker threads: {:?}", report.compute_times);
     if report.events != appended || report.dossiers != dossiers || report.reapplied != 0 {
         bail!(
             "the rebuild read {} events of {} dossiers (re-applied {}); the log holds {appended} \
@@ -178,23 +179,25 @@ async fn raw_read(pool: &PgPool) -> Result<Timing> {
     Ok(Timing::new(count, t.elapsed(), Vec::new()))
 }
 
-/// The rebuild's query, each row decoded into a domain event; nothing else.
+/// The rebuild's read: the log's reader of whole dossiers up to the head
+/// (`eventlog::dossiers_up_to`, the columns figures need), each event decoded into a domain
+/// event; nothing else.
 async fn rebuild_read(pool: &PgPool) -> Result<Timing> {
     let t = Instant::now();
-    let mut rows = sqlx::query(
-        "SELECT dossier_id, version, event_type, occurred_at, payload FROM events \
-         WHERE position <= (SELECT position FROM log_head) ORDER BY dossier_id, version",
-    )
-    .fetch(pool);
+    let mut conn = pool.acquire().await?;
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head")
+        .fetch_one(&mut *conn)
+        .await?;
+    let everything = eventlog::RoutingFilter::default();
+    let mut dossiers =
+        eventlog::dossiers_up_to::<eventlog::EventBody>(&mut conn, head, &everything);
     let mut count = 0u64;
-    while let Some(row) = rows.try_next().await? {
-        let dossier_id: String = row.try_get(0)?;
-        let version: i32 = row.try_get(1)?;
-        let event_type: String = row.try_get(2)?;
-        let payload: serde_json::Value = row.try_get(4)?;
-        let event = domain::Event::from_row(&event_type, row.try_get(3)?, &payload)?;
-        std::hint::black_box((dossier_id, version, event));
-        count += 1;
+    while let Some(dossier) = dossiers.try_next().await? {
+        for e in &dossier.events {
+            let event = domain::Event::from_row(&e.event_type, e.occurred_at, &e.payload)?;
+            std::hint::black_box((&dossier.dossier_id, e.version, event));
+            count += 1;
+        }
     }
     Ok(Timing::new(count, t.elapsed(), Vec::new()))
 }
