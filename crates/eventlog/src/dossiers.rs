@@ -211,6 +211,11 @@ fn dossier_id(row: &PgRow) -> Result<&str, ReadError> {
     row.try_get("dossier_id").map_err(ReadError::Unavailable)
 }
 
+/// A row's dossier id (borrowed) and its event decoded as `E`.
+fn id_and_event<E: EventColumns>(row: &PgRow) -> Result<(&str, E), ReadError> {
+    Ok((dossier_id(row)?, E::decode(row)?))
+}
+
 /// A stream of rows ordered by dossier, grouped into whole dossiers, each row decoded as `E`
 /// (the dossier id is compared in the row: one `String` per dossier). An error is yielded once
 /// and ends the stream.
@@ -243,8 +248,7 @@ fn group_by_dossier<'a, E: EventColumns>(
                 }
                 Some(Ok(row)) => row,
             };
-            let decoded = dossier_id(&row).and_then(|id| Ok((id, E::decode(&row)?)));
-            let (id, event) = match decoded {
+            let (id, event) = match id_and_event::<E>(&row) {
                 Ok(decoded) => decoded,
                 Err(e) => {
                     st.done = true;
