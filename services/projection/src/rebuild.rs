@@ -929,11 +929,12 @@ fn spill_days(
     Ok(runs + 1)
 }
 
-/// The cells one day sum adds to: one per rollup and grain.
-const CELLS_PER_SUM: usize = ROLLUPS.len() * Grain::ALL.len();
+/// The day cells one day sum adds to: one per rollup (the month and year cells are summed from
+/// the day cells when they are written: [`wide_rows`]).
+const CELLS_PER_SUM: usize = ROLLUPS.len();
 
-/// Adds the cells of one day sum of a slice to `sums`: for each rollup slice of `projections`
-/// that `keep` keeps, one cell per grain (the period holding `day`), all `delta`. What
+/// Adds the day cells of one day sum of a slice to `sums`: one for each rollup slice of
+/// `projections` that `keep` keeps, all `delta`. With [`wide_rows`], what
 /// [`crate::rollup::rollup_cells`] gives for the same delta (tested).
 fn expand_sum(
     sums: &mut CellSums,
@@ -943,21 +944,9 @@ fn expand_sum(
     metric: Metric,
     delta: i128,
 ) {
-    let periods = Grain::ALL.map(|grain| (grain, grain.period(day)));
     for &dims in projections {
-        if !keep(dims) {
-            continue;
-        }
-        for (grain, period) in periods {
-            sums.push(
-                CellKey {
-                    dims,
-                    grain,
-                    period,
-                    metric,
-                },
-                delta,
-            );
+        if keep(dims) {
+            sums.push(CellKey { dims, day, metric }, delta);
         }
     }
 }
@@ -1133,9 +1122,9 @@ impl ComputeTimes {
     }
 }
 
-/// Sums up `sums` and sends every cell with a non-zero metric to `target` as a wide row (the
-/// slice's id in `stats_slice`, its rollup, grain and period, one column per metric, NULL for
-/// 0), in key order; empties `sums`.
+/// Sums up `sums` and sends every cell with a non-zero metric, at every grain, to `target` as a
+/// wide row ([`wide_rows`]: the slice's id in `stats_slice`, its rollup, grain and period, one
+/// column per metric, NULL for 0); empties `sums`.
 fn write_sums(
     sums: &mut CellSums,
     dims: &Dims,
@@ -1149,24 +1138,9 @@ fn write_sums(
     times.summing += compacted - t;
     let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
     let mut count = 0u64;
-    let cells = &sums.cells;
-    let mut i = 0;
-    while i < cells.len() {
-        let (key, _) = cells[i];
-        let mut values = [0i128; METRICS];
-        while i < cells.len()
-            && cells[i].0.dims == key.dims
-            && cells[i].0.grain == key.grain
-            && cells[i].0.period == key.period
-        {
-            values[metric_index(cells[i].0.metric)] += cells[i].1;
-            i += 1;
-        }
-        if values.iter().all(|v| *v == 0) {
-            continue;
-        }
-        let (slice, rollup) = dims.numbered_slice(key.dims)?;
-        push_cell_row(&mut rows, slice, rollup, key.grain, key.period, &values)?;
+    wide_rows(&sums.cells, |dims_id, grain, period, values| {
+        let (slice, rollup) = dims.numbered_slice(dims_id)?;
+        push_cell_row(&mut rows, slice, rollup, grain, period, values)?;
         count += 1;
         if rows.len() >= COPY_CHUNK {
             let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + 4096));
@@ -1174,13 +1148,80 @@ fn write_sums(
                 .map_err(|_| Stopped)?;
             count = 0;
         }
-    }
+        Ok(())
+    })?;
     if !rows.is_empty() {
         out.blocking_send(ToWriter::Rows(target, rows, count))
             .map_err(|_| Stopped)?;
     }
     sums.clear();
     times.writing_cells += compacted.elapsed();
+    Ok(())
+}
+
+/// Calls `row` with every wide row of the summed day cells `cells` (compacted: sorted by rollup
+/// slice, day and metric, each once): `(rollup slice, grain, period, one value per metric)` for
+/// each day, and for each month and year summed from its days (the days of one slice's month
+/// or year are adjacent in that order). Rows whose values are all 0 are left out.
+fn wide_rows<E>(
+    cells: &[(CellKey, i128)],
+    mut row: impl FnMut(u32, Grain, NaiveDate, &[i128; METRICS]) -> Result<(), E>,
+) -> Result<(), E> {
+    /// A coarser row being summed: its slice, period and values.
+    type Open = Option<(u32, NaiveDate, [i128; METRICS])>;
+    fn roll<E>(
+        open: &mut Open,
+        grain: Grain,
+        dims: u32,
+        day: NaiveDate,
+        values: &[i128; METRICS],
+        row: &mut impl FnMut(u32, Grain, NaiveDate, &[i128; METRICS]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let period = grain.period(day);
+        if let Some((d, p, sums)) = open
+            && *d == dims
+            && *p == period
+        {
+            for (sum, v) in sums.iter_mut().zip(values) {
+                *sum += v;
+            }
+            return Ok(());
+        }
+        if let Some((d, p, sums)) = open.replace((dims, period, *values)) {
+            emit(d, grain, p, &sums, row)?;
+        }
+        Ok(())
+    }
+    fn emit<E>(
+        dims: u32,
+        grain: Grain,
+        period: NaiveDate,
+        values: &[i128; METRICS],
+        row: &mut impl FnMut(u32, Grain, NaiveDate, &[i128; METRICS]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if values.iter().any(|v| *v != 0) {
+            row(dims, grain, period, values)?;
+        }
+        Ok(())
+    }
+    let (mut month, mut year): (Open, Open) = (None, None);
+    let mut i = 0;
+    while i < cells.len() {
+        let (key, _) = cells[i];
+        let mut values = [0i128; METRICS];
+        while i < cells.len() && cells[i].0.dims == key.dims && cells[i].0.day == key.day {
+            values[metric_index(cells[i].0.metric)] += cells[i].1;
+            i += 1;
+        }
+        emit(key.dims, Grain::Day, key.day, &values, &mut row)?;
+        roll(&mut month, Grain::Month, key.dims, key.day, &values, &mut row)?;
+        roll(&mut year, Grain::Year, key.dims, key.day, &values, &mut row)?;
+    }
+    for (open, grain) in [(month, Grain::Month), (year, Grain::Year)] {
+        if let Some((dims, period, values)) = open {
+            emit(dims, grain, period, &values, &mut row)?;
+        }
+    }
     Ok(())
 }
 
@@ -1220,21 +1261,20 @@ fn decode(dossier: &DossierEvents<EventBody>) -> Result<Vec<domain::Event>, Rebu
         .collect()
 }
 
-/// A rollup cell in compact form: the rollup and dimension values (the rollup slice) are a
-/// number in [`Dims`]. Ordered by slice, grain, period, then metric: the metrics of one wide row
-/// of `stats_cells` are adjacent once sorted.
+/// A day cell of a rollup in compact form: the rollup and dimension values (the rollup slice)
+/// are a number in [`Dims`]. Ordered by slice, day, then metric: the metrics of one wide day row
+/// are adjacent once sorted, and so are the days of one month and year.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct CellKey {
     dims: u32,
-    grain: Grain,
-    period: NaiveDate,
+    day: NaiveDate,
     metric: Metric,
 }
 
 /// Bytes one summed cell takes in memory: its compact key (12 bytes, padded) and its `i128`.
 const CELL_BYTES: usize = std::mem::size_of::<(CellKey, i128)>();
 
-/// Rollup cells summed so far: a vector of `(key, partial sum)` that is sorted and summed up
+/// Rollup day cells summed so far: a vector of `(key, partial sum)` that is sorted and summed up
 /// ("compacted") whenever it has doubled since, so that it holds each cell about once or
 /// twice; bounded by its memory budget, beyond which the caller spills it as a sorted run.
 struct CellSums {
@@ -1805,15 +1845,19 @@ mod tests {
                 expand_sum(&mut sums, projections, keep, day, metric, delta);
             }
             sums.compact();
-            for (k, v) in &sums.cells {
-                if *v == 0 {
-                    continue;
+            wide_rows(&sums.cells, |n, grain, period, values| {
+                let (rollup, dims) = &book.dims.tuples[n as usize];
+                for (metric, v) in Metric::ALL.into_iter().zip(values) {
+                    if *v == 0 {
+                        continue;
+                    }
+                    let dims = dims.clone().map(String::from);
+                    let key = (*rollup, grain, period, dims, metric);
+                    assert!(found.insert(key, *v).is_none(), "one share and row per cell");
                 }
-                let (rollup, dims) = &book.dims.tuples[k.dims as usize];
-                let dims = dims.clone().map(String::from);
-                let key = (*rollup, k.grain, k.period, dims, k.metric);
-                assert!(found.insert(key, *v).is_none(), "one share per cell");
-            }
+                Ok::<(), ()>(())
+            })
+            .unwrap();
         }
         found
     }
@@ -1835,6 +1879,9 @@ mod tests {
             (&a, day(2023, 12, 31), Metric::Pending, 1),
             (&b, day(2024, 1, 1), Metric::Pending, -1),
             (&a, day(2024, 3, 6), Metric::Resolved, 0),
+            // Days that cancel out in their month (and year): no month cell.
+            (&b, day(2022, 5, 5), Metric::Pending, 1),
+            (&b, day(2022, 5, 20), Metric::Pending, -1),
         ];
         let expected: Cells = rollup::rollup_cells(deltas)
             .into_iter()
@@ -1853,8 +1900,7 @@ mod tests {
     fn cell_sums_ask_to_spill_only_past_three_quarters_of_the_budget() {
         let key = |dims| CellKey {
             dims,
-            grain: Grain::Day,
-            period: NaiveDate::from_ymd_opt(2024, 3, 5).unwrap(),
+            day: NaiveDate::from_ymd_opt(2024, 3, 5).unwrap(),
             metric: Metric::Received,
         };
         // Equal cells sum up: never short of room.
@@ -1865,7 +1911,8 @@ mod tests {
         }
         sums.compact();
         assert_eq!(sums.cells, vec![(key(1), 10_000)]);
-        // Distinct cells: the minimum budget (1,024 cells) asks to spill past 768.
+        // Distinct cells: the minimum budget (1,024 cells) fills, then asks to spill (summing
+        // up leaves more than three quarters of it).
         let mut sums = CellSums::new(0);
         let mut pushed = 0;
         while sums.room_for(1) {
@@ -1874,7 +1921,13 @@ mod tests {
             assert!(pushed <= 1024);
             assert!(sums.cells.capacity() <= 1024, "{}", sums.cells.capacity());
         }
-        assert_eq!(pushed, 768);
+        assert_eq!(pushed, 1024);
+        // 700 distinct cells and then one repeated: summing up leaves 701, under three quarters.
+        let mut sums = CellSums::new(0);
+        for i in 0..10_000 {
+            assert!(sums.room_for(1), "{i}");
+            sums.push(key(i.min(700)), 1);
+        }
         sums.clear();
         assert!(sums.room_for(1));
     }
