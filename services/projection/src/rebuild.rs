@@ -1148,7 +1148,7 @@ fn write_sums(
                 .map_err(|_| Stopped)?;
             count = 0;
         }
-        Ok(())
+        Ok::<(), RebuildError>(())
     })?;
     if !rows.is_empty() {
         out.blocking_send(ToWriter::Rows(target, rows, count))
