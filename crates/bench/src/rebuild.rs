@@ -195,11 +195,15 @@ async fn copy_formats(pool: &PgPool) -> Result<Vec<(Timing, Timing)>> {
     for _ in 0..COPY_ROUNDS {
         let mut timings = Vec::with_capacity(2);
         for (format, chunks) in &data {
-            sqlx::query("TRUNCATE bench_cells_copy").execute(pool).await?;
+            sqlx::query("TRUNCATE bench_cells_copy")
+                .execute(pool)
+                .await?;
             crate::settle(pool, false).await?;
             let t = Instant::now();
             let mut copy = pool
-                .copy_in_raw(&format!("COPY bench_cells_copy FROM STDIN (FORMAT {format})"))
+                .copy_in_raw(&format!(
+                    "COPY bench_cells_copy FROM STDIN (FORMAT {format})"
+                ))
                 .await?;
             for chunk in chunks {
                 copy.send(chunk.as_slice()).await?;
@@ -211,7 +215,11 @@ async fn copy_formats(pool: &PgPool) -> Result<Vec<(Timing, Timing)>> {
         let text = timings.pop();
         if let (Some(text), Some(binary)) = (text, binary) {
             if text.count != binary.count {
-                bail!("COPY text wrote {} rows, binary {}", text.count, binary.count);
+                bail!(
+                    "COPY text wrote {} rows, binary {}",
+                    text.count,
+                    binary.count
+                );
             }
             rounds.push((text, binary));
         }

@@ -553,9 +553,10 @@ pub async fn as_recorded_at(
     let mut partial = Aggregates::new();
     if let Some(up_to) = rows.iter().map(|(p, _)| *p).max() {
         let ids: Vec<&str> = ids.into_iter().collect();
-        let dossiers: Vec<eventlog::DossierEvents> = eventlog::these_dossiers_up_to(&mut conn, &ids, up_to)
-            .await
-            .map_err(|e| QueryError::Corrupt(format!("cannot read the log: {e}")))?;
+        let dossiers: Vec<eventlog::DossierEvents> =
+            eventlog::these_dossiers_up_to(&mut conn, &ids, up_to)
+                .await
+                .map_err(|e| QueryError::Corrupt(format!("cannot read the log: {e}")))?;
         for d in &dossiers {
             let (old, new) = old_and_new(d, cut.position).map_err(|e| match e {
                 CheckpointError::Corrupt { position, reason } => QueryError::Corrupt(format!(

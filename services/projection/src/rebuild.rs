@@ -44,8 +44,8 @@ use chrono::{Datelike, NaiveDate};
 use eventlog::{DossierEvents, EventBody, EventLog, ReadError, RoutingFilter};
 use futures::TryStreamExt;
 use sqlx::Connection;
-use sqlx::postgres::{PgConnection, PgCopyIn, PgPool, PgPoolCopyExt, Postgres};
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgCopyIn, PgPool, PgPoolCopyExt, Postgres};
 use stats::{Dimension, Metric};
 use tokio::sync::mpsc;
 
@@ -483,7 +483,11 @@ async fn fill(
         })
         .collect();
     let written = reporting(
-        futures::future::join_all(writers.into_iter().map(|rx| write_cells(pool, rx, &counters))),
+        futures::future::join_all(
+            writers
+                .into_iter()
+                .map(|rx| write_cells(pool, rx, &counters)),
+        ),
         &counters,
         head,
         started,
@@ -592,7 +596,6 @@ async fn create_shadow_tables(conn: &mut PgConnection) -> Result<(), sqlx::Error
     }
     Ok(())
 }
-
 
 /// What the reader hands to the workers.
 enum Batch {
@@ -730,9 +733,7 @@ async fn write_cells(
 }
 
 /// Ends a binary `COPY` with its trailer.
-async fn finish_binary(
-    mut copy: PgCopyIn<PoolConnection<Postgres>>,
-) -> Result<u64, sqlx::Error> {
+async fn finish_binary(mut copy: PgCopyIn<PoolConnection<Postgres>>) -> Result<u64, sqlx::Error> {
     copy.send(&BINARY_TRAILER[..]).await?;
     copy.finish().await
 }
@@ -758,7 +759,9 @@ async fn number_slices(
         .map(|(rollup, dims)| {
             ids.get(&(*rollup, dims.clone().map(String::from)))
                 .copied()
-                .ok_or_else(|| sqlx::Error::Protocol("a slice without an id after its insert".into()))
+                .ok_or_else(|| {
+                    sqlx::Error::Protocol("a slice without an id after its insert".into())
+                })
         })
         .collect()
 }
@@ -907,7 +910,8 @@ fn spill_days(
         let (reply, ids) = tokio::sync::oneshot::channel();
         out.blocking_send(ToWriter::Slices(new, reply))
             .map_err(|_| Stopped)?;
-        book.dims.numbered(ids.blocking_recv().map_err(|_| Stopped)?)?;
+        book.dims
+            .numbered(ids.blocking_recv().map_err(|_| Stopped)?)?;
     }
     let mut sums = CellSums::new(memory);
     let mut runs = 0u64;
@@ -1214,7 +1218,14 @@ fn wide_rows<E>(
             i += 1;
         }
         emit(key.dims, Grain::Day, key.day, &values, &mut row)?;
-        roll(&mut month, Grain::Month, key.dims, key.day, &values, &mut row)?;
+        roll(
+            &mut month,
+            Grain::Month,
+            key.dims,
+            key.day,
+            &values,
+            &mut row,
+        )?;
         roll(&mut year, Grain::Year, key.dims, key.day, &values, &mut row)?;
     }
     for (open, grain) in [(month, Grain::Month), (year, Grain::Year)] {
@@ -1744,7 +1755,10 @@ mod tests {
     fn value((_, weight, sign, scale, digits): Numeric) -> i128 {
         assert_eq!(scale, 0);
         assert!(digits.iter().all(|d| (0..10_000).contains(d)));
-        assert!(digits.last().is_none_or(|d| *d != 0), "trailing zeros stripped");
+        assert!(
+            digits.last().is_none_or(|d| *d != 0),
+            "trailing zeros stripped"
+        );
         assert!(digits.first().is_none_or(|d| *d != 0), "no leading zeros");
         let mut v: u128 = 0;
         let mut power = i32::from(weight);
@@ -1847,13 +1861,16 @@ mod tests {
             sums.compact();
             wide_rows(&sums.cells, |n, grain, period, values| {
                 let (rollup, dims) = &book.dims.tuples[n as usize];
-                for (metric, v) in Metric::ALL.into_iter().zip(values) {
+                for (metric, v) in Metric::ALL.iter().copied().zip(values) {
                     if *v == 0 {
                         continue;
                     }
                     let dims = dims.clone().map(String::from);
                     let key = (*rollup, grain, period, dims, metric);
-                    assert!(found.insert(key, *v).is_none(), "one share and row per cell");
+                    assert!(
+                        found.insert(key, *v).is_none(),
+                        "one share and row per cell"
+                    );
                 }
                 Ok::<(), ()>(())
             })

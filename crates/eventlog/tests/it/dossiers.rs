@@ -2,8 +2,8 @@
 //! dossiers, events and order; the cut, the routing filter and the lookup by ids hold.
 
 use eventlog::{
-    DossierAppend, DossierEvents, EventBody, EventColumns, ExpectedVersion, Routing,
-    RoutingFilter, StoredEvent,
+    DossierAppend, DossierEvents, EventBody, EventColumns, ExpectedVersion, Routing, RoutingFilter,
+    StoredEvent,
 };
 use futures::TryStreamExt;
 
@@ -105,7 +105,10 @@ async fn both_column_choices_read_the_same_dossiers_up_to_a_position() {
     // A cut inside a dossier keeps the prefix of its versions.
     let cut = read::<EventBody>(&mut conn, 5, &everything).await;
     let a = cut.iter().find(|d| d.dossier_id == "HS-A").unwrap();
-    assert_eq!(a.events.iter().map(|e| e.version).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        a.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
 
     // The routing filter keeps or drops whole dossiers.
     let only_elsewhere = RoutingFilter {
@@ -114,7 +117,10 @@ async fn both_column_choices_read_the_same_dossiers_up_to_a_position() {
     };
     let want = expected(&all, head, |e| e.routing.agency == elsewhere.agency);
     assert_eq!(want.len(), 1);
-    assert_eq!(read::<StoredEvent>(&mut conn, head, &only_elsewhere).await, want);
+    assert_eq!(
+        read::<StoredEvent>(&mut conn, head, &only_elsewhere).await,
+        want
+    );
     assert_eq!(
         read::<EventBody>(&mut conn, head, &only_elsewhere).await,
         bodies(&want)
