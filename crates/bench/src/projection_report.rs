@@ -297,9 +297,10 @@ fn render_rebuild(out: &mut String, r: &Rebuilt) {
     let t = &r.compute_times;
     let _ = writeln!(
         out,
-        "The computing thread (overlapping the read): waiting for the reader {:.2} s, decoding \
-         {:.2} s, contributions {:.2} s, waiting for their `COPY` {:.2} s, `rollup_cells` {:.2} \
-         s, summing {:.2} s, writing the cells {:.2} s.\n",
+        "The worker threads ({}, their times summed): waiting for the reader {:.2} s, decoding \
+         {:.2} s, contributions {:.2} s, waiting for their `COPY` {:.2} s, expanding into cells \
+         {:.2} s, summing {:.2} s, writing the cells {:.2} s.\n",
+        t.workers,
         t.waiting_for_reader.as_secs_f64(),
         t.decoding.as_secs_f64(),
         t.contributions.as_secs_f64(),

@@ -7,10 +7,13 @@
 //!
 //! - **R0** raw read: `SELECT` every column `ORDER BY position`, every row fetched through sqlx
 //!   and each column decoded into its Rust type (the payload into a `serde_json::Value`);
-//! - **R1** the rebuild's own read: its query (`ORDER BY dossier_id, version`), each row decoded
-//!   into a `domain::Event`, nothing computed or written;
+//! - **R1** the rebuild's own read: the log's reader of whole dossiers
+//!   (`eventlog::dossiers_up_to`, `ORDER BY dossier_id, version`, the columns figures need),
+//!   each event decoded into a `domain::Event`, nothing computed or written;
 //! - **R** the rebuild: shadow tables filled from one snapshot, swapped in; the time each of its
-//!   phases (read and sum, write the cells, build the keys) was first reported.
+//!   phases (read and sum, write the cells, build the keys) was first reported;
+//! - **RC** (after R) the rebuilt cells `COPY`ed again into an unkeyed table, in text and in
+//!   binary format, alternating: what each format costs the server for the same rows.
 
 use std::time::{Duration, Instant};
 
@@ -97,7 +100,7 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
     let rebuild = Timing::new(report.events, t.elapsed(), Vec::new());
     eprintln!("bench: R  {}", rebuild.summary());
     eprintln!("bench: R  phases (first reported at, s): {phases:?}");
-    eprintln!("bench: R  computing thread: {:?}", report.compute_times);
+    eprintln!("bench: R  worker threads: {:?}", report.compute_times);
     if report.events != appended || report.dossiers != dossiers || report.reapplied != 0 {
         bail!(
             "the rebuild read {} events of {} dossiers (re-applied {}); the log holds {appended} \
@@ -125,6 +128,17 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
             );
         }
     }
+    let formats = copy_formats(pool).await?;
+    for (round, (text, binary)) in formats.iter().enumerate() {
+        eprintln!(
+            "bench: RC round {}: the cells' COPY into an unkeyed table, text {} · binary {} \
+             (binary ÷ text time {:.2})",
+            round + 1,
+            text.summary(),
+            binary.summary(),
+            binary.seconds / text.seconds
+        );
+    }
     Ok(Rebuilt {
         dossiers,
         fill,
@@ -138,6 +152,82 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
         spilled_runs: report.spilled_runs,
         compute_times: report.compute_times,
     })
+}
+
+/// Rounds of [`copy_formats`]: text and binary alternate.
+const COPY_ROUNDS: usize = 2;
+
+/// **RC**: the rebuilt `stats_cells` rows, `COPY`ed in text and in binary format (each read
+/// back once with `COPY … TO STDOUT` in its format, not timed) into an unkeyed table shaped like
+/// `stats_cells`, as the rebuild writes its shadow: the time of each `COPY … FROM STDIN`, same
+/// rows, same run, `CHECKPOINT` before each. What the server's parsing of each format costs.
+async fn copy_formats(pool: &PgPool) -> Result<Vec<(Timing, Timing)>> {
+    use sqlx::postgres::PgPoolCopyExt;
+    sqlx::query("DROP TABLE IF EXISTS bench_cells_copy")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE bench_cells_copy \
+           (LIKE stats_cells INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+    )
+    .execute(pool)
+    .await?;
+    let mut data = Vec::new();
+    for format in ["text", "binary"] {
+        let chunks: Vec<_> = pool
+            .copy_out_raw(&format!("COPY stats_cells TO STDOUT (FORMAT {format})"))
+            .await?
+            .try_collect()
+            .await?;
+        // Sent as the rebuild sends it: in chunks of about 1 MiB.
+        let mut joined: Vec<Vec<u8>> = vec![Vec::new()];
+        for chunk in chunks {
+            if joined.last().is_some_and(|j| j.len() >= 1 << 20) {
+                joined.push(Vec::new());
+            }
+            if let Some(last) = joined.last_mut() {
+                last.extend_from_slice(&chunk);
+            }
+        }
+        data.push((format, joined));
+    }
+    let mut rounds = Vec::with_capacity(COPY_ROUNDS);
+    for _ in 0..COPY_ROUNDS {
+        let mut timings = Vec::with_capacity(2);
+        for (format, chunks) in &data {
+            sqlx::query("TRUNCATE bench_cells_copy")
+                .execute(pool)
+                .await?;
+            crate::settle(pool, false).await?;
+            let t = Instant::now();
+            let mut copy = pool
+                .copy_in_raw(&format!(
+                    "COPY bench_cells_copy FROM STDIN (FORMAT {format})"
+                ))
+                .await?;
+            for chunk in chunks {
+                copy.send(chunk.as_slice()).await?;
+            }
+            let rows = copy.finish().await?;
+            timings.push(Timing::new(rows, t.elapsed(), Vec::new()));
+        }
+        let binary = timings.pop();
+        let text = timings.pop();
+        if let (Some(text), Some(binary)) = (text, binary) {
+            if text.count != binary.count {
+                bail!(
+                    "COPY text wrote {} rows, binary {}",
+                    text.count,
+                    binary.count
+                );
+            }
+            rounds.push((text, binary));
+        }
+    }
+    sqlx::query("DROP TABLE bench_cells_copy")
+        .execute(pool)
+        .await?;
+    Ok(rounds)
 }
 
 /// Every row of `events` in position order, every column decoded.
@@ -178,23 +268,25 @@ async fn raw_read(pool: &PgPool) -> Result<Timing> {
     Ok(Timing::new(count, t.elapsed(), Vec::new()))
 }
 
-/// The rebuild's query, each row decoded into a domain event; nothing else.
+/// The rebuild's read: the log's reader of whole dossiers up to the head
+/// (`eventlog::dossiers_up_to`, the columns figures need), each event decoded into a domain
+/// event; nothing else.
 async fn rebuild_read(pool: &PgPool) -> Result<Timing> {
     let t = Instant::now();
-    let mut rows = sqlx::query(
-        "SELECT dossier_id, version, event_type, occurred_at, payload FROM events \
-         WHERE position <= (SELECT position FROM log_head) ORDER BY dossier_id, version",
-    )
-    .fetch(pool);
+    let mut conn = pool.acquire().await?;
+    let head: i64 = sqlx::query_scalar("SELECT position FROM log_head")
+        .fetch_one(&mut *conn)
+        .await?;
+    let everything = eventlog::RoutingFilter::default();
+    let mut dossiers =
+        eventlog::dossiers_up_to::<eventlog::EventBody>(&mut conn, head, &everything);
     let mut count = 0u64;
-    while let Some(row) = rows.try_next().await? {
-        let dossier_id: String = row.try_get(0)?;
-        let version: i32 = row.try_get(1)?;
-        let event_type: String = row.try_get(2)?;
-        let payload: serde_json::Value = row.try_get(4)?;
-        let event = domain::Event::from_row(&event_type, row.try_get(3)?, &payload)?;
-        std::hint::black_box((dossier_id, version, event));
-        count += 1;
+    while let Some(dossier) = dossiers.try_next().await? {
+        for e in &dossier.events {
+            let event = domain::Event::from_row(&e.event_type, e.occurred_at, &e.payload)?;
+            std::hint::black_box((&dossier.dossier_id, e.version, event));
+            count += 1;
+        }
     }
     Ok(Timing::new(count, t.elapsed(), Vec::new()))
 }

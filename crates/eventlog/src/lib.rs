@@ -42,7 +42,9 @@ pub use append::{
     SEQUENCER_IDLE_TIMEOUT,
 };
 pub use bulk::{CheckedAppend, CheckedAppendError};
-pub use dossiers::{DossierEvents, RoutingFilter, dossiers_up_to, these_dossiers_up_to};
+pub use dossiers::{
+    DossierEvents, EventBody, EventColumns, RoutingFilter, dossiers_up_to, these_dossiers_up_to,
+};
 pub use error::{AppendError, ConnectError, MigrateError, ReadError};
 pub use group::GroupCommitStats;
 pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};

@@ -285,7 +285,8 @@ pub async fn checkpoint_once(
     .fetch_all(&mut *tx)
     .await?;
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let dossiers = eventlog::these_dossiers_up_to(&mut tx, &id_refs, to).await?;
+    let dossiers: Vec<eventlog::DossierEvents> =
+        eventlog::these_dossiers_up_to(&mut tx, &id_refs, to).await?;
     let diffs = window_diffs(&dossiers, from)?;
     let mut cells = BTreeMap::new();
     add_checkpoint_cells(diffs.iter().map(|(s, d, m, v)| (s, *d, *m, *v)), &mut cells);
@@ -596,9 +597,10 @@ pub async fn as_recorded_at(
     let mut partial = Aggregates::new();
     if let Some(up_to) = rows.iter().map(|(p, _)| *p).max() {
         let ids: Vec<&str> = ids.into_iter().collect();
-        let dossiers = eventlog::these_dossiers_up_to(&mut conn, &ids, up_to)
-            .await
-            .map_err(|e| QueryError::Corrupt(format!("cannot read the log: {e}")))?;
+        let dossiers: Vec<eventlog::DossierEvents> =
+            eventlog::these_dossiers_up_to(&mut conn, &ids, up_to)
+                .await
+                .map_err(|e| QueryError::Corrupt(format!("cannot read the log: {e}")))?;
         for d in &dossiers {
             let (old, new) = old_and_new(d, cut.position).map_err(|e| match e {
                 CheckpointError::Corrupt { position, reason } => QueryError::Corrupt(format!(
@@ -783,7 +785,8 @@ pub async fn scan_aggregates(
         sector: f.value(Dimension::Sector).map(str::to_owned),
     };
     let mut aggregates = Aggregates::new();
-    let mut dossiers = eventlog::dossiers_up_to(&mut conn, up_to, &routing);
+    let mut dossiers =
+        eventlog::dossiers_up_to::<eventlog::StoredEvent>(&mut conn, up_to, &routing);
     while let Some(d) = dossiers
         .try_next()
         .await

@@ -3,14 +3,25 @@
 //!
 //! 1. [`prepare`] takes an advisory lock (one rebuild at a time), creates the shadow tables
 //!    `projection_contributions_next` and `stats_cells_next` without keys, and reads the log in
-//!    one `REPEATABLE READ` snapshot: the head position `P` and every event at or before it,
-//!    ordered by dossier and version. A second thread decodes each dossier's events, computes its
-//!    [`stats::contribution`] (streamed with `COPY` into the shadow contributions while the read
-//!    goes on) and expands the day deltas into rollup cells ([`crate::rollup::rollup_cells`], the
-//!    one definition apply also uses), summed in memory in compact form. At the end the cells are
-//!    written with one `COPY`, then the primary keys are built (one sort each). Memory is bounded
-//!    ([`RebuildOptions::memory_bytes`]): past it, the sums so far are spilled as a sorted run to
-//!    an unlogged scratch table, and the runs are added up with one `GROUP BY` at the end.
+//!    one `REPEATABLE READ` snapshot: the head position `P` and every dossier up to it, through
+//!    the log's one reader of that shape ([`eventlog::dossiers_up_to`], decoding only the
+//!    columns figures need: [`eventlog::EventBody`]). Two phases, each on every core:
+//!    - *reading*: the reader hands whole dossiers in batches to a few worker threads (one per
+//!      core, [`MAX_WORKERS`] at most) taking them from one queue. Each decodes its dossiers,
+//!      computes their [`stats::contribution`] (streamed with `COPY` into the shadow
+//!      contributions while the read goes on) and adds their day deltas to sums of its own per
+//!      slice (every dimension), day and metric;
+//!    - *writing the cells*: the slices' rollup projections are numbered in `stats_slice`, and
+//!      each worker expands every day sum (of all the workers) into the rollup × grain cells of
+//!      its own share of the rollup slices (a hash of the slice number: the shares are
+//!      disjoint, so nothing is merged between workers), sums them in compact form and writes
+//!      them as wide rows with a binary `COPY` of its own, all at once.
+//!
+//!    The cells are those of [`crate::rollup::rollup_cells`] (the one definition apply also
+//!    uses): the expansion here projects each slice once with the same masks and grains, and a
+//!    unit test holds the two equal. Then the primary keys are built (one sort each). Memory is
+//!    bounded ([`RebuildOptions::memory_bytes`]): past it, the sums so far are spilled as sorted
+//!    runs to an unlogged scratch table, and the runs are added up with one `GROUP BY` at the end.
 //! 2. [`Shadow::swap`] replaces the live tables by the shadow ones in one transaction (queries
 //!    see the old figures up to its commit and the new ones after it, never a mix), then applies
 //!    again every dossier with an event after `P` ([`crate::store::apply_dossier`] recomputes a
@@ -23,22 +34,22 @@
 //! after it changes the new tables, which already reflect the log up to `P`; it recomputes its
 //! dossier from the log, so it may overlap with the re-apply without counting twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use eventlog::EventLog;
+use chrono::{Datelike, NaiveDate};
+use eventlog::{DossierEvents, EventBody, EventLog, ReadError, RoutingFilter};
 use futures::TryStreamExt;
 use sqlx::Connection;
-use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolCopyExt};
-use stats::{Contribution, Metric};
-use tokio::sync::{Notify, mpsc};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgCopyIn, PgPool, PgPoolCopyExt, Postgres};
+use stats::{Dimension, Metric};
+use tokio::sync::mpsc;
 
-use crate::rollup::{self, Cell, Grain, METRICS, metric_index};
+use crate::rollup::{Grain, METRICS, ROLLUPS, dimension_bit, metric_index};
 use crate::store::{self, ApplyError};
 
 /// The advisory lock key a rebuild holds for its whole run ("projrbld").
@@ -46,19 +57,19 @@ const LOCK_KEY: i64 = 0x7072_6f6a_7262_6c64;
 
 /// The default of [`RebuildOptions::memory_bytes`]: 1 GiB.
 pub const DEFAULT_MEMORY_BYTES: usize = 1 << 30;
-/// Dossiers handed from the reader to the computing thread at a time (or fewer, see
-/// [`EVENTS_PER_BATCH`]).
+/// Dossiers handed from the reader to a worker at a time (or fewer, see [`EVENTS_PER_BATCH`]).
 const DOSSIERS_PER_BATCH: usize = 256;
 /// Events handed over at a time, at most (a batch closes after the dossier that passes it).
 const EVENTS_PER_BATCH: usize = 4096;
-/// Batches in flight between the reader, the computing thread and the writers.
+/// Batches in flight between the reader, the workers and the writers.
 const CHANNEL_DEPTH: usize = 4;
 /// `COPY` data is sent in chunks of about this many bytes.
 const COPY_CHUNK: usize = 1 << 20;
+/// The most worker threads a rebuild computes on (in each phase; fewer on fewer cores, and no
+/// more than the pool has connections for the cells' writers, one each).
+pub const MAX_WORKERS: usize = 8;
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// Bytes one summed cell takes in memory: its compact key (12 bytes, padded) and its `i128`.
-const CELL_BYTES: usize = std::mem::size_of::<(CellKey, i128)>();
 
 /// How a rebuild may use memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +78,10 @@ pub struct RebuildOptions {
     /// rebuild --memory-mb`). Below what the whole snapshot's cells need, the cells are summed
     /// in sorted runs spilled to an unlogged scratch table and added up there with one
     /// `GROUP BY` at the end (slower, same result). Also the session's `maintenance_work_mem`
-    /// for building the keys (between 64 MiB and 2 GiB). Not counted: the distinct slices seen
-    /// (a few hundred bytes each) and one batch of dossiers in flight.
+    /// for building the keys (between 64 MiB and 2 GiB). A quarter goes to the day sums of the
+    /// reading phase, the rest to the expanded cells, each shared equally by the workers. Not
+    /// counted: the distinct slices seen (a few hundred bytes each) and the batches of dossiers
+    /// in flight.
     pub memory_bytes: usize,
 }
 
@@ -99,7 +112,7 @@ pub enum RebuildError {
         dossier_id: String,
         source: ApplyError,
     },
-    /// The computing thread stopped abnormally (a bug: it panicked). Nothing was swapped.
+    /// A computing thread stopped abnormally (a bug: it panicked). Nothing was swapped.
     #[error("the rebuild's computing thread failed: {0}")]
     Internal(String),
 }
@@ -109,7 +122,7 @@ pub enum RebuildError {
 pub enum Phase {
     /// Reading the snapshot and summing; contributions are written meanwhile.
     Reading,
-    /// Writing the summed cells.
+    /// Expanding the day sums into cells, summing and writing them.
     Writing,
     /// Adding up the spilled runs (only when the cells did not fit in memory).
     Merging,
@@ -193,7 +206,7 @@ pub struct RebuildReport {
     /// Sorted runs spilled because the cells did not fit in [`RebuildOptions::memory_bytes`]
     /// (0: summed wholly in memory).
     pub spilled_runs: u64,
-    /// Where the computing thread spent the fill.
+    /// Where the worker threads spent the fill.
     pub compute_times: ComputeTimes,
     /// Dossiers with events after `position`, applied again after the swap.
     pub reapplied: u64,
@@ -266,7 +279,7 @@ struct Filled {
     times: ComputeTimes,
 }
 
-/// The counters the progress reports read, shared by the reader, the computing thread and the
+/// The counters the progress reports read, shared by the reader, the workers and the
 /// writers.
 #[derive(Debug, Default)]
 struct Counters {
@@ -298,14 +311,42 @@ impl Counters {
     }
 }
 
+/// How many worker threads compute (in each phase): one per core, at most [`MAX_WORKERS`], and
+/// no more than the pool's connections (each writer of the cells holds one).
+fn worker_count(pool: &PgPool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let connections = usize::try_from(pool.options().get_max_connections()).unwrap_or(1);
+    cores.min(MAX_WORKERS).min(connections).max(1)
+}
+
+/// How the memory budget is shared.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// The day sums of one reading worker.
+    days: usize,
+    /// The expanded cells of one worker (of one share of the slices, or of a spill).
+    cells: usize,
+}
+
+impl Budget {
+    fn new(memory_bytes: usize, workers: usize) -> Budget {
+        let days = memory_bytes / 4;
+        Budget {
+            days: days / workers,
+            cells: (memory_bytes - days) / workers,
+        }
+    }
+}
+
 /// Creates the shadow tables on `conn` and fills them from one snapshot of the log.
 ///
-/// Four parts run at once: the reader streams the snapshot in `(dossier_id, version)` order and
-/// hands whole dossiers over in batches; a blocking thread decodes them, computes each
-/// contribution, formats the contribution rows and sums every rollup cell in compact form
-/// ([`CellSums`]); one `COPY` writes the contributions as they come (on `conn`), another the
-/// cells (a pool connection) — at the end, or as sorted runs when memory runs short. The
-/// shadow tables have no key while they are filled; the keys are built at the end, in one sort.
+/// Reading: the reader streams the snapshot's dossiers and hands them over in batches to the
+/// workers, which decode them, compute each contribution, format the contribution rows (one
+/// `COPY`, on `conn`, writes them as they come) and sum the day deltas ([`read_worker`]).
+/// Writing the cells: the rollup slices are numbered in `stats_slice`, then each worker expands
+/// and sums its share of the cells and writes them with a binary `COPY` on a pool connection of
+/// its own ([`expand_share`]). The shadow tables have no key while they are filled; the keys are
+/// built at the end, in one sort each.
 async fn fill(
     pool: &PgPool,
     conn: &mut PgConnection,
@@ -325,6 +366,8 @@ async fn fill(
     )))
     .execute(&mut *conn)
     .await?;
+    let workers = worker_count(pool);
+    let budget = Budget::new(options.memory_bytes, workers);
 
     let mut reader = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -335,52 +378,142 @@ async fn fill(
         .fetch_one(&mut *reader)
         .await?;
 
-    let counters = Arc::new(Counters::default());
+    // Reading.
+    let counters = Counters::default();
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(CHANNEL_DEPTH);
     let (contributions_tx, contributions_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
-    let (cells_tx, cells_rx) = mpsc::channel::<ToWriter>(CHANNEL_DEPTH);
-    let computing = {
-        let counters = counters.clone();
-        let memory = options.memory_bytes;
-        tokio::task::spawn_blocking(move || {
-            compute(batch_rx, contributions_tx, cells_tx, memory, &counters)
+    let (runs_tx, runs_rx) = mpsc::channel::<ToWriter>(CHANNEL_DEPTH);
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(batch_rx),
+        book: Mutex::new(SliceBook::default()),
+        spilled: AtomicBool::new(false),
+    });
+    let reading: Vec<_> = (0..workers)
+        .map(|_| {
+            let shared = shared.clone();
+            let contributions = contributions_tx.clone();
+            let runs = runs_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = read_worker(&shared, contributions, runs, budget);
+                if result.is_err() {
+                    // The reader and the other workers stop too (the cause is this error).
+                    if let Ok(mut queue) = shared.queue.lock() {
+                        queue.close();
+                    }
+                }
+                result
+            })
         })
-    };
-
-    let done = Notify::new();
-    let work = async {
-        let outcome = tokio::join!(
-            read_snapshot(&mut reader, head, batch_tx, &counters),
-            write_contributions(conn, contributions_rx),
-            write_cells(pool, cells_rx, &counters),
-        );
-        done.notify_one();
-        outcome
-    };
-    let ticker = async {
-        loop {
-            tokio::select! {
-                _ = done.notified() => break,
-                _ = tokio::time::sleep(PROGRESS_EVERY) => progress(&counters.snapshot(head, started)),
-            }
+        .collect();
+    drop((contributions_tx, runs_tx));
+    let (read, contributions, runs) = reporting(
+        async {
+            tokio::join!(
+                read_snapshot(&mut *reader, head, batch_tx, workers, &counters),
+                write_contributions(conn, contributions_rx),
+                write_cells(pool, runs_rx, &counters),
+            )
+        },
+        &counters,
+        head,
+        started,
+        progress,
+    )
+    .await;
+    let mut summed = Vec::with_capacity(workers);
+    let mut failed = None;
+    for handle in reading {
+        match handle.await {
+            Ok(Ok(s)) => summed.push(s),
+            Ok(Err(e)) => failed = first_cause(failed, e),
+            Err(e) => failed = first_cause(failed, RebuildError::Internal(e.to_string())),
         }
-    };
-    let ((read, contributions, cells), ()) = tokio::join!(work, ticker);
-    let computed = computing
-        .await
-        .map_err(|e| RebuildError::Internal(e.to_string()))?;
+    }
     // The first failure is the cause; the others follow from the channels it closed (a
     // failing part closes its channels, and the parts it feeds or that feed it stop).
-    if let Err(e @ RebuildError::Corrupt(_)) = computed {
+    if let Some(e @ RebuildError::Corrupt(_)) = failed {
         return Err(e);
     }
     contributions?;
-    cells?;
+    runs?;
     let (events, dossiers) = read?;
-    let computed = computed?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     reader.commit().await?;
 
-    if computed.spilled_runs > 0 {
+    // Writing the cells.
+    counters.set_phase(Phase::Writing);
+    progress(&counters.snapshot(head, started));
+    let spilled_while_reading = shared.spilled.load(Ordering::Relaxed);
+    let mut book = Arc::try_unwrap(shared)
+        .map_err(|_| RebuildError::Internal("a worker outlived the reading".into()))?
+        .book
+        .into_inner()
+        .map_err(|_| RebuildError::Internal("a worker panicked".into()))?;
+    let new = book.dims.unnumbered();
+    let ids = number_slices(pool, &new).await?;
+    book.dims.numbered(ids)?;
+    let mut spilled_runs = 0u64;
+    let mut times = ComputeTimes {
+        workers,
+        ..ComputeTimes::default()
+    };
+    let mut days = Vec::with_capacity(summed.len());
+    for s in summed {
+        spilled_runs += s.spilled_runs;
+        times.add(&s.times);
+        days.push(s.days);
+    }
+    let all = Arc::new(Expansion {
+        days,
+        projections: book.projections,
+        dims: book.dims,
+    });
+    let mut writers = Vec::with_capacity(workers);
+    let expanding: Vec<_> = (0..workers)
+        .map(|share| {
+            let (tx, rx) = mpsc::channel::<ToWriter>(CHANNEL_DEPTH);
+            writers.push(rx);
+            let all = all.clone();
+            let memory = budget.cells;
+            tokio::task::spawn_blocking(move || {
+                expand_share(share, workers, &all, &tx, spilled_while_reading, memory)
+            })
+        })
+        .collect();
+    let written = reporting(
+        futures::future::join_all(
+            writers
+                .into_iter()
+                .map(|rx| write_cells(pool, rx, &counters)),
+        ),
+        &counters,
+        head,
+        started,
+        progress,
+    )
+    .await;
+    let mut failed = None;
+    for handle in expanding {
+        match handle.await {
+            Ok(Ok((runs, t))) => {
+                spilled_runs += runs;
+                times.add(&t);
+            }
+            Ok(Err(e)) => failed = first_cause(failed, e),
+            Err(e) => failed = first_cause(failed, RebuildError::Internal(e.to_string())),
+        }
+    }
+    for w in written {
+        w?;
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    drop(all);
+
+    if spilled_runs > 0 {
         counters.set_phase(Phase::Merging);
         progress(&counters.snapshot(head, started));
         let merged = sqlx::query(sqlx::AssertSqlSafe(merge_runs_sql()))
@@ -412,11 +545,37 @@ async fn fill(
         head,
         events,
         dossiers,
-        spilled_runs: computed.spilled_runs,
-        times: computed.times,
+        spilled_runs,
+        times,
     })
 }
 
+/// Keeps the first error that is a cause rather than a consequence: a corrupt event over a
+/// stop on a closed channel.
+fn first_cause(kept: Option<RebuildError>, new: RebuildError) -> Option<RebuildError> {
+    match kept {
+        None => Some(new),
+        Some(RebuildError::Internal(_)) if matches!(new, RebuildError::Corrupt(_)) => Some(new),
+        Some(kept) => Some(kept),
+    }
+}
+
+/// Runs `work`, reporting progress about once a second until it is done.
+async fn reporting<T>(
+    work: impl Future<Output = T>,
+    counters: &Counters,
+    head: i64,
+    started: Instant,
+    progress: &mut impl FnMut(&Progress),
+) -> T {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tokio::time::sleep(PROGRESS_EVERY) => progress(&counters.snapshot(head, started)),
+        }
+    }
+}
 /// Drops any shadow left by an interrupted rebuild and creates empty ones shaped like the live
 /// tables, without keys (built once filled, named as the live ones will be after the swap
 /// renames them), and the unlogged scratch table for spilled runs.
@@ -438,84 +597,64 @@ async fn create_shadow_tables(conn: &mut PgConnection) -> Result<(), sqlx::Error
     Ok(())
 }
 
-/// One stored event as read, not yet decoded.
-struct RawEvent {
-    version: i32,
-    event_type: String,
-    occurred_at: DateTime<Utc>,
-    payload: serde_json::Value,
-}
-
-/// One dossier's events up to the snapshot, in version order.
-struct RawDossier {
-    id: String,
-    events: Vec<RawEvent>,
-}
-
-/// What the reader hands to the computing thread.
+/// What the reader hands to the workers.
 enum Batch {
-    Dossiers(Vec<RawDossier>),
-    /// The snapshot was read to its end. A channel closed without it means the reader failed:
-    /// the computing thread then writes nothing more.
+    Dossiers(Vec<DossierEvents<EventBody>>),
+    /// The snapshot was read to its end (one for each worker). A queue closed without it means
+    /// the reader failed: the workers then write nothing more.
     End,
 }
 
-/// Streams every event of the snapshot up to `head` in `(dossier_id, version)` order (the
-/// unique index) and sends whole dossiers in batches; returns `(events, dossiers)`.
+/// Streams every dossier of the snapshot up to `head` (the log's reader, `dossier_id` order)
+/// and sends them in batches to the workers' queue, then one [`Batch::End`] per worker; returns
+/// `(events, dossiers)`.
 async fn read_snapshot(
     reader: &mut PgConnection,
     head: i64,
     out: mpsc::Sender<Batch>,
+    workers: usize,
     counters: &Counters,
 ) -> Result<(u64, u64), RebuildError> {
-    let mut rows = sqlx::query(
-        "SELECT dossier_id, version, event_type, occurred_at, payload FROM events \
-         WHERE position <= $1 ORDER BY dossier_id, version",
-    )
-    .bind(head)
-    .fetch(reader);
-    let mut batch: Vec<RawDossier> = Vec::with_capacity(DOSSIERS_PER_BATCH);
+    let everything = RoutingFilter::default();
+    let mut stream = eventlog::dossiers_up_to::<EventBody>(reader, head, &everything);
+    let mut batch = Vec::with_capacity(DOSSIERS_PER_BATCH);
     let mut batch_events = 0usize;
     let (mut events, mut dossiers) = (0u64, 0u64);
-    // The computing thread hung up: its error (or the writer's that stopped it) is the cause.
-    let gone = || RebuildError::Internal("the computing thread stopped".into());
-    while let Some(row) = rows.try_next().await? {
-        let dossier_id: String = row.try_get("dossier_id")?;
-        let event = RawEvent {
-            version: row.try_get("version")?,
-            event_type: row.try_get("event_type")?,
-            occurred_at: row.try_get("occurred_at")?,
-            payload: row.try_get("payload")?,
-        };
-        match batch.last_mut() {
-            Some(d) if d.id == dossier_id => d.events.push(event),
-            _ => {
-                if batch.len() >= DOSSIERS_PER_BATCH || batch_events >= EVENTS_PER_BATCH {
-                    let full =
-                        std::mem::replace(&mut batch, Vec::with_capacity(DOSSIERS_PER_BATCH));
-                    out.send(Batch::Dossiers(full)).await.map_err(|_| gone())?;
-                    batch_events = 0;
-                }
-                batch.push(RawDossier {
-                    id: dossier_id,
-                    events: vec![event],
-                });
-                dossiers += 1;
-                counters.dossiers.store(dossiers, Ordering::Relaxed);
-            }
-        }
-        batch_events += 1;
-        events += 1;
+    // The workers hung up: their error (or the writer's that stopped them) is the cause.
+    let gone = || RebuildError::Internal("the workers stopped".into());
+    while let Some(dossier) = stream.try_next().await.map_err(read_error)? {
+        events += dossier.events.len() as u64;
+        dossiers += 1;
+        batch_events += dossier.events.len();
+        batch.push(dossier);
         counters.events.store(events, Ordering::Relaxed);
+        counters.dossiers.store(dossiers, Ordering::Relaxed);
+        if batch.len() >= DOSSIERS_PER_BATCH || batch_events >= EVENTS_PER_BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(DOSSIERS_PER_BATCH));
+            out.send(Batch::Dossiers(full)).await.map_err(|_| gone())?;
+            batch_events = 0;
+        }
     }
     if !batch.is_empty() {
         out.send(Batch::Dossiers(batch)).await.map_err(|_| gone())?;
     }
-    out.send(Batch::End).await.map_err(|_| gone())?;
+    for _ in 0..workers {
+        out.send(Batch::End).await.map_err(|_| gone())?;
+    }
     Ok((events, dossiers))
 }
 
-/// Writes the contribution rows (`COPY` text format) as the computing thread formats them.
+fn read_error(e: ReadError) -> RebuildError {
+    match e {
+        ReadError::Unavailable(e) => RebuildError::Database(e),
+        ReadError::Corrupt { position, reason } => {
+            RebuildError::Corrupt(format!("event at position {position}: {reason}"))
+        }
+    }
+}
+
+/// Writes the contribution rows (`COPY` text format) as the workers format them (each chunk
+/// holds whole rows).
 async fn write_contributions(
     conn: &mut PgConnection,
     mut rows: mpsc::Receiver<Vec<u8>>,
@@ -541,43 +680,35 @@ enum Target {
 }
 
 impl Target {
-    fn copy_statement(self) -> &'static str {
-        match self {
-            // Every column, in the table's order: slice, rollup, grain, period, the metrics.
-            Target::Runs => "COPY stats_cells_runs FROM STDIN",
-            Target::Shadow => "COPY stats_cells_next FROM STDIN",
-        }
+    /// A binary `COPY` naming every column, in the order [`push_cell_row`] writes them.
+    fn copy_statement(self) -> String {
+        let table = match self {
+            Target::Runs => "stats_cells_runs",
+            Target::Shadow => "stats_cells_next",
+        };
+        let metrics: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+        format!(
+            "COPY {table} (slice, rollup, grain, period, {}) FROM STDIN (FORMAT binary)",
+            metrics.join(", ")
+        )
     }
 }
 
-/// Writes the cell rows to their target, one `COPY` per change of target, each on a pool
-/// connection of its own.
+/// Writes the cell rows to their target, one binary `COPY` per change of target, each on a pool
+/// connection of its own; numbers the slices it is asked to in `stats_slice`.
 async fn write_cells(
     pool: &PgPool,
     mut rows: mpsc::Receiver<ToWriter>,
     counters: &Counters,
 ) -> Result<(), sqlx::Error> {
-    let mut current = None;
+    let mut current: Option<(Target, PgCopyIn<PoolConnection<Postgres>>)> = None;
     while let Some(message) = rows.recv().await {
-        let (target, chunk) = match message {
-            ToWriter::Rows(target, chunk) => (target, chunk),
+        let (target, chunk, count) = match message {
+            ToWriter::Rows(target, chunk, count) => (target, chunk, count),
             ToWriter::Slices(slices, reply) => {
-                // Committed at once (a connection of its own, autocommit): ids never go back.
-                let mut conn = pool.acquire().await?;
-                let set: std::collections::BTreeSet<(u8, [&str; 6])> = slices
-                    .iter()
-                    .map(|(r, d)| (*r, d.each_ref().map(|s| &**s)))
-                    .collect();
-                let ids = store::slice_ids(&mut conn, &set).await?;
-                let mut out = Vec::with_capacity(slices.len());
-                for (rollup, dims) in &slices {
-                    let id = ids.get(&(*rollup, dims.clone().map(String::from))).copied();
-                    out.push(id.ok_or_else(|| {
-                        sqlx::Error::Protocol("a slice without an id after its insert".into())
-                    })?);
-                }
-                // The computing thread gone: its own error is the cause.
-                let _ = reply.send(out);
+                let ids = number_slices(pool, &slices).await?;
+                // The worker gone: its own error is the cause.
+                let _ = reply.send(ids);
                 continue;
             }
         };
@@ -585,26 +716,60 @@ async fn write_cells(
             Some((t, copy)) if *t == target => copy,
             _ => {
                 if let Some((_, copy)) = current.take() {
-                    sqlx::postgres::PgCopyIn::finish(copy).await?;
+                    finish_binary(copy).await?;
                 }
-                let copy = pool.copy_in_raw(target.copy_statement()).await?;
+                let mut copy = pool.copy_in_raw(&target.copy_statement()).await?;
+                copy.send(&BINARY_HEADER[..]).await?;
                 &mut current.insert((target, copy)).1
             }
         };
-        let lines = chunk.iter().filter(|b| **b == b'\n').count() as u64;
         copy.send(chunk).await?;
-        counters.cells.fetch_add(lines, Ordering::Relaxed);
+        counters.cells.fetch_add(count, Ordering::Relaxed);
     }
     if let Some((_, copy)) = current.take() {
-        copy.finish().await?;
+        finish_binary(copy).await?;
     }
     Ok(())
 }
 
-/// What the computing thread sends the cells' writer.
+/// Ends a binary `COPY` with its trailer.
+async fn finish_binary(mut copy: PgCopyIn<PoolConnection<Postgres>>) -> Result<u64, sqlx::Error> {
+    copy.send(&BINARY_TRAILER[..]).await?;
+    copy.finish().await
+}
+
+/// Numbers `slices` (a rollup and its six dimension values) in `stats_slice` (the new ones are
+/// inserted, committed at once on a connection of their own: ids never go back) and returns
+/// their ids in the same order.
+async fn number_slices(
+    pool: &PgPool,
+    slices: &[(u8, [Box<str>; 6])],
+) -> Result<Vec<i32>, sqlx::Error> {
+    if slices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = pool.acquire().await?;
+    let set: BTreeSet<(u8, [&str; 6])> = slices
+        .iter()
+        .map(|(r, d)| (*r, d.each_ref().map(|s| &**s)))
+        .collect();
+    let ids = store::slice_ids(&mut conn, &set).await?;
+    slices
+        .iter()
+        .map(|(rollup, dims)| {
+            ids.get(&(*rollup, dims.clone().map(String::from)))
+                .copied()
+                .ok_or_else(|| {
+                    sqlx::Error::Protocol("a slice without an id after its insert".into())
+                })
+        })
+        .collect()
+}
+
+/// What a worker sends a cells' writer.
 enum ToWriter {
-    /// Rows (`COPY` text) for a target.
-    Rows(Target, Vec<u8>),
+    /// Rows (binary `COPY` tuples, without header or trailer) for a target, and how many.
+    Rows(Target, Vec<u8>, u64),
     /// Slices `(rollup, dims)` to number in `stats_slice`; their ids, in the same order, go
     /// back on the channel.
     Slices(
@@ -613,14 +778,8 @@ enum ToWriter {
     ),
 }
 
-/// What the computing thread did.
-struct Computed {
-    spilled_runs: u64,
-    times: ComputeTimes,
-}
-
-/// The computing thread stopped early because the reader failed (it closed its channel without
-/// [`Batch::End`]) or a writer did (it closed its): the cause is theirs.
+/// A worker stopped early because the reader failed (it closed the queue without
+/// [`Batch::End`]) or a writer did (it closed its channel): the cause is theirs.
 struct Stopped;
 
 impl From<Stopped> for RebuildError {
@@ -629,46 +788,70 @@ impl From<Stopped> for RebuildError {
     }
 }
 
-/// The computing thread: decodes each dossier's events, computes its contribution (written as a
-/// `COPY` row), expands the batch's day deltas into rollup cells with [`rollup::rollup_cells`]
-/// (the one definition of the cells, as apply uses it) and sums them in [`CellSums`]. Sends
-/// the contribution rows and, when memory runs short and at the end, the cell rows.
-fn compute(
-    mut batches: mpsc::Receiver<Batch>,
+/// Locks a mutex the workers share (poisoned only when one of them panicked).
+fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, RebuildError> {
+    mutex
+        .lock()
+        .map_err(|_| RebuildError::Internal("a worker panicked".into()))
+}
+
+/// What the reading workers share.
+struct Shared {
+    /// The reader's batches: each worker takes the next one (a many-consumer queue).
+    queue: Mutex<mpsc::Receiver<Batch>>,
+    book: Mutex<SliceBook>,
+    /// Some worker spilled a run of cells: every cell not yet written then goes to the runs too
+    /// (they are added up with them at the end).
+    spilled: AtomicBool,
+}
+
+/// What a reading worker summed.
+struct Summed {
+    days: DaySums,
+    spilled_runs: u64,
+    times: ComputeTimes,
+}
+
+/// A reading worker: takes batches of dossiers from the queue until its [`Batch::End`]; for each
+/// dossier decodes its events, computes its contribution (a `COPY` row sent to the
+/// contributions' writer) and adds its day deltas to its own [`DaySums`]. When those pass their
+/// budget, they are expanded and spilled as runs ([`spill_days`]).
+fn read_worker(
+    shared: &Shared,
     contributions: mpsc::Sender<Vec<u8>>,
-    cells: mpsc::Sender<ToWriter>,
-    memory_bytes: usize,
-    counters: &Counters,
-) -> Result<Computed, RebuildError> {
-    // A quarter of the budget for the day sums, the rest for the expanded cells.
-    let mut days = DaySums::new(memory_bytes / 4);
-    let mut sums = CellSums::new(memory_bytes - memory_bytes / 4);
+    runs: mpsc::Sender<ToWriter>,
+    budget: Budget,
+) -> Result<Summed, RebuildError> {
+    let mut days = DaySums::new(budget.days);
     let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
     let mut spilled_runs = 0u64;
     let mut times = ComputeTimes::default();
     loop {
         let t = Instant::now();
-        let batch = match batches.blocking_recv() {
+        let next = lock(&shared.queue)?.blocking_recv();
+        times.waiting_for_reader += t.elapsed();
+        let batch = match next {
             Some(Batch::Dossiers(batch)) => batch,
             Some(Batch::End) => break,
             None => return Err(Stopped.into()),
         };
-        times.waiting_for_reader += t.elapsed();
-        let mut computed: Vec<Option<Contribution>> = Vec::with_capacity(batch.len());
-        for dossier in batch {
+        for dossier in &batch {
             let t = Instant::now();
-            let version = dossier.events.last().map_or(0, |e| e.version);
-            let events = decode(&dossier)?;
+            let events = decode(dossier)?;
             let decoded = Instant::now();
             times.decoding += decoded - t;
             let contribution = stats::contribution(&events);
-            push_escaped(&mut rows, &dossier.id);
+            let version = dossier.events.last().map_or(0, |e| e.version);
+            push_escaped(&mut rows, &dossier.dossier_id);
             rows.push(b'\t');
             match &contribution {
                 // As apply stores it (`sqlx::types::Json` serializes with `serde_json` too).
                 Some(c) => {
                     let json = serde_json::to_string(c).map_err(|e| {
-                        RebuildError::Corrupt(format!("contribution of {}: {e}", dossier.id))
+                        RebuildError::Corrupt(format!(
+                            "contribution of {}: {e}",
+                            dossier.dossier_id
+                        ))
                     })?;
                     push_escaped(&mut rows, &json);
                 }
@@ -677,8 +860,15 @@ fn compute(
             rows.push(b'\t');
             push_int(&mut rows, i128::from(version));
             rows.push(b'\n');
-            computed.push(contribution);
-            times.contributions += decoded.elapsed();
+            let contributed = Instant::now();
+            times.contributions += contributed - decoded;
+            if let Some(c) = contribution {
+                let slice = lock(&shared.book)?.number(&c.slice);
+                for ((day, metric), delta) in &c.deltas {
+                    days.add(slice, *day, *metric, *delta);
+                }
+                times.summing += contributed.elapsed();
+            }
         }
         if rows.len() >= COPY_CHUNK {
             let t = Instant::now();
@@ -687,84 +877,152 @@ fn compute(
             contributions.blocking_send(chunk).map_err(|_| Stopped)?;
             times.waiting_for_writers += t.elapsed();
         }
-        // The day deltas are summed per slice, day and metric first (a hash map of small
-        // keys); each distinct one is expanded once, when the map is full or at the end.
-        let t = Instant::now();
-        for c in computed.iter().flatten() {
-            let slice = days.slice(&c.slice);
-            for ((day, metric), delta) in &c.deltas {
-                days.add(slice, *day, *metric, *delta);
-            }
-        }
-        times.summing += t.elapsed();
         if days.full() {
-            spilled_runs += expand(&mut days, &mut sums, &cells, &mut times)?;
+            spilled_runs += spill_days(&mut days, shared, budget.cells, &runs, &mut times)?;
         }
     }
-    spilled_runs += expand(&mut days, &mut sums, &cells, &mut times)?;
     if !rows.is_empty() {
         contributions.blocking_send(rows).map_err(|_| Stopped)?;
     }
-    drop(contributions);
-    counters.set_phase(Phase::Writing);
-    let t = Instant::now();
-    if spilled_runs > 0 {
-        spill(&mut sums, Target::Runs, &cells)?;
-        spilled_runs += 1;
-    } else {
-        spill(&mut sums, Target::Shadow, &cells)?;
-    }
-    times.writing_cells += t.elapsed();
-    Ok(Computed {
+    Ok(Summed {
+        days,
         spilled_runs,
         times,
     })
 }
 
-/// Expands every day sum of `days` into its rollup cells with [`rollup::rollup_cells`] (the
-/// one definition of the cells, as apply uses it: one delta per call, whose map stays small),
-/// adds them to `sums` (spilling a run whenever it is full) and empties `days`; returns the
-/// runs spilled. The sums are linear, so expanding sums of deltas is expanding the deltas.
-fn expand(
+/// Expands every day sum of `days` into its cells (every share) and writes them as sorted runs
+/// (one whenever the cells pass their budget, and one at the end); empties `days`. Marks the
+/// rebuild as spilled first, so that every later cell goes to the runs too. Returns the runs
+/// written.
+fn spill_days(
     days: &mut DaySums,
-    sums: &mut CellSums,
-    cells: &mpsc::Sender<ToWriter>,
+    shared: &Shared,
+    memory: usize,
+    out: &mpsc::Sender<ToWriter>,
     times: &mut ComputeTimes,
-) -> Result<u64, Stopped> {
-    let mut spilled = 0;
-    let mut entries: Vec<((u32, NaiveDate, Metric), i128)> = days.sums.drain().collect();
-    // By slice: the cells of one slice share its strings, which `Dims::recent` recognizes.
-    entries.sort_unstable_by_key(|(k, _)| *k);
-    let mut last = None;
-    for ((slice, day, metric), delta) in entries {
+) -> Result<u64, RebuildError> {
+    shared.spilled.store(true, Ordering::Relaxed);
+    // Held throughout: the slices of these sums keep their numbers while their rows are made.
+    let mut book = lock(&shared.book)?;
+    let new = book.dims.unnumbered();
+    if !new.is_empty() {
+        let (reply, ids) = tokio::sync::oneshot::channel();
+        out.blocking_send(ToWriter::Slices(new, reply))
+            .map_err(|_| Stopped)?;
+        book.dims
+            .numbered(ids.blocking_recv().map_err(|_| Stopped)?)?;
+    }
+    let mut sums = CellSums::new(memory);
+    let mut runs = 0u64;
+    let t = Instant::now();
+    for ((slice, day, metric), delta) in days.sums.drain() {
         if delta == 0 {
             continue;
         }
-        if last != Some(slice) {
-            sums.dims.forget_recent();
-            last = Some(slice);
+        let projections = book.projections(slice)?;
+        if !sums.room_for(CELLS_PER_SUM) {
+            write_sums(&mut sums, &book.dims, Target::Runs, out, times)?;
+            runs += 1;
+            sums.room_for(CELLS_PER_SUM);
         }
-        let t = Instant::now();
-        let expanded = rollup::rollup_cells([(&days.slices[slice as usize], day, metric, delta)]);
-        let summed = Instant::now();
-        times.expanding += summed - t;
-        let full = sums.add(&expanded);
-        times.summing += summed.elapsed();
-        if full {
-            let t = Instant::now();
-            spill(sums, Target::Runs, cells)?;
-            times.writing_cells += t.elapsed();
-            spilled += 1;
-        }
+        expand_sum(&mut sums, projections, |_| true, day, metric, delta);
     }
-    Ok(spilled)
+    times.expanding += t.elapsed();
+    write_sums(&mut sums, &book.dims, Target::Runs, out, times)?;
+    Ok(runs + 1)
 }
 
-/// The dossiers' day deltas summed per slice (every dimension), day and metric, before any
-/// expansion: many dossiers share a slice and a day.
+/// The day cells one day sum adds to: one per rollup (the month and year cells are summed from
+/// the day cells when they are written: [`wide_rows`]).
+const CELLS_PER_SUM: usize = ROLLUPS.len();
+
+/// Adds the day cells of one day sum of a slice to `sums`: one for each rollup slice of
+/// `projections` that `keep` keeps, all `delta`. With [`wide_rows`], what
+/// [`crate::rollup::rollup_cells`] gives for the same delta (tested).
+fn expand_sum(
+    sums: &mut CellSums,
+    projections: &[u32; ROLLUPS.len()],
+    keep: impl Fn(u32) -> bool,
+    day: NaiveDate,
+    metric: Metric,
+    delta: i128,
+) {
+    for &dims in projections {
+        if keep(dims) {
+            sums.push(CellKey { dims, day, metric }, delta);
+        }
+    }
+}
+
+/// What the writing phase reads: every worker's day sums, the slices' projections and the
+/// numbered rollup slices.
+struct Expansion {
+    days: Vec<DaySums>,
+    projections: Vec<[u32; ROLLUPS.len()]>,
+    dims: Dims,
+}
+
+/// Which of `shares` workers expands and writes the cells of rollup slice `dims`: a hash of its
+/// number (numbers are given in order of appearance, so consecutive ones are of related slices).
+fn share_of(dims: u32, shares: usize) -> usize {
+    let hashed = u64::from(dims).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+    usize::try_from(hashed).unwrap_or(0) % shares.max(1)
+}
+
+/// A writing worker: expands every day sum into the cells of its share of the rollup slices,
+/// sums them and writes them as wide rows — to the shadow, or as runs when the rebuild spilled
+/// (`to_runs`) or this share does not fit its budget. Returns the runs written.
+fn expand_share(
+    share: usize,
+    shares: usize,
+    all: &Expansion,
+    out: &mpsc::Sender<ToWriter>,
+    to_runs: bool,
+    memory: usize,
+) -> Result<(u64, ComputeTimes), RebuildError> {
+    let mut times = ComputeTimes::default();
+    let mut sums = CellSums::new(memory);
+    let mut runs = 0u64;
+    let t = Instant::now();
+    for days in &all.days {
+        for (&(slice, day, metric), &delta) in &days.sums {
+            if delta == 0 {
+                continue;
+            }
+            let projections = all
+                .projections
+                .get(slice as usize)
+                .ok_or_else(|| RebuildError::Internal(format!("slice {slice} not numbered")))?;
+            if !sums.room_for(CELLS_PER_SUM) {
+                write_sums(&mut sums, &all.dims, Target::Runs, out, &mut times)?;
+                runs += 1;
+                sums.room_for(CELLS_PER_SUM);
+            }
+            expand_sum(
+                &mut sums,
+                projections,
+                |dims| share_of(dims, shares) == share,
+                day,
+                metric,
+                delta,
+            );
+        }
+    }
+    times.expanding += t.elapsed();
+    let target = if to_runs || runs > 0 {
+        runs += 1;
+        Target::Runs
+    } else {
+        Target::Shadow
+    };
+    write_sums(&mut sums, &all.dims, target, out, &mut times)?;
+    Ok((runs, times))
+}
+
+/// The dossiers' day deltas summed per slice (every dimension, numbered in the [`SliceBook`]),
+/// day and metric, before any expansion: many dossiers share a slice and a day.
 struct DaySums {
-    ids: HashMap<stats::Slice, u32>,
-    slices: Vec<stats::Slice>,
     sums: HashMap<(u32, NaiveDate, Metric), i128, FxBuild>,
     /// Most entries kept before [`DaySums::full`] says to expand them.
     limit: usize,
@@ -776,21 +1034,9 @@ impl DaySums {
 
     fn new(memory_bytes: usize) -> DaySums {
         DaySums {
-            ids: HashMap::new(),
-            slices: Vec::new(),
             sums: HashMap::default(),
             limit: (memory_bytes / Self::ENTRY_BYTES).max(1024),
         }
-    }
-
-    fn slice(&mut self, slice: &stats::Slice) -> u32 {
-        if let Some(id) = self.ids.get(slice) {
-            return *id;
-        }
-        let id = self.slices.len() as u32;
-        self.slices.push(slice.clone());
-        self.ids.insert(slice.clone(), id);
-        id
     }
 
     fn add(&mut self, slice: u32, day: NaiveDate, metric: Metric, delta: i128) {
@@ -802,9 +1048,53 @@ impl DaySums {
     }
 }
 
-/// Where the rebuild's computing thread spent its time (for benchmarks and tuning).
+/// The distinct slices (every dimension) of the snapshot, numbered, each with the numbers of
+/// its projections onto the rollups ([`ROLLUPS`] order) in [`Dims`].
+#[derive(Default)]
+struct SliceBook {
+    ids: HashMap<stats::Slice, u32>,
+    projections: Vec<[u32; ROLLUPS.len()]>,
+    dims: Dims,
+}
+
+impl SliceBook {
+    /// The number of `slice`, given (with its projections) the first time it is seen.
+    fn number(&mut self, slice: &stats::Slice) -> u32 {
+        if let Some(id) = self.ids.get(slice) {
+            return *id;
+        }
+        let values = Dimension::ALL.map(|d| d.value(slice));
+        // As `rollup::rollup_cells` projects a delta's slice: a dimension outside the rollup
+        // is "".
+        let projections = ROLLUPS.map(|rollup| {
+            let mut dims = [""; 6];
+            for (i, d) in Dimension::ALL.into_iter().enumerate() {
+                if rollup & dimension_bit(d) != 0 {
+                    dims[i] = values[i];
+                }
+            }
+            self.dims.lookup(rollup, &dims)
+        });
+        let id = self.projections.len() as u32;
+        self.projections.push(projections);
+        self.ids.insert(slice.clone(), id);
+        id
+    }
+
+    fn projections(&self, slice: u32) -> Result<&[u32; ROLLUPS.len()], RebuildError> {
+        self.projections
+            .get(slice as usize)
+            .ok_or_else(|| RebuildError::Internal(format!("slice {slice} not numbered")))
+    }
+}
+
+/// Where the rebuild's workers spent their time (for benchmarks and tuning), summed over the
+/// worker threads (each phase runs [`ComputeTimes::workers`] of them at once, so a sum can be up
+/// to that many times the phase's wall time).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ComputeTimes {
+    /// Worker threads in each phase.
+    pub workers: usize,
     /// Waiting for the next batch of dossiers: the reader is the slower side.
     pub waiting_for_reader: Duration,
     /// Decoding events into domain events.
@@ -813,65 +1103,136 @@ pub struct ComputeTimes {
     pub contributions: Duration,
     /// Waiting for the contributions' `COPY` to take a chunk.
     pub waiting_for_writers: Duration,
-    /// `rollup::rollup_cells` over each distinct slice, day and metric sum.
+    /// Expanding each day sum into its rollup and grain cells and adding them to the compact
+    /// sums (with the sorts that sum them up as they grow).
     pub expanding: Duration,
-    /// Summing the day deltas per slice, day and metric, and adding the expanded cells to the
-    /// compact sums (numbering slices, sorting, summing up).
+    /// Summing the day deltas per slice, day and metric (numbering the slices), and the last
+    /// sort and sum-up of the cells before they are written.
     pub summing: Duration,
-    /// Formatting the cell rows and handing them to their `COPY` (which waits for the server).
+    /// Formatting the cell rows (binary `COPY`) and handing them to their writer (which waits
+    /// for the server).
     pub writing_cells: Duration,
 }
 
-/// Sums up `sums` and sends every cell with a non-zero metric to `target` as a wide row (the
-/// slice's id, numbered first in `stats_slice` if new, its grain and period, one column per
-/// metric, `\N` for 0), in key order; empties `sums`.
-fn spill(sums: &mut CellSums, target: Target, out: &mpsc::Sender<ToWriter>) -> Result<(), Stopped> {
+impl ComputeTimes {
+    fn add(&mut self, other: &ComputeTimes) {
+        self.waiting_for_reader += other.waiting_for_reader;
+        self.decoding += other.decoding;
+        self.contributions += other.contributions;
+        self.waiting_for_writers += other.waiting_for_writers;
+        self.expanding += other.expanding;
+        self.summing += other.summing;
+        self.writing_cells += other.writing_cells;
+    }
+}
+
+/// Sums up `sums` and sends every cell with a non-zero metric, at every grain, to `target` as a
+/// wide row ([`wide_rows`]: the slice's id in `stats_slice`, its rollup, grain and period, one
+/// column per metric, NULL for 0); empties `sums`.
+fn write_sums(
+    sums: &mut CellSums,
+    dims: &Dims,
+    target: Target,
+    out: &mpsc::Sender<ToWriter>,
+    times: &mut ComputeTimes,
+) -> Result<(), RebuildError> {
+    let t = Instant::now();
     sums.compact();
-    sums.dims.register(out)?;
+    let compacted = Instant::now();
+    times.summing += compacted - t;
     let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
-    let cells = &sums.cells;
+    let mut count = 0u64;
+    wide_rows(&sums.cells, |dims_id, grain, period, values| {
+        let (slice, rollup) = dims.numbered_slice(dims_id)?;
+        push_cell_row(&mut rows, slice, rollup, grain, period, values)?;
+        count += 1;
+        if rows.len() >= COPY_CHUNK {
+            let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + 4096));
+            out.blocking_send(ToWriter::Rows(target, chunk, count))
+                .map_err(|_| Stopped)?;
+            count = 0;
+        }
+        Ok::<(), RebuildError>(())
+    })?;
+    if !rows.is_empty() {
+        out.blocking_send(ToWriter::Rows(target, rows, count))
+            .map_err(|_| Stopped)?;
+    }
+    sums.clear();
+    times.writing_cells += compacted.elapsed();
+    Ok(())
+}
+
+/// Calls `row` with every wide row of the summed day cells `cells` (compacted: sorted by rollup
+/// slice, day and metric, each once): `(rollup slice, grain, period, one value per metric)` for
+/// each day, and for each month and year summed from its days (the days of one slice's month
+/// or year are adjacent in that order). Rows whose values are all 0 are left out.
+fn wide_rows<E>(
+    cells: &[(CellKey, i128)],
+    mut row: impl FnMut(u32, Grain, NaiveDate, &[i128; METRICS]) -> Result<(), E>,
+) -> Result<(), E> {
+    /// A coarser row being summed: its slice, period and values.
+    type Open = Option<(u32, NaiveDate, [i128; METRICS])>;
+    fn roll<E>(
+        open: &mut Open,
+        grain: Grain,
+        dims: u32,
+        day: NaiveDate,
+        values: &[i128; METRICS],
+        row: &mut impl FnMut(u32, Grain, NaiveDate, &[i128; METRICS]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let period = grain.period(day);
+        if let Some((d, p, sums)) = open
+            && *d == dims
+            && *p == period
+        {
+            for (sum, v) in sums.iter_mut().zip(values) {
+                *sum += v;
+            }
+            return Ok(());
+        }
+        if let Some((d, p, sums)) = open.replace((dims, period, *values)) {
+            emit(d, grain, p, &sums, row)?;
+        }
+        Ok(())
+    }
+    fn emit<E>(
+        dims: u32,
+        grain: Grain,
+        period: NaiveDate,
+        values: &[i128; METRICS],
+        row: &mut impl FnMut(u32, Grain, NaiveDate, &[i128; METRICS]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if values.iter().any(|v| *v != 0) {
+            row(dims, grain, period, values)?;
+        }
+        Ok(())
+    }
+    let (mut month, mut year): (Open, Open) = (None, None);
     let mut i = 0;
     while i < cells.len() {
         let (key, _) = cells[i];
         let mut values = [0i128; METRICS];
-        while i < cells.len()
-            && cells[i].0.dims == key.dims
-            && cells[i].0.grain == key.grain
-            && cells[i].0.period == key.period
-        {
+        while i < cells.len() && cells[i].0.dims == key.dims && cells[i].0.day == key.day {
             values[metric_index(cells[i].0.metric)] += cells[i].1;
             i += 1;
         }
-        if values.iter().all(|v| *v == 0) {
-            continue;
-        }
-        push_int(&mut rows, i128::from(sums.dims.global(key.dims)));
-        rows.push(b'\t');
-        push_int(&mut rows, i128::from(sums.dims.rollup(key.dims)));
-        rows.push(b'\t');
-        rows.extend_from_slice(key.grain.code().as_bytes());
-        rows.push(b'\t');
-        push_date(&mut rows, key.period);
-        for v in values {
-            rows.push(b'\t');
-            if v == 0 {
-                rows.extend_from_slice(b"\\N");
-            } else {
-                push_int(&mut rows, v);
-            }
-        }
-        rows.push(b'\n');
-        if rows.len() >= COPY_CHUNK {
-            let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + 4096));
-            out.blocking_send(ToWriter::Rows(target, chunk))
-                .map_err(|_| Stopped)?;
+        emit(key.dims, Grain::Day, key.day, &values, &mut row)?;
+        roll(
+            &mut month,
+            Grain::Month,
+            key.dims,
+            key.day,
+            &values,
+            &mut row,
+        )?;
+        roll(&mut year, Grain::Year, key.dims, key.day, &values, &mut row)?;
+    }
+    for (open, grain) in [(month, Grain::Month), (year, Grain::Year)] {
+        if let Some((dims, period, values)) = open {
+            emit(dims, grain, period, &values, &mut row)?;
         }
     }
-    if !rows.is_empty() {
-        out.blocking_send(ToWriter::Rows(target, rows))
-            .map_err(|_| Stopped)?;
-    }
-    sums.clear();
     Ok(())
 }
 
@@ -894,8 +1255,9 @@ fn merge_runs_sql() -> String {
     )
 }
 
-/// A dossier's events decoded into domain events, by the decoder apply uses.
-fn decode(dossier: &RawDossier) -> Result<Vec<domain::Event>, RebuildError> {
+/// A dossier's events decoded into domain events, by the one decoder
+/// ([`domain::Event::from_row`]).
+fn decode(dossier: &DossierEvents<EventBody>) -> Result<Vec<domain::Event>, RebuildError> {
     dossier
         .events
         .iter()
@@ -903,33 +1265,35 @@ fn decode(dossier: &RawDossier) -> Result<Vec<domain::Event>, RebuildError> {
             domain::Event::from_row(&e.event_type, e.occurred_at, &e.payload).map_err(|err| {
                 RebuildError::Corrupt(format!(
                     "event {} of dossier {}: {err}",
-                    e.version, dossier.id
+                    e.version, dossier.dossier_id
                 ))
             })
         })
         .collect()
 }
 
-/// A rollup cell in compact form: the rollup and dimension values (the slice) are an index
-/// into [`Dims`]. Ordered by slice, grain, period, then metric: the metrics of one wide row of
-/// `stats_cells` are adjacent once sorted.
+/// A day cell of a rollup in compact form: the rollup and dimension values (the rollup slice)
+/// are a number in [`Dims`]. Ordered by slice, day, then metric: the metrics of one wide day row
+/// are adjacent once sorted, and so are the days of one month and year.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct CellKey {
     dims: u32,
-    grain: Grain,
-    period: NaiveDate,
+    day: NaiveDate,
     metric: Metric,
 }
 
-/// The rollup cells summed so far: a vector of `(key, partial sum)` that is sorted and summed
-/// up ("compacted") whenever it has doubled since, so that it holds each cell about once or
-/// twice; bounded by the memory budget, beyond which the caller spills it as a sorted run.
+/// Bytes one summed cell takes in memory: its compact key (12 bytes, padded) and its `i128`.
+const CELL_BYTES: usize = std::mem::size_of::<(CellKey, i128)>();
+
+/// Rollup day cells summed so far: a vector of `(key, partial sum)` that is sorted and summed up
+/// ("compacted") whenever it has doubled since, so that it holds each cell about once or
+/// twice; bounded by its memory budget, beyond which the caller spills it as a sorted run.
 struct CellSums {
     cells: Vec<(CellKey, i128)>,
-    /// Length after the last compaction.
-    compacted: usize,
-    memory_bytes: usize,
-    dims: Dims,
+    /// The length at which the next compaction comes (the capacity reserved).
+    next_compaction: usize,
+    /// Most cells held.
+    limit: usize,
 }
 
 impl CellSums {
@@ -939,47 +1303,32 @@ impl CellSums {
     fn new(memory_bytes: usize) -> CellSums {
         CellSums {
             cells: Vec::new(),
-            compacted: 0,
-            memory_bytes,
-            dims: Dims::default(),
+            next_compaction: 0,
+            limit: (memory_bytes / CELL_BYTES).max(Self::MIN_CELLS),
         }
     }
 
-    /// How many cells the budget leaves room for, besides the dimension values.
-    fn limit(&self) -> usize {
-        (self.memory_bytes.saturating_sub(self.dims.bytes) / CELL_BYTES).max(Self::MIN_CELLS)
+    /// Makes room for `n` more cells (summing up when the vector has doubled since the last
+    /// time or would pass the budget); false when even summed up it holds more than three
+    /// quarters of the budget: the caller is to spill it first (so that the next compaction
+    /// comes after at least a quarter of the budget: amortized, never every sum).
+    fn room_for(&mut self, n: usize) -> bool {
+        if self.cells.len() + n <= self.next_compaction {
+            return true;
+        }
+        self.compact();
+        let len = self.cells.len();
+        if len + n > self.limit / 4 * 3 {
+            return false;
+        }
+        self.next_compaction = (2 * len).clamp(Self::MIN_CELLS, self.limit).max(len + n);
+        self.cells.reserve_exact(self.next_compaction - len);
+        true
     }
 
-    /// Adds a batch's cells; true when the caller is to spill (memory is short even after
-    /// summing up).
-    fn add(&mut self, batch: &std::collections::BTreeMap<Cell<'_>, i128>) -> bool {
-        let n = batch.len();
-        let limit = self.limit();
-        let mut spill = false;
-        if self.cells.len() + n > limit
-            || self.cells.len() >= 2 * self.compacted.max(Self::MIN_CELLS)
-        {
-            self.compact();
-            // Summing up left more than three quarters of the budget: spill, so that the next
-            // compaction comes after at least a quarter of it (amortized, never every batch).
-            spill = self.cells.len() + n > limit / 4 * 3;
-        }
-        if self.cells.len() + n > self.cells.capacity() {
-            let want = (self.cells.len() + n)
-                .max(self.cells.capacity() * 2)
-                .min(limit.max(self.cells.len() + n));
-            self.cells.reserve_exact(want - self.cells.len());
-        }
-        for (cell, value) in batch {
-            let key = CellKey {
-                dims: self.dims.id(cell.rollup, &cell.dims),
-                grain: cell.grain,
-                period: cell.period,
-                metric: cell.metric,
-            };
-            self.cells.push((key, *value));
-        }
-        spill
+    /// Adds a cell (after [`CellSums::room_for`]).
+    fn push(&mut self, key: CellKey, value: i128) {
+        self.cells.push((key, value));
     }
 
     /// Sorts the cells by key and sums the equal ones (zeros stay: they are skipped when
@@ -997,60 +1346,28 @@ impl CellSums {
             }
         }
         self.cells.truncate(write);
-        self.compacted = write;
     }
 
     fn clear(&mut self) {
         self.cells.clear();
-        self.compacted = 0;
+        self.next_compaction = 0;
     }
 }
 
-/// A slice by its rollup and the addresses and lengths of its six strings.
-type Address = (u8, [(usize, usize); 6]);
-
-/// The distinct slices of the cells (a rollup and `[&str; 6]` in [`stats::Dimension::ALL`]
-/// order), each given a local number, and the id `stats_slice` gives it once registered
-/// ([`Dims::register`], before any row naming it is written).
+/// The rollup slices of the cells (a rollup and `[&str; 6]` in [`stats::Dimension::ALL`]
+/// order), each given a local number, and the id `stats_slice` gives it once numbered there
+/// ([`Dims::numbered`], before any row naming it is written).
 #[derive(Default)]
 struct Dims {
     ids: HashMap<Box<[u8]>, u32, FxBuild>,
     tuples: Vec<(u8, [Box<str>; 6])>,
     /// The `stats_slice` ids of `tuples[..global.len()]`.
     global: Vec<i32>,
-    /// Bytes held, roughly.
-    bytes: usize,
     /// The lookup key being built (reused).
     key: Vec<u8>,
-    /// The last few tuples looked up, by the addresses and lengths of their strings: the cells
-    /// of one slice borrow the same strings, so most lookups end here without hashing. Equal
-    /// addresses and lengths mean equal strings; a miss only costs the hash lookup.
-    recent: Vec<(Address, u32)>,
 }
 
 impl Dims {
-    /// How many tuples [`Dims::recent`] keeps (a slice has one per rollup).
-    const RECENT: usize = 8;
-
-    /// Empties [`Dims::recent`]: its addresses may be reused once the strings they point to
-    /// are dropped, so it must not outlive the slices it saw (called for each new slice).
-    fn forget_recent(&mut self) {
-        self.recent.clear();
-    }
-
-    fn id(&mut self, rollup: u8, dims: &[&str; 6]) -> u32 {
-        let address = (rollup, dims.map(|d| (d.as_ptr() as usize, d.len())));
-        if let Some((_, id)) = self.recent.iter().find(|(a, _)| *a == address) {
-            return *id;
-        }
-        let id = self.lookup(rollup, dims);
-        if self.recent.len() >= Self::RECENT {
-            self.recent.remove(0);
-        }
-        self.recent.push((address, id));
-        id
-    }
-
     fn lookup(&mut self, rollup: u8, dims: &[&str; 6]) -> u32 {
         self.key.clear();
         self.key.push(rollup);
@@ -1062,44 +1379,43 @@ impl Dims {
             return *id;
         }
         let id = self.tuples.len() as u32;
-        self.bytes += 3 * self.key.len() + 160;
         self.tuples.push((rollup, dims.map(Box::from)));
         self.ids.insert(self.key.clone().into_boxed_slice(), id);
         id
     }
 
-    /// Numbers the slices not yet registered in `stats_slice` (through the cells' writer,
-    /// committed there) and keeps their ids.
-    fn register(&mut self, out: &mpsc::Sender<ToWriter>) -> Result<(), Stopped> {
-        if self.global.len() == self.tuples.len() {
-            return Ok(());
-        }
-        let new: Vec<(u8, [Box<str>; 6])> = self.tuples[self.global.len()..].to_vec();
-        let n = new.len();
-        let (reply, ids) = tokio::sync::oneshot::channel();
-        out.blocking_send(ToWriter::Slices(new, reply))
-            .map_err(|_| Stopped)?;
-        let ids = ids.blocking_recv().map_err(|_| Stopped)?;
-        if ids.len() != n {
-            return Err(Stopped);
+    /// The slices not yet numbered in `stats_slice`, in order.
+    fn unnumbered(&self) -> Vec<(u8, [Box<str>; 6])> {
+        self.tuples[self.global.len()..].to_vec()
+    }
+
+    /// Keeps the ids `stats_slice` gave [`Dims::unnumbered`].
+    fn numbered(&mut self, ids: Vec<i32>) -> Result<(), RebuildError> {
+        if self.global.len() + ids.len() != self.tuples.len() {
+            return Err(RebuildError::Internal(format!(
+                "{} slice ids for {} new slices",
+                ids.len(),
+                self.tuples.len() - self.global.len()
+            )));
         }
         self.global.extend(ids);
         Ok(())
     }
 
-    /// The `stats_slice` id of a registered slice.
-    fn global(&self, id: u32) -> i32 {
-        self.global.get(id as usize).copied().unwrap_or(-1)
-    }
-
-    /// The rollup of a slice.
-    fn rollup(&self, id: u32) -> u8 {
-        self.tuples[id as usize].0
+    /// The `stats_slice` id and the rollup of a numbered slice.
+    fn numbered_slice(&self, id: u32) -> Result<(i32, u8), RebuildError> {
+        match (self.global.get(id as usize), self.tuples.get(id as usize)) {
+            (Some(global), Some((rollup, _))) => Ok((*global, *rollup)),
+            _ => Err(RebuildError::Internal(format!(
+                "cells of slice {id} before it was numbered"
+            ))),
+        }
     }
 }
 
-/// A fast non-cryptographic hash (the FxHash of rustc) for the dimension lookup: its keys are
-/// the log's own codes, not attacker-chosen lookups into a long-lived table.
+/// A fast non-cryptographic hash (the FxHash of rustc) for the day sums and the dimension
+/// lookup: their keys are the log's own codes, not attacker-chosen lookups into a long-lived
+/// table.
 #[derive(Debug, Clone, Copy, Default)]
 struct FxBuild;
 
@@ -1132,6 +1448,22 @@ impl Hasher for FxHasher {
             word[..rest.len()].copy_from_slice(rest);
             self.add(u64::from_le_bytes(word));
         }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.add(u64::from(n as u32));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
     }
 
     fn write_usize(&mut self, n: usize) {
@@ -1175,34 +1507,91 @@ fn push_int(out: &mut Vec<u8>, n: i128) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// Appends `day` as PostgreSQL reads a date under any `DateStyle`: ISO `YYYY-MM-DD`, with
-/// ` BC` for years before 1 (chrono's year 0 is 1 BC).
-fn push_date(out: &mut Vec<u8>, day: NaiveDate) {
-    let year = day.year();
-    let (shown, bc) = if year >= 1 {
-        (year, false)
-    } else {
-        (1 - year, true)
+/// What opens a binary `COPY` stream: the signature `PGCOPY\n\377\r\n\0`, the flags (none) and
+/// the length of the header extension (none).
+const BINARY_HEADER: [u8; 19] = *b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// What ends a binary `COPY` stream: a field count of -1.
+const BINARY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+/// The fields of a row of `stats_cells`: slice, rollup, grain, period and the metrics.
+const CELL_FIELDS: i16 = 4 + METRICS as i16;
+/// `date`'s binary form counts days from 2000-01-01, day 730,120 of the common era.
+const PG_EPOCH_DAYS_FROM_CE: i32 = 730_120;
+
+/// Appends one wide row of `stats_cells` as a binary `COPY` tuple: the field count, then each
+/// field as its length and its bytes (network order), a NULL as the length -1: `integer`
+/// slice, `smallint` rollup, `"char"` grain, `date` period, and a `numeric` per metric (NULL for
+/// 0).
+fn push_cell_row(
+    out: &mut Vec<u8>,
+    slice: i32,
+    rollup: u8,
+    grain: Grain,
+    period: NaiveDate,
+    values: &[i128; METRICS],
+) -> Result<(), RebuildError> {
+    let [grain_code] = grain.code().as_bytes() else {
+        return Err(RebuildError::Internal(format!(
+            "grain code {:?} is not one byte",
+            grain.code()
+        )));
     };
-    push_padded(out, i128::from(shown), 4);
-    out.push(b'-');
-    push_padded(out, i128::from(day.month()), 2);
-    out.push(b'-');
-    push_padded(out, i128::from(day.day()), 2);
-    if bc {
-        out.extend_from_slice(b" BC");
+    out.extend_from_slice(&CELL_FIELDS.to_be_bytes());
+    out.extend_from_slice(&4i32.to_be_bytes());
+    out.extend_from_slice(&slice.to_be_bytes());
+    out.extend_from_slice(&2i32.to_be_bytes());
+    out.extend_from_slice(&i16::from(rollup).to_be_bytes());
+    out.extend_from_slice(&1i32.to_be_bytes());
+    out.push(*grain_code);
+    out.extend_from_slice(&4i32.to_be_bytes());
+    out.extend_from_slice(&(period.num_days_from_ce() - PG_EPOCH_DAYS_FROM_CE).to_be_bytes());
+    for v in values {
+        if *v == 0 {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+        } else {
+            push_numeric(out, *v);
+        }
+    }
+    Ok(())
+}
+
+/// Appends an integer as a binary `numeric` field: its length, then the number of base-10,000
+/// digits, the weight of the first one (its power of 10,000), the sign (`0x4000` negative), the
+/// display scale (0) and the digits, most significant first (trailing zero digits left out, as
+/// PostgreSQL stores them). Exact for every `i128`.
+fn push_numeric(out: &mut Vec<u8>, n: i128) {
+    const NEGATIVE: u16 = 0x4000;
+    // 10,000^10 > 2^128: ten digits hold any `i128`; least significant first.
+    let mut digits = [0i16; 10];
+    let mut count = 0usize;
+    let magnitude = n.unsigned_abs();
+    // Most sums fit 64 bits, whose division is a few instructions (128 bits': a call).
+    if let Ok(mut rest) = u64::try_from(magnitude) {
+        while rest > 0 {
+            digits[count] = (rest % 10_000) as i16;
+            rest /= 10_000;
+            count += 1;
+        }
+    } else {
+        let mut rest = magnitude;
+        while rest > 0 {
+            digits[count] = (rest % 10_000) as i16;
+            rest /= 10_000;
+            count += 1;
+        }
+    }
+    let zeros = digits[..count].iter().take_while(|d| **d == 0).count();
+    let kept = count - zeros;
+    let weight = count.saturating_sub(1) as i16;
+    out.extend_from_slice(&(8 + 2 * kept as i32).to_be_bytes());
+    out.extend_from_slice(&(kept as i16).to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&(if n < 0 { NEGATIVE } else { 0 }).to_be_bytes());
+    out.extend_from_slice(&0i16.to_be_bytes());
+    for d in digits[zeros..count].iter().rev() {
+        out.extend_from_slice(&d.to_be_bytes());
     }
 }
 
-/// Appends `n >= 0` in decimal with at least `width` digits.
-fn push_padded(out: &mut Vec<u8>, n: i128, width: usize) {
-    let start = out.len();
-    push_int(out, n);
-    let len = out.len() - start;
-    if len < width {
-        out.splice(start..start, std::iter::repeat_n(b'0', width - len));
-    }
-}
 impl Shadow {
     /// Swaps the shadow tables in (one transaction), then re-applies every dossier with events
     /// after [`Shadow::position`]. Waits up to `lock_timeout` for running queries and applies to
@@ -1319,6 +1708,7 @@ pub async fn rebuild_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollup;
 
     fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
         let mut out = Vec::new();
@@ -1327,7 +1717,7 @@ mod tests {
     }
 
     #[test]
-    fn copy_text_is_escaped_and_numbers_and_dates_are_exact() {
+    fn copy_text_is_escaped_and_numbers_are_exact() {
         assert_eq!(
             text(|o| push_escaped(o, "a\\b\tc\nd\re\"é")),
             "a\\\\b\\tc\\nd\\re\"é"
@@ -1336,61 +1726,226 @@ mod tests {
         assert_eq!(text(|o| push_int(o, -42)), "-42");
         assert_eq!(text(|o| push_int(o, i128::MAX)), i128::MAX.to_string());
         assert_eq!(text(|o| push_int(o, i128::MIN)), i128::MIN.to_string());
-        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
-        assert_eq!(text(|o| push_date(o, day(2024, 3, 5))), "2024-03-05");
-        assert_eq!(text(|o| push_date(o, day(987, 12, 31))), "0987-12-31");
-        assert_eq!(text(|o| push_date(o, day(0, 1, 1))), "0001-01-01 BC");
-        assert_eq!(text(|o| push_date(o, day(12345, 6, 7))), "12345-06-07");
+    }
+
+    /// A binary `numeric`: digit count, weight, sign, scale, digits.
+    type Numeric = (i16, i16, u16, i16, Vec<i16>);
+
+    /// The binary `numeric` of `n`.
+    fn numeric(n: i128) -> Numeric {
+        let mut out = Vec::new();
+        push_numeric(&mut out, n);
+        let word = |at: usize| [out[at], out[at + 1]];
+        let len = i32::from_be_bytes([out[0], out[1], out[2], out[3]]);
+        assert_eq!(len as usize, out.len() - 4, "{n}");
+        let count = i16::from_be_bytes(word(4));
+        let digits = (0..count as usize)
+            .map(|i| i16::from_be_bytes(word(12 + 2 * i)))
+            .collect();
+        (
+            count,
+            i16::from_be_bytes(word(6)),
+            u16::from_be_bytes(word(8)),
+            i16::from_be_bytes(word(10)),
+            digits,
+        )
+    }
+
+    /// The value a binary `numeric` stands for, as PostgreSQL reads it.
+    fn value((_, weight, sign, scale, digits): Numeric) -> i128 {
+        assert_eq!(scale, 0);
+        assert!(digits.iter().all(|d| (0..10_000).contains(d)));
+        assert!(
+            digits.last().is_none_or(|d| *d != 0),
+            "trailing zeros stripped"
+        );
+        assert!(digits.first().is_none_or(|d| *d != 0), "no leading zeros");
+        let mut v: u128 = 0;
+        let mut power = i32::from(weight);
+        for d in &digits {
+            v = v * 10_000 + u128::try_from(*d).unwrap();
+            power -= 1;
+        }
+        // The digits left out after the last one written are zeros.
+        for _ in 0..=power {
+            v *= 10_000;
+        }
+        match sign {
+            0 => i128::try_from(v).unwrap(),
+            // 2^127 is i128::MIN's magnitude: negated with wrapping.
+            0x4000 => (v as i128).wrapping_neg(),
+            other => panic!("sign {other:#x}"),
+        }
     }
 
     #[test]
-    fn cell_sums_add_up_equal_cells_and_ask_to_spill_only_past_the_budget() {
-        let slice = |agency: &str| stats::Slice {
+    fn binary_numerics_are_exact_for_every_i128() {
+        assert_eq!(numeric(12_345_678), (2, 1, 0, 0, vec![1234, 5678]));
+        assert_eq!(numeric(10_000), (1, 1, 0, 0, vec![1]));
+        assert_eq!(numeric(-5), (1, 0, 0x4000, 0, vec![5]));
+        assert_eq!(numeric(1_0000_0001_0000), (3, 3, 0, 0, vec![1, 0, 1]));
+        for n in [
+            1,
+            -1,
+            9_999,
+            10_001,
+            i128::from(i64::MAX),
+            i128::from(i64::MAX) + 1,
+            i128::from(i64::MIN) - 1,
+            i128::from(u64::MAX) * 10_000,
+            i128::MAX,
+            i128::MIN + 1,
+            i128::MIN,
+        ] {
+            assert_eq!(value(numeric(n)), n, "{n}");
+        }
+    }
+
+    #[test]
+    fn binary_rows_have_every_field_and_dates_count_from_2000() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(day(2000, 1, 1).num_days_from_ce(), PG_EPOCH_DAYS_FROM_CE);
+        let mut values = [0i128; METRICS];
+        values[1] = 7;
+        let mut row = Vec::new();
+        push_cell_row(&mut row, 42, 63, Grain::Month, day(2000, 2, 1), &values).unwrap();
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&(4 + METRICS as i16).to_be_bytes());
+        expected.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 42]);
+        expected.extend_from_slice(&[0, 0, 0, 2, 0, 63]);
+        expected.extend_from_slice(&[0, 0, 0, 1, b'm']);
+        expected.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 31]);
+        expected.extend_from_slice(&(-1i32).to_be_bytes());
+        push_numeric(&mut expected, 7);
+        for _ in 2..METRICS {
+            expected.extend_from_slice(&(-1i32).to_be_bytes());
+        }
+        assert_eq!(row, expected);
+        assert_eq!(BINARY_HEADER.len(), 19);
+        assert_eq!(&BINARY_HEADER[..11], b"PGCOPY\n\xff\r\n\0");
+    }
+
+    fn slice(agency: &str, channel: domain::Channel) -> stats::Slice {
+        stats::Slice {
             level: domain::Level::District,
             agency: domain::AgencyCode::parse(agency).unwrap(),
             sector: domain::SectorCode::parse("land").unwrap(),
             procedure: domain::ProcedureCode::parse("1.001").unwrap(),
-            channel: domain::Channel::Online,
+            channel,
             applicant_type: domain::ApplicantType::Citizen,
-        };
-        let day = NaiveDate::from_ymd_opt(2024, 3, 5).unwrap();
-        let (a, b) = (slice("A"), slice("B"));
-        let one = rollup::rollup_cells([(&a, day, Metric::Received, 1)]);
-        let other = rollup::rollup_cells([(&b, day, Metric::Received, 2)]);
-        let mut sums = CellSums::new(DEFAULT_MEMORY_BYTES);
-        for _ in 0..3 {
-            assert!(!sums.add(&one));
-            assert!(!sums.add(&other));
         }
-        sums.compact();
-        let expected = rollup::rollup_cells([
-            (&a, day, Metric::Received, 3),
-            (&b, day, Metric::Received, 6),
-        ]);
-        assert_eq!(sums.cells.len(), expected.len());
-        let found: std::collections::BTreeMap<(u8, Grain, NaiveDate, Vec<u8>, Metric), i128> = sums
-            .cells
-            .iter()
-            .map(|(k, v)| {
-                let (rollup, dims) = &sums.dims.tuples[k.dims as usize];
-                let dims = dims.join("\t").into_bytes();
-                ((*rollup, k.grain, k.period, dims, k.metric), *v)
+    }
+
+    /// Cells by rollup, grain, period, dimension values and metric.
+    type Cells = std::collections::BTreeMap<(u8, Grain, NaiveDate, [String; 6], Metric), i128>;
+
+    /// Sums day deltas as the rebuild does (numbered slices, expanded per share, summed in
+    /// compact form) and returns the cells by rollup, grain, period, dimension values and
+    /// metric.
+    fn rebuilt(deltas: &[(&stats::Slice, NaiveDate, Metric, i128)], shares: usize) -> Cells {
+        let mut book = SliceBook::default();
+        let mut days = DaySums::new(DEFAULT_MEMORY_BYTES);
+        for (s, day, metric, delta) in deltas {
+            let n = book.number(s);
+            days.add(n, *day, *metric, *delta);
+        }
+        let mut found = std::collections::BTreeMap::new();
+        for share in 0..shares {
+            let mut sums = CellSums::new(DEFAULT_MEMORY_BYTES);
+            for (&(n, day, metric), &delta) in &days.sums {
+                assert!(sums.room_for(CELLS_PER_SUM));
+                let projections = book.projections(n).unwrap();
+                let keep = |dims| share_of(dims, shares) == share;
+                expand_sum(&mut sums, projections, keep, day, metric, delta);
+            }
+            sums.compact();
+            wide_rows(&sums.cells, |n, grain, period, values| {
+                let (rollup, dims) = &book.dims.tuples[n as usize];
+                for (metric, v) in Metric::ALL.iter().copied().zip(values) {
+                    if *v == 0 {
+                        continue;
+                    }
+                    let dims = dims.clone().map(String::from);
+                    let key = (*rollup, grain, period, dims, metric);
+                    assert!(
+                        found.insert(key, *v).is_none(),
+                        "one share and row per cell"
+                    );
+                }
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        }
+        found
+    }
+
+    #[test]
+    fn the_rebuilds_expansion_gives_the_cells_of_rollup_cells_in_disjoint_shares() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let (a, b) = (
+            slice("A", domain::Channel::Online),
+            slice("B", domain::Channel::Direct),
+        );
+        let c = slice("A", domain::Channel::Direct);
+        let deltas = [
+            (&a, day(2024, 3, 5), Metric::Received, 1),
+            (&a, day(2024, 3, 5), Metric::Received, 2),
+            (&b, day(2024, 3, 5), Metric::Received, 2),
+            (&c, day(2024, 3, 31), Metric::Received, 4),
+            (&c, day(2024, 4, 1), Metric::Pending, -1),
+            (&a, day(2023, 12, 31), Metric::Pending, 1),
+            (&b, day(2024, 1, 1), Metric::Pending, -1),
+            (&a, day(2024, 3, 6), Metric::Resolved, 0),
+            // Days that cancel out in their month (and year): no month cell.
+            (&b, day(2022, 5, 5), Metric::Pending, 1),
+            (&b, day(2022, 5, 20), Metric::Pending, -1),
+        ];
+        let expected: Cells = rollup::rollup_cells(deltas)
+            .into_iter()
+            .map(|(cell, v)| {
+                let dims = cell.dims.map(String::from);
+                ((cell.rollup, cell.grain, cell.period, dims, cell.metric), v)
             })
             .collect();
-        for (cell, value) in &expected {
-            let dims = cell.dims.join("\t").into_bytes();
-            let key = (cell.rollup, cell.grain, cell.period, dims, cell.metric);
-            assert_eq!(found.get(&key), Some(value), "{cell:?}");
+        assert!(expected.len() > 50, "{}", expected.len());
+        for shares in [1, 2, 3] {
+            assert_eq!(rebuilt(&deltas, shares), expected, "{shares} shares");
         }
+    }
 
-        // With room for the minimum only, adding past three quarters of it asks to spill.
-        let mut small = CellSums::new(0);
-        let mut asked = false;
-        for i in 0..200 {
-            let s = slice(&format!("X{i}"));
-            let cells = rollup::rollup_cells([(&s, day, Metric::Received, 1)]);
-            asked |= small.add(&cells);
+    #[test]
+    fn cell_sums_ask_to_spill_only_past_three_quarters_of_the_budget() {
+        let key = |dims| CellKey {
+            dims,
+            day: NaiveDate::from_ymd_opt(2024, 3, 5).unwrap(),
+            metric: Metric::Received,
+        };
+        // Equal cells sum up: never short of room.
+        let mut sums = CellSums::new(0);
+        for _ in 0..10_000 {
+            assert!(sums.room_for(1));
+            sums.push(key(1), 1);
         }
-        assert!(asked);
+        sums.compact();
+        assert_eq!(sums.cells, vec![(key(1), 10_000)]);
+        // Distinct cells: the minimum budget (1,024 cells) fills, then asks to spill (summing
+        // up leaves more than three quarters of it).
+        let mut sums = CellSums::new(0);
+        let mut pushed = 0;
+        while sums.room_for(1) {
+            sums.push(key(pushed), 1);
+            pushed += 1;
+            assert!(pushed <= 1024);
+            assert!(sums.cells.capacity() <= 1024, "{}", sums.cells.capacity());
+        }
+        assert_eq!(pushed, 1024);
+        // 700 distinct cells and then one repeated: summing up leaves 701, under three quarters.
+        let mut sums = CellSums::new(0);
+        for i in 0..10_000 {
+            assert!(sums.room_for(1), "{i}");
+            sums.push(key(i.min(700)), 1);
+        }
+        sums.clear();
+        assert!(sums.room_for(1));
     }
 }

@@ -2,8 +2,10 @@
 //! live read models.
 //!
 //! In one snapshot of the database (a `REPEATABLE READ` transaction, exported to a second one
-//! that holds the expected cells in a temporary table) it reads every event up to the head `P`
-//! by dossier, with the dossier's row of `projection_contributions`. The live tables claim
+//! that holds the expected cells in a temporary table) it reads every dossier up to the head `P`
+//! with the log's reader ([`eventlog::dossiers_up_to`], the columns figures need), and the
+//! dossiers' rows of `projection_contributions` a thousand at a time on the second connection
+//! (the same snapshot). The live tables claim
 //! that each dossier contributes [`stats::contribution`] of its events up to the stored
 //! version, and that the cells (`stats_cells` by slice of `stats_slice`, read through the long
 //! view `stats_rollup`) are the sum of those contributions
@@ -36,10 +38,11 @@
 //! ([`VerifyReport::behind`]): that is lag, which the consumer catches up, not corruption. A
 //! projection at rest (the consumer caught up) is exact only when both lists are empty.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use eventlog::{DossierEvents, EventBody, ReadError, RoutingFilter};
 use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
@@ -49,6 +52,8 @@ use crate::rollup::{self, Grain};
 
 /// Day deltas kept in memory before they are expanded and written to the temporary table.
 const CELLS_IN_MEMORY: usize = 200_000;
+/// Dossiers whose stored rows are looked up in one statement.
+const DOSSIERS_PER_LOOKUP: usize = 1_000;
 
 /// Why verification could not run (differences are not errors: they are in the report).
 #[derive(Debug, thiserror::Error)]
@@ -328,40 +333,22 @@ pub async fn verify(pool: &PgPool, max_cells: usize) -> Result<VerifyReport, Ver
     };
     let mut cells: BTreeMap<(Slice, NaiveDate, Metric), i128> = BTreeMap::new();
     {
-        let mut rows = sqlx::query(
-            "SELECT e.dossier_id, e.version, e.event_type, e.occurred_at, e.payload, \
-                    c.dossier_id IS NOT NULL AS has_row, c.version AS applied, \
-                    c.contribution::text AS contribution \
-             FROM events e \
-             LEFT JOIN projection_contributions c \
-               ON c.dossier_id = e.dossier_id AND e.version = 1 \
-             WHERE e.position <= $1 \
-             ORDER BY e.dossier_id, e.version",
-        )
-        .bind(head)
-        .fetch(&mut *reader);
-        let mut current: Option<Dossier> = None;
-        while let Some(row) = rows.try_next().await? {
-            let dossier_id: String = row.try_get("dossier_id")?;
-            let version: i32 = row.try_get("version")?;
-            if current.as_ref().is_none_or(|d| d.id != dossier_id) {
-                if let Some(done) = current.take() {
-                    done.check(&mut report, &mut cells)?;
-                    if cells.len() >= CELLS_IN_MEMORY {
-                        flush(&mut expected, &mut cells).await?;
-                    }
+        // The log's reader of whole dossiers, on the snapshot's connection; their stored rows
+        // are looked up a batch at a time on the second connection (the same snapshot).
+        let everything = RoutingFilter::default();
+        let mut dossiers = eventlog::dossiers_up_to::<EventBody>(&mut *reader, head, &everything);
+        let mut batch: Vec<DossierEvents<EventBody>> = Vec::with_capacity(DOSSIERS_PER_LOOKUP);
+        while let Some(dossier) = dossiers.try_next().await.map_err(read_error)? {
+            batch.push(dossier);
+            if batch.len() >= DOSSIERS_PER_LOOKUP {
+                check_dossiers(&mut expected, &batch, &mut report, &mut cells).await?;
+                batch.clear();
+                if cells.len() >= CELLS_IN_MEMORY {
+                    flush(&mut expected, &mut cells).await?;
                 }
-                current = Some(Dossier::first(&row, dossier_id.clone())?);
             }
-            let event = decode(&row, &dossier_id, version)?;
-            if let Some(d) = current.as_mut() {
-                d.events.push((version, event));
-            }
-            report.events += 1;
         }
-        if let Some(done) = current.take() {
-            done.check(&mut report, &mut cells)?;
-        }
+        check_dossiers(&mut expected, &batch, &mut report, &mut cells).await?;
     }
     flush(&mut expected, &mut cells).await?;
     expand(&mut expected).await?;
@@ -415,18 +402,6 @@ struct Dossier {
 }
 
 impl Dossier {
-    /// From the dossier's first row (version 1), which carries the joined stored row.
-    fn first(row: &PgRow, id: String) -> Result<Dossier, sqlx::Error> {
-        let has_row: bool = row.try_get("has_row")?;
-        Ok(Dossier {
-            id,
-            has_row,
-            applied: row.try_get::<Option<i32>, _>("applied")?.unwrap_or(0),
-            stored: row.try_get("contribution")?,
-            events: Vec::new(),
-        })
-    }
-
     /// Compares the stored row with the log, records findings, and adds the contribution the
     /// row claims (recomputed from the log) to the expected cells.
     fn check(
@@ -492,11 +467,69 @@ impl Dossier {
     }
 }
 
-fn decode(row: &PgRow, dossier_id: &str, version: i32) -> Result<domain::Event, VerifyError> {
-    let event_type: String = row.try_get("event_type")?;
-    let payload: serde_json::Value = row.try_get("payload")?;
-    domain::Event::from_row(&event_type, row.try_get("occurred_at")?, &payload)
-        .map_err(|e| VerifyError::Corrupt(format!("event {version} of dossier {dossier_id}: {e}")))
+/// Checks each of `dossiers` against its stored row (looked up on `conn`, in the snapshot) and
+/// adds what the rows claim to the expected cells.
+async fn check_dossiers(
+    conn: &mut PgConnection,
+    dossiers: &[DossierEvents<EventBody>],
+    report: &mut VerifyReport,
+    cells: &mut BTreeMap<(Slice, NaiveDate, Metric), i128>,
+) -> Result<(), VerifyError> {
+    if dossiers.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = dossiers.iter().map(|d| d.dossier_id.as_str()).collect();
+    let rows = sqlx::query(
+        "SELECT dossier_id, version, contribution::text AS contribution \
+         FROM projection_contributions WHERE dossier_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut stored: HashMap<String, (i32, Option<String>)> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        stored.insert(
+            row.try_get("dossier_id")?,
+            (row.try_get("version")?, row.try_get("contribution")?),
+        );
+    }
+    for d in dossiers {
+        let row = stored.remove(&d.dossier_id);
+        let events = d
+            .events
+            .iter()
+            .map(|e| Ok((e.version, decode(e, &d.dossier_id)?)))
+            .collect::<Result<Vec<_>, VerifyError>>()?;
+        report.events += d.events.len() as u64;
+        let dossier = Dossier {
+            id: d.dossier_id.clone(),
+            has_row: row.is_some(),
+            applied: row.as_ref().map_or(0, |(v, _)| *v),
+            stored: row.and_then(|(_, c)| c),
+            events,
+        };
+        dossier.check(report, cells)?;
+    }
+    Ok(())
+}
+
+/// A stored event as a domain event, by the one decoder ([`domain::Event::from_row`]).
+fn decode(e: &EventBody, dossier_id: &str) -> Result<domain::Event, VerifyError> {
+    domain::Event::from_row(&e.event_type, e.occurred_at, &e.payload).map_err(|err| {
+        VerifyError::Corrupt(format!(
+            "event {} of dossier {dossier_id}: {err}",
+            e.version
+        ))
+    })
+}
+
+fn read_error(e: ReadError) -> VerifyError {
+    match e {
+        ReadError::Unavailable(e) => VerifyError::Database(e),
+        ReadError::Corrupt { position, reason } => {
+            VerifyError::Corrupt(format!("event at position {position}: {reason}"))
+        }
+    }
 }
 
 /// Adds the day sums in memory to `verify_daily` (in `numeric`), and empties them.

@@ -3,6 +3,7 @@
 mod append;
 mod bulk;
 mod concurrency;
+mod dossiers;
 mod follow;
 mod group;
 mod idempotency;
