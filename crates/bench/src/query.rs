@@ -715,6 +715,8 @@ pub struct Measured {
     /// Received in the period, summed over groups: what the answer is about.
     pub received: u64,
     pub ours: Vec<Duration>,
+    /// Ours without decoding: `store::query_text` sent and its rows received, not read.
+    pub sql_only: Vec<Duration>,
     pub baseline: Vec<Duration>,
     /// `store::query_reference` (the day grain summed over all history), a few runs.
     pub reference: Vec<Duration>,
@@ -757,6 +759,7 @@ pub async fn measure(
             groups: ours.len(),
             received,
             ours: Vec::with_capacity(runs),
+            sql_only: Vec::with_capacity(runs),
             baseline: Vec::with_capacity(runs),
             reference: Vec::new(),
         };
@@ -766,6 +769,11 @@ pub async fn measure(
             let answer = store::query(pool, &q.query).await?;
             m.ours.push(t.elapsed());
             std::hint::black_box(answer);
+            let t = Instant::now();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(store::query_text(&q.query)))
+                .execute(pool)
+                .await?;
+            m.sql_only.push(t.elapsed());
             if spent < baseline_budget {
                 let t = Instant::now();
                 let answer = baseline(pool, &q.query, &sql).await?;
@@ -781,14 +789,17 @@ pub async fn measure(
             m.reference.push(t.elapsed());
         }
         m.ours.sort_unstable();
+        m.sql_only.sort_unstable();
         m.baseline.sort_unstable();
         m.reference.sort_unstable();
         eprintln!(
-            "bench: Q  {}: ours p50 {:.2} ms p99 {:.2} ms ({} runs); baseline p50 {:.1} ms p99 {:.1} ms ({} runs)",
+            "bench: Q  {}: ours p50 {:.2} ms p99 {:.2} ms ({} runs; its SQL alone p50 {:.2} ms p99 {:.2} ms); baseline p50 {:.1} ms p99 {:.1} ms ({} runs)",
             m.name,
             ms(pct(&m.ours, 50.0)),
             ms(pct(&m.ours, 99.0)),
             m.ours.len(),
+            ms(pct(&m.sql_only, 50.0)),
+            ms(pct(&m.sql_only, 99.0)),
             ms(pct(&m.baseline, 50.0)),
             ms(pct(&m.baseline, 99.0)),
             m.baseline.len(),
