@@ -236,7 +236,8 @@ fn render_query(out: &mut String, f: &Figures, loaded: &Loaded, measured: &[Meas
          (all, early, on time, late), pending at start and end and overdue at end; both answers \
          are checked equal before timing. Runs interleave ours and the baseline; the baseline \
          stops after {} s per question. `query_reference`: the plain sum over the all-dimension \
-         day grain (what the projection did before the rollups), 3 runs.\n",
+         day grain (what the projection did before the rollups), its check run and up to 2 \
+         more within the baseline's budget.\n",
         f.args.baseline_secs
     );
 }

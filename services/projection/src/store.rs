@@ -1141,6 +1141,39 @@ mod tests {
     }
 
     #[test]
+    fn cells_come_back_unsummed_only_when_a_group_is_a_slice_or_one_per_level() {
+        let year = |filter: stats::SliceFilter, group_by: Vec<Dimension>| Query {
+            from: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            to: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
+            filter,
+            group_by,
+        };
+        let none = stats::SliceFilter::default;
+        let sector = || stats::SliceFilter {
+            sector: Some(domain::SectorCode::parse("land").unwrap()),
+            ..Default::default()
+        };
+        let online = || stats::SliceFilter {
+            channel: Some(domain::Channel::Online),
+            ..Default::default()
+        };
+        let unsummed = |q: &Query| groups_are_slices(q, rollup_for(q));
+        assert!(unsummed(&year(none(), vec![])));
+        assert!(unsummed(&year(none(), vec![Dimension::Agency])));
+        assert!(unsummed(&year(none(), vec![Dimension::Level])));
+        assert!(unsummed(&year(sector(), vec![])));
+        assert!(unsummed(&year(sector(), vec![Dimension::Agency])));
+        // Only the all-dimension rollup holds the channel: many slices per group.
+        assert!(!unsummed(&year(none(), vec![Dimension::Channel])));
+        assert!(!unsummed(&year(online(), vec![])));
+        assert!(!unsummed(&year(online(), vec![Dimension::Agency])));
+        let text = query_text(&year(none(), vec![Dimension::Agency]));
+        assert!(!text.contains("GROUP BY") && !text.contains("sum("), "{text}");
+        let text = query_text(&year(online(), vec![]));
+        assert!(text.contains("GROUP BY sp.sums") && text.contains("s.channel = E'online'"));
+    }
+
+    #[test]
     fn text_literals_double_quotes_and_backslashes() {
         assert_eq!(literal::text("sector-03"), "E'sector-03'");
         assert_eq!(literal::text(r"a'b\c"), r"E'a''b\\c'");
