@@ -190,6 +190,17 @@ fn render_query(out: &mut String, f: &Figures, loaded: &Loaded, measured: &[Meas
             "**`jit = off`** for this database (`--no-jit`); PostgreSQL's default is on.\n"
         );
     }
+    if loaded.rollups.len() == projection::rollup::ROLLUPS.len()
+        && loaded.dossiers > crate::query::REFERENCE_MAX_DOSSIERS
+    {
+        let _ = writeln!(
+            out,
+            "`query_reference` was not run (more than {} dossiers: one run sums the whole \
+             all-dimension day grain, minutes a question); every answer was checked equal to \
+             the baseline's.\n",
+            thousands(crate::query::REFERENCE_MAX_DOSSIERS)
+        );
+    }
     if loaded.rollups.len() < projection::rollup::ROLLUPS.len() {
         let _ = writeln!(
             out,
