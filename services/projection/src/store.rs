@@ -502,7 +502,10 @@ pub fn query_text(query: &Query) -> String {
         "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; \
          SET LOCAL transaction_read_only = on",
     );
-    for (kind, spans) in [(MetricKind::Flow, flow_spans), (MetricKind::Stock, stock_spans)] {
+    for (kind, spans) in [
+        (MetricKind::Flow, flow_spans),
+        (MetricKind::Stock, stock_spans),
+    ] {
         if spans.is_empty() {
             continue;
         }
@@ -527,8 +530,10 @@ pub fn query_text(query: &Query) -> String {
                 format!(
                     "({sums}, '{}'::\"char\", {}, {})",
                     span.grain.code(),
-                    span.from.map_or_else(|| "'-infinity'::date".to_owned(), literal::date),
-                    span.to.map_or_else(|| "'infinity'::date".to_owned(), literal::date),
+                    span.from
+                        .map_or_else(|| "'-infinity'::date".to_owned(), literal::date),
+                    span.to
+                        .map_or_else(|| "'infinity'::date".to_owned(), literal::date),
                 )
             })
             .collect();
@@ -698,12 +703,15 @@ fn collect_sums(
             AT_END => (&stocks, &[2]),
             AT_BOTH => (&stocks, &[1, 2]),
             other => {
-                return Err(QueryError::Corrupt(format!("a row of unknown sums {other}")));
+                return Err(QueryError::Corrupt(format!(
+                    "a row of unknown sums {other}"
+                )));
             }
         };
         let group = sums.entry(key).or_insert([[0; METRICS]; 3]);
         for (column, metric) in metrics.iter().enumerate() {
-            let Some(NumericInt(value)) = row.try_get::<Option<NumericInt>, _>(1 + width + column)?
+            let Some(NumericInt(value)) =
+                row.try_get::<Option<NumericInt>, _>(1 + width + column)?
             else {
                 continue;
             };
@@ -721,11 +729,11 @@ fn collect_sums(
     let mut groups: BTreeMap<GroupKey, Totals> = BTreeMap::new();
     for (key, group) in sums {
         let mut totals = Totals::empty(query.from, query.to);
-        for (sums, figures) in group.iter().zip([
-            &mut totals.flows,
-            &mut totals.at_start,
-            &mut totals.at_end,
-        ]) {
+        for (sums, figures) in
+            group
+                .iter()
+                .zip([&mut totals.flows, &mut totals.at_start, &mut totals.at_end])
+        {
             for (metric, value) in Metric::ALL.iter().zip(sums) {
                 if *value != 0 {
                     figures.insert(*metric, *value);
@@ -1107,7 +1115,9 @@ mod tests {
         ];
         let mut x: i128 = 7;
         for _ in 0..120 {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             values.push(x >> (x as u32 % 100));
         }
         for v in values {
@@ -1168,7 +1178,10 @@ mod tests {
         assert!(!unsummed(&year(online(), vec![])));
         assert!(!unsummed(&year(online(), vec![Dimension::Agency])));
         let text = query_text(&year(none(), vec![Dimension::Agency]));
-        assert!(!text.contains("GROUP BY") && !text.contains("sum("), "{text}");
+        assert!(
+            !text.contains("GROUP BY") && !text.contains("sum("),
+            "{text}"
+        );
         let text = query_text(&year(online(), vec![]));
         assert!(text.contains("GROUP BY sp.sums") && text.contains("s.channel = E'online'"));
     }
