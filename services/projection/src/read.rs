@@ -7,7 +7,8 @@
 //!   delay) instead of queueing until the pool times out.
 //! - Connections: the queries run on their own pool, as large as the two admission limits
 //!   together, opened lazily and released when idle, whose sessions carry
-//!   `statement_timeout` = `query_timeout_secs`. Queries thus never take a connection from the
+//!   `statement_timeout` = `query_timeout_secs`; a connection is pinged before use only after
+//!   [`PING_AFTER_IDLE`] idle. Queries thus never take a connection from the
 //!   consumer, and PostgreSQL itself stops a query past its deadline ([`ReadError::Deadline`]).
 //! - Size: an answer of more than `max_groups` groups is refused ([`ReadError::TooManyGroups`]),
 //!   telling the caller to narrow the query; it is never cut.
@@ -33,6 +34,9 @@ use crate::store::QueryError;
 use chrono::NaiveDate;
 use stats::scorecard::ScoringConfig;
 use stats::{AgencyStructure, InStructure};
+
+/// A connection of the read pool idle at least this long is pinged before a query uses it.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// The bounds of the statistics queries (gRPC and HTTP alike), `[projection.limits]`. A query
 /// beyond a bound is refused with a status naming it, never cut silently.
@@ -304,6 +308,20 @@ impl Reader {
             .min_connections(0)
             .idle_timeout(Duration::from_secs(60))
             .acquire_timeout(Duration::from_millis(timeout_ms))
+            // A query is one round trip (`store::query`); pinging every connection taken from
+            // the pool would be a second. Only a connection idle for a while is pinged (and
+            // replaced when dead); one used within the last `PING_AFTER_IDLE` is trusted, and
+            // if the server went away since, that one query fails (`Unavailable`) and sqlx
+            // closes the connection.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options);
         Reader {
             pool: read_pool,

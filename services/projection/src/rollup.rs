@@ -176,6 +176,69 @@ pub fn prefix_spans(day: NaiveDate) -> Vec<Span> {
     }
 }
 
+/// The spans of a period's two stock sums, the part both share read once: the stock at the
+/// start of `from` is `shared` + `start` ([`prefix_spans`] of `from`), at the start of `to` it
+/// is `shared` + `end` ([`prefix_spans`] of `to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockSpans {
+    pub shared: Vec<Span>,
+    pub start: Vec<Span>,
+    pub end: Vec<Span>,
+}
+
+/// The stocks at the start of `from` and of `to` as [`StockSpans`]: both prefix sums begin with
+/// the whole years before a year (every year of history), and the earlier one's years are the
+/// shared part; the later one reads the years in between as one more year span. A question
+/// over a year thus reads the history years once instead of twice.
+pub fn stock_spans(from: NaiveDate, to: NaiveDate) -> StockSpans {
+    let start = prefix_spans(from);
+    let end = prefix_spans(to);
+    let leading_years = |spans: &[Span]| match spans.first() {
+        Some(Span {
+            grain: Grain::Year,
+            from: None,
+            to,
+        }) => Some(*to),
+        _ => None,
+    };
+    let (Some(a), Some(b)) = (leading_years(&start), leading_years(&end)) else {
+        return StockSpans {
+            shared: Vec::new(),
+            start,
+            end,
+        };
+    };
+    // `None` is no upper bound: later than any year.
+    let earlier = |x: Option<NaiveDate>, y: Option<NaiveDate>| match (x, y) {
+        (Some(x), Some(y)) => x <= y,
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        (None, None) => true,
+    };
+    // The years of the later prefix after the earlier one's, then its own rest.
+    let rest = |shared_to: Option<NaiveDate>, own_to: Option<NaiveDate>, own: &[Span]| {
+        let mut out = Vec::with_capacity(own.len());
+        if own_to != shared_to {
+            out.push(Span::new(Grain::Year, shared_to, own_to));
+        }
+        out.extend_from_slice(&own[1..]);
+        out
+    };
+    if earlier(a, b) {
+        StockSpans {
+            shared: vec![Span::new(Grain::Year, None, a)],
+            start: start[1..].to_vec(),
+            end: rest(a, b, &end),
+        }
+    } else {
+        StockSpans {
+            shared: vec![Span::new(Grain::Year, None, b)],
+            start: rest(b, a, &start),
+            end: end[1..].to_vec(),
+        }
+    }
+}
+
 /// The first day of the month after `day`'s.
 fn next_month_start(day: NaiveDate) -> Option<NaiveDate> {
     let (y, m) = if day.month() == 12 {
@@ -318,6 +381,74 @@ mod tests {
             assert_eq!(covered(&spans, date(1990, 6, 15)), 1);
         }
         assert_eq!(covered(&prefix_spans(NaiveDate::MAX), NaiveDate::MAX), 1);
+    }
+
+    #[test]
+    fn stock_spans_cover_each_prefix_exactly_once_and_share_the_history_years() {
+        let days: Vec<NaiveDate> = date(2021, 12, 1)
+            .iter_days()
+            .take_while(|d| *d <= date(2024, 2, 1))
+            .collect();
+        let probes: Vec<NaiveDate> = days
+            .iter()
+            .copied()
+            .chain([date(1990, 6, 15), date(2030, 1, 1)])
+            .collect();
+        // Both orders: a caller may ask for `from >= to`.
+        // Every 11th `from` against every 7th `to`: either before the other, across month and
+        // year edges.
+        for from in days.iter().step_by(11) {
+            for to in days.iter().step_by(7) {
+                let s = stock_spans(*from, *to);
+                let at_start: Vec<Span> = s.shared.iter().chain(&s.start).copied().collect();
+                let at_end: Vec<Span> = s.shared.iter().chain(&s.end).copied().collect();
+                assert!(aligned(&at_start) && aligned(&at_end), "{from} {to}: {s:?}");
+                for day in &probes {
+                    assert_eq!(
+                        covered(&at_start, *day),
+                        usize::from(day <= from),
+                        "start {from} {to} at {day}: {s:?}"
+                    );
+                    assert_eq!(
+                        covered(&at_end, *day),
+                        usize::from(day <= to),
+                        "end {from} {to} at {day}: {s:?}"
+                    );
+                }
+                // The history years are read once, by the shared part.
+                assert_eq!(s.shared.len(), 1, "{from} {to}: {s:?}");
+                assert_eq!(covered(&s.shared, date(1990, 6, 15)), 1);
+                assert_eq!(covered(&s.start, date(1990, 6, 15)), 0);
+                assert_eq!(covered(&s.end, date(1990, 6, 15)), 0);
+            }
+        }
+        // A year: shared = the years before it; the start adds its first day, the end the
+        // year itself and the next year's first day.
+        let s = stock_spans(date(2024, 1, 1), date(2025, 1, 1));
+        assert_eq!(
+            s.shared,
+            vec![Span::new(Grain::Year, None, Some(date(2024, 1, 1)))]
+        );
+        assert_eq!(
+            s.start,
+            vec![Span::new(
+                Grain::Day,
+                Some(date(2024, 1, 1)),
+                Some(date(2024, 1, 2))
+            )]
+        );
+        assert_eq!(
+            s.end,
+            vec![
+                Span::new(Grain::Year, Some(date(2024, 1, 1)), Some(date(2025, 1, 1))),
+                Span::new(Grain::Day, Some(date(2025, 1, 1)), Some(date(2025, 1, 2))),
+            ]
+        );
+        // At the end of the calendar: still exact.
+        let s = stock_spans(date(2024, 3, 1), NaiveDate::MAX);
+        let at_end: Vec<Span> = s.shared.iter().chain(&s.end).copied().collect();
+        assert_eq!(covered(&at_end, NaiveDate::MAX), 1);
+        assert_eq!(covered(&at_end, date(2024, 3, 2)), 1);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use sqlx::postgres::{PgPool, PgTransaction};
 use stats::{Contribution, Dimension, GroupKey, Metric, MetricKind, Query, Slice, Totals};
 
 use crate::rollup::{
-    ALL_DIMENSIONS, Cell, Grain, METRICS, Span, metric_index, parse_sum, prefix_spans,
-    rollup_cells, rollup_for, spans,
+    ALL_DIMENSIONS, Cell, Grain, METRICS, Span, dimension_bit, metric_index, parse_sum,
+    rollup_cells, rollup_for, spans, stock_spans,
 };
 
 /// Why applying a dossier failed. Nothing was written (the caller's transaction is to be
@@ -403,204 +403,356 @@ pub enum QueryError {
 /// over `from <= day < to`, stocks over `day <= from` (at the start) and `day <= to` (at the end).
 ///
 /// Reads the coarsest rollup holding every dimension the query filters or groups by
-/// ([`rollup_for`]) and only the periods [`spans`] decomposes the three sums into: whole years,
-/// whole months and edge days. One statement of two legs (the flow metrics over the flow
-/// spans, the stock metrics over the two prefix sums' spans), in one of two forms:
+/// ([`rollup_for`]) and only the periods [`spans`] decomposes the sums into: whole years,
+/// whole months and edge days; the two stock sums share their history years
+/// ([`stock_spans`]). Two `SELECT`s, the flow metrics over the flow spans and the stock
+/// metrics over the stock spans, each in one of two forms:
 ///
 /// - with a filter: the rollup's slices that pass it (from the dictionary `stats_slice`, by its
-///   key) × the spans (bound as arrays), each pair one index range scan of `stats_cells` on
-///   its primary key `(slice, grain, period)`;
+///   key) × the spans, each pair one index range scan of `stats_cells` on its primary key
+///   `(slice, grain, period)`;
 /// - without one (province-wide, or grouped over the whole rollup): every slice of the rollup
 ///   is wanted, so each span is one index range scan of `stats_cells_by_rollup` on `(rollup,
 ///   grain, period)`, joined to the dictionary's rows of the rollup only to name the groups
-///   (221 agencies: 5 + 4 range scans instead of 221 × 9).
+///   (a year by agency: 5 range scans, whatever the number of agencies).
 ///
 /// Either way a lateral subquery: the plan cannot become a scan of the table. The rows read
 /// are therefore at most (slices) × (about 2 × 30 days + 2 × 11 months + the years of
-/// history), whatever the number of dossiers. Same answer as [`query_reference`] (tested).
+/// history), whatever the number of dossiers. When a group is one slice of the rollup (at
+/// most one per level: [`groups_are_slices`]), PostgreSQL returns the cells as they are and this
+/// function sums them (`i128`, exact); otherwise each `SELECT` sums per group (`numeric`)
+/// first. Same answer as [`query_reference`] (tested).
 ///
-/// Runs in a read-only transaction with `jit = off` (compiling costs more than such a query),
-/// `max_parallel_workers_per_gather = 0` (starting workers costs more than reading a thousand
-/// rows) and `plan_cache_mode = force_custom_plan`: a generic plan cannot know how few slices
-/// `rollup = $1` keeps and scans the whole dictionary; planning with the values costs about a
-/// millisecond and finds the dictionary's index (measured: BENCHMARKS.md, "Q after issue 10").
+/// One round trip: the whole text goes in PostgreSQL's simple protocol, its values written as
+/// literals ([`literal`]; every dimension value is a validated code), so every execution is
+/// planned with its own values (a generic plan cannot know how few slices `rollup = 3` keeps
+/// and scans the whole dictionary: BENCHMARKS.md, "Q after issue 10"). The `SELECT`s run in
+/// the message's one implicit transaction, read-only, with `jit = off` (compiling costs more
+/// than such a query) and `max_parallel_workers_per_gather = 0` (starting workers costs more
+/// than reading a thousand rows), all three `SET LOCAL`: the pool's connections are left as
+/// they were.
 pub async fn query(pool: &PgPool, query: &Query) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
+    let sql = query_text(query);
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await?;
+    collect_sums(query, rows)
+}
+
+/// Which sums a row of [`query`] feeds: its first column.
+const FLOWS: i32 = 0;
+const AT_START: i32 = 1;
+const AT_END: i32 = 2;
+/// Both stocks: the history years the two share ([`StockSpans::shared`]).
+const AT_BOTH: i32 = 3;
+
+/// Whether every group of `query` is one slice of the rollup it reads, or one per level: the
+/// rollup's dimensions other than the level are all grouped by or filtered on (the level has
+/// three values, and an agency has one). Then a group has at most three rows per span and the
+/// cells are returned unsummed; otherwise (e.g. grouped by channel, which only the
+/// all-dimension rollup holds) PostgreSQL sums them per group.
+fn groups_are_slices(query: &Query, rollup: u8) -> bool {
+    let kept = query
+        .filter
+        .dimensions()
+        .chain(query.group_by.iter().copied())
+        .fold(dimension_bit(Dimension::Level), |mask, d| {
+            mask | dimension_bit(d)
+        });
+    rollup & !kept == 0
+}
+
+/// The text [`query`] sends (public for `EXPLAIN` and the benchmark, which times the database's
+/// part apart): the `SET LOCAL`s, then one `SELECT` per kind of metric with spans (flows first;
+/// a period `from >= to` has no flow span). Each row: which sums it feeds (0 flows, 1 the stock
+/// at the start, 2 at the end, 3 both), the group columns in `group_by` order, then one column
+/// per metric of the kind in [`Metric::ALL`] order (`numeric`, NULL for 0).
+pub fn query_text(query: &Query) -> String {
+    use std::fmt::Write as _;
+
     let rollup = rollup_for(query);
-    let flow = span_arrays([(0, spans(Some(query.from), query.to))]);
-    let stock = span_arrays([(1, prefix_spans(query.from)), (2, prefix_spans(query.to))]);
-    let group_cols: Vec<&str> = query.group_by.iter().map(|d| d.as_str()).collect();
-    let mut binds: Vec<&str> = Vec::new();
     let mut filters = String::new();
     for d in Dimension::ALL {
         if let Some(v) = query.filter.value(d) {
-            binds.push(v);
-            filters.push_str(&format!(" AND s.{} = ${}", d.as_str(), binds.len() + 9));
+            let _ = write!(filters, " AND s.{} = {}", d.as_str(), literal::text(v));
         }
     }
-    let binds_filter_nothing = binds.is_empty();
-    // Only fixed column names enter the SQL text; every value is bound.
-    let groups: String = group_cols.iter().map(|c| format!(", s.{c}")).collect();
-    let leg = |kind: MetricKind, first: usize| {
+    // Only fixed column names and literals enter the text.
+    let groups: String = query
+        .group_by
+        .iter()
+        .map(|d| format!(", s.{}", d.as_str()))
+        .collect();
+    let raw = groups_are_slices(query, rollup);
+    let stocks = stock_spans(query.from, query.to);
+    let flow_spans: Vec<(i32, Span)> = spans(Some(query.from), query.to)
+        .into_iter()
+        .map(|s| (FLOWS, s))
+        .collect();
+    let stock_spans: Vec<(i32, Span)> = [
+        (AT_BOTH, stocks.shared),
+        (AT_START, stocks.start),
+        (AT_END, stocks.end),
+    ]
+    .into_iter()
+    .flat_map(|(sums, spans)| spans.into_iter().map(move |s| (sums, s)))
+    .collect();
+
+    let mut sql = String::from(
+        "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; \
+         SET LOCAL transaction_read_only = on",
+    );
+    for (kind, spans) in [
+        (MetricKind::Flow, flow_spans),
+        (MetricKind::Stock, stock_spans),
+    ] {
+        if spans.is_empty() {
+            continue;
+        }
         let columns: Vec<&str> = Metric::ALL
             .iter()
             .filter(|m| m.kind() == kind)
             .map(|m| m.as_str())
             .collect();
-        let outputs: String = Metric::ALL
+        let outputs: String = columns
             .iter()
             .map(|m| {
-                if m.kind() == kind {
-                    format!(", sum(c.{0})::text AS {0}", m.as_str())
+                if raw {
+                    format!(", c.{m}")
                 } else {
-                    format!(", NULL::text AS {}", m.as_str())
+                    format!(", sum(c.{m})")
                 }
             })
             .collect();
+        let values: Vec<String> = spans
+            .iter()
+            .map(|(sums, span)| {
+                format!(
+                    "({sums}, '{}'::\"char\", {}, {})",
+                    span.grain.code(),
+                    span.from
+                        .map_or_else(|| "'-infinity'::date".to_owned(), literal::date),
+                    span.to
+                        .map_or_else(|| "'infinity'::date".to_owned(), literal::date),
+                )
+            })
+            .collect();
+        let values = values.join(", ");
+        let columns = columns.join(", ");
+        let group_by = if raw {
+            String::new()
+        } else {
+            format!(" GROUP BY sp.sums{groups}")
+        };
         // `OFFSET 0` keeps the lateral subquery from being pulled up into a join the planner
         // may turn into a scan of all of `stats_cells`: it stays one index range scan per
         // slice and span, or per span when every slice of the rollup is read.
-        if binds_filter_nothing {
-            // Every slice of the rollup: per span, one range of `stats_cells_by_rollup`
-            // (the rollup's rows of the span are adjacent), the dictionary joined only to name
-            // the groups (its rows of the rollup, hashed once).
-            let join = if group_cols.is_empty() {
+        if filters.is_empty() {
+            // Every slice of the rollup: per span, one range of `stats_cells_by_rollup` (the
+            // rollup's rows of the span are adjacent), the dictionary joined only to name the
+            // groups (its rows of the rollup, hashed once).
+            let join = if groups.is_empty() {
                 String::new()
             } else {
-                " JOIN stats_slice s ON s.id = c.slice AND s.rollup = $1".to_owned()
+                format!(" JOIN stats_slice s ON s.id = c.slice AND s.rollup = {rollup}")
             };
-            return format!(
-                "SELECT sp.kind{groups}{outputs} \
-                 FROM UNNEST(${k}::smallint[], ${g}::text[], ${lo}::date[], ${hi}::date[]) \
-                   AS sp (kind, grain, lo, hi) \
+            let _ = write!(
+                sql,
+                "; SELECT sp.sums{groups}{outputs} \
+                 FROM (VALUES {values}) AS sp (sums, grain, lo, hi) \
                  CROSS JOIN LATERAL (SELECT slice, {columns} FROM stats_cells \
-                   WHERE rollup = $1 AND grain = sp.grain::\"char\" \
-                     AND period >= COALESCE(sp.lo, '-infinity') \
-                     AND period < COALESCE(sp.hi, 'infinity') OFFSET 0) AS c{join} \
-                 GROUP BY sp.kind{groups}",
-                k = first,
-                g = first + 1,
-                lo = first + 2,
-                hi = first + 3,
-                columns = columns.join(", "),
+                   WHERE rollup = {rollup} AND grain = sp.grain \
+                     AND period >= sp.lo AND period < sp.hi OFFSET 0) AS c{join}{group_by}"
+            );
+        } else {
+            let _ = write!(
+                sql,
+                "; SELECT sp.sums{groups}{outputs} \
+                 FROM stats_slice s \
+                 CROSS JOIN (VALUES {values}) AS sp (sums, grain, lo, hi) \
+                 CROSS JOIN LATERAL (SELECT {columns} FROM stats_cells \
+                   WHERE slice = s.id AND grain = sp.grain \
+                     AND period >= sp.lo AND period < sp.hi OFFSET 0) AS c \
+                 WHERE s.rollup = {rollup}{filters}{group_by}"
             );
         }
-        format!(
-            "SELECT sp.kind{groups}{outputs} \
-             FROM stats_slice s \
-             CROSS JOIN UNNEST(${k}::smallint[], ${g}::text[], ${lo}::date[], ${hi}::date[]) \
-               AS sp (kind, grain, lo, hi) \
-             CROSS JOIN LATERAL (SELECT {columns} FROM stats_cells \
-               WHERE slice = s.id AND grain = sp.grain::\"char\" \
-                 AND period >= COALESCE(sp.lo, '-infinity') \
-                 AND period < COALESCE(sp.hi, 'infinity') OFFSET 0) AS c \
-             WHERE s.rollup = $1{filters} \
-             GROUP BY sp.kind{groups}",
-            k = first,
-            g = first + 1,
-            lo = first + 2,
-            hi = first + 3,
-            columns = columns.join(", "),
-        )
-    };
-    // Flows over the flow spans only, stocks over the prefix spans only.
-    let sql = format!(
-        "{} UNION ALL {}",
-        leg(MetricKind::Flow, 2),
-        leg(MetricKind::Stock, 6)
-    );
-    let mut tx = pool.begin().await?;
-    sqlx::raw_sql(
-        "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; \
-         SET LOCAL plan_cache_mode = force_custom_plan; SET TRANSACTION READ ONLY",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i16::from(rollup));
-    for (kinds, grains, froms, tos) in [flow, stock] {
-        q = q.bind(kinds).bind(grains).bind(froms).bind(tos);
     }
-    for v in binds {
-        q = q.bind(v);
-    }
-    let rows = q.fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    collect_wide(query, &group_cols, rows)
+    sql
 }
 
-/// The spans of some of a query's sums, as the arrays [`query`] binds: which sum each feeds (0
-/// the flows over the period, 1 the stocks at its start, 2 at its end), grain code, and the
-/// bounds `lo <= period < hi` (NULL: unbounded; the statement reads it as PostgreSQL's
-/// `-infinity` or `infinity`, which every `date` compares with).
-#[allow(clippy::type_complexity)]
-fn span_arrays<const N: usize>(
-    sums: [(i16, Vec<Span>); N],
-) -> (
-    Vec<i16>,
-    Vec<&'static str>,
-    Vec<Option<NaiveDate>>,
-    Vec<Option<NaiveDate>>,
-) {
-    let mut kinds = Vec::new();
-    let mut grains = Vec::new();
-    let mut froms = Vec::new();
-    let mut tos = Vec::new();
-    for (kind, spans) in sums {
-        for span in spans {
-            kinds.push(kind);
-            grains.push(span.grain.code());
-            froms.push(span.from);
-            tos.push(span.to);
+/// SQL literals for [`query`]'s text, which has no parameters.
+mod literal {
+    use chrono::NaiveDate;
+
+    /// A string constant, exact whatever `standard_conforming_strings` says: an escape string
+    /// with its backslashes and quotes doubled.
+    pub(super) fn text(value: &str) -> String {
+        let mut out = String::with_capacity(value.len() + 3);
+        out.push_str("E'");
+        for c in value.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\'' => out.push_str("''"),
+                c => out.push(c),
+            }
         }
+        out.push('\'');
+        out
     }
-    (kinds, grains, froms, tos)
+
+    /// A date constant as days from 2000-01-01, which PostgreSQL folds when planning: exact for
+    /// every date `chrono` holds (an ISO text would need a sign and more than four digits
+    /// beyond year 9999); one outside PostgreSQL's range fails the statement, as a bound
+    /// parameter would.
+    pub(super) fn date(day: NaiveDate) -> String {
+        let epoch = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or(NaiveDate::MIN);
+        format!("(DATE '2000-01-01' + {})", (day - epoch).num_days())
+    }
 }
 
-/// Turns rows `(kind, group columns…, one sum per metric)` of [`query`] into the answer: per
-/// group, the flow sums of flow metrics (kind 0) and the start (kind 1) and end (kind 2) values
-/// of stock metrics, zeros left out.
-fn collect_wide(
+/// An integer `numeric` (a sum of `stats_cells`) decoded exactly, from either format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NumericInt(pub(crate) i128);
+
+impl sqlx::Type<sqlx::Postgres> for NumericInt {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        // `numeric`'s OID, fixed in PostgreSQL's catalog.
+        sqlx::postgres::PgTypeInfo::with_oid(sqlx::postgres::types::Oid(1700))
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for NumericInt {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let parsed = match value.format() {
+            sqlx::postgres::PgValueFormat::Text => {
+                let text = value.as_str()?;
+                parse_sum(text).ok_or_else(|| format!("numeric {text} is no i128 integer"))?
+            }
+            sqlx::postgres::PgValueFormat::Binary => numeric_binary(value.as_bytes()?)?,
+        };
+        Ok(NumericInt(parsed))
+    }
+}
+
+/// PostgreSQL's binary `numeric`: digit count, weight (of the first digit, in powers of
+/// 10 000), sign, display scale, then the base-10 000 digits; an integer within `i128` only.
+fn numeric_binary(bytes: &[u8]) -> Result<i128, String> {
+    let word = |i: usize| -> Result<u16, String> {
+        bytes
+            .get(2 * i..2 * i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| format!("numeric of {} bytes is cut short", bytes.len()))
+    };
+    let digits = usize::from(word(0)?);
+    let weight = i32::from(word(1)? as i16);
+    let negative = match word(2)? {
+        0x0000 => false,
+        0x4000 => true,
+        other => return Err(format!("numeric with sign word {other:#06x} is no integer")),
+    };
+    let mut value: i128 = 0;
+    for i in 0..digits {
+        let digit = word(4 + i)?;
+        if digit >= 10_000 {
+            return Err(format!("numeric digit {digit} is out of range"));
+        }
+        // The digit's power of 10 000; a non-zero one below 0 is a fraction.
+        let power = weight - i as i32;
+        if power < 0 {
+            if digit != 0 {
+                return Err("numeric with a fraction is no integer".to_owned());
+            }
+            continue;
+        }
+        value = value
+            .checked_mul(10_000)
+            .and_then(|v| v.checked_add(i128::from(digit)))
+            .ok_or("numeric beyond i128")?;
+    }
+    // Digits after the last stored one are zeros, up to the units.
+    let stored_last = weight - digits as i32 + 1;
+    for _ in 0..stored_last.max(0) {
+        value = value.checked_mul(10_000).ok_or("numeric beyond i128")?;
+    }
+    Ok(if negative { -value } else { value })
+}
+
+/// The sums of one group: per metric (index in [`Metric::ALL`]) the flows, the stock at the
+/// start and the stock at the end.
+type GroupSums = [[i128; METRICS]; 3];
+
+/// Turns the rows of [`query_text`] into the answer: every row's cells added to its group's sums
+/// (flows; the stock at the start, at the end, or both), then per group the non-zero figures,
+/// in the normal form of [`stats::tidy`].
+fn collect_sums(
     query: &Query,
-    group_cols: &[&str],
     rows: Vec<sqlx::postgres::PgRow>,
 ) -> Result<BTreeMap<GroupKey, Totals>, QueryError> {
-    let mut groups: BTreeMap<GroupKey, Totals> = BTreeMap::new();
-    if query.group_by.is_empty() {
-        groups.insert(Vec::new(), Totals::empty(query.from, query.to));
-    }
+    let flows: Vec<usize> = metrics_of(MetricKind::Flow);
+    let stocks: Vec<usize> = metrics_of(MetricKind::Stock);
+    let width = query.group_by.len();
+    let mut sums: HashMap<GroupKey, GroupSums> = HashMap::new();
     for row in rows {
-        let kind: i16 = row.try_get("kind")?;
-        let key = group_cols
-            .iter()
-            .map(|c| row.try_get::<String, _>(*c))
+        let which: i32 = row.try_get(0)?;
+        let key = (1..=width)
+            .map(|i| row.try_get::<String, _>(i))
             .collect::<Result<GroupKey, _>>()?;
-        for metric in Metric::ALL {
-            let wanted = matches!(
-                (metric.kind(), kind),
-                (MetricKind::Flow, 0) | (MetricKind::Stock, 1 | 2)
-            );
-            if !wanted {
-                continue;
+        let (metrics, targets): (&[usize], &[usize]) = match which {
+            FLOWS => (&flows, &[0]),
+            AT_START => (&stocks, &[1]),
+            AT_END => (&stocks, &[2]),
+            AT_BOTH => (&stocks, &[1, 2]),
+            other => {
+                return Err(QueryError::Corrupt(format!(
+                    "a row of unknown sums {other}"
+                )));
             }
-            let text: Option<String> = row.try_get(metric.as_str())?;
-            let Some(text) = text else { continue };
-            let value = parse_sum(&text).ok_or_else(|| {
-                QueryError::Corrupt(format!("{} = {text} is no integer", metric.as_str()))
-            })?;
-            if value == 0 {
+        };
+        let group = sums.entry(key).or_insert([[0; METRICS]; 3]);
+        for (column, metric) in metrics.iter().enumerate() {
+            let Some(NumericInt(value)) =
+                row.try_get::<Option<NumericInt>, _>(1 + width + column)?
+            else {
                 continue;
-            }
-            let totals = groups
-                .entry(key.clone())
-                .or_insert_with(|| Totals::empty(query.from, query.to));
-            let map = match kind {
-                0 => &mut totals.flows,
-                1 => &mut totals.at_start,
-                _ => &mut totals.at_end,
             };
-            *map.entry(*metric).or_insert(0) += value;
+            for target in targets {
+                let sum = &mut group[*target][*metric];
+                *sum = sum.checked_add(value).ok_or_else(|| {
+                    QueryError::Corrupt(format!(
+                        "{} sums beyond i128",
+                        Metric::ALL[*metric].as_str()
+                    ))
+                })?;
+            }
         }
     }
-    Ok(groups)
+    let mut groups: BTreeMap<GroupKey, Totals> = BTreeMap::new();
+    for (key, group) in sums {
+        let mut totals = Totals::empty(query.from, query.to);
+        for (sums, figures) in
+            group
+                .iter()
+                .zip([&mut totals.flows, &mut totals.at_start, &mut totals.at_end])
+        {
+            for (metric, value) in Metric::ALL.iter().zip(sums) {
+                if *value != 0 {
+                    figures.insert(*metric, *value);
+                }
+            }
+        }
+        groups.insert(key, totals);
+    }
+    Ok(stats::tidy(query, groups))
+}
+
+/// The indexes in [`Metric::ALL`] of the metrics of `kind`, in order.
+fn metrics_of(kind: MetricKind) -> Vec<usize> {
+    Metric::ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.kind() == kind)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The reference answer to `query`: the plain sums over the day grain of every dimension
@@ -912,4 +1064,139 @@ pub(crate) fn rollup_view_sql() -> String {
          WHERE m.value IS NOT NULL",
         values.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgreSQL's binary `numeric` of `value` with `dscale` and `fraction` base-10 000 digits
+    /// after the point (written here independently of the decoder: divide by 10 000).
+    fn encode(value: i128, fraction: &[u16], dscale: u16) -> Vec<u8> {
+        let mut digits: Vec<u16> = Vec::new();
+        let mut rest = value.unsigned_abs();
+        while rest > 0 {
+            digits.push((rest % 10_000) as u16);
+            rest /= 10_000;
+        }
+        digits.reverse();
+        let weight = digits.len() as i16 - 1;
+        // PostgreSQL strips trailing zero digits; the weight keeps the magnitude.
+        digits.extend_from_slice(fraction);
+        while digits.last() == Some(&0) {
+            digits.pop();
+        }
+        let weight = if digits.is_empty() { 0 } else { weight };
+        let sign: u16 = if value < 0 { 0x4000 } else { 0 };
+        let mut out = Vec::new();
+        for word in [digits.len() as u16, weight as u16, sign, dscale] {
+            out.extend_from_slice(&word.to_be_bytes());
+        }
+        for d in digits {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn binary_numeric_integers_decode_exactly() {
+        let mut values = vec![
+            0,
+            1,
+            -5,
+            9_999,
+            10_000,
+            12_345_678,
+            100_000_000,
+            -100_000_000_000_000_000,
+            i128::from(i64::MAX) + 1,
+            i128::MAX,
+            i128::MIN + 1,
+        ];
+        let mut x: i128 = 7;
+        for _ in 0..120 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            values.push(x >> (x as u32 % 100));
+        }
+        for v in values {
+            assert_eq!(numeric_binary(&encode(v, &[], 0)), Ok(v), "{v}");
+            // A display scale with zero fraction digits is still the integer.
+            assert_eq!(numeric_binary(&encode(v, &[0], 2)), Ok(v), "{v}.00");
+        }
+        // 10 000 is one digit of weight 1: the units are implied zeros.
+        assert_eq!(numeric_binary(&[0, 1, 0, 1, 0, 0, 0, 0, 0, 1]), Ok(10_000));
+    }
+
+    #[test]
+    fn binary_numeric_fractions_specials_and_overflow_are_refused() {
+        assert!(numeric_binary(&encode(1, &[5_000], 1)).is_err(), "1.5");
+        assert!(numeric_binary(&encode(0, &[1], 4)).is_err(), "0.0001");
+        // NaN, +infinity, -infinity.
+        for sign in [0xC000u16, 0xD000, 0xF000] {
+            let mut bytes = vec![0, 0, 0, 0];
+            bytes.extend_from_slice(&sign.to_be_bytes());
+            bytes.extend_from_slice(&[0, 0]);
+            assert!(numeric_binary(&bytes).is_err(), "{sign:#x}");
+        }
+        // 10^40, beyond i128.
+        let mut big = vec![0, 1, 0, 10, 0, 0, 0, 0];
+        big.extend_from_slice(&1u16.to_be_bytes());
+        assert!(numeric_binary(&big).is_err());
+        // Cut short: two digits announced, one sent.
+        assert!(numeric_binary(&[0, 2, 0, 1, 0, 0, 0, 0, 0, 1]).is_err());
+        // A digit out of base.
+        assert!(numeric_binary(&[0, 1, 0, 0, 0, 0, 0, 0, 0x27, 0x10]).is_err());
+    }
+
+    #[test]
+    fn cells_come_back_unsummed_only_when_a_group_is_a_slice_or_one_per_level() {
+        let year = |filter: stats::SliceFilter, group_by: Vec<Dimension>| Query {
+            from: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            to: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
+            filter,
+            group_by,
+        };
+        let none = stats::SliceFilter::default;
+        let sector = || stats::SliceFilter {
+            sector: Some(domain::SectorCode::parse("land").unwrap()),
+            ..Default::default()
+        };
+        let online = || stats::SliceFilter {
+            channel: Some(domain::Channel::Online),
+            ..Default::default()
+        };
+        let unsummed = |q: &Query| groups_are_slices(q, rollup_for(q));
+        assert!(unsummed(&year(none(), vec![])));
+        assert!(unsummed(&year(none(), vec![Dimension::Agency])));
+        assert!(unsummed(&year(none(), vec![Dimension::Level])));
+        assert!(unsummed(&year(sector(), vec![])));
+        assert!(unsummed(&year(sector(), vec![Dimension::Agency])));
+        // Only the all-dimension rollup holds the channel: many slices per group.
+        assert!(!unsummed(&year(none(), vec![Dimension::Channel])));
+        assert!(!unsummed(&year(online(), vec![])));
+        assert!(!unsummed(&year(online(), vec![Dimension::Agency])));
+        let text = query_text(&year(none(), vec![Dimension::Agency]));
+        assert!(
+            !text.contains("GROUP BY") && !text.contains("sum("),
+            "{text}"
+        );
+        let text = query_text(&year(online(), vec![]));
+        assert!(text.contains("GROUP BY sp.sums") && text.contains("s.channel = E'online'"));
+    }
+
+    #[test]
+    fn text_literals_double_quotes_and_backslashes() {
+        assert_eq!(literal::text("sector-03"), "E'sector-03'");
+        assert_eq!(literal::text(r"a'b\c"), r"E'a''b\\c'");
+        assert_eq!(
+            literal::date(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()),
+            "(DATE '2000-01-01' + 8766)"
+        );
+        assert_eq!(
+            literal::date(NaiveDate::from_ymd_opt(1999, 12, 31).unwrap()),
+            "(DATE '2000-01-01' + -1)"
+        );
+    }
 }
