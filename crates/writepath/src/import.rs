@@ -25,7 +25,10 @@
 use std::collections::HashMap;
 
 use domain::{Command, Decision, Dossier, DossierEvent, DossierId, EventId, Refusal, Rules};
-use eventlog::{AppendError, CheckedAppend, CheckedAppendError, DossierAppend, ExpectedVersion};
+use eventlog::{
+    AppendError, CheckedAppend, CheckedAppendError, DossierAppend, EventLog, ExpectedVersion,
+    StoredEvent,
+};
 use uuid::Uuid;
 
 use crate::{Undecodable, WritePath, fold_recorded, new_events, recorded, routing_of};
@@ -249,7 +252,7 @@ impl WritePath {
                     attempt == 0,
                 ));
             };
-            match self.log().append_checked(append).await {
+            match append_on_a_task_of_its_own(self.log(), append).await? {
                 Ok(rows) => {
                     return Ok((
                         Imported {
@@ -274,6 +277,38 @@ impl WritePath {
             }
         }
         Err(ImportError::Raced(last_race))
+    }
+}
+
+/// The checked append of a batch, run on a task of its own and awaited here.
+///
+/// It holds the log's sequencer from its first statement to its COMMIT, so it must be driven
+/// the moment the database answers. The caller (an import stream) typically prepares the next
+/// batch in the same task meanwhile — tens of milliseconds of CPU between two awaits — and would
+/// otherwise leave the section's next statement waiting that long each time. On a task of its
+/// own, another worker thread drives it. Dropping this future (the caller's bound expired, the
+/// stream went away) aborts the task as dropping the append itself would: the transaction is
+/// rolled back with its connection, nothing of the batch is written.
+async fn append_on_a_task_of_its_own(
+    log: &EventLog,
+    append: CheckedAppend,
+) -> Result<Result<Vec<StoredEvent>, CheckedAppendError>, ImportError> {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let log = log.clone();
+    let mut task = AbortOnDrop(tokio::spawn(
+        async move { log.append_checked(append).await },
+    ));
+    match (&mut task.0).await {
+        Ok(result) => Ok(result),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(ImportError::Unavailable(
+            "the batch's write was cancelled (the runtime is shutting down)".into(),
+        )),
     }
 }
 
