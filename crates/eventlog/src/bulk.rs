@@ -34,7 +34,9 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
 
-use crate::append::{Race, SEQUENCE, event_hashes, prepare, race_of};
+use crate::append::{
+    HASH_THREADS, PARALLEL_HASH_MIN, Race, SEQUENCE, event_hashes, prepare, race_of,
+};
 use crate::copy::BinaryRows;
 use crate::hash::{Canonical, chain_hash, format_timestamp};
 use crate::limits::MAX_EVENT_BYTES;
@@ -127,33 +129,44 @@ impl CheckedAppend {
                 });
             }
         }
-        let canonical: Vec<Canonical> = rows.iter().map(Canonical::of).collect();
-        let mut fields = BinaryRows::fragment_with_capacity(
-            canonical.iter().map(|c| c.max_len()).sum::<usize>(),
-        );
+        // Each row's canonical bytes and COPY fields depend on that row alone: a large batch is
+        // encoded on several threads (as its event hashes are), each chunk into a fragment of
+        // its own, and the fragments are joined in order.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(HASH_THREADS);
+        let encoded: Vec<Encoded> = if count < PARALLEL_HASH_MIN || threads < 2 {
+            vec![encode(&rows)?]
+        } else {
+            let chunk = count.div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = rows
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(move || encode(part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| match h.join() {
+                        Ok(encoded) => encoded,
+                        // Encoding cannot panic short of a bug; re-raise it where it belongs.
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    })
+                    .collect::<Result<Vec<Encoded>, AppendError>>()
+            })?
+        };
+        let mut canonical = Vec::with_capacity(count);
+        let mut fields = Vec::with_capacity(encoded.iter().map(|e| e.fields.len()).sum());
         let mut ends = Vec::with_capacity(count);
-        for (row, canonical) in rows.iter().zip(&canonical) {
-            let bytes = canonical.max_len();
-            if bytes > MAX_EVENT_BYTES {
-                return Err(AppendError::EventTooLarge {
-                    event_id: row.event_id,
-                    bytes,
-                    max: MAX_EVENT_BYTES,
-                });
-            }
-            // Every field is part of the canonical bytes, which are within MAX_EVENT_BYTES:
-            // far below what a COPY field holds.
-            copy_fields(&mut fields, row, canonical).map_err(|e| AppendError::EventTooLarge {
-                event_id: row.event_id,
-                bytes: e.bytes,
-                max: MAX_EVENT_BYTES,
-            })?;
-            ends.push(fields.as_bytes().len());
+        for part in encoded {
+            let offset = fields.len();
+            canonical.extend(part.canonical);
+            ends.extend(part.ends.into_iter().map(|end| offset + end));
+            fields.extend_from_slice(&part.fields);
         }
         Ok(CheckedAppend {
             rows,
             canonical,
-            fields: fields.into_fragment(),
+            fields,
             ends,
         })
     }
@@ -166,6 +179,45 @@ impl CheckedAppend {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+}
+
+/// Consecutive rows, prepared: their canonical forms and their COPY fields.
+struct Encoded {
+    canonical: Vec<Canonical>,
+    fields: Vec<u8>,
+    /// Where each row's fields end in `fields`.
+    ends: Vec<usize>,
+}
+
+/// Prepares `rows` ([`Encoded`]), checking each against [`MAX_EVENT_BYTES`].
+fn encode(rows: &[StoredEvent]) -> Result<Encoded, AppendError> {
+    let canonical: Vec<Canonical> = rows.iter().map(Canonical::of).collect();
+    let mut fields =
+        BinaryRows::fragment_with_capacity(canonical.iter().map(Canonical::max_len).sum());
+    let mut ends = Vec::with_capacity(rows.len());
+    for (row, canonical) in rows.iter().zip(&canonical) {
+        let bytes = canonical.max_len();
+        if bytes > MAX_EVENT_BYTES {
+            return Err(AppendError::EventTooLarge {
+                event_id: row.event_id,
+                bytes,
+                max: MAX_EVENT_BYTES,
+            });
+        }
+        // Every field is part of the canonical bytes, which are within MAX_EVENT_BYTES: far
+        // below what a COPY field holds.
+        copy_fields(&mut fields, row, canonical).map_err(|e| AppendError::EventTooLarge {
+            event_id: row.event_id,
+            bytes: e.bytes,
+            max: MAX_EVENT_BYTES,
+        })?;
+        ends.push(fields.as_bytes().len());
+    }
+    Ok(Encoded {
+        canonical,
+        fields: fields.into_fragment(),
+        ends,
+    })
 }
 
 /// The first ten fields of a row of [`COPY_EVENTS`], in its column order. The payload is sent as
