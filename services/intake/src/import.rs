@@ -220,14 +220,47 @@ pub fn parse_batch(
             format!("at most {MAX_BATCH} events per batch"),
         ));
     }
-    let mut items = Vec::with_capacity(batch.events.len());
-    let mut seen = HashMap::with_capacity(batch.events.len());
-    for (i, event) in batch.events.iter().enumerate() {
-        let path = format!("events[{i}]");
-        let item = parse(&path, event, now)?;
+    let parse_from = |first: usize, events: &[pb::Event]| -> Vec<Result<ImportItem, Status>> {
+        events
+            .iter()
+            .zip(first..)
+            .map(|(event, i)| parse(&format!("events[{i}]"), event, now))
+            .collect()
+    };
+    // Each event parses on its own: a large batch is parsed on several threads, in chunks
+    // joined in order; the first error in the batch's order is the answer, as one by one.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(PARSE_THREADS);
+    let parsed: Vec<Result<ImportItem, Status>> =
+        if batch.events.len() < PARALLEL_PARSE_MIN || threads < 2 {
+            parse_from(0, &batch.events)
+        } else {
+            let chunk = batch.events.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .events
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(n, part)| scope.spawn(move || parse_from(n * chunk, part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| match h.join() {
+                        Ok(parsed) => parsed,
+                        // Parsing cannot panic short of a bug; re-raise it where it belongs.
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    })
+                    .collect()
+            })
+        };
+    let mut items = Vec::with_capacity(parsed.len());
+    let mut seen = HashMap::with_capacity(parsed.len());
+    for (i, item) in parsed.into_iter().enumerate() {
+        let item = item?;
         if let Some(first) = seen.insert(item.event.event_id, i) {
             return Err(invalid_field(
-                &at(&path, "event_id"),
+                &at(&item.path, "event_id"),
                 format!("repeats the event_id of events[{first}]"),
             ));
         }
@@ -235,6 +268,11 @@ pub fn parse_batch(
     }
     Ok(items)
 }
+
+/// From this many events on, a batch is parsed on [`PARSE_THREADS`] threads at most.
+const PARALLEL_PARSE_MIN: usize = 1024;
+/// The most threads one batch is parsed on.
+const PARSE_THREADS: usize = 4;
 
 /// The content fingerprint of an imported event: its encoding without the fields the server
 /// sets and without the applicant (whose keyed digest is folded in when it is sealed).
