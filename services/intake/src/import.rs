@@ -577,4 +577,69 @@ mod tests {
         other.dossier_id = "H40.22-00000002".into();
         assert_ne!(import_fingerprint(&plain), import_fingerprint(&other));
     }
+
+    fn supplement(i: usize) -> pb::Event {
+        pb::Event {
+            event_id: format!("00000000-0000-4000-8000-{i:012}"),
+            dossier_id: format!("H40.22-{i:08}"),
+            occurred_at: Some(api::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            body: Some(Body::SupplementReceived(pb::SupplementReceived {})),
+            ..Default::default()
+        }
+    }
+
+    /// A batch large enough to be parsed on several threads answers as one parsed event by
+    /// event: every item in order, and the first error in the batch's order.
+    #[test]
+    fn a_large_batch_parses_in_order_and_names_the_first_error() {
+        let now = chrono::Utc::now();
+        let events: Vec<pb::Event> = (0..3 * PARALLEL_PARSE_MIN).map(supplement).collect();
+        let items = parse_batch(
+            &pb::ImportBatch {
+                batch_seq: 1,
+                events: events.clone(),
+            },
+            now,
+        )
+        .expect("valid");
+        assert_eq!(items.len(), events.len());
+        for (i, item) in items.iter().enumerate() {
+            assert_eq!(item.path, format!("events[{i}]"));
+            assert_eq!(item.event.dossier_id.as_str(), events[i].dossier_id);
+        }
+
+        // A malformed event late in the batch, and an earlier repeated id: the repeat is first.
+        let mut bad = events.clone();
+        bad[2500].dossier_id = String::new();
+        bad[2000].event_id = bad[10].event_id.clone();
+        let status = parse_batch(
+            &pb::ImportBatch {
+                batch_seq: 1,
+                events: bad.clone(),
+            },
+            now,
+        )
+        .expect_err("refused");
+        assert!(
+            status.message().contains("events[2000].event_id")
+                && status.message().contains("events[10]"),
+            "{status:?}"
+        );
+        bad[2000] = events[2000].clone();
+        let status = parse_batch(
+            &pb::ImportBatch {
+                batch_seq: 1,
+                events: bad,
+            },
+            now,
+        )
+        .expect_err("refused");
+        assert!(
+            status.message().contains("events[2500].dossier_id"),
+            "{status:?}"
+        );
+    }
 }
