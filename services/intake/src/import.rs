@@ -586,7 +586,7 @@ mod tests {
                 seconds: 1_700_000_000,
                 nanos: 0,
             }),
-            body: Some(Body::SupplementReceived(pb::SupplementReceived {})),
+            body: Some(Body::SupplementReceived(pb::SupplementReceived::default())),
             ..Default::default()
         }
     }

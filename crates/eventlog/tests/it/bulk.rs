@@ -171,19 +171,20 @@ async fn a_follower_sees_checked_and_plain_appends_exactly_once() {
     let batches = 6usize;
     let mut writers = Vec::new();
     for b in 0..batches {
-        let log = log.clone();
+        let checked = log.clone();
         writers.push(tokio::spawn(async move {
             let batch: Vec<_> = (0..200)
                 .map(|i| dossier(&format!("B{b}-{i}"), ExpectedVersion::NoStream, events(3)))
                 .collect();
-            log.append_checked(CheckedAppend::new(batch).unwrap())
+            checked
+                .append_checked(CheckedAppend::new(batch).unwrap())
                 .await
                 .expect("written")
                 .len()
         }));
-        let log = log.clone();
+        let plain = log.clone();
         writers.push(tokio::spawn(async move {
-            log.append(vec![dossier(
+            plain.append(vec![dossier(
                 &format!("L{b}"),
                 ExpectedVersion::NoStream,
                 events(1),
