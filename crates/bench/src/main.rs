@@ -680,8 +680,7 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
     }
     settle(pool, args.analyze).await?;
     eprintln!("bench: raw binary COPY into {}", raw::BULK_BINARY_TABLE);
-    let binary =
-        raw::copied_binary(pool, raw::BULK_BINARY_TABLE, before, head, args.batch).await?;
+    let binary = raw::copied_binary(pool, raw::BULK_BINARY_TABLE, before, head, args.batch).await?;
     eprintln!("bench: {}: {}", raw::BULK_BINARY_TABLE, binary.summary());
     settle(pool, args.analyze).await?;
     eprintln!("bench: raw COPY into {}", raw::BULK_COPY_TABLE);

@@ -110,7 +110,9 @@ async fn a_checked_append_stores_every_value_exactly() {
         "min": -9223372036854775807i64,
         "emoji": "Đơn đề nghị 📄",
     });
-    tricky[1].occurred_at = chrono::Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 59).unwrap()
+    tricky[1].occurred_at = chrono::Utc
+        .with_ymd_and_hms(1999, 12, 31, 23, 59, 59)
+        .unwrap()
         + chrono::Duration::microseconds(999_999);
     tricky[2].payload = serde_json::json!("a bare string\\");
     tricky[3].occurred_at = chrono::Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap();
@@ -184,15 +186,16 @@ async fn a_follower_sees_checked_and_plain_appends_exactly_once() {
         }));
         let plain = log.clone();
         writers.push(tokio::spawn(async move {
-            plain.append(vec![dossier(
-                &format!("L{b}"),
-                ExpectedVersion::NoStream,
-                events(1),
-            )])
-            .await
-            .expect("appended")
-            .events
-            .len()
+            plain
+                .append(vec![dossier(
+                    &format!("L{b}"),
+                    ExpectedVersion::NoStream,
+                    events(1),
+                )])
+                .await
+                .expect("appended")
+                .events
+                .len()
         }));
     }
     let mut total = 0;
