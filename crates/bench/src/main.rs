@@ -27,8 +27,9 @@
 //! - **B0**/**B1** its baselines: the same rows (read back from `events`, outside the timing)
 //!   inserted with one `INSERT … SELECT FROM UNNEST` per batch of the same size into a plain
 //!   table with the columns of `events` (B0: no constraint or index; B1: the same primary key
-//!   and unique indexes as `events`, still no trigger, sequencer or lookup); **B1c**: as B1, but
-//!   each batch written by one `COPY … FROM STDIN` (text format): what `COPY` would gain.
+//!   and unique indexes as `events`, still no trigger, sequencer or lookup); **B1b**: as B1, but
+//!   each batch written by one binary `COPY … FROM STDIN (FORMAT binary)`, the import's own
+//!   insert; **B1c**: as B1, by one text-format `COPY`.
 //!
 //! `projection` runs the projection's three scenarios, each in a fresh database (`lag`, `query`
 //! and `rebuild` run one alone): **L** the lag from append to visible figure under sustained load
@@ -680,6 +681,10 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
         baselines.push(timing);
     }
     settle(pool, args.analyze).await?;
+    eprintln!("bench: raw binary COPY into {}", raw::BULK_BINARY_TABLE);
+    let binary = raw::copied_binary(pool, raw::BULK_BINARY_TABLE, before, head, args.batch).await?;
+    eprintln!("bench: {}: {}", raw::BULK_BINARY_TABLE, binary.summary());
+    settle(pool, args.analyze).await?;
     eprintln!("bench: raw COPY into {}", raw::BULK_COPY_TABLE);
     let copied = raw::copied(pool, raw::BULK_COPY_TABLE, before, head, args.batch).await?;
     eprintln!("bench: {}: {}", raw::BULK_COPY_TABLE, copied.summary());
@@ -698,6 +703,7 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
         bulk_raw: baselines.remove(0),
         bulk_raw_indexed: baselines.remove(0),
         bulk_raw_copy: copied,
+        bulk_raw_binary: binary,
         sizes,
         load_end: report::load_average(),
     }))

@@ -14,6 +14,8 @@ use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use uuid::Uuid;
 
+use eventlog::copy::{BinaryRows, FieldTooLarge};
+
 use crate::Timing;
 
 /// A: single-row inserts.
@@ -24,6 +26,8 @@ pub const BULK_TABLE: &str = "raw_bulk";
 pub const BULK_INDEXED_TABLE: &str = "raw_bulk_indexed";
 /// B1c's table: as [`BULK_INDEXED_TABLE`], loaded by `COPY`.
 pub const BULK_COPY_TABLE: &str = "raw_bulk_copy";
+/// B1b's table: as [`BULK_INDEXED_TABLE`], loaded by binary `COPY`.
+pub const BULK_BINARY_TABLE: &str = "raw_bulk_binary";
 
 const COLUMNS: &str = "\
     position    bigint      NOT NULL,
@@ -44,7 +48,7 @@ const COLUMNS: &str = "\
 const NAMES: &str = "position, event_id, dossier_id, version, event_type, occurred_at, \
     recorded_at, level, agency, sector, payload, fingerprint, event_hash, chain_hash";
 
-/// Creates the four baseline tables (logged: same durability as `events`).
+/// Creates the five baseline tables (logged: same durability as `events`).
 pub async fn create_tables(pool: &PgPool) -> Result<()> {
     for (table, extra) in [
         (LIVE_TABLE, ""),
@@ -55,6 +59,10 @@ pub async fn create_tables(pool: &PgPool) -> Result<()> {
         ),
         (
             BULK_COPY_TABLE,
+            ",\n    PRIMARY KEY (position),\n    UNIQUE (event_id),\n    UNIQUE (dossier_id, version)",
+        ),
+        (
+            BULK_BINARY_TABLE,
             ",\n    PRIMARY KEY (position),\n    UNIQUE (event_id),\n    UNIQUE (dossier_id, version)",
         ),
     ] {
@@ -378,4 +386,67 @@ fn copy_row(out: &mut String, r: &RawRow) {
     out.push('\t');
     bytes(out, &r.chain_hash);
     out.push('\n');
+}
+
+/// B1b: as [`copied`], but in `COPY`'s binary format (`FORMAT binary`), encoded with the
+/// encoder the import itself uses ([`eventlog::copy::BinaryRows`]): no escaping, every value in
+/// its send form, `jsonb` as its version byte and the JSON text. Only the `COPY`s are timed
+/// (encoding the rows included).
+pub async fn copied_binary(
+    pool: &PgPool,
+    table: &str,
+    after: i64,
+    until: i64,
+    batch: usize,
+) -> Result<Timing> {
+    let statement = format!("COPY {table} ({NAMES}) FROM STDIN (FORMAT binary)");
+    let mut conn = pool.acquire().await?;
+    let mut copying = Duration::ZERO;
+    let mut count = 0u64;
+    let mut cursor = after;
+    while cursor < until {
+        let rows = rows_after(pool, cursor, until, batch).await?;
+        let Some(last) = rows.last() else { break };
+        cursor = last.position;
+        let t = Instant::now();
+        let mut data = BinaryRows::with_capacity(rows.len() * 512);
+        let mut json = Vec::with_capacity(512);
+        for r in &rows {
+            json.clear();
+            serde_json::to_writer(&mut json, &r.payload)?;
+            binary_row(&mut data, r, &json)?;
+        }
+        let mut copy = conn
+            .copy_in_raw(&statement)
+            .await
+            .with_context(|| format!("COPY {table}"))?;
+        copy.send(data.finish())
+            .await
+            .with_context(|| format!("COPY {table}"))?;
+        copy.finish()
+            .await
+            .with_context(|| format!("COPY {table}"))?;
+        copying += t.elapsed();
+        count += rows.len() as u64;
+    }
+    Ok(Timing::new(count, copying, Vec::new()))
+}
+
+/// One row of [`copied_binary`], in the column order of `NAMES`.
+fn binary_row(out: &mut BinaryRows, r: &RawRow, payload: &[u8]) -> Result<(), FieldTooLarge> {
+    out.row(14);
+    out.bigint(r.position);
+    out.uuid(&r.event_id);
+    out.text(&r.dossier_id)?;
+    out.int(r.version);
+    out.text(&r.event_type)?;
+    out.timestamptz(&r.occurred_at);
+    out.timestamptz(&r.recorded_at);
+    out.text(&r.level)?;
+    out.text(&r.agency)?;
+    out.text(&r.sector)?;
+    out.jsonb(payload)?;
+    out.bytea(&r.fingerprint)?;
+    out.bytea(&r.event_hash)?;
+    out.bytea(&r.chain_hash)
 }

@@ -67,7 +67,7 @@ use sqlx::postgres::{PgPool, PgTransaction};
 use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
-use crate::hash::{Canonical, chain_hash, event_hash, format_timestamp};
+use crate::hash::{Canonical, chain_hash, format_timestamp};
 use crate::limits::MAX_EVENT_BYTES;
 use crate::read::{decode_events, select_events};
 use crate::{
@@ -720,7 +720,7 @@ pub(crate) fn event_hashes(
         chunk
             .iter()
             .zip(from..)
-            .map(|(c, position)| event_hash(&c.bytes(position, recorded_text)))
+            .map(|(c, position)| c.event_hash(position, recorded_text))
             .collect()
     };
     let threads = std::thread::available_parallelism()
@@ -795,7 +795,7 @@ fn conflict(append: &DossierAppend, current: i32) -> AppendError {
 }
 
 /// Which unique constraint a failed insert ran into, if that is why it failed.
-fn race_of(error: &sqlx::Error) -> Option<Race> {
+pub(crate) fn race_of(error: &sqlx::Error) -> Option<Race> {
     let db = error.as_database_error()?;
     if !db.is_unique_violation() {
         return None;

@@ -61,6 +61,8 @@ pub(crate) struct Canonical {
     /// The bytes around the holes: `parts.len() == holes.len() + 1`.
     parts: Vec<Vec<u8>>,
     holes: Vec<Hole>,
+    /// Where the canonical payload is: `parts[payload.0][payload.1]`.
+    payload: (usize, std::ops::Range<usize>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +76,8 @@ impl Canonical {
     pub(crate) fn of(event: &StoredEvent) -> Canonical {
         enum Field<'a> {
             Str(&'a str),
-            Owned(String),
+            Uuid(&'a uuid::Uuid),
+            Time(&'a DateTime<Utc>),
             Int(i64),
             Json(&'a Value),
             Hole(Hole),
@@ -82,16 +85,10 @@ impl Canonical {
         let mut fields = [
             ("agency", Field::Str(&event.routing.agency)),
             ("dossier_id", Field::Str(&event.dossier_id)),
-            (
-                "event_id",
-                Field::Owned(event.event_id.hyphenated().to_string()),
-            ),
+            ("event_id", Field::Uuid(&event.event_id)),
             ("event_type", Field::Str(&event.event_type)),
             ("level", Field::Str(&event.routing.level)),
-            (
-                "occurred_at",
-                Field::Owned(format_timestamp(&event.occurred_at)),
-            ),
+            ("occurred_at", Field::Time(&event.occurred_at)),
             ("payload", Field::Json(&event.payload)),
             ("position", Field::Hole(Hole::Position)),
             ("recorded_at", Field::Hole(Hole::RecordedAt)),
@@ -103,6 +100,7 @@ impl Canonical {
 
         let mut parts = Vec::with_capacity(3);
         let mut holes = Vec::with_capacity(2);
+        let mut payload = (0, 0..0);
         let mut out = Vec::with_capacity(320);
         out.push(b'{');
         for (i, (key, value)) in fields.iter().enumerate() {
@@ -113,9 +111,28 @@ impl Canonical {
             out.push(b':');
             match value {
                 Field::Str(s) => write_string(&mut out, s),
-                Field::Owned(s) => write_string(&mut out, s),
-                Field::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
-                Field::Json(v) => write_value(&mut out, v),
+                Field::Uuid(id) => {
+                    // Lower-case hyphenated ASCII: nothing to escape.
+                    out.push(b'"');
+                    out.extend_from_slice(
+                        id.hyphenated()
+                            .encode_lower(&mut uuid::Uuid::encode_buffer())
+                            .as_bytes(),
+                    );
+                    out.push(b'"');
+                }
+                Field::Time(t) => {
+                    // Digits and punctuation only: nothing to escape.
+                    out.push(b'"');
+                    write_timestamp(&mut out, t);
+                    out.push(b'"');
+                }
+                Field::Int(n) => write_int(&mut out, *n),
+                Field::Json(v) => {
+                    let start = out.len();
+                    write_value(&mut out, v);
+                    payload = (parts.len(), start..out.len());
+                }
                 Field::Hole(hole) => {
                     parts.push(std::mem::take(&mut out));
                     holes.push(*hole);
@@ -124,7 +141,36 @@ impl Canonical {
         }
         out.push(b'}');
         parts.push(out);
-        Canonical { parts, holes }
+        Canonical {
+            parts,
+            holes,
+            payload,
+        }
+    }
+
+    /// The payload in canonical form: valid JSON for the same value (keys sorted, compact).
+    pub(crate) fn payload(&self) -> &[u8] {
+        let (part, range) = &self.payload;
+        &self.parts[*part][range.clone()]
+    }
+
+    /// `event_hash` of the canonical bytes with the two values filled in, hashed as they are
+    /// produced (no buffer); `recorded_at` as in [`bytes`](Self::bytes).
+    pub(crate) fn event_hash(&self, position: i64, recorded_at: &str) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update([0x00]);
+        let mut value = Vec::with_capacity(32);
+        for (i, part) in self.parts.iter().enumerate() {
+            hasher.update(part);
+            value.clear();
+            match self.holes.get(i) {
+                Some(Hole::Position) => write_int(&mut value, position),
+                Some(Hole::RecordedAt) => write_string(&mut value, recorded_at),
+                None => {}
+            }
+            hasher.update(&value);
+        }
+        hasher.finalize().into()
     }
 
     /// The length of the canonical bytes at the longest `position` and `recorded_at` there can
@@ -149,7 +195,7 @@ impl Canonical {
         for (i, part) in self.parts.iter().enumerate() {
             out.extend_from_slice(part);
             match self.holes.get(i) {
-                Some(Hole::Position) => out.extend_from_slice(position.to_string().as_bytes()),
+                Some(Hole::Position) => write_int(&mut out, position),
                 Some(Hole::RecordedAt) => write_string(&mut out, recorded_at),
                 None => {}
             }
@@ -176,7 +222,73 @@ pub fn chain_hash(previous: &[u8; 32], event_hash: &[u8; 32]) -> [u8; 32] {
 
 /// RFC 3339, UTC, exactly six fractional digits, `Z`: `2024-01-02T03:04:05.123456Z`.
 pub(crate) fn format_timestamp(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    let mut out = Vec::with_capacity(27);
+    write_timestamp(&mut out, t);
+    // Only ASCII is written.
+    String::from_utf8(out).unwrap_or_else(|e| unreachable!("a timestamp is ASCII: {e}"))
+}
+
+/// [`format_timestamp`] into `out`. Digits are written directly for the years 0–9999 (every
+/// time the log stores: `occurred_at` is checked to be in 1..=9999, `recorded_at` is the
+/// database's clock); any other year, and a leap second, is formatted by chrono's `strftime`
+/// (`%Y-%m-%dT%H:%M:%S%.6fZ`), whose output the fast path reproduces byte for byte otherwise.
+fn write_timestamp(out: &mut Vec<u8>, t: &DateTime<Utc>) {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    let nanos = t.nanosecond();
+    let Ok(year @ 0..=9999) = u32::try_from(year) else {
+        out.extend_from_slice(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_bytes());
+        return;
+    };
+    if nanos >= 1_000_000_000 {
+        out.extend_from_slice(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_bytes());
+        return;
+    }
+    write_digits(out, year, 4);
+    out.push(b'-');
+    write_digits(out, t.month(), 2);
+    out.push(b'-');
+    write_digits(out, t.day(), 2);
+    out.push(b'T');
+    write_digits(out, t.hour(), 2);
+    out.push(b':');
+    write_digits(out, t.minute(), 2);
+    out.push(b':');
+    write_digits(out, t.second(), 2);
+    out.push(b'.');
+    // Truncated to the microsecond, as `%.6f` does.
+    write_digits(out, nanos / 1000, 6);
+    out.push(b'Z');
+}
+
+/// `value` in decimal, zero-padded to `width` (≤ 10) digits; `value` must fit in them.
+fn write_digits(out: &mut Vec<u8>, value: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let mut v = value;
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&buf[..width]);
+}
+
+/// An integer in decimal, as `to_string` writes it, without allocating.
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 fn write_string(out: &mut Vec<u8>, s: &str) {
@@ -194,7 +306,7 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                out.extend_from_slice(i.to_string().as_bytes());
+                write_int(out, i);
             } else if let Some(u) = n.as_u64() {
                 out.extend_from_slice(u.to_string().as_bytes());
             } else if let Err(e) = serde_json::to_writer(&mut *out, n) {
@@ -271,6 +383,63 @@ mod tests {
                 r#""position":7,"recorded_at":"2024-01-02T03:04:06.000000Z","sector":"justice","version":2}"#
             )
         );
+    }
+
+    #[test]
+    fn the_prepared_form_gives_the_same_bytes_hash_and_payload() {
+        let event = sample();
+        let canonical = Canonical::of(&event);
+        let recorded = format_timestamp(&event.recorded_at);
+        let bytes = canonical.bytes(event.position, &recorded);
+        assert_eq!(bytes, canonical_bytes(&event));
+        assert_eq!(
+            canonical.event_hash(event.position, &recorded),
+            event_hash(&bytes)
+        );
+        for position in [1, -1, 0, i64::MAX, i64::MIN] {
+            assert_eq!(
+                canonical.event_hash(position, &recorded),
+                event_hash(&canonical.bytes(position, &recorded))
+            );
+        }
+        let payload: Value = serde_json::from_slice(canonical.payload()).unwrap();
+        assert_eq!(payload, event.payload);
+        let mut written = Vec::new();
+        write_value(&mut written, &event.payload);
+        assert_eq!(canonical.payload(), &written[..]);
+    }
+
+    #[test]
+    fn integers_and_timestamps_are_written_as_to_string_and_strftime_write_them() {
+        for n in [0, 1, -1, 9, 10, -10, 1234567890, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            write_int(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+        }
+        let strftime = |t: &DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let mut times = vec![
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap()
+                + chrono::Duration::nanoseconds(999_999_999),
+            Utc.with_ymd_and_hms(0, 6, 1, 12, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-5, 6, 1, 12, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2024, 2, 29, 7, 8, 9).unwrap()
+                + chrono::Duration::nanoseconds(1_999),
+        ];
+        // A spread of instants over the years 1970–2100, at every sub-second precision.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = (x % 4_102_444_800) as i64;
+            let nanos = ((x >> 20) % 1_000_000_000) as u32;
+            times.push(DateTime::from_timestamp(secs, nanos).unwrap());
+        }
+        for t in &times {
+            assert_eq!(format_timestamp(t), strftime(t), "{t:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 pub mod append;
 pub mod bulk;
+pub mod copy;
 pub mod dossiers;
 mod error;
 pub mod group;
@@ -211,7 +212,7 @@ impl EventLog {
 
     /// Appends a [`CheckedAppend`] in a transaction of its own (the bulk import's path, see
     /// [`bulk`]): the sequencing section of [`append`](Self::append) without its lookups, the
-    /// caller having done them. Returns the stored events in the order given;
+    /// caller having done them, the rows written by one binary `COPY`. Returns the stored events in the order given;
     /// [`CheckedAppendError::Raced`] when another writer stored one of the ids or versions
     /// first (nothing written: check again).
     pub async fn append_checked(

@@ -3,12 +3,14 @@
 //!
 //! A batch goes through two stages, which a caller may overlap across batches:
 //!
-//! 1. [`WritePath::prepare_import`]: one lookup of the batch's event ids (events stored by an
-//!    earlier attempt with the same id and content are duplicates; another content is a reused
-//!    id), one load of the dossiers the rest touch, every event decided in order against the
-//!    folded states, and the rows with their canonical bytes built
-//!    ([`eventlog::CheckedAppend`]). It writes nothing.
-//! 2. [`WritePath::write_import`]: the checked append (sequencer, hashes, one insert, commit).
+//! 1. [`WritePath::prepare_import`]: one load of the dossiers the batch touches (events stored
+//!    by an earlier attempt with the same id and content are duplicates; another content is a
+//!    reused id — a lookup of the batch's ids among every stored event settles what the
+//!    dossiers cannot, see there), every event decided in order against the folded states, and
+//!    the rows with their canonical bytes and `COPY` fields built ([`eventlog::CheckedAppend`]).
+//!    It writes nothing.
+//! 2. [`WritePath::write_import`]: the checked append (sequencer, hashes, one binary `COPY`,
+//!    commit), on a task of its own.
 //!
 //! While batch n is being written (stage 2), batch n+1 can be prepared (stage 1) against the
 //! log as committed *plus* what batch n writes: [`Speculation`], the states batch n leaves its
@@ -25,7 +27,10 @@
 use std::collections::HashMap;
 
 use domain::{Command, Decision, Dossier, DossierEvent, DossierId, EventId, Refusal, Rules};
-use eventlog::{AppendError, CheckedAppend, CheckedAppendError, DossierAppend, ExpectedVersion};
+use eventlog::{
+    AppendError, CheckedAppend, CheckedAppendError, DossierAppend, EventLog, ExpectedVersion,
+    StoredEvent,
+};
 use uuid::Uuid;
 
 use crate::{Undecodable, WritePath, fold_recorded, new_events, recorded, routing_of};
@@ -34,6 +39,14 @@ use crate::{Undecodable, WritePath, fold_recorded, new_events, recorded, routing
 /// ids (typically the same batch re-sent while the first send is still being written) is checked
 /// again from the top, where the winner's events are found and counted as duplicates.
 const MAX_ATTEMPTS: usize = 4;
+
+/// Whether [`WritePath::prepare_import`] looks the batch's event ids up among every stored
+/// event, or finds them only among its dossiers' (see there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdLookup {
+    Skip,
+    Exact,
+}
 
 /// One event of an import batch, parsed and validated by the caller.
 #[derive(Debug, Clone)]
@@ -125,25 +138,68 @@ impl WritePath {
     /// plus `after`, the speculation of the batch being written just before this one (`None`
     /// when every earlier batch is committed). Returns the batch ready to write and the
     /// speculation it leaves for the next.
+    ///
+    /// Idempotency without a lookup of the batch's event ids, in the common case: an event sent
+    /// again is found among its dossier's stored events, which are loaded anyway to decide (or
+    /// among the ids of `after`). What that cannot see — an id stored for another dossier, or
+    /// for an event of a dossier known only from `after` — is never concluded from, only
+    /// settled exactly:
+    ///
+    /// - an event taken for new that is stored already makes the checked append fail on the
+    ///   unique `event_id` ([`write_import`](Self::write_import) then checks the batch again
+    ///   from the top, with the lookup);
+    /// - a refusal of any kind, and an event the rules find already done (counted as a
+    ///   duplicate, where the lookup might find a reused id), make the batch be prepared again
+    ///   at once with the lookup, whose answer is the one given.
+    ///
+    /// So every answer is the one the lookup gives, and the batch of new events (an import's
+    /// every batch but re-sent ones) costs one lookup of its dossiers instead of two.
     pub async fn prepare_import(
         &self,
         events: &[ImportEvent],
         after: Option<&Speculation>,
     ) -> Result<(PreparedImport, Speculation), ImportError> {
+        match self.prepare_batch(events, after, IdLookup::Skip).await {
+            Ok((prepared, speculation, 0)) => Ok((prepared, speculation)),
+            Ok(_)
+            | Err(
+                ImportError::Refused { .. }
+                | ImportError::EventIdReused { .. }
+                | ImportError::EventTooLarge { .. },
+            ) => self
+                .prepare_batch(events, after, IdLookup::Exact)
+                .await
+                .map(|(prepared, speculation, _)| (prepared, speculation)),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// [`prepare_import`](Self::prepare_import) with or without the lookup of the batch's ids;
+    /// also returns how many events the rules found already done.
+    async fn prepare_batch(
+        &self,
+        events: &[ImportEvent],
+        after: Option<&Speculation>,
+        lookup: IdLookup,
+    ) -> Result<(PreparedImport, Speculation, u32), ImportError> {
         let empty = Speculation::default();
         let after = after.unwrap_or(&empty);
         let log = self.log();
         let unavailable = |e: eventlog::ReadError| ImportError::Unavailable(e.to_string());
 
-        // Idempotency: the only lookup of the batch's event ids (the checked append does none).
-        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
-        let stored: HashMap<Uuid, ([u8; 32], String)> = log
-            .find_events(&ids)
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .map(|e| (e.event_id, (e.fingerprint, e.dossier_id)))
-            .collect();
+        // Idempotency: the batch's event ids among every stored event, when asked.
+        let stored: HashMap<Uuid, ([u8; 32], String)> = match lookup {
+            IdLookup::Skip => HashMap::new(),
+            IdLookup::Exact => {
+                let ids: Vec<Uuid> = events.iter().map(|e| e.event_id.as_uuid()).collect();
+                log.find_events(&ids)
+                    .await
+                    .map_err(unavailable)?
+                    .into_iter()
+                    .map(|e| (e.event_id, (e.fingerprint, e.dossier_id)))
+                    .collect()
+            }
+        };
         let mut duplicates = 0u32;
         let mut fresh = Vec::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
@@ -222,7 +278,11 @@ impl WritePath {
         } else {
             Some(CheckedAppend::new(decided.appends).map_err(|e| append_error(events, e))?)
         };
-        Ok((PreparedImport { append, duplicates }, next))
+        Ok((
+            PreparedImport { append, duplicates },
+            next,
+            decided.already_done,
+        ))
     }
 
     /// Stage 2 of a batch: writes it. When the checked append loses a race to another writer,
@@ -237,7 +297,7 @@ impl WritePath {
         let mut last_race = "event id";
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
-                prepared = self.prepare_import(events, None).await?.0;
+                prepared = self.prepare_batch(events, None, IdLookup::Exact).await?.0;
             }
             let Some(append) = prepared.append else {
                 return Ok((
@@ -249,7 +309,7 @@ impl WritePath {
                     attempt == 0,
                 ));
             };
-            match self.log().append_checked(append).await {
+            match append_on_a_task_of_its_own(self.log(), append).await? {
                 Ok(rows) => {
                     return Ok((
                         Imported {
@@ -274,6 +334,38 @@ impl WritePath {
             }
         }
         Err(ImportError::Raced(last_race))
+    }
+}
+
+/// The checked append of a batch, run on a task of its own and awaited here.
+///
+/// It holds the log's sequencer from its first statement to its COMMIT, so it must be driven
+/// the moment the database answers. The caller (an import stream) typically prepares the next
+/// batch in the same task meanwhile — tens of milliseconds of CPU between two awaits — and would
+/// otherwise leave the section's next statement waiting that long each time. On a task of its
+/// own, another worker thread drives it. Dropping this future (the caller's bound expired, the
+/// stream went away) aborts the task as dropping the append itself would: the transaction is
+/// rolled back with its connection, nothing of the batch is written.
+async fn append_on_a_task_of_its_own(
+    log: &EventLog,
+    append: CheckedAppend,
+) -> Result<Result<Vec<StoredEvent>, CheckedAppendError>, ImportError> {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let log = log.clone();
+    let mut task = AbortOnDrop(tokio::spawn(
+        async move { log.append_checked(append).await },
+    ));
+    match (&mut task.0).await {
+        Ok(result) => Ok(result),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(ImportError::Unavailable(
+            "the batch's write was cancelled (the runtime is shutting down)".into(),
+        )),
     }
 }
 

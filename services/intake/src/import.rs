@@ -220,14 +220,47 @@ pub fn parse_batch(
             format!("at most {MAX_BATCH} events per batch"),
         ));
     }
-    let mut items = Vec::with_capacity(batch.events.len());
-    let mut seen = HashMap::with_capacity(batch.events.len());
-    for (i, event) in batch.events.iter().enumerate() {
-        let path = format!("events[{i}]");
-        let item = parse(&path, event, now)?;
+    let parse_from = |first: usize, events: &[pb::Event]| -> Vec<Result<ImportItem, Status>> {
+        events
+            .iter()
+            .zip(first..)
+            .map(|(event, i)| parse(&format!("events[{i}]"), event, now))
+            .collect()
+    };
+    // Each event parses on its own: a large batch is parsed on several threads, in chunks
+    // joined in order; the first error in the batch's order is the answer, as one by one.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(PARSE_THREADS);
+    let parsed: Vec<Result<ImportItem, Status>> =
+        if batch.events.len() < PARALLEL_PARSE_MIN || threads < 2 {
+            parse_from(0, &batch.events)
+        } else {
+            let chunk = batch.events.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .events
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(n, part)| scope.spawn(move || parse_from(n * chunk, part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| match h.join() {
+                        Ok(parsed) => parsed,
+                        // Parsing cannot panic short of a bug; re-raise it where it belongs.
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    })
+                    .collect()
+            })
+        };
+    let mut items = Vec::with_capacity(parsed.len());
+    let mut seen = HashMap::with_capacity(parsed.len());
+    for (i, item) in parsed.into_iter().enumerate() {
+        let item = item?;
         if let Some(first) = seen.insert(item.event.event_id, i) {
             return Err(invalid_field(
-                &at(&path, "event_id"),
+                &at(&item.path, "event_id"),
                 format!("repeats the event_id of events[{first}]"),
             ));
         }
@@ -236,19 +269,31 @@ pub fn parse_batch(
     Ok(items)
 }
 
+/// From this many events on, a batch is parsed on [`PARSE_THREADS`] threads at most.
+const PARALLEL_PARSE_MIN: usize = 1024;
+/// The most threads one batch is parsed on.
+const PARSE_THREADS: usize = 4;
+
 /// The content fingerprint of an imported event: its encoding without the fields the server
 /// sets and without the applicant (whose keyed digest is folded in when it is sealed).
 fn import_fingerprint(event: &pb::Event) -> [u8; 32] {
-    let mut content = event.clone();
-    if let Some(Body::Received(received)) = &mut content.body {
-        received.applicant = None;
-    }
-    content.recorded_at = None;
-    content.position = 0;
-    content.version = 0;
+    let has_applicant = matches!(&event.body, Some(Body::Received(r)) if r.applicant.is_some());
+    let server_set = event.recorded_at.is_some() || event.position != 0 || event.version != 0;
     let mut h = Sha256::new();
     h.update(b"dossier.v1.IntakeService/ImportHistory\0");
-    h.update(content.encode_to_vec());
+    if has_applicant || server_set {
+        let mut content = event.clone();
+        if let Some(Body::Received(received)) = &mut content.body {
+            received.applicant = None;
+        }
+        content.recorded_at = None;
+        content.position = 0;
+        content.version = 0;
+        h.update(content.encode_to_vec());
+    } else {
+        // Nothing to clear (an import's usual event): the same bytes without the copy.
+        h.update(event.encode_to_vec());
+    }
     h.finalize().into()
 }
 
@@ -495,5 +540,106 @@ pub(crate) async fn pipeline(
         if tx.is_closed() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fingerprint leaves out what the server sets and the applicant (folded in when
+    /// sealed), whether or not the event carries them: a re-sent event is the same event.
+    #[test]
+    fn the_fingerprint_ignores_server_fields_and_the_applicant() {
+        let plain = pb::Event {
+            event_id: "67e55044-10b1-426f-9247-bb680e5fe0c8".into(),
+            dossier_id: "H40.22-00000001".into(),
+            occurred_at: Some(api::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            body: Some(Body::Received(pb::Received {
+                fee_required: true,
+                components: vec!["don-de-nghi".into()],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let mut decorated = plain.clone();
+        decorated.position = 7;
+        decorated.version = 2;
+        decorated.recorded_at = plain.occurred_at;
+        if let Some(Body::Received(received)) = &mut decorated.body {
+            received.applicant = Some(pb::Applicant::default());
+        }
+        assert_eq!(import_fingerprint(&plain), import_fingerprint(&decorated));
+        let mut other = plain.clone();
+        other.dossier_id = "H40.22-00000002".into();
+        assert_ne!(import_fingerprint(&plain), import_fingerprint(&other));
+    }
+
+    fn supplement(i: usize) -> pb::Event {
+        pb::Event {
+            event_id: format!("00000000-0000-4000-8000-{i:012}"),
+            dossier_id: format!("H40.22-{i:08}"),
+            occurred_at: Some(api::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            body: Some(Body::SupplementReceived(pb::SupplementReceived::default())),
+            ..Default::default()
+        }
+    }
+
+    /// A batch large enough to be parsed on several threads answers as one parsed event by
+    /// event: every item in order, and the first error in the batch's order.
+    #[test]
+    fn a_large_batch_parses_in_order_and_names_the_first_error() {
+        let now = chrono::Utc::now();
+        let events: Vec<pb::Event> = (0..3 * PARALLEL_PARSE_MIN).map(supplement).collect();
+        let items = parse_batch(
+            &pb::ImportBatch {
+                batch_seq: 1,
+                events: events.clone(),
+            },
+            now,
+        )
+        .expect("valid");
+        assert_eq!(items.len(), events.len());
+        for (i, item) in items.iter().enumerate() {
+            assert_eq!(item.path, format!("events[{i}]"));
+            assert_eq!(item.event.dossier_id.as_str(), events[i].dossier_id);
+        }
+
+        // A malformed event late in the batch, and an earlier repeated id: the repeat is first.
+        let mut bad = events.clone();
+        bad[2500].dossier_id = String::new();
+        bad[2000].event_id = bad[10].event_id.clone();
+        let status = parse_batch(
+            &pb::ImportBatch {
+                batch_seq: 1,
+                events: bad.clone(),
+            },
+            now,
+        )
+        .expect_err("refused");
+        assert!(
+            status.message().contains("events[2000].event_id")
+                && status.message().contains("events[10]"),
+            "{status:?}"
+        );
+        bad[2000] = events[2000].clone();
+        let status = parse_batch(
+            &pb::ImportBatch {
+                batch_seq: 1,
+                events: bad,
+            },
+            now,
+        )
+        .expect_err("refused");
+        assert!(
+            status.message().contains("events[2500].dossier_id"),
+            "{status:?}"
+        );
     }
 }
