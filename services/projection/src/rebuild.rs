@@ -409,7 +409,7 @@ async fn fill(
     let (read, contributions, runs) = reporting(
         async {
             tokio::join!(
-                read_snapshot(&mut *reader, head, batch_tx, workers, &counters),
+                read_snapshot(&mut reader, head, batch_tx, workers, &counters),
                 write_contributions(conn, contributions_rx),
                 write_cells(pool, runs_rx, &counters),
             )

@@ -336,7 +336,7 @@ pub async fn verify(pool: &PgPool, max_cells: usize) -> Result<VerifyReport, Ver
         // The log's reader of whole dossiers, on the snapshot's connection; their stored rows
         // are looked up a batch at a time on the second connection (the same snapshot).
         let everything = RoutingFilter::default();
-        let mut dossiers = eventlog::dossiers_up_to::<EventBody>(&mut *reader, head, &everything);
+        let mut dossiers = eventlog::dossiers_up_to::<EventBody>(&mut reader, head, &everything);
         let mut batch: Vec<DossierEvents<EventBody>> = Vec::with_capacity(DOSSIERS_PER_LOOKUP);
         while let Some(dossier) = dossiers.try_next().await.map_err(read_error)? {
             batch.push(dossier);
