@@ -682,11 +682,27 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
     }
     settle(pool, args.analyze).await?;
     eprintln!("bench: raw binary COPY into {}", raw::BULK_BINARY_TABLE);
-    let binary = raw::copied_binary(pool, raw::BULK_BINARY_TABLE, before, head, args.batch).await?;
+    let binary = raw::copied(
+        pool,
+        raw::BULK_BINARY_TABLE,
+        before,
+        head,
+        args.batch,
+        raw::CopyFormat::Binary,
+    )
+    .await?;
     eprintln!("bench: {}: {}", raw::BULK_BINARY_TABLE, binary.summary());
     settle(pool, args.analyze).await?;
     eprintln!("bench: raw COPY into {}", raw::BULK_COPY_TABLE);
-    let copied = raw::copied(pool, raw::BULK_COPY_TABLE, before, head, args.batch).await?;
+    let copied = raw::copied(
+        pool,
+        raw::BULK_COPY_TABLE,
+        before,
+        head,
+        args.batch,
+        raw::CopyFormat::Text,
+    )
+    .await?;
     eprintln!("bench: {}: {}", raw::BULK_COPY_TABLE, copied.summary());
     let sizes = raw::payload_sizes(pool, before).await?;
 

@@ -301,16 +301,33 @@ pub async fn payload_sizes(pool: &PgPool, after: i64) -> Result<PayloadSizes> {
     })
 }
 
-/// B1c: as [`batched`] into `table`, but each batch written by one `COPY … FROM STDIN` (text
-/// format) instead of an `INSERT … SELECT FROM UNNEST`: what `COPY` would gain the import's
-/// insert, on the same indexes. Only the `COPY`s are timed (encoding the rows included).
+/// The format of [`copied`]'s `COPY`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    /// B1c: the text format (tab-separated, escaped).
+    Text,
+    /// B1b: the binary format (`FORMAT binary`), encoded with the encoder the import itself
+    /// uses ([`eventlog::copy::BinaryRows`]): no escaping, every value in its send form,
+    /// `jsonb` as its version byte and the JSON text.
+    Binary,
+}
+
+/// B1b / B1c: as [`batched`] into `table`, but each batch written by one `COPY … FROM STDIN`
+/// in `format` instead of an `INSERT … SELECT FROM UNNEST`: what `COPY` would gain the
+/// import's insert, on the same indexes. Only the `COPY`s are timed (encoding the rows
+/// included).
 pub async fn copied(
     pool: &PgPool,
     table: &str,
     after: i64,
     until: i64,
     batch: usize,
+    format: CopyFormat,
 ) -> Result<Timing> {
+    let statement = match format {
+        CopyFormat::Text => format!("COPY {table} ({NAMES}) FROM STDIN"),
+        CopyFormat::Binary => format!("COPY {table} ({NAMES}) FROM STDIN (FORMAT binary)"),
+    };
     let mut conn = pool.acquire().await?;
     let mut copying = Duration::ZERO;
     let mut count = 0u64;
@@ -320,15 +337,30 @@ pub async fn copied(
         let Some(last) = rows.last() else { break };
         cursor = last.position;
         let t = Instant::now();
-        let mut text = String::with_capacity(rows.len() * 512);
-        for r in &rows {
-            copy_row(&mut text, r);
-        }
+        let data = match format {
+            CopyFormat::Text => {
+                let mut text = String::with_capacity(rows.len() * 512);
+                for r in &rows {
+                    copy_row(&mut text, r);
+                }
+                text.into_bytes()
+            }
+            CopyFormat::Binary => {
+                let mut data = BinaryRows::with_capacity(rows.len() * 512);
+                let mut json = Vec::with_capacity(512);
+                for r in &rows {
+                    json.clear();
+                    serde_json::to_writer(&mut json, &r.payload)?;
+                    binary_row(&mut data, r, &json)?;
+                }
+                data.finish()
+            }
+        };
         let mut copy = conn
-            .copy_in_raw(&format!("COPY {table} ({NAMES}) FROM STDIN"))
+            .copy_in_raw(&statement)
             .await
             .with_context(|| format!("COPY {table}"))?;
-        copy.send(text.as_bytes())
+        copy.send(data)
             .await
             .with_context(|| format!("COPY {table}"))?;
         copy.finish()
@@ -388,51 +420,7 @@ fn copy_row(out: &mut String, r: &RawRow) {
     out.push('\n');
 }
 
-/// B1b: as [`copied`], but in `COPY`'s binary format (`FORMAT binary`), encoded with the
-/// encoder the import itself uses ([`eventlog::copy::BinaryRows`]): no escaping, every value in
-/// its send form, `jsonb` as its version byte and the JSON text. Only the `COPY`s are timed
-/// (encoding the rows included).
-pub async fn copied_binary(
-    pool: &PgPool,
-    table: &str,
-    after: i64,
-    until: i64,
-    batch: usize,
-) -> Result<Timing> {
-    let statement = format!("COPY {table} ({NAMES}) FROM STDIN (FORMAT binary)");
-    let mut conn = pool.acquire().await?;
-    let mut copying = Duration::ZERO;
-    let mut count = 0u64;
-    let mut cursor = after;
-    while cursor < until {
-        let rows = rows_after(pool, cursor, until, batch).await?;
-        let Some(last) = rows.last() else { break };
-        cursor = last.position;
-        let t = Instant::now();
-        let mut data = BinaryRows::with_capacity(rows.len() * 512);
-        let mut json = Vec::with_capacity(512);
-        for r in &rows {
-            json.clear();
-            serde_json::to_writer(&mut json, &r.payload)?;
-            binary_row(&mut data, r, &json)?;
-        }
-        let mut copy = conn
-            .copy_in_raw(&statement)
-            .await
-            .with_context(|| format!("COPY {table}"))?;
-        copy.send(data.finish())
-            .await
-            .with_context(|| format!("COPY {table}"))?;
-        copy.finish()
-            .await
-            .with_context(|| format!("COPY {table}"))?;
-        copying += t.elapsed();
-        count += rows.len() as u64;
-    }
-    Ok(Timing::new(count, copying, Vec::new()))
-}
-
-/// One row of [`copied_binary`], in the column order of `NAMES`.
+/// One row of [`copied`] in the binary format, in the column order of `NAMES`.
 fn binary_row(out: &mut BinaryRows, r: &RawRow, payload: &[u8]) -> Result<(), FieldTooLarge> {
     out.row(14);
     out.bigint(r.position);

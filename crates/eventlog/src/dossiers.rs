@@ -20,8 +20,8 @@ use sqlx::PgConnection;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use crate::read::{decode_event, select_events};
-use crate::{Position, ReadError, StoredEvent, Version};
+use crate::read::{EventRow, decode_event, select_events};
+use crate::{ReadError, StoredEvent};
 
 /// One dossier's events up to a position, in version order (never empty). `E` is what each
 /// event holds: [`StoredEvent`] (every column) unless the reader chose [`EventBody`].
@@ -108,25 +108,13 @@ impl EventColumns for EventBody {
     const THESE_UP_TO: &'static str = these_up_to!(select_bodies!());
 
     fn decode(row: &PgRow) -> Result<Self, ReadError> {
-        let position: i64 = row.try_get("position").map_err(ReadError::Unavailable)?;
-        let corrupt = |reason: String| ReadError::Corrupt { position, reason };
-        // Position ≥ 1 and version ≥ 1, as for every `StoredEvent` read.
-        Position::try_from(position)
-            .and_then(|p| Position::of_event(p.get()))
-            .map_err(|e| corrupt(e.to_string()))?;
-        macro_rules! col {
-            ($name:literal) => {
-                row.try_get($name)
-                    .map_err(|e| corrupt(format!("column {}: {e}", $name)))?
-            };
-        }
-        let version: Version = col!("version");
+        let r = EventRow::new(row)?;
         Ok(EventBody {
-            position,
-            version: version.as_i32(),
-            event_type: col!("event_type"),
-            occurred_at: col!("occurred_at"),
-            payload: col!("payload"),
+            position: r.position,
+            version: r.version()?,
+            event_type: r.col("event_type")?,
+            occurred_at: r.col("occurred_at")?,
+            payload: r.col("payload")?,
         })
     }
 }

@@ -33,45 +33,71 @@ macro_rules! select_events {
 }
 pub(crate) use select_events;
 
+/// A stored row being decoded: its position, checked ≥ 1 as every event read has it, and its
+/// columns, each refused as [`ReadError::Corrupt`] at that position when it does not decode.
+pub(crate) struct EventRow<'r> {
+    row: &'r PgRow,
+    pub(crate) position: i64,
+}
+
+impl<'r> EventRow<'r> {
+    pub(crate) fn new(row: &'r PgRow) -> Result<EventRow<'r>, ReadError> {
+        let position: i64 = row.try_get("position").map_err(ReadError::Unavailable)?;
+        let checked = EventRow { row, position };
+        // Position ≥ 1 and version ≥ 1, checked here so that every event read has them.
+        Position::try_from(position)
+            .and_then(|p| Position::of_event(p.get()))
+            .map_err(|e| checked.corrupt(e.to_string()))?;
+        Ok(checked)
+    }
+
+    pub(crate) fn corrupt(&self, reason: String) -> ReadError {
+        ReadError::Corrupt {
+            position: self.position,
+            reason,
+        }
+    }
+
+    pub(crate) fn col<T>(&self, name: &str) -> Result<T, ReadError>
+    where
+        T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        self.row
+            .try_get(name)
+            .map_err(|e| self.corrupt(format!("column {name}: {e}")))
+    }
+
+    /// The version column, ≥ 1.
+    pub(crate) fn version(&self) -> Result<i32, ReadError> {
+        Ok(self.col::<Version>("version")?.as_i32())
+    }
+}
+
 /// Decodes a row selected with [`select_events!`].
 pub(crate) fn decode_event(row: &PgRow) -> Result<StoredEvent, ReadError> {
-    let position: i64 = row.try_get("position").map_err(ReadError::Unavailable)?;
-    let corrupt = |reason: String| ReadError::Corrupt { position, reason };
-    // Position ≥ 1 and version ≥ 1, checked here so that every `StoredEvent` read has them.
-    Position::try_from(position)
-        .and_then(|p| Position::of_event(p.get()))
-        .map_err(|e| corrupt(e.to_string()))?;
-    macro_rules! col {
-        ($name:literal) => {
-            row.try_get($name)
-                .map_err(|e| corrupt(format!("column {}: {e}", $name)))?
-        };
-    }
-    let hash = |name: &str, bytes: Vec<u8>| -> Result<[u8; 32], ReadError> {
+    let r = EventRow::new(row)?;
+    let hash = |name: &str| -> Result<[u8; 32], ReadError> {
+        let bytes: Vec<u8> = r.col(name)?;
         <[u8; 32]>::try_from(bytes.as_slice())
-            .map_err(|_| corrupt(format!("{name} has {} bytes, not 32", bytes.len())))
+            .map_err(|_| r.corrupt(format!("{name} has {} bytes, not 32", bytes.len())))
     };
-    let version: Version = col!("version");
-    let fingerprint: Vec<u8> = col!("fingerprint");
-    let event_hash: Vec<u8> = col!("event_hash");
-    let chain_hash: Vec<u8> = col!("chain_hash");
     Ok(StoredEvent {
-        position,
-        event_id: col!("event_id"),
-        dossier_id: col!("dossier_id"),
-        version: version.as_i32(),
-        event_type: col!("event_type"),
-        occurred_at: col!("occurred_at"),
-        recorded_at: col!("recorded_at"),
+        position: r.position,
+        event_id: r.col("event_id")?,
+        dossier_id: r.col("dossier_id")?,
+        version: r.version()?,
+        event_type: r.col("event_type")?,
+        occurred_at: r.col("occurred_at")?,
+        recorded_at: r.col("recorded_at")?,
         routing: Routing {
-            level: col!("level"),
-            agency: col!("agency"),
-            sector: col!("sector"),
+            level: r.col("level")?,
+            agency: r.col("agency")?,
+            sector: r.col("sector")?,
         },
-        payload: col!("payload"),
-        fingerprint: hash("fingerprint", fingerprint)?,
-        event_hash: hash("event_hash", event_hash)?,
-        chain_hash: hash("chain_hash", chain_hash)?,
+        payload: r.col("payload")?,
+        fingerprint: hash("fingerprint")?,
+        event_hash: hash("event_hash")?,
+        chain_hash: hash("chain_hash")?,
     })
 }
 
