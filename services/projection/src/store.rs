@@ -871,10 +871,9 @@ pub(crate) async fn slice_ids(
     if missing.is_empty() {
         return Ok(ids);
     }
-    let (rollups, dims) = slice_columns(missing.iter().copied());
-    let [d0, d1, d2, d3, d4, d5] = dims;
-    sqlx::query(
-        "INSERT INTO stats_slice \
+    bind_slices(
+        sqlx::query(
+            "INSERT INTO stats_slice \
            (rollup, level, agency, sector, procedure, channel, applicant_type) \
          SELECT * FROM UNNEST($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], \
                               $6::text[], $7::text[]) \
@@ -883,14 +882,9 @@ pub(crate) async fn slice_ids(
            procedure COLLATE \"C\", channel COLLATE \"C\", applicant_type COLLATE \"C\" \
          ON CONFLICT (rollup, level, agency, sector, procedure, channel, applicant_type) \
          DO NOTHING",
+        ),
+        missing.iter().copied(),
     )
-    .bind(rollups)
-    .bind(d0)
-    .bind(d1)
-    .bind(d2)
-    .bind(d3)
-    .bind(d4)
-    .bind(d5)
     .execute(&mut *conn)
     .await?;
     read_slice_ids(conn, missing.into_iter(), &mut ids).await?;
@@ -905,10 +899,12 @@ pub(crate) async fn slice_ids(
     Ok(ids)
 }
 
-/// The columns of slices as arrays to bind: rollups, then the six dimensions.
-fn slice_columns<'a, 'b: 'a>(
+/// Binds the columns of `slices` as arrays, as `$1` … `$7` of `query`: rollups, then the six
+/// dimensions.
+fn bind_slices<'q, 'a, 'b: 'a + 'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     slices: impl Iterator<Item = &'a (u8, [&'b str; 6])>,
-) -> (Vec<i16>, [Vec<&'b str>; 6]) {
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let mut rollups = Vec::new();
     let mut dims: [Vec<&str>; 6] = std::array::from_fn(|_| Vec::new());
     for (rollup, values) in slices {
@@ -917,7 +913,11 @@ fn slice_columns<'a, 'b: 'a>(
             dims[i].push(*v);
         }
     }
-    (rollups, dims)
+    let mut query = query.bind(rollups);
+    for column in dims {
+        query = query.bind(column);
+    }
+    query
 }
 
 /// Reads the ids of those of `slices` that `stats_slice` holds into `ids`.
@@ -926,24 +926,18 @@ async fn read_slice_ids<'a, 'b: 'a>(
     slices: impl Iterator<Item = &'a (u8, [&'b str; 6])>,
     ids: &mut HashMap<(u8, [String; 6]), i32>,
 ) -> Result<(), sqlx::Error> {
-    let (rollups, dims) = slice_columns(slices);
-    let [d0, d1, d2, d3, d4, d5] = dims;
-    let rows = sqlx::query(
-        "SELECT s.id, s.rollup, s.level, s.agency, s.sector, s.procedure, s.channel, \
+    let rows = bind_slices(
+        sqlx::query(
+            "SELECT s.id, s.rollup, s.level, s.agency, s.sector, s.procedure, s.channel, \
            s.applicant_type \
          FROM UNNEST($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], \
                      $6::text[], $7::text[]) \
            AS u (rollup, level, agency, sector, procedure, channel, applicant_type) \
          JOIN stats_slice s USING (rollup, level, agency, sector, procedure, channel, \
            applicant_type)",
+        ),
+        slices,
     )
-    .bind(rollups)
-    .bind(d0)
-    .bind(d1)
-    .bind(d2)
-    .bind(d3)
-    .bind(d4)
-    .bind(d5)
     .fetch_all(&mut *conn)
     .await?;
     for row in rows {

@@ -128,18 +128,30 @@ async fn rollups_answer_like_the_plain_sums_for_random_contributions_and_queries
     );
 }
 
-#[tokio::test]
-async fn a_year_of_province_wide_figures_reads_a_constant_number_of_rows() {
-    let (db, _log) = migrated_db().await;
-    let mut rng = Rng::new(7);
-    let mut tx = db.pool.begin().await.unwrap();
-    for _ in 0..200 {
-        let c = random_contribution(&mut rng, date(2015, 1, 1), date(2025, 1, 1));
+/// Applies `n` random new dossiers' contributions (received in `[from, to)`) in one
+/// transaction, as `apply` adds their diffs.
+async fn apply_random(
+    pool: &sqlx::PgPool,
+    rng: &mut Rng,
+    n: usize,
+    from: NaiveDate,
+    to: NaiveDate,
+) {
+    let mut tx = pool.begin().await.unwrap();
+    for _ in 0..n {
+        let c = random_contribution(rng, from, to);
         store::add_diff(&mut tx, &stats::diff(None, Some(&c)))
             .await
             .unwrap();
     }
     tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_year_of_province_wide_figures_reads_a_constant_number_of_rows() {
+    let (db, _log) = migrated_db().await;
+    let mut rng = Rng::new(7);
+    apply_random(&db.pool, &mut rng, 200, date(2015, 1, 1), date(2025, 1, 1)).await;
     // What the rollup {} holds for a year: flows from one year row; stocks from the years
     // before and one day. Ten years of history, still a few hundred rows at most.
     let query = Query {
@@ -456,14 +468,7 @@ async fn migration_30010_carries_the_figures_over_exactly() {
 async fn a_query_for_slices_that_do_not_exist_answers_empty() {
     let (db, _log) = migrated_db().await;
     let mut rng = Rng::new(7);
-    let mut tx = db.pool.begin().await.unwrap();
-    for _ in 0..30 {
-        let c = random_contribution(&mut rng, date(2024, 1, 1), date(2024, 12, 1));
-        store::add_diff(&mut tx, &stats::diff(None, Some(&c)))
-            .await
-            .unwrap();
-    }
-    tx.commit().await.unwrap();
+    apply_random(&db.pool, &mut rng, 30, date(2024, 1, 1), date(2024, 12, 1)).await;
     let year = |filter: SliceFilter, group_by: Vec<Dimension>| Query {
         from: date(2024, 1, 1),
         to: date(2025, 1, 1),
