@@ -74,6 +74,27 @@ pub fn supervise(config: &Path, services: &[Service]) -> Result<()> {
     result
 }
 
+/// `ETXTBSY`: the executable is open for writing somewhere, e.g. by a process forked from
+/// another thread in the instant before its exec closed the inherited descriptor, or a binary
+/// being replaced by a build.
+const TEXT_FILE_BUSY: i32 = 26;
+
+/// Spawns `command`, trying again up to 5 times (after 10, 20, 40, 80, 160 ms) while the
+/// executable is busy (`ETXTBSY`); any other error at once.
+fn spawn_retrying_busy(command: &mut Command) -> std::io::Result<Child> {
+    let mut pause = Duration::from_millis(10);
+    for _ in 0..5 {
+        match command.spawn() {
+            Err(err) if err.raw_os_error() == Some(TEXT_FILE_BUSY) => {
+                sleep(pause);
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    command.spawn()
+}
+
 fn run(config: &Path, services: &[Service], signalled: &AtomicUsize) -> Result<()> {
     let width = services.iter().map(|s| s.name.len()).max().unwrap_or(0);
     let mut running: Vec<Running> = Vec::new();
@@ -88,7 +109,7 @@ fn run(config: &Path, services: &[Service], signalled: &AtomicUsize) -> Result<(
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = match command.spawn() {
+        let mut child = match spawn_retrying_busy(&mut command) {
             Ok(child) => child,
             Err(err) => {
                 for other in &mut running {
