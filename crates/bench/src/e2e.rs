@@ -632,18 +632,13 @@ async fn live(
     Ok(true)
 }
 
-/// A pool of `service`'s production default size.
+/// `service`'s pool as the service opens it (`svc::config`, the default `[database]` settings
+/// and pool size).
 async fn service_log(db: &TestDb, service: &str) -> Result<EventLog> {
-    let size = svc::config::DEFAULT_POOLS
-        .iter()
-        .find(|(name, _)| *name == service)
-        .map_or(4, |(_, size)| *size);
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(size)
-        .connect(&db.url)
+    svc::config::DatabaseConfig::with_url(&db.url)
+        .connect(service)
         .await
-        .with_context(|| format!("{service}'s pool"))?;
-    Ok(EventLog::from_pool(pool))
+        .with_context(|| format!("{service}'s pool"))
 }
 
 /// Samples `pg_stat_activity` until `stop`: sessions of this database in a statement or in a

@@ -180,7 +180,42 @@ fn default_acquire_timeout_secs() -> u64 {
     10
 }
 
+/// A pooled connection idle at least this long is pinged before it is used.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// `options` with sqlx's ping on every checkout replaced by a ping after [`PING_AFTER_IDLE`]
+/// idle. sqlx's default pings every connection taken from the pool: one more round trip (and a
+/// wake-up of both processes) per checkout, i.e. per call of a write service and per query.
+/// A connection used within the last second is trusted instead; if the server went away since,
+/// the one statement sent on it fails (the caller answers UNAVAILABLE, and a retry is safe:
+/// appends are idempotent by event id) and sqlx closes that connection.
+pub fn ping_after_idle(options: sqlx::postgres::PgPoolOptions) -> sqlx::postgres::PgPoolOptions {
+    options
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 impl DatabaseConfig {
+    /// The settings of a `[database]` section that gives only `url`: every other value its
+    /// default (the benchmarks and tests open pools exactly as a deployment with defaults does).
+    pub fn with_url(url: impl Into<String>) -> DatabaseConfig {
+        DatabaseConfig {
+            url: url.into(),
+            max_connections: None,
+            pools: Default::default(),
+            min_connections: 0,
+            idle_timeout_secs: default_idle_timeout_secs(),
+            acquire_timeout_secs: default_acquire_timeout_secs(),
+        }
+    }
+
     /// The pool size of `service`.
     pub fn max_connections_for(&self, service: &str) -> u32 {
         self.max_connections
@@ -210,13 +245,16 @@ impl DatabaseConfig {
         self.pool_options_sized(self.max_connections_for(service))
     }
 
-    /// The pool options with `max` connections and this section's timeouts.
+    /// The pool options with `max` connections and this section's timeouts; a connection is
+    /// pinged before use only after [`PING_AFTER_IDLE`] idle ([`ping_after_idle`]).
     pub fn pool_options_sized(&self, max: u32) -> sqlx::postgres::PgPoolOptions {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(max.max(1))
-            .min_connections(self.min_connections.min(max))
-            .idle_timeout(Some(Duration::from_secs(self.idle_timeout_secs.max(1))))
-            .acquire_timeout(Duration::from_secs(self.acquire_timeout_secs.max(1)))
+        ping_after_idle(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(max.max(1))
+                .min_connections(self.min_connections.min(max))
+                .idle_timeout(Some(Duration::from_secs(self.idle_timeout_secs.max(1))))
+                .acquire_timeout(Duration::from_secs(self.acquire_timeout_secs.max(1))),
+        )
     }
 
     /// Connects `service`'s pool (it does not migrate).

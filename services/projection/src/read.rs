@@ -36,7 +36,7 @@ use stats::scorecard::ScoringConfig;
 use stats::{AgencyStructure, InStructure};
 
 /// A connection of the read pool idle at least this long is pinged before a query uses it.
-pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+pub use svc::config::PING_AFTER_IDLE;
 
 /// The bounds of the statistics queries (gRPC and HTTP alike), `[projection.limits]`. A query
 /// beyond a bound is refused with a status naming it, never cut silently.
@@ -303,26 +303,16 @@ impl Reader {
             .max_live_queries
             .saturating_add(limits.max_as_recorded_queries)
             .max(1);
-        let read_pool = PgPoolOptions::new()
-            .max_connections(size)
-            .min_connections(0)
-            .idle_timeout(Duration::from_secs(60))
-            .acquire_timeout(Duration::from_millis(timeout_ms))
-            // A query is one round trip (`store::query`); pinging every connection taken from
-            // the pool would be a second. Only a connection idle for a while is pinged (and
-            // replaced when dead); one used within the last `PING_AFTER_IDLE` is trusted, and
-            // if the server went away since, that one query fails (`Unavailable`) and sqlx
-            // closes the connection.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_AFTER_IDLE {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_lazy_with(options);
+        // A query is one round trip (`store::query`); pinging every connection taken from the
+        // pool would be a second (see `svc::config::ping_after_idle`).
+        let read_pool = svc::config::ping_after_idle(
+            PgPoolOptions::new()
+                .max_connections(size)
+                .min_connections(0)
+                .idle_timeout(Duration::from_secs(60))
+                .acquire_timeout(Duration::from_millis(timeout_ms)),
+        )
+        .connect_lazy_with(options);
         Reader {
             pool: read_pool,
             limits,
