@@ -447,18 +447,29 @@ impl DossierEvent {
     }
 
     /// Rebuilds an event from the log's `(event_type, payload)`.
+    ///
+    /// The payload is read in place: the tag and the payload's entries (a `type` of its own
+    /// replaced by `event_type`) go to the derived deserializer as one map, so decoding copies
+    /// neither the payload nor its strings into a new `Value` first.
     pub fn from_parts(event_type: &str, payload: &serde_json::Value) -> Result<Self, DecodeError> {
-        let mut value = payload.clone();
-        if let Some(map) = value.as_object_mut() {
-            map.insert(
-                "type".to_owned(),
-                serde_json::Value::String(event_type.to_owned()),
-            );
-        }
-        serde_json::from_value(value).map_err(|source| DecodeError {
+        let failed = |source| DecodeError {
             event_type: event_type.to_owned(),
             source,
-        })
+        };
+        let Some(map) = payload.as_object() else {
+            // Not an object: no event's payload; the derived deserializer says why.
+            return serde_json::from_value(payload.clone()).map_err(failed);
+        };
+        let tag = serde_json::Value::String(event_type.to_owned());
+        let entries = std::iter::once(("type", &tag)).chain(
+            map.iter()
+                .filter(|(key, _)| key.as_str() != "type")
+                .map(|(key, value)| (key.as_str(), value)),
+        );
+        DossierEvent::deserialize(
+            serde::de::value::MapDeserializer::<_, serde_json::Error>::new(entries),
+        )
+        .map_err(failed)
     }
 }
 

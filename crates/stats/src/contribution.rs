@@ -20,26 +20,44 @@ use crate::start_of_day;
 /// as JSON beside the aggregates. Deltas are `i128`, like every sum in this crate (see the crate
 /// docs): JSON numbers have no width, so a delta beyond `i64` is written and read exactly by
 /// `serde_json` (not through `serde_json::Value`, which holds at most 64 bits).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "ContributionRepr", into = "ContributionRepr")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "ContributionRepr")]
 pub struct Contribution {
     pub slice: Slice,
     /// Never holds a zero.
     pub deltas: BTreeMap<(NaiveDate, Metric), i128>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct ContributionRepr {
     slice: Slice,
     deltas: Vec<(NaiveDate, Metric, i128)>,
 }
 
-impl From<Contribution> for ContributionRepr {
-    fn from(c: Contribution) -> Self {
-        ContributionRepr {
-            slice: c.slice,
-            deltas: c.deltas.into_iter().map(|((d, m), v)| (d, m, v)).collect(),
+/// The same form as [`ContributionRepr`], written from a borrowed contribution: serializing
+/// clones nothing (the rebuild writes one per dossier, apply one per dossier and message).
+#[derive(Serialize)]
+struct ContributionReprRef<'a> {
+    slice: &'a Slice,
+    deltas: DeltasRef<'a>,
+}
+
+/// The deltas as a sequence of `[date, metric, delta]`, in key order.
+struct DeltasRef<'a>(&'a BTreeMap<(NaiveDate, Metric), i128>);
+
+impl Serialize for DeltasRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|((d, m), v)| (d, m, v)))
+    }
+}
+
+impl Serialize for Contribution {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ContributionReprRef {
+            slice: &self.slice,
+            deltas: DeltasRef(&self.deltas),
         }
+        .serialize(serializer)
     }
 }
 

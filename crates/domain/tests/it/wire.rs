@@ -166,3 +166,28 @@ fn received_payload_keeps_the_statutory_time() {
         event
     );
 }
+
+#[test]
+fn the_event_type_column_wins_over_a_type_key_in_the_payload() {
+    for event in every_event() {
+        let (event_type, mut payload) = event.into_parts();
+        payload
+            .as_object_mut()
+            .expect("an object")
+            .insert("type".to_owned(), serde_json::json!("no_such_event"));
+        let back = DossierEvent::from_parts(event_type, &payload).expect("decodes");
+        assert_eq!(back, event);
+    }
+}
+
+#[test]
+fn a_payload_that_is_not_an_object_does_not_decode() {
+    for payload in [
+        serde_json::json!(null),
+        serde_json::json!([]),
+        serde_json::json!("late"),
+    ] {
+        let error = DossierEvent::from_parts("late", &payload).expect_err("not an event");
+        assert_eq!(error.event_type, "late");
+    }
+}

@@ -49,6 +49,25 @@ fn a_contribution_round_trips_through_json() {
     let back: Contribution = serde_json::from_str(&json).expect("deserializes");
     assert_eq!(back, c);
     assert!(json.contains(r#"["2024-03-04","received",1]"#), "{json}");
+    // The stored form: the slice, then the deltas in key order as `[date, metric, delta]`.
+    assert!(json.starts_with(r#"{"slice":{"level":"#), "{json}");
+    let deltas: Vec<(chrono::NaiveDate, Metric, i128)> =
+        c.deltas.iter().map(|((d, m), v)| (*d, *m, *v)).collect();
+    let expected_tail = format!(r#","deltas":{}}}"#, serde_json::to_string(&deltas).unwrap());
+    assert!(json.ends_with(&expected_tail), "{json}");
+    // A delta beyond 64 bits is written exactly.
+    let mut big = c.clone();
+    big.deltas.insert(
+        (
+            chrono::NaiveDate::from_ymd_opt(2024, 3, 6).unwrap(),
+            Metric::ALL[0],
+        ),
+        i128::MAX,
+    );
+    let json = serde_json::to_string(&big).expect("serializes");
+    assert!(json.contains(&i128::MAX.to_string()), "{json}");
+    let back: Contribution = serde_json::from_str(&json).expect("deserializes");
+    assert_eq!(back, big);
 }
 
 #[test]
