@@ -4,7 +4,8 @@
 //! cargo xtask bench [-- write] [--quick] [--events N] [--receives N] [--clients N]
 //!                   [--batch N] [--pipeline N] [--pool N]
 //! cargo xtask bench -- projection|lag|query|rebuild [--quick] [--dossiers N] [--runs N]
-//!                   [--baseline-secs N] [--rebuild-events N] [--lag-secs N] [--lag-rate N]
+//!                   [--baseline-secs N] [--rebuild-events N] [--rebuild-memory-mb N]
+//!                   [--lag-secs N] [--lag-rate N]
 //!                   [--writers N] [--consumers N,M] [--rollups 0,3,5] [--no-jit] [--keep]
 //! cargo xtask bench -- e2e [--quick] [--counters N] [--secs N] [--sample N]
 //! cargo xtask bench -- asof [--quick] [--asof-events N] [--asof-window N] [--asof-runs N]
@@ -113,6 +114,8 @@ pub struct Args {
     pub baseline_secs: u64,
     /// R: events in the log to rebuild from.
     pub rebuild_events: u64,
+    /// R: the rebuild's memory budget (`projection rebuild --memory-mb`).
+    pub rebuild_memory_mb: u64,
     /// L: seconds of sustained appends, their total rate, writers, and the numbers of
     /// projection consumers to run it with (one run each).
     pub lag_secs: u64,
@@ -154,6 +157,7 @@ impl Default for Args {
             runs: 200,
             baseline_secs: 60,
             rebuild_events: 1_000_000,
+            rebuild_memory_mb: (projection::rebuild::DEFAULT_MEMORY_BYTES >> 20) as u64,
             lag_secs: 30,
             lag_rate: 100,
             writers: 8,
@@ -176,7 +180,7 @@ const USAGE: &str = "\
 Usage: bench [write] [--quick] [--events N] [--receives N] [--clients N] [--lone N] [--batch N]
                      [--pipeline N] [--pool N]
        bench projection|lag|query|rebuild [--quick] [--dossiers N] [--runs N] [--baseline-secs N]
-                        [--rebuild-events N] [--lag-secs N] [--lag-rate N] [--writers N] [--consumers N,M]
+                        [--rebuild-events N] [--rebuild-memory-mb N] [--lag-secs N] [--lag-rate N] [--writers N] [--consumers N,M]
        bench e2e [--quick] [--counters N] [--secs N] [--sample N] [--baseline-secs N]
        bench asof [--quick] [--asof-events N] [--asof-window N] [--asof-runs N] [--asof-scans N]
 
@@ -200,6 +204,8 @@ projection: lag, query and rebuild, each in a fresh database (or one of them alo
   --runs N            query: runs of each question (default 200)
   --baseline-secs N   query: time the naive GROUP BY may take per question (default 60)
   --rebuild-events N  rebuild: events in the log (default 1000000)
+  --rebuild-memory-mb N  rebuild: its memory budget, as `projection rebuild --memory-mb` (default
+                      1024; below what the cells need, they spill to runs summed in SQL)
   --lag-secs N        lag: seconds of sustained appends (default 30)
   --lag-rate N        lag: appends per second, all writers together (default 100)
   --writers N         lag: concurrent writers (default 8)
@@ -292,6 +298,7 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
             "--runs" => runs = Some(value("--runs")? as usize),
             "--baseline-secs" => baseline_secs = Some(value("--baseline-secs")?),
             "--rebuild-events" => rebuild_events = Some(value("--rebuild-events")?),
+            "--rebuild-memory-mb" => args.rebuild_memory_mb = value("--rebuild-memory-mb")?,
             "--lag-secs" => lag_secs = Some(value("--lag-secs")?),
             "--lag-rate" => args.lag_rate = value("--lag-rate")?,
             "--writers" => args.writers = value("--writers")? as usize,
@@ -386,8 +393,12 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
     if args.lone == 0 || args.counters == 0 || args.secs == 0 || args.sample == 0 {
         bail!("--lone, --counters, --secs and --sample must be at least 1");
     }
-    if args.dossiers == 0 || args.runs == 0 || args.rebuild_events == 0 {
-        bail!("--dossiers, --runs and --rebuild-events must be at least 1");
+    if args.dossiers == 0
+        || args.runs == 0
+        || args.rebuild_events == 0
+        || args.rebuild_memory_mb == 0
+    {
+        bail!("--dossiers, --runs, --rebuild-events and --rebuild-memory-mb must be at least 1");
     }
     if args.lag_secs == 0 || args.lag_rate == 0 || args.writers == 0 {
         bail!("--lag-secs, --lag-rate and --writers must be at least 1");
@@ -455,7 +466,21 @@ async fn bench(args: Args) -> Result<String> {
         "bench: database {} (dropped at the end), pool of {} connections",
         db.name, args.pool
     );
-    let result = scenarios(&args, &db.pool).await;
+    let result = async {
+        // The pool as the services open it (`svc::config`): a connection used within the last
+        // second is not pinged again, for intake's calls and the raw baselines alike.
+        let pool = svc::config::ping_after_idle(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(args.pool)
+                .acquire_timeout(Duration::from_secs(30)),
+        )
+        .connect(&db.url)
+        .await?;
+        let result = scenarios(&args, &pool).await;
+        pool.close().await;
+        result
+    }
+    .await;
     drop(db);
     result
 }
@@ -602,7 +627,7 @@ async fn projection_bench(args: Args) -> Result<String> {
             }
             EventLog::from_pool(db.pool.clone()).migrate().await?;
             projection::store::migrate(&db.pool).await?;
-            rebuild::run(&db.pool, args.rebuild_events).await
+            rebuild::run(&db.pool, args.rebuild_events, args.rebuild_memory_mb).await
         }
         .await;
         drop(db);

@@ -305,9 +305,10 @@ fn render_rebuild(out: &mut String, r: &Rebuilt) {
     let _ = writeln!(
         out,
         "Phases of the fill (first reported; reports come about once a second): {}; {} runs \
-         spilled.\n",
+         spilled (memory budget {} MiB).\n",
         phases.join(", "),
-        r.spilled_runs
+        r.spilled_runs,
+        r.memory_mb
     );
     let t = &r.compute_times;
     let _ = writeln!(

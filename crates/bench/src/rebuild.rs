@@ -33,6 +33,8 @@ const DOSSIERS_PER_APPEND: usize = 1_000;
 #[derive(Debug, Clone)]
 pub struct Rebuilt {
     pub dossiers: u64,
+    /// The rebuild's memory budget (MiB).
+    pub memory_mb: u64,
     pub fill: Timing,
     pub events_bytes: i64,
     pub raw: Timing,
@@ -48,7 +50,7 @@ pub struct Rebuilt {
     pub compute_times: projection::rebuild::ComputeTimes,
 }
 
-pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
+pub async fn run(pool: &PgPool, events: u64, memory_mb: u64) -> Result<Rebuilt> {
     let log = EventLog::from_pool(pool.clone());
     let catalog = Catalog::new();
     let started = Instant::now();
@@ -90,7 +92,10 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
     eprintln!("bench: R  projection rebuild");
     let t = Instant::now();
     let mut phases: Vec<(projection::rebuild::Phase, f64)> = Vec::new();
-    let report = projection::rebuild::rebuild(pool, |p| {
+    let options = projection::rebuild::RebuildOptions {
+        memory_bytes: usize::try_from(memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+    };
+    let report = projection::rebuild::rebuild_with(pool, options, |p| {
         eprintln!("bench: R  {p}");
         if phases.last().is_none_or(|(phase, _)| *phase != p.phase) {
             phases.push((p.phase, p.elapsed.as_secs_f64()));
@@ -141,6 +146,7 @@ pub async fn run(pool: &PgPool, events: u64) -> Result<Rebuilt> {
     }
     Ok(Rebuilt {
         dossiers,
+        memory_mb,
         fill,
         events_bytes,
         raw,

@@ -78,7 +78,7 @@ pub struct RebuildOptions {
     /// rebuild --memory-mb`). Below what the whole snapshot's cells need, the cells are summed
     /// in sorted runs spilled to an unlogged scratch table and added up there with one
     /// `GROUP BY` at the end (slower, same result). Also the session's `maintenance_work_mem`
-    /// for building the keys (between 64 MiB and 2 GiB). A quarter goes to the day sums of the
+    /// for building the keys and its `work_mem` for that `GROUP BY` (between 64 MiB and 2 GiB). A quarter goes to the day sums of the
     /// reading phase, the rest to the expanded cells, each shared equally by the workers. Not
     /// counted: the distinct slices seen (a few hundred bytes each) and the batches of dossiers
     /// in flight.
@@ -516,6 +516,17 @@ async fn fill(
     if spilled_runs > 0 {
         counters.set_phase(Phase::Merging);
         progress(&counters.snapshot(head, started));
+        // The one `GROUP BY` sorts every spilled cell: give it the budget (the process's own
+        // sums are dropped by now) rather than the server's default `work_mem` (4 MB: an
+        // external sort in many small runs), and the planner the runs' size.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SET work_mem = '{index_memory_kb}kB'"
+        )))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("ANALYZE stats_cells_runs")
+            .execute(&mut *conn)
+            .await?;
         let merged = sqlx::query(sqlx::AssertSqlSafe(merge_runs_sql()))
             .execute(&mut *conn)
             .await?;
