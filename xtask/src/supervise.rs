@@ -303,8 +303,30 @@ mod tests {
             binary: script,
         }];
         let supervisor = thread::spawn(move || supervise(Path::new("unused.toml"), &services));
-        // Blocks until the service runs, hence after the supervisor catches signals.
-        assert_eq!(std::fs::read_to_string(&fifo).unwrap(), "ready\n");
+        // Blocks until the service runs, hence after the supervisor catches signals; on its own
+        // thread, so that a supervisor that ends (or a service that never starts) fails the test
+        // instead of leaving it blocked on the fifo.
+        let ready = {
+            let fifo = fifo.clone();
+            thread::spawn(move || std::fs::read_to_string(&fifo))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !ready.is_finished() {
+            let ended = supervisor.is_finished();
+            let late = std::time::Instant::now() >= deadline;
+            if ended || late {
+                // A writer's open unblocks the reader's.
+                let _ = std::fs::write(&fifo, "");
+                let outcome = if ended {
+                    format!("the supervisor ended: {:?}", supervisor.join())
+                } else {
+                    "60 s passed".to_owned()
+                };
+                panic!("the service never said it was ready ({outcome})");
+            }
+            thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(ready.join().unwrap().unwrap(), "ready\n");
         let pid = std::process::id().to_string();
         assert!(
             Command::new("kill")
