@@ -460,22 +460,47 @@ async fn consumer(stack: &Stack) -> async_nats::jetstream::consumer::Info {
     consumer.info().await.expect("consumer info").clone()
 }
 
-/// Stops PostgreSQL in `mode` while the counters run and the projection has messages to apply
-/// (so the fault hits the projection's work too), and starts it again once a call has failed
-/// (so it met calls in flight; how they failed is checked at the end).
+/// Stops PostgreSQL in `mode` while the counters run and the projection is in the middle of an
+/// apply (so the fault hits the projection's work too), and starts it again once a call has
+/// failed (so it met calls in flight; how they failed is checked at the end).
+///
+/// "In the middle of an apply" is made certain, not left to timing (a batched apply takes a few
+/// milliseconds and the projection is often idle between batches): a transaction of the test
+/// holds `projection_contributions` in `EXCLUSIVE` mode, which the apply's row locks wait for,
+/// and the server is stopped once an apply is seen waiting (a lock not granted on that table)
+/// with its messages delivered and not acknowledged.
 async fn crash_under_load(stack: &mut Stack, load: &Load, mode: StopMode) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let info = consumer(stack).await;
-        if info.num_pending > 0 || info.num_ack_pending > 0 {
-            break;
+    use sqlx::Connection;
+    let mut blocker = sqlx::PgConnection::connect(&stack.pg.url())
+        .await
+        .expect("connect the blocking session");
+    sqlx::query("BEGIN")
+        .execute(&mut blocker)
+        .await
+        .expect("BEGIN");
+    sqlx::query("LOCK TABLE projection_contributions IN EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock the projection's contributions");
+    let log = stack.log.clone();
+    eventually("an apply waits for the test's lock", || {
+        let log = log.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks \
+                 WHERE relation = 'projection_contributions'::regclass AND NOT granted)",
+            )
+            .fetch_one(log.pool())
+            .await
+            .unwrap_or(false)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the projection never had work in progress: {info:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    })
+    .await;
+    let info = consumer(stack).await;
+    assert!(
+        info.num_ack_pending > 0,
+        "the waiting apply's messages are delivered and not acknowledged: {info:?}"
+    );
     let failed_before = load.failed();
     stack.pg.stop(mode).await;
     eventually(
