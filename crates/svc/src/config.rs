@@ -188,7 +188,8 @@ pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// wake-up of both processes) per checkout, i.e. per call of a write service and per query.
 /// A connection used within the last second is trusted instead; if the server went away since,
 /// the one statement sent on it fails (the caller answers UNAVAILABLE, and a retry is safe:
-/// appends are idempotent by event id) and sqlx closes that connection.
+/// appends are idempotent by event id) and sqlx closes that connection. (sqlx also pings each
+/// connection as it is released, in a task of its own, off the caller's path.)
 pub fn ping_after_idle(options: sqlx::postgres::PgPoolOptions) -> sqlx::postgres::PgPoolOptions {
     options
         .test_before_acquire(false)
