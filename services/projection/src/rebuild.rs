@@ -78,10 +78,10 @@ pub struct RebuildOptions {
     /// rebuild --memory-mb`). Below what the whole snapshot's cells need, the cells are summed
     /// in sorted runs spilled to an unlogged scratch table and added up there with one
     /// `GROUP BY` at the end (slower, same result). Also the session's `maintenance_work_mem`
-    /// for building the keys and its `work_mem` for that `GROUP BY` (between 64 MiB and 2 GiB). A quarter goes to the day sums of the
-    /// reading phase, the rest to the expanded cells, each shared equally by the workers. Not
-    /// counted: the distinct slices seen (a few hundred bytes each) and the batches of dossiers
-    /// in flight.
+    /// for building the keys and its `work_mem` for that `GROUP BY` (between 64 MiB and 2 GiB).
+    /// A quarter goes to the day sums of the reading phase, the rest to the expanded cells,
+    /// each shared equally by the workers. Not counted: the distinct slices seen (a few hundred
+    /// bytes each) and the batches of dossiers in flight.
     pub memory_bytes: usize,
 }
 
