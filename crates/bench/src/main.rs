@@ -467,15 +467,13 @@ async fn bench(args: Args) -> Result<String> {
         db.name, args.pool
     );
     let result = async {
-        // The pool as the services open it (`svc::config`): a connection used within the last
-        // second is not pinged again, for intake's calls and the raw baselines alike.
-        let pool = svc::config::ping_after_idle(
-            sqlx::postgres::PgPoolOptions::new()
-                .max_connections(args.pool)
-                .acquire_timeout(Duration::from_secs(30)),
-        )
-        .connect(&db.url)
-        .await?;
+        // The pool as the services open it (`svc::config`, default settings, `--pool`
+        // connections): a connection used within the last second is not pinged again, for
+        // intake's calls and the raw baselines alike.
+        let pool = svc::config::DatabaseConfig::with_url(&db.url)
+            .pool_options_sized(args.pool)
+            .connect(&db.url)
+            .await?;
         let result = scenarios(&args, &pool).await;
         pool.close().await;
         result
@@ -705,30 +703,22 @@ async fn scenarios(args: &Args, pool: &PgPool) -> Result<String> {
         eprintln!("bench: {table}: {}", timing.summary());
         baselines.push(timing);
     }
-    settle(pool, args.analyze).await?;
-    eprintln!("bench: raw binary COPY into {}", raw::BULK_BINARY_TABLE);
-    let binary = raw::copied(
-        pool,
-        raw::BULK_BINARY_TABLE,
-        before,
-        head,
-        args.batch,
-        raw::CopyFormat::Binary,
-    )
-    .await?;
-    eprintln!("bench: {}: {}", raw::BULK_BINARY_TABLE, binary.summary());
-    settle(pool, args.analyze).await?;
-    eprintln!("bench: raw COPY into {}", raw::BULK_COPY_TABLE);
-    let copied = raw::copied(
-        pool,
-        raw::BULK_COPY_TABLE,
-        before,
-        head,
-        args.batch,
-        raw::CopyFormat::Text,
-    )
-    .await?;
-    eprintln!("bench: {}: {}", raw::BULK_COPY_TABLE, copied.summary());
+    let mut copies = Vec::new();
+    for (table, format, what) in [
+        (
+            raw::BULK_BINARY_TABLE,
+            raw::CopyFormat::Binary,
+            "binary COPY",
+        ),
+        (raw::BULK_COPY_TABLE, raw::CopyFormat::Text, "COPY"),
+    ] {
+        settle(pool, args.analyze).await?;
+        eprintln!("bench: raw {what} into {table}");
+        let timing = raw::copied(pool, table, before, head, args.batch, format).await?;
+        eprintln!("bench: {table}: {}", timing.summary());
+        copies.push(timing);
+    }
+    let [binary, copied]: [Timing; 2] = copies.try_into().expect("two COPY baselines");
     let sizes = raw::payload_sizes(pool, before).await?;
 
     Ok(report::render(&report::Figures {

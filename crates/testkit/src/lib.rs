@@ -181,14 +181,35 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    eventually_ok(what, timeout, || {
+        let found = check();
+        async move { found.await.ok_or("not yet") }
+    })
+    .await
+}
+
+/// [`eventually_some`] for a check that says what it still sees: polls `check` every 50 ms
+/// until it answers `Ok`, and returns that; once `timeout` has passed, panics naming `what` and
+/// the last `Err` (e.g. the sessions still open), so that a failure says what was stuck.
+pub async fn eventually_ok<T, E, F, Fut>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: F,
+) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(found) = check().await {
-            return found;
-        }
+        let last = match check().await {
+            Ok(found) => return found,
+            Err(last) => last,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}; last seen: {last:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

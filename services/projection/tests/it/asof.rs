@@ -370,27 +370,24 @@ async fn a_checkpoint_failing_or_cut_off_midway_leaves_nothing_and_the_next_resu
 /// Waits until no other session of this database is inside a transaction; on timeout, names
 /// the sessions still there (state, wait, query), so that a failure says what was stuck.
 async fn no_transaction_open_elsewhere(pool: &PgPool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let open: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT state, wait_event_type || ':' || wait_event, left(query, 200) \
-             FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid() \
-               AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')",
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap();
-        if open.is_empty() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after 30 s waiting for aborted transactions to end; still open (state, \
-             wait, query): {open:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    testkit::eventually_ok(
+        "aborted transactions to end (sessions still open: state, wait, query)",
+        Duration::from_secs(30),
+        || async {
+            let open: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT state, wait_event_type || ':' || wait_event, left(query, 200) \
+                 FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND state IN ('active', 'idle in transaction', \
+                                 'idle in transaction (aborted)')",
+            )
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            if open.is_empty() { Ok(()) } else { Err(open) }
+        },
+    )
+    .await;
 }
 
 async fn checkpoint_all_until_error(pool: &PgPool, window: u32) -> usize {
