@@ -205,7 +205,7 @@ projection: lag, query and rebuild, each in a fresh database (or one of them alo
   --baseline-secs N   query: time the naive GROUP BY may take per question (default 60)
   --rebuild-events N  rebuild: events in the log (default 1000000)
   --rebuild-memory-mb N  rebuild: its memory budget, as `projection rebuild --memory-mb` (default
-                      1024; below what the cells need, they spill to runs summed in SQL)
+                      1024; below what the cells need, they spill to runs merged from local files)
   --lag-secs N        lag: seconds of sustained appends (default 30)
   --lag-rate N        lag: appends per second, all writers together (default 100)
   --writers N         lag: concurrent writers (default 8)

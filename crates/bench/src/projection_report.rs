@@ -315,7 +315,7 @@ fn render_rebuild(out: &mut String, r: &Rebuilt) {
         out,
         "The worker threads ({}, their times summed): waiting for the reader {:.2} s, decoding \
          {:.2} s, contributions {:.2} s, waiting for their `COPY` {:.2} s, expanding into cells \
-         {:.2} s, summing {:.2} s, writing the cells {:.2} s.\n",
+         {:.2} s, summing {:.2} s, writing the cells {:.2} s, spilling runs {:.2} s.\n",
         t.workers,
         t.waiting_for_reader.as_secs_f64(),
         t.decoding.as_secs_f64(),
@@ -323,6 +323,7 @@ fn render_rebuild(out: &mut String, r: &Rebuilt) {
         t.waiting_for_writers.as_secs_f64(),
         t.expanding.as_secs_f64(),
         t.summing.as_secs_f64(),
-        t.writing_cells.as_secs_f64()
+        t.writing_cells.as_secs_f64(),
+        t.spilling.as_secs_f64()
     );
 }

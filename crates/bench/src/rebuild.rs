@@ -94,6 +94,7 @@ pub async fn run(pool: &PgPool, events: u64, memory_mb: u64) -> Result<Rebuilt> 
     let mut phases: Vec<(projection::rebuild::Phase, f64)> = Vec::new();
     let options = projection::rebuild::RebuildOptions {
         memory_bytes: usize::try_from(memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+        ..Default::default()
     };
     let report = projection::rebuild::rebuild_with(pool, options, |p| {
         eprintln!("bench: R  {p}");

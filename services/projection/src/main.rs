@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! projection [serve]  [--config FILE]                     consume and answer queries
-//! projection rebuild  [--config FILE] [--memory-mb N]      rebuild the read models from the log
+//! projection rebuild  [--config FILE] [--memory-mb N] [--spill-dir DIR]
+//!                                                         rebuild the read models from the log
 //! projection verify   [--config FILE] [--allow-lag] [--max-cells N]
 //!                                                         recompute every figure from the log
 //!                                                         and list every difference
@@ -21,8 +22,8 @@ use anyhow::{Context, bail};
 use eventlog::EventLog;
 
 const USAGE: &str = "\
-Usage: projection [serve|rebuild|verify] [--config FILE] [--memory-mb N] [--allow-lag]
-                  [--max-cells N]
+Usage: projection [serve|rebuild|verify] [--config FILE] [--memory-mb N] [--spill-dir DIR]
+                  [--allow-lag] [--max-cells N]
 
   serve      consume the stream and answer queries (the default)
   rebuild    rebuild the read models from the event log in PostgreSQL; the service keeps
@@ -31,7 +32,10 @@ Usage: projection [serve|rebuild|verify] [--config FILE] [--memory-mb N] [--allo
              models; exit 1 if there is one
   --config FILE   configuration (default: $MOTCUA_CONFIG or deploy/config/local.toml)
   --memory-mb N   rebuild: memory for summing the figures (default 1024); past it the sums
-                  are spilled to a scratch table and added up there (slower, same result)
+                  are spilled as sorted runs to local files and merged (slower, same result)
+  --spill-dir DIR rebuild: where the spilled runs go (default: the system's temporary
+                  directory, e.g. /tmp), in a directory of their own removed at the end; they
+                  take about 25 bytes per spilled cell
   --allow-lag     verify: dossiers the consumer has not yet applied are not a failure
   --max-cells N   verify: list at most N differing cells (default 1000; all are counted)
 
@@ -50,10 +54,19 @@ Usage: projection agencies publish FILE --by NAME [--config FILE]
 #[derive(Debug, PartialEq)]
 enum Command {
     Serve,
-    PublishAgencies { file: String, by: String },
+    PublishAgencies {
+        file: String,
+        by: String,
+    },
     ShowAgencies,
-    Rebuild { memory_mb: usize },
-    Verify { allow_lag: bool, max_cells: usize },
+    Rebuild {
+        memory_mb: usize,
+        spill_dir: Option<std::path::PathBuf>,
+    },
+    Verify {
+        allow_lag: bool,
+        max_cells: usize,
+    },
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Command> {
@@ -64,6 +77,7 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
     let mut allow_lag = false;
     let mut max_cells = 1000;
     let mut memory_mb = projection::rebuild::DEFAULT_MEMORY_BYTES >> 20;
+    let mut spill_dir = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -79,6 +93,10 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
                     bail!("--memory-mb must be at least 1");
                 }
             }
+            "--spill-dir" => {
+                let dir = it.next().context("--spill-dir needs a directory")?;
+                spill_dir = Some(std::path::PathBuf::from(dir));
+            }
             "--max-cells" => {
                 let n = it.next().context("--max-cells needs a number")?;
                 max_cells = n.parse().with_context(|| format!("--max-cells {n:?}"))?;
@@ -89,7 +107,10 @@ fn parse(args: &[String]) -> anyhow::Result<Command> {
     }
     Ok(match command.as_deref() {
         None | Some("serve") => Command::Serve,
-        Some("rebuild") => Command::Rebuild { memory_mb },
+        Some("rebuild") => Command::Rebuild {
+            memory_mb,
+            spill_dir,
+        },
         _ => Command::Verify {
             allow_lag,
             max_cells,
@@ -147,10 +168,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rebuild { memory_mb } => {
+        Command::Rebuild {
+            memory_mb,
+            spill_dir,
+        } => {
             let log = connect(&config).await?;
             let options = projection::rebuild::RebuildOptions {
                 memory_bytes: memory_mb.saturating_mul(1 << 20),
+                spill_dir,
             };
             let report = projection::rebuild::rebuild_with(log.pool(), options, |p| {
                 eprintln!("rebuild: {p}");
@@ -238,13 +263,27 @@ mod tests {
         );
         assert_eq!(
             parse(&args(&["rebuild", "--config=x.toml"])).unwrap(),
-            Command::Rebuild { memory_mb: 1024 }
+            Command::Rebuild {
+                memory_mb: 1024,
+                spill_dir: None
+            }
         );
         assert_eq!(
             parse(&args(&["rebuild", "--memory-mb", "64"])).unwrap(),
-            Command::Rebuild { memory_mb: 64 }
+            Command::Rebuild {
+                memory_mb: 64,
+                spill_dir: None
+            }
         );
         assert!(parse(&args(&["rebuild", "--memory-mb", "0"])).is_err());
+        assert_eq!(
+            parse(&args(&["rebuild", "--spill-dir", "/var/tmp"])).unwrap(),
+            Command::Rebuild {
+                memory_mb: 1024,
+                spill_dir: Some("/var/tmp".into())
+            }
+        );
+        assert!(parse(&args(&["rebuild", "--spill-dir"])).is_err());
         assert_eq!(
             parse(&args(&["verify", "--allow-lag", "--max-cells", "5"])).unwrap(),
             Command::Verify {

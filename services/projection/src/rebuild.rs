@@ -20,8 +20,9 @@
 //!    The cells are those of [`crate::rollup::rollup_cells`] (the one definition apply also
 //!    uses): the expansion here projects each slice once with the same masks and grains, and a
 //!    unit test holds the two equal. Then the primary keys are built (one sort each). Memory is
-//!    bounded ([`RebuildOptions::memory_bytes`]): past it, the sums so far are spilled as sorted
-//!    runs to an unlogged scratch table, and the runs are added up with one `GROUP BY` at the end.
+//!    bounded ([`RebuildOptions::memory_bytes`]): past it, the cells summed so far are spilled
+//!    as sorted runs to local files ([`spill`], one run per share), and each worker of the
+//!    writing phase merges its share's runs with its last sums as it writes them.
 //! 2. [`Shadow::swap`] replaces the live tables by the shadow ones in one transaction (queries
 //!    see the old figures up to its commit and the new ones after it, never a mix), then applies
 //!    again every dossier with an event after `P` ([`crate::store::apply_dossier`] recomputes a
@@ -36,7 +37,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,10 @@ use tokio::sync::mpsc;
 
 use crate::rollup::{Grain, METRICS, ROLLUPS, dimension_bit, metric_index};
 use crate::store::{self, ApplyError};
+
+mod spill;
+
+use spill::Spill;
 
 /// The advisory lock key a rebuild holds for its whole run ("projrbld").
 const LOCK_KEY: i64 = 0x7072_6f6a_7262_6c64;
@@ -71,24 +77,29 @@ pub const MAX_WORKERS: usize = 8;
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// How a rebuild may use memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a rebuild may use memory and local disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RebuildOptions {
     /// About how many bytes the summed cells may take in the rebuild's process (`projection
     /// rebuild --memory-mb`). Below what the whole snapshot's cells need, the cells are summed
-    /// in sorted runs spilled to an unlogged scratch table and added up there with one
-    /// `GROUP BY` at the end (slower, same result). Also the session's `maintenance_work_mem`
-    /// for building the keys and its `work_mem` for that `GROUP BY` (between 64 MiB and 2 GiB).
-    /// A quarter goes to the day sums of the reading phase, the rest to the expanded cells,
-    /// each shared equally by the workers. Not counted: the distinct slices seen (a few hundred
-    /// bytes each) and the batches of dossiers in flight.
+    /// in sorted runs spilled to local files in [`RebuildOptions::spill_dir`] and merged as
+    /// they are written (slower, same result). Also the session's `maintenance_work_mem` for
+    /// building the keys (between 64 MiB and 2 GiB). A quarter goes to the day sums of the
+    /// reading phase, the rest to the expanded cells, each shared equally by the workers. Not
+    /// counted: the distinct slices seen (a few hundred bytes each), the batches of dossiers in
+    /// flight and the merge's read buffers (64 KiB per run, at most 64 runs per worker).
     pub memory_bytes: usize,
+    /// Where spilled runs are written (`projection rebuild --spill-dir`; `None`: the system's
+    /// temporary directory), in a directory of their own removed when the rebuild ends. They
+    /// take 25 bytes per spilled day cell (less than the cell took in memory).
+    pub spill_dir: Option<PathBuf>,
 }
 
 impl Default for RebuildOptions {
     fn default() -> Self {
         RebuildOptions {
             memory_bytes: DEFAULT_MEMORY_BYTES,
+            spill_dir: None,
         }
     }
 }
@@ -115,6 +126,13 @@ pub enum RebuildError {
     /// A computing thread stopped abnormally (a bug: it panicked). Nothing was swapped.
     #[error("the rebuild's computing thread failed: {0}")]
     Internal(String),
+    /// Writing or reading the runs spilled to local files failed (the spill directory missing
+    /// or not writable, the disk full). Nothing was swapped.
+    #[error("spilled runs at {}: {source}", path.display())]
+    Spill {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What a rebuild is doing.
@@ -124,7 +142,8 @@ pub enum Phase {
     Reading,
     /// Expanding the day sums into cells, summing and writing them.
     Writing,
-    /// Adding up the spilled runs (only when the cells did not fit in memory).
+    /// Expanding the day sums into cells, summing them and writing them merged with the runs
+    /// spilled while reading (instead of [`Phase::Writing`] when the reading spilled).
     Merging,
     /// Building the primary keys and analyzing the shadow tables.
     Indexing,
@@ -145,7 +164,7 @@ impl Phase {
         match self {
             Phase::Reading => "reading",
             Phase::Writing => "writing cells",
-            Phase::Merging => "adding up spilled runs",
+            Phase::Merging => "writing cells merged with spilled runs",
             Phase::Indexing => "building keys",
             Phase::Done => "filled",
         }
@@ -161,7 +180,7 @@ pub struct Progress {
     /// The snapshot's head position: positions are gapless from 1, so this many events in all.
     pub head: i64,
     pub dossiers: u64,
-    /// Rows written so far to `stats_cells_next` (or, while spilling, to the runs).
+    /// Rows written so far to `stats_cells_next`.
     pub cells: u64,
     pub elapsed: Duration,
 }
@@ -368,6 +387,10 @@ async fn fill(
     .await?;
     let workers = worker_count(pool);
     let budget = Budget::new(options.memory_bytes, workers);
+    let spill = Arc::new(Spill::new(
+        options.spill_dir.unwrap_or_else(std::env::temp_dir),
+        workers,
+    ));
 
     let mut reader = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -382,19 +405,17 @@ async fn fill(
     let counters = Counters::default();
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(CHANNEL_DEPTH);
     let (contributions_tx, contributions_rx) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
-    let (runs_tx, runs_rx) = mpsc::channel::<ToWriter>(CHANNEL_DEPTH);
     let shared = Arc::new(Shared {
         queue: Mutex::new(batch_rx),
         book: Mutex::new(SliceBook::default()),
-        spilled: AtomicBool::new(false),
+        spill: spill.clone(),
     });
     let reading: Vec<_> = (0..workers)
         .map(|_| {
             let shared = shared.clone();
             let contributions = contributions_tx.clone();
-            let runs = runs_tx.clone();
             tokio::task::spawn_blocking(move || {
-                let result = read_worker(&shared, contributions, runs, budget);
+                let result = read_worker(&shared, contributions, budget);
                 if result.is_err() {
                     // The reader and the other workers stop too (the cause is this error).
                     if let Ok(mut queue) = shared.queue.lock() {
@@ -405,13 +426,12 @@ async fn fill(
             })
         })
         .collect();
-    drop((contributions_tx, runs_tx));
-    let (read, contributions, runs) = reporting(
+    drop(contributions_tx);
+    let (read, contributions) = reporting(
         async {
             tokio::join!(
                 read_snapshot(&mut reader, head, batch_tx, workers, &counters),
                 write_contributions(conn, contributions_rx),
-                write_cells(pool, runs_rx, &counters),
             )
         },
         &counters,
@@ -435,7 +455,6 @@ async fn fill(
         return Err(e);
     }
     contributions?;
-    runs?;
     let (events, dossiers) = read?;
     if let Some(e) = failed {
         return Err(e);
@@ -443,17 +462,6 @@ async fn fill(
     reader.commit().await?;
 
     // Writing the cells.
-    counters.set_phase(Phase::Writing);
-    progress(&counters.snapshot(head, started));
-    let spilled_while_reading = shared.spilled.load(Ordering::Relaxed);
-    let mut book = Arc::try_unwrap(shared)
-        .map_err(|_| RebuildError::Internal("a worker outlived the reading".into()))?
-        .book
-        .into_inner()
-        .map_err(|_| RebuildError::Internal("a worker panicked".into()))?;
-    let new = book.dims.unnumbered();
-    let ids = number_slices(pool, &new).await?;
-    book.dims.numbered(ids)?;
     let mut spilled_runs = 0u64;
     let mut times = ComputeTimes {
         workers,
@@ -465,6 +473,20 @@ async fn fill(
         times.add(&s.times);
         days.push(s.days);
     }
+    counters.set_phase(if spilled_runs > 0 {
+        Phase::Merging
+    } else {
+        Phase::Writing
+    });
+    progress(&counters.snapshot(head, started));
+    let mut book = Arc::try_unwrap(shared)
+        .map_err(|_| RebuildError::Internal("a worker outlived the reading".into()))?
+        .book
+        .into_inner()
+        .map_err(|_| RebuildError::Internal("a worker panicked".into()))?;
+    let new = book.dims.unnumbered();
+    let ids = number_slices(pool, &new).await?;
+    book.dims.numbered(ids)?;
     let all = Arc::new(Expansion {
         days,
         projections: book.projections,
@@ -473,12 +495,13 @@ async fn fill(
     let mut writers = Vec::with_capacity(workers);
     let expanding: Vec<_> = (0..workers)
         .map(|share| {
-            let (tx, rx) = mpsc::channel::<ToWriter>(CHANNEL_DEPTH);
+            let (tx, rx) = mpsc::channel::<Rows>(CHANNEL_DEPTH);
             writers.push(rx);
             let all = all.clone();
+            let spill = spill.clone();
             let memory = budget.cells;
             tokio::task::spawn_blocking(move || {
-                expand_share(share, workers, &all, &tx, spilled_while_reading, memory)
+                expand_share(share, workers, &all, &spill, &tx, memory)
             })
         })
         .collect();
@@ -512,31 +535,9 @@ async fn fill(
         return Err(e);
     }
     drop(all);
+    // The runs are read: removed now rather than after the keys are built.
+    drop(spill);
 
-    if spilled_runs > 0 {
-        counters.set_phase(Phase::Merging);
-        progress(&counters.snapshot(head, started));
-        // The one `GROUP BY` sorts every spilled cell: give it the budget (the process's own
-        // sums are dropped by now) rather than the server's default `work_mem` (4 MB: an
-        // external sort in many small runs), and the planner the runs' size.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SET work_mem = '{index_memory_kb}kB'"
-        )))
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("ANALYZE stats_cells_runs")
-            .execute(&mut *conn)
-            .await?;
-        let merged = sqlx::query(sqlx::AssertSqlSafe(merge_runs_sql()))
-            .execute(&mut *conn)
-            .await?;
-        counters
-            .cells
-            .store(merged.rows_affected(), Ordering::Relaxed);
-        sqlx::query("DROP TABLE stats_cells_runs")
-            .execute(&mut *conn)
-            .await?;
-    }
     counters.set_phase(Phase::Indexing);
     progress(&counters.snapshot(head, started));
     for sql in [
@@ -587,9 +588,9 @@ async fn reporting<T>(
         }
     }
 }
-/// Drops any shadow left by an interrupted rebuild and creates empty ones shaped like the live
-/// tables, without keys (built once filled, named as the live ones will be after the swap
-/// renames them), and the unlogged scratch table for spilled runs.
+/// Drops any shadow left by an interrupted rebuild (and the scratch tables of earlier versions)
+/// and creates empty ones shaped like the live tables, without keys (built once filled, named
+/// as the live ones will be after the swap renames them).
 ///
 /// The shadows are ordinary (logged) tables: they become the live tables at the swap and must
 /// survive a crash from then on. Without an index, `COPY` writes each page to the WAL once.
@@ -601,7 +602,6 @@ async fn create_shadow_tables(conn: &mut PgConnection) -> Result<(), sqlx::Error
            (LIKE projection_contributions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
         "CREATE TABLE stats_cells_next \
            (LIKE stats_cells INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
-        "CREATE UNLOGGED TABLE stats_cells_runs (LIKE stats_cells)",
     ] {
         sqlx::query(sql).execute(&mut *conn).await?;
     }
@@ -681,63 +681,37 @@ async fn write_contributions(
     copy.finish().await
 }
 
-/// Where a chunk of cell rows goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    /// A sorted run of partial sums, added up at the end.
-    Runs,
-    /// The final, summed cells.
-    Shadow,
+/// The binary `COPY` of the cells, naming every column in the order [`push_cell_row`] writes
+/// them.
+fn copy_cells_statement() -> String {
+    let metrics: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+    format!(
+        "COPY stats_cells_next (slice, rollup, grain, period, {}) FROM STDIN (FORMAT binary)",
+        metrics.join(", ")
+    )
 }
 
-impl Target {
-    /// A binary `COPY` naming every column, in the order [`push_cell_row`] writes them.
-    fn copy_statement(self) -> String {
-        let table = match self {
-            Target::Runs => "stats_cells_runs",
-            Target::Shadow => "stats_cells_next",
-        };
-        let metrics: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
-        format!(
-            "COPY {table} (slice, rollup, grain, period, {}) FROM STDIN (FORMAT binary)",
-            metrics.join(", ")
-        )
-    }
-}
-
-/// Writes the cell rows to their target, one binary `COPY` per change of target, each on a pool
-/// connection of its own; numbers the slices it is asked to in `stats_slice`.
+/// Writes the cell rows a worker sends with one binary `COPY` on a pool connection of its own
+/// (opened at the first rows).
 async fn write_cells(
     pool: &PgPool,
-    mut rows: mpsc::Receiver<ToWriter>,
+    mut rows: mpsc::Receiver<Rows>,
     counters: &Counters,
 ) -> Result<(), sqlx::Error> {
-    let mut current: Option<(Target, PgCopyIn<PoolConnection<Postgres>>)> = None;
-    while let Some(message) = rows.recv().await {
-        let (target, chunk, count) = match message {
-            ToWriter::Rows(target, chunk, count) => (target, chunk, count),
-            ToWriter::Slices(slices, reply) => {
-                let ids = number_slices(pool, &slices).await?;
-                // The worker gone: its own error is the cause.
-                let _ = reply.send(ids);
-                continue;
-            }
-        };
-        let copy = match &mut current {
-            Some((t, copy)) if *t == target => copy,
-            _ => {
-                if let Some((_, copy)) = current.take() {
-                    finish_binary(copy).await?;
-                }
-                let mut copy = pool.copy_in_raw(&target.copy_statement()).await?;
-                copy.send(&BINARY_HEADER[..]).await?;
-                &mut current.insert((target, copy)).1
+    let mut copy: Option<PgCopyIn<PoolConnection<Postgres>>> = None;
+    while let Some(Rows(chunk, count)) = rows.recv().await {
+        let copy = match &mut copy {
+            Some(copy) => copy,
+            None => {
+                let mut opened = pool.copy_in_raw(&copy_cells_statement()).await?;
+                opened.send(&BINARY_HEADER[..]).await?;
+                copy.insert(opened)
             }
         };
         copy.send(chunk).await?;
         counters.cells.fetch_add(count, Ordering::Relaxed);
     }
-    if let Some((_, copy)) = current.take() {
+    if let Some(copy) = copy {
         finish_binary(copy).await?;
     }
     Ok(())
@@ -777,17 +751,9 @@ async fn number_slices(
         .collect()
 }
 
-/// What a worker sends a cells' writer.
-enum ToWriter {
-    /// Rows (binary `COPY` tuples, without header or trailer) for a target, and how many.
-    Rows(Target, Vec<u8>, u64),
-    /// Slices `(rollup, dims)` to number in `stats_slice`; their ids, in the same order, go
-    /// back on the channel.
-    Slices(
-        Vec<(u8, [Box<str>; 6])>,
-        tokio::sync::oneshot::Sender<Vec<i32>>,
-    ),
-}
+/// What a worker sends its cells' writer: rows (binary `COPY` tuples, without header or
+/// trailer), and how many.
+struct Rows(Vec<u8>, u64);
 
 /// A worker stopped early because the reader failed (it closed the queue without
 /// [`Batch::End`]) or a writer did (it closed its channel): the cause is theirs.
@@ -811,9 +777,8 @@ struct Shared {
     /// The reader's batches: each worker takes the next one (a many-consumer queue).
     queue: Mutex<mpsc::Receiver<Batch>>,
     book: Mutex<SliceBook>,
-    /// Some worker spilled a run of cells: every cell not yet written then goes to the runs too
-    /// (they are added up with them at the end).
-    spilled: AtomicBool,
+    /// Where cells that do not fit are spilled.
+    spill: Arc<Spill>,
 }
 
 /// What a reading worker summed.
@@ -830,7 +795,6 @@ struct Summed {
 fn read_worker(
     shared: &Shared,
     contributions: mpsc::Sender<Vec<u8>>,
-    runs: mpsc::Sender<ToWriter>,
     budget: Budget,
 ) -> Result<Summed, RebuildError> {
     let mut days = DaySums::new(budget.days);
@@ -889,7 +853,7 @@ fn read_worker(
             times.waiting_for_writers += t.elapsed();
         }
         if days.full() {
-            spilled_runs += spill_days(&mut days, shared, budget.cells, &runs, &mut times)?;
+            spilled_runs += spill_days(&mut days, shared, budget.cells, &mut times)?;
         }
     }
     if !rows.is_empty() {
@@ -902,46 +866,49 @@ fn read_worker(
     })
 }
 
-/// Expands every day sum of `days` into its cells (every share) and writes them as sorted runs
-/// (one whenever the cells pass their budget, and one at the end); empties `days`. Marks the
-/// rebuild as spilled first, so that every later cell goes to the runs too. Returns the runs
-/// written.
+/// Expands every day sum of `days` into its cells (every share) and spills them as sorted runs
+/// (one whenever the cells pass their budget, and one at the end); empties `days`. Returns the
+/// runs written.
 fn spill_days(
     days: &mut DaySums,
     shared: &Shared,
     memory: usize,
-    out: &mpsc::Sender<ToWriter>,
     times: &mut ComputeTimes,
 ) -> Result<u64, RebuildError> {
-    shared.spilled.store(true, Ordering::Relaxed);
-    // Held throughout: the slices of these sums keep their numbers while their rows are made.
-    let mut book = lock(&shared.book)?;
-    let new = book.dims.unnumbered();
-    if !new.is_empty() {
-        let (reply, ids) = tokio::sync::oneshot::channel();
-        out.blocking_send(ToWriter::Slices(new, reply))
-            .map_err(|_| Stopped)?;
-        book.dims
-            .numbered(ids.blocking_recv().map_err(|_| Stopped)?)?;
-    }
     let mut sums = CellSums::new(memory);
     let mut runs = 0u64;
     let t = Instant::now();
-    for ((slice, day, metric), delta) in days.sums.drain() {
-        if delta == 0 {
-            continue;
+    let mut spilling = Duration::ZERO;
+    {
+        // The projections of the slices seen so far (numbers only grow: a copy serves).
+        let book = lock(&shared.book)?;
+        let projections = book.projections.clone();
+        drop(book);
+        for ((slice, day, metric), delta) in days.sums.drain() {
+            if delta == 0 {
+                continue;
+            }
+            let projections = projections
+                .get(slice as usize)
+                .ok_or_else(|| RebuildError::Internal(format!("slice {slice} not numbered")))?;
+            if !sums.room_for(CELLS_PER_SUM) {
+                let s = Instant::now();
+                sums.compact();
+                runs += u64::from(shared.spill.write_partitioned(&sums.cells)?);
+                sums.clear();
+                spilling += s.elapsed();
+                sums.room_for(CELLS_PER_SUM);
+            }
+            expand_sum(&mut sums, projections, |_| true, day, metric, delta);
         }
-        let projections = book.projections(slice)?;
-        if !sums.room_for(CELLS_PER_SUM) {
-            write_sums(&mut sums, &book.dims, Target::Runs, out, times)?;
-            runs += 1;
-            sums.room_for(CELLS_PER_SUM);
-        }
-        expand_sum(&mut sums, projections, |_| true, day, metric, delta);
     }
-    times.expanding += t.elapsed();
-    write_sums(&mut sums, &book.dims, Target::Runs, out, times)?;
-    Ok(runs + 1)
+    let s = Instant::now();
+    sums.compact();
+    runs += u64::from(shared.spill.write_partitioned(&sums.cells)?);
+    spilling += s.elapsed();
+    times.spilling += spilling;
+    times.expanding += t.elapsed().saturating_sub(spilling);
+    Ok(runs)
 }
 
 /// The day cells one day sum adds to: one per rollup (the month and year cells are summed from
@@ -982,20 +949,22 @@ fn share_of(dims: u32, shares: usize) -> usize {
 }
 
 /// A writing worker: expands every day sum into the cells of its share of the rollup slices,
-/// sums them and writes them as wide rows — to the shadow, or as runs when the rebuild spilled
-/// (`to_runs`) or this share does not fit its budget. Returns the runs written.
+/// sums them and writes them as wide rows to the shadow; when they do not fit its budget, or
+/// runs of this share were spilled while reading, merged with the share's spilled runs.
+/// Returns the runs it spilled.
 fn expand_share(
     share: usize,
     shares: usize,
     all: &Expansion,
-    out: &mpsc::Sender<ToWriter>,
-    to_runs: bool,
+    spill: &Spill,
+    out: &mpsc::Sender<Rows>,
     memory: usize,
 ) -> Result<(u64, ComputeTimes), RebuildError> {
     let mut times = ComputeTimes::default();
     let mut sums = CellSums::new(memory);
     let mut runs = 0u64;
     let t = Instant::now();
+    let mut spilling = Duration::ZERO;
     for days in &all.days {
         for (&(slice, day, metric), &delta) in &days.sums {
             if delta == 0 {
@@ -1006,8 +975,12 @@ fn expand_share(
                 .get(slice as usize)
                 .ok_or_else(|| RebuildError::Internal(format!("slice {slice} not numbered")))?;
             if !sums.room_for(CELLS_PER_SUM) {
-                write_sums(&mut sums, &all.dims, Target::Runs, out, &mut times)?;
+                let s = Instant::now();
+                sums.compact();
+                spill.write_share(share, &sums.cells)?;
+                sums.clear();
                 runs += 1;
+                spilling += s.elapsed();
                 sums.room_for(CELLS_PER_SUM);
             }
             expand_sum(
@@ -1020,14 +993,24 @@ fn expand_share(
             );
         }
     }
-    times.expanding += t.elapsed();
-    let target = if to_runs || runs > 0 {
-        runs += 1;
-        Target::Runs
+    times.spilling += spilling;
+    times.expanding += t.elapsed().saturating_sub(spilling);
+    let t = Instant::now();
+    sums.compact();
+    times.summing += t.elapsed();
+    if spill.has_runs(share)? {
+        let t = Instant::now();
+        let merged = spill.merged(share, &sums.cells)?;
+        times.spilling += t.elapsed();
+        write_rows(merged, &all.dims, out, &mut times)?;
     } else {
-        Target::Shadow
-    };
-    write_sums(&mut sums, &all.dims, target, out, &mut times)?;
+        write_rows(
+            sums.cells.iter().copied().map(Ok),
+            &all.dims,
+            out,
+            &mut times,
+        )?;
+    }
     Ok((runs, times))
 }
 
@@ -1042,11 +1025,14 @@ struct DaySums {
 impl DaySums {
     /// Bytes an entry takes in the map, roughly (key, value, the table's slack).
     const ENTRY_BYTES: usize = 48;
+    /// Fewest entries kept before spilling, whatever the budget (a tiny budget spills every
+    /// few dossiers: slow, still exact; the tests use one).
+    const MIN_ENTRIES: usize = 64;
 
     fn new(memory_bytes: usize) -> DaySums {
         DaySums {
             sums: HashMap::default(),
-            limit: (memory_bytes / Self::ENTRY_BYTES).max(1024),
+            limit: (memory_bytes / Self::ENTRY_BYTES).max(Self::MIN_ENTRIES),
         }
     }
 
@@ -1063,7 +1049,7 @@ impl DaySums {
 /// its projections onto the rollups ([`ROLLUPS`] order) in [`Dims`].
 #[derive(Default)]
 struct SliceBook {
-    ids: HashMap<stats::Slice, u32>,
+    ids: HashMap<stats::Slice, u32, FxBuild>,
     projections: Vec<[u32; ROLLUPS.len()]>,
     dims: Dims,
 }
@@ -1091,12 +1077,6 @@ impl SliceBook {
         self.ids.insert(slice.clone(), id);
         id
     }
-
-    fn projections(&self, slice: u32) -> Result<&[u32; ROLLUPS.len()], RebuildError> {
-        self.projections
-            .get(slice as usize)
-            .ok_or_else(|| RebuildError::Internal(format!("slice {slice} not numbered")))
-    }
 }
 
 /// Where the rebuild's workers spent their time (for benchmarks and tuning), summed over the
@@ -1121,8 +1101,11 @@ pub struct ComputeTimes {
     /// sort and sum-up of the cells before they are written.
     pub summing: Duration,
     /// Formatting the cell rows (binary `COPY`) and handing them to their writer (which waits
-    /// for the server).
+    /// for the server); with spilled runs, also reading and merging them.
     pub writing_cells: Duration,
+    /// Writing spilled runs to local files (and merging the oldest ones when a share has more
+    /// than a merge reads at once).
+    pub spilling: Duration,
 }
 
 impl ComputeTimes {
@@ -1134,52 +1117,47 @@ impl ComputeTimes {
         self.expanding += other.expanding;
         self.summing += other.summing;
         self.writing_cells += other.writing_cells;
+        self.spilling += other.spilling;
     }
 }
 
-/// Sums up `sums` and sends every cell with a non-zero metric, at every grain, to `target` as a
-/// wide row ([`wide_rows`]: the slice's id in `stats_slice`, its rollup, grain and period, one
-/// column per metric, NULL for 0); empties `sums`.
-fn write_sums(
-    sums: &mut CellSums,
+/// Sends every cell of `cells` (sorted by key) with a non-zero metric, at every grain, to the
+/// cells' writer as a wide row ([`wide_rows`]: the slice's id in `stats_slice`, its rollup,
+/// grain and period, one column per metric, NULL for 0).
+fn write_rows(
+    cells: impl Iterator<Item = spill::Cell>,
     dims: &Dims,
-    target: Target,
-    out: &mpsc::Sender<ToWriter>,
+    out: &mpsc::Sender<Rows>,
     times: &mut ComputeTimes,
 ) -> Result<(), RebuildError> {
     let t = Instant::now();
-    sums.compact();
-    let compacted = Instant::now();
-    times.summing += compacted - t;
     let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + 4096);
     let mut count = 0u64;
-    wide_rows(&sums.cells, |dims_id, grain, period, values| {
+    wide_rows(cells, |dims_id, grain, period, values| {
         let (slice, rollup) = dims.numbered_slice(dims_id)?;
         push_cell_row(&mut rows, slice, rollup, grain, period, values)?;
         count += 1;
         if rows.len() >= COPY_CHUNK {
             let chunk = std::mem::replace(&mut rows, Vec::with_capacity(COPY_CHUNK + 4096));
-            out.blocking_send(ToWriter::Rows(target, chunk, count))
-                .map_err(|_| Stopped)?;
+            out.blocking_send(Rows(chunk, count)).map_err(|_| Stopped)?;
             count = 0;
         }
         Ok::<(), RebuildError>(())
     })?;
     if !rows.is_empty() {
-        out.blocking_send(ToWriter::Rows(target, rows, count))
-            .map_err(|_| Stopped)?;
+        out.blocking_send(Rows(rows, count)).map_err(|_| Stopped)?;
     }
-    sums.clear();
-    times.writing_cells += compacted.elapsed();
+    times.writing_cells += t.elapsed();
     Ok(())
 }
 
-/// Calls `row` with every wide row of the summed day cells `cells` (compacted: sorted by rollup
-/// slice, day and metric, each once): `(rollup slice, grain, period, one value per metric)` for
-/// each day, and for each month and year summed from its days (the days of one slice's month
-/// or year are adjacent in that order). Rows whose values are all 0 are left out.
+/// Calls `row` with every wide row of the day cells `cells` (sorted by rollup slice, day and
+/// metric; a key may come more than once, its values are added up): `(rollup slice, grain,
+/// period, one value per metric)` for each day, and for each month and year summed from its
+/// days (the days of one slice's month or year are adjacent in that order). Rows whose values
+/// are all 0 are left out. Stops at the first error of `cells` or `row`.
 fn wide_rows<E>(
-    cells: &[(CellKey, i128)],
+    cells: impl IntoIterator<Item = Result<(CellKey, i128), E>>,
     mut row: impl FnMut(u32, Grain, NaiveDate, &[i128; METRICS]) -> Result<(), E>,
 ) -> Result<(), E> {
     /// A coarser row being summed: its slice, period and values.
@@ -1219,25 +1197,37 @@ fn wide_rows<E>(
         }
         Ok(())
     }
+    /// Ends the day row of `day` (its slice, day and values): emitted and rolled into its month
+    /// and year.
+    fn end_day<E>(
+        (dims, day, values): (u32, NaiveDate, [i128; METRICS]),
+        month: &mut Open,
+        year: &mut Open,
+        row: &mut impl FnMut(u32, Grain, NaiveDate, &[i128; METRICS]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        emit(dims, Grain::Day, day, &values, row)?;
+        roll(month, Grain::Month, dims, day, &values, row)?;
+        roll(year, Grain::Year, dims, day, &values, row)
+    }
     let (mut month, mut year): (Open, Open) = (None, None);
-    let mut i = 0;
-    while i < cells.len() {
-        let (key, _) = cells[i];
-        let mut values = [0i128; METRICS];
-        while i < cells.len() && cells[i].0.dims == key.dims && cells[i].0.day == key.day {
-            values[metric_index(cells[i].0.metric)] += cells[i].1;
-            i += 1;
+    let mut open_day: Option<(u32, NaiveDate, [i128; METRICS])> = None;
+    for cell in cells {
+        let (key, value) = cell?;
+        match &mut open_day {
+            Some((dims, day, values)) if *dims == key.dims && *day == key.day => {
+                values[metric_index(key.metric)] += value;
+            }
+            _ => {
+                let mut values = [0i128; METRICS];
+                values[metric_index(key.metric)] = value;
+                if let Some(ended) = open_day.replace((key.dims, key.day, values)) {
+                    end_day(ended, &mut month, &mut year, &mut row)?;
+                }
+            }
         }
-        emit(key.dims, Grain::Day, key.day, &values, &mut row)?;
-        roll(
-            &mut month,
-            Grain::Month,
-            key.dims,
-            key.day,
-            &values,
-            &mut row,
-        )?;
-        roll(&mut year, Grain::Year, key.dims, key.day, &values, &mut row)?;
+    }
+    if let Some(ended) = open_day {
+        end_day(ended, &mut month, &mut year, &mut row)?;
     }
     for (open, grain) in [(month, Grain::Month), (year, Grain::Year)] {
         if let Some((dims, period, values)) = open {
@@ -1245,25 +1235,6 @@ fn wide_rows<E>(
         }
     }
     Ok(())
-}
-
-/// Adds up the spilled runs into the shadow cells: per slice, grain and period, each metric's
-/// sum (NULL for 0), rows whose metrics are all 0 left out.
-fn merge_runs_sql() -> String {
-    let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
-    let sums: Vec<String> = names
-        .iter()
-        .map(|m| format!("NULLIF(sum({m}), 0)"))
-        .collect();
-    let any: Vec<String> = names.iter().map(|m| format!("sum({m}) <> 0")).collect();
-    format!(
-        "INSERT INTO stats_cells_next (slice, rollup, grain, period, {cols}) \
-         SELECT slice, rollup, grain, period, {sums} FROM stats_cells_runs \
-         GROUP BY slice, rollup, grain, period HAVING {any}",
-        cols = names.join(", "),
-        sums = sums.join(", "),
-        any = any.join(" OR "),
-    )
 }
 
 /// A dossier's events decoded into domain events, by the one decoder
@@ -1865,26 +1836,29 @@ mod tests {
             let mut sums = CellSums::new(DEFAULT_MEMORY_BYTES);
             for (&(n, day, metric), &delta) in &days.sums {
                 assert!(sums.room_for(CELLS_PER_SUM));
-                let projections = book.projections(n).unwrap();
+                let projections = &book.projections[n as usize];
                 let keep = |dims| share_of(dims, shares) == share;
                 expand_sum(&mut sums, projections, keep, day, metric, delta);
             }
             sums.compact();
-            wide_rows(&sums.cells, |n, grain, period, values| {
-                let (rollup, dims) = &book.dims.tuples[n as usize];
-                for (metric, v) in Metric::ALL.iter().copied().zip(values) {
-                    if *v == 0 {
-                        continue;
+            wide_rows(
+                sums.cells.iter().copied().map(Ok),
+                |n, grain, period, values| {
+                    let (rollup, dims) = &book.dims.tuples[n as usize];
+                    for (metric, v) in Metric::ALL.iter().copied().zip(values) {
+                        if *v == 0 {
+                            continue;
+                        }
+                        let dims = dims.clone().map(String::from);
+                        let key = (*rollup, grain, period, dims, metric);
+                        assert!(
+                            found.insert(key, *v).is_none(),
+                            "one share and row per cell"
+                        );
                     }
-                    let dims = dims.clone().map(String::from);
-                    let key = (*rollup, grain, period, dims, metric);
-                    assert!(
-                        found.insert(key, *v).is_none(),
-                        "one share and row per cell"
-                    );
-                }
-                Ok::<(), ()>(())
-            })
+                    Ok::<(), ()>(())
+                },
+            )
             .unwrap();
         }
         found

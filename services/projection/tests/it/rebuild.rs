@@ -241,9 +241,14 @@ async fn a_rebuild_short_of_memory_spills_sorted_runs_and_writes_exactly_the_sam
     assert_eq!(in_memory.spilled_runs, 0, "60 dossiers fit in 1 GiB");
     assert_same(&tables(&db.pool).await, &applied);
 
-    // A budget of a few hundred cells: every batch's cells are spilled as a run.
+    // A budget of a few hundred cells: every batch's cells are spilled as a run, in a
+    // directory of its own under the spill directory, removed at the end.
+    let spill_dir = scratch_dir("spill");
     let mut phases = Vec::new();
-    let options = rebuild::RebuildOptions { memory_bytes: 1 };
+    let options = rebuild::RebuildOptions {
+        memory_bytes: 1,
+        spill_dir: Some(spill_dir.clone()),
+    };
     let spilled = rebuild::rebuild_with(&db.pool, options, |p| phases.push(p.phase))
         .await
         .unwrap();
@@ -251,14 +256,69 @@ async fn a_rebuild_short_of_memory_spills_sorted_runs_and_writes_exactly_the_sam
     assert!(phases.contains(&rebuild::Phase::Merging), "{phases:?}");
     assert_eq!(spilled.cells, in_memory.cells);
     assert_same(&tables(&db.pool).await, &applied);
+    assert_eq!(
+        std::fs::read_dir(&spill_dir).unwrap().count(),
+        0,
+        "the runs' directory is removed"
+    );
     let scratch: Option<String> =
         sqlx::query_scalar("SELECT to_regclass('stats_cells_runs')::text")
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    assert_eq!(scratch, None, "the scratch table is dropped");
+    assert_eq!(scratch, None, "no scratch table in the database");
     let verified = projection::verify::verify(&db.pool, 10).await.unwrap();
     assert!(verified.is_exact(), "{verified}");
+    std::fs::remove_dir_all(spill_dir).unwrap();
+}
+
+/// An empty directory of this test's own for spilled runs.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "motcua-rebuild-test-{name}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_spill_that_cannot_be_written_fails_the_rebuild_and_leaves_the_live_tables_alone() {
+    let (db, log) = migrated_db().await;
+    history(&log).await;
+    let before = tables(&db.pool).await;
+    let missing = scratch_dir("missing").join("not-there");
+    let options = rebuild::RebuildOptions {
+        memory_bytes: 1,
+        spill_dir: Some(missing.clone()),
+    };
+    match rebuild::rebuild_with(&db.pool, options, |_| {}).await {
+        Err(e @ RebuildError::Spill { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&*missing.to_string_lossy()), "{text}");
+        }
+        other => panic!("expected a spill error, got {other:?}"),
+    }
+    assert_eq!(tables(&db.pool).await, before, "nothing swapped");
+    // With room to spill, the next one runs and gives the same tables.
+    let options = rebuild::RebuildOptions {
+        memory_bytes: 1,
+        spill_dir: missing.parent().map(Into::into),
+    };
+    let mut report = None;
+    for _ in 0..50 {
+        match rebuild::rebuild_with(&db.pool, options.clone(), |_| {}).await {
+            Err(RebuildError::Busy) => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => {
+                report = Some(other.unwrap());
+                break;
+            }
+        }
+    }
+    assert!(report.expect("the lock was released").spilled_runs > 0);
+    assert_eq!(tables(&db.pool).await, before);
+    std::fs::remove_dir_all(missing.parent().unwrap()).unwrap();
 }
 
 #[tokio::test]
