@@ -10,6 +10,7 @@
 //! cargo xtask bench -- e2e [--quick] [--counters N] [--secs N] [--sample N]
 //! cargo xtask bench -- asof [--quick] [--asof-events N] [--asof-window N] [--asof-runs N]
 //!                   [--asof-scans N]
+//! cargo xtask bench -- migration [--quick] [--dossiers N]
 //! ```
 //!
 //! `write` (the default) measures the event log's write paths:
@@ -46,6 +47,9 @@
 //! log of `--asof-events` events, a province-year as of T from the checkpoints, and the scan of
 //! the log prefix it replaces (the baseline), with the checkpoints' size.
 //!
+//! `migration` ([`migration`]) runs **M**: migration 30010 over an old long `stats_rollup` of
+//! `--dossiers` dossiers, against the same rows rewritten raw (M0), every figure checked.
+//!
 //! The Markdown report goes to stdout, progress to stderr. Rates are comparable only within
 //! one run: read the ratios, not the absolute figures.
 
@@ -54,6 +58,7 @@ mod e2e;
 mod import;
 mod lag;
 mod live;
+mod migration;
 mod projection_report;
 mod query;
 mod raw;
@@ -85,6 +90,8 @@ pub enum Mode {
     E2e,
     /// "As recorded at T": the checkpointer, the fast path and the scan (C, AS, AS0).
     Asof,
+    /// Migration 30010 on an existing table (M, M0).
+    Migration,
 }
 
 /// What to run.
@@ -183,6 +190,7 @@ Usage: bench [write] [--quick] [--events N] [--receives N] [--clients N] [--lone
                         [--rebuild-events N] [--rebuild-memory-mb N] [--lag-secs N] [--lag-rate N] [--writers N] [--consumers N,M]
        bench e2e [--quick] [--counters N] [--secs N] [--sample N] [--baseline-secs N]
        bench asof [--quick] [--asof-events N] [--asof-window N] [--asof-runs N] [--asof-scans N]
+       bench migration [--quick] [--dossiers N]
 
 write (default): the event log's write paths against raw inserts
 
@@ -232,6 +240,11 @@ asof: figures \"as recorded at T\" from checkpoints against the scan of the log 
   --asof-scans N      instants the scan baseline is measured at, once each (default 4)
   --quick             100000 events, 5 rounds, 2 scans
 
+migration: migration 30010 (long stats_rollup -> stats_slice + stats_cells) on an old table of
+synthetic dossiers, against rewriting that table raw; every figure checked
+  --dossiers N        dossiers in the old table (default 1000000)
+  --quick             20000 dossiers
+
 Needs PostgreSQL at TEST_DATABASE_URL (default postgres://postgres:postgres@127.0.0.1:5432/postgres);
 `cargo xtask bench` makes sure it runs. Prints a Markdown report on stdout.
 ";
@@ -267,6 +280,7 @@ fn parse_args(raw: &[String]) -> Result<Option<Args>> {
             "rebuild" => Some(all(false, false, true)),
             "e2e" => Some(Mode::E2e),
             "asof" => Some(Mode::Asof),
+            "migration" => Some(Mode::Migration),
             _ => None,
         };
         if let Some(mode) = mode {
@@ -445,6 +459,7 @@ fn main() -> std::process::ExitCode {
             Mode::Projection { .. } => projection_bench(args).await,
             Mode::E2e => e2e_bench(args).await,
             Mode::Asof => asof_bench(args).await,
+            Mode::Migration => migration_bench(args).await,
         }
     };
     match runtime.block_on(run) {
@@ -516,6 +531,24 @@ async fn asof_bench(args: Args) -> Result<String> {
         analyze: args.analyze,
     };
     let result = asof::run(&db.pool, config).await;
+    drop(db);
+    result
+}
+
+/// Scenario M in a database of its own (dropped at the end, also on error).
+async fn migration_bench(args: Args) -> Result<String> {
+    let db = TestDb::with_pool_size(args.pool).await;
+    eprintln!("bench: M  database {} (dropped at the end)", db.name);
+    let result = async {
+        let machine = report::Machine::probe(&db.pool).await?;
+        EventLog::from_pool(db.pool.clone()).migrate().await?;
+        projection::store::migrate(&db.pool).await?;
+        let migrated = migration::run(&db.pool, args.dossiers, args.analyze).await?;
+        let mut out = migration::render(&migrated);
+        machine.render(&mut out, "Machine:", &report::load_average());
+        Ok(out)
+    }
+    .await;
     drop(db);
     result
 }
