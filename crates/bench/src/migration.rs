@@ -85,15 +85,24 @@ async fn bytes(pool: &PgPool, tables: &[&str]) -> Result<i64> {
 }
 
 async fn fingerprint(pool: &PgPool, relation: &str) -> Result<(i64, String, String)> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(fingerprint_sql(relation)))
-        .fetch_one(pool)
-        .await?)
+    Ok(
+        sqlx::query_as(sqlx::AssertSqlSafe(fingerprint_sql(relation)))
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Runs M in `pool`'s database (the log's and the projection's migrations applied).
 pub async fn run(pool: &PgPool, dossiers: u64, analyze: bool) -> Result<Migrated> {
     let catalog = Catalog::new();
-    let loaded = query::load(pool, &catalog, dossiers, &projection::rollup::ROLLUPS, false).await?;
+    let loaded = query::load(
+        pool,
+        &catalog,
+        dossiers,
+        &projection::rollup::ROLLUPS,
+        false,
+    )
+    .await?;
     eprintln!(
         "bench: M  loaded {} dossiers: {} figures in {} wide rows",
         loaded.dossiers, loaded.rollup_rows, loaded.wide_rows

@@ -451,7 +451,7 @@ async fn fill(
     }
     // The first failure is the cause; the others follow from the channels it closed (a
     // failing part closes its channels, and the parts it feeds or that feed it stop).
-    if let Some(e @ RebuildError::Corrupt(_)) = failed {
+    if let Some(e) = failed.take_if(|e| is_cause(e)) {
         return Err(e);
     }
     contributions?;
@@ -562,14 +562,19 @@ async fn fill(
     })
 }
 
-/// Keeps the first error that is a cause rather than a consequence: a corrupt event over a
-/// stop on a closed channel.
+/// Keeps the first error that is a cause rather than a consequence: a corrupt event or a
+/// failed spill over a stop on a closed channel.
 fn first_cause(kept: Option<RebuildError>, new: RebuildError) -> Option<RebuildError> {
     match kept {
         None => Some(new),
-        Some(RebuildError::Internal(_)) if matches!(new, RebuildError::Corrupt(_)) => Some(new),
+        Some(RebuildError::Internal(_)) if is_cause(&new) => Some(new),
         Some(kept) => Some(kept),
     }
+}
+
+/// A worker's own failure, never the consequence of another part's.
+fn is_cause(e: &RebuildError) -> bool {
+    matches!(e, RebuildError::Corrupt(_) | RebuildError::Spill { .. })
 }
 
 /// Runs `work`, reporting progress about once a second until it is done.
