@@ -826,15 +826,9 @@ fn read_worker(
             rows.push(b'\t');
             match &contribution {
                 // As apply stores it (`sqlx::types::Json` serializes with `serde_json` too).
-                Some(c) => {
-                    let json = serde_json::to_string(c).map_err(|e| {
-                        RebuildError::Corrupt(format!(
-                            "contribution of {}: {e}",
-                            dossier.dossier_id
-                        ))
-                    })?;
-                    push_escaped(&mut rows, &json);
-                }
+                Some(c) => push_json(&mut rows, c).map_err(|e| {
+                    RebuildError::Corrupt(format!("contribution of {}: {e}", dossier.dossier_id))
+                })?,
                 None => rows.extend_from_slice(b"\\N"),
             }
             rows.push(b'\t');
@@ -1475,6 +1469,22 @@ fn push_escaped(out: &mut Vec<u8>, text: &str) {
     }
 }
 
+/// Appends `value` as JSON (`serde_json`, as apply stores it) escaped for `COPY`'s text format.
+/// Written in place: only JSON holding a byte to escape (a backslash of a JSON escape, which
+/// `serde_json` also uses for control characters) is escaped again.
+fn push_json(out: &mut Vec<u8>, value: &impl serde::Serialize) -> Result<(), serde_json::Error> {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, value)?;
+    if out[start..]
+        .iter()
+        .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'))
+    {
+        let json = out.split_off(start);
+        push_escaped(out, &String::from_utf8_lossy(&json));
+    }
+    Ok(())
+}
+
 /// Appends `n` in decimal.
 fn push_int(out: &mut Vec<u8>, n: i128) {
     if n < 0 {
@@ -1709,6 +1719,18 @@ mod tests {
             text(|o| push_escaped(o, "a\\b\tc\nd\re\"é")),
             "a\\\\b\\tc\\nd\\re\"é"
         );
+        for json in [
+            serde_json::json!({"slice": {"agency": "A"}, "deltas": [["2024-03-05", "received", 1]]}),
+            serde_json::json!({"a": "quote \" backslash \\ tab \t newline \n cr \r é"}),
+        ] {
+            let mut written = b"x\t".to_vec();
+            push_json(&mut written, &json).unwrap();
+            let expected = text(|o| push_escaped(o, &serde_json::to_string(&json).unwrap()));
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                format!("x\t{expected}")
+            );
+        }
         assert_eq!(text(|o| push_int(o, 0)), "0");
         assert_eq!(text(|o| push_int(o, -42)), "-42");
         assert_eq!(text(|o| push_int(o, i128::MAX)), i128::MAX.to_string());
