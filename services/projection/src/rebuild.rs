@@ -90,7 +90,9 @@ pub struct RebuildOptions {
     /// flight and the merge's read buffers (64 KiB per run, at most 64 runs per worker).
     pub memory_bytes: usize,
     /// Where spilled runs are written (`projection rebuild --spill-dir`; `None`: the system's
-    /// temporary directory), in a directory of their own removed when the rebuild ends. They
+    /// temporary directory), in a directory of their own removed when the rebuild ends. A
+    /// directory of this machine: directories there named after a process that no longer runs
+    /// here are taken for a killed rebuild's and removed. They
     /// take 25 bytes per spilled day cell (less than the cell took in memory).
     pub spill_dir: Option<PathBuf>,
 }

@@ -7,7 +7,9 @@
 //! of one share of the rollup slices ([`share_of`]), so each writing worker merges its own runs
 //! and nothing else. The runs live in a directory of their own under the rebuild's spill
 //! directory, made at the first spill and removed with everything in it when the rebuild ends,
-//! whether it succeeded or not (a process killed meanwhile leaves it behind: `motcua-rebuild-*`).
+//! whether it succeeded or not. A process killed meanwhile leaves its directory behind; the next
+//! rebuild that spills into the same place removes it (the directory names the process: one
+//! whose process is gone is stale; Linux only, elsewhere they are left to the operator).
 //!
 //! A merge reads at most [`MERGE_WIDTH`] runs at once (each through a buffer of
 //! [`READ_BUFFER`] bytes); a share with more runs first merges the oldest ones into one run,
@@ -214,14 +216,18 @@ impl Drop for Spill {
     }
 }
 
-/// Makes a new directory for one rebuild's runs under `base`.
+/// The prefix of a rebuild's runs' directory; the rest is `{pid}-{nanoseconds}-{attempt}`.
+const DIR_PREFIX: &str = "motcua-rebuild-";
+
+/// Makes a new directory for one rebuild's runs under `base` (after removing stale ones).
 fn make_dir(base: &Path) -> Result<PathBuf, RebuildError> {
+    remove_stale(base);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     for attempt in 0u32..100 {
         let dir = base.join(format!(
-            "motcua-rebuild-{}-{stamp}-{attempt}",
+            "{DIR_PREFIX}{}-{stamp}-{attempt}",
             std::process::id()
         ));
         match std::fs::create_dir(&dir) {
@@ -234,6 +240,49 @@ fn make_dir(base: &Path) -> Result<PathBuf, RebuildError> {
         "no free name for the spilled runs in {}",
         base.display()
     )))
+}
+
+/// Removes the runs' directories under `base` left by rebuilds whose process is gone (killed
+/// while spilling). Best effort: what cannot be read or removed is left, with a warning.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(rebuild_pid) else {
+            continue;
+        };
+        if process_alive(pid) != Some(false) {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(dir = %path.display(), "removed the runs of a rebuild that was killed")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %path.display(), error = %e, "cannot remove the runs of a killed rebuild")
+            }
+        }
+    }
+}
+
+/// The process id in a runs' directory name `motcua-rebuild-{pid}-{nanoseconds}-{attempt}`;
+/// `None` for any other name.
+fn rebuild_pid(name: &str) -> Option<u32> {
+    let mut parts = name.strip_prefix(DIR_PREFIX)?.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let numbers = parts.map(|p| p.parse::<u128>().is_ok()).collect::<Vec<_>>();
+    (numbers.len() == 2 && numbers.iter().all(|ok| *ok)).then_some(pid)
+}
+
+/// Whether process `pid` runs on this machine: `None` where that cannot be told (no `/proc`).
+fn process_alive(pid: u32) -> Option<bool> {
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    Some(Path::new("/proc").join(pid.to_string()).exists())
 }
 
 fn spill_error(path: &Path, source: std::io::Error) -> RebuildError {
@@ -551,6 +600,35 @@ mod tests {
         assert!(dir.starts_with(&base) && dir.exists());
         drop(spill);
         assert!(!dir.exists(), "the runs are removed with the spill");
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn the_first_spill_removes_the_runs_of_killed_rebuilds_and_nothing_else() {
+        let base = scratch("stale");
+        // pid_max is at most 2^22: this process cannot exist.
+        let stale = base.join(format!("{DIR_PREFIX}999999999-123-0"));
+        let ours = base.join(format!("{DIR_PREFIX}{}-123-0", std::process::id()));
+        let other = base.join(format!("{DIR_PREFIX}999999999-x"));
+        let unrelated = base.join("motcua-rebuild-test-999999999-1-0");
+        for dir in [&stale, &ours, &other, &unrelated] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("run-000000"), b"x").unwrap();
+        }
+        assert_eq!(rebuild_pid("motcua-rebuild-42-7-0"), Some(42));
+        assert_eq!(rebuild_pid("motcua-rebuild-42-7"), None);
+        assert_eq!(rebuild_pid("motcua-rebuild-test-42-7-0"), None);
+        let spill = Spill::new(base.clone(), 1);
+        // Nothing is removed before a spill needs the place.
+        assert!(stale.exists());
+        spill
+            .write_share(0, &[(key(1, 1, Metric::ALL[0]), 1)])
+            .unwrap();
+        assert!(!stale.exists(), "a killed rebuild's runs are removed");
+        for kept in [&ours, &other, &unrelated] {
+            assert!(kept.exists(), "{} kept", kept.display());
+        }
+        drop(spill);
         std::fs::remove_dir_all(base).unwrap();
     }
 
