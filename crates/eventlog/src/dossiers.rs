@@ -43,10 +43,25 @@ pub struct EventBody {
     pub payload: serde_json::Value,
 }
 
+/// [`EventBody`] with the payload as the JSON text PostgreSQL prints for it, not parsed: for a
+/// reader that hands events to other threads (the rebuild), so that parsing happens there, in
+/// parallel, rather than on the thread that reads the rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventText {
+    pub position: i64,
+    /// 1-based version within the dossier.
+    pub version: i32,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    /// `payload::text`: parsed, it is the payload [`EventBody`] holds.
+    pub payload: String,
+}
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for crate::StoredEvent {}
     impl Sealed for super::EventBody {}
+    impl Sealed for super::EventText {}
 }
 
 /// The columns a whole-dossier read decodes for each event: [`StoredEvent`] or [`EventBody`]
@@ -94,6 +109,14 @@ macro_rules! select_bodies {
     };
 }
 
+/// `SELECT <the columns of EventText> FROM events `.
+macro_rules! select_texts {
+    () => {
+        "SELECT dossier_id, position, version, event_type, occurred_at, payload::text AS payload \
+         FROM events "
+    };
+}
+
 impl EventColumns for StoredEvent {
     const UP_TO: &'static str = up_to!(select_events!());
     const THESE_UP_TO: &'static str = these_up_to!(select_events!());
@@ -110,6 +133,22 @@ impl EventColumns for EventBody {
     fn decode(row: &PgRow) -> Result<Self, ReadError> {
         let r = EventRow::new(row)?;
         Ok(EventBody {
+            position: r.position,
+            version: r.version()?,
+            event_type: r.col("event_type")?,
+            occurred_at: r.col("occurred_at")?,
+            payload: r.col("payload")?,
+        })
+    }
+}
+
+impl EventColumns for EventText {
+    const UP_TO: &'static str = up_to!(select_texts!());
+    const THESE_UP_TO: &'static str = these_up_to!(select_texts!());
+
+    fn decode(row: &PgRow) -> Result<Self, ReadError> {
+        let r = EventRow::new(row)?;
+        Ok(EventText {
             position: r.position,
             version: r.version()?,
             event_type: r.col("event_type")?,

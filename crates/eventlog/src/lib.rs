@@ -44,7 +44,8 @@ pub use append::{
 };
 pub use bulk::{CheckedAppend, CheckedAppendError};
 pub use dossiers::{
-    DossierEvents, EventBody, EventColumns, RoutingFilter, dossiers_up_to, these_dossiers_up_to,
+    DossierEvents, EventBody, EventColumns, EventText, RoutingFilter, dossiers_up_to,
+    these_dossiers_up_to,
 };
 pub use error::{AppendError, ConnectError, MigrateError, ReadError};
 pub use group::GroupCommitStats;

@@ -5,7 +5,8 @@
 //!    `projection_contributions_next` and `stats_cells_next` without keys, and reads the log in
 //!    one `REPEATABLE READ` snapshot: the head position `P` and every dossier up to it, through
 //!    the log's one reader of that shape ([`eventlog::dossiers_up_to`], decoding only the
-//!    columns figures need: [`eventlog::EventBody`]). Two phases, each on every core:
+//!    columns figures need, the payload as text: [`eventlog::EventText`]). Two phases, each on
+//!    every core:
 //!    - *reading*: the reader hands whole dossiers in batches to a few worker threads (one per
 //!      core, [`MAX_WORKERS`] at most) taking them from one queue. Each decodes its dossiers,
 //!      computes their [`stats::contribution`] (streamed with `COPY` into the shadow
@@ -43,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate};
-use eventlog::{DossierEvents, EventBody, EventLog, ReadError, RoutingFilter};
+use eventlog::{DossierEvents, EventLog, EventText, ReadError, RoutingFilter};
 use futures::TryStreamExt;
 use sqlx::Connection;
 use sqlx::pool::PoolConnection;
@@ -617,7 +618,7 @@ async fn create_shadow_tables(conn: &mut PgConnection) -> Result<(), sqlx::Error
 
 /// What the reader hands to the workers.
 enum Batch {
-    Dossiers(Vec<DossierEvents<EventBody>>),
+    Dossiers(Vec<DossierEvents<EventText>>),
     /// The snapshot was read to its end (one for each worker). A queue closed without it means
     /// the reader failed: the workers then write nothing more.
     End,
@@ -634,7 +635,7 @@ async fn read_snapshot(
     counters: &Counters,
 ) -> Result<(u64, u64), RebuildError> {
     let everything = RoutingFilter::default();
-    let mut stream = eventlog::dossiers_up_to::<EventBody>(reader, head, &everything);
+    let mut stream = eventlog::dossiers_up_to::<EventText>(reader, head, &everything);
     let mut batch = Vec::with_capacity(DOSSIERS_PER_BATCH);
     let mut batch_events = 0usize;
     let (mut events, mut dossiers) = (0u64, 0u64);
@@ -1238,19 +1239,24 @@ fn wide_rows<E>(
     Ok(())
 }
 
-/// A dossier's events decoded into domain events, by the one decoder
-/// ([`domain::Event::from_row`]).
-fn decode(dossier: &DossierEvents<EventBody>) -> Result<Vec<domain::Event>, RebuildError> {
+/// A dossier's events decoded into domain events: each payload's JSON text parsed (here, on a
+/// worker thread, rather than on the reader's) and handed to the one decoder
+/// ([`domain::Event::from_row`]), as apply decodes the same row.
+fn decode(dossier: &DossierEvents<EventText>) -> Result<Vec<domain::Event>, RebuildError> {
     dossier
         .events
         .iter()
         .map(|e| {
-            domain::Event::from_row(&e.event_type, e.occurred_at, &e.payload).map_err(|err| {
+            let corrupt = |err: &dyn std::fmt::Display| {
                 RebuildError::Corrupt(format!(
                     "event {} of dossier {}: {err}",
                     e.version, dossier.dossier_id
                 ))
-            })
+            };
+            let payload: serde_json::Value =
+                serde_json::from_str(&e.payload).map_err(|err| corrupt(&err))?;
+            domain::Event::from_row(&e.event_type, e.occurred_at, &payload)
+                .map_err(|err| corrupt(&err))
         })
         .collect()
 }

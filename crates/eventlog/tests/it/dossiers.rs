@@ -1,9 +1,9 @@
-//! The one reader of whole dossiers up to a position: both column choices read the same
+//! The one reader of whole dossiers up to a position: every column choice reads the same
 //! dossiers, events and order; the cut, the routing filter and the lookup by ids hold.
 
 use eventlog::{
-    DossierAppend, DossierEvents, EventBody, EventColumns, ExpectedVersion, Routing, RoutingFilter,
-    StoredEvent,
+    DossierAppend, DossierEvents, EventBody, EventColumns, EventText, ExpectedVersion, Routing,
+    RoutingFilter, StoredEvent,
 };
 use futures::TryStreamExt;
 
@@ -101,6 +101,26 @@ async fn both_column_choices_read_the_same_dossiers_up_to_a_position() {
         assert_eq!(stored, want, "up to {up_to}");
         let read_bodies = read::<EventBody>(&mut conn, up_to, &everything).await;
         assert_eq!(read_bodies, bodies(&want), "bodies up to {up_to}");
+        // The payload as text: parsed, the same payload, and the other columns the same.
+        let texts = read::<EventText>(&mut conn, up_to, &everything).await;
+        let parsed: Vec<DossierEvents<EventBody>> = texts
+            .into_iter()
+            .map(|d| DossierEvents {
+                dossier_id: d.dossier_id,
+                events: d
+                    .events
+                    .into_iter()
+                    .map(|e| EventBody {
+                        position: e.position,
+                        version: e.version,
+                        event_type: e.event_type,
+                        occurred_at: e.occurred_at,
+                        payload: serde_json::from_str(&e.payload).unwrap(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        assert_eq!(parsed, bodies(&want), "texts up to {up_to}");
     }
     // A cut inside a dossier keeps the prefix of its versions.
     let cut = read::<EventBody>(&mut conn, 5, &everything).await;
