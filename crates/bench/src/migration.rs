@@ -5,8 +5,8 @@
 //! The old table is made from the new one: [`crate::query::load`] fills `stats_cells` for the
 //! synthetic dossiers (what applying each of them would leave), and its long view
 //! `stats_rollup` — one row per non-zero figure of a rollup, grain, period and slice, exactly the
-//! rows the old table held for the same dossiers — is written into a table of the old shape
-//! (30002, with 30003's `numeric` values and its primary key). Then the new tables are dropped
+//! rows the old table held for the same dossiers — is written into the old table, created by
+//! the statements of migrations 30002 and 30003 themselves (with its primary key). Then the new tables are dropped
 //! and the migration's own SQL (the file sqlx runs, in one transaction) carries the figures over.
 //! A fingerprint of every figure (count, sum, and a sum weighted by a hash of each cell's
 //! identity) is taken from the old table and from the view over the new one: they must be
@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use sqlx::PgPool;
 
 use crate::query;
@@ -24,22 +24,22 @@ use crate::synth::Catalog;
 const MIGRATION_30010: &str =
     include_str!("../../../services/projection/migrations/30010_slices_and_wide_cells.sql");
 
-/// The old table (30002 with 30003's `numeric`), without its key (built after the rows).
-const OLD_TABLE: &str = "CREATE TABLE stats_rollup (
-    rollup         smallint NOT NULL CHECK (rollup IN (0, 1, 3, 5, 7, 63)),
-    grain          text     NOT NULL CHECK (grain IN ('d', 'm', 'y')),
-    period         date     NOT NULL,
-    level          text     NOT NULL,
-    agency         text     NOT NULL,
-    sector         text     NOT NULL,
-    procedure      text     NOT NULL,
-    channel        text     NOT NULL,
-    applicant_type text     NOT NULL,
-    metric         text     NOT NULL,
-    value          numeric  NOT NULL)";
+/// The migrations that made the old table: 30002 created it, 30003 made its values `numeric`.
+const MIGRATION_30002: &str =
+    include_str!("../../../services/projection/migrations/30002_rollups.sql");
+const MIGRATION_30003: &str =
+    include_str!("../../../services/projection/migrations/30003_wide_sums_and_failures.sql");
 
-const OLD_KEY: &str = "ALTER TABLE stats_rollup ADD CONSTRAINT stats_rollup_pkey PRIMARY KEY \
-    (rollup, grain, period, level, agency, sector, procedure, channel, applicant_type, metric)";
+/// The statement of a migration's SQL that starts with `start`, up to its `;`.
+fn statement<'a>(sql: &'a str, start: &str) -> Result<&'a str> {
+    let from = sql
+        .find(start)
+        .with_context(|| format!("no statement {start:?} in the migration"))?;
+    let len = sql[from..]
+        .find(";\n")
+        .with_context(|| format!("the statement {start:?} does not end"))?;
+    Ok(&sql[from..from + len])
+}
 
 /// Every figure of a long-form relation (the old table or the view over the new ones) in three
 /// numbers: rows, the sum of the values, and their sum weighted by a hash of each row's
@@ -121,14 +121,28 @@ pub async fn run(pool: &PgPool, dossiers: u64, analyze: bool) -> Result<Migrated
     sqlx::query("CREATE TABLE stats_rollup_long AS SELECT * FROM stats_rollup")
         .execute(pool)
         .await?;
+    // The old table as its migrations made it; loaded without its key, which is then built
+    // once as they defined it (same end state, faster).
     for sql in [
         "DROP VIEW stats_rollup",
         "DROP TABLE stats_cells, stats_slice",
-        OLD_TABLE,
+        statement(MIGRATION_30002, "CREATE TABLE stats_rollup")?,
+        statement(MIGRATION_30003, "ALTER TABLE stats_rollup")?,
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
+    }
+    let key: String = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'stats_rollup_pkey'",
+    )
+    .fetch_one(pool)
+    .await?;
+    for sql in [
+        "ALTER TABLE stats_rollup DROP CONSTRAINT stats_rollup_pkey".to_owned(),
         "INSERT INTO stats_rollup SELECT rollup, grain, period, level, agency, sector, \
-           procedure, channel, applicant_type, metric, value FROM stats_rollup_long",
-        "DROP TABLE stats_rollup_long",
-        OLD_KEY,
+           procedure, channel, applicant_type, metric, value FROM stats_rollup_long"
+            .to_owned(),
+        "DROP TABLE stats_rollup_long".to_owned(),
+        format!("ALTER TABLE stats_rollup ADD CONSTRAINT stats_rollup_pkey {key}"),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await?;
     }

@@ -32,29 +32,37 @@ pub struct DossierEvents<E = StoredEvent> {
 }
 
 /// What recomputing a dossier's figures needs of an event: its place and the columns the domain
-/// decoder reads (`event_type`, `occurred_at`, `payload`; see `domain::Event::from_row`).
+/// decoder reads (`event_type`, `occurred_at`, `payload`; see `domain::Event::from_row`). The
+/// payload is parsed (`P` = `serde_json::Value`) or, in [`EventText`], its JSON text.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventBody {
+pub struct EventBody<P = serde_json::Value> {
     pub position: i64,
     /// 1-based version within the dossier.
     pub version: i32,
     pub event_type: String,
     pub occurred_at: DateTime<Utc>,
-    pub payload: serde_json::Value,
+    pub payload: P,
 }
 
-/// [`EventBody`] with the payload as the JSON text PostgreSQL prints for it, not parsed: for a
-/// reader that hands events to other threads (the rebuild), so that parsing happens there, in
-/// parallel, rather than on the thread that reads the rows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventText {
-    pub position: i64,
-    /// 1-based version within the dossier.
-    pub version: i32,
-    pub event_type: String,
-    pub occurred_at: DateTime<Utc>,
-    /// `payload::text`: parsed, it is the payload [`EventBody`] holds.
-    pub payload: String,
+/// [`EventBody`] with the payload as the JSON text PostgreSQL prints for it (`payload::text`),
+/// not parsed: for a reader that hands events to other threads (the rebuild), so that parsing
+/// happens there, in parallel, rather than on the thread that reads the rows.
+pub type EventText = EventBody<String>;
+
+impl<P> EventBody<P>
+where
+    P: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    fn from_row(row: &PgRow) -> Result<Self, ReadError> {
+        let r = EventRow::new(row)?;
+        Ok(EventBody {
+            position: r.position,
+            version: r.version()?,
+            event_type: r.col("event_type")?,
+            occurred_at: r.col("occurred_at")?,
+            payload: r.col("payload")?,
+        })
+    }
 }
 
 mod sealed {
@@ -131,14 +139,7 @@ impl EventColumns for EventBody {
     const THESE_UP_TO: &'static str = these_up_to!(select_bodies!());
 
     fn decode(row: &PgRow) -> Result<Self, ReadError> {
-        let r = EventRow::new(row)?;
-        Ok(EventBody {
-            position: r.position,
-            version: r.version()?,
-            event_type: r.col("event_type")?,
-            occurred_at: r.col("occurred_at")?,
-            payload: r.col("payload")?,
-        })
+        Self::from_row(row)
     }
 }
 
@@ -147,14 +148,7 @@ impl EventColumns for EventText {
     const THESE_UP_TO: &'static str = these_up_to!(select_texts!());
 
     fn decode(row: &PgRow) -> Result<Self, ReadError> {
-        let r = EventRow::new(row)?;
-        Ok(EventText {
-            position: r.position,
-            version: r.version()?,
-            event_type: r.col("event_type")?,
-            occurred_at: r.col("occurred_at")?,
-            payload: r.col("payload")?,
-        })
+        Self::from_row(row)
     }
 }
 

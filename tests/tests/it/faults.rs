@@ -460,6 +460,19 @@ async fn consumer(stack: &Stack) -> async_nats::jetstream::consumer::Info {
     consumer.info().await.expect("consumer info").clone()
 }
 
+/// Opens a transaction on `conn` and runs `statement` in it, so that `conn` holds what the
+/// statement locks until the transaction ends.
+async fn begin_holding(conn: &mut sqlx::PgConnection, statement: &'static str) {
+    sqlx::query("BEGIN")
+        .execute(&mut *conn)
+        .await
+        .expect("BEGIN");
+    sqlx::query(statement)
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
 /// Stops PostgreSQL in `mode` while the counters run and the projection is in the middle of an
 /// apply (so the fault hits the projection's work too), and starts it again once a call has
 /// failed (so it met calls in flight; how they failed is checked at the end).
@@ -474,14 +487,11 @@ async fn crash_under_load(stack: &mut Stack, load: &Load, mode: StopMode) {
     let mut blocker = sqlx::PgConnection::connect(&stack.pg.url())
         .await
         .expect("connect the blocking session");
-    sqlx::query("BEGIN")
-        .execute(&mut blocker)
-        .await
-        .expect("BEGIN");
-    sqlx::query("LOCK TABLE projection_contributions IN EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .expect("lock the projection's contributions");
+    begin_holding(
+        &mut blocker,
+        "LOCK TABLE projection_contributions IN EXCLUSIVE MODE",
+    )
+    .await;
     let log = stack.log.clone();
     eventually("an apply waits for the test's lock", || {
         let log = log.clone();
@@ -819,14 +829,7 @@ async fn a_call_in_flight_when_the_database_goes_silent_is_answered_unavailable(
 
     // Hold the sequencer so that the call stops, in flight, at its `UPDATE log_head`.
     let mut holder = db.connect().await;
-    sqlx::query("BEGIN")
-        .execute(&mut holder)
-        .await
-        .expect("begin");
-    sqlx::query("UPDATE log_head SET position = position")
-        .execute(&mut holder)
-        .await
-        .expect("take the head row");
+    begin_holding(&mut holder, "UPDATE log_head SET position = position").await;
     let call = tokio::spawn(async move {
         tokio::time::timeout(
             CALL_BOUND,

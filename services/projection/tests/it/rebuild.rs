@@ -168,20 +168,9 @@ async fn only_one_rebuild_runs_at_a_time() {
     // Dropping an unswapped shadow releases the lock; the live tables are untouched.
     let before = answers(&db.pool).await;
     drop(first);
-    let mut third = None;
-    for _ in 0..50 {
-        match rebuild::prepare(&db.pool, |_| {}).await {
-            Ok(shadow) => {
-                third = Some(shadow);
-                break;
-            }
-            // The server notices the closed connection a moment later.
-            Err(RebuildError::Busy) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    third
-        .expect("the lock is released")
+    once_unlocked(|| rebuild::prepare(&db.pool, |_| {}))
+        .await
+        .unwrap()
         .swap(Duration::from_secs(10))
         .await
         .unwrap();
@@ -210,6 +199,29 @@ async fn tables(pool: &sqlx::PgPool) -> (Vec<String>, Vec<String>) {
     .await
     .unwrap();
     (cells, contributions)
+}
+
+/// Runs `attempt` until it is not refused as `Busy`: the lock of a rebuild that failed or was
+/// dropped goes with its connection, which the server notices a moment later.
+async fn once_unlocked<T, F, Fut>(mut attempt: F) -> Result<T, RebuildError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RebuildError>>,
+{
+    testkit::eventually_ok(
+        "the previous rebuild's lock to be released",
+        Duration::from_secs(5),
+        || {
+            let tried = attempt();
+            async move {
+                match tried.await {
+                    Err(RebuildError::Busy) => Err("busy"),
+                    other => Ok(other),
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// Asserts equal tables, showing the first rows that differ.
@@ -306,17 +318,10 @@ async fn a_spill_that_cannot_be_written_fails_the_rebuild_and_leaves_the_live_ta
         memory_bytes: 1,
         spill_dir: missing.parent().map(Into::into),
     };
-    let mut report = None;
-    for _ in 0..50 {
-        match rebuild::rebuild_with(&db.pool, options.clone(), |_| {}).await {
-            Err(RebuildError::Busy) => tokio::time::sleep(Duration::from_millis(20)).await,
-            other => {
-                report = Some(other.unwrap());
-                break;
-            }
-        }
-    }
-    assert!(report.expect("the lock was released").spilled_runs > 0);
+    let report = once_unlocked(|| rebuild::rebuild_with(&db.pool, options.clone(), |_| {}))
+        .await
+        .unwrap();
+    assert!(report.spilled_runs > 0);
     assert_eq!(tables(&db.pool).await, before);
     std::fs::remove_dir_all(missing.parent().unwrap()).unwrap();
 }
@@ -353,20 +358,8 @@ async fn an_undecodable_event_fails_the_rebuild_and_leaves_the_live_tables_alone
     }
     assert_eq!(tables(&db.pool).await, before, "nothing swapped");
     // The lock went with the failed rebuild's connection; the next one runs.
-    let mut again = None;
-    for _ in 0..50 {
-        match rebuild::prepare(&db.pool, |_| {}).await {
-            Err(RebuildError::Busy) => tokio::time::sleep(Duration::from_millis(20)).await,
-            other => {
-                again = Some(other);
-                break;
-            }
-        }
-    }
-    assert!(
-        matches!(again, Some(Err(RebuildError::Corrupt(_)))),
-        "{again:?}"
-    );
+    let again = once_unlocked(|| rebuild::prepare(&db.pool, |_| {})).await;
+    assert!(matches!(again, Err(RebuildError::Corrupt(_))), "{again:?}");
 }
 
 /// The slice dictionary survives a rebuild: every id keeps naming the same slice (ids can be
