@@ -1239,24 +1239,21 @@ fn wide_rows<E>(
     Ok(())
 }
 
-/// A dossier's events decoded into domain events: each payload's JSON text parsed (here, on a
-/// worker thread, rather than on the reader's) and handed to the one decoder
-/// ([`domain::Event::from_row`]), as apply decodes the same row.
+/// A dossier's events decoded into domain events: each payload's JSON text decoded (here, on a
+/// worker thread, rather than on the reader's) by the one decoder's text form
+/// ([`domain::Event::from_row_text`]: the answer of [`domain::Event::from_row`], with which
+/// apply decodes the same row, without a `serde_json::Value` in between).
 fn decode(dossier: &DossierEvents<EventText>) -> Result<Vec<domain::Event>, RebuildError> {
     dossier
         .events
         .iter()
         .map(|e| {
-            let corrupt = |err: &dyn std::fmt::Display| {
+            domain::Event::from_row_text(&e.event_type, e.occurred_at, &e.payload).map_err(|err| {
                 RebuildError::Corrupt(format!(
                     "event {} of dossier {}: {err}",
                     e.version, dossier.dossier_id
                 ))
-            };
-            let payload: serde_json::Value =
-                serde_json::from_str(&e.payload).map_err(|err| corrupt(&err))?;
-            domain::Event::from_row(&e.event_type, e.occurred_at, &payload)
-                .map_err(|err| corrupt(&err))
+            })
         })
         .collect()
 }

@@ -191,3 +191,81 @@ fn a_payload_that_is_not_an_object_does_not_decode() {
         assert_eq!(error.event_type, "late");
     }
 }
+
+/// `from_parts_text` answers exactly as `from_parts` on the parsed text: the same event, or an
+/// error with the same words.
+fn decodes_alike(event_type: &str, text: &str) -> Option<DossierEvent> {
+    let from_text = DossierEvent::from_parts_text(event_type, text);
+    let value: serde_json::Value = serde_json::from_str(text).expect("the cases are JSON");
+    let from_value = DossierEvent::from_parts(event_type, &value);
+    match (from_text, from_value) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b, "{event_type} {text}");
+            Some(a)
+        }
+        (Err(a), Err(b)) => {
+            assert_eq!(a.to_string(), b.to_string(), "{event_type} {text}");
+            None
+        }
+        (a, b) => panic!("{event_type} {text}: from text {a:?}, from a value {b:?}"),
+    }
+}
+
+#[test]
+fn a_payload_decodes_from_its_text_as_from_its_value() {
+    for event in every_event() {
+        let (event_type, payload) = event.into_parts();
+        // As `serde_json` prints it, and as PostgreSQL prints `jsonb` (a space after `:`, `,`).
+        let compact = payload.to_string();
+        let spaced = compact.replace("\":", "\": ").replace(",\"", ", \"");
+        for text in [compact.clone(), spaced, format!("  {compact} \n")] {
+            assert_eq!(decodes_alike(event_type, &text).as_ref(), Some(&event));
+        }
+        // A `type` of the payload's own: the column wins, as from a value.
+        let mut typed = payload.clone();
+        typed
+            .as_object_mut()
+            .expect("an object")
+            .insert("type".to_owned(), serde_json::json!("no_such_event"));
+        for text in [
+            typed.to_string(),
+            compact.replacen('{', "{\"type\":\"late\",", 1),
+        ] {
+            assert_eq!(decodes_alike(event_type, &text).as_ref(), Some(&event));
+        }
+        // A key twice: a value keeps the last; the text must not decode otherwise.
+        if let Some((key, value)) = payload.as_object().and_then(|m| m.iter().next()) {
+            let doubled = compact.replacen('{', &format!("{{\"{key}\":{value},"), 1);
+            decodes_alike(event_type, &doubled);
+        }
+        decodes_alike("no_such_event", &compact);
+        decodes_alike("Received", &compact);
+    }
+    for (event_type, text) in [
+        ("late", "null"),
+        ("late", "[]"),
+        ("late", "\"late\""),
+        ("late", "{}"),
+        ("late", "{ }"),
+        ("late", "{\"due_at\": 5}"),
+        (
+            "late",
+            "{\"due_at\": \"2025-01-02T03:04:05Z\", \"due_at\": 5}",
+        ),
+        (
+            "late",
+            "{\"due_at\": 5, \"due_at\": \"2025-01-02T03:04:05Z\"}",
+        ),
+        ("late", "{\"due_\\u0061t\": \"2025-01-02T03:04:05Z\"}"),
+    ] {
+        decodes_alike(event_type, text);
+    }
+}
+
+#[test]
+fn a_payload_text_that_is_not_json_does_not_decode() {
+    for text in ["", "{", "{\"due_at\": }", "{} {}", "late"] {
+        let error = DossierEvent::from_parts_text("late", text).expect_err("not JSON");
+        assert_eq!(error.event_type, "late");
+    }
+}
