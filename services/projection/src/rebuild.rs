@@ -828,7 +828,7 @@ fn read_worker(
             push_escaped(&mut rows, &dossier.dossier_id);
             rows.push(b'\t');
             match &contribution {
-                // As apply stores it (`sqlx::types::Json` serializes with `serde_json` too).
+                // As apply stores it: `serde_json`'s text, kept as written by the `json` column.
                 Some(c) => push_json(&mut rows, c).map_err(|e| {
                     RebuildError::Corrupt(format!("contribution of {}: {e}", dossier.dossier_id))
                 })?,

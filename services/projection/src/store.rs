@@ -125,9 +125,15 @@ pub async fn apply_dossier(
     let diff = stats::diff(old.as_ref(), new.as_ref());
     add_diff(tx, &diff).await?;
 
-    let new_json = new.as_ref().map(sqlx::types::Json);
+    let new_json = new
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| ApplyError::Corrupt(format!("contribution of dossier {dossier_id}: {e}")))?;
+    // The text as serialized is what the `json` column keeps (a `jsonb` parameter would be
+    // parsed and printed back in another layout).
     sqlx::query(
-        "UPDATE projection_contributions SET contribution = $2, version = $3 \
+        "UPDATE projection_contributions SET contribution = $2::json, version = $3 \
          WHERE dossier_id = $1",
     )
     .bind(dossier_id)
@@ -350,7 +356,7 @@ pub async fn apply_batch(
     if !updated.is_empty() {
         sqlx::query(
             "UPDATE projection_contributions AS c \
-             SET contribution = u.contribution::jsonb, version = u.version \
+             SET contribution = u.contribution::json, version = u.version \
              FROM UNNEST($1::text[], $2::text[], $3::integer[]) \
                AS u(dossier_id, contribution, version) \
              WHERE c.dossier_id = u.dossier_id",
