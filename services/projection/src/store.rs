@@ -125,13 +125,7 @@ pub async fn apply_dossier(
     let diff = stats::diff(old.as_ref(), new.as_ref());
     add_diff(tx, &diff).await?;
 
-    let new_json = new
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| ApplyError::Corrupt(format!("contribution of dossier {dossier_id}: {e}")))?;
-    // The text as serialized is what the `json` column keeps (a `jsonb` parameter would be
-    // parsed and printed back in another layout).
+    let new_json = contribution_text(new.as_ref(), dossier_id)?;
     sqlx::query(
         "UPDATE projection_contributions SET contribution = $2::json, version = $3 \
          WHERE dossier_id = $1",
@@ -230,6 +224,19 @@ pub async fn apply_and_commit(log: &EventLog, dossier_id: &str) -> Result<Applie
         Ok(applied)
     })
     .await
+}
+
+/// A contribution as the text the `json` column keeps: `serde_json`'s, bound as text and cast
+/// (a `jsonb` parameter would be parsed and printed back in another layout), exactly as the
+/// rebuild's `COPY` writes it.
+fn contribution_text(
+    contribution: Option<&Contribution>,
+    dossier_id: &str,
+) -> Result<Option<String>, ApplyError> {
+    contribution
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| ApplyError::Corrupt(format!("contribution of dossier {dossier_id}: {e}")))
 }
 
 /// Brings the aggregates up to date with several dossiers' events in the log, inside `tx`:
@@ -335,11 +342,7 @@ pub async fn apply_batch(
                 ApplyError::Corrupt(format!("stored contribution of dossier {id}: {e}"))
             })?;
         let diff = stats::diff(old.as_ref(), new.as_ref());
-        let new_json = new
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| ApplyError::Corrupt(format!("contribution of dossier {id}: {e}")))?;
+        let new_json = contribution_text(new.as_ref(), id)?;
         applied.insert(
             (*id).to_owned(),
             Applied::Updated {
