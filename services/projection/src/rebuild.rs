@@ -1475,15 +1475,13 @@ fn push_escaped(out: &mut Vec<u8>, text: &str) {
 }
 
 /// Appends `value` as JSON (`serde_json`, as apply stores it) escaped for `COPY`'s text format.
-/// Written in place: only JSON holding a byte to escape (a backslash of a JSON escape, which
-/// `serde_json` also uses for control characters) is escaped again.
+/// Written in place: compact `serde_json` writes no raw tab, newline or carriage return (it
+/// escapes control characters in strings with a backslash), so only JSON holding a backslash
+/// needs escaping again.
 fn push_json(out: &mut Vec<u8>, value: &impl serde::Serialize) -> Result<(), serde_json::Error> {
     let start = out.len();
     serde_json::to_writer(&mut *out, value)?;
-    if out[start..]
-        .iter()
-        .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'))
-    {
+    if out[start..].contains(&b'\\') {
         let json = out.split_off(start);
         push_escaped(out, &String::from_utf8_lossy(&json));
     }

@@ -273,8 +273,9 @@ fn remove_stale(base: &Path) {
 fn rebuild_pid(name: &str) -> Option<u32> {
     let mut parts = name.strip_prefix(DIR_PREFIX)?.split('-');
     let pid = parts.next()?.parse().ok()?;
-    let numbers = parts.map(|p| p.parse::<u128>().is_ok()).collect::<Vec<_>>();
-    (numbers.len() == 2 && numbers.iter().all(|ok| *ok)).then_some(pid)
+    let (stamp, attempt) = (parts.next()?, parts.next()?);
+    let numbers = stamp.parse::<u128>().is_ok() && attempt.parse::<u32>().is_ok();
+    (numbers && parts.next().is_none()).then_some(pid)
 }
 
 /// Whether process `pid` runs on this machine: `None` where that cannot be told (no `/proc`).
