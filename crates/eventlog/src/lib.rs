@@ -25,6 +25,7 @@ mod error;
 pub mod group;
 mod hash;
 pub mod limits;
+pub mod load;
 mod model;
 mod position;
 mod read;
@@ -51,6 +52,7 @@ pub use error::{AppendError, ConnectError, MigrateError, ReadError};
 pub use group::GroupCommitStats;
 pub use hash::{GENESIS_CHAIN_HASH, canonical_bytes, chain_hash, event_hash};
 pub use limits::MAX_EVENT_BYTES;
+pub use load::LoadBatchStats;
 pub use model::{
     Appended, DossierAppend, DossierHead, ExpectedVersion, LoadedDossier, NewEvent, Routing,
     StoredEvent,
@@ -61,12 +63,14 @@ pub use recover::{LogHead, RecoverError, parse_canonical};
 
 use read::{decode_events, select_events};
 
-/// The event log: a handle on the PostgreSQL pool and its group committer ([`group`]). Cheap to
-/// clone; clones share the committer (make one handle per process and clone it).
+/// The event log: a handle on the PostgreSQL pool, its group committer ([`group`]) and its
+/// batched loader ([`load`]). Cheap to clone; clones share the committer and the loader (make
+/// one handle per process and clone it).
 #[derive(Debug, Clone)]
 pub struct EventLog {
     pool: PgPool,
     committer: Arc<group::Committer>,
+    loader: Arc<load::Loader>,
 }
 
 const LOAD_DOSSIER: &str = select_events!("WHERE dossier_id = $1 ORDER BY version");
@@ -81,6 +85,16 @@ pub async fn load_dossier_on(
     let rows = sqlx::query(LOAD_DOSSIER)
         .bind(dossier_id)
         .fetch_all(conn)
+        .await
+        .map_err(ReadError::Unavailable)?;
+    decode_events(&rows)
+}
+
+/// One dossier's events in version order, read on a connection of the pool.
+async fn load_dossier_from(pool: &PgPool, dossier_id: &str) -> Result<Vec<StoredEvent>, ReadError> {
+    let rows = sqlx::query(LOAD_DOSSIER)
+        .bind(dossier_id)
+        .fetch_all(pool)
         .await
         .map_err(ReadError::Unavailable)?;
     decode_events(&rows)
@@ -131,6 +145,7 @@ impl EventLog {
     pub fn from_pool(pool: PgPool) -> EventLog {
         EventLog {
             committer: Arc::new(group::Committer::new(pool.clone())),
+            loader: Arc::new(load::Loader::new(pool.clone())),
             pool,
         }
     }
@@ -242,12 +257,7 @@ impl EventLog {
 
     /// Every event of a dossier, in version order (empty when it has none).
     pub async fn load_dossier(&self, dossier_id: &str) -> Result<Vec<StoredEvent>, ReadError> {
-        let rows = sqlx::query(LOAD_DOSSIER)
-            .bind(dossier_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(ReadError::Unavailable)?;
-        decode_events(&rows)
+        load_dossier_from(&self.pool, dossier_id).await
     }
 
     /// Every event of a dossier, in version order, with the [`DossierHead`] an append decided
@@ -256,8 +266,13 @@ impl EventLog {
         &self,
         dossier_id: &str,
     ) -> Result<LoadedDossier, ReadError> {
-        let events = self.load_dossier(dossier_id).await?;
+        let events = self.loader.load(dossier_id).await?;
         Ok(LoadedDossier::new(dossier_id, events))
+    }
+
+    /// What this handle's batched loader has done (batches, loads), for metrics.
+    pub fn load_batch_stats(&self) -> LoadBatchStats {
+        self.loader.stats()
     }
 
     /// The events of several dossiers, each in version order. Dossiers without events are
