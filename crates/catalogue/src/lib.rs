@@ -12,6 +12,7 @@
 //! Must never: rewrite or delete a version; be read when a dossier's history is replayed (the
 //! `received` event carries the version and rules it used).
 
+pub mod cache;
 pub mod store;
 
 use calendar::StatutoryTime;

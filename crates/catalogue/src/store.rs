@@ -1,10 +1,13 @@
 //! The catalogue in PostgreSQL: `procedure_versions` (migration 70001), append-only.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use domain::ProcedureCode;
 use sqlx::PgPool;
 
 use crate::Procedure;
+use crate::cache::{Cache, Lookup, Versions, in_force_of};
 
 /// One stored version: its number, definition, and who published it when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +31,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-/// The catalogue's table, through a pool shared with the service.
+/// The catalogue's table, through a pool shared with the service; with
+/// [`cached`](Catalogue::cached), answered from memory kept current by notifications
+/// ([`crate::cache`]). Clones share the cache.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
     pool: PgPool,
+    cache: Option<Arc<Cache>>,
 }
 
 type Row = (i64, serde_json::Value, String, DateTime<Utc>);
@@ -56,8 +62,24 @@ fn decode(
 }
 
 impl Catalogue {
+    /// Every lookup reads the table.
     pub fn new(pool: PgPool) -> Catalogue {
-        Catalogue { pool }
+        Catalogue { pool, cache: None }
+    }
+
+    /// [`in_force`](Self::in_force) answered from memory while the cache's listener listens
+    /// (see [`crate::cache`] for how it stays current). Starts the listener's task on a
+    /// connection of its own: call inside a tokio runtime.
+    pub fn cached(pool: PgPool) -> Catalogue {
+        Catalogue {
+            cache: Some(Arc::new(Cache::start(&pool))),
+            pool,
+        }
+    }
+
+    /// Whether lookups are answered from memory now (a cached handle whose listener listens).
+    pub fn answers_from_memory(&self) -> bool {
+        self.cache.as_ref().is_some_and(|cache| cache.listening())
     }
 
     /// Applies the catalogue's migrations (70001 and up); other crates' versions in the same
@@ -72,6 +94,42 @@ impl Catalogue {
     /// The version of `code` in force at `at`: the latest `effective_from` not after `at`, and
     /// of several published for that instant, the last published (a correction).
     pub async fn in_force(
+        &self,
+        code: &ProcedureCode,
+        at: DateTime<Utc>,
+    ) -> Result<Option<ProcedureVersion>, StoreError> {
+        let Some(cache) = &self.cache else {
+            return self.read_in_force(code, at).await;
+        };
+        let generation = match cache.lookup(code.as_str(), at) {
+            Lookup::Hit(found) => return Ok(found),
+            Lookup::Miss { generation } => generation,
+        };
+        let versions = self.versions_of(code).await?;
+        let found = in_force_of(&versions, at);
+        cache.store(code.as_str(), generation, versions);
+        Ok(found)
+    }
+
+    /// Every stored version of `code`, with the `effective_from` column of each.
+    async fn versions_of(&self, code: &ProcedureCode) -> Result<Versions, StoreError> {
+        let rows: Vec<(DateTime<Utc>, i64, serde_json::Value, String, DateTime<Utc>)> =
+            sqlx::query_as(
+                "SELECT effective_from, version, definition, recorded_by, recorded_at \
+                 FROM procedure_versions WHERE code = $1 ORDER BY version",
+            )
+            .bind(code.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(from, version, definition, by, at)| {
+                decode((version, definition, by, at)).map(|v| (from, v))
+            })
+            .collect()
+    }
+
+    /// [`in_force`](Self::in_force) asked of the table.
+    async fn read_in_force(
         &self,
         code: &ProcedureCode,
         at: DateTime<Utc>,
@@ -171,6 +229,11 @@ impl Catalogue {
             versions.push(u64::try_from(version).unwrap_or_default());
         }
         tx.commit().await?;
+        if let Some(cache) = &self.cache {
+            // Before answering, so that the publisher's next lookup sees what it published
+            // (other processes learn it from the table's notification).
+            cache.invalidate();
+        }
         Ok((versions, published))
     }
 }

@@ -127,7 +127,9 @@ pub async fn build_with_lookup(
 ) -> Result<IntakeApp, BuildError> {
     let keyring = deps.keyring.take();
     let ready = deps.prepare().await?;
-    let store = ::catalogue::Catalogue::new(ready.write.log().pool().clone());
+    // One cached catalogue for the receives and the publications, so that a publication is
+    // seen by the next receive of this process at once.
+    let store = ::catalogue::Catalogue::cached(ready.write.log().pool().clone());
     store
         .migrate()
         .await
@@ -152,9 +154,10 @@ pub async fn build_with_lookup(
         ready.clock.clone(),
     );
     let intake_vault = vault.clone();
+    let intake_catalogue = store.clone();
     let app = ready
         .into_app("intake", |w, t, c| {
-            IntakeServiceServer::new(Intake::new(w, t, c, intake_vault))
+            IntakeServiceServer::new(Intake::new(w, t, c, intake_catalogue, intake_vault))
                 .max_decoding_message_size(domain::limits::MAX_IMPORT_MESSAGE_BYTES)
         })
         .serve(

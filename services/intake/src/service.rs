@@ -41,11 +41,12 @@ impl Intake {
         write: WritePath,
         tokens: Arc<Tokens>,
         clock: Arc<dyn Clock>,
+        catalogue: Catalogue,
         vault: Option<personal::Vault>,
     ) -> Self {
         Intake {
             desk: Desk::new(write.clone(), tokens.clone(), clock.clone()),
-            catalogue: Catalogue::new(write.log().pool().clone()),
+            catalogue,
             tokens,
             write,
             clock,
