@@ -1,5 +1,7 @@
 //! The catalogue: the shipped file, the append-only store, the reception's check.
 
+mod cache;
+
 use calendar::StatutoryTime;
 use catalogue::{Catalogue, ResolveError, Stated, resolve};
 use chrono::{DateTime, Utc};
