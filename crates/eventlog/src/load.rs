@@ -61,6 +61,8 @@ pub struct LoadBatchStats {
     pub loads: u64,
     /// Batches whose statement failed and whose dossiers were read again one by one.
     pub splits: u64,
+    /// Loads waiting for a batch now.
+    pub queued: u64,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +70,7 @@ struct Stats {
     batches: AtomicU64,
     loads: AtomicU64,
     splits: AtomicU64,
+    queued: AtomicU64,
 }
 
 /// The loader of one `EventLog` handle (shared by its clones).
@@ -100,6 +103,7 @@ impl Loader {
             batches: self.stats.batches.load(Ordering::Relaxed),
             loads: self.stats.loads.load(Ordering::Relaxed),
             splits: self.stats.splits.load(Ordering::Relaxed),
+            queued: self.stats.queued.load(Ordering::Relaxed),
         }
     }
 
@@ -116,6 +120,8 @@ impl Loader {
                 match slot.as_ref().filter(|sender| !sender.is_closed()) {
                     Some(sender) => sender.clone(),
                     None => {
+                        // The loads queued to a dead dispatcher were answered Unavailable.
+                        self.stats.queued.store(0, Ordering::Relaxed);
                         let (sender, jobs) = mpsc::unbounded_channel();
                         tokio::spawn(dispatch(self.pool.clone(), jobs, self.stats.clone()));
                         *slot = Some(sender.clone());
@@ -123,10 +129,14 @@ impl Loader {
                     }
                 }
             };
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
             match sender.send(job) {
                 Ok(()) => return answer.await.unwrap_or_else(|_| Err(lost())),
                 // The dispatcher died between the check and the send: start another.
-                Err(mpsc::error::SendError(back)) => job = back,
+                Err(mpsc::error::SendError(back)) => {
+                    self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    job = back;
+                }
             }
         }
         Err(lost())
@@ -150,6 +160,7 @@ async fn dispatch(pool: PgPool, mut jobs: mpsc::UnboundedReceiver<Job>, stats: A
         while batch.is_empty() {
             // Every handle gone: stop.
             let Some(job) = jobs.recv().await else { return };
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
             if !job.reply.is_closed() {
                 batch.push(job);
             }
@@ -158,6 +169,7 @@ async fn dispatch(pool: PgPool, mut jobs: mpsc::UnboundedReceiver<Job>, stats: A
         while batch.len() < LOAD_MAX_DOSSIERS
             && let Ok(job) = jobs.try_recv()
         {
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
             if !job.reply.is_closed() {
                 batch.push(job);
             }

@@ -8,6 +8,7 @@ mod follow;
 mod group;
 mod idempotency;
 mod immutability;
+mod load;
 mod recover;
 mod support;
 mod validation;
