@@ -158,12 +158,16 @@ async fn listen(options: sqlx::postgres::PgConnectOptions, shared: Weak<Shared>)
     loop {
         match listener(&options).await {
             Ok(mut listener) => {
-                let Some(cache) = shared.upgrade() else { return };
+                let Some(cache) = shared.upgrade() else {
+                    return;
+                };
                 cache.reset(true);
                 drop(cache);
                 loop {
                     let received = listener.try_recv().await;
-                    let Some(cache) = shared.upgrade() else { return };
+                    let Some(cache) = shared.upgrade() else {
+                        return;
+                    };
                     match received {
                         Ok(Some(_)) => {
                             while listener.next_buffered().is_some() {}

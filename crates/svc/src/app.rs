@@ -549,7 +549,10 @@ async fn set_all(
 /// waiting for a group slot now), `motcua_append_group_reruns_total` (groups run again after
 /// losing a race), `motcua_append_group_heads_looked_up_total` (groups whose callers' dossier
 /// heads were out of date, run again with the look-ups) and `motcua_append_group_splits_total`
-/// (groups whose calls were run one by one).
+/// (groups whose calls were run one by one); and the batched dossier loads of the write path
+/// (`eventlog::load`): `motcua_dossier_load_batches_total`, `motcua_dossier_loads_total` (loads
+/// per batch on average: their ratio), `motcua_dossier_loads_queued` and
+/// `motcua_dossier_load_batch_splits_total` (batches read again one dossier at a time).
 fn register_group_commit(telemetry: &crate::Telemetry, log: &eventlog::EventLog) {
     use crate::metrics::{HistogramSample, Sample, gauge_of};
     telemetry.sampled(
@@ -596,6 +599,26 @@ fn register_group_commit(telemetry: &crate::Telemetry, log: &eventlog::EventLog)
                 "motcua_append_group_splits",
                 "groups of appends whose calls were run one by one (a race lost twice, or one call's data refused)",
                 |l| l.group_commit_stats().splits,
+            ),
+            Sample::counter(
+                "motcua_dossier_load_batches",
+                "statements that read the dossiers of the write path's calls (a lone load is a batch of one)",
+                |l| l.load_batch_stats().batches,
+            ),
+            Sample::counter(
+                "motcua_dossier_loads",
+                "dossier loads of the write path's calls, read in batches",
+                |l| l.load_batch_stats().loads,
+            ),
+            Sample::gauge(
+                "motcua_dossier_loads_queued",
+                "dossier loads waiting for a free batch slot now",
+                |l| gauge_of(l.load_batch_stats().queued),
+            ),
+            Sample::counter(
+                "motcua_dossier_load_batch_splits",
+                "batches of dossier loads whose statement failed, read again one dossier at a time",
+                |l| l.load_batch_stats().splits,
             ),
         ],
     );

@@ -18,7 +18,10 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "waited {WAIT:?} for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {WAIT:?} for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -32,7 +35,11 @@ fn land() -> (ProcedureCode, Procedure) {
     (procedures[0].code.clone(), procedures[0].clone())
 }
 
-async fn statutory(store: &Catalogue, code: &ProcedureCode, at: DateTime<Utc>) -> Option<StatutoryTime> {
+async fn statutory(
+    store: &Catalogue,
+    code: &ProcedureCode,
+    at: DateTime<Utc>,
+) -> Option<StatutoryTime> {
     store
         .in_force(code, at)
         .await
@@ -62,7 +69,10 @@ async fn a_cached_catalogue_answers_as_the_table_at_every_instant() {
         versions.push(p);
     }
     for p in &versions {
-        table.publish(std::slice::from_ref(p), "admin").await.unwrap();
+        table
+            .publish(std::slice::from_ref(p), "admin")
+            .await
+            .unwrap();
     }
     let cached = Catalogue::cached(db.pool.clone());
     listening(&cached).await;
@@ -103,7 +113,10 @@ async fn a_cached_catalogue_sees_its_own_publication_at_once_and_another_process
     let at = p.effective_from + chrono::Duration::days(1);
     // Unknown first: the cache now holds "no version" for the code.
     assert_eq!(statutory(&cached, &code, at).await, None);
-    cached.publish(std::slice::from_ref(&p), "admin").await.unwrap();
+    cached
+        .publish(std::slice::from_ref(&p), "admin")
+        .await
+        .unwrap();
     assert_eq!(
         statutory(&cached, &code, at).await,
         Some(StatutoryTime::Days(30)),
@@ -111,7 +124,10 @@ async fn a_cached_catalogue_sees_its_own_publication_at_once_and_another_process
     );
     // Another process publishes a correction: the notification empties the cache.
     p.statutory_time = StatutoryTime::Days(12);
-    other.publish(std::slice::from_ref(&p), "admin-2").await.unwrap();
+    other
+        .publish(std::slice::from_ref(&p), "admin-2")
+        .await
+        .unwrap();
     until("another handle's publication", async || {
         statutory(&cached, &code, at).await == Some(StatutoryTime::Days(12))
     })
@@ -138,10 +154,16 @@ async fn publications_made_while_the_listener_was_cut_off_are_seen_once_it_liste
     other.migrate().await.unwrap();
     let (code, mut p) = land();
     let at = p.effective_from + chrono::Duration::days(1);
-    other.publish(std::slice::from_ref(&p), "admin").await.unwrap();
+    other
+        .publish(std::slice::from_ref(&p), "admin")
+        .await
+        .unwrap();
     let cached = Catalogue::cached(db.pool.clone());
     listening(&cached).await;
-    assert_eq!(statutory(&cached, &code, at).await, Some(StatutoryTime::Days(30)));
+    assert_eq!(
+        statutory(&cached, &code, at).await,
+        Some(StatutoryTime::Days(30))
+    );
 
     // Cut the listener off, and publish while it cannot hear (its notification goes nowhere).
     let killed: Vec<bool> = sqlx::query_scalar(
@@ -157,9 +179,18 @@ async fn publications_made_while_the_listener_was_cut_off_are_seen_once_it_liste
     })
     .await;
     p.statutory_time = StatutoryTime::Days(9);
-    other.publish(std::slice::from_ref(&p), "admin-2").await.unwrap();
+    other
+        .publish(std::slice::from_ref(&p), "admin-2")
+        .await
+        .unwrap();
     // Not listening: read from the table.
-    assert_eq!(statutory(&cached, &code, at).await, Some(StatutoryTime::Days(9)));
+    assert_eq!(
+        statutory(&cached, &code, at).await,
+        Some(StatutoryTime::Days(9))
+    );
     listening(&cached).await;
-    assert_eq!(statutory(&cached, &code, at).await, Some(StatutoryTime::Days(9)));
+    assert_eq!(
+        statutory(&cached, &code, at).await,
+        Some(StatutoryTime::Days(9))
+    );
 }

@@ -56,9 +56,11 @@ async fn loads_asked_together_are_read_at_once_and_each_gets_its_own_dossier() {
     let mut plugs = Vec::new();
     for i in 0..LOADS_IN_FLIGHT {
         plugs.push(spawn_load(&log, "D-P"));
-        eventually(Duration::from_secs(20), "a plug blocked on events", || async {
-            blocked_readers(&log).await > i as i64
-        })
+        eventually(
+            Duration::from_secs(20),
+            "a plug blocked on events",
+            || async { blocked_readers(&log).await > i as i64 },
+        )
         .await;
     }
     // Queue the loads under test, one after another: two of the same dossier, one unknown.
@@ -81,7 +83,10 @@ async fn loads_asked_together_are_read_at_once_and_each_gets_its_own_dossier() {
         let loaded = load.await.unwrap().unwrap();
         let (events, head) = loaded.into_parts();
         let alone = log.load_dossier(id).await.unwrap();
-        assert_eq!(events, alone, "{id}: the batch's answer is what a read of its own gives");
+        assert_eq!(
+            events, alone,
+            "{id}: the batch's answer is what a read of its own gives"
+        );
         assert!(events.iter().all(|e| e.dossier_id == *id), "{id}");
         let want = match alone.len() {
             0 => ExpectedVersion::NoStream,
@@ -90,7 +95,10 @@ async fn loads_asked_together_are_read_at_once_and_each_gets_its_own_dossier() {
         assert_eq!(head.expected_version(), want, "{id}");
     }
     let after = log.load_batch_stats();
-    assert_eq!(after.loads - before.loads, (LOADS_IN_FLIGHT + ids.len()) as u64);
+    assert_eq!(
+        after.loads - before.loads,
+        (LOADS_IN_FLIGHT + ids.len()) as u64
+    );
     assert_eq!(
         after.batches - before.batches,
         LOADS_IN_FLIGHT as u64 + 1,
