@@ -16,8 +16,9 @@
 //!   millisecond on one server) still gets the previous version, as it would had it come a
 //!   moment earlier. The `received` event records the version it used either way.
 //!
-//! The cache is used only while its listener is listening: until the first `LISTEN` has
-//! succeeded, and from the moment its connection is lost until it listens again, every lookup
+//! The cache is used only while its listener is listening — it has `LISTEN`ed and heard a probe
+//! it notified itself through the service's pool (a transaction-mode pooler in between would
+//! swallow it: the cache is then never used) —: until then, and from the moment its connection is lost until it listens again, every lookup
 //! goes to the database, and each (re)connection empties the cache (what was notified while it
 //! was not listening is unknown). A lookup that read the table while a notification arrived
 //! does not store what it read (a generation number tells). Codes without versions are kept
@@ -41,6 +42,8 @@ pub const CHANNEL: &str = "motcua_catalogue";
 /// The most procedure codes the cache holds (with or without versions); a province's catalogue
 /// has a few thousand.
 pub const MAX_CACHED_CODES: usize = 20_000;
+/// How long the listener waits for its own probe before it counts as not listening.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
 /// How long the listener waits before listening again after its connection failed.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
 
@@ -114,8 +117,7 @@ impl Cache {
     /// called inside a tokio runtime.
     pub(crate) fn start(pool: &PgPool) -> Cache {
         let shared = Arc::new(Shared::default());
-        let options = (*pool.connect_options()).clone();
-        let listener = tokio::spawn(listen(options, Arc::downgrade(&shared))).abort_handle();
+        let listener = tokio::spawn(listen(pool.clone(), Arc::downgrade(&shared))).abort_handle();
         Cache { shared, listener }
     }
 
@@ -154,9 +156,10 @@ impl Cache {
     }
 }
 
-async fn listen(options: sqlx::postgres::PgConnectOptions, shared: Weak<Shared>) {
+async fn listen(pool: PgPool, shared: Weak<Shared>) {
+    let options = (*pool.connect_options()).clone();
     loop {
-        match listener(&options).await {
+        match listener(&options, &pool).await {
             Ok(mut listener) => {
                 let Some(cache) = shared.upgrade() else {
                     return;
@@ -193,7 +196,13 @@ async fn listen(options: sqlx::postgres::PgConnectOptions, shared: Weak<Shared>)
     }
 }
 
-async fn listener(options: &sqlx::postgres::PgConnectOptions) -> Result<PgListener, sqlx::Error> {
+/// A listener on [`CHANNEL`] that has heard a probe it sent itself through the service's pool:
+/// `LISTEN` through a transaction-mode pooler (PgBouncer) succeeds yet hears nothing, and a
+/// cache relying on it would never learn of another process's publication.
+async fn listener(
+    options: &sqlx::postgres::PgConnectOptions,
+    service: &PgPool,
+) -> Result<PgListener, sqlx::Error> {
     // A private pool of one connection, so that listening never takes one of the service's.
     let pool = PgPoolOptions::new()
         .max_connections(1)
@@ -205,5 +214,27 @@ async fn listener(options: &sqlx::postgres::PgConnectOptions) -> Result<PgListen
         .await?;
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.listen(CHANNEL).await?;
-    Ok(listener)
+    let probe = format!("probe {}", uuid::Uuid::new_v4());
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(&probe)
+        .execute(service)
+        .await?;
+    let heard = tokio::time::timeout(PROBE_WAIT, async {
+        loop {
+            match listener.try_recv().await? {
+                Some(notification) if notification.payload() == probe => return Ok(()),
+                Some(_) => {}
+                None => return Err(sqlx::Error::PoolClosed),
+            }
+        }
+    })
+    .await;
+    match heard {
+        Ok(Ok(())) => Ok(listener),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(sqlx::Error::Protocol(format!(
+            "LISTEN {CHANNEL} did not hear its own probe within {PROBE_WAIT:?} (a transaction-mode pooler in between?)"
+        ))),
+    }
 }
