@@ -206,9 +206,6 @@ async fn listener(
     // A private pool of one connection, so that listening never takes one of the service's.
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .min_connections(0)
-        .max_lifetime(None)
-        .idle_timeout(None)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.clone())
         .await?;

@@ -41,6 +41,8 @@ pub struct Catalogue {
 }
 
 type Row = (i64, serde_json::Value, String, DateTime<Utc>);
+/// A [`Row`] after the `effective_from` column it was stored under.
+type RowFrom = (DateTime<Utc>, i64, serde_json::Value, String, DateTime<Utc>);
 
 fn decode(
     (version, definition, recorded_by, recorded_at): Row,
@@ -113,14 +115,13 @@ impl Catalogue {
 
     /// Every stored version of `code`, with the `effective_from` column of each.
     async fn versions_of(&self, code: &ProcedureCode) -> Result<Versions, StoreError> {
-        let rows: Vec<(DateTime<Utc>, i64, serde_json::Value, String, DateTime<Utc>)> =
-            sqlx::query_as(
-                "SELECT effective_from, version, definition, recorded_by, recorded_at \
+        let rows: Vec<RowFrom> = sqlx::query_as(
+            "SELECT effective_from, version, definition, recorded_by, recorded_at \
                  FROM procedure_versions WHERE code = $1 ORDER BY version",
-            )
-            .bind(code.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        )
+        .bind(code.as_str())
+        .fetch_all(&self.pool)
+        .await?;
         rows.into_iter()
             .map(|(from, version, definition, by, at)| {
                 decode((version, definition, by, at)).map(|v| (from, v))

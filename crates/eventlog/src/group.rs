@@ -40,14 +40,15 @@
 //!   get `Unavailable`; the next call starts a new dispatcher if the old one is gone.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::postgres::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::append::{self, Attempt, AttemptError, Prepared, Race, Resolved};
+use crate::queue::Queue;
 use crate::{AppendError, Appended};
 
 /// The most events one group carries. A call with more runs on its own, as one transaction of
@@ -82,7 +83,7 @@ struct Job {
 pub(crate) struct Committer {
     pool: PgPool,
     /// The dispatcher's queue; started by the first call, started again if it died.
-    sender: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    queue: Queue<Job>,
     stats: Arc<Stats>,
 }
 
@@ -98,7 +99,7 @@ impl Committer {
     pub(crate) fn new(pool: PgPool) -> Committer {
         Committer {
             pool,
-            sender: Mutex::new(None),
+            queue: Queue::default(),
             stats: Arc::new(Stats::default()),
         }
     }
@@ -119,39 +120,20 @@ impl Committer {
         self.stats.snapshot()
     }
 
-    fn submit(&self, mut job: Job) -> Result<(), AppendError> {
-        for _ in 0..2 {
-            let sender = {
-                let mut slot = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-                match slot.as_ref().filter(|sender| !sender.is_closed()) {
-                    Some(sender) => sender.clone(),
-                    None => {
-                        if slot.is_some() {
-                            self.stats.restarts.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                "eventlog: the group committer had stopped; restarting it"
-                            );
-                        }
-                        // The calls queued to a dead dispatcher were answered Unavailable.
-                        self.stats.queued.store(0, Ordering::Relaxed);
-                        let (sender, jobs) = mpsc::unbounded_channel();
-                        tokio::spawn(dispatch(self.pool.clone(), jobs, self.stats.clone()));
-                        *slot = Some(sender.clone());
-                        sender
-                    }
-                }
-            };
-            self.stats.queued.fetch_add(1, Ordering::Relaxed);
-            match sender.send(job) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(back)) => {
-                    // The dispatcher died between the check and the send: start another.
-                    self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    job = back;
-                }
-            }
-        }
-        Err(lost())
+    fn submit(&self, job: Job) -> Result<(), AppendError> {
+        self.queue
+            .send(
+                job,
+                &self.stats.queued,
+                |jobs| {
+                    tokio::spawn(dispatch(self.pool.clone(), jobs, self.stats.clone()));
+                },
+                || {
+                    self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("eventlog: the group committer had stopped; restarting it");
+                },
+            )
+            .map_err(|_| lost())
     }
 }
 

@@ -28,6 +28,7 @@ pub mod limits;
 pub mod load;
 mod model;
 mod position;
+mod queue;
 mod read;
 mod recover;
 

@@ -24,14 +24,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use crate::queue::Queue;
 use crate::read::{decode_events, select_events};
 use crate::{ReadError, StoredEvent};
 
@@ -77,7 +78,7 @@ struct Stats {
 pub(crate) struct Loader {
     pool: PgPool,
     /// The dispatcher's queue; started by the first load, started again if it died.
-    sender: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    queue: Queue<Job>,
     stats: Arc<Stats>,
 }
 
@@ -93,7 +94,7 @@ impl Loader {
     pub(crate) fn new(pool: PgPool) -> Loader {
         Loader {
             pool,
-            sender: Mutex::new(None),
+            queue: Queue::default(),
             stats: Arc::new(Stats::default()),
         }
     }
@@ -110,36 +111,22 @@ impl Loader {
     /// Every event of the dossier, in version order (empty when it has none).
     pub(crate) async fn load(&self, dossier_id: &str) -> Answer {
         let (reply, answer) = oneshot::channel();
-        let mut job = Job {
+        let job = Job {
             dossier_id: dossier_id.to_owned(),
             reply,
         };
-        for _ in 0..2 {
-            let sender = {
-                let mut slot = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-                match slot.as_ref().filter(|sender| !sender.is_closed()) {
-                    Some(sender) => sender.clone(),
-                    None => {
-                        // The loads queued to a dead dispatcher were answered Unavailable.
-                        self.stats.queued.store(0, Ordering::Relaxed);
-                        let (sender, jobs) = mpsc::unbounded_channel();
-                        tokio::spawn(dispatch(self.pool.clone(), jobs, self.stats.clone()));
-                        *slot = Some(sender.clone());
-                        sender
-                    }
-                }
-            };
-            self.stats.queued.fetch_add(1, Ordering::Relaxed);
-            match sender.send(job) {
-                Ok(()) => return answer.await.unwrap_or_else(|_| Err(lost())),
-                // The dispatcher died between the check and the send: start another.
-                Err(mpsc::error::SendError(back)) => {
-                    self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    job = back;
-                }
-            }
+        let sent = self.queue.send(
+            job,
+            &self.stats.queued,
+            |jobs| {
+                tokio::spawn(dispatch(self.pool.clone(), jobs, self.stats.clone()));
+            },
+            || tracing::warn!("eventlog: the dossier loader had stopped; restarting it"),
+        );
+        match sent {
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(lost())),
+            Err(_) => Err(lost()),
         }
-        Err(lost())
     }
 }
 
