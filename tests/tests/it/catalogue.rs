@@ -341,6 +341,67 @@ async fn only_administrators_publish_a_whole_valid_catalogue_and_versions_apply_
     assert_eq!(rules.max_supplement_requests, Some(2));
 }
 
+/// How long a test waits for another intake to hear of a publication.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Receives `dossier_id` through `intake` stating only the procedure code (as
+/// [`Env::receive_by_code`], for another intake than the environment's).
+async fn receive_code_through(
+    intake: &RunningIntake,
+    dossier_id: &str,
+    code: &str,
+    at: DateTime<Utc>,
+) -> Result<(), Status> {
+    intake
+        .client()
+        .await
+        .receive_dossier(authed(COUNTER_DISTRICT, by_code(dossier_id, code, at)))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_reaches_the_next_reception_of_its_intake_at_once_and_another_intake_soon() {
+    let env = env().await;
+    // A second intake over the same database: another process of the same installation.
+    let other = RunningIntake::start(EventLog::from_pool(env.db.pool.clone())).await;
+    let at = local(2024, 4, 22, 9, 0);
+    // Not catalogued yet: a reception stating only the code is refused by both, and both now
+    // hold "no version" for the code in their catalogue caches.
+    for (intake, id) in [(&env.intake, "HS-N1"), (&other, "HS-N2")] {
+        let before = env.head().await;
+        let call = receive_code_through(intake, id, "1.000001", at).await;
+        env.refused(call, before, Code::InvalidArgument, None).await;
+    }
+    // Published through the first intake: its very next reception is completed from it.
+    let versions = env.publish(vec![definition("1.000001")]).await;
+    receive_code_through(&env.intake, "HS-PUBLISHER", "1.000001", at)
+        .await
+        .expect("the publishing intake sees its publication at once");
+    // The other intake learns of it from the table's notification.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let id = format!("HS-OTHER-{attempt}");
+        match receive_code_through(&other, &id, "1.000001", at).await {
+            Ok(()) => {
+                let rules = rules_of(&env.events(&id).await).expect("catalogued");
+                assert_eq!(rules.catalogue_version, versions[0]);
+                break;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the other intake did not see the publication within {WAIT:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
 // --- reception --------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
