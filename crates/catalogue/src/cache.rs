@@ -16,11 +16,12 @@
 //!   millisecond on one server) still gets the previous version, as it would had it come a
 //!   moment earlier. The `received` event records the version it used either way.
 //!
-//! The cache is used only while its listener is listening — it has `LISTEN`ed and heard a probe
+//! The cache is used only while its listener is listening: it has `LISTEN`ed and heard a probe
 //! it notified itself through the service's pool (a transaction-mode pooler in between would
-//! swallow it: the cache is then never used) —: until then, and from the moment its connection is lost until it listens again, every lookup
-//! goes to the database, and each (re)connection empties the cache (what was notified while it
-//! was not listening is unknown). A lookup that read the table while a notification arrived
+//! swallow it, and the cache is then never used). Until then, and from the moment its
+//! connection is lost until it listens again (retried after 1 s, doubling up to 30 s), every
+//! lookup goes to the database, and each (re)connection empties the cache (what was notified
+//! while it was not listening is unknown). A lookup that read the table while a notification arrived
 //! does not store what it read (a generation number tells). Codes without versions are kept
 //! too (most receives name a procedure the catalogue does not hold and state its rules
 //! themselves), so a client could name endless codes: the cache holds at most
@@ -44,8 +45,10 @@ pub const CHANNEL: &str = "motcua_catalogue";
 pub const MAX_CACHED_CODES: usize = 20_000;
 /// How long the listener waits for its own probe before it counts as not listening.
 const PROBE_WAIT: Duration = Duration::from_secs(5);
-/// How long the listener waits before listening again after its connection failed.
+/// How long the listener waits before listening again after its connection failed; doubled
+/// after each failed attempt, up to [`RELISTEN_AT_MOST`].
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+const RELISTEN_AT_MOST: Duration = Duration::from_secs(30);
 
 /// Every stored version of one code with the `effective_from` column it was stored under
 /// (the in-force rule compares the column, as the query does).
@@ -83,10 +86,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Forgets every entry; `listening` says whether entries may be kept from now on.
-    fn reset(&self, listening: bool) {
+    /// Forgets every entry (and makes any lookup under way keep nothing); `listening`, when
+    /// given, says whether entries may be used and kept from now on.
+    fn forget(&self, listening: Option<bool>) {
         let mut state = self.lock();
-        state.listening = listening;
+        if let Some(listening) = listening {
+            state.listening = listening;
+        }
         state.generation += 1;
         state.codes.clear();
     }
@@ -145,9 +151,7 @@ impl Cache {
 
     /// Forgets every entry (a publication through this handle has committed).
     pub(crate) fn invalidate(&self) {
-        let mut state = self.shared.lock();
-        state.generation += 1;
-        state.codes.clear();
+        self.shared.forget(None);
     }
 
     /// Whether the listener listens (so entries are used): for tests and health.
@@ -158,14 +162,18 @@ impl Cache {
 
 async fn listen(pool: PgPool, shared: Weak<Shared>) {
     let options = (*pool.connect_options()).clone();
+    // Doubles while listening keeps failing (the database down), back to the first after a
+    // connection that listened.
+    let mut pause = RELISTEN_AFTER;
     loop {
         match listener(&options, &pool).await {
             Ok(mut listener) => {
                 let Some(cache) = shared.upgrade() else {
                     return;
                 };
-                cache.reset(true);
+                cache.forget(Some(true));
                 drop(cache);
+                pause = RELISTEN_AFTER;
                 loop {
                     let received = listener.try_recv().await;
                     let Some(cache) = shared.upgrade() else {
@@ -174,7 +182,7 @@ async fn listen(pool: PgPool, shared: Weak<Shared>) {
                     match received {
                         Ok(Some(_)) => {
                             while listener.next_buffered().is_some() {}
-                            cache.reset(true);
+                            cache.forget(None);
                         }
                         // The connection was lost (`None`) or failed: what was published
                         // meanwhile is unknown, so stop using the cache until listening again.
@@ -182,7 +190,7 @@ async fn listen(pool: PgPool, shared: Weak<Shared>) {
                             tracing::warn!(
                                 "catalogue: the cache's listener lost its connection; reading the database until it listens again"
                             );
-                            cache.reset(false);
+                            cache.forget(Some(false));
                             break;
                         }
                     }
@@ -192,7 +200,8 @@ async fn listen(pool: PgPool, shared: Weak<Shared>) {
                 tracing::warn!(%error, "catalogue: cannot LISTEN; the cache is not used until it can");
             }
         }
-        tokio::time::sleep(RELISTEN_AFTER).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RELISTEN_AT_MOST);
     }
 }
 

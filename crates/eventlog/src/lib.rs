@@ -83,19 +83,17 @@ pub async fn load_dossier_on(
     conn: &mut sqlx::PgConnection,
     dossier_id: &str,
 ) -> Result<Vec<StoredEvent>, ReadError> {
-    let rows = sqlx::query(LOAD_DOSSIER)
-        .bind(dossier_id)
-        .fetch_all(conn)
-        .await
-        .map_err(ReadError::Unavailable)?;
-    decode_events(&rows)
+    load_dossier_with(conn, dossier_id).await
 }
 
-/// One dossier's events in version order, read on a connection of the pool.
-async fn load_dossier_from(pool: &PgPool, dossier_id: &str) -> Result<Vec<StoredEvent>, ReadError> {
+/// One dossier's events in version order, read on a connection or the pool.
+async fn load_dossier_with<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    dossier_id: &str,
+) -> Result<Vec<StoredEvent>, ReadError> {
     let rows = sqlx::query(LOAD_DOSSIER)
         .bind(dossier_id)
-        .fetch_all(pool)
+        .fetch_all(executor)
         .await
         .map_err(ReadError::Unavailable)?;
     decode_events(&rows)
@@ -258,7 +256,7 @@ impl EventLog {
 
     /// Every event of a dossier, in version order (empty when it has none).
     pub async fn load_dossier(&self, dossier_id: &str) -> Result<Vec<StoredEvent>, ReadError> {
-        load_dossier_from(&self.pool, dossier_id).await
+        load_dossier_with(&self.pool, dossier_id).await
     }
 
     /// Every event of a dossier, in version order, with the [`DossierHead`] an append decided

@@ -174,7 +174,7 @@ async fn run_batch(pool: PgPool, jobs: Vec<Job>, _slot: OwnedSemaphorePermit, st
     let ids: Vec<&str> = last.keys().map(String::as_str).collect();
     let read = async {
         if let [id] = ids.as_slice() {
-            return HashMap::from([(id.to_string(), crate::load_dossier_from(&pool, id).await)]);
+            return HashMap::from([(id.to_string(), crate::load_dossier_with(&pool, id).await)]);
         }
         match read_batch(&pool, &ids).await {
             Ok(found) => found,
@@ -187,7 +187,7 @@ async fn run_batch(pool: PgPool, jobs: Vec<Job>, _slot: OwnedSemaphorePermit, st
                 stats.splits.fetch_add(1, Ordering::Relaxed);
                 let mut found = HashMap::with_capacity(ids.len());
                 for id in &ids {
-                    found.insert(id.to_string(), crate::load_dossier_from(&pool, id).await);
+                    found.insert(id.to_string(), crate::load_dossier_with(&pool, id).await);
                 }
                 found
             }
