@@ -508,12 +508,29 @@ async fn fill(
             })
         })
         .collect();
-    let written = reporting(
-        futures::future::join_all(
-            writers
-                .into_iter()
-                .map(|rx| write_cells(pool, rx, &counters)),
-        ),
+    // The contributions are all written: their key is built (and they are analyzed) on this
+    // connection while the cells are written on others.
+    let contributions_keyed = async {
+        for sql in [
+            "ALTER TABLE projection_contributions_next \
+               ADD CONSTRAINT projection_contributions_next_pkey PRIMARY KEY (dossier_id)",
+            "ANALYZE projection_contributions_next",
+        ] {
+            sqlx::query(sql).execute(&mut *conn).await?;
+        }
+        Ok::<(), sqlx::Error>(())
+    };
+    let (written, contributions_keyed) = reporting(
+        async {
+            tokio::join!(
+                futures::future::join_all(
+                    writers
+                        .into_iter()
+                        .map(|rx| write_cells(pool, rx, &counters)),
+                ),
+                contributions_keyed,
+            )
+        },
         &counters,
         head,
         started,
@@ -537,23 +554,14 @@ async fn fill(
     if let Some(e) = failed {
         return Err(e);
     }
+    contributions_keyed?;
     drop(all);
     // The runs are read: removed now rather than after the keys are built.
     drop(spill);
 
     counters.set_phase(Phase::Indexing);
     progress(&counters.snapshot(head, started));
-    for sql in [
-        "ALTER TABLE projection_contributions_next \
-           ADD CONSTRAINT projection_contributions_next_pkey PRIMARY KEY (dossier_id)",
-        "ALTER TABLE stats_cells_next ADD CONSTRAINT stats_cells_next_pkey PRIMARY KEY \
-           (slice, grain, period)",
-        "CREATE INDEX stats_cells_next_by_rollup ON stats_cells_next \
-           (rollup, grain, period, slice)",
-        "ANALYZE projection_contributions_next, stats_cells_next",
-    ] {
-        sqlx::query(sql).execute(&mut *conn).await?;
-    }
+    build_cell_keys(pool, conn, index_memory_kb).await?;
     counters.set_phase(Phase::Done);
     progress(&counters.snapshot(head, started));
     Ok(Filled {
@@ -563,6 +571,59 @@ async fn fill(
         spilled_runs,
         times,
     })
+}
+
+/// Builds the shadow cells' two keys at once, each on a connection of its own with half the
+/// index memory: the primary key's unique index and the rollup index (`CREATE INDEX` takes a
+/// `SHARE` lock, which does not exclude another; `ADD PRIMARY KEY` would take `ACCESS
+/// EXCLUSIVE`), then makes the first the primary key (`USING INDEX`: no second build) and
+/// analyzes the table. The keys end up as the migrations define them.
+async fn build_cell_keys(
+    pool: &PgPool,
+    conn: &mut PgConnection,
+    index_memory_kb: usize,
+) -> Result<(), sqlx::Error> {
+    let half = format!(
+        "SET maintenance_work_mem = '{}kB'",
+        (index_memory_kb / 2).max(1024)
+    );
+    let mut other = PgConnection::connect_with(&pool.connect_options()).await?;
+    let built = async {
+        for sql in [half.as_str(), "SET synchronous_commit = off"] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut other)
+                .await?;
+        }
+        tokio::try_join!(
+            async {
+                sqlx::query(sqlx::AssertSqlSafe(half.as_str()))
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "CREATE UNIQUE INDEX stats_cells_next_pkey ON stats_cells_next \
+                       (slice, grain, period)",
+                )
+                .execute(&mut *conn)
+                .await
+            },
+            sqlx::query(
+                "CREATE INDEX stats_cells_next_by_rollup ON stats_cells_next \
+                   (rollup, grain, period, slice)",
+            )
+            .execute(&mut other),
+        )
+    }
+    .await;
+    let _ = other.close().await;
+    built?;
+    for sql in [
+        "ALTER TABLE stats_cells_next ADD CONSTRAINT stats_cells_next_pkey \
+           PRIMARY KEY USING INDEX stats_cells_next_pkey",
+        "ANALYZE stats_cells_next",
+    ] {
+        sqlx::query(sql).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Keeps the first error that is a cause rather than a consequence: a corrupt event or a
@@ -806,6 +867,8 @@ fn read_worker(
     budget: Budget,
 ) -> Result<Summed, RebuildError> {
     let mut days = DaySums::new(budget.days);
+    // The cells a spill expands the day sums into (allocated at the first spill).
+    let mut spilled = CellSums::new(budget.cells);
     let mut rows: Vec<u8> = Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
     let mut spilled_runs = 0u64;
     let mut times = ComputeTimes::default();
@@ -855,7 +918,7 @@ fn read_worker(
             times.waiting_for_writers += t.elapsed();
         }
         if days.full() {
-            spilled_runs += spill_days(&mut days, shared, budget.cells, &mut times)?;
+            spilled_runs += spill_days(&mut days, &mut spilled, shared, &mut times)?;
         }
     }
     if !rows.is_empty() {
@@ -869,15 +932,15 @@ fn read_worker(
 }
 
 /// Expands every day sum of `days` into its cells (every share) and spills them as sorted runs
-/// (one whenever the cells pass their budget, and one at the end); empties `days`. Returns the
-/// runs written.
+/// (one whenever the cells pass their budget, and one at the end); empties `days` and `sums`
+/// (the worker's, kept from one spill to the next with their room: memory touched once).
+/// Returns the runs written.
 fn spill_days(
     days: &mut DaySums,
+    sums: &mut CellSums,
     shared: &Shared,
-    memory: usize,
     times: &mut ComputeTimes,
 ) -> Result<u64, RebuildError> {
-    let mut sums = CellSums::new(memory);
     let mut runs = 0u64;
     let t = Instant::now();
     let mut spilling = Duration::ZERO;
@@ -886,7 +949,7 @@ fn spill_days(
         let book = lock(&shared.book)?;
         let projections = book.projections.clone();
         drop(book);
-        for ((slice, day, metric), delta) in days.sums.drain() {
+        for (slice, day, metric, delta) in days.iter() {
             if delta == 0 {
                 continue;
             }
@@ -901,21 +964,30 @@ fn spill_days(
                 spilling += s.elapsed();
                 sums.room_for(CELLS_PER_SUM);
             }
-            expand_sum(&mut sums, projections, |_| true, day, metric, delta);
+            expand_sum(sums, projections, |_| true, day, metric, delta);
         }
     }
     let s = Instant::now();
     sums.compact();
     runs += u64::from(shared.spill.write_partitioned(&sums.cells)?);
+    sums.clear();
+    days.clear();
     spilling += s.elapsed();
     times.spilling += spilling;
     times.expanding += t.elapsed().saturating_sub(spilling);
     Ok(runs)
 }
 
-/// The day cells one day sum adds to: one per rollup (the month and year cells are summed from
-/// the day cells when they are written: [`wide_rows`]).
-const CELLS_PER_SUM: usize = ROLLUPS.len();
+/// The rollups (the first of [`ROLLUPS`]: `{}` and `{level}`) whose day cells are summed in a
+/// map as they come ([`CellSums::add_coarse`]) instead of pushed to the sorted vector: they have
+/// a handful of slices, so almost every day sum adds to a cell already there. A third of the
+/// expansion then never reaches the vector (its memory, and the sort).
+const COARSE_ROLLUPS: usize = 2;
+
+/// The day cells one day sum pushes to the vector of [`CellSums`]: one per rollup but the
+/// coarse ones (the month and year cells are summed from the day cells when they are written:
+/// [`wide_rows`]).
+const CELLS_PER_SUM: usize = ROLLUPS.len() - COARSE_ROLLUPS;
 
 /// Adds the day cells of one day sum of a slice to `sums`: one for each rollup slice of
 /// `projections` that `keep` keeps, all `delta`. With [`wide_rows`], what
@@ -928,7 +1000,13 @@ fn expand_sum(
     metric: Metric,
     delta: i128,
 ) {
-    for &dims in projections {
+    let (coarse, fine) = projections.split_at(COARSE_ROLLUPS);
+    for &dims in coarse {
+        if keep(dims) {
+            sums.add_coarse(CellKey { dims, day, metric }, delta);
+        }
+    }
+    for &dims in fine {
         if keep(dims) {
             sums.push(CellKey { dims, day, metric }, delta);
         }
@@ -968,7 +1046,7 @@ fn expand_share(
     let t = Instant::now();
     let mut spilling = Duration::ZERO;
     for days in &all.days {
-        for (&(slice, day, metric), &delta) in &days.sums {
+        for (slice, day, metric, delta) in days.iter() {
             if delta == 0 {
                 continue;
             }
@@ -1018,32 +1096,90 @@ fn expand_share(
 
 /// The dossiers' day deltas summed per slice (every dimension, numbered in the [`SliceBook`]),
 /// day and metric, before any expansion: many dossiers share a slice and a day.
+///
+/// Compact: a key packs into a `u64` and a sum is an `i64` (16 bytes an entry, a third of what
+/// `(u32, NaiveDate, Metric)` and `i128` take), so twice the sums fit the same budget before a
+/// spill. What does not fit that form goes to `wide`, exactly: a delta beyond `i64`, the part
+/// of a sum that would leave it, a date outside the packed range. A key may then have a part in
+/// each map; whoever reads them adds the parts up (the cells are summed anyway).
 struct DaySums {
-    sums: HashMap<(u32, NaiveDate, Metric), i128, FxBuild>,
+    sums: HashMap<u64, i64, FxBuild>,
+    wide: HashMap<(u32, NaiveDate, Metric), i128, FxBuild>,
     /// Most entries kept before [`DaySums::full`] says to expand them.
     limit: usize,
 }
 
 impl DaySums {
-    /// Bytes an entry takes in the map, roughly (key, value, the table's slack).
-    const ENTRY_BYTES: usize = 48;
+    /// Bytes an entry takes in the map, roughly (key, value, the table's control byte and
+    /// slack).
+    const ENTRY_BYTES: usize = 24;
     /// Fewest entries kept before spilling, whatever the budget (a tiny budget spills every
     /// few dossiers: slow, still exact; the tests use one).
     const MIN_ENTRIES: usize = 64;
+    /// Bits of the packed key that hold the day (days from the common era: up to the year
+    /// 45,000) and the metric's index.
+    const DAY_BITS: u32 = 24;
+    const METRIC_BITS: u32 = 8;
 
     fn new(memory_bytes: usize) -> DaySums {
         DaySums {
             sums: HashMap::default(),
+            wide: HashMap::default(),
             limit: (memory_bytes / Self::ENTRY_BYTES).max(Self::MIN_ENTRIES),
         }
     }
 
+    fn pack(slice: u32, day: NaiveDate, metric: Metric) -> Option<u64> {
+        let day = u64::try_from(day.num_days_from_ce()).ok()?;
+        let metric = metric_index(metric) as u64;
+        (day < 1 << Self::DAY_BITS && metric < 1 << Self::METRIC_BITS).then(|| {
+            u64::from(slice) << (Self::DAY_BITS + Self::METRIC_BITS)
+                | day << Self::METRIC_BITS
+                | metric
+        })
+    }
+
+    fn unpack(key: u64) -> (u32, NaiveDate, Metric) {
+        let slice = (key >> (Self::DAY_BITS + Self::METRIC_BITS)) as u32;
+        let day = ((key >> Self::METRIC_BITS) & ((1 << Self::DAY_BITS) - 1)) as i32;
+        let metric = (key & ((1 << Self::METRIC_BITS) - 1)) as usize;
+        (
+            slice,
+            NaiveDate::from_num_days_from_ce_opt(day).expect("packed from a date"),
+            Metric::ALL[metric],
+        )
+    }
+
     fn add(&mut self, slice: u32, day: NaiveDate, metric: Metric, delta: i128) {
-        *self.sums.entry((slice, day, metric)).or_insert(0) += delta;
+        if let (Some(key), Ok(small)) = (Self::pack(slice, day, metric), i64::try_from(delta)) {
+            let sum = self.sums.entry(key).or_insert(0);
+            if let Some(added) = sum.checked_add(small) {
+                *sum = added;
+                return;
+            }
+        }
+        *self.wide.entry((slice, day, metric)).or_insert(0) += delta;
     }
 
     fn full(&self) -> bool {
-        self.sums.len() >= self.limit
+        self.sums.len() + self.wide.len() >= self.limit
+    }
+
+    /// Every sum (a key may come twice: see the type), in no order.
+    fn iter(&self) -> impl Iterator<Item = (u32, NaiveDate, Metric, i128)> + '_ {
+        let sums = self.sums.iter().map(|(&key, &sum)| {
+            let (slice, day, metric) = Self::unpack(key);
+            (slice, day, metric, i128::from(sum))
+        });
+        let wide =
+            (self.wide.iter()).map(|(&(slice, day, metric), &sum)| (slice, day, metric, sum));
+        sums.chain(wide)
+    }
+
+    /// Empties the sums (keeping the maps' room).
+    fn clear(&mut self) {
+        self.sums.clear();
+        self.wide.clear();
     }
 }
 
@@ -1279,6 +1415,10 @@ struct CellSums {
     cells: Vec<(CellKey, i128)>,
     /// Most cells held.
     limit: usize,
+    /// The cells of the coarse rollups ([`COARSE_ROLLUPS`]), summed as they come; moved into
+    /// `cells` at each compaction. Not counted in the budget: at most one entry per level, day
+    /// and metric (and one per day and metric), a few megabytes for years of days.
+    coarse: HashMap<CellKey, i128, FxBuild>,
 }
 
 impl CellSums {
@@ -1289,6 +1429,7 @@ impl CellSums {
         CellSums {
             cells: Vec::new(),
             limit: (memory_bytes / CELL_BYTES).max(Self::MIN_CELLS),
+            coarse: HashMap::default(),
         }
     }
 
@@ -1317,9 +1458,16 @@ impl CellSums {
         self.cells.push((key, value));
     }
 
-    /// Sorts the cells by key and sums the equal ones (zeros stay: they are skipped when
-    /// written).
+    /// Adds a cell of a coarse rollup ([`COARSE_ROLLUPS`]) to its sum.
+    fn add_coarse(&mut self, key: CellKey, value: i128) {
+        *self.coarse.entry(key).or_insert(0) += value;
+    }
+
+    /// Moves the coarse sums into the vector, sorts the cells by key and sums the equal ones
+    /// (zeros stay: they are skipped when written).
     fn compact(&mut self) {
+        self.cells.reserve(self.coarse.len());
+        self.cells.extend(self.coarse.drain());
         self.cells.sort_unstable_by_key(|(k, _)| *k);
         let mut write = 0usize;
         for read in 0..self.cells.len() {
@@ -1337,6 +1485,7 @@ impl CellSums {
     /// Empties the sums (keeping the vector's room).
     fn clear(&mut self) {
         self.cells.clear();
+        self.coarse.clear();
     }
 }
 
@@ -1399,7 +1548,7 @@ impl Dims {
     }
 }
 
-/// A fast non-cryptographic hash (the FxHash of rustc) for the day sums and the dimension
+/// A fast non-cryptographic hash (after rustc's FxHash) for the day sums and the dimension
 /// lookup: their keys are the log's own codes, not attacker-chosen lookups into a long-lived
 /// table.
 #[derive(Debug, Clone, Copy, Default)]
@@ -1415,8 +1564,13 @@ impl BuildHasher for FxBuild {
 struct FxHasher(u64);
 
 impl FxHasher {
+    /// Mixes in `word` with a folded multiply (the product's high half added into its low
+    /// half): every bit of the word reaches the low bits the table indexes by. A plain
+    /// `wrapping_mul` leaves them to the word's low bits alone, and the day sums' packed keys
+    /// hold their slice in the high bits (every slice of a day and metric collided).
     fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+        let product = u128::from(self.0.rotate_left(5) ^ word) * 0x517c_c1b7_2722_0a95;
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
     }
 }
 
@@ -1864,7 +2018,7 @@ mod tests {
         let mut found = std::collections::BTreeMap::new();
         for share in 0..shares {
             let mut sums = CellSums::new(DEFAULT_MEMORY_BYTES);
-            for (&(n, day, metric), &delta) in &days.sums {
+            for (n, day, metric, delta) in days.iter() {
                 assert!(sums.room_for(CELLS_PER_SUM));
                 let projections = &book.projections[n as usize];
                 let keep = |dims| share_of(dims, shares) == share;
@@ -1914,6 +2068,16 @@ mod tests {
             // Days that cancel out in their month (and year): no month cell.
             (&b, day(2022, 5, 5), Metric::Pending, 1),
             (&b, day(2022, 5, 20), Metric::Pending, -1),
+            // Sums past `i64` and dates outside the day sums' packed range: exact all the same.
+            (&a, day(2024, 3, 5), Metric::Received, i128::from(i64::MAX)),
+            (
+                &c,
+                day(2024, 6, 1),
+                Metric::Received,
+                i128::from(i64::MIN) * 3,
+            ),
+            (&b, day(-3, 2, 1), Metric::Received, 5),
+            (&a, day(50_000, 1, 1), Metric::Resolved, 6),
         ];
         let expected: Cells = rollup::rollup_cells(deltas)
             .into_iter()
@@ -1926,6 +2090,42 @@ mod tests {
         for shares in [1, 2, 3] {
             assert_eq!(rebuilt(&deltas, shares), expected, "{shares} shares");
         }
+    }
+
+    #[test]
+    fn day_sums_stay_exact_past_i64_and_outside_the_packed_dates() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let last = *Metric::ALL.last().unwrap();
+        let adds = [
+            (7, day(2024, 1, 1), Metric::Received, 1),
+            // The sum leaves `i64`, then comes back into it.
+            (7, day(2024, 1, 1), Metric::Received, i128::from(i64::MAX)),
+            (7, day(2024, 1, 1), Metric::Received, 5),
+            (7, day(2024, 1, 1), Metric::Received, -i128::from(i64::MAX)),
+            (u32::MAX, day(2024, 12, 31), last, i128::MIN + 1),
+            (u32::MAX, day(2024, 12, 31), last, i128::MAX),
+            (0, day(1, 1, 1), Metric::Received, 2),
+            (0, day(0, 12, 31), Metric::Received, 3),
+            (0, day(45_000, 1, 1), Metric::Received, 4),
+            (0, day(46_000, 1, 1), Metric::Received, 5),
+            (0, NaiveDate::MIN, Metric::Received, 6),
+            (0, NaiveDate::MAX, last, 7),
+        ];
+        let mut days = DaySums::new(DEFAULT_MEMORY_BYTES);
+        let mut expected = std::collections::BTreeMap::new();
+        for (slice, day, metric, delta) in adds {
+            days.add(slice, day, metric, delta);
+            *expected.entry((slice, day, metric)).or_insert(0i128) += delta;
+        }
+        let mut found = std::collections::BTreeMap::new();
+        for (slice, day, metric, delta) in days.iter() {
+            *found.entry((slice, day, metric)).or_insert(0i128) += delta;
+        }
+        assert_eq!(found, expected);
+        assert!(days.wide.len() >= 4, "{}", days.wide.len());
+        assert!(!days.sums.is_empty());
+        days.clear();
+        assert_eq!(days.iter().count(), 0);
     }
 
     #[test]

@@ -148,14 +148,36 @@ async fn rebuild_of_a_correct_projection_changes_no_figure_and_runs_again() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
+    let migrated = keys(&db.pool).await;
+    assert_eq!(migrated.len(), 5, "{migrated:#?}");
     let report = rebuild::rebuild(&db.pool, |_| {}).await.unwrap();
     assert_eq!(report.reapplied, 0);
     assert_eq!(report.cells, cells, "the same cells as apply wrote");
     assert_eq!(answers(&db.pool).await, before);
+    // The keys and indexes as the migrations made them (the rebuild builds them its own way).
+    assert_eq!(keys(&db.pool).await, migrated);
     // Names are as before the swap, so a second rebuild works the same way.
     let again = rebuild::rebuild(&db.pool, |_| {}).await.unwrap();
     assert_eq!(again.cells, cells);
     assert_eq!(answers(&db.pool).await, before);
+    assert_eq!(keys(&db.pool).await, migrated);
+}
+
+/// The indexes and constraints of the tables a rebuild replaces, by name, with their
+/// definitions.
+async fn keys(pool: &sqlx::PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes \
+           WHERE tablename IN ('stats_cells', 'projection_contributions') \
+         UNION ALL \
+         SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+           WHERE conrelid IN ('stats_cells'::regclass, 'projection_contributions'::regclass) \
+             AND contype IN ('p', 'u') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
