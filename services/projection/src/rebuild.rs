@@ -20,7 +20,8 @@
 //!
 //!    The cells are those of [`crate::rollup::rollup_cells`] (the one definition apply also
 //!    uses): the expansion here projects each slice once with the same masks and grains, and a
-//!    unit test holds the two equal. Then the primary keys are built (one sort each). Memory is
+//!    unit test holds the two equal. The keys are built at the end (one sort each): the
+//!    contributions' while the cells are written, the cells' two at once. Memory is
 //!    bounded ([`RebuildOptions::memory_bytes`]): past it, the cells summed so far are spilled
 //!    as sorted runs to local files ([`spill`], one run per share), and each worker of the
 //!    writing phase merges its share's runs with its last sums as it writes them.
@@ -368,7 +369,7 @@ impl Budget {
 /// Writing the cells: the rollup slices are numbered in `stats_slice`, then each worker expands
 /// and sums its share of the cells and writes them with a binary `COPY` on a pool connection of
 /// its own ([`expand_share`]). The shadow tables have no key while they are filled; the keys are
-/// built at the end, in one sort each.
+/// built at the end, in one sort each ([`build_cell_keys`]).
 async fn fill(
     pool: &PgPool,
     conn: &mut PgConnection,
