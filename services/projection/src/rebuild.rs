@@ -1098,7 +1098,7 @@ fn expand_share(
 /// The dossiers' day deltas summed per slice (every dimension, numbered in the [`SliceBook`]),
 /// day and metric, before any expansion: many dossiers share a slice and a day.
 ///
-/// Compact: a key packs into a `u64` and a sum is an `i64` (16 bytes an entry, a third of what
+/// Compact: a key packs into a `u64` and a sum is an `i64` (16 bytes an entry, half of what
 /// `(u32, NaiveDate, Metric)` and `i128` take), so twice the sums fit the same budget before a
 /// spill. What does not fit that form goes to `wide`, exactly: a delta beyond `i64`, the part
 /// of a sum that would leave it, a date outside the packed range. A key may then have a part in
