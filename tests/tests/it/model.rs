@@ -579,10 +579,16 @@ fn life(rng: &mut Rng, n: usize) -> Life {
             step(rng, &mut t),
         )));
         if forced == 6 || rng.chance(80) {
-            calls.push(Call::FulfilObligation(fulfil_obligation(
-                &id,
-                step(rng, &mut t),
-            )));
+            let fulfilled = if forced == 6 {
+                // Long enough to hold working time whatever the day, so that the forced life's
+                // pause is never 0: no run of days off from April to June 2024 is longer than
+                // five (27 April – 1 May). A random step may fall wholly on a night or a holiday.
+                t += chrono::Duration::days(6);
+                t
+            } else {
+                step(rng, &mut t)
+            };
+            calls.push(Call::FulfilObligation(fulfil_obligation(&id, fulfilled)));
         }
     }
     if !offline && fee_required && rng.chance(75) {
